@@ -1,0 +1,348 @@
+"""The Ray Core API functions: init, shutdown, get, put, wait, cancel, introspection.
+
+Owns the process's connection to a cluster: ``init()`` either starts an embedded
+one-machine cluster (its daemons exit with this process) or joins a running one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rayops import exceptions as rex
+from rayops.core_worker import state
+from rayops.core_worker.core_worker import CoreWorker
+from rayops.core_worker.object_ref import ObjectRef, ObjectRefGenerator
+from rayops.node import session as sess
+
+logger = logging.getLogger(__name__)
+
+_started: Any = None  # StartedNode of the embedded cluster, if we started one
+
+
+class RayContext(dict[str, Any]):
+    """What ``init()`` returns (Ray's RayContext): address info, usable as a dict."""
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        super().__init__(info)
+        self.address_info = info
+        self.dashboard_url = None
+
+    def __enter__(self) -> RayContext:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        shutdown()
+
+    def disconnect(self) -> None:
+        shutdown()
+
+
+def is_initialized() -> bool:
+    return state.current() is not None
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    namespace: str | None = None,
+    ignore_reinit_error: bool = False,
+    log_to_driver: bool = True,
+    include_dashboard: bool | None = None,
+    runtime_env: dict[str, Any] | None = None,
+    logging_level: int | str = logging.INFO,
+    _temp_dir: str | None = None,
+    _node_ip_address: str | None = None,
+    **kwargs: Any,
+) -> RayContext:
+    """Start an embedded cluster (no address) or join one ("auto", "HOST:PORT")."""
+    global _started
+    cw = state.current()
+    if cw is not None:
+        if ignore_reinit_error:
+            return _context(cw)
+        raise RuntimeError(
+            "Maybe you called rayops.init twice by accident? This error can be suppressed "
+            "by passing ignore_reinit_error=True, or by calling rayops.shutdown() first."
+        )
+    unknown = sorted(k for k in kwargs if not k.startswith("_"))
+    if unknown:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(unknown)}")
+    if resources is not None and ("CPU" in resources or "GPU" in resources):
+        raise ValueError("init(resources=...) must not contain CPU or GPU: use num_cpus / num_gpus.")
+    if address is None:
+        address = os.environ.get("RAYOPS_ADDRESS") or None
+    temp_dir = _temp_dir or os.environ.get("RAYOPS_TEMP_DIR") or sess.DEFAULT_TEMP_DIR
+    if address in (None, "local"):
+        from rayops.node.processes import NodeOptions, start_node
+
+        node = start_node(
+            NodeOptions(
+                node_ip=_node_ip_address or "127.0.0.1",
+                head=True,
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                resources=dict(resources or {}),
+                object_store_memory=object_store_memory,
+                temp_dir=temp_dir,
+            )
+        )
+        _started = node
+        rec = node.record
+        raylet = (rec.node_ip, rec.raylet_port)
+        token = node.token
+        node_ip = rec.node_ip
+    else:
+        if num_cpus is not None or num_gpus is not None or resources or object_store_memory:
+            raise ValueError(
+                "When connecting to an existing cluster, num_cpus, num_gpus, resources and "
+                "object_store_memory must not be provided: they are set when the node starts "
+                "(rayops start --num-cpus ...)."
+            )
+        raylet, token, node_ip = _find_cluster(address, temp_dir)
+    cw = CoreWorker(
+        mode="driver",
+        raylet_address=raylet,
+        token=token.encode(),
+        node_ip=node_ip,
+        namespace=namespace or "",
+        log_to_driver=log_to_driver,
+        entrypoint=" ".join(sys.argv),
+    )
+    try:
+        cw.start()
+    except BaseException:
+        _stop_started()
+        raise
+    if not namespace:
+        import uuid
+
+        cw.namespace = str(uuid.uuid4())
+    state.set_core_worker(cw)
+    atexit.register(shutdown)
+    return _context(cw)
+
+
+def _context(cw: CoreWorker) -> RayContext:
+    return RayContext(
+        {
+            "node_ip_address": cw.node_ip,
+            "address": cw.gcs_address,
+            "gcs_address": cw.gcs_address,
+            "session_dir": cw.session_dir,
+            "node_id": cw.node_id,
+            "raylet_port": cw.raylet_address[1],
+        }
+    )
+
+
+def _find_cluster(address: str, temp_dir: str) -> tuple[tuple[str, int], str, str]:
+    """Locate this machine's raylet and the cluster token for ``address``."""
+    if address == "auto":
+        session_dir = sess.latest_session(temp_dir)
+        if session_dir is None:
+            raise ConnectionError(
+                f"init('auto') found no running cluster under {temp_dir}: start one with "
+                "`rayops start --head`, or pass its address (init('HOST:PORT'))."
+            )
+        rec = sess.NodeRecord.load(session_dir)
+        from rayops.node.processes import pid_belongs_to
+
+        if not pid_belongs_to(rec.pids.get("raylet", -1), rec.session_dir):
+            raise ConnectionError(
+                f"init('auto'): the cluster recorded in {session_dir} is not running "
+                "(its raylet exited). Start one with `rayops start --head`."
+            )
+        token = _read_token(os.path.join(session_dir, sess.TOKEN_FILE))
+        return (rec.node_ip, rec.raylet_port), token, rec.node_ip
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"init(address=...) expects 'auto' or 'HOST:PORT', got {address!r}")
+    session_dir = sess.latest_session(temp_dir)
+    token_file = os.environ.get("RAYOPS_TOKEN_FILE") or (
+        os.path.join(session_dir, sess.TOKEN_FILE) if session_dir else ""
+    )
+    token = _read_token(token_file)
+    from rayops.gcs.client import GcsClient
+
+    gcs = GcsClient(address, token)
+    try:
+        nodes = [n for n in gcs.get_all_nodes() if n.state == "ALIVE"]
+    finally:
+        gcs.close()
+    local_ips = _local_ips()
+    for n in nodes:
+        if n.node_ip in local_ips:
+            return (n.node_ip, n.raylet_port), token, n.node_ip
+    raise ConnectionError(
+        f"the cluster at {address} has no node on this machine (nodes: "
+        f"{', '.join(n.node_ip for n in nodes) or 'none'}). Start one here with "
+        f"`rayops start --address {address}` first."
+    )
+
+
+def _read_token(path: str) -> str:
+    if not path:
+        raise rex.AuthenticationError(
+            "no cluster token found: set RAYOPS_TOKEN_FILE to the head's "
+            "<temp-dir>/session_latest/cluster_token (copied with mode 0600)."
+        )
+    from rayops.rpc.auth import read_token_file
+
+    return read_token_file(path)
+
+
+def _local_ips() -> set[str]:
+    import psutil
+
+    ips = {"127.0.0.1"}
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family.name == "AF_INET":
+                ips.add(a.address)
+    return ips
+
+
+def shutdown() -> None:
+    """Disconnect; if ``init()`` started the cluster, stop it and remove its files."""
+    cw = state.current()
+    if cw is not None:
+        state.set_core_worker(None)
+        cw.shutdown()
+    _stop_started()
+
+
+def _stop_started() -> None:
+    global _started
+    node, _started = _started, None
+    if node is None:
+        return
+    import signal
+
+    from rayops.node.processes import _remove_tree, wait_procs
+
+    for name in ("raylet", "gcs"):
+        p = node.procs.get(name)
+        if p is not None and p.poll() is None:
+            try:
+                p.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    wait_procs(node.procs, timeout=10)
+    if node.watch_fd is not None:
+        try:
+            os.close(node.watch_fd)
+        except OSError:
+            pass
+    _remove_tree(node.record.shm_dir)
+
+
+def _auto_init() -> CoreWorker:
+    cw = state.current()
+    if cw is None:
+        init()
+        cw = state.current()
+        assert cw is not None
+    return cw
+
+
+# ------------------------------------------------------------------ objects
+def put(value: Any, *, _owner: Any = None) -> ObjectRef:
+    return _auto_init().put(value)
+
+
+def get(object_refs: Any, *, timeout: float | None = None) -> Any:
+    cw = _auto_init()
+    if isinstance(object_refs, ObjectRef):
+        return cw.get([object_refs], timeout)[0]
+    if isinstance(object_refs, ObjectRefGenerator):
+        raise TypeError(
+            "get() does not take an ObjectRefGenerator: iterate it (for ref in gen) and get each ref."
+        )
+    if not isinstance(object_refs, (list, tuple)):
+        raise ValueError(
+            f"get() expects an ObjectRef or a list of ObjectRefs, got {type(object_refs).__name__}."
+        )
+    for i, r in enumerate(object_refs):
+        if not isinstance(r, ObjectRef):
+            raise ValueError(
+                f"get() expects a list of ObjectRefs; element {i} is a {type(r).__name__}."
+            )
+    _check_timeout(timeout)
+    return cw.get(list(object_refs), timeout)
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+
+
+def wait(
+    object_refs: Sequence[ObjectRef],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    cw = _auto_init()
+    if isinstance(object_refs, ObjectRef):
+        raise TypeError("wait() expects a list of ObjectRefs, not a single ObjectRef.")
+    refs = list(object_refs)
+    for i, r in enumerate(refs):
+        if not isinstance(r, ObjectRef):
+            raise TypeError(f"wait() expects a list of ObjectRefs; element {i} is a {type(r).__name__}.")
+    if len(set(refs)) != len(refs):
+        raise ValueError("wait() expects a list of unique ObjectRefs.")
+    if not isinstance(num_returns, int) or num_returns <= 0 and refs:
+        raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
+    if num_returns > len(refs):
+        raise ValueError(
+            f"num_returns ({num_returns}) cannot be greater than the number of refs ({len(refs)})."
+        )
+    _check_timeout(timeout)
+    if not refs:
+        return [], []
+    return cw.wait(refs, num_returns, timeout)
+
+
+def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}.")
+    state.require().cancel(object_ref, force)
+
+
+# ------------------------------------------------------------ introspection
+def nodes() -> list[dict[str, Any]]:
+    return state.require().cluster_info()
+
+
+def cluster_resources() -> dict[str, float]:
+    total: dict[str, float] = {}
+    for n in nodes():
+        if n["Alive"]:
+            for k, v in n["Resources"].items():
+                total[k] = total.get(k, 0.0) + v
+    return total
+
+
+def available_resources() -> dict[str, float]:
+    total: dict[str, float] = {}
+    for n in nodes():
+        if n["Alive"]:
+            for k, v in n["AvailableResources"].items():
+                if v > 0:
+                    total[k] = total.get(k, 0.0) + v
+    return total
+
+
+def get_gpu_ids() -> list[int]:
+    ctx = state.require().task_context()
+    return [idx for idx, _ in ctx.instances.get("GPU", [])]

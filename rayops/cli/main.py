@@ -1,0 +1,297 @@
+"""The ``rayops`` command: parse, call, render. Nothing imports this module.
+
+Every failure the user can cause prints one line naming what was wrong and
+exits non-zero; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from rayops.node import session as sess
+
+
+class CLIError(Exception):
+    """A user-facing failure: printed as one message, exit code 1."""
+
+
+def _json_resources(text: str) -> dict[str, float]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"--resources must be a JSON object: {err}") from err
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+        for k, v in value.items()
+    ):
+        raise argparse.ArgumentTypeError(
+            f'--resources must map names to numbers >= 0, e.g. \'{{"accel": 2}}\'; got {text}'
+        )
+    if "CPU" in value or "GPU" in value:
+        raise argparse.ArgumentTypeError("--resources must not contain CPU/GPU: use --num-cpus/--num-gpus")
+    return {k: float(v) for k, v in value.items()}
+
+
+def _nonneg(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} >= 0, got {text!r}") from err
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} >= 0, got {text!r}")
+        return v
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rayops", description="Run and operate rayops clusters.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("start", help="start the daemons of a node (the head with --head)")
+    s.add_argument("--head", action="store_true", help="start the head node (GCS + raylet)")
+    s.add_argument("--address", help="HEAD:PORT of the GCS to join (worker nodes)")
+    s.add_argument("--port", type=_nonneg(int), default=6379, help="GCS port on the head (default 6379)")
+    s.add_argument("--num-cpus", type=_nonneg(float))
+    s.add_argument("--num-gpus", type=_nonneg(float))
+    s.add_argument("--resources", type=_json_resources, default={}, help='JSON, e.g. \'{"accel": 2}\'')
+    s.add_argument("--object-store-memory", type=_nonneg(int), help="bytes of shared memory for objects")
+    s.add_argument("--temp-dir", default=None, help=f"root of this node's files (default {sess.DEFAULT_TEMP_DIR})")
+    s.add_argument("--node-ip-address", help="address the daemons bind to (default: detected)")
+    s.add_argument("--token-file", help="cluster token file (joining nodes; default RAYOPS_TOKEN_FILE)")
+    s.add_argument("--labels", type=json.loads, default={}, help="JSON object of node labels")
+
+    st = sub.add_parser("stop", help="stop the daemons started from this temp dir")
+    st.add_argument("--temp-dir", default=None)
+    st.add_argument("-f", "--force", action="store_true", help="SIGKILL at once")
+
+    ss = sub.add_parser("status", help="nodes and resources of the cluster")
+    ss.add_argument("--address", help="GCS address (default: the cluster of --temp-dir)")
+    ss.add_argument("--temp-dir", default=None)
+    ss.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _temp_dir(args: argparse.Namespace) -> str:
+    return args.temp_dir or os.environ.get("RAYOPS_TEMP_DIR") or sess.DEFAULT_TEMP_DIR
+
+
+def detect_node_ip() -> str:
+    """The address of the interface with the default route; 127.0.0.1 without one.
+
+    Connecting a UDP socket sends no packet; it only asks the kernel for a route.
+    """
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere real
+            ip: str = s.getsockname()[0]
+            return ip
+        except OSError:
+            return "127.0.0.1"
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from rayops.node.processes import NodeOptions, NodeStartError, start_node
+
+    if args.head == bool(args.address):
+        raise CLIError("give exactly one of --head (start a head node) or --address HEAD:PORT (join one)")
+    temp_dir = _temp_dir(args)
+    running = _running_record(temp_dir)
+    if running is not None:
+        raise CLIError(
+            f"a rayops node is already running from {temp_dir} (session {running.session_dir}); "
+            f"stop it with `rayops stop --temp-dir {temp_dir}` or use another --temp-dir"
+        )
+    token = None
+    if args.address:
+        token_file = args.token_file or os.environ.get("RAYOPS_TOKEN_FILE")
+        if not token_file:
+            raise CLIError("joining a cluster needs the cluster token: pass --token-file PATH or set RAYOPS_TOKEN_FILE")
+        from rayops.rpc.auth import read_token_file
+
+        token = read_token_file(token_file)
+    opts = NodeOptions(
+        node_ip=args.node_ip_address or detect_node_ip(),
+        head=args.head,
+        gcs_address=args.address,
+        gcs_port=args.port,
+        num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus,
+        resources=args.resources,
+        object_store_memory=args.object_store_memory,
+        temp_dir=temp_dir,
+        labels=args.labels,
+        token=token,
+        detached=True,
+    )
+    try:
+        node = start_node(opts)
+    except NodeStartError as err:
+        raise CLIError(str(err)) from err
+    rec = node.record
+    token_path = os.path.join(rec.session_dir, sess.TOKEN_FILE)
+    print(f"rayops runtime started (session {rec.session_dir}).")
+    if args.head:
+        print(f"  GCS address: {rec.gcs_address}")
+        print("  To connect a driver on this machine: rayops.init('auto')")
+        print("  To add a node: copy the token file (mode 0600) to it, then run")
+        print(f"    RAYOPS_TOKEN_FILE=<copy of {token_path}> rayops start --address {rec.gcs_address}")
+    print(f"  To stop: rayops stop{'' if temp_dir == sess.DEFAULT_TEMP_DIR else ' --temp-dir ' + temp_dir}")
+    return 0
+
+
+def _running_record(temp_dir: str) -> sess.NodeRecord | None:
+    from rayops.node.processes import pid_belongs_to
+
+    session_dir = sess.latest_session(temp_dir)
+    if session_dir is None:
+        return None
+    try:
+        rec = sess.NodeRecord.load(session_dir)
+    except (OSError, ValueError, TypeError):
+        return None
+    if any(pid_belongs_to(pid, rec.session_dir) for pid in rec.pids.values()):
+        return rec
+    return None
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from rayops.node.processes import pid_belongs_to, stop_node
+
+    temp_dir = _temp_dir(args)
+    stopped = 0
+    if os.path.isdir(temp_dir):
+        for name in sorted(os.listdir(temp_dir)):
+            path = os.path.join(temp_dir, name)
+            if not name.startswith("session_") or name == "session_latest" or not os.path.isdir(path):
+                continue
+            try:
+                rec = sess.NodeRecord.load(path)
+            except (OSError, ValueError, TypeError):
+                continue
+            if not any(pid_belongs_to(p, rec.session_dir) for p in rec.pids.values()):
+                continue
+            pids = stop_node(rec, timeout=0.0 if args.force else 10.0)
+            stopped += len(pids)
+            print(f"stopped {len(pids)} process(es) of {path}")
+    if not stopped:
+        print(f"no running rayops processes started from {temp_dir}")
+    return 0
+
+
+def _gcs_for_status(args: argparse.Namespace) -> tuple[str, str]:
+    from rayops.rpc.auth import read_token_file
+
+    temp_dir = _temp_dir(args)
+    session_dir = sess.latest_session(temp_dir)
+    token_file = os.environ.get("RAYOPS_TOKEN_FILE") or (
+        os.path.join(session_dir, sess.TOKEN_FILE) if session_dir else None
+    )
+    if args.address:
+        address = args.address
+    else:
+        rec = _running_record(temp_dir)
+        if rec is None:
+            raise CLIError(f"no running rayops cluster found under {temp_dir}; start one with `rayops start --head`")
+        address = rec.gcs_address
+    if not token_file or not os.path.exists(token_file):
+        raise CLIError("no cluster token found: set RAYOPS_TOKEN_FILE to a copy of the head's cluster_token")
+    return address, read_token_file(token_file)
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f}{unit}" if unit != "B" else f"{int(n)}B"
+        n /= 1024
+    return f"{n}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rayops.gcs.client import GcsClient
+
+    address, token = _gcs_for_status(args)
+    client = GcsClient(address, token, timeout=5.0)
+    try:
+        nodes = client.get_all_nodes()
+    except ConnectionError as err:
+        raise CLIError(str(err)) from err
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps([_node_json(n) for n in nodes], indent=2))
+        return 0
+    alive = [n for n in nodes if n.state == "ALIVE"]
+    dead = [n for n in nodes if n.state != "ALIVE"]
+    print(f"======== rayops cluster status ({address}) ========")
+    print("Node status")
+    print("-" * 60)
+    print(f"Active: {len(alive)}")
+    for n in alive:
+        head = " (head)" if n.is_head_node else ""
+        print(f"  {n.node_id[:16]}  {n.node_ip}{head}")
+    if dead:
+        print(f"Dead: {len(dead)}")
+        for n in dead:
+            print(f"  {n.node_id[:16]}  {n.node_ip}  {n.death_reason}")
+    total: dict[str, float] = {}
+    avail: dict[str, float] = {}
+    for n in alive:
+        for k, v in n.resources_total.items():
+            total[k] = total.get(k, 0) + v
+        for k, v in n.resources_available.items():
+            avail[k] = avail.get(k, 0) + v
+    print()
+    print("Resources")
+    print("-" * 60)
+    print("Usage:")
+    for k in sorted(total):
+        if k.startswith("node:"):
+            continue
+        used = total[k] - avail.get(k, 0)
+        if k in ("memory", "object_store_memory"):
+            print(f"  {_fmt_bytes(used)}/{_fmt_bytes(total[k])} {k}")
+        else:
+            print(f"  {used:g}/{total[k]:g} {k}")
+    return 0
+
+
+def _node_json(n: Any) -> dict[str, Any]:
+    return {
+        "node_id": n.node_id,
+        "node_ip": n.node_ip,
+        "state": n.state,
+        "is_head": n.is_head_node,
+        "resources_total": dict(n.resources_total),
+        "resources_available": dict(n.resources_available),
+    }
+
+
+COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = COMMANDS[args.command](args)
+    except CLIError as err:
+        print(f"rayops {args.command}: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except (ConnectionError, PermissionError, FileNotFoundError, ValueError) as err:
+        print(f"rayops {args.command}: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Owner side of normal tasks: dependency resolution, worker leases, pushing, retries.
+
+Runs entirely on the core worker's IO loop. Tasks are grouped by resource shape;
+for each shape the submitter asks the local raylet for worker leases while tasks
+are queued, pushes tasks straight to the leased workers, and gives a lease back
+once it has been idle for ``LEASE_IDLE_S``. Functions measured to run fast are
+pipelined a few deep per worker so round trips overlap with execution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rayops.core_worker.task_spec import TaskReply, TaskSpec
+from rayops.rpc import framed
+
+if TYPE_CHECKING:
+    from rayops.core_worker.core_worker import CoreWorker
+
+logger = logging.getLogger(__name__)
+
+LEASE_IDLE_S = 0.05
+MAX_PENDING_LEASE_REQUESTS = 4
+PIPELINE_DEPTH = 8
+FAST_TASK_S = 0.002
+
+Key = tuple[tuple[str, float], ...]
+
+
+@dataclass(eq=False)
+class Lease:
+    lease_id: int
+    worker_id: bytes
+    address: tuple[str, int]
+    instances: dict[str, list[tuple[int, float]]]
+    node_id: str
+    key: Key
+    conn: framed.Connection | None = None
+    inflight: dict[bytes, TaskSpec] = field(default_factory=dict)
+    idle_timer: asyncio.TimerHandle | None = None
+    dead: bool = False
+
+
+@dataclass
+class KeyState:
+    shape: dict[str, float]
+    queue: deque[TaskSpec] = field(default_factory=deque)
+    leases: list[Lease] = field(default_factory=list)
+    pending_requests: int = 0
+
+
+class TaskSubmitter:
+    def __init__(self, cw: CoreWorker) -> None:
+        self._cw = cw
+        self._keys: dict[Key, KeyState] = {}
+        self._exec_ema: dict[bytes, float] = {}
+        # task id -> the lease it was pushed on (for cancel)
+        self._where: dict[bytes, Lease] = {}
+
+    # ------------------------------------------------------------------ entry
+    def submit(self, spec: TaskSpec) -> None:
+        key: Key = tuple(sorted(spec.resources.items()))
+        ks = self._keys.get(key)
+        if ks is None:
+            ks = self._keys[key] = KeyState(dict(spec.resources))
+        ks.queue.append(spec)
+        self._pump(key, ks)
+
+    def cancel_queued(self, task_id: bytes) -> bool:
+        for ks in self._keys.values():
+            for spec in ks.queue:
+                if spec.task_id == task_id:
+                    ks.queue.remove(spec)
+                    return True
+        return False
+
+    def lease_of(self, task_id: bytes) -> Lease | None:
+        return self._where.get(task_id)
+
+    # ---------------------------------------------------------------- pumping
+    def _pump(self, key: Key, ks: KeyState) -> None:
+        for lease in ks.leases:
+            if lease.dead or lease.conn is None:
+                continue
+            while ks.queue:
+                depth = self._depth(ks.queue[0])
+                if len(lease.inflight) >= depth:
+                    break
+                self._push(ks.queue.popleft(), lease)
+            if not lease.inflight and not ks.queue:
+                self._arm_idle(lease)
+        want = min(len(ks.queue), MAX_PENDING_LEASE_REQUESTS)
+        while ks.pending_requests < want:
+            ks.pending_requests += 1
+            asyncio.ensure_future(self._request_lease(key, ks))
+
+    def _depth(self, spec: TaskSpec) -> int:
+        ema = self._exec_ema.get(spec.function_id)
+        if ema is not None and ema < FAST_TASK_S:
+            return PIPELINE_DEPTH
+        return 1
+
+    async def _request_lease(self, key: Key, ks: KeyState) -> None:
+        cw = self._cw
+        try:
+            grant = await cw.raylet.request("request_lease", ks.shape)
+        except Exception as err:
+            ks.pending_requests -= 1
+            logger.error("lease request for %s failed: %r", ks.shape, err)
+            self._fail_queue(ks, err)
+            return
+        ks.pending_requests -= 1
+        lease_id, worker_id, address, instances, node_id = grant
+        lease = Lease(lease_id, worker_id, tuple(address), instances, node_id, key)
+        if not ks.queue:
+            cw.raylet.notify("return_lease", lease_id, True)
+            self._pump(key, ks)
+            return
+        try:
+            lease.conn = await cw.peer(lease.address)
+        except Exception as err:
+            logger.warning("could not reach leased worker at %s: %r", lease.address, err)
+            cw.raylet.notify("return_lease", lease_id, False)
+            self._pump(key, ks)
+            return
+        ks.leases.append(lease)
+        self._pump(key, ks)
+
+    def _push(self, spec: TaskSpec, lease: Lease) -> None:
+        cw = self._cw
+        if lease.idle_timer is not None:
+            lease.idle_timer.cancel()
+            lease.idle_timer = None
+        conn = lease.conn
+        assert conn is not None
+        sent = conn.context.setdefault("functions", set())
+        fn_bytes = None
+        if spec.function_id not in sent:
+            fn_bytes = cw.function_bytes(spec.function_id)
+            sent.add(spec.function_id)
+        lease.inflight[spec.task_id] = spec
+        self._where[spec.task_id] = lease
+        fut = conn.request("push_task", spec, fn_bytes, lease.instances, lease.lease_id)
+        fut.add_done_callback(lambda f: self._on_done(spec, lease, f))
+
+    def _on_done(self, spec: TaskSpec, lease: Lease, fut: asyncio.Future[Any]) -> None:
+        lease.inflight.pop(spec.task_id, None)
+        self._where.pop(spec.task_id, None)
+        ks = self._keys[lease.key]
+        err = fut.exception()
+        if err is None:
+            reply: TaskReply = fut.result()
+            prev = self._exec_ema.get(spec.function_id)
+            x = reply.exec_seconds
+            self._exec_ema[spec.function_id] = x if prev is None else 0.8 * prev + 0.2 * x
+            self._cw.on_task_reply(spec, reply)
+        else:
+            self._on_worker_lost(lease, ks)
+            self._cw.on_task_worker_died(spec, err)
+        self._pump(lease.key, ks)
+
+    def _on_worker_lost(self, lease: Lease, ks: KeyState) -> None:
+        if lease.dead:
+            return
+        lease.dead = True
+        if lease in ks.leases:
+            ks.leases.remove(lease)
+        if lease.idle_timer is not None:
+            lease.idle_timer.cancel()
+        self._cw.raylet.notify("return_lease", lease.lease_id, False)
+
+    def _arm_idle(self, lease: Lease) -> None:
+        if lease.idle_timer is None:
+            loop = asyncio.get_running_loop()
+            lease.idle_timer = loop.call_later(LEASE_IDLE_S, self._return_if_idle, lease)
+
+    def _return_if_idle(self, lease: Lease) -> None:
+        lease.idle_timer = None
+        ks = self._keys.get(lease.key)
+        if ks is None or lease.dead or lease.inflight or ks.queue:
+            return
+        lease.dead = True
+        ks.leases.remove(lease)
+        self._cw.raylet.notify("return_lease", lease.lease_id, True)
+
+    def _fail_queue(self, ks: KeyState, err: BaseException) -> None:
+        while ks.queue:
+            self._cw.on_task_worker_died(ks.queue.popleft(), err, retry=False)
+
+    def return_all_leases(self) -> None:
+        for ks in self._keys.values():
+            for lease in ks.leases:
+                if not lease.dead:
+                    lease.dead = True
+                    self._cw.raylet.notify("return_lease", lease.lease_id, True)
+            ks.leases.clear()
+
+    def map_inflight(self, fn: Callable[[TaskSpec], None]) -> None:
+        for ks in self._keys.values():
+            for lease in ks.leases:
+                for spec in lease.inflight.values():
+                    fn(spec)

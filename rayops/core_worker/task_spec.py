@@ -1,0 +1,50 @@
+"""What travels from an owner to a leased worker for one task.
+
+Argument entries:
+- ``("v", (metadata, pickled, buffers))``: the value inline;
+- ``("s", object_id, node_id)``: sealed in the shared-memory store of ``node_id``;
+- ``("r", object_id, owner_address)``: ask the owner (a ref owned by someone else).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+Address = tuple[str, int]
+STREAMING = -1  # num_returns of a streaming generator task
+
+# Values up to this size travel inline in messages; larger ones go to the store.
+INLINE_MAX_BYTES = 100 * 1024
+
+
+class TaskSpec(NamedTuple):
+    task_id: bytes
+    job_id: int
+    name: str
+    function_id: bytes
+    args: tuple[Any, ...]
+    kwarg_names: tuple[str, ...]
+    num_returns: int
+    return_ids: tuple[bytes, ...]
+    owner: Address
+    resources: dict[str, float]
+    attempt: int = 0
+    parent_task_id: bytes = b""
+
+
+class TaskReply(NamedTuple):
+    """What a worker sends back.
+
+    ``status``: "ok", "error" (the function raised; ``returns`` hold the error),
+    or "cancelled". ``returns`` has one entry per return id:
+    ``(entry, contained)`` where ``contained`` lists ``(object_id, owner)`` of refs
+    inside the value. ``borrowed`` lists object ids owned by the task's owner that
+    the worker still holds after the task (the owner adds the worker as borrower).
+    """
+
+    status: str
+    returns: list[tuple[tuple[Any, ...], list[tuple[bytes, Address]]]]
+    borrowed: list[bytes]
+    worker_address: Address
+    exec_seconds: float
+    num_items: int = 0

@@ -1,0 +1,181 @@
+"""What each GCS client method sends, and how its reply reads: shared by the sync and async clients.
+
+Each function here builds a `GcsCall`: the service and method to call, the request message,
+and a function from the reply message to the Python value the client returns. The clients only
+make the call and map errors, so the two stay identical by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+from rayops.gcs.codec import (
+    job_from_proto,
+    node_from_proto,
+    node_to_proto,
+    state_from_proto,
+)
+from rayops.gcs.types import GcsInfo, JobInfo, NodeInfo, ObjectStoreStats, UsageReportOutcome
+from rayops.protocol import common_pb2, gcs_job_pb2, gcs_kv_pb2, gcs_node_pb2
+
+__all__ = ["GcsCall", "Service"]
+
+R = TypeVar("R")
+Service = Literal["node", "job", "kv"]
+
+
+@dataclass(frozen=True, slots=True)
+class GcsCall(Generic[R]):
+    """One unary call: `service`'s `method` with `request`; `parse` reads the reply."""
+
+    service: Service
+    method: str
+    request: Any
+    parse: Callable[[Any], R]
+
+
+# Node table.
+
+
+def register_node(info: NodeInfo) -> GcsCall[NodeInfo]:
+    request = gcs_node_pb2.RegisterNodeRequest(node_info=node_to_proto(info))
+    return GcsCall("node", "RegisterNode", request, lambda r: node_from_proto(r.node_info))
+
+
+def unregister_node(node_id: str, reason: str) -> GcsCall[bool]:
+    request = gcs_node_pb2.UnregisterNodeRequest(node_id=node_id, reason=reason)
+    return GcsCall("node", "UnregisterNode", request, lambda r: bool(r.found))
+
+
+def get_all_nodes(alive_only: bool) -> GcsCall[list[NodeInfo]]:
+    request = gcs_node_pb2.GetAllNodeInfoRequest(alive_only=alive_only)
+    return GcsCall(
+        "node",
+        "GetAllNodeInfo",
+        request,
+        lambda r: [node_from_proto(n) for n in r.node_info_list],
+    )
+
+
+def _read_usage_reply(reply: gcs_node_pb2.ReportResourceUsageReply) -> UsageReportOutcome:
+    known = reply.node_state != common_pb2.NodeInfo.NODE_STATE_UNSPECIFIED
+    state = state_from_proto(reply.node_state) if known else None
+    return UsageReportOutcome(accepted=reply.accepted, state=state)
+
+
+def report_resource_usage(
+    node_id: str,
+    total: Mapping[str, float],
+    available: Mapping[str, float],
+    store: ObjectStoreStats,
+) -> GcsCall[UsageReportOutcome]:
+    request = gcs_node_pb2.ReportResourceUsageRequest(
+        node_id=node_id,
+        resources_total=total,
+        resources_available=available,
+        object_store_stats=common_pb2.ObjectStoreStats(
+            used_bytes=store.used_bytes,
+            capacity_bytes=store.capacity_bytes,
+            spilled_bytes=store.spilled_bytes,
+        ),
+    )
+    return GcsCall("node", "ReportResourceUsage", request, _read_usage_reply)
+
+
+def check_alive() -> GcsCall[GcsInfo]:
+    return GcsCall(
+        "node",
+        "CheckAlive",
+        gcs_node_pb2.CheckAliveRequest(),
+        lambda r: GcsInfo(r.rayops_version, r.cluster_id, r.start_time_ms),
+    )
+
+
+# Job table.
+
+
+def next_job_id() -> GcsCall[int]:
+    return GcsCall(
+        "job", "GetNextJobId", gcs_job_pb2.GetNextJobIdRequest(), lambda r: int(r.job_id)
+    )
+
+
+def add_job(
+    job_id: int,
+    driver_pid: int,
+    driver_ip: str,
+    namespace: str,
+    entrypoint: str,
+    start_time_ms: int,
+) -> GcsCall[JobInfo]:
+    request = gcs_job_pb2.AddJobRequest(
+        job_id=job_id,
+        driver_pid=driver_pid,
+        driver_ip=driver_ip,
+        namespace=namespace,
+        entrypoint=entrypoint,
+        start_time_ms=start_time_ms,
+    )
+    return GcsCall("job", "AddJob", request, lambda r: job_from_proto(r.job_info))
+
+
+def mark_job_finished(job_id: int) -> GcsCall[bool]:
+    request = gcs_job_pb2.MarkJobFinishedRequest(job_id=job_id)
+    return GcsCall("job", "MarkJobFinished", request, lambda r: bool(r.found))
+
+
+def get_all_jobs() -> GcsCall[list[JobInfo]]:
+    return GcsCall(
+        "job",
+        "GetAllJobInfo",
+        gcs_job_pb2.GetAllJobInfoRequest(),
+        lambda r: [job_from_proto(j) for j in r.job_info_list],
+    )
+
+
+# Internal KV.
+
+
+def kv_put(key: bytes, value: bytes, namespace: str, overwrite: bool) -> GcsCall[bool]:
+    request = gcs_kv_pb2.InternalKVPutRequest(
+        namespace=namespace, key=key, value=value, overwrite=overwrite
+    )
+    return GcsCall("kv", "InternalKVPut", request, lambda r: bool(r.added))
+
+
+def _read_get_reply(reply: gcs_kv_pb2.InternalKVGetReply) -> bytes | None:
+    return bytes(reply.value) if reply.found else None
+
+
+def kv_get(key: bytes, namespace: str) -> GcsCall[bytes | None]:
+    request = gcs_kv_pb2.InternalKVGetRequest(namespace=namespace, key=key)
+    return GcsCall("kv", "InternalKVGet", request, _read_get_reply)
+
+
+def kv_multi_get(keys: Iterable[bytes], namespace: str) -> GcsCall[dict[bytes, bytes]]:
+    request = gcs_kv_pb2.InternalKVMultiGetRequest(namespace=namespace, keys=list(keys))
+    return GcsCall(
+        "kv",
+        "InternalKVMultiGet",
+        request,
+        lambda r: {bytes(e.key): bytes(e.value) for e in r.entries},
+    )
+
+
+def kv_del(key: bytes, namespace: str, by_prefix: bool) -> GcsCall[int]:
+    request = gcs_kv_pb2.InternalKVDelRequest(
+        namespace=namespace, key=key, del_by_prefix=by_prefix
+    )
+    return GcsCall("kv", "InternalKVDel", request, lambda r: int(r.deleted_num))
+
+
+def kv_keys(prefix: bytes, namespace: str) -> GcsCall[list[bytes]]:
+    request = gcs_kv_pb2.InternalKVKeysRequest(namespace=namespace, prefix=prefix)
+    return GcsCall("kv", "InternalKVKeys", request, lambda r: [bytes(k) for k in r.results])
+
+
+def kv_exists(key: bytes, namespace: str) -> GcsCall[bool]:
+    request = gcs_kv_pb2.InternalKVExistsRequest(namespace=namespace, key=key)
+    return GcsCall("kv", "InternalKVExists", request, lambda r: bool(r.exists))

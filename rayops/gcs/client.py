@@ -1,0 +1,316 @@
+"""Clients of the GCS: `GcsClient` (sync, thread-safe; drivers, CLI) and `AsyncGcsClient` (grpc.aio;
+raylet and other daemons).
+
+Both send the cluster token on every call and turn gRPC failures into rayops errors:
+
+* the GCS refused the token              -> `rayops.exceptions.AuthenticationError`
+* the GCS did not answer within `timeout` -> `GcsUnreachableError` (a `ConnectionError` and an
+  `RpcError`), naming the address; calls wait for the channel to connect until the deadline,
+  so a GCS that is restarting is ridden out rather than failed at once
+* the GCS refused the request itself      -> `ValueError` with the GCS's reason
+* anything else                           -> `rayops.exceptions.RpcError` with the status code
+
+What each method sends and returns is defined once, in `rayops.gcs.calls`. Importing this
+module imports grpc; `import rayops` must not import it (load it lazily).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+
+from rayops.exceptions import AuthenticationError, RpcError
+from rayops.gcs import calls
+from rayops.gcs.calls import GcsCall, Service
+from rayops.gcs.types import GcsInfo, JobInfo, NodeInfo, ObjectStoreStats, UsageReportOutcome
+from rayops.protocol import gcs_job_pb2_grpc, gcs_kv_pb2_grpc, gcs_node_pb2_grpc
+from rayops.rpc.grpc_channel import token_aio_channel, token_channel
+
+__all__ = ["AsyncGcsClient", "GcsClient", "GcsUnreachableError"]
+
+R = TypeVar("R")
+
+DEFAULT_TIMEOUT_S = 10.0
+
+_REFUSED_REQUEST_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.NOT_FOUND,
+    }
+)
+
+
+class GcsUnreachableError(RpcError, ConnectionError):
+    """The GCS did not answer within the client's timeout: it is down, unreachable or stuck."""
+
+    def __init__(self, address: str, method: str, timeout: float, detail: str) -> None:
+        self.address = address
+        self.method = method
+        self.timeout = timeout
+        super().__init__(
+            f"could not reach the GCS at {address} within {timeout:g} s ({method}: {detail}): "
+            "is the head running? (`rayops status`)",
+            rpc_code=grpc.StatusCode.UNAVAILABLE.value[0],
+        )
+
+
+def _translate(err: grpc.RpcError, address: str, method: str, timeout: float) -> Exception:
+    """The rayops error for a failed call to the GCS."""
+    code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
+    details: str = err.details() or code.name  # type: ignore[attr-defined]
+    if code is grpc.StatusCode.UNAUTHENTICATED:
+        return AuthenticationError(
+            f"the GCS at {address} refused this client's cluster token ({details}); "
+            "use the token file from the session directory of the cluster you mean to join"
+        )
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return GcsUnreachableError(address, method, timeout, details)
+    if code in _REFUSED_REQUEST_CODES:
+        return ValueError(f"the GCS at {address} refused {method}: {details}")
+    return RpcError(
+        f"{method} to the GCS at {address} failed with {code.name}: {details}",
+        rpc_code=code.value[0],
+    )
+
+
+def _stubs(channel: Any) -> dict[Service, Any]:
+    return {
+        "node": gcs_node_pb2_grpc.NodeInfoGcsServiceStub(channel),
+        "job": gcs_job_pb2_grpc.JobInfoGcsServiceStub(channel),
+        "kv": gcs_kv_pb2_grpc.InternalKVGcsServiceStub(channel),
+    }
+
+
+def _store_stats(used: int, capacity: int, spilled: int) -> ObjectStoreStats:
+    return ObjectStoreStats(used_bytes=used, capacity_bytes=capacity, spilled_bytes=spilled)
+
+
+class GcsClient:
+    """A synchronous GCS client; safe to share between threads.
+
+    `address` is "host:port"; `token` is the cluster token; `timeout` bounds every call,
+    including the wait for a connection.
+    """
+
+    def __init__(self, address: str, token: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._channel = token_channel(address, token)
+        self._stubs = _stubs(self._channel)
+
+    def _call(self, call: GcsCall[R]) -> R:
+        method = getattr(self._stubs[call.service], call.method)
+        try:
+            reply = method(call.request, timeout=self.timeout, wait_for_ready=True)
+        except grpc.RpcError as err:
+            raise _translate(err, self.address, call.method, self.timeout) from err
+        return call.parse(reply)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> GcsClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # Node table.
+
+    def register_node(self, info: NodeInfo) -> NodeInfo:
+        """Register `info` as ALIVE; returns it as the GCS stored it."""
+        return self._call(calls.register_node(info))
+
+    def unregister_node(self, node_id: str, reason: str) -> bool:
+        """Mark the node DEAD now; False if the GCS never knew it."""
+        return self._call(calls.unregister_node(node_id, reason))
+
+    def get_all_nodes(self, *, alive_only: bool = False) -> list[NodeInfo]:
+        return self._call(calls.get_all_nodes(alive_only))
+
+    def report_resource_usage(
+        self,
+        node_id: str,
+        total: Mapping[str, float],
+        available: Mapping[str, float],
+        store_used: int,
+        store_capacity: int,
+        spilled: int,
+    ) -> UsageReportOutcome:
+        stats = _store_stats(store_used, store_capacity, spilled)
+        return self._call(calls.report_resource_usage(node_id, total, available, stats))
+
+    def check_alive(self) -> GcsInfo:
+        return self._call(calls.check_alive())
+
+    # Job table.
+
+    def next_job_id(self) -> int:
+        return self._call(calls.next_job_id())
+
+    def add_job(
+        self,
+        job_id: int,
+        driver_pid: int,
+        driver_ip: str,
+        namespace: str,
+        entrypoint: str,
+        *,
+        start_time_ms: int = 0,
+    ) -> JobInfo:
+        return self._call(
+            calls.add_job(job_id, driver_pid, driver_ip, namespace, entrypoint, start_time_ms)
+        )
+
+    def mark_job_finished(self, job_id: int) -> bool:
+        return self._call(calls.mark_job_finished(job_id))
+
+    def get_all_jobs(self) -> list[JobInfo]:
+        return self._call(calls.get_all_jobs())
+
+    # Internal KV.
+
+    def kv_put(
+        self, key: bytes, value: bytes, *, namespace: str = "", overwrite: bool = True
+    ) -> bool:
+        """Store `value`; True if the key was new."""
+        return self._call(calls.kv_put(key, value, namespace, overwrite))
+
+    def kv_get(self, key: bytes, *, namespace: str = "") -> bytes | None:
+        return self._call(calls.kv_get(key, namespace))
+
+    def kv_multi_get(self, keys: Iterable[bytes], *, namespace: str = "") -> dict[bytes, bytes]:
+        """The keys that exist, with their values."""
+        return self._call(calls.kv_multi_get(keys, namespace))
+
+    def kv_del(self, key: bytes, *, namespace: str = "", by_prefix: bool = False) -> int:
+        """Delete the key (or every key with this prefix); returns how many were deleted."""
+        return self._call(calls.kv_del(key, namespace, by_prefix))
+
+    def kv_keys(self, prefix: bytes, *, namespace: str = "") -> list[bytes]:
+        return self._call(calls.kv_keys(prefix, namespace))
+
+    def kv_exists(self, key: bytes, *, namespace: str = "") -> bool:
+        return self._call(calls.kv_exists(key, namespace))
+
+
+class AsyncGcsClient:
+    """A grpc.aio GCS client with the same methods as `GcsClient`, as coroutines.
+
+    The channel is made on the first call, inside the event loop that runs it; use one client
+    per event loop.
+    """
+
+    def __init__(self, address: str, token: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._token = token
+        self._channel: grpc.aio.Channel | None = None
+        self._stubs: dict[Service, Any] = {}
+
+    async def _call(self, call: GcsCall[R]) -> R:
+        if self._channel is None:
+            self._channel = token_aio_channel(self.address, self._token)
+            self._stubs = _stubs(self._channel)
+        method = getattr(self._stubs[call.service], call.method)
+        try:
+            reply = await method(call.request, timeout=self.timeout, wait_for_ready=True)
+        except grpc.RpcError as err:
+            raise _translate(err, self.address, call.method, self.timeout) from err
+        return call.parse(reply)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close(None)
+
+    async def __aenter__(self) -> AsyncGcsClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # Node table.
+
+    async def register_node(self, info: NodeInfo) -> NodeInfo:
+        """Register `info` as ALIVE; returns it as the GCS stored it."""
+        return await self._call(calls.register_node(info))
+
+    async def unregister_node(self, node_id: str, reason: str) -> bool:
+        """Mark the node DEAD now; False if the GCS never knew it."""
+        return await self._call(calls.unregister_node(node_id, reason))
+
+    async def get_all_nodes(self, *, alive_only: bool = False) -> list[NodeInfo]:
+        return await self._call(calls.get_all_nodes(alive_only))
+
+    async def report_resource_usage(
+        self,
+        node_id: str,
+        total: Mapping[str, float],
+        available: Mapping[str, float],
+        store_used: int,
+        store_capacity: int,
+        spilled: int,
+    ) -> UsageReportOutcome:
+        stats = _store_stats(store_used, store_capacity, spilled)
+        return await self._call(calls.report_resource_usage(node_id, total, available, stats))
+
+    async def check_alive(self) -> GcsInfo:
+        return await self._call(calls.check_alive())
+
+    # Job table.
+
+    async def next_job_id(self) -> int:
+        return await self._call(calls.next_job_id())
+
+    async def add_job(
+        self,
+        job_id: int,
+        driver_pid: int,
+        driver_ip: str,
+        namespace: str,
+        entrypoint: str,
+        *,
+        start_time_ms: int = 0,
+    ) -> JobInfo:
+        return await self._call(
+            calls.add_job(job_id, driver_pid, driver_ip, namespace, entrypoint, start_time_ms)
+        )
+
+    async def mark_job_finished(self, job_id: int) -> bool:
+        return await self._call(calls.mark_job_finished(job_id))
+
+    async def get_all_jobs(self) -> list[JobInfo]:
+        return await self._call(calls.get_all_jobs())
+
+    # Internal KV.
+
+    async def kv_put(
+        self, key: bytes, value: bytes, *, namespace: str = "", overwrite: bool = True
+    ) -> bool:
+        """Store `value`; True if the key was new."""
+        return await self._call(calls.kv_put(key, value, namespace, overwrite))
+
+    async def kv_get(self, key: bytes, *, namespace: str = "") -> bytes | None:
+        return await self._call(calls.kv_get(key, namespace))
+
+    async def kv_multi_get(
+        self, keys: Iterable[bytes], *, namespace: str = ""
+    ) -> dict[bytes, bytes]:
+        """The keys that exist, with their values."""
+        return await self._call(calls.kv_multi_get(keys, namespace))
+
+    async def kv_del(self, key: bytes, *, namespace: str = "", by_prefix: bool = False) -> int:
+        """Delete the key (or every key with this prefix); returns how many were deleted."""
+        return await self._call(calls.kv_del(key, namespace, by_prefix))
+
+    async def kv_keys(self, prefix: bytes, *, namespace: str = "") -> list[bytes]:
+        return await self._call(calls.kv_keys(prefix, namespace))
+
+    async def kv_exists(self, key: bytes, *, namespace: str = "") -> bool:
+        return await self._call(calls.kv_exists(key, namespace))

@@ -1,0 +1,333 @@
+"""Starting and stopping one node's daemons (GCS on the head, raylet everywhere).
+
+Used by ``rayops.init()`` (an embedded one-machine cluster whose daemons exit when
+the driver does) and by ``rayops start`` (detached daemons that outlive the CLI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rayops import ids
+from rayops.node import session as sess
+
+STARTUP_TIMEOUT_S = 30.0
+
+
+class NodeStartError(RuntimeError):
+    """A daemon failed to start; the message carries the tail of its log."""
+
+
+@dataclass
+class NodeOptions:
+    node_ip: str = "127.0.0.1"
+    head: bool = True
+    gcs_address: str | None = None  # for non-head nodes
+    gcs_port: int = 0  # head: 0 picks a free port
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    object_store_memory: int | None = None
+    temp_dir: str = sess.DEFAULT_TEMP_DIR
+    labels: dict[str, str] = field(default_factory=dict)
+    token: str | None = None  # joining nodes: the cluster token
+    detached: bool = False  # outlive the calling process (``rayops start``)
+
+
+@dataclass
+class StartedNode:
+    record: sess.NodeRecord
+    token: str
+    procs: dict[str, subprocess.Popen[bytes]]
+    watch_fd: int | None  # write end we keep open; closing it stops the daemons
+
+
+def default_object_store_memory() -> int:
+    """30% of RAM, capped by the free space of /dev/shm."""
+    import psutil
+
+    want = int(psutil.virtual_memory().total * 0.3)
+    try:
+        st = os.statvfs(sess.SHM_ROOT)
+        want = min(want, int(st.f_bavail * st.f_frsize * 0.95))
+    except OSError:
+        pass
+    return want
+
+
+def node_resources(opts: NodeOptions, object_store_memory: int) -> dict[str, float]:
+    import psutil
+
+    res: dict[str, float] = {
+        "CPU": float(opts.num_cpus if opts.num_cpus is not None else (os.cpu_count() or 1)),
+    }
+    gpus = opts.num_gpus if opts.num_gpus is not None else _detect_gpus()
+    if gpus:
+        res["GPU"] = float(gpus)
+    res["memory"] = float(int(psutil.virtual_memory().available * 0.7))
+    res["object_store_memory"] = float(object_store_memory)
+    res[f"node:{opts.node_ip}"] = 1.0
+    if opts.head:
+        res["node:__internal_head__"] = 1.0
+    for k, v in opts.resources.items():
+        res[k] = float(v)
+    return res
+
+
+def _detect_gpus() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip()])
+    try:
+        return len([d for d in os.listdir("/proc/driver/nvidia/gpus")])
+    except OSError:
+        return 0
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def start_node(opts: NodeOptions) -> StartedNode:
+    """Start the daemons of one node and wait until the raylet serves."""
+    from rayops.rpc.auth import generate_token, write_token_file
+
+    session_dir = sess.new_session_dir(opts.temp_dir)
+    node_id = ids.random_id(28).hex()
+    token = opts.token or generate_token()
+    token_file = os.path.join(session_dir, sess.TOKEN_FILE)
+    write_token_file(token_file, token)
+    store_mem = opts.object_store_memory or default_object_store_memory()
+    shm_dir = sess.shm_dir_for(session_dir, node_id)
+    logs = os.path.join(session_dir, "logs")
+
+    watch_r, watch_w = (None, None) if opts.detached else os.pipe()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    ready: dict[str, int] = {}
+    try:
+        if opts.head:
+            gcs_port = opts.gcs_port or free_port(opts.node_ip)
+            gcs_address = f"{opts.node_ip}:{gcs_port}"
+            r, w = os.pipe()
+            ready["gcs"] = r
+            cmd = [
+                sys.executable, "-m", "rayops.gcs",
+                "--host", opts.node_ip, "--port", str(gcs_port),
+                "--token-file", token_file,
+                "--log-file", os.path.join(logs, "gcs.log"),
+                "--ready-fd", str(w),
+            ]
+            procs["gcs"] = _spawn(cmd, [w], watch_r, os.path.join(logs, "gcs.out"), opts.detached)
+            os.close(w)
+        else:
+            if not opts.gcs_address:
+                raise ValueError("a non-head node needs the GCS address (--address HEAD:PORT)")
+            gcs_address = opts.gcs_address
+        r, w = os.pipe()
+        ready["raylet"] = r
+        resources = node_resources(opts, store_mem)
+        cmd = [
+            sys.executable, "-m", "rayops.raylet",
+            "--node-id", node_id, "--node-ip", opts.node_ip,
+            "--gcs-address", gcs_address, "--token-file", token_file,
+            "--session-dir", session_dir, "--shm-dir", shm_dir,
+            "--spill-dir", os.path.join(session_dir, "spill"),
+            "--resources", json.dumps(resources),
+            "--object-store-memory", str(store_mem),
+            "--labels", json.dumps(opts.labels),
+            "--log-file", os.path.join(logs, "raylet.log"),
+            "--ready-fd", str(w),
+        ]
+        if opts.head:
+            cmd.append("--head")
+        procs["raylet"] = _spawn(cmd, [w], watch_r, os.path.join(logs, "raylet.out"), opts.detached)
+        os.close(w)
+        answers = _wait_ready(ready, procs, logs)
+    except BaseException:
+        for p in procs.values():
+            _kill(p.pid, signal.SIGKILL)
+        if watch_w is not None:
+            os.close(watch_w)
+        raise
+    finally:
+        if watch_r is not None:
+            os.close(watch_r)
+        for fd in ready.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+    record = sess.NodeRecord(
+        session_dir=session_dir,
+        temp_dir=opts.temp_dir,
+        node_id=node_id,
+        node_ip=opts.node_ip,
+        gcs_address=gcs_address,
+        raylet_port=int(answers["raylet"]),
+        shm_dir=shm_dir,
+        is_head=opts.head,
+        pids={name: p.pid for name, p in procs.items()},
+        started_by_pid=os.getpid(),
+        detached=opts.detached,
+    )
+    record.save()
+    sess.link_latest(opts.temp_dir, session_dir)
+    return StartedNode(record, token, procs, watch_w)
+
+
+def _spawn(
+    cmd: list[str], fds: list[int], watch_r: int | None, out_path: str, detached: bool
+) -> subprocess.Popen[bytes]:
+    pass_fds = list(fds)
+    if watch_r is not None:
+        cmd = [*cmd, "--watch-fd", str(watch_r)]
+        pass_fds.append(watch_r)
+    with open(out_path, "ab") as out:
+        return subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            pass_fds=pass_fds,
+            start_new_session=detached,
+            close_fds=True,
+        )
+
+
+def _wait_ready(
+    ready: dict[str, int], procs: dict[str, subprocess.Popen[bytes]], logs: str
+) -> dict[str, str]:
+    answers: dict[str, str] = {}
+    bufs: dict[str, bytes] = {name: b"" for name in ready}
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    fd_names = {fd: name for name, fd in ready.items()}
+    while len(answers) < len(ready):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            missing = sorted(set(ready) - set(answers))
+            raise NodeStartError(
+                f"{', '.join(missing)} did not start within {STARTUP_TIMEOUT_S:.0f} s; "
+                + _log_tails(missing, logs)
+            )
+        waiting = [fd for fd, name in fd_names.items() if name not in answers]
+        readable, _, _ = select.select(waiting, [], [], min(left, 0.5))
+        for fd in readable:
+            name = fd_names[fd]
+            chunk = os.read(fd, 256)
+            if not chunk:
+                if bufs[name].strip():
+                    answers[name] = bufs[name].decode().strip()
+                    continue
+                code = procs[name].poll()
+                raise NodeStartError(
+                    f"the {name} process exited during start-up"
+                    + (f" (exit code {code})" if code is not None else "")
+                    + "; " + _log_tails([name], logs)
+                )
+            bufs[name] += chunk
+            if b"\n" in bufs[name]:
+                answers[name] = bufs[name].split(b"\n", 1)[0].decode().strip()
+    return answers
+
+
+def _log_tails(names: list[str], logs: str) -> str:
+    parts = []
+    for name in names:
+        for suffix in (".log", ".out"):
+            path = os.path.join(logs, name + suffix)
+            try:
+                with open(path, errors="replace") as f:
+                    tail = f.read()[-2000:].strip()
+            except OSError:
+                continue
+            if tail:
+                parts.append(f"last lines of {path}:\n{tail}")
+    return "\n".join(parts) or f"no log output (see {logs})"
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def pid_belongs_to(pid: int, session_dir: str) -> bool:
+    """Is ``pid`` still one of this session's daemons (and not a recycled pid)?"""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return "rayops" in cmdline and (
+        session_dir in cmdline or os.path.basename(session_dir) in cmdline
+    )
+
+
+def stop_node(record: sess.NodeRecord, timeout: float = 10.0) -> list[int]:
+    """SIGTERM the node's daemons (raylet first), SIGKILL what is left after ``timeout``.
+
+    Only pids whose command line names this session are signalled, so a recycled
+    pid of an unrelated process is never hit. Returns the pids that were running.
+    """
+    order = [n for n in ("raylet", "gcs") if n in record.pids] + [
+        n for n in record.pids if n not in ("raylet", "gcs")
+    ]
+    alive = [record.pids[n] for n in order if pid_belongs_to(record.pids[n], record.session_dir)]
+    for pid in alive:
+        _kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_running(p) for p in alive):
+        time.sleep(0.02)
+    for pid in alive:
+        if _running(pid):
+            _kill(pid, signal.SIGKILL)
+    _remove_tree(record.shm_dir)
+    return alive
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            return False
+        return True
+    except OSError:
+        return False
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def wait_procs(procs: dict[str, Any], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for p in procs.values():
+        left = max(0.0, deadline - time.monotonic())
+        try:
+            p.wait(timeout=left)
+        except subprocess.TimeoutExpired:
+            _kill(p.pid, signal.SIGKILL)
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass

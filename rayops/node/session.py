@@ -1,0 +1,89 @@
+"""Session directories: where one node's files live.
+
+Layout (``temp_dir`` defaults to /tmp/rayops; ``--temp-dir`` keeps a node's
+files apart so several nodes can share a machine)::
+
+    <temp_dir>/session_<date>_<pid>/
+        cluster_token       the cluster token, mode 0600 (the head makes it)
+        node.json           addresses and pids of this node's daemons
+        logs/               gcs.log, raylet.log, worker-<id>.log
+        spill/              spilled objects
+    <temp_dir>/session_latest -> session_<...>
+
+Shared memory for the object store lives at /dev/shm/rayops-<session>-<node>.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DEFAULT_TEMP_DIR = "/tmp/rayops"
+SHM_ROOT = "/dev/shm"
+NODE_FILE = "node.json"
+TOKEN_FILE = "cluster_token"
+
+
+@dataclass
+class NodeRecord:
+    """What node.json holds: enough for ``rayops stop/status`` and ``init("auto")``."""
+
+    session_dir: str
+    temp_dir: str
+    node_id: str
+    node_ip: str
+    gcs_address: str
+    raylet_port: int
+    shm_dir: str
+    is_head: bool
+    pids: dict[str, int] = field(default_factory=dict)
+    started_by_pid: int = 0
+    detached: bool = False
+
+    def save(self) -> None:
+        path = os.path.join(self.session_dir, NODE_FILE)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(asdict(self), f, indent=2)
+        os.replace(tmp, path)
+
+    @staticmethod
+    def load(session_dir: str) -> NodeRecord:
+        path = os.path.join(session_dir, NODE_FILE)
+        with open(path) as f:
+            data: dict[str, Any] = json.load(f)
+        return NodeRecord(**data)
+
+
+def new_session_dir(temp_dir: str) -> str:
+    os.makedirs(temp_dir, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
+    path = os.path.join(temp_dir, f"session_{stamp}_{os.getpid()}")
+    os.makedirs(os.path.join(path, "logs"))
+    os.makedirs(os.path.join(path, "spill"))
+    return path
+
+
+def link_latest(temp_dir: str, session_dir: str) -> None:
+    """Point session_latest at ``session_dir`` atomically."""
+    link = os.path.join(temp_dir, "session_latest")
+    fd, tmp = tempfile.mkstemp(prefix=".session_latest.", dir=temp_dir)
+    os.close(fd)
+    os.unlink(tmp)
+    os.symlink(os.path.basename(session_dir), tmp)
+    os.replace(tmp, link)
+
+
+def latest_session(temp_dir: str) -> str | None:
+    link = os.path.join(temp_dir, "session_latest")
+    if not os.path.exists(link):
+        return None
+    return os.path.realpath(link)
+
+
+def shm_dir_for(session_dir: str, node_id: str) -> str:
+    return os.path.join(SHM_ROOT, f"rayops-{os.path.basename(session_dir)}-{node_id[:8]}")

@@ -1,0 +1,73 @@
+"""File names inside a node's store directories; the one place that spells them.
+
+shm_dir/
+    <hex id>            a complete object; readers map it
+    <hex id>.reserved   pages recycled from a freed object, set aside by the manager for the
+                        client about to write <hex id> (the client renames it to its temp name)
+    <hex id>.<tag>.tmp  an object being written; renamed to <hex id> when complete
+    pool/<n>            pages of freed objects kept for reuse (see _recycle.py)
+spill_dir/
+    <hex id>            a complete object on disk (spilled, or written there because it did
+                        not fit in shared memory)
+    <hex id>.<tag>.tmp  being written
+
+Only final names are ever mapped by readers, and a final name only ever appears through
+rename(), so a reader never sees a half-written object.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+
+POOL_SUBDIR = "pool"
+_tmp_counter = itertools.count()
+
+
+@dataclass(frozen=True)
+class StorePaths:
+    """The two directories of one node's store and the names of files in them."""
+
+    shm_dir: str
+    spill_dir: str
+
+    @property
+    def pool_dir(self) -> str:
+        return os.path.join(self.shm_dir, POOL_SUBDIR)
+
+    def shm(self, object_id: bytes) -> str:
+        return os.path.join(self.shm_dir, object_id.hex())
+
+    def spill(self, object_id: bytes) -> str:
+        return os.path.join(self.spill_dir, object_id.hex())
+
+    def reserved(self, object_id: bytes) -> str:
+        return os.path.join(self.shm_dir, object_id.hex() + ".reserved")
+
+    def pool_file(self, number: int) -> str:
+        return os.path.join(self.shm_dir, POOL_SUBDIR, str(number))
+
+
+def temp_path(final_path: str) -> str:
+    """A name next to `final_path` no other writer (process or thread) uses at the same time."""
+    return f"{final_path}.{os.getpid()}-{next(_tmp_counter)}.tmp"
+
+
+def is_object_name(name: str) -> bool:
+    """True for the final name of an object (hex id), not temp, reserved or pool entries."""
+    if not name or len(name) % 2:
+        return False
+    try:
+        bytes.fromhex(name)
+    except ValueError:
+        return False
+    return True
+
+
+def discard(path: str) -> None:
+    """Remove the store file at `path` if it is there (another party may have beaten us to it)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

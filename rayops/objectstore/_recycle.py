@@ -1,0 +1,146 @@
+"""Reusing the shared-memory pages of freed objects for new ones, without hurting readers.
+
+Why: in this VM a fresh tmpfs page costs more than the copy into it. Writing 100 MB into a new
+/dev/shm file runs at ~1.5-1.8 GB/s (page allocation, host faults); writing it into a file whose
+pages already exist runs at ~3.6-3.9 GB/s. So a freed or spilled object's file is not unlinked
+but renamed into shm_dir/pool/, and the manager hands it to the next object of a similar size
+(shm_dir/<id>.reserved); the client writes into those pages. Ray's plasma gets the same effect
+from its long-lived arena.
+
+Safety: a reader holds a shared flock on the object file for as long as its mapping lives. The
+lock belongs to the open file description, which Python's mmap keeps open (it dups the fd)
+until the mapping is gone, i.e. until the last numpy array or memoryview on it is released.
+The manager recycles a file only if it can take an exclusive lock without waiting; if anyone
+still maps it, the file is unlinked instead (the reader keeps its pages, POSIX semantics). A
+reader that opened the file just before it was recycled notices: after taking its lock it checks
+that the path still names the inode it opened, and otherwise treats the object as gone.
+"""
+
+from __future__ import annotations
+
+import bisect
+import fcntl
+import itertools
+import os
+
+from rayops.objectstore._paths import StorePaths, discard
+
+# Pages of small objects are cheap to allocate; pooling them would only add bookkeeping.
+MIN_RECYCLE_BYTES = 256 * 1024
+# Reuse a pooled file for a new object only when their sizes are this close, so a huge file
+# is not truncated to hold a small object (its pages would be freed anyway) ...
+_MAX_OVERSIZE_FACTOR = 2
+# ... or a tiny file is not handed to a huge object (almost all its pages would be new).
+_MIN_UNDERSIZE_FACTOR = 2
+
+
+def lock_for_reading(fd: int, path: str) -> bool:
+    """Take the reader's shared lock on `fd`, opened from `path`; False if it was recycled.
+
+    Blocks only while the manager holds its exclusive lock, i.e. for the few microseconds of a
+    rename into the pool.
+    """
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    opened = os.fstat(fd)
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (named.st_ino, named.st_dev) == (opened.st_ino, opened.st_dev)
+
+
+class RecyclePool:
+    """Files of freed objects kept in shm_dir/pool/ for reuse, at most `limit` bytes in all.
+
+    Owned by the StoreManager (single-threaded). Oldest files are dropped first when the pool
+    must shrink.
+    """
+
+    def __init__(self, paths: StorePaths, limit: int) -> None:
+        self._paths = paths
+        self._limit = limit
+        self._numbers = itertools.count()
+        self._by_size: list[tuple[int, int]] = []  # sorted (size, number)
+        self._by_age: dict[int, int] = {}  # number -> size, oldest first
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._by_age)
+
+    def release(self, path: str) -> bool:
+        """Give up the object file at `path`: move it into the pool, or unlink it; True if pooled.
+
+        Unlinks it when it is too small or too big to be worth keeping, or when a reader still
+        maps it. A missing file is ignored.
+        """
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return False
+        try:
+            size = os.fstat(fd).st_size
+            if not MIN_RECYCLE_BYTES <= size <= self._limit or not _try_lock_exclusive(fd):
+                discard(path)
+                return False
+            number = next(self._numbers)
+            os.rename(path, self._paths.pool_file(number))
+        finally:
+            os.close(fd)  # releases the exclusive lock
+        self._add(number, size)
+        self.trim(self._limit)
+        return True
+
+    def take(self, size: int) -> str | None:
+        """Remove and return the path of the pooled file best suited to hold `size` bytes.
+
+        The caller must rename it away at once; None if no file is close enough in size.
+        """
+        index = bisect.bisect_left(self._by_size, (size, -1))
+        candidates = []
+        if index < len(self._by_size):
+            candidates.append(self._by_size[index])
+        if index > 0:
+            candidates.append(self._by_size[index - 1])
+        for file_size, number in candidates:
+            limit = _MAX_OVERSIZE_FACTOR * size + MIN_RECYCLE_BYTES
+            fits = size <= file_size <= limit
+            close = file_size < size and file_size * _MIN_UNDERSIZE_FACTOR >= size
+            if fits or close:
+                self._remove(file_size, number)
+                return self._paths.pool_file(number)
+        return None
+
+    def trim(self, max_bytes: int) -> int:
+        """Unlink the oldest pooled files until the pool holds at most `max_bytes`; bytes freed."""
+        freed = 0
+        while self.bytes > max(max_bytes, 0) and self._by_age:
+            number, size = next(iter(self._by_age.items()))
+            self._remove(size, number)
+            discard(self._paths.pool_file(number))
+            freed += size
+        return freed
+
+    def forget(self) -> None:
+        """Drop the bookkeeping after the files were removed wholesale (store cleanup)."""
+        self._by_size.clear()
+        self._by_age.clear()
+        self.bytes = 0
+
+    def _add(self, number: int, size: int) -> None:
+        bisect.insort(self._by_size, (size, number))
+        self._by_age[number] = size
+        self.bytes += size
+
+    def _remove(self, size: int, number: int) -> None:
+        index = bisect.bisect_left(self._by_size, (size, number))
+        del self._by_size[index]
+        del self._by_age[number]
+        self.bytes -= size
+
+
+def _try_lock_exclusive(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True

@@ -1,0 +1,199 @@
+"""The store as every driver and worker process sees it: write object files, map them back.
+
+Owns the client side of the file protocol: writing an object under a temp name and renaming it
+into place (so a reader never sees a half-written object), reusing pages the manager set aside
+(<id>.reserved), and mapping an object read-only with zero-copy views into the mapping. It does
+no capacity accounting and talks to nobody: the caller reserves room with the node's
+StoreManager (through the raylet) before writing, and tells it when the object is sealed.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rayops.exceptions import ObjectStoreFullError
+from rayops.objectstore import layout
+from rayops.objectstore._paths import StorePaths, discard, temp_path
+from rayops.objectstore._recycle import lock_for_reading
+from rayops.objectstore._transfer import pwrite_all
+
+_ZEROS = memoryview(bytes(layout.BUFFER_ALIGNMENT))
+_LOCATIONS = ("shm", "disk")
+
+
+@dataclass
+class StoredObject:
+    """One object mapped read-only. The views keep the mapping alive on their own: a numpy
+    array built on `buffers` stays valid after this object (and even the file) is gone."""
+
+    metadata: bytes
+    pickled: memoryview
+    buffers: list[memoryview]
+    size: int  # file size in bytes
+    location: str  # "shm" or "disk" (mapped straight from the spill directory)
+
+
+class StoreClient:
+    """Writes and maps object files directly, with no copy through the raylet. Thread-safe."""
+
+    def __init__(self, shm_dir: str, spill_dir: str) -> None:
+        self._paths = StorePaths(shm_dir, spill_dir)
+
+    @staticmethod
+    def encoded_size(metadata: bytes, pickled_len: int, buffer_lens: Sequence[int]) -> int:
+        """The size in bytes of the file that `write` makes for an object with these parts."""
+        return layout.plan(len(metadata), pickled_len, buffer_lens).total
+
+    def write(
+        self,
+        object_id: bytes,
+        metadata: bytes,
+        pickled: bytes | memoryview,
+        buffers: Sequence[memoryview | pickle.PickleBuffer],
+        *,
+        location: str = "shm",
+    ) -> int:
+        """Write the object and make it visible atomically; return its size in bytes.
+
+        `location` is what StoreManager.reserve answered: "shm" (shared memory) or "disk" (the
+        spill directory, for objects that cannot fit in memory).
+        """
+        if location not in _LOCATIONS:
+            raise ValueError(f"location must be one of {_LOCATIONS}, got {location!r}")
+        pickled_view = _byte_view(pickled, "pickled")
+        raws = [_byte_view(b, f"buffer {i}") for i, b in enumerate(buffers)]
+        plan = layout.plan(len(metadata), pickled_view.nbytes, [r.nbytes for r in raws])
+        header = layout.pack_header(object_id, plan)
+        segments = _segments(header, metadata, pickled_view, raws, plan)
+        if location == "shm":
+            final = self._paths.shm(object_id)
+            reserved: str | None = self._paths.reserved(object_id)
+        else:
+            final, reserved = self._paths.spill(object_id), None
+        tmp = temp_path(final)
+        try:
+            _write_file(tmp, reserved, segments, plan.total)
+            os.rename(tmp, final)
+        except BaseException as err:
+            discard(tmp)
+            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ObjectStoreFullError(
+                    f"Writing object {object_id.hex()} ({plan.total} bytes) to {final} failed: "
+                    f"{err.strerror}. The filesystem holding the store is full; free objects or "
+                    "give the node a smaller object store capacity than the filesystem size."
+                ) from err
+            raise
+        return plan.total
+
+    def read(self, object_id: bytes) -> StoredObject | None:
+        """Map the object read-only from shared memory, else from the spill directory.
+
+        Costs a few syscalls and no copy, whatever the size. None if neither directory has it
+        (the caller may then ask the manager to `ensure_local` and read again).
+        """
+        found = _map(self._paths.shm(object_id), object_id, "shm", lock=True)
+        if found is None:
+            # Spill files are never recycled, so they need no reader lock.
+            found = _map(self._paths.spill(object_id), object_id, "disk", lock=False)
+        return found
+
+    def contains(self, object_id: bytes) -> bool:
+        """True if the object is complete in shared memory or in the spill directory."""
+        return os.path.exists(self._paths.shm(object_id)) or os.path.exists(
+            self._paths.spill(object_id)
+        )
+
+
+def _byte_view(data: bytes | memoryview | pickle.PickleBuffer, what: str) -> memoryview:
+    """A flat unsigned-byte view of `data` (no copy); C- or Fortran-contiguous data only."""
+    if isinstance(data, memoryview) and data.ndim == 1 and data.format == "B":
+        return data
+    try:
+        buffer = data if isinstance(data, pickle.PickleBuffer) else pickle.PickleBuffer(data)
+        raw = buffer.raw()
+    except BufferError as err:
+        raise ValueError(
+            f"{what} must be a contiguous buffer (C or Fortran order) to be stored without a copy; "
+            "got a strided one"
+        ) from err
+    return raw
+
+
+def _segments(
+    header: bytes,
+    metadata: bytes,
+    pickled: memoryview,
+    raws: list[memoryview],
+    plan: layout.Layout,
+) -> list[bytes | memoryview]:
+    """The pieces of the file in order, padding included, ready for one gathered write."""
+    segments: list[bytes | memoryview] = [header, metadata, pickled]
+    end = plan.pickled_offset + plan.pickled_len
+    for raw, (offset, length) in zip(raws, plan.buffers, strict=True):
+        if offset > end:
+            # Written explicitly: recycled pages still hold the previous object's bytes.
+            segments.append(_ZEROS[: offset - end])
+        segments.append(raw)
+        end = offset + length
+    return segments
+
+
+def _write_file(
+    tmp: str, reserved: str | None, segments: list[bytes | memoryview], size: int
+) -> None:
+    """Write the object to `tmp`, reusing the pages of `reserved` when the manager left one.
+
+    Measured alternatives for a 100 MB buffer into /dev/shm (GB/s; see bench/objectstore_bench.py):
+    pwritev into a new file 1.5-1.8; into recycled pages 3.6-3.9; mmap + copy into a new file
+    0.7-1.0 (every page faults and is zeroed first); mmap with MAP_POPULATE into recycled pages
+    2.7-3.0 (populating costs ~16 ms per 100 MB); ftruncate or fallocate first made no difference
+    or was slower (fallocated tmpfs pages are zeroed again at first touch). So: pwritev.
+    """
+    recycled = False
+    if reserved is not None:
+        try:
+            os.rename(reserved, tmp)
+            recycled = True
+        except FileNotFoundError:
+            pass
+    flags = os.O_WRONLY if recycled else os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        pwrite_all(fd, segments, 0)
+        if recycled and os.fstat(fd).st_size > size:
+            os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _map(path: str, object_id: bytes, location: str, *, lock: bool) -> StoredObject | None:
+    """Map the object file at `path`, or None if there is none (or it was just recycled)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        if lock and not lock_for_reading(fd, path):
+            return None
+        # ACCESS_READ (not just PROT_READ) is what makes the exported buffers read-only.
+        mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)  # the mmap keeps its own dup of fd, and with it the reader lock
+    view = memoryview(mapping)
+    try:
+        plan = layout.parse(view, object_id)
+    except layout.LayoutError as err:
+        raise layout.LayoutError(f"{path}: {err}") from err
+    pickled_end = plan.pickled_offset + plan.pickled_len
+    return StoredObject(
+        metadata=bytes(view[plan.metadata_offset : plan.pickled_offset]),
+        pickled=view[plan.pickled_offset : pickled_end],
+        buffers=[view[offset : offset + length] for offset, length in plan.buffers],
+        size=len(mapping),
+        location=location,
+    )

@@ -1,0 +1,80 @@
+"""``python -m rayops.raylet``: run one node's raylet."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+
+from rayops.node.daemon import setup_logging, signal_ready, watch_parent
+from rayops.raylet.raylet import Raylet, RayletConfig, install_signal_handlers
+from rayops.rpc import framed
+
+logger = logging.getLogger("rayops.raylet")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m rayops.raylet")
+    p.add_argument("--node-id", required=True)
+    p.add_argument("--node-ip", required=True)
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--gcs-address", required=True)
+    p.add_argument("--token-file", required=True)
+    p.add_argument("--session-dir", required=True)
+    p.add_argument("--shm-dir", required=True)
+    p.add_argument("--spill-dir", required=True)
+    p.add_argument("--resources", required=True, help="JSON object of resource totals")
+    p.add_argument("--object-store-memory", type=int, required=True)
+    p.add_argument("--labels", default="{}")
+    p.add_argument("--head", action="store_true")
+    p.add_argument("--prestart-workers", type=int, default=None)
+    p.add_argument("--log-file")
+    p.add_argument("--ready-fd", type=int)
+    p.add_argument("--watch-fd", type=int)
+    return p.parse_args(argv)
+
+
+async def amain(args: argparse.Namespace) -> None:
+    from rayops.rpc.auth import read_token_file
+
+    token = read_token_file(args.token_file)
+    config = RayletConfig(
+        node_id=args.node_id,
+        node_ip=args.node_ip,
+        port=args.port,
+        gcs_address=args.gcs_address,
+        token=token.encode(),
+        token_file=args.token_file,
+        session_dir=args.session_dir,
+        shm_dir=args.shm_dir,
+        spill_dir=args.spill_dir,
+        resources=json.loads(args.resources),
+        object_store_memory=args.object_store_memory,
+        is_head=args.head,
+        labels=json.loads(args.labels),
+        prestart_workers=args.prestart_workers,
+    )
+    raylet = Raylet(config)
+    port = await raylet.start()
+    install_signal_handlers(raylet)
+    watch_parent(asyncio.get_running_loop(), args.watch_fd, raylet.request_stop)
+    signal_ready(args.ready_fd, str(port))
+    logger.info("raylet %s serving on %s:%d", args.node_id[:12], args.node_ip, port)
+    await raylet.wait_stopped()
+    logger.info("raylet stopping")
+    await raylet.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging(args.log_file, "raylet")
+    loop = framed.new_event_loop()
+    try:
+        loop.run_until_complete(amain(args))
+    finally:
+        loop.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,473 @@
+"""The raylet: one per node. Grants worker leases, runs the worker pool, owns the
+node's object store manager, and relays worker output to drivers.
+
+It serves the framed protocol (rayops.rpc.framed) to the core workers of its node
+and talks to the GCS over gRPC. It never sees task payloads: owners push tasks
+straight to leased workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from rayops.objectstore import StoreManager
+from rayops.raylet.resources import Allocation, NodeResources, format_shape, normalize_shape
+from rayops.raylet.worker_pool import WorkerHandle, WorkerPool
+from rayops.rpc import framed
+
+logger = logging.getLogger(__name__)
+
+# How often resource changes are pushed to the GCS at most (batching).
+RESOURCE_REPORT_PERIOD_S = 0.1
+
+
+@dataclass
+class RayletConfig:
+    node_id: str
+    node_ip: str
+    port: int
+    gcs_address: str
+    token: bytes
+    token_file: str
+    session_dir: str
+    shm_dir: str
+    spill_dir: str
+    resources: dict[str, float]
+    object_store_memory: int
+    is_head: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    prestart_workers: int | None = None
+
+
+@dataclass
+class LeaseRequest:
+    shape: dict[str, float]
+    conn: framed.Connection
+    future: asyncio.Future[Any]
+    warned: bool = False
+
+
+@dataclass
+class Lease:
+    lease_id: int
+    worker: WorkerHandle
+    alloc: Allocation
+    conn: framed.Connection
+    blocked: bool = False
+
+
+class Raylet:
+    def __init__(self, config: RayletConfig) -> None:
+        self.config = config
+        self.resources = NodeResources(config.resources)
+        self.store = StoreManager(config.shm_dir, config.spill_dir, config.object_store_memory)
+        self.pool: WorkerPool | None = None
+        self.pending: deque[LeaseRequest] = deque()
+        self.leases: dict[int, Lease] = {}
+        self._lease_ids = itertools.count(1)
+        self.drivers: dict[framed.Connection, int] = {}
+        self._server: asyncio.AbstractServer | None = None
+        self._gcs: Any = None
+        self._report_dirty = True
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.port = config.port
+        self.registered = False
+
+    # --------------------------------------------------------------- lifecycle
+    async def start(self) -> int:
+        handlers = {
+            "register_worker": self._h_register_worker,
+            "register_driver": self._h_register_driver,
+            "request_lease": self._h_request_lease,
+            "return_lease": self._h_return_lease,
+            "worker_blocked": self._h_worker_blocked,
+            "worker_unblocked": self._h_worker_unblocked,
+            "store_reserve": self._h_store_reserve,
+            "store_seal": self._h_store_seal,
+            "store_ensure_local": self._h_store_ensure_local,
+            "store_delete": self._h_store_delete,
+            "store_stats": self._h_store_stats,
+            "publish_logs": self._h_publish_logs,
+            "cluster_info": self._h_cluster_info,
+            "node_info": self._h_node_info,
+        }
+        self._server = await framed.serve(
+            self.config.node_ip, self.config.port, self.config.token, handlers,
+            on_close=self._on_conn_closed,
+        )
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        self.pool = WorkerPool(
+            node_ip=self.config.node_ip,
+            raylet_port=self.port,
+            token_file=self.config.token_file,
+            session_dir=self.config.session_dir,
+            node_id=self.config.node_id,
+            log_dir=os.path.join(self.config.session_dir, "logs"),
+        )
+        prestart = self.config.prestart_workers
+        if prestart is None:
+            prestart = max(1, int(self.config.resources.get("CPU", 1)))
+        for _ in range(prestart):
+            self.pool.start_worker()
+        self._spawn(self._housekeeping())
+        await self._register_with_gcs()
+        return self.port
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _register_with_gcs(self) -> None:
+        from rayops.gcs.client import AsyncGcsClient
+        from rayops.gcs.types import NodeInfo
+        from rayops.version import __version__
+
+        await _wait_port_open(self.config.gcs_address, 30.0)
+        self._gcs = AsyncGcsClient(self.config.gcs_address, self.config.token.decode())
+        info = NodeInfo(
+            node_id=self.config.node_id,
+            node_ip=self.config.node_ip,
+            node_name=socket.gethostname(),
+            raylet_port=self.port,
+            object_store_dir=self.config.shm_dir,
+            session_dir=self.config.session_dir,
+            resources_total=self.resources.total_dict(),
+            resources_available=self.resources.available_dict(),
+            labels=dict(self.config.labels),
+            is_head_node=self.config.is_head,
+            rayops_version=__version__,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await self._gcs.register_node(info)
+                logger.info("registered with the GCS at %s", self.config.gcs_address)
+                self.registered = True
+                return
+            except Exception as err:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"could not register with the GCS at {self.config.gcs_address}: {err}"
+                    ) from err
+                await asyncio.sleep(0.05)
+
+    async def _housekeeping(self) -> None:
+        """Report resource changes to the GCS and notice workers that died on start-up."""
+        while not self._stopping.is_set():
+            await asyncio.sleep(RESOURCE_REPORT_PERIOD_S)
+            assert self.pool is not None
+            for handle in self.pool.reap_exited():
+                logger.error(
+                    "worker pid %d exited during start-up (code %s); see %s",
+                    handle.pid, handle.proc.returncode if handle.proc else "?", handle.log_path,
+                )
+                self._schedule()
+            if self._report_dirty and self._gcs is not None:
+                self._report_dirty = False
+                stats = self.store.stats()
+                try:
+                    await self._gcs.report_resource_usage(
+                        self.config.node_id,
+                        self.resources.total_dict(),
+                        self.resources.available_dict(),
+                        stats.used_bytes,
+                        stats.capacity,
+                        stats.spilled_bytes,
+                    )
+                except Exception as err:
+                    self._report_dirty = True
+                    logger.warning("resource report to the GCS failed: %s", err)
+
+    async def wait_stopped(self) -> None:
+        await self._stopping.wait()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._gcs is not None:
+            try:
+                await asyncio.wait_for(
+                    self._gcs.unregister_node(self.config.node_id, "raylet stopped"), 2
+                )
+            except Exception as err:
+                logger.info("could not unregister from the GCS: %s", err)
+            try:
+                await self._gcs.close()
+            except Exception:
+                pass
+        if self._server is not None:
+            self._server.close()
+        if self.pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown)
+        self.store.cleanup()
+
+    # -------------------------------------------------------------- connections
+    def _on_conn_closed(self, conn: framed.Connection) -> None:
+        if self._stopping.is_set():
+            return
+        wid = conn.context.get("worker_id")
+        if wid is not None:
+            self._on_worker_gone(wid)
+        job_id = self.drivers.pop(conn, None)
+        if job_id is not None and self._gcs is not None:
+            self._spawn(self._gcs.mark_job_finished(job_id))
+        # Requests and leases of a client that went away.
+        self.pending = deque(r for r in self.pending if r.conn is not conn)
+        for lease in [le for le in self.leases.values() if le.conn is conn]:
+            # The owner died: its worker may still be running the owner's task.
+            # Kill it rather than hand a busy worker to someone else.
+            logger.info("owner of lease %d disconnected; killing its worker", lease.lease_id)
+            assert self.pool is not None
+            self.pool.kill(lease.worker)
+            self._end_lease(lease, reuse_worker=False)
+        self._schedule()
+
+    def _on_worker_gone(self, worker_id: bytes) -> None:
+        assert self.pool is not None
+        handle = self.pool.remove(worker_id)
+        if handle is None:
+            return
+        logger.info("worker %s pid=%d disconnected", worker_id.hex()[:12], handle.pid)
+        if handle.lease_id is not None and handle.lease_id in self.leases:
+            self._end_lease(self.leases[handle.lease_id], reuse_worker=False)
+        self._schedule()
+
+    # ----------------------------------------------------------------- handlers
+    def _h_register_worker(
+        self, conn: framed.Connection, worker_id: bytes, pid: int, port: int
+    ) -> dict[str, Any]:
+        assert self.pool is not None
+        conn.context["worker_id"] = worker_id
+        self.pool.on_registered(worker_id, conn, (self.config.node_ip, port), pid)
+        self._schedule()
+        return self._node_view()
+
+    async def _h_register_driver(
+        self, conn: framed.Connection, pid: int, namespace: str, entrypoint: str
+    ) -> dict[str, Any]:
+        job_id = 0
+        if self._gcs is not None:
+            job_id = await self._gcs.next_job_id()
+            await self._gcs.add_job(job_id, pid, self.config.node_ip, namespace, entrypoint)
+        self.drivers[conn] = job_id
+        conn.context["job_id"] = job_id
+        view = self._node_view()
+        view["job_id"] = job_id
+        return view
+
+    def _node_view(self) -> dict[str, Any]:
+        return {
+            "node_id": self.config.node_id,
+            "node_ip": self.config.node_ip,
+            "raylet_port": self.port,
+            "shm_dir": self.config.shm_dir,
+            "spill_dir": self.config.spill_dir,
+            "session_dir": self.config.session_dir,
+            "gcs_address": self.config.gcs_address,
+        }
+
+    def _h_request_lease(self, conn: framed.Connection, shape: dict[str, float]) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        req = LeaseRequest(normalize_shape(shape), conn, fut)
+        self.pending.append(req)
+        self._schedule()
+        return fut
+
+    def _h_return_lease(self, conn: framed.Connection, lease_id: int, worker_ok: bool = True) -> None:
+        lease = self.leases.get(lease_id)
+        if lease is not None:
+            self._end_lease(lease, reuse_worker=worker_ok)
+            self._schedule()
+
+    def _h_worker_blocked(self, conn: framed.Connection, lease_id: int) -> None:
+        lease = self.leases.get(lease_id)
+        if lease is not None and not lease.blocked:
+            lease.blocked = True
+            cpu = {"CPU": lease.alloc.shape["CPU"]} if "CPU" in lease.alloc.shape else {}
+            self.resources.release_quantities(cpu)
+            self._report_dirty = True
+            self._schedule()
+
+    def _h_worker_unblocked(self, conn: framed.Connection, lease_id: int) -> None:
+        lease = self.leases.get(lease_id)
+        if lease is not None and lease.blocked:
+            lease.blocked = False
+            cpu = {"CPU": lease.alloc.shape["CPU"]} if "CPU" in lease.alloc.shape else {}
+            self.resources.take_quantities(cpu)
+            self._report_dirty = True
+
+    def _h_store_reserve(self, conn: framed.Connection, object_id: bytes, size: int) -> str:
+        where: str = self.store.reserve(object_id, size)
+        self._report_dirty = True
+        return where
+
+    def _h_store_seal(self, conn: framed.Connection, object_id: bytes) -> None:
+        self.store.seal(object_id)
+
+    def _h_store_ensure_local(self, conn: framed.Connection, object_id: bytes) -> bool:
+        found: bool = self.store.ensure_local(object_id)
+        return found
+
+    def _h_store_delete(self, conn: framed.Connection, object_ids: list[bytes]) -> None:
+        self.store.delete(object_ids)
+        self._report_dirty = True
+
+    def _h_store_stats(self, conn: framed.Connection) -> dict[str, Any]:
+        s = self.store.stats()
+        return dict(s.__dict__) if hasattr(s, "__dict__") else {}
+
+    def _h_publish_logs(self, conn: framed.Connection, job_id: int, batch: list[Any]) -> None:
+        for driver, jid in self.drivers.items():
+            if jid == job_id:
+                driver.notify("logs", batch)
+
+    async def _h_cluster_info(self, conn: framed.Connection) -> list[dict[str, Any]]:
+        if self._gcs is None:
+            return [self._local_node_record()]
+        nodes = await self._gcs.get_all_nodes()
+        out = []
+        for n in nodes:
+            rec = {
+                "NodeID": n.node_id,
+                "Alive": n.state == "ALIVE",
+                "NodeManagerAddress": n.node_ip,
+                "NodeManagerHostname": n.node_name,
+                "NodeManagerPort": n.raylet_port,
+                "ObjectStoreSocketName": n.object_store_dir,
+                "Resources": dict(n.resources_total),
+                "AvailableResources": dict(n.resources_available),
+                "Labels": dict(n.labels),
+                "IsHeadNode": n.is_head_node,
+            }
+            if n.node_id == self.config.node_id:
+                rec["AvailableResources"] = self.resources.available_dict()
+            out.append(rec)
+        return out
+
+    def _local_node_record(self) -> dict[str, Any]:
+        return {
+            "NodeID": self.config.node_id,
+            "Alive": True,
+            "NodeManagerAddress": self.config.node_ip,
+            "NodeManagerHostname": socket.gethostname(),
+            "NodeManagerPort": self.port,
+            "ObjectStoreSocketName": self.config.shm_dir,
+            "Resources": self.resources.total_dict(),
+            "AvailableResources": self.resources.available_dict(),
+            "Labels": dict(self.config.labels),
+            "IsHeadNode": self.config.is_head,
+        }
+
+    def _h_node_info(self, conn: framed.Connection) -> dict[str, Any]:
+        view = self._node_view()
+        view["resources_total"] = self.resources.total_dict()
+        view["resources_available"] = self.resources.available_dict()
+        view["num_workers"] = len(self.pool.workers) if self.pool else 0
+        return view
+
+    # --------------------------------------------------------------- scheduling
+    def _schedule(self) -> None:
+        """Grant pending lease requests, FIFO among those that fit now."""
+        assert self.pool is not None
+        if not self.pending:
+            return
+        still: deque[LeaseRequest] = deque()
+        need_workers = 0
+        for req in self.pending:
+            if req.future.done():
+                continue
+            if not self.resources.feasible(req.shape):
+                self._warn_infeasible(req)
+                still.append(req)
+                continue
+            if not self.resources.fits(req.shape):
+                still.append(req)
+                continue
+            worker = self.pool.pop_idle()
+            if worker is None:
+                need_workers += 1
+                still.append(req)
+                continue
+            self._grant(req, worker)
+        self.pending = still
+        # Start workers for requests that have resources but no idle worker.
+        shortfall = need_workers - self.pool.num_starting
+        for _ in range(max(0, shortfall)):
+            self.pool.start_worker()
+
+    def _grant(self, req: LeaseRequest, worker: WorkerHandle) -> None:
+        alloc = self.resources.acquire(req.shape)
+        lease_id = next(self._lease_ids)
+        worker.lease_id = lease_id
+        self.leases[lease_id] = Lease(lease_id, worker, alloc, req.conn)
+        self._report_dirty = True
+        assert worker.address is not None
+        req.future.set_result(
+            (lease_id, worker.worker_id, worker.address, alloc.instances, self.config.node_id)
+        )
+
+    def _end_lease(self, lease: Lease, *, reuse_worker: bool) -> None:
+        self.leases.pop(lease.lease_id, None)
+        if lease.blocked:
+            cpu = {"CPU": lease.alloc.shape["CPU"]} if "CPU" in lease.alloc.shape else {}
+            self.resources.take_quantities(cpu)
+        self.resources.release(lease.alloc)
+        self._report_dirty = True
+        assert self.pool is not None
+        if reuse_worker and lease.worker.worker_id in self.pool.workers:
+            self.pool.push_idle(lease.worker)
+        else:
+            lease.worker.lease_id = None
+
+    def _warn_infeasible(self, req: LeaseRequest) -> None:
+        if req.warned:
+            return
+        req.warned = True
+        msg = (
+            f"No node can run a task or actor that needs {format_shape(req.shape)}: "
+            f"the cluster has {format_shape(self.resources.total_dict())} in total. "
+            "It stays pending until a node with these resources joins; lower its "
+            "resource request or add a node that has them."
+        )
+        logger.warning(msg)
+        req.conn.notify("warning", msg)
+
+
+async def _wait_port_open(address: str, timeout: float) -> None:
+    """Wait until the GCS accepts TCP connections.
+
+    Connecting gRPC before the port is open would put the channel into its
+    reconnect backoff (a second or more), which start-up cannot afford.
+    """
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, int(port))
+            writer.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.01)
+
+
+def install_signal_handlers(raylet: Raylet) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, raylet.request_stop)

@@ -1,0 +1,133 @@
+"""``@rayops.remote`` functions: options, validation, and submission.
+
+A RemoteFunction travels by value (cloudpickle) so tasks can submit tasks; its
+pickled form is computed once per process and shipped to each worker once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from rayops import serialization
+from rayops.core_worker.task_spec import STREAMING
+from rayops.options import validate_task_options
+
+
+class RemoteFunction:
+    def __init__(self, function: Callable[..., Any], options: dict[str, Any]) -> None:
+        self._setup(function, options)
+
+    def _setup(self, function: Callable[..., Any], options: dict[str, Any]) -> None:
+        self._function = function
+        self._options = validate_task_options(options, where=f"@remote of {_name(function)}")
+        self._is_generator = inspect.isgeneratorfunction(function)
+        self._pickled: bytes | None = None
+        self._function_id = b""
+        self.__name__ = getattr(function, "__name__", "remote_function")
+        self.__qualname__ = getattr(function, "__qualname__", self.__name__)
+        self.__doc__ = function.__doc__
+        self.__module__ = getattr(function, "__module__", __name__)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Memoized before its state is pickled, so a function that calls itself
+        # through this object does not recurse forever.
+        return (RemoteFunction.__new__, (RemoteFunction,), {"f": self._function, "o": self._options})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._setup(state["f"], state["o"])
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Remote function {self.__name__} cannot be called directly: use "
+            f"{self.__name__}.remote(...) instead."
+        )
+
+    def __repr__(self) -> str:
+        return f"<RemoteFunction {self.__qualname__}>"
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._remote(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> _BoundOptions:
+        merged = {**self._options, **validate_task_options(options, where=f"{self.__name__}.options()")}
+        return _BoundOptions(self, merged)
+
+    def bind(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("Ray DAGs (.bind) are not supported by rayops yet.")
+
+    def _ensure_pickled(self) -> None:
+        if self._pickled is None:
+            self._pickled = serialization.dumps_function(self._function)
+            self._function_id = hashlib.blake2b(self._pickled, digest_size=16).digest()
+
+    def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: dict[str, Any]) -> Any:
+        from rayops import api
+
+        cw = api._auto_init()
+        self._ensure_pickled()
+        assert self._pickled is not None
+        cw.register_function(self._function_id, self._pickled)
+        num_returns = opts.get("num_returns")
+        if num_returns in ("streaming", "dynamic") or (num_returns is None and self._is_generator):
+            n = STREAMING
+        else:
+            n = 1 if num_returns is None else int(num_returns)
+        if n == STREAMING and not self._is_generator:
+            raise TypeError(
+                f"{self.__name__} has num_returns='streaming' but is not a generator function."
+            )
+        result = cw.submit_task(
+            function_id=self._function_id,
+            name=opts.get("name") or self.__name__,
+            args=args,
+            kwargs=kwargs,
+            num_returns=n,
+            resources=task_resources(opts),
+            max_retries=opts.get("max_retries", 3),
+            retry_exceptions=opts.get("retry_exceptions", False),
+        )
+        if n == STREAMING:
+            return result
+        assert isinstance(result, list)
+        if n == 1:
+            return result[0]
+        if n == 0:
+            return None
+        return result
+
+
+class _BoundOptions:
+    def __init__(self, fn: RemoteFunction, options: dict[str, Any]) -> None:
+        self._fn = fn
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fn._remote(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> _BoundOptions:
+        merged = {**self._options, **validate_task_options(options, where="options()")}
+        return _BoundOptions(self._fn, merged)
+
+
+def task_resources(opts: dict[str, Any]) -> dict[str, float]:
+    shape: dict[str, float] = {}
+    cpus = opts.get("num_cpus", 1)
+    if cpus:
+        shape["CPU"] = float(cpus)
+    gpus = opts.get("num_gpus", 0)
+    if gpus:
+        shape["GPU"] = float(gpus)
+    mem = opts.get("memory")
+    if mem:
+        shape["memory"] = float(mem)
+    for k, v in (opts.get("resources") or {}).items():
+        if v:
+            shape[k] = float(v)
+    return shape
+
+
+def _name(fn: Any) -> str:
+    return getattr(fn, "__qualname__", repr(fn))

@@ -1,0 +1,78 @@
+"""``get_runtime_context()``: ids and resources of the current driver or task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rayops import ids
+from rayops.core_worker import state
+
+
+class RuntimeContext:
+    def __init__(self) -> None:
+        self._cw = state.require()
+
+    def get_job_id(self) -> str:
+        return ids.job_id_hex(self._cw.task_context().job_id or self._cw.job_id)
+
+    @property
+    def job_id(self) -> str:
+        return self.get_job_id()
+
+    def get_node_id(self) -> str:
+        return self._cw.node_id
+
+    @property
+    def node_id(self) -> str:
+        return self.get_node_id()
+
+    def get_worker_id(self) -> str:
+        return self._cw.worker_id.hex()
+
+    def get_task_id(self) -> str | None:
+        tid = self._cw.task_context().task_id
+        return tid.hex() if tid is not None and self._cw.mode == "worker" else None
+
+    def get_task_name(self) -> str | None:
+        name = self._cw.task_context().task_name
+        return name or None
+
+    def get_actor_id(self) -> str | None:
+        return None
+
+    @property
+    def namespace(self) -> str:
+        return self._cw.namespace
+
+    def get_assigned_resources(self) -> dict[str, float]:
+        ctx = self._cw.task_context()
+        return dict(ctx.resources) if self._cw.mode == "worker" else {}
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        ctx = self._cw.task_context()
+        return {"GPU": [str(i) for i, _ in ctx.instances.get("GPU", [])]}
+
+    @property
+    def gcs_address(self) -> str:
+        return self._cw.gcs_address
+
+    @property
+    def was_current_actor_reconstructed(self) -> bool:
+        return False
+
+    @property
+    def worker(self) -> Any:
+        return self._cw
+
+    def get(self) -> dict[str, Any]:
+        return {
+            "job_id": self.get_job_id(),
+            "node_id": self.get_node_id(),
+            "task_id": self.get_task_id(),
+            "worker_id": self.get_worker_id(),
+            "namespace": self.namespace,
+        }
+
+
+def get_runtime_context() -> RuntimeContext:
+    return RuntimeContext()
