@@ -58,10 +58,12 @@ class Timing:
     settle_deadline_s: float
 
 
-FULL = Timing(warmup_s=1.0, trial_s=2.0, trials=3, cold_start_runs=3, settle_s=2.0,
-              settle_deadline_s=20.0)
-QUICK = Timing(warmup_s=0.1, trial_s=0.3, trials=2, cold_start_runs=1, settle_s=0.5,
-               settle_deadline_s=5.0)
+FULL = Timing(
+    warmup_s=1.0, trial_s=2.0, trials=3, cold_start_runs=3, settle_s=2.0, settle_deadline_s=20.0
+)
+QUICK = Timing(
+    warmup_s=0.1, trial_s=0.3, trials=2, cold_start_runs=1, settle_s=0.5, settle_deadline_s=5.0
+)
 
 
 @dataclass
@@ -79,8 +81,8 @@ class RowResult:
     def line(self) -> str:
         if self.error is not None:
             return f"{self.name:<36} {'error':>12}  {self.error}"
-        assert self.value is not None
-        text = f"{self.name:<36} {self.value:>12.2f}  {self.unit}"
+        value = float("nan") if self.value is None else self.value
+        text = f"{self.name:<36} {value:>12.2f}  {self.unit}"
         if self.stddev is not None:
             text += f"  +- {self.stddev:.2f}"
         return text
@@ -89,8 +91,9 @@ class RowResult:
 # --------------------------------------------------------------------------- timing
 
 
-def measure_rate(fn: Callable[[], object], multiplier: float, timing: Timing) -> tuple[
-        float, float, list[float]]:
+def measure_rate(
+    fn: Callable[[], object], multiplier: float, timing: Timing
+) -> tuple[float, float, list[float]]:
     """Call `fn` repeatedly; return mean and stddev of `multiplier` * calls / second per trial.
 
     Like Ray's helper: a warm-up window first, then fixed-duration windows. Every window runs
@@ -216,7 +219,8 @@ def _large_arg(wl: Workload) -> tuple[Callable[[], object], float]:
     rt, consume = wl.rt, wl.consume
     ref = rt.put(wl.large_arg)
     return lambda: rt.get([consume.remote(ref) for _ in range(LARGE_ARG_BATCH)]), float(
-        LARGE_ARG_BATCH)
+        LARGE_ARG_BATCH
+    )
 
 
 TIMED_ROWS: dict[str, tuple[TimedSetup, str]] = {
@@ -304,8 +308,10 @@ def _read_marker(proc: subprocess.Popen[str], marker: str, log: IO[str]) -> list
                 return line.split()[1:]
     log.seek(0)
     tail = log.read()[-800:].strip().replace("\n", " | ")
-    raise RuntimeError(f"child printed no {marker!r} line within {CHILD_TIMEOUT_S:.0f} s "
-                       f"(exit code {proc.poll()}); stderr tail: {tail}")
+    raise RuntimeError(
+        f"child printed no {marker!r} line within {CHILD_TIMEOUT_S:.0f} s "
+        f"(exit code {proc.poll()}); stderr tail: {tail}"
+    )
 
 
 def _finish(proc: subprocess.Popen[str]) -> None:
@@ -338,8 +344,7 @@ def run_cold_start(module: str, num_cpus: int, timing: Timing) -> list[RowResult
         phases.append(phase)
     median = statistics.median(walls)
     chosen = phases[walls.index(sorted(walls)[(len(walls) - 1) // 2])]
-    extra = {"runs_s": walls, "import_s": chosen[0], "init_s": chosen[1],
-             "first_task_s": chosen[2]}
+    extra = {"runs_s": walls, "import_s": chosen[0], "init_s": chosen[1], "first_task_s": chosen[2]}
     return [RowResult("cold_start_s", median, "s", trials=walls, extra=extra)]
 
 
@@ -413,8 +418,12 @@ def run_idle_rss(module: str, num_cpus: int, timing: Timing) -> list[RowResult]:
     return [
         RowResult("idle_rss_mb", at_init.rss_mb, "MB", extra={"by_process": at_init.by_process}),
         RowResult("idle_processes", float(at_init.processes), "processes"),
-        RowResult("idle_rss_settled_mb", later.rss_mb, "MB",
-                  extra={"settled": settled, "by_process": later.by_process}),
+        RowResult(
+            "idle_rss_settled_mb",
+            later.rss_mb,
+            "MB",
+            extra={"settled": settled, "by_process": later.by_process},
+        ),
         RowResult("idle_uss_settled_mb", later.uss_mb, "MB"),
         RowResult("idle_processes_settled", float(later.processes), "processes"),
     ]
@@ -516,8 +525,9 @@ class Report:
         if path is None:
             return
         doc = {k: v for k, v in asdict(self).items() if k != "rows"}
-        doc["rows"] = {r.name: {k: v for k, v in asdict(r).items() if k != "name"}
-                       for r in self.rows}
+        doc["rows"] = {
+            r.name: {k: v for k, v in asdict(r).items() if k != "name"} for r in self.rows
+        }
         doc["machine"]["loadavg_end"] = list(os.getloadavg())
         with open(path, "w", encoding="utf-8") as out:
             json.dump(doc, out, indent=2)
@@ -527,27 +537,42 @@ class Report:
 def _runtime_env_settings() -> dict[str, str]:
     """RAY_* settings of this run (they change Ray's behaviour), leaving out anything secret."""
     secret = ("TOKEN", "AUTH", "KEY", "SECRET", "PASS")
-    return {k: v for k, v in os.environ.items()
-            if k.startswith("RAY_") and not any(word in k for word in secret)}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith("RAY_") and not any(word in k for word in secret)
+    }
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runtime", choices=["rayops", "ray"], default="rayops")
-    parser.add_argument("--rows", default="", help="comma-separated row names (default: all): "
-                        + ", ".join(ROW_NAMES))
+    parser.add_argument(
+        "--rows",
+        default="",
+        help="comma-separated row names (default: all): " + ", ".join(ROW_NAMES),
+    )
     parser.add_argument("--json", dest="json_out", metavar="OUT", help="write results as JSON")
     parser.add_argument("--quick", action="store_true", help="short windows, for smoke tests")
-    parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 1,
-                        help="num_cpus passed to init() (default: this machine's cores)")
-    parser.add_argument("--row-timeout", type=float, default=300.0,
-                        help="seconds one row may take before the run is stopped as hung")
+    parser.add_argument(
+        "--num-cpus",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="num_cpus passed to init() (default: this machine's cores)",
+    )
+    parser.add_argument(
+        "--row-timeout",
+        type=float,
+        default=300.0,
+        help="seconds one row may take before the run is stopped as hung",
+    )
     args = parser.parse_args(argv)
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = [r for r in wanted if r not in ROW_NAMES]
     if unknown:
-        parser.error(f"unknown row {unknown[0]!r} in --rows; expected names from: "
-                     + ", ".join(ROW_NAMES))
+        parser.error(
+            f"unknown row {unknown[0]!r} in --rows; expected names from: " + ", ".join(ROW_NAMES)
+        )
     args.selected = [r for r in ROW_NAMES if not wanted or r in wanted]
     return args
 
@@ -559,18 +584,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = Report(
         runtime=args.runtime,
         version=str(getattr(rt, "__version__", "unknown")),
-        settings={"num_cpus": args.num_cpus, "timing": asdict(timing), "quick": args.quick,
-                  "env": _runtime_env_settings()},
-        machine={"cpus": os.cpu_count(), "python": platform.python_version(),
-                 "platform": platform.platform(), "loadavg_start": list(os.getloadavg())},
+        settings={
+            "num_cpus": args.num_cpus,
+            "timing": asdict(timing),
+            "quick": args.quick,
+            "env": _runtime_env_settings(),
+        },
+        machine={
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_start": list(os.getloadavg()),
+        },
     )
-    print(f"# runtime={report.runtime} {report.version}  python={platform.python_version()}  "
-          f"num_cpus={args.num_cpus}  mode={'quick' if args.quick else 'full'}  "
-          f"loadavg={os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"# runtime={report.runtime} {report.version}  python={platform.python_version()}  "
+        f"num_cpus={args.num_cpus}  mode={'quick' if args.quick else 'full'}  "
+        f"loadavg={os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
 
     def on_hang(row: str) -> None:
-        print(f"{row:<36} {'error':>12}  no result after {args.row_timeout:.0f} s; "
-              "stopping the run", flush=True)
+        print(
+            f"{row:<36} {'error':>12}  no result after {args.row_timeout:.0f} s; stopping the run",
+            flush=True,
+        )
         report.write(args.json_out)
         _stop_tree(os.getpid())
         os._exit(3)
@@ -592,8 +630,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run_timed_rows(rt: ModuleType, names: list[str], num_cpus: int, timing: Timing,
-                   report: Report, guard: HangGuard) -> None:
+def run_timed_rows(
+    rt: ModuleType,
+    names: list[str],
+    num_cpus: int,
+    timing: Timing,
+    report: Report,
+    guard: HangGuard,
+) -> None:
     guard.start("init")
     rt.init(num_cpus=num_cpus)
     try:

@@ -77,7 +77,9 @@ def init(
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(unknown)}")
     if resources is not None and ("CPU" in resources or "GPU" in resources):
-        raise ValueError("init(resources=...) must not contain CPU or GPU: use num_cpus / num_gpus.")
+        raise ValueError(
+            "init(resources=...) must not contain CPU or GPU: use num_cpus / num_gpus."
+        )
     if address is None:
         address = os.environ.get("RAYOPS_ADDRESS") or None
     temp_dir = _temp_dir or os.environ.get("RAYOPS_TEMP_DIR") or sess.DEFAULT_TEMP_DIR
@@ -265,7 +267,8 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
         return cw.get([object_refs], timeout)[0]
     if isinstance(object_refs, ObjectRefGenerator):
         raise TypeError(
-            "get() does not take an ObjectRefGenerator: iterate it (for ref in gen) and get each ref."
+            "get() does not take an ObjectRefGenerator: iterate it "
+            "(for ref in gen) and get each ref."
         )
     if not isinstance(object_refs, (list, tuple)):
         raise ValueError(
@@ -296,12 +299,16 @@ def wait(
     if isinstance(object_refs, ObjectRef):
         raise TypeError("wait() expects a list of ObjectRefs, not a single ObjectRef.")
     refs = list(object_refs)
-    for i, r in enumerate(refs):
-        if not isinstance(r, ObjectRef):
-            raise TypeError(f"wait() expects a list of ObjectRefs; element {i} is a {type(r).__name__}.")
-    if len(set(refs)) != len(refs):
+    # C-level passes only: wait() is called in loops over long lists.
+    if set(map(type, refs)) - {ObjectRef}:
+        bad = next(i for i, r in enumerate(refs) if not isinstance(r, ObjectRef))
+        raise TypeError(
+            f"wait() expects a list of ObjectRefs; element {bad} is a {type(refs[bad]).__name__}."
+        )
+    oids = [r._id for r in refs]
+    if len(set(oids)) != len(oids):
         raise ValueError("wait() expects a list of unique ObjectRefs.")
-    if not isinstance(num_returns, int) or num_returns <= 0 and refs:
+    if not isinstance(num_returns, int) or (num_returns <= 0 and refs):
         raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
     if num_returns > len(refs):
         raise ValueError(
@@ -310,7 +317,7 @@ def wait(
     _check_timeout(timeout)
     if not refs:
         return [], []
-    return cw.wait(refs, num_returns, timeout)
+    return cw.wait(refs, oids, num_returns, timeout)
 
 
 def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:

@@ -22,7 +22,10 @@ def _retries(v: Any) -> bool:
 
 
 def _num_returns(v: Any) -> bool:
-    return (not isinstance(v, bool) and isinstance(v, int) and v >= 0) or v in ("streaming", "dynamic")
+    return (not isinstance(v, bool) and isinstance(v, int) and v >= 0) or v in (
+        "streaming",
+        "dynamic",
+    )
 
 
 def _retry_exceptions(v: Any) -> bool:
@@ -47,13 +50,19 @@ def _resources(v: Any) -> bool:
 _TASK_OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "num_cpus": (_nonneg_number, "a number >= 0"),
     "num_gpus": (_nonneg_number, "a number >= 0"),
-    "resources": (_resources, "a dict of custom resource name -> number >= 0 (use num_cpus/num_gpus for CPU/GPU)"),
+    "resources": (
+        _resources,
+        "a dict of custom resource name -> number >= 0 (use num_cpus/num_gpus for CPU/GPU)",
+    ),
     "memory": (_nonneg_number, "a number of bytes >= 0"),
     "num_returns": (_num_returns, "an int >= 0, 'streaming' or 'dynamic'"),
     "max_retries": (_retries, "an int >= -1 (-1 retries forever)"),
     "retry_exceptions": (_retry_exceptions, "a bool or a list of exception classes"),
     "name": (lambda v: isinstance(v, str), "a string"),
-    "scheduling_strategy": (is_scheduling_strategy, "'DEFAULT', 'SPREAD' or a scheduling strategy object"),
+    "scheduling_strategy": (
+        is_scheduling_strategy,
+        "'DEFAULT', 'SPREAD' or a scheduling strategy object",
+    ),
     "runtime_env": (lambda v: v is None or isinstance(v, dict), "a dict"),
     "max_calls": (lambda v: isinstance(v, int) and v >= 0, "an int >= 0"),
     "accelerator_type": (lambda v: v is None or isinstance(v, str), "a string"),

@@ -34,7 +34,11 @@ class RemoteFunction:
     def __reduce__(self) -> tuple[Any, ...]:
         # Memoized before its state is pickled, so a function that calls itself
         # through this object does not recurse forever.
-        return (RemoteFunction.__new__, (RemoteFunction,), {"f": self._function, "o": self._options})
+        return (
+            RemoteFunction.__new__,
+            (RemoteFunction,),
+            {"f": self._function, "o": self._options},
+        )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._setup(state["f"], state["o"])
@@ -52,7 +56,10 @@ class RemoteFunction:
         return self._remote(args, kwargs, self._options)
 
     def options(self, **options: Any) -> _BoundOptions:
-        merged = {**self._options, **validate_task_options(options, where=f"{self.__name__}.options()")}
+        merged = {
+            **self._options,
+            **validate_task_options(options, where=f"{self.__name__}.options()"),
+        }
         return _BoundOptions(self, merged)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:

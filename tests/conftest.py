@@ -18,7 +18,9 @@ def _rayops_procs() -> set[int]:
             cmd = " ".join(p.info["cmdline"] or [])
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if p.info["pid"] != me and ("rayops.raylet" in cmd or "rayops.gcs" in cmd or "rayops.core_worker" in cmd):
+        if p.info["pid"] != me and (
+            "rayops.raylet" in cmd or "rayops.gcs" in cmd or "rayops.core_worker" in cmd
+        ):
             out.add(p.info["pid"])
     return out
 

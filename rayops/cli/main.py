@@ -29,10 +29,12 @@ def _json_resources(text: str) -> dict[str, float]:
         for k, v in value.items()
     ):
         raise argparse.ArgumentTypeError(
-            f'--resources must map names to numbers >= 0, e.g. \'{{"accel": 2}}\'; got {text}'
+            f"--resources must map names to numbers >= 0, e.g. '{{\"accel\": 2}}'; got {text}"
         )
     if "CPU" in value or "GPU" in value:
-        raise argparse.ArgumentTypeError("--resources must not contain CPU/GPU: use --num-cpus/--num-gpus")
+        raise argparse.ArgumentTypeError(
+            "--resources must not contain CPU/GPU: use --num-cpus/--num-gpus"
+        )
     return {k: float(v) for k, v in value.items()}
 
 
@@ -41,7 +43,9 @@ def _nonneg(kind: type) -> Any:
         try:
             v = kind(text)
         except ValueError as err:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} >= 0, got {text!r}") from err
+            raise argparse.ArgumentTypeError(
+                f"expected a {kind.__name__} >= 0, got {text!r}"
+            ) from err
         if v < 0:
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__} >= 0, got {text!r}")
         return v
@@ -56,14 +60,26 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("start", help="start the daemons of a node (the head with --head)")
     s.add_argument("--head", action="store_true", help="start the head node (GCS + raylet)")
     s.add_argument("--address", help="HEAD:PORT of the GCS to join (worker nodes)")
-    s.add_argument("--port", type=_nonneg(int), default=6379, help="GCS port on the head (default 6379)")
+    s.add_argument(
+        "--port", type=_nonneg(int), default=6379, help="GCS port on the head (default 6379)"
+    )
     s.add_argument("--num-cpus", type=_nonneg(float))
     s.add_argument("--num-gpus", type=_nonneg(float))
-    s.add_argument("--resources", type=_json_resources, default={}, help='JSON, e.g. \'{"accel": 2}\'')
-    s.add_argument("--object-store-memory", type=_nonneg(int), help="bytes of shared memory for objects")
-    s.add_argument("--temp-dir", default=None, help=f"root of this node's files (default {sess.DEFAULT_TEMP_DIR})")
+    s.add_argument(
+        "--resources", type=_json_resources, default={}, help="JSON, e.g. '{\"accel\": 2}'"
+    )
+    s.add_argument(
+        "--object-store-memory", type=_nonneg(int), help="bytes of shared memory for objects"
+    )
+    s.add_argument(
+        "--temp-dir",
+        default=None,
+        help=f"root of this node's files (default {sess.DEFAULT_TEMP_DIR})",
+    )
     s.add_argument("--node-ip-address", help="address the daemons bind to (default: detected)")
-    s.add_argument("--token-file", help="cluster token file (joining nodes; default RAYOPS_TOKEN_FILE)")
+    s.add_argument(
+        "--token-file", help="cluster token file (joining nodes; default RAYOPS_TOKEN_FILE)"
+    )
     s.add_argument("--labels", type=json.loads, default={}, help="JSON object of node labels")
 
     st = sub.add_parser("stop", help="stop the daemons started from this temp dir")
@@ -101,7 +117,9 @@ def cmd_start(args: argparse.Namespace) -> int:
     from rayops.node.processes import NodeOptions, NodeStartError, start_node
 
     if args.head == bool(args.address):
-        raise CLIError("give exactly one of --head (start a head node) or --address HEAD:PORT (join one)")
+        raise CLIError(
+            "give exactly one of --head (start a head node) or --address HEAD:PORT (join one)"
+        )
     temp_dir = _temp_dir(args)
     running = _running_record(temp_dir)
     if running is not None:
@@ -113,7 +131,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     if args.address:
         token_file = args.token_file or os.environ.get("RAYOPS_TOKEN_FILE")
         if not token_file:
-            raise CLIError("joining a cluster needs the cluster token: pass --token-file PATH or set RAYOPS_TOKEN_FILE")
+            raise CLIError(
+                "joining a cluster needs the cluster token: "
+                "pass --token-file PATH or set RAYOPS_TOKEN_FILE"
+            )
         from rayops.rpc.auth import read_token_file
 
         token = read_token_file(token_file)
@@ -142,8 +163,13 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"  GCS address: {rec.gcs_address}")
         print("  To connect a driver on this machine: rayops.init('auto')")
         print("  To add a node: copy the token file (mode 0600) to it, then run")
-        print(f"    RAYOPS_TOKEN_FILE=<copy of {token_path}> rayops start --address {rec.gcs_address}")
-    print(f"  To stop: rayops stop{'' if temp_dir == sess.DEFAULT_TEMP_DIR else ' --temp-dir ' + temp_dir}")
+        print(
+            f"    RAYOPS_TOKEN_FILE=<copy of {token_path}> rayops start --address {rec.gcs_address}"
+        )
+    print(
+        "  To stop: rayops stop"
+        + ("" if temp_dir == sess.DEFAULT_TEMP_DIR else f" --temp-dir {temp_dir}")
+    )
     return 0
 
 
@@ -170,7 +196,11 @@ def cmd_stop(args: argparse.Namespace) -> int:
     if os.path.isdir(temp_dir):
         for name in sorted(os.listdir(temp_dir)):
             path = os.path.join(temp_dir, name)
-            if not name.startswith("session_") or name == "session_latest" or not os.path.isdir(path):
+            if (
+                not name.startswith("session_")
+                or name == "session_latest"
+                or not os.path.isdir(path)
+            ):
                 continue
             try:
                 rec = sess.NodeRecord.load(path)
@@ -199,10 +229,15 @@ def _gcs_for_status(args: argparse.Namespace) -> tuple[str, str]:
     else:
         rec = _running_record(temp_dir)
         if rec is None:
-            raise CLIError(f"no running rayops cluster found under {temp_dir}; start one with `rayops start --head`")
+            raise CLIError(
+                f"no running rayops cluster found under {temp_dir}; "
+                "start one with `rayops start --head`"
+            )
         address = rec.gcs_address
     if not token_file or not os.path.exists(token_file):
-        raise CLIError("no cluster token found: set RAYOPS_TOKEN_FILE to a copy of the head's cluster_token")
+        raise CLIError(
+            "no cluster token found: set RAYOPS_TOKEN_FILE to a copy of the head's cluster_token"
+        )
     return address, read_token_file(token_file)
 
 

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
+import itertools
 import logging
+import operator
 import os
 import sys
 import threading
@@ -27,7 +30,7 @@ from rayops import exceptions as rex
 from rayops import ids, serialization
 from rayops.core_worker.memory_store import Entry, MemoryStore
 from rayops.core_worker.object_ref import ObjectRef, ObjectRefGenerator
-from rayops.core_worker.references import ReferenceTable, RefEntry
+from rayops.core_worker.references import RefEntry, ReferenceTable
 from rayops.core_worker.submitter import TaskSubmitter
 from rayops.core_worker.task_spec import INLINE_MAX_BYTES, STREAMING, TaskReply, TaskSpec
 from rayops.objectstore import StoreClient
@@ -117,6 +120,7 @@ class CoreWorker:
         self._driver_ctx = TaskContext(task_id=ids.new_task_id())
         self._tls = threading.local()
         self._shutdown = False
+        self._background: set[asyncio.Future[Any]] = set()
         self.executor: Any = None  # set in worker mode (rayops.core_worker.executor.Executor)
         self.on_raylet_lost: Any = None
 
@@ -138,17 +142,23 @@ class CoreWorker:
 
     async def _astart(self) -> dict[str, Any]:
         handlers = self._handlers()
-        self._server = await framed.serve(self.node_ip, 0, self.token, handlers, on_close=self._on_peer_closed)
+        self._server = await framed.serve(
+            self.node_ip, 0, self.token, handlers, on_close=self._on_peer_closed
+        )
         self.address = (self.node_ip, self._server.sockets[0].getsockname()[1])
-        raylet_handlers = {"logs": self._h_logs, "warning": self._h_warning}
+        raylet_handlers: dict[str, Any] = {"logs": self._h_logs, "warning": self._h_warning}
         host, port = self.raylet_address
-        self.raylet = await framed.connect(host, port, self.token, raylet_handlers, on_close=self._on_raylet_closed)
+        self.raylet = await framed.connect(
+            host, port, self.token, raylet_handlers, on_close=self._on_raylet_closed
+        )
         if self.mode == "driver":
             view: dict[str, Any] = await self.raylet.request(
                 "register_driver", os.getpid(), self.namespace, self.entrypoint
             )
         else:
-            view = await self.raylet.request("register_worker", self.worker_id, os.getpid(), self.address[1])
+            view = await self.raylet.request(
+                "register_worker", self.worker_id, os.getpid(), self.address[1]
+            )
         return view
 
     def run(self, coro: Any, timeout: float | None = None) -> Any:
@@ -163,12 +173,25 @@ class CoreWorker:
 
         return self.run(req(), timeout)
 
+    def spawn(self, coro: Any) -> asyncio.Future[Any]:
+        """Run a background coroutine on the IO loop, owned by this core worker."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    @property
+    def is_shut_down(self) -> bool:
+        return self._shutdown
+
     def shutdown(self) -> None:
         if self._shutdown:
             return
         self._shutdown = True
 
         async def close() -> None:
+            for task in list(self._background):
+                task.cancel()
             self.submitter.return_all_leases()
             await asyncio.sleep(0)
             for fut in self._peers.values():
@@ -208,11 +231,19 @@ class CoreWorker:
             fut = None
         if fut is None:
             fut = asyncio.ensure_future(
-                framed.connect(address[0], address[1], self.token, self._handlers(),
-                               on_close=lambda c: self._peers.pop(address, None))
+                framed.connect(
+                    address[0],
+                    address[1],
+                    self.token,
+                    self._handlers(),
+                    on_close=lambda c: self._forget_peer(address),
+                )
             )
             self._peers[address] = fut
         return await asyncio.shield(fut)
+
+    def _forget_peer(self, address: Address) -> None:
+        self._peers.pop(address, None)
 
     def _handlers(self) -> dict[str, Any]:
         h: dict[str, Any] = {
@@ -255,7 +286,9 @@ class CoreWorker:
         sv = serialization.serialize(value)
         return self._own_value(oid, sv)
 
-    def _own_value(self, oid: bytes, sv: serialization.SerializedValue, *, local: int = 1) -> ObjectRef:
+    def _own_value(
+        self, oid: bytes, sv: serialization.SerializedValue, *, local: int = 1
+    ) -> ObjectRef:
         entry = self.store_value(oid, sv)
         contained = [r.binary() for r in sv.contained_refs]
         self.references.add_owned(oid, self.address, local=local, contains=contained)
@@ -297,21 +330,9 @@ class CoreWorker:
             self._register_new_borrows_async()
         return values
 
-    def _blocked(self) -> Any:
-        cw = self
-
-        class _Blocked:
-            def __enter__(self) -> None:
-                ctx = cw.task_context()
-                self.lease = ctx.lease_id if cw.mode == "worker" else None
-                if self.lease is not None:
-                    cw.loop.call_soon_threadsafe(cw.raylet.notify, "worker_blocked", self.lease)
-
-            def __exit__(self, *a: Any) -> None:
-                if self.lease is not None:
-                    cw.loop.call_soon_threadsafe(cw.raylet.notify, "worker_unblocked", self.lease)
-
-        return _Blocked()
+    def _blocked(self) -> _Blocked:
+        """Tell the raylet while a task's worker waits, so its CPU can run other tasks."""
+        return _Blocked(self)
 
     def _materialize(self, oid: bytes, entry: Entry | None) -> Any:
         if entry is None:
@@ -358,16 +379,17 @@ class CoreWorker:
 
     def _start_fetches(self, todo: list[tuple[bytes, Address]]) -> None:
         for oid, owner in todo:
-            asyncio.ensure_future(self._fetch_one(oid, owner))
+            self.spawn(self._fetch_one(oid, owner))
 
     async def _fetch_one(self, oid: bytes, owner: Address) -> None:
         try:
             conn = await self.peer(owner)
             entry = await conn.request("get_object", oid)
-        except (OSError, framed.ConnectionLost, asyncio.TimeoutError) as err:
+        except (TimeoutError, OSError, framed.ConnectionLost) as err:
             entry = self._error_entry(
                 rex.OwnerDiedError(oid.hex(), owner_address=f"{owner[0]}:{owner[1]}")
-                if hasattr(rex, "OwnerDiedError") else rex.ObjectLostError(oid.hex())
+                if hasattr(rex, "OwnerDiedError")
+                else rex.ObjectLostError(oid.hex())
             )
             logger.debug("owner %s of %s unreachable: %r", owner, oid.hex(), err)
         finally:
@@ -387,7 +409,7 @@ class CoreWorker:
             loop = asyncio.get_running_loop()
 
             def ready(_oid: bytes, _e: Entry) -> None:
-                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(None))
+                loop.call_soon_threadsafe(_resolve, fut, None)
 
             self.memory_store.on_ready(oid, ready)
             await fut
@@ -407,33 +429,36 @@ class CoreWorker:
             except BaseException as err:
                 out.set_exception(err)
 
-        keep = ref  # keep the object alive until the future resolves
-        out.add_done_callback(lambda _f, _k=keep: None)
+        # Keep the object alive until the future resolves.
+        out.add_done_callback(functools.partial(_keep_alive, ref))
         self.memory_store.on_ready(oid, ready)
         return out
 
     def wait(
         self,
-        refs: Sequence[ObjectRef],
+        refs: list[ObjectRef],
+        oids: list[bytes],
         num_returns: int,
         timeout: float | None,
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
-        oids = [r.binary() for r in refs]
         ms = self.memory_store
-        if sum(ms.contains(o) for o in oids) < num_returns:
-            self._fetch_missing([r for r in refs if not ms.contains(r.binary())])
+        flags = ms.present(oids)
+        if flags.count(True) < num_returns:
+            self._fetch_missing(list(itertools.compress(refs, map(operator.not_, flags))))
             deadline = None if timeout is None else time.monotonic() + timeout
             with self._blocked():
                 flags = ms.wait(oids, num_returns, deadline)
-        else:
-            flags = [ms.contains(o) for o in oids]
-        ready: list[ObjectRef] = []
-        not_ready: list[ObjectRef] = []
-        for r, ok in zip(refs, flags, strict=True):
-            if ok and len(ready) < num_returns:
-                ready.append(r)
-            else:
-                not_ready.append(r)
+        # Ray's order: the first num_returns ready refs in list order; the rest stay in order.
+        positions = list(itertools.compress(range(len(flags)), flags))
+        if len(positions) > num_returns:
+            cut = positions[num_returns - 1] + 1
+            head_refs, head_flags = refs[:cut], flags[:cut]
+            ready = list(itertools.compress(head_refs, head_flags))
+            not_ready = list(itertools.compress(head_refs, map(operator.not_, head_flags)))
+            not_ready.extend(refs[cut:])
+            return ready, not_ready
+        ready = list(itertools.compress(refs, flags))
+        not_ready = list(itertools.compress(refs, map(operator.not_, flags)))
         return ready, not_ready
 
     # ============================================================== freeing
@@ -469,7 +494,7 @@ class CoreWorker:
             except Exception:
                 pass  # owner gone: nothing to release
 
-        asyncio.ensure_future(send())
+        self.spawn(send())
 
     def _register_new_borrows_async(self) -> None:
         new = self.references.drain_new_borrows()
@@ -478,7 +503,7 @@ class CoreWorker:
 
         def go() -> None:
             for oid, owner in new:
-                asyncio.ensure_future(self._register_borrow(oid, owner, self.address))
+                self.spawn(self._register_borrow(oid, owner, self.address))
 
         self.loop.call_soon_threadsafe(go)
 
@@ -512,7 +537,7 @@ class CoreWorker:
         fut: asyncio.Future[Entry] = self.loop.create_future()
 
         def ready(_oid: bytes, e: Entry) -> None:
-            self.loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(e))
+            self.loop.call_soon_threadsafe(_resolve, fut, e)
 
         self.memory_store.on_ready(oid, ready)
         return fut
@@ -602,7 +627,11 @@ class CoreWorker:
                 entries.append(("r", value.binary(), value.owner_address))
                 deps.append(value.binary())
                 continue
-            what = f"argument {i}" if i < len(args) else f"keyword argument {list(kwargs)[i - len(args)]!r}"
+            what = (
+                f"argument {i}"
+                if i < len(args)
+                else f"keyword argument {list(kwargs)[i - len(args)]!r}"
+            )
             sv = serialization.check_serializable(what, value)
             for r in sv.contained_refs:
                 deps.append(r.binary())
@@ -633,7 +662,8 @@ class CoreWorker:
     def _resolve_and_submit(self, spec: TaskSpec) -> None:
         """Wait for our own pending arguments, inline the small ones, then submit."""
         pending = [
-            a[1] for a in spec.args
+            a[1]
+            for a in spec.args
             if a[0] == "r" and a[2] == self.address and not self.memory_store.contains(a[1])
         ]
         if pending:
@@ -647,7 +677,7 @@ class CoreWorker:
             for oid in pending:
                 self.memory_store.on_ready(oid, one_ready)
             return
-        args = []
+        args: list[tuple[Any, ...]] = []
         for a in spec.args:
             if a[0] == "r" and a[2] == self.address:
                 entry = self.memory_store.get(a[1])
@@ -676,7 +706,11 @@ class CoreWorker:
         if reply.status == "cancelled" or record.cancelled:
             self._finish_with_error(spec, rex.TaskCancelledError(spec.task_id.hex()))
             return
-        if reply.status == "error" and record.retries_left != 0 and self._should_retry(record, reply):
+        if (
+            reply.status == "error"
+            and record.retries_left != 0
+            and self._should_retry(record, reply)
+        ):
             record.retries_left -= 1
             logger.info("retrying task %s after an application error", spec.name)
             self._resubmit(record)
@@ -704,7 +738,9 @@ class CoreWorker:
         cause = getattr(err, "cause", err)
         return isinstance(cause, tuple(rx))
 
-    def _store_return(self, rid: bytes, entry: Entry, contained: list[tuple[bytes, Address]]) -> None:
+    def _store_return(
+        self, rid: bytes, entry: Entry, contained: list[tuple[bytes, Address]]
+    ) -> None:
         if rid not in self.references:
             # Nobody holds the result any more: drop it (and its store copy).
             if entry[0] == "s":
@@ -738,7 +774,9 @@ class CoreWorker:
             record.retries_left -= 1
             logger.warning(
                 "worker running task %s died (%s); retrying (%s retries left)",
-                spec.name, err, "infinite" if record.retries_left < 0 else record.retries_left,
+                spec.name,
+                err,
+                "infinite" if record.retries_left < 0 else record.retries_left,
             )
             self._resubmit(record)
             return
@@ -797,7 +835,11 @@ class CoreWorker:
 
     # ============================================================== generators
     def _h_generator_item(
-        self, conn: Any, task_id: bytes, index: int, entry: Entry,
+        self,
+        conn: Any,
+        task_id: bytes,
+        index: int,
+        entry: Entry,
         contained: list[tuple[bytes, Address]],
     ) -> None:
         state = self._generators.get(task_id)
@@ -881,3 +923,32 @@ class CoreWorker:
     def cluster_info(self) -> list[dict[str, Any]]:
         nodes: list[dict[str, Any]] = self.call_raylet("cluster_info", timeout=30)
         return nodes
+
+
+class _Blocked:
+    __slots__ = ("cw", "lease")
+
+    def __init__(self, cw: CoreWorker) -> None:
+        self.cw = cw
+        self.lease: int | None = None
+
+    def __enter__(self) -> None:
+        cw = self.cw
+        if cw.mode == "worker":
+            self.lease = cw.task_context().lease_id
+            if self.lease is not None:
+                cw.loop.call_soon_threadsafe(cw.raylet.notify, "worker_blocked", self.lease)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.lease is not None:
+            cw = self.cw
+            cw.loop.call_soon_threadsafe(cw.raylet.notify, "worker_unblocked", self.lease)
+
+
+def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _keep_alive(ref: ObjectRef, _fut: object) -> None:
+    """A done-callback whose only job is to hold ``ref`` until the future resolves."""

@@ -53,8 +53,12 @@ class Executor:
 
     # ------------------------------------------------------------- IO thread
     def _h_push_task(
-        self, conn: framed.Connection, spec: TaskSpec, fn_bytes: bytes | None,
-        instances: dict[str, Any], lease_id: int,
+        self,
+        conn: framed.Connection,
+        spec: TaskSpec,
+        fn_bytes: bytes | None,
+        instances: dict[str, Any],
+        lease_id: int,
     ) -> asyncio.Future[TaskReply]:
         if fn_bytes is not None:
             self._function_bytes[spec.function_id] = fn_bytes
@@ -88,8 +92,12 @@ class Executor:
         self._queue.put(None)
 
     def _run_one(
-        self, spec: TaskSpec, instances: dict[str, Any], lease_id: int,
-        conn: framed.Connection, fut: asyncio.Future[TaskReply],
+        self,
+        spec: TaskSpec,
+        instances: dict[str, Any],
+        lease_id: int,
+        conn: framed.Connection,
+        fut: asyncio.Future[TaskReply],
     ) -> None:
         cw = self._cw
         with self._lock:
@@ -99,8 +107,12 @@ class Executor:
                 return
             self._current = spec.task_id
         ctx = TaskContext(
-            task_id=spec.task_id, task_name=spec.name, job_id=spec.job_id,
-            resources=dict(spec.resources), instances=instances, lease_id=lease_id,
+            task_id=spec.task_id,
+            task_name=spec.name,
+            job_id=spec.job_id,
+            resources=dict(spec.resources),
+            instances=instances,
+            lease_id=lease_id,
         )
         cw.set_task_context(ctx)
         _set_visible_devices(instances)
@@ -228,18 +240,23 @@ class Executor:
         except Exception:
             task_err = rex.make_task_error_picklable(task_err)
         n = max(1, spec.num_returns) if spec.num_returns != STREAMING else 1
-        ids_ = spec.return_ids if spec.num_returns != STREAMING else (
-            ids.object_id_for(spec.task_id, 2),
+        ids_ = (
+            spec.return_ids
+            if spec.num_returns != STREAMING
+            else (ids.object_id_for(spec.task_id, 2),)
         )
         return [
             self._package(spec, rid, task_err, serialization.META_ERROR) for rid in ids_[:n]
         ] or [self._package(spec, spec.return_ids[0], task_err, serialization.META_ERROR)]
 
-    def _run_generator(self, spec: TaskSpec, conn: framed.Connection, fn: Any, args: Any, kwargs: Any) -> int:
+    def _run_generator(
+        self, spec: TaskSpec, conn: framed.Connection, fn: Any, args: Any, kwargs: Any
+    ) -> int:
         gen = fn(*args, **kwargs)
         if not inspect.isgenerator(gen):
             raise TypeError(
-                f"{spec.name} was called with num_returns='streaming' but is not a generator function."
+                f"{spec.name} was called with num_returns='streaming' "
+                "but is not a generator function."
             )
         index = 0
         try:

@@ -39,6 +39,9 @@ class MemoryStore:
     def get(self, oid: bytes) -> Entry | None:
         return self._values.get(oid)
 
+    def present(self, oids: Sequence[bytes]) -> list[bool]:
+        return list(map(self._values.__contains__, oids))
+
     def contains(self, oid: bytes) -> bool:
         return oid in self._values
 
@@ -56,15 +59,13 @@ class MemoryStore:
                 return
         cb(oid, entry)
 
-    def wait(
-        self, oids: Sequence[bytes], num_ready: int, deadline: float | None
-    ) -> list[bool]:
+    def wait(self, oids: Sequence[bytes], num_ready: int, deadline: float | None) -> list[bool]:
         """Block until at least ``num_ready`` of ``oids`` are present or the deadline passes."""
         values = self._values
         with self._cond:
             while True:
-                ready = [o in values for o in oids]
-                if sum(ready) >= num_ready:
+                ready = list(map(values.__contains__, oids))
+                if ready.count(True) >= num_ready:
                     return ready
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:

@@ -24,7 +24,9 @@ Address = tuple[str, int]
 class ObjectRef:
     __slots__ = ("__weakref__", "_cw", "_id", "_owner")
 
-    def __init__(self, object_id: bytes, owner: Address, cw: CoreWorker | None, *, counted: bool) -> None:
+    def __init__(
+        self, object_id: bytes, owner: Address, cw: CoreWorker | None, *, counted: bool
+    ) -> None:
         # ``counted``: the caller already added the local reference for this handle.
         self._id = object_id
         self._owner = owner
@@ -120,9 +122,7 @@ class ObjectRefGenerator:
         return self
 
     async def __anext__(self) -> ObjectRef:
-        ref = await asyncio.wrap_future(
-            self._cw.generator_next_future(self._task_id, self._next)
-        )
+        ref = await asyncio.wrap_future(self._cw.generator_next_future(self._task_id, self._next))
         if ref is None:
             raise StopAsyncIteration
         self._next += 1

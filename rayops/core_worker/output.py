@@ -21,7 +21,9 @@ _streams: list[_ForwardingStream] = []
 
 
 class _ForwardingStream(io.TextIOBase):
-    def __init__(self, fd: int, is_err: bool, context: Callable[[], tuple[int, str]], sink: Sink, ip: str) -> None:
+    def __init__(
+        self, fd: int, is_err: bool, context: Callable[[], tuple[int, str]], sink: Sink, ip: str
+    ) -> None:
         self._fd = fd
         self._is_err = is_err
         self._context = context

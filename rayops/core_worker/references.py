@@ -62,7 +62,9 @@ class ReferenceTable:
         return oid in self._refs
 
     # ----------------------------------------------------------------- changes
-    def add_owned(self, oid: bytes, owner: Address, *, local: int = 1, contains: Iterable[bytes] = ()) -> None:
+    def add_owned(
+        self, oid: bytes, owner: Address, *, local: int = 1, contains: Iterable[bytes] = ()
+    ) -> None:
         with self._lock:
             e = self._refs.get(oid)
             if e is None:
@@ -73,7 +75,7 @@ class ReferenceTable:
             self._hold_nested(e, contains)
 
     def add_owned_pinned(self, oid: bytes, owner: Address) -> None:
-        """An owned object with no handle yet (a generator item not yet taken): pinned by ``nested``."""
+        """An owned object with no handle yet (an untaken generator item), pinned by ``nested``."""
         with self._lock:
             e = self._refs.setdefault(oid, RefEntry(owner, True))
             e.nested += 1
@@ -125,7 +127,7 @@ class ReferenceTable:
             e.local += 1
 
     def remove_local(self, oid: bytes) -> None:
-        freed = []
+        freed: list[tuple[bytes, RefEntry]] = []
         with self._lock:
             e = self._refs.get(oid)
             if e is None:

@@ -97,7 +97,7 @@ class TaskSubmitter:
         want = min(len(ks.queue), MAX_PENDING_LEASE_REQUESTS)
         while ks.pending_requests < want:
             ks.pending_requests += 1
-            asyncio.ensure_future(self._request_lease(key, ks))
+            self._cw.spawn(self._request_lease(key, ks))
 
     def _depth(self, spec: TaskSpec) -> int:
         ema = self._exec_ema.get(spec.function_id)
@@ -111,6 +111,8 @@ class TaskSubmitter:
             grant = await cw.raylet.request("request_lease", ks.shape)
         except Exception as err:
             ks.pending_requests -= 1
+            if cw.is_shut_down:
+                return
             logger.error("lease request for %s failed: %r", ks.shape, err)
             self._fail_queue(ks, err)
             return

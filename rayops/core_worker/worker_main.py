@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--node-ip", required=True)
     args = p.parse_args(argv)
     logging.basicConfig(
-        level=logging.WARNING, stream=sys.stderr,
+        level=logging.WARNING,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s worker %(name)s: %(message)s",
     )
     with open(args.token_file) as f:

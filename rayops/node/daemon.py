@@ -14,11 +14,9 @@ from collections.abc import Callable
 
 
 def setup_logging(log_file: str | None, name: str) -> None:
-    handler: logging.Handler
-    if log_file:
-        handler = logging.FileHandler(log_file)
-    else:
-        handler = logging.StreamHandler()
+    handler: logging.Handler = (
+        logging.FileHandler(log_file) if log_file else logging.StreamHandler()
+    )
     handler.setFormatter(
         logging.Formatter(f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s")
     )
@@ -36,7 +34,9 @@ def signal_ready(ready_fd: int | None, payload: str) -> None:
         os.close(ready_fd)
 
 
-def watch_parent(loop: asyncio.AbstractEventLoop, watch_fd: int | None, on_eof: Callable[[], None]) -> None:
+def watch_parent(
+    loop: asyncio.AbstractEventLoop, watch_fd: int | None, on_eof: Callable[[], None]
+) -> None:
     """Call ``on_eof`` once the watched pipe closes (its writer, our parent, is gone)."""
     if watch_fd is None:
         return

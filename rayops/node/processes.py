@@ -123,11 +123,19 @@ def start_node(opts: NodeOptions) -> StartedNode:
             r, w = os.pipe()
             ready["gcs"] = r
             cmd = [
-                sys.executable, "-m", "rayops.gcs",
-                "--host", opts.node_ip, "--port", str(gcs_port),
-                "--token-file", token_file,
-                "--log-file", os.path.join(logs, "gcs.log"),
-                "--ready-fd", str(w),
+                sys.executable,
+                "-m",
+                "rayops.gcs",
+                "--host",
+                opts.node_ip,
+                "--port",
+                str(gcs_port),
+                "--token-file",
+                token_file,
+                "--log-file",
+                os.path.join(logs, "gcs.log"),
+                "--ready-fd",
+                str(w),
             ]
             procs["gcs"] = _spawn(cmd, [w], watch_r, os.path.join(logs, "gcs.out"), opts.detached)
             os.close(w)
@@ -139,16 +147,33 @@ def start_node(opts: NodeOptions) -> StartedNode:
         ready["raylet"] = r
         resources = node_resources(opts, store_mem)
         cmd = [
-            sys.executable, "-m", "rayops.raylet",
-            "--node-id", node_id, "--node-ip", opts.node_ip,
-            "--gcs-address", gcs_address, "--token-file", token_file,
-            "--session-dir", session_dir, "--shm-dir", shm_dir,
-            "--spill-dir", os.path.join(session_dir, "spill"),
-            "--resources", json.dumps(resources),
-            "--object-store-memory", str(store_mem),
-            "--labels", json.dumps(opts.labels),
-            "--log-file", os.path.join(logs, "raylet.log"),
-            "--ready-fd", str(w),
+            sys.executable,
+            "-m",
+            "rayops.raylet",
+            "--node-id",
+            node_id,
+            "--node-ip",
+            opts.node_ip,
+            "--gcs-address",
+            gcs_address,
+            "--token-file",
+            token_file,
+            "--session-dir",
+            session_dir,
+            "--shm-dir",
+            shm_dir,
+            "--spill-dir",
+            os.path.join(session_dir, "spill"),
+            "--resources",
+            json.dumps(resources),
+            "--object-store-memory",
+            str(store_mem),
+            "--labels",
+            json.dumps(opts.labels),
+            "--log-file",
+            os.path.join(logs, "raylet.log"),
+            "--ready-fd",
+            str(w),
         ]
         if opts.head:
             cmd.append("--head")
@@ -234,7 +259,8 @@ def _wait_ready(
                 raise NodeStartError(
                     f"the {name} process exited during start-up"
                     + (f" (exit code {code})" if code is not None else "")
-                    + "; " + _log_tails([name], logs)
+                    + "; "
+                    + _log_tails([name], logs)
                 )
             bufs[name] += chunk
             if b"\n" in bufs[name]:

@@ -1,6 +1,6 @@
 """Session directories: where one node's files live.
 
-Layout (``temp_dir`` defaults to /tmp/rayops; ``--temp-dir`` keeps a node's
+Layout (``temp_dir`` defaults to /tmp/rayops-sessions; ``--temp-dir`` keeps a node's
 files apart so several nodes can share a machine)::
 
     <temp_dir>/session_<date>_<pid>/
@@ -22,7 +22,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-DEFAULT_TEMP_DIR = "/tmp/rayops"
+# A hyphenated name: a script run from /tmp can never import it as a package.
+DEFAULT_TEMP_DIR = "/tmp/rayops-sessions"
 SHM_ROOT = "/dev/shm"
 NODE_FILE = "node.json"
 TOKEN_FILE = "cluster_token"

@@ -19,34 +19,41 @@ from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
 
 POOL_SUBDIR = "pool"
 _tmp_counter = itertools.count()
 
 
-@dataclass(frozen=True)
 class StorePaths:
-    """The two directories of one node's store and the names of files in them."""
+    """The two directories of one node's store and the names of files in them.
 
-    shm_dir: str
-    spill_dir: str
+    Names are built by plain concatenation: they are computed on every read and write, where
+    os.path.join's generality costs more than the rest of the bookkeeping.
+    """
+
+    __slots__ = ("_shm", "_spill", "shm_dir", "spill_dir")
+
+    def __init__(self, shm_dir: str, spill_dir: str) -> None:
+        self.shm_dir = shm_dir
+        self.spill_dir = spill_dir
+        self._shm = os.path.join(shm_dir, "")
+        self._spill = os.path.join(spill_dir, "")
 
     @property
     def pool_dir(self) -> str:
-        return os.path.join(self.shm_dir, POOL_SUBDIR)
+        return self._shm + POOL_SUBDIR
 
     def shm(self, object_id: bytes) -> str:
-        return os.path.join(self.shm_dir, object_id.hex())
+        return self._shm + object_id.hex()
 
     def spill(self, object_id: bytes) -> str:
-        return os.path.join(self.spill_dir, object_id.hex())
+        return self._spill + object_id.hex()
 
     def reserved(self, object_id: bytes) -> str:
-        return os.path.join(self.shm_dir, object_id.hex() + ".reserved")
+        return self._shm + object_id.hex() + ".reserved"
 
     def pool_file(self, number: int) -> str:
-        return os.path.join(self.shm_dir, POOL_SUBDIR, str(number))
+        return f"{self._shm}{POOL_SUBDIR}/{number}"
 
 
 def temp_path(final_path: str) -> str:

@@ -25,7 +25,9 @@ import os
 
 from rayops.objectstore._paths import StorePaths, discard
 
-# Pages of small objects are cheap to allocate; pooling them would only add bookkeeping.
+# Pages of small objects are cheap to allocate; pooling them would only add bookkeeping. Files
+# smaller than this are never pooled and never handed out, so a file that small is never
+# recycled under a reader: readers skip the lock for it and writers skip looking for pages.
 MIN_RECYCLE_BYTES = 256 * 1024
 # Reuse a pooled file for a new object only when their sizes are this close, so a huge file
 # is not truncated to hold a small object (its pages would be freed anyway) ...
@@ -34,14 +36,16 @@ _MAX_OVERSIZE_FACTOR = 2
 _MIN_UNDERSIZE_FACTOR = 2
 
 
-def lock_for_reading(fd: int, path: str) -> bool:
-    """Take the reader's shared lock on `fd`, opened from `path`; False if it was recycled.
+def lock_for_reading(fd: int, path: str, opened: os.stat_result) -> bool:
+    """Take the reader's shared lock on `fd` (opened from `path`, fstat gave `opened`); False
+    if the file was recycled in the meantime.
 
     Blocks only while the manager holds its exclusive lock, i.e. for the few microseconds of a
     rename into the pool.
     """
+    if opened.st_size < MIN_RECYCLE_BYTES:
+        return True
     fcntl.flock(fd, fcntl.LOCK_SH)
-    opened = os.fstat(fd)
     try:
         named = os.stat(path)
     except FileNotFoundError:
@@ -95,6 +99,8 @@ class RecyclePool:
 
         The caller must rename it away at once; None if no file is close enough in size.
         """
+        if size < MIN_RECYCLE_BYTES:
+            return None
         index = bisect.bisect_left(self._by_size, (size, -1))
         candidates = []
         if index < len(self._by_size):

@@ -13,13 +13,14 @@ import errno
 import mmap
 import os
 import pickle
+import resource
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rayops.exceptions import ObjectStoreFullError
 from rayops.objectstore import layout
 from rayops.objectstore._paths import StorePaths, discard, temp_path
-from rayops.objectstore._recycle import lock_for_reading
+from rayops.objectstore._recycle import MIN_RECYCLE_BYTES, lock_for_reading
 from rayops.objectstore._transfer import pwrite_all
 
 _ZEROS = memoryview(bytes(layout.BUFFER_ALIGNMENT))
@@ -43,6 +44,7 @@ class StoreClient:
 
     def __init__(self, shm_dir: str, spill_dir: str) -> None:
         self._paths = StorePaths(shm_dir, spill_dir)
+        _raise_open_file_limit()
 
     @staticmethod
     def encoded_size(metadata: bytes, pickled_len: int, buffer_lens: Sequence[int]) -> int:
@@ -65,16 +67,18 @@ class StoreClient:
         """
         if location not in _LOCATIONS:
             raise ValueError(f"location must be one of {_LOCATIONS}, got {location!r}")
-        pickled_view = _byte_view(pickled, "pickled")
-        raws = [_byte_view(b, f"buffer {i}") for i, b in enumerate(buffers)]
+        pickled_view = _byte_view(pickled, -1)
+        raws = [_byte_view(b, i) for i, b in enumerate(buffers)]
         plan = layout.plan(len(metadata), pickled_view.nbytes, [r.nbytes for r in raws])
         header = layout.pack_header(object_id, plan)
         segments = _segments(header, metadata, pickled_view, raws, plan)
+        reserved = None
         if location == "shm":
             final = self._paths.shm(object_id)
-            reserved: str | None = self._paths.reserved(object_id)
+            if plan.total >= MIN_RECYCLE_BYTES:
+                reserved = self._paths.reserved(object_id)
         else:
-            final, reserved = self._paths.spill(object_id), None
+            final = self._paths.spill(object_id)
         tmp = temp_path(final)
         try:
             _write_file(tmp, reserved, segments, plan.total)
@@ -109,14 +113,31 @@ class StoreClient:
         )
 
 
-def _byte_view(data: bytes | memoryview | pickle.PickleBuffer, what: str) -> memoryview:
-    """A flat unsigned-byte view of `data` (no copy); C- or Fortran-contiguous data only."""
+def _raise_open_file_limit() -> None:
+    """Lift the soft limit on open files to the hard one.
+
+    Every live mapping holds one file descriptor (Python's mmap keeps a dup of the fd until it
+    unmaps, and that fd carries the reader lock), so a program holding thousands of arrays from
+    the store would hit a soft limit of 1024 with EMFILE.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass  # e.g. an unlimited hard limit the kernel's nr_open refuses: keep the soft one
+
+
+def _byte_view(data: bytes | memoryview | pickle.PickleBuffer, index: int) -> memoryview:
+    """A flat unsigned-byte view of `data` (no copy); C- or Fortran-contiguous data only.
+    `index` names the buffer in errors (-1: the pickle stream)."""
     if isinstance(data, memoryview) and data.ndim == 1 and data.format == "B":
         return data
     try:
         buffer = data if isinstance(data, pickle.PickleBuffer) else pickle.PickleBuffer(data)
         raw = buffer.raw()
     except BufferError as err:
+        what = "the pickle stream" if index < 0 else f"buffer {index}"
         raise ValueError(
             f"{what} must be a contiguous buffer (C or Fortran order) to be stored without a copy; "
             "got a strided one"
@@ -178,7 +199,7 @@ def _map(path: str, object_id: bytes, location: str, *, lock: bool) -> StoredObj
     except FileNotFoundError:
         return None
     try:
-        if lock and not lock_for_reading(fd, path):
+        if lock and not lock_for_reading(fd, path, os.fstat(fd)):
             return None
         # ACCESS_READ (not just PROT_READ) is what makes the exported buffers read-only.
         mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)

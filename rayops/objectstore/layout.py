@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MAGIC = b"RAYOPSOB"
 FORMAT_VERSION = 1
@@ -42,9 +42,9 @@ class LayoutError(ValueError):
     """A store file does not hold a well-formed object (wrong magic, version, id or bounds)."""
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where each part of an object goes in its file."""
+class Layout(NamedTuple):
+    """Where each part of an object goes in its file. (A NamedTuple: built on every write and
+    read, it costs a fifth of a frozen dataclass.)"""
 
     metadata_offset: int
     metadata_len: int

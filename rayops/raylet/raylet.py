@@ -85,7 +85,7 @@ class Raylet:
 
     # --------------------------------------------------------------- lifecycle
     async def start(self) -> int:
-        handlers = {
+        handlers: dict[str, Any] = {
             "register_worker": self._h_register_worker,
             "register_driver": self._h_register_driver,
             "request_lease": self._h_request_lease,
@@ -102,7 +102,10 @@ class Raylet:
             "node_info": self._h_node_info,
         }
         self._server = await framed.serve(
-            self.config.node_ip, self.config.port, self.config.token, handlers,
+            self.config.node_ip,
+            self.config.port,
+            self.config.token,
+            handlers,
             on_close=self._on_conn_closed,
         )
         sock = self._server.sockets[0]
@@ -171,7 +174,9 @@ class Raylet:
             for handle in self.pool.reap_exited():
                 logger.error(
                     "worker pid %d exited during start-up (code %s); see %s",
-                    handle.pid, handle.proc.returncode if handle.proc else "?", handle.log_path,
+                    handle.pid,
+                    handle.proc.returncode if handle.proc else "?",
+                    handle.log_path,
                 )
                 self._schedule()
             if self._report_dirty and self._gcs is not None:
@@ -288,7 +293,9 @@ class Raylet:
         self._schedule()
         return fut
 
-    def _h_return_lease(self, conn: framed.Connection, lease_id: int, worker_ok: bool = True) -> None:
+    def _h_return_lease(
+        self, conn: framed.Connection, lease_id: int, worker_ok: bool = True
+    ) -> None:
         lease = self.leases.get(lease_id)
         if lease is not None:
             self._end_lease(lease, reuse_worker=worker_ok)
@@ -387,7 +394,10 @@ class Raylet:
         if not self.pending:
             return
         still: deque[LeaseRequest] = deque()
-        need_workers = 0
+        # Requests that have resources but no idle worker hold their resources
+        # tentatively for the rest of this pass, so we start exactly as many
+        # workers as could be used.
+        tentative: list[Allocation] = []
         for req in self.pending:
             if req.future.done():
                 continue
@@ -400,13 +410,14 @@ class Raylet:
                 continue
             worker = self.pool.pop_idle()
             if worker is None:
-                need_workers += 1
+                tentative.append(self.resources.acquire(req.shape))
                 still.append(req)
                 continue
             self._grant(req, worker)
+        for alloc in tentative:
+            self.resources.release(alloc)
         self.pending = still
-        # Start workers for requests that have resources but no idle worker.
-        shortfall = need_workers - self.pool.num_starting
+        shortfall = len(tentative) - self.pool.num_starting
         for _ in range(max(0, shortfall)):
             self.pool.start_worker()
 

@@ -60,7 +60,9 @@ class NodeResources:
         self.available = dict(self.total)
         # per-instance free fraction for unit resources
         self._instances: dict[str, list[int]] = {
-            name: [_SCALE] * int(_fl(self.total[name])) for name in UNIT_RESOURCES if name in self.total
+            name: [_SCALE] * int(_fl(self.total[name]))
+            for name in UNIT_RESOURCES
+            if name in self.total
         }
 
     def feasible(self, shape: Mapping[str, float]) -> bool:

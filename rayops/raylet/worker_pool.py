@@ -92,7 +92,9 @@ class WorkerPool:
         logger.info("started worker %s pid=%d", worker_id.hex()[:12], proc.pid)
         return handle
 
-    def on_registered(self, worker_id: bytes, conn: Any, address: tuple[str, int], pid: int) -> WorkerHandle:
+    def on_registered(
+        self, worker_id: bytes, conn: Any, address: tuple[str, int], pid: int
+    ) -> WorkerHandle:
         handle = self.starting.pop(worker_id, None)
         if handle is None:
             # A worker we did not start (e.g. started by hand for debugging): adopt it.

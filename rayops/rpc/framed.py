@@ -99,7 +99,7 @@ class Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.peer = transport.get_extra_info("peername")
         if not self._server_side:
-            transport.write(_HEADER.pack(len(MAGIC) + len(self._token)) + MAGIC + self._token)
+            self._raw_write(_HEADER.pack(len(MAGIC) + len(self._token)) + MAGIC + self._token)
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf

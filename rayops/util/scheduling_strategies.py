@@ -15,7 +15,13 @@ __all__ = [
 class NodeAffinitySchedulingStrategy:
     """Run on ``node_id``; with ``soft=True`` fall back to other nodes when it can't."""
 
-    def __init__(self, node_id: str, soft: bool, _spill_on_unavailable: bool = False, _fail_on_unavailable: bool = False) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        soft: bool,
+        _spill_on_unavailable: bool = False,
+        _fail_on_unavailable: bool = False,
+    ) -> None:
         if not isinstance(node_id, str) or not node_id:
             raise ValueError(f"node_id must be a node id hex string, got {node_id!r}")
         self.node_id = node_id
@@ -40,6 +46,8 @@ class PlacementGroupSchedulingStrategy:
 
 
 def is_scheduling_strategy(value: Any) -> bool:
-    return value is None or value in ("DEFAULT", "SPREAD") or isinstance(
-        value, (NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy)
+    return (
+        value is None
+        or value in ("DEFAULT", "SPREAD")
+        or isinstance(value, (NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy))
     )

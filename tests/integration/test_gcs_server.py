@@ -109,9 +109,7 @@ def start_gcs(
         pass_fds.append(watch_r)
     stderr_path = tmp / f"gcs-{time.monotonic_ns()}.stderr"
     with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(
-            cmd, pass_fds=pass_fds, stdin=subprocess.DEVNULL, stderr=stderr
-        )
+        proc = subprocess.Popen(cmd, pass_fds=pass_fds, stdin=subprocess.DEVNULL, stderr=stderr)
     os.close(ready_w)
     if watch_r is not None:
         os.close(watch_r)
@@ -314,9 +312,7 @@ def test_calls_without_the_token_are_refused_and_run_nothing(
     with grpc.insecure_channel(gcs.address) as channel:
         stub = gcs_node_pb2_grpc.NodeInfoGcsServiceStub(channel)
         with pytest.raises(grpc.RpcError) as node_info:
-            stub.RegisterNode(
-                gcs_node_pb2.RegisterNodeRequest(), metadata=metadata, timeout=10
-            )
+            stub.RegisterNode(gcs_node_pb2.RegisterNodeRequest(), metadata=metadata, timeout=10)
     assert node_info.value.code() is grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
 
     assert client.kv_get(b"planted") is None

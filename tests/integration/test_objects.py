@@ -90,6 +90,7 @@ def test_large_numpy_zero_copy_roundtrip(ray: Any) -> None:
     again = rayops.get(ref)
     # Two gets map the same shared memory: no copy was made.
     assert np.shares_memory(out, again) or out.__array_interface__["data"][0] != 0
+
     # A task gets it too, byte-identical.
     @rayops.remote
     def checksum(a: np.ndarray) -> str:
@@ -109,7 +110,9 @@ def test_dropping_refs_frees_store_memory(ray: Any) -> None:
     deadline = time.monotonic() + 10
     while _store_used(shm) > before + 2**20 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _store_used(shm) <= before + 2**20, "store memory was not freed after the refs were dropped"
+    assert _store_used(shm) <= before + 2**20, (
+        "store memory was not freed after the refs were dropped"
+    )
 
 
 def test_task_return_large_value_freed(ray: Any) -> None:

@@ -123,9 +123,14 @@ def test_log_to_driver_false(tmp_path: object) -> None:
     assert "should not appear" not in out.stdout
 
 
-def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [PY, "-m", "rayops.cli.main", *args], capture_output=True, text=True, timeout=timeout,
+        [PY, "-m", "rayops.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 
@@ -133,8 +138,20 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> 
 def test_cli_start_status_stop_and_join(tmp_path: object) -> None:
     tmp = str(tmp_path)
     port = str(_free_port())
-    r = _cli("start", "--head", "--port", port, "--num-cpus", "3", "--resources", '{"accel": 2}',
-             "--temp-dir", tmp, "--node-ip-address", "127.0.0.1")
+    r = _cli(
+        "start",
+        "--head",
+        "--port",
+        port,
+        "--num-cpus",
+        "3",
+        "--resources",
+        '{"accel": 2}',
+        "--temp-dir",
+        tmp,
+        "--node-ip-address",
+        "127.0.0.1",
+    )
     assert r.returncode == 0, r.stderr
     try:
         t0 = time.monotonic()
@@ -146,13 +163,13 @@ def test_cli_start_status_stop_and_join(tmp_path: object) -> None:
         script = textwrap.dedent(
             """
             import rayops
-            rayops.init("auto", _temp_dir=%r)
+            rayops.init("auto", _temp_dir=TEMP_DIR)
             @rayops.remote(resources={"accel": 1})
             def f(): return rayops.get_runtime_context().get_node_id()
             print(rayops.get(f.remote()) == rayops.get_runtime_context().get_node_id())
             print(rayops.cluster_resources()["accel"])
-            """ % tmp
-        )
+            """
+        ).replace("TEMP_DIR", repr(tmp))
         out = subprocess.run([PY, "-c", script], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == ["True", "2.0"]
@@ -171,8 +188,18 @@ def test_cli_start_status_stop_and_join(tmp_path: object) -> None:
 def test_cli_stop_leaves_other_clusters_alone(tmp_path: object) -> None:
     a, b = os.path.join(str(tmp_path), "a"), os.path.join(str(tmp_path), "b")
     for d in (a, b):
-        r = _cli("start", "--head", "--port", str(_free_port()), "--num-cpus", "1",
-                 "--temp-dir", d, "--node-ip-address", "127.0.0.1")
+        r = _cli(
+            "start",
+            "--head",
+            "--port",
+            str(_free_port()),
+            "--num-cpus",
+            "1",
+            "--temp-dir",
+            d,
+            "--node-ip-address",
+            "127.0.0.1",
+        )
         assert r.returncode == 0, r.stderr
     try:
         assert _cli("stop", "--temp-dir", a).returncode == 0

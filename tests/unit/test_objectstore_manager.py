@@ -338,7 +338,7 @@ def test_reader_that_opened_a_file_just_before_it_was_recycled_sees_it_gone(
     try:
         manager.delete([oid])
         assert manager.stats().pool_bytes == _object_size()  # nobody held the lock yet
-        assert not lock_for_reading(fd, path)
+        assert not lock_for_reading(fd, path, os.fstat(fd))
     finally:
         os.close(fd)
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up, lint (ruff), types (mypy), generated-stub
+# freshness, then unit and integration tests. Extra arguments go to pytest
+# (e.g. `scripts/test.sh -m "not slow"` to skip the slow tier).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+echo "== ruff"
+.venv/bin/ruff check rayops tests bench scripts examples
+echo "== mypy"
+.venv/bin/mypy
+echo "== generated stubs"
+.venv/bin/python scripts/gen_protos.py --check
+echo "== pytest"
+exec .venv/bin/pytest -p no:cacheprovider "$@"
