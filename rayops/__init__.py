@@ -10,26 +10,60 @@ thin re-export. The machinery lives in packages named for what they own:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rayops import exceptions
-from rayops.api import (
-    available_resources,
-    cancel,
-    cluster_resources,
-    get,
-    get_gpu_ids,
-    init,
-    is_initialized,
-    nodes,
-    put,
-    shutdown,
-    wait,
-)
-from rayops.core_worker.object_ref import ObjectRef, ObjectRefGenerator
-from rayops.remote_function import RemoteFunction
-from rayops.runtime_context import get_runtime_context
 from rayops.version import __version__
+
+if TYPE_CHECKING:
+    from rayops import exceptions
+    from rayops.api import (
+        available_resources,
+        cancel,
+        cluster_resources,
+        get,
+        get_gpu_ids,
+        init,
+        is_initialized,
+        nodes,
+        put,
+        shutdown,
+        wait,
+    )
+    from rayops.core_worker.object_ref import ObjectRef, ObjectRefGenerator
+    from rayops.runtime_context import get_runtime_context
+
+# Daemons (GCS, raylet) import submodules of this package; loading the driver API
+# lazily keeps their start-up free of the core worker's imports.
+_LAZY = {
+    "available_resources": "rayops.api",
+    "cancel": "rayops.api",
+    "cluster_resources": "rayops.api",
+    "get": "rayops.api",
+    "get_gpu_ids": "rayops.api",
+    "init": "rayops.api",
+    "is_initialized": "rayops.api",
+    "nodes": "rayops.api",
+    "put": "rayops.api",
+    "shutdown": "rayops.api",
+    "wait": "rayops.api",
+    "ObjectRef": "rayops.core_worker.object_ref",
+    "ObjectRefGenerator": "rayops.core_worker.object_ref",
+    "get_runtime_context": "rayops.runtime_context",
+}
+
+
+def __getattr__(name: str) -> Any:
+    import importlib
+
+    if name == "exceptions":
+        return importlib.import_module("rayops.exceptions")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rayops' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ObjectRef",
@@ -72,4 +106,6 @@ def _make_remote(target: Any, options: dict[str, Any]) -> Any:
         raise NotImplementedError("remote classes (actors) are not supported by rayops yet.")
     if not callable(target):
         raise TypeError(f"@remote expects a function, got {type(target).__name__}")
+    from rayops.remote_function import RemoteFunction
+
     return RemoteFunction(target, options)

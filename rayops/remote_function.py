@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rayops import serialization
+from rayops.core_worker import state
 from rayops.core_worker.task_spec import STREAMING
 from rayops.options import validate_task_options
 
@@ -26,6 +27,8 @@ class RemoteFunction:
         self._is_generator = inspect.isgeneratorfunction(function)
         self._pickled: bytes | None = None
         self._function_id = b""
+        self._registered_with: Any = None
+        self._plans: dict[int, tuple[dict[str, Any], Any]] = {}
         self.__name__ = getattr(function, "__name__", "remote_function")
         self.__qualname__ = getattr(function, "__qualname__", self.__name__)
         self.__doc__ = function.__doc__
@@ -71,30 +74,27 @@ class RemoteFunction:
             self._function_id = hashlib.blake2b(self._pickled, digest_size=16).digest()
 
     def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: dict[str, Any]) -> Any:
-        from rayops import api
-
-        cw = api._auto_init()
-        self._ensure_pickled()
-        assert self._pickled is not None
-        cw.register_function(self._function_id, self._pickled)
-        num_returns = opts.get("num_returns")
-        if num_returns in ("streaming", "dynamic") or (num_returns is None and self._is_generator):
-            n = STREAMING
-        else:
-            n = 1 if num_returns is None else int(num_returns)
-        if n == STREAMING and not self._is_generator:
-            raise TypeError(
-                f"{self.__name__} has num_returns='streaming' but is not a generator function."
-            )
+        plan = self._plans.get(id(opts))
+        if plan is None or plan[0] is not opts:
+            plan = (opts, self._plan(opts))
+            self._plans[id(opts)] = plan
+        name, n, resources, max_retries, retry_exceptions = plan[1]
+        cw = state.current() or _auto_init()
+        if self._pickled is None:
+            self._ensure_pickled()
+            assert self._pickled is not None
+        if cw is not self._registered_with:
+            cw.register_function(self._function_id, self._pickled)
+            self._registered_with = cw
         result = cw.submit_task(
             function_id=self._function_id,
-            name=opts.get("name") or self.__name__,
+            name=name,
             args=args,
             kwargs=kwargs,
             num_returns=n,
-            resources=task_resources(opts),
-            max_retries=opts.get("max_retries", 3),
-            retry_exceptions=opts.get("retry_exceptions", False),
+            resources=resources,
+            max_retries=max_retries,
+            retry_exceptions=retry_exceptions,
         )
         if n == STREAMING:
             return result
@@ -104,6 +104,31 @@ class RemoteFunction:
         if n == 0:
             return None
         return result
+
+    def _plan(self, opts: dict[str, Any]) -> tuple[str, int, dict[str, float], int, Any]:
+        """What a call with these options submits; computed once per options dict."""
+        num_returns = opts.get("num_returns")
+        if num_returns in ("streaming", "dynamic") or (num_returns is None and self._is_generator):
+            n = STREAMING
+        else:
+            n = 1 if num_returns is None else int(num_returns)
+        if n == STREAMING and not self._is_generator:
+            raise TypeError(
+                f"{self.__name__} has num_returns='streaming' but is not a generator function."
+            )
+        return (
+            opts.get("name") or self.__name__,
+            n,
+            task_resources(opts),
+            opts.get("max_retries", 3),
+            opts.get("retry_exceptions", False),
+        )
+
+
+def _auto_init() -> Any:
+    from rayops import api
+
+    return api._auto_init()
 
 
 class _BoundOptions:

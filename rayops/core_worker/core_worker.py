@@ -661,6 +661,10 @@ class CoreWorker:
 
     def _resolve_and_submit(self, spec: TaskSpec) -> None:
         """Wait for our own pending arguments, inline the small ones, then submit."""
+        if not spec.args:
+            if spec.task_id in self._tasks:
+                self.submitter.submit(spec)
+            return
         pending = [
             a[1]
             for a in spec.args

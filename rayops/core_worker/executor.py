@@ -47,6 +47,8 @@ class Executor:
         self._current: bytes | None = None
         self._cancel_requested: set[bytes] = set()
         self._lock = threading.Lock()
+        self._replies: list[tuple[asyncio.Future[TaskReply], TaskReply]] = []
+        self._reply_scheduled = False
 
     def handlers(self) -> dict[str, Any]:
         return {"push_task": self._h_push_task, "cancel_task": self._h_cancel_task}
@@ -152,7 +154,20 @@ class Executor:
         self._reply(fut, TaskReply(status, returns, borrowed, cw.address, elapsed, num_items))
 
     def _reply(self, fut: asyncio.Future[TaskReply], reply: TaskReply) -> None:
-        self._cw.loop.call_soon_threadsafe(_set_result, fut, reply)
+        # One loop wake-up for all replies made while the IO thread was busy.
+        with self._lock:
+            self._replies.append((fut, reply))
+            if self._reply_scheduled:
+                return
+            self._reply_scheduled = True
+        self._cw.loop.call_soon_threadsafe(self._flush_replies)
+
+    def _flush_replies(self) -> None:
+        with self._lock:
+            replies, self._replies = self._replies, []
+            self._reply_scheduled = False
+        for fut, reply in replies:
+            _set_result(fut, reply)
 
     def _function(self, function_id: bytes) -> Any:
         fn = self._functions.get(function_id)

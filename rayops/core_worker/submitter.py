@@ -84,15 +84,14 @@ class TaskSubmitter:
 
     # ---------------------------------------------------------------- pumping
     def _pump(self, key: Key, ks: KeyState) -> None:
+        queue = ks.queue
+        depth = self._depth(queue[0]) if queue else 1
         for lease in ks.leases:
             if lease.dead or lease.conn is None:
                 continue
-            while ks.queue:
-                depth = self._depth(ks.queue[0])
-                if len(lease.inflight) >= depth:
-                    break
-                self._push(ks.queue.popleft(), lease)
-            if not lease.inflight and not ks.queue:
+            while queue and len(lease.inflight) < depth:
+                self._push(queue.popleft(), lease)
+            if not lease.inflight and not queue:
                 self._arm_idle(lease)
         want = min(len(ks.queue), MAX_PENDING_LEASE_REQUESTS)
         while ks.pending_requests < want:

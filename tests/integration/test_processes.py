@@ -173,6 +173,26 @@ def test_cli_start_status_stop_and_join(tmp_path: object) -> None:
         out = subprocess.run([PY, "-c", script], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == ["True", "2.0"]
+        # ... and by address, given through RAYOPS_ADDRESS with the token file
+        script2 = textwrap.dedent(
+            """
+            import rayops
+            ctx = rayops.init()
+            @rayops.remote
+            def f(): return 42
+            print(rayops.get(f.remote()), ctx["gcs_address"])
+            """
+        )
+        env = {
+            **os.environ,
+            "RAYOPS_ADDRESS": f"127.0.0.1:{port}",
+            "RAYOPS_TOKEN_FILE": os.path.join(tmp, "session_latest", "cluster_token"),
+        }
+        out = subprocess.run(
+            [PY, "-c", script2], capture_output=True, text=True, timeout=60, env=env
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["42", f"127.0.0.1:{port}"]
         # a second start from the same temp dir is refused with a clear message
         again = _cli("start", "--head", "--temp-dir", tmp, "--node-ip-address", "127.0.0.1")
         assert again.returncode == 1 and "already running" in again.stderr
