@@ -16,14 +16,17 @@ from rayops.version import __version__
 
 if TYPE_CHECKING:
     from rayops import exceptions
+    from rayops.actor import method
     from rayops.api import (
         available_resources,
         cancel,
         cluster_resources,
         get,
+        get_actor,
         get_gpu_ids,
         init,
         is_initialized,
+        kill,
         nodes,
         put,
         shutdown,
@@ -49,14 +52,17 @@ _LAZY = {
     "ObjectRef": "rayops.core_worker.object_ref",
     "ObjectRefGenerator": "rayops.core_worker.object_ref",
     "get_runtime_context": "rayops.runtime_context",
+    "get_actor": "rayops.api",
+    "kill": "rayops.api",
+    "method": "rayops.actor",
 }
 
 
 def __getattr__(name: str) -> Any:
     import importlib
 
-    if name == "exceptions":
-        return importlib.import_module("rayops.exceptions")
+    if name in ("exceptions", "actor", "util"):
+        return importlib.import_module(f"rayops.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'rayops' has no attribute {name!r}")
@@ -74,10 +80,13 @@ __all__ = [
     "cluster_resources",
     "exceptions",
     "get",
+    "get_actor",
     "get_gpu_ids",
     "get_runtime_context",
     "init",
     "is_initialized",
+    "kill",
+    "method",
     "nodes",
     "put",
     "remote",
@@ -103,7 +112,9 @@ def remote(*args: Any, **options: Any) -> Any:
 
 def _make_remote(target: Any, options: dict[str, Any]) -> Any:
     if isinstance(target, type):
-        raise NotImplementedError("remote classes (actors) are not supported by rayops yet.")
+        from rayops.actor import ActorClass
+
+        return ActorClass(target, options)
     if not callable(target):
         raise TypeError(f"@remote expects a function, got {type(target).__name__}")
     from rayops.remote_function import RemoteFunction

@@ -353,3 +353,25 @@ def available_resources() -> dict[str, float]:
 def get_gpu_ids() -> list[int]:
     ctx = state.require().task_context()
     return [idx for idx, _ in ctx.instances.get("GPU", [])]
+
+
+# ------------------------------------------------------------------- actors
+def get_actor(name: str, namespace: str | None = None) -> Any:
+    """The handle of the live actor named ``name`` (in this job's namespace by default)."""
+    from rayops.core_worker import actor_caller
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"get_actor() expects a non-empty actor name, got {name!r}")
+    return actor_caller.get_actor(state.require(), name, namespace)
+
+
+def kill(actor: Any, *, no_restart: bool = True) -> None:
+    """Kill an actor at once (pending calls fail with ActorDiedError)."""
+    from rayops.actor import ActorHandle
+    from rayops.core_worker import actor_caller
+
+    if not isinstance(actor, ActorHandle):
+        raise ValueError(
+            f"kill() expects an actor handle, got {type(actor).__name__} (use cancel() for tasks)."
+        )
+    actor_caller.kill(state.require(), actor, no_restart)

@@ -17,6 +17,9 @@ TASK_ID_LEN = 16
 OBJECT_ID_LEN = TASK_ID_LEN + 4
 # Objects made by put() use indexes from here up, returns from 1 up.
 PUT_INDEX_BASE = 1 << 31
+# The index of an actor's handle token: an object that never has a value, owned by the
+# actor's creator; its reference count is the count of the actor's handles.
+ACTOR_HANDLE_INDEX = (1 << 32) - 1
 
 _prefix = os.urandom(8)
 _counter = itertools.count(1)
@@ -34,6 +37,10 @@ def new_task_id() -> bytes:
         with _lock:
             _prefix, _counter, _pid = os.urandom(8), itertools.count(1), os.getpid()
     return _prefix + next(_counter).to_bytes(8, "little")
+
+
+def new_actor_id() -> bytes:
+    return os.urandom(TASK_ID_LEN)
 
 
 def object_id_for(task_id: bytes, index: int) -> bytes:

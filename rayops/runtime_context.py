@@ -37,8 +37,21 @@ class RuntimeContext:
         name = self._cw.task_context().task_name
         return name or None
 
+    def _actor(self) -> Any:
+        ex = self._cw.executor
+        return None if ex is None else ex.actor
+
     def get_actor_id(self) -> str | None:
-        return None
+        actor = self._actor()
+        return None if actor is None else actor.actor_id.hex()
+
+    @property
+    def actor_id(self) -> str | None:
+        return self.get_actor_id()
+
+    def get_actor_name(self) -> str | None:
+        actor = self._actor()
+        return None if actor is None else (actor.name or None)
 
     @property
     def namespace(self) -> str:
@@ -58,7 +71,8 @@ class RuntimeContext:
 
     @property
     def was_current_actor_reconstructed(self) -> bool:
-        return False
+        actor = self._actor()
+        return actor is not None and actor.num_restarts > 0
 
     @property
     def worker(self) -> Any:

@@ -13,6 +13,7 @@ public methods; everything touching connections runs on the IO loop thread.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import itertools
@@ -70,6 +71,7 @@ class TaskContext:
     instances: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     lease_id: int | None = None
     put_index: int = 0
+    actor_id: bytes | None = None
 
 
 class CoreWorker:
@@ -115,6 +117,11 @@ class CoreWorker:
         self._fetching: set[bytes] = set()
         self._submit_q: list[TaskSpec] = []
         self._submit_scheduled = False
+        self._actor_q: list[tuple[TaskSpec, str]] = []
+        self._pending_lock = threading.Lock()
+        # actor id -> calls submitted from this process and not finished (max_pending_calls)
+        self.pending_actor_calls: collections.Counter[bytes] = collections.Counter()
+        self._actor_scheduled = False
         self._delete_q: list[bytes] = []
         self._delete_scheduled = False
         self._driver_ctx = TaskContext(task_id=ids.new_task_id())
@@ -122,6 +129,11 @@ class CoreWorker:
         self._shutdown = False
         self._background: set[asyncio.Future[Any]] = set()
         self.executor: Any = None  # set in worker mode (rayops.core_worker.executor.Executor)
+        from rayops.core_worker.actor_submitter import ActorSubmitter
+
+        self.actor_submitter = ActorSubmitter(self)
+        self._gcs_sync: Any = None
+        self._gcs_async: Any = None
         self.on_raylet_lost: Any = None
 
     # ============================================================== lifecycle
@@ -180,6 +192,22 @@ class CoreWorker:
         task.add_done_callback(self._background.discard)
         return task
 
+    def gcs(self) -> Any:
+        """A synchronous GCS client for user threads (created on first use)."""
+        if self._gcs_sync is None:
+            from rayops.gcs.client import GcsClient
+
+            self._gcs_sync = GcsClient(self.gcs_address, self.token.decode())
+        return self._gcs_sync
+
+    async def async_gcs(self) -> Any:
+        """An asyncio GCS client for the IO loop (created on first use)."""
+        if self._gcs_async is None:
+            from rayops.gcs.client import AsyncGcsClient
+
+            self._gcs_async = AsyncGcsClient(self.gcs_address, self.token.decode())
+        return self._gcs_async
+
     @property
     def is_shut_down(self) -> bool:
         return self._shutdown
@@ -197,6 +225,11 @@ class CoreWorker:
             for fut in self._peers.values():
                 if fut.done() and not fut.exception():
                     fut.result().close()
+            if self._gcs_async is not None:
+                try:
+                    await self._gcs_async.close()
+                except Exception:
+                    pass
             if self.raylet is not None:
                 self.raylet.close()
             if self._server is not None:
@@ -207,6 +240,8 @@ class CoreWorker:
         except Exception as err:
             logger.debug("error while closing connections: %r", err)
         self.loop.call_soon_threadsafe(self.loop.stop)
+        if self._gcs_sync is not None:
+            self._gcs_sync.close()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
@@ -463,6 +498,9 @@ class CoreWorker:
 
     # ============================================================== freeing
     def _on_free(self, oid: bytes, entry: RefEntry) -> None:
+        if entry.owned and ids.index_of(oid) == ids.ACTOR_HANDLE_INDEX:
+            self._actor_out_of_scope(ids.task_id_of(oid))
+            return
         stored = self.memory_store.delete(oid)
         if entry.owned:
             if stored is not None and stored[0] == "s":
@@ -470,6 +508,24 @@ class CoreWorker:
         elif entry.registered and not self._shutdown:
             owner = entry.owner
             self.loop.call_soon_threadsafe(self._send_remove_borrower, oid, owner)
+
+    def _actor_out_of_scope(self, actor_id: bytes) -> None:
+        if self._shutdown:
+            return
+
+        async def report() -> None:
+            from rayops.gcs import calls
+
+            try:
+                gcs = await self.async_gcs()
+                await gcs.call(calls.report_actor_out_of_scope(actor_id))
+            except Exception as err:
+                logger.debug("could not report actor %s out of scope: %r", actor_id.hex(), err)
+
+        try:
+            self.loop.call_soon_threadsafe(self.spawn, report())
+        except RuntimeError:
+            pass
 
     def _queue_delete(self, oid: bytes) -> None:
         self._delete_q.append(oid)
@@ -647,6 +703,20 @@ class CoreWorker:
                 ref._cw = None
         return entries, deps
 
+    def enqueue_actor_call(self, spec: TaskSpec, class_name: str) -> None:
+        with self._pending_lock:
+            self.pending_actor_calls[spec.actor_id] += 1
+        self._actor_q.append((spec, class_name))
+        if not self._actor_scheduled:
+            self._actor_scheduled = True
+            self.loop.call_soon_threadsafe(self._drain_actor_calls)
+
+    def _drain_actor_calls(self) -> None:
+        self._actor_scheduled = False
+        q, self._actor_q = self._actor_q, []
+        for spec, class_name in q:
+            self.actor_submitter.submit(spec, class_name)
+
     def _enqueue(self, spec: TaskSpec) -> None:
         self._submit_q.append(spec)
         if not self._submit_scheduled:
@@ -661,44 +731,55 @@ class CoreWorker:
 
     def _resolve_and_submit(self, spec: TaskSpec) -> None:
         """Wait for our own pending arguments, inline the small ones, then submit."""
+        if spec.task_id not in self._tasks:
+            return  # cancelled meanwhile
         if not spec.args:
-            if spec.task_id in self._tasks:
-                self.submitter.submit(spec)
+            self.submitter.submit(spec)
             return
-        pending = [
-            a[1]
-            for a in spec.args
-            if a[0] == "r" and a[2] == self.address and not self.memory_store.contains(a[1])
-        ]
+        resolved = self.resolve_owned_args(spec, lambda: self._resolve_and_submit(spec))
+        if resolved is None:
+            return
+        if isinstance(resolved, tuple) and resolved and resolved[0] == "error":
+            self.finish_with_entry(spec, resolved[1])
+            return
+        assert isinstance(resolved, TaskSpec)
+        self.submitter.submit(resolved)
+
+    def resolve_owned_args(self, spec: TaskSpec, retry: Any) -> Any:
+        """Inline our own ready arguments.
+
+        Returns the updated spec; None if an argument we own is still pending (``retry``
+        is called on the IO loop once all are ready); or ``("error", entry)`` when an
+        argument holds an error, which the task then returns without running.
+        """
+        me = self.address
+        ms = self.memory_store
+        pending = [a[1] for a in spec.args if a[0] == "r" and a[2] == me and not ms.contains(a[1])]
         if pending:
             remaining = {"n": len(pending)}
 
             def one_ready(_oid: bytes, _e: Entry) -> None:
                 remaining["n"] -= 1
                 if remaining["n"] == 0:
-                    self.loop.call_soon_threadsafe(self._resolve_and_submit, spec)
+                    self.loop.call_soon_threadsafe(retry)
 
             for oid in pending:
-                self.memory_store.on_ready(oid, one_ready)
-            return
+                ms.on_ready(oid, one_ready)
+            return None
         args: list[tuple[Any, ...]] = []
         for a in spec.args:
-            if a[0] == "r" and a[2] == self.address:
-                entry = self.memory_store.get(a[1])
+            if a[0] == "r" and a[2] == me:
+                entry = ms.get(a[1])
                 assert entry is not None
                 if entry[0] == "v":
                     if entry[1][0] == serialization.META_ERROR:
-                        self._finish_with_entry(spec, entry)
-                        return
+                        return ("error", entry)
                     args.append(("v", entry[1]))
                 else:
                     args.append(("s", a[1], entry[1]))
             else:
                 args.append(a)
-        record = self._tasks.get(spec.task_id)
-        if record is None or record.cancelled:
-            return
-        self.submitter.submit(spec._replace(args=tuple(args)))
+        return spec._replace(args=tuple(args))
 
     # ============================================================== completion
     def on_task_reply(self, spec: TaskSpec, reply: TaskReply) -> None:
@@ -759,7 +840,9 @@ class CoreWorker:
         self.memory_store.put(rid, entry)
 
     def _task_done(self, record: TaskRecord) -> None:
-        self._tasks.pop(record.spec.task_id, None)
+        if self._tasks.pop(record.spec.task_id, None) is not None and record.spec.actor_id:
+            with self._pending_lock:
+                self.pending_actor_calls[record.spec.actor_id] -= 1
         self.references.unpin_submitted(record.deps)
 
     def _resubmit(self, record: TaskRecord) -> None:
@@ -792,6 +875,15 @@ class CoreWorker:
                 "worker logs in the session directory for the cause."
             ),
         )
+
+    def task_record(self, task_id: bytes) -> TaskRecord | None:
+        return self._tasks.get(task_id)
+
+    def finish_with_error(self, spec: TaskSpec, err: BaseException) -> None:
+        self._finish_with_error(spec, err)
+
+    def finish_with_entry(self, spec: TaskSpec, entry: Entry) -> None:
+        self._finish_with_entry(spec, entry)
 
     def _finish_with_error(self, spec: TaskSpec, err: BaseException) -> None:
         self._finish_with_entry(spec, self._error_entry(err))

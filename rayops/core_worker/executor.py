@@ -22,6 +22,7 @@ import cloudpickle
 
 from rayops import exceptions as rex
 from rayops import ids, serialization
+from rayops.actor import ActorExitRequest
 from rayops.core_worker.core_worker import TaskContext
 from rayops.core_worker.task_spec import STREAMING, TaskReply, TaskSpec
 from rayops.rpc import framed
@@ -48,10 +49,40 @@ class Executor:
         self._cancel_requested: set[bytes] = set()
         self._lock = threading.Lock()
         self._replies: list[tuple[asyncio.Future[TaskReply], TaskReply]] = []
+        self.actor: Any = None  # ActorRuntime once this worker hosts an actor
+        self.exiting = False  # set once an actor asked to exit: no more calls run
         self._reply_scheduled = False
 
+    @property
+    def is_actor(self) -> bool:
+        return self.actor is not None
+
     def handlers(self) -> dict[str, Any]:
-        return {"push_task": self._h_push_task, "cancel_task": self._h_cancel_task}
+        from rayops.core_worker.actor_runtime import ActorRuntime
+
+        return {
+            "push_task": self._h_push_task,
+            "cancel_task": self._h_cancel_task,
+            "create_actor": lambda conn, *a: ActorRuntime.create(self, conn, *a),
+            "actor_call": lambda conn, spec: self._actor_call(conn, spec),
+            "exit_actor": lambda conn, cause: os._exit(1),
+        }
+
+    def _actor_call(self, conn: framed.Connection, spec: TaskSpec) -> asyncio.Future[TaskReply]:
+        fut: asyncio.Future[TaskReply] = asyncio.get_running_loop().create_future()
+        if self.exiting:
+            return fut  # never answered: the connection closes when the worker exits
+        if self.actor is None:
+            fut.set_exception(
+                rex.RaySystemError(f"worker {self._cw.worker_id.hex()} hosts no actor")
+            )
+            return fut
+        self.actor.dispatch(spec, conn, fut)
+        return fut
+
+    def enqueue(self, item: Any) -> None:
+        """Run a callable (or a task tuple) on the main thread, in order."""
+        self._queue.put(item)
 
     # ------------------------------------------------------------- IO thread
     def _h_push_task(
@@ -86,7 +117,10 @@ class Executor:
                 item = self._queue.get()
                 if item is None:
                     return
-                self._run_one(*item)
+                if callable(item):
+                    item()
+                else:
+                    self._run_one(*item)
             except KeyboardInterrupt:
                 continue  # a cancel that arrived between tasks
 
@@ -100,8 +134,12 @@ class Executor:
         lease_id: int,
         conn: framed.Connection,
         fut: asyncio.Future[TaskReply],
+        fn: Any = None,
+        display_name: str | None = None,
     ) -> None:
         cw = self._cw
+        if self.exiting:
+            return  # the actor is exiting: the caller learns it from the closed connection
         with self._lock:
             if spec.task_id in self._cancel_requested:
                 self._cancel_requested.discard(spec.task_id)
@@ -110,7 +148,7 @@ class Executor:
             self._current = spec.task_id
         ctx = TaskContext(
             task_id=spec.task_id,
-            task_name=spec.name,
+            task_name=display_name or spec.name,
             job_id=spec.job_id,
             resources=dict(spec.resources),
             instances=instances,
@@ -120,9 +158,11 @@ class Executor:
         _set_visible_devices(instances)
         start = time.perf_counter()
         status = "ok"
+        exiting = False
         try:
             try:
-                fn = self._function(spec.function_id)
+                if fn is None:
+                    fn = self._function(spec.function_id)
                 args, kwargs = self._resolve_args(spec)
                 if spec.num_returns == STREAMING:
                     returns, num_items = [], self._run_generator(spec, conn, fn, args, kwargs)
@@ -136,6 +176,9 @@ class Executor:
                 if not cancelled:
                     raise
                 status, returns, num_items = "cancelled", [], 0
+            except ActorExitRequest:
+                exiting = self.exiting = True
+                returns, num_items = self._package_returns(spec, None), 0
             except Exception as err:
                 status = "error"
                 returns = self._error_returns(spec, err)
@@ -152,6 +195,8 @@ class Executor:
         borrowed = self._settle_borrows(spec)
         _flush_output()
         self._reply(fut, TaskReply(status, returns, borrowed, cw.address, elapsed, num_items))
+        if exiting and self.actor is not None:
+            self.actor.exit_after_reply()
 
     def _reply(self, fut: asyncio.Future[TaskReply], reply: TaskReply) -> None:
         # One loop wake-up for all replies made while the IO thread was busy.

@@ -30,6 +30,9 @@ class TaskSpec(NamedTuple):
     resources: dict[str, float]
     attempt: int = 0
     parent_task_id: bytes = b""
+    # actor method calls: the actor, and the method's concurrency group
+    actor_id: bytes = b""
+    concurrency_group: str = ""
 
 
 class TaskReply(NamedTuple):

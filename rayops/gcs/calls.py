@@ -17,13 +17,20 @@ from rayops.gcs.codec import (
     node_to_proto,
     state_from_proto,
 )
-from rayops.gcs.types import GcsInfo, JobInfo, NodeInfo, ObjectStoreStats, UsageReportOutcome
-from rayops.protocol import common_pb2, gcs_job_pb2, gcs_kv_pb2, gcs_node_pb2
+from rayops.gcs.types import (
+    ActorInfo,
+    GcsInfo,
+    JobInfo,
+    NodeInfo,
+    ObjectStoreStats,
+    UsageReportOutcome,
+)
+from rayops.protocol import common_pb2, gcs_actor_pb2, gcs_job_pb2, gcs_kv_pb2, gcs_node_pb2
 
 __all__ = ["GcsCall", "Service"]
 
 R = TypeVar("R")
-Service = Literal["node", "job", "kv"]
+Service = Literal["node", "job", "kv", "actor"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,3 +186,81 @@ def kv_keys(prefix: bytes, namespace: str) -> GcsCall[list[bytes]]:
 def kv_exists(key: bytes, namespace: str) -> GcsCall[bool]:
     request = gcs_kv_pb2.InternalKVExistsRequest(namespace=namespace, key=key)
     return GcsCall("kv", "InternalKVExists", request, lambda r: bool(r.exists))
+
+
+# Actor directory.
+
+_ACTOR_STATES = {1: "PENDING_CREATION", 2: "ALIVE", 3: "RESTARTING", 4: "DEAD"}
+
+
+def actor_from_proto(a: Any) -> ActorInfo:
+    return ActorInfo(
+        actor_id=a.actor_id,
+        class_name=a.class_name,
+        state=_ACTOR_STATES.get(a.state, "UNKNOWN"),
+        version=a.version,
+        address=(a.address_ip, a.address_port) if a.address_port else None,
+        node_id=a.node_id,
+        pid=a.pid,
+        num_restarts=a.num_restarts,
+        max_restarts=a.max_restarts,
+        death_cause=a.death_cause,
+        death_error=a.death_error,
+        name=a.name,
+        namespace=a.ray_namespace,
+        is_detached=a.is_detached,
+        handle_meta=a.handle_meta,
+        owner_address=a.owner_address,
+        job_id=a.job_id,
+    )
+
+
+def register_actor(**fields: Any) -> GcsCall[tuple[ActorInfo, bool]]:
+    request = gcs_actor_pb2.RegisterActorRequest(**fields)
+    return GcsCall(
+        "actor", "RegisterActor", request, lambda r: (actor_from_proto(r.actor_info), r.existed)
+    )
+
+
+def get_actor_info(
+    actor_id: bytes, wait_for_change: bool, known_version: int, timeout_ms: int
+) -> GcsCall[ActorInfo | None]:
+    request = gcs_actor_pb2.GetActorInfoRequest(
+        actor_id=actor_id,
+        wait_for_change=wait_for_change,
+        known_version=known_version,
+        timeout_ms=timeout_ms,
+    )
+    return GcsCall(
+        "actor",
+        "GetActorInfo",
+        request,
+        lambda r: actor_from_proto(r.actor_info) if r.found else None,
+    )
+
+
+def get_named_actor(name: str, namespace: str) -> GcsCall[ActorInfo]:
+    request = gcs_actor_pb2.GetNamedActorRequest(name=name, ray_namespace=namespace)
+    return GcsCall("actor", "GetNamedActor", request, lambda r: actor_from_proto(r.actor_info))
+
+
+def list_named_actors(all_namespaces: bool, namespace: str) -> GcsCall[list[tuple[str, str]]]:
+    request = gcs_actor_pb2.ListNamedActorsRequest(
+        all_namespaces=all_namespaces, ray_namespace=namespace
+    )
+    return GcsCall(
+        "actor",
+        "ListNamedActors",
+        request,
+        lambda r: [(a.ray_namespace, a.name) for a in r.actors],
+    )
+
+
+def kill_actor(actor_id: bytes, no_restart: bool) -> GcsCall[bool]:
+    request = gcs_actor_pb2.KillActorRequest(actor_id=actor_id, no_restart=no_restart)
+    return GcsCall("actor", "KillActor", request, lambda r: bool(r.found))
+
+
+def report_actor_out_of_scope(actor_id: bytes) -> GcsCall[None]:
+    request = gcs_actor_pb2.ReportActorOutOfScopeRequest(actor_id=actor_id)
+    return GcsCall("actor", "ReportActorOutOfScope", request, lambda r: None)

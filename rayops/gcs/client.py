@@ -26,7 +26,12 @@ from rayops.exceptions import AuthenticationError, RpcError
 from rayops.gcs import calls
 from rayops.gcs.calls import GcsCall, Service
 from rayops.gcs.types import GcsInfo, JobInfo, NodeInfo, ObjectStoreStats, UsageReportOutcome
-from rayops.protocol import gcs_job_pb2_grpc, gcs_kv_pb2_grpc, gcs_node_pb2_grpc
+from rayops.protocol import (
+    gcs_actor_pb2_grpc,
+    gcs_job_pb2_grpc,
+    gcs_kv_pb2_grpc,
+    gcs_node_pb2_grpc,
+)
 from rayops.rpc.grpc_channel import token_aio_channel, token_channel
 
 __all__ = ["AsyncGcsClient", "GcsClient", "GcsUnreachableError"]
@@ -83,6 +88,7 @@ def _stubs(channel: Any) -> dict[Service, Any]:
         "node": gcs_node_pb2_grpc.NodeInfoGcsServiceStub(channel),
         "job": gcs_job_pb2_grpc.JobInfoGcsServiceStub(channel),
         "kv": gcs_kv_pb2_grpc.InternalKVGcsServiceStub(channel),
+        "actor": gcs_actor_pb2_grpc.ActorInfoGcsServiceStub(channel),
     }
 
 
@@ -110,6 +116,16 @@ class GcsClient:
         except grpc.RpcError as err:
             raise _translate(err, self.address, call.method, self.timeout) from err
         return call.parse(reply)
+
+    def call(self, call: GcsCall[R], timeout: float | None = None) -> R:
+        """Make any call built in rayops.gcs.calls (used for the actor directory)."""
+        if timeout is None:
+            return self._call(call)
+        saved, self.timeout = self.timeout, timeout
+        try:
+            return self._call(call)
+        finally:
+            self.timeout = saved
 
     def close(self) -> None:
         self._channel.close()
@@ -223,6 +239,10 @@ class AsyncGcsClient:
         except grpc.RpcError as err:
             raise _translate(err, self.address, call.method, self.timeout) from err
         return call.parse(reply)
+
+    async def call(self, call: GcsCall[R]) -> R:
+        """Make any call built in rayops.gcs.calls (used for the actor directory)."""
+        return await self._call(call)
 
     async def close(self) -> None:
         if self._channel is not None:

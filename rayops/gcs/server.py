@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import grpc
 import grpc.aio
 
+from rayops.gcs.actor_table import ActorTable
 from rayops.gcs.codec import (
     job_to_proto,
     node_from_proto,
@@ -67,8 +68,10 @@ class GcsState:
     nodes: NodeTable = field(init=False)
     jobs: JobTable = field(init=False)
     kv: KVStore = field(init=False)
+    actors: ActorTable = field(init=False)
 
     def __post_init__(self) -> None:
+        self.actors = ActorTable()
         self.start_time_ms = self.start_time_ms or self.clock_ms()
         self.nodes = NodeTable(self.clock_ms)
         self.jobs = JobTable(self.clock_ms)
@@ -262,7 +265,12 @@ class GcsServer:
     """The GCS services on one grpc.aio server, behind the token interceptor."""
 
     def __init__(self, state: GcsState, token: str) -> None:
+        from rayops.gcs.actor_manager import ActorManager
+        from rayops.gcs.actor_service import ActorInfoService
+        from rayops.protocol import gcs_actor_pb2_grpc
+
         self.state = state
+        self.actors = ActorManager(state.actors, state.nodes, token.encode())
         self._server = grpc.aio.server(
             interceptors=[TokenAuthServerInterceptor(token)], options=list(SERVER_OPTIONS)
         )
@@ -274,6 +282,9 @@ class GcsServer:
         )
         gcs_kv_pb2_grpc.add_InternalKVGcsServiceServicer_to_server(
             InternalKVService(state), self._server
+        )
+        gcs_actor_pb2_grpc.add_ActorInfoGcsServiceServicer_to_server(
+            ActorInfoService(state.actors, self.actors), self._server
         )
 
     async def start(self, host: str, port: int) -> int:
@@ -292,4 +303,5 @@ class GcsServer:
 
     async def stop(self, grace: float | None) -> None:
         """Stop accepting calls; let running ones finish for up to `grace` seconds."""
+        await self.actors.shutdown()
         await self._server.stop(grace)

@@ -118,3 +118,26 @@ class GcsInfo:
     rayops_version: str
     cluster_id: str
     start_time_ms: int
+
+
+@dataclass(frozen=True)
+class ActorInfo:
+    """An actor as the GCS knows it (see rayops/gcs/actor_table.py for the states)."""
+
+    actor_id: bytes
+    class_name: str
+    state: str
+    version: int
+    address: tuple[str, int] | None
+    node_id: str
+    pid: int
+    num_restarts: int
+    max_restarts: int
+    death_cause: str
+    death_error: bytes
+    name: str
+    namespace: str
+    is_detached: bool
+    handle_meta: bytes
+    owner_address: str
+    job_id: int = 0

@@ -8,8 +8,12 @@ Owns where object bytes live on one node: one file per object in a shared-memory
 * StoreManager (manager.py), one per node in the raylet: capacity accounting, LRU spilling,
   restoring and deletion. No network I/O; the raylet relays requests to it.
 
-layout.py documents the file format. The store knows nothing of ownership, reference counts or
-other nodes; callers (core worker, raylet) decide when an object is created, read or freed.
+layout.py documents the file format. Freed objects' pages are reused for new ones
+(_recycle.py), and StoreManager(huge_pages=True) puts the directory on a huge-page tmpfs
+(_tmpfs.py).
+
+The store knows nothing of ownership, reference counts or other nodes; callers (core worker,
+raylet) decide when an object is created, read or freed.
 """
 
 from __future__ import annotations

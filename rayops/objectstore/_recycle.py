@@ -1,10 +1,11 @@
 """Reusing the shared-memory pages of freed objects for new ones, without hurting readers.
 
 Why: in this VM a fresh tmpfs page costs more than the copy into it. Writing 100 MB into a new
-/dev/shm file runs at ~1.5-1.8 GB/s (page allocation, host faults); writing it into a file whose
-pages already exist runs at ~3.6-3.9 GB/s. So a freed or spilled object's file is not unlinked
-but renamed into shm_dir/pool/, and the manager hands it to the next object of a similar size
-(shm_dir/<id>.reserved); the client writes into those pages. Ray's plasma gets the same effect
+/dev/shm file runs at ~1.5-1.9 GB/s (page allocation); writing it into a file whose pages
+already exist runs at ~3.2-3.7 GB/s (see client._write_file for all figures). So a freed or
+spilled object's file is not unlinked but renamed into shm_dir/pool/, and the manager hands it
+to the next object of a similar size (shm_dir/<id>.reserved); the client writes into those
+pages. Ray's plasma gets the same effect
 from its long-lived arena.
 
 Safety: a reader holds a shared flock on the object file for as long as its mapping lives. The

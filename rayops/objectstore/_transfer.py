@@ -17,14 +17,22 @@ _SENDFILE_CHUNK = 1 << 30
 
 
 def pwrite_all(fd: int, segments: Sequence[bytes | memoryview], offset: int) -> int:
-    """Write `segments` back to back starting at file `offset`; return the bytes written.
+    """Write `segments` (bytes or flat byte views) back to back from file `offset`; return the
+    bytes written.
 
     One pwritev per up to 1024 segments: the kernel copies straight from the caller's buffers
     into the file's pages (no Python-side copy). Short writes (over 2 GiB per call) resume where
     the kernel stopped.
     """
-    pending = [memoryview(s) for s in segments if len(s)]
-    start = offset
+    total = sum(len(s) for s in segments)
+    if len(segments) <= _IOV_MAX:
+        written = os.pwritev(fd, segments, offset)  # the usual case: everything in one call
+        if written == total:
+            return written
+    else:
+        written = 0
+    pending = _drop_written([memoryview(s) for s in segments], written)
+    offset += written
     while pending:
         batch = pending[:_IOV_MAX]
         written = os.pwritev(fd, batch, offset)
@@ -32,7 +40,7 @@ def pwrite_all(fd: int, segments: Sequence[bytes | memoryview], offset: int) -> 
             raise OSError(f"pwritev wrote {written} bytes at offset {offset}; expected progress")
         offset += written
         pending = _drop_written(pending, written)
-    return offset - start
+    return total
 
 
 def _drop_written(pending: list[memoryview], written: int) -> list[memoryview]:

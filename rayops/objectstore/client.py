@@ -9,6 +9,7 @@ StoreManager (through the raylet) before writing, and tells it when the object i
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
@@ -25,12 +26,18 @@ from rayops.objectstore._transfer import pwrite_all
 
 _ZEROS = memoryview(bytes(layout.BUFFER_ALIGNMENT))
 _LOCATIONS = ("shm", "disk")
+# Files up to this size are read with one read() instead of mapped: setting up and tearing down
+# a mapping costs more syscalls (~30 us here) than copying this much (~15 us for the whole read).
+# Such files are below MIN_RECYCLE_BYTES, so they are immutable for as long as they exist.
+_COPY_READ_BYTES = 64 * 1024
 
 
 @dataclass
 class StoredObject:
-    """One object mapped read-only. The views keep the mapping alive on their own: a numpy
-    array built on `buffers` stays valid after this object (and even the file) is gone."""
+    """One object, read-only. The views keep the mapping alive on their own: a numpy array
+    built on `buffers` stays valid after this object (and even the file) is gone. Objects of
+    up to 64 KiB are copied into one bytes object instead of mapped (cheaper at that size);
+    their views are just as read-only."""
 
     metadata: bytes
     pickled: memoryview
@@ -169,11 +176,20 @@ def _write_file(
 ) -> None:
     """Write the object to `tmp`, reusing the pages of `reserved` when the manager left one.
 
-    Measured alternatives for a 100 MB buffer into /dev/shm (GB/s; see bench/objectstore_bench.py):
-    pwritev into a new file 1.5-1.8; into recycled pages 3.6-3.9; mmap + copy into a new file
-    0.7-1.0 (every page faults and is zeroed first); mmap with MAP_POPULATE into recycled pages
-    2.7-3.0 (populating costs ~16 ms per 100 MB); ftruncate or fallocate first made no difference
-    or was slower (fallocated tmpfs pages are zeroed again at first touch). So: pwritev.
+    One pwritev: the kernel copies from the caller's buffers into the file's pages. Measured
+    for one 100 MB buffer on this 2-core VM (GB/s, best runs; bench/objectstore_bench.py
+    --alternatives), against glibc memcpy between warm buffers at 5.8-6.6:
+
+        into /dev/shm (4 KiB pages)         new pages   recycled pages
+        pwritev                             1.5-1.9     3.2-3.7 (4.4 best seen)
+        ftruncate or fallocate + pwritev    1.4-1.8     3.1-3.6
+        mmap + copy                         0.7-0.9     1.1-1.5 (a fault per page)
+        mmap MAP_POPULATE + copy            0.8-0.9     2.7-2.9 (populate ~16 ms)
+        2 threads, mmap + POPULATE_READ     1.3         4.1 (and it takes the other core)
+        into a huge=within_size tmpfs       5.5-7.2     5.5-7.2 (StoreManager huge_pages)
+
+    New tmpfs pages cost more than the copy (allocating 100 MB alone takes ~31 ms here), hence
+    the recycling of freed objects' pages (_recycle.py) and the huge-page option (_tmpfs.py).
     """
     recycled = False
     if reserved is not None:
@@ -185,9 +201,11 @@ def _write_file(
     flags = os.O_WRONLY if recycled else os.O_WRONLY | os.O_CREAT | os.O_EXCL
     fd = os.open(tmp, flags, 0o600)
     try:
-        pwrite_all(fd, segments, 0)
-        if recycled and os.fstat(fd).st_size > size:
+        if size >= MIN_RECYCLE_BYTES:
+            # Sets the final size up front: trims recycled pages we will not use, and lets a
+            # huge=within_size tmpfs (see _tmpfs.py) use huge pages from the first byte.
             os.ftruncate(fd, size)
+        pwrite_all(fd, segments, 0)
     finally:
         os.close(fd)
 
@@ -199,13 +217,16 @@ def _map(path: str, object_id: bytes, location: str, *, lock: bool) -> StoredObj
     except FileNotFoundError:
         return None
     try:
-        if lock and not lock_for_reading(fd, path, os.fstat(fd)):
+        opened = os.fstat(fd)
+        if opened.st_size <= _COPY_READ_BYTES:
+            view = _read_aligned(fd, opened.st_size)
+        elif lock and not lock_for_reading(fd, path, opened):
             return None
-        # ACCESS_READ (not just PROT_READ) is what makes the exported buffers read-only.
-        mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        else:
+            # ACCESS_READ (not just PROT_READ) is what makes the exported buffers read-only.
+            view = memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
     finally:
-        os.close(fd)  # the mmap keeps its own dup of fd, and with it the reader lock
-    view = memoryview(mapping)
+        os.close(fd)  # an mmap keeps its own dup of fd, and with it the reader lock
     try:
         plan = layout.parse(view, object_id)
     except layout.LayoutError as err:
@@ -215,6 +236,18 @@ def _map(path: str, object_id: bytes, location: str, *, lock: bool) -> StoredObj
         metadata=bytes(view[plan.metadata_offset : plan.pickled_offset]),
         pickled=view[plan.pickled_offset : pickled_end],
         buffers=[view[offset : offset + length] for offset, length in plan.buffers],
-        size=len(mapping),
+        size=view.nbytes,
         location=location,
     )
+
+
+def _read_aligned(fd: int, size: int) -> memoryview:
+    """The file's bytes in a private copy whose start is 64-byte aligned (as a mapping's would
+    be, so buffer offsets keep their alignment), as a read-only view."""
+    block = bytearray(size + layout.BUFFER_ALIGNMENT - 1)
+    anchor = ctypes.c_char.from_buffer(block)
+    start = -ctypes.addressof(anchor) % layout.BUFFER_ALIGNMENT
+    del anchor  # release the export so only our views pin the bytearray
+    view = memoryview(block)[start : start + size]
+    got = os.readv(fd, [view])
+    return view[:got].toreadonly()

@@ -23,6 +23,7 @@ from rayops.exceptions import ObjectStoreFullError
 from rayops.objectstore._paths import POOL_SUBDIR, StorePaths, discard, is_object_name
 from rayops.objectstore._recycle import RecyclePool
 from rayops.objectstore._spill import copy_to_spill, restore_from_spill
+from rayops.objectstore._tmpfs import mount_huge_tmpfs, unmount
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +66,23 @@ class StoreManager:
         *,
         min_spill_free_bytes: int = 256 * 2**20,
         max_pool_bytes: int | None = None,
+        huge_pages: bool = False,
     ) -> None:
         """`max_pool_bytes` bounds the memory kept from freed objects for reuse; the default is
         a quarter of `capacity`, 0 turns recycling off. The pool always fits in what the live
-        objects leave free, so it never pushes the store past `capacity`."""
+        objects leave free, so it never pushes the store past `capacity`.
+
+        `huge_pages` mounts a tmpfs with transparent huge pages on `shm_dir` (see _tmpfs.py:
+        about twice the write speed and a tenth of the page-fault time of /dev/shm's 4 KiB
+        pages). It needs CAP_SYS_ADMIN; without it the store logs why and uses plain
+        shared memory. `cleanup` unmounts it.
+        """
         if capacity <= 0:
             raise ValueError(f"object store capacity must be a positive byte count, got {capacity}")
         self._paths = StorePaths(shm_dir, spill_dir)
-        for directory in (shm_dir, self._paths.pool_dir, spill_dir):
+        os.makedirs(shm_dir, mode=0o700, exist_ok=True)
+        self._huge_pages = huge_pages and self._mount_huge_tmpfs(capacity)
+        for directory in (self._paths.pool_dir, spill_dir):
             os.makedirs(directory, mode=0o700, exist_ok=True)
         self._capacity = capacity
         self._min_spill_free = min_spill_free_bytes
@@ -86,6 +96,23 @@ class StoreManager:
         self._disk_count = {_SPILLED: 0, _FALLBACK: 0}
         self._restored_count = 0
         self._spilled_count = 0
+
+    @property
+    def huge_pages(self) -> bool:
+        """True if shm_dir is a huge-page tmpfs this store mounted (or adopted)."""
+        return self._huge_pages
+
+    def _mount_huge_tmpfs(self, capacity: int) -> bool:
+        # Headroom over capacity: files being rewritten and pooled pages come and go around the
+        # accounted bytes; the size limit is only a backstop against runaway writers.
+        size = capacity + capacity // 4 + 64 * 2**20
+        reason = mount_huge_tmpfs(self._paths.shm_dir, size)
+        if reason is not None:
+            logger.warning(
+                "object store: no huge-page tmpfs at %s (%s); using plain shared memory",
+                self._paths.shm_dir, reason,
+            )
+        return reason is None
 
     # ---- the contract -------------------------------------------------------------------
 
@@ -185,6 +212,9 @@ class StoreManager:
 
     def cleanup(self) -> None:
         """Remove every file and both directories (session shutdown)."""
+        if self._huge_pages:
+            unmount(self._paths.shm_dir)
+            self._huge_pages = False
         shutil.rmtree(self._paths.shm_dir, ignore_errors=True)
         shutil.rmtree(self._paths.spill_dir, ignore_errors=True)
         self._pool.forget()

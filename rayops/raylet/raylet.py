@@ -90,6 +90,7 @@ class Raylet:
             "register_driver": self._h_register_driver,
             "request_lease": self._h_request_lease,
             "return_lease": self._h_return_lease,
+            "resize_lease": self._h_resize_lease,
             "worker_blocked": self._h_worker_blocked,
             "worker_unblocked": self._h_worker_unblocked,
             "store_reserve": self._h_store_reserve,
@@ -300,6 +301,18 @@ class Raylet:
         if lease is not None:
             self._end_lease(lease, reuse_worker=worker_ok)
             self._schedule()
+
+    def _h_resize_lease(
+        self, conn: framed.Connection, lease_id: int, shape: dict[str, float]
+    ) -> None:
+        """Shrink what a lease holds (an actor: 1 CPU to place it, then 0 while it runs)."""
+        lease = self.leases.get(lease_id)
+        if lease is None:
+            return
+        self.resources.release(lease.alloc)
+        lease.alloc = self.resources.acquire(normalize_shape(shape))
+        self._report_dirty = True
+        self._schedule()
 
     def _h_worker_blocked(self, conn: framed.Connection, lease_id: int) -> None:
         lease = self.leases.get(lease_id)

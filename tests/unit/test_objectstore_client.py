@@ -47,9 +47,10 @@ def _read(client: StoreClient, object_id: bytes) -> StoredObject:
     return stored
 
 
-def test_round_trip_is_byte_identical_and_aligned(client: StoreClient) -> None:
+@pytest.mark.parametrize("extra", [0, 300_000], ids=["copied-small", "mapped"])
+def test_round_trip_is_byte_identical_and_aligned(client: StoreClient, extra: int) -> None:
     oid = os.urandom(28)
-    buffers = [os.urandom(n) for n in (1, 0, 1000, 64, 4097)]
+    buffers = [os.urandom(n) for n in (1, 0, 1000, 64, 4097, extra)]
     size = client.write(oid, b"\x00meta", b"pickle stream", [memoryview(b) for b in buffers])
     assert size == StoreClient.encoded_size(b"\x00meta", 13, [len(b) for b in buffers])
     stored = _read(client, oid)
@@ -62,9 +63,10 @@ def test_round_trip_is_byte_identical_and_aligned(client: StoreClient) -> None:
         assert address % 64 == 0
 
 
-def test_views_are_read_only(client: StoreClient) -> None:
+@pytest.mark.parametrize("size", [100, 300_000], ids=["copied-small", "mapped"])
+def test_views_are_read_only(client: StoreClient, size: int) -> None:
     oid = os.urandom(20)
-    client.write(oid, b"", b"p", [memoryview(b"x" * 100)])
+    client.write(oid, b"", b"p", [memoryview(b"x" * size)])
     stored = _read(client, oid)
     with pytest.raises(TypeError):
         stored.buffers[0][0] = 1

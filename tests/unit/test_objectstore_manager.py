@@ -405,3 +405,35 @@ def test_cleanup_leaves_no_files_behind(dirs: tuple[str, str], client: StoreClie
     manager.cleanup()
     assert not os.path.exists(dirs[0]) and not os.path.exists(dirs[1])
     assert manager.stats().used_bytes == 0
+
+
+def test_huge_pages_mount_a_private_tmpfs_that_cleanup_removes(
+    dirs: tuple[str, str], client: StoreClient
+) -> None:
+    manager = StoreManager(*dirs, 64 * MiB, huge_pages=True)
+    if not manager.huge_pages:
+        manager.cleanup()
+        pytest.skip("mounting a tmpfs needs CAP_SYS_ADMIN")
+    try:
+        assert os.path.ismount(dirs[0])
+        payload = os.urandom(8 * MiB)
+        oid = _put(manager, client, payload)
+        _assert_payload(client, oid, payload, "shm")
+        stored = client.read(oid)
+        assert stored is not None
+        held = np.frombuffer(stored.buffers[0], dtype=np.uint8)
+    finally:
+        manager.cleanup()
+    assert not os.path.ismount(dirs[0]) and not os.path.exists(dirs[0])
+    assert held.tobytes() == payload  # a reader's mapping outlives the unmount
+
+
+def test_huge_pages_never_cover_existing_files(
+    dirs: tuple[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    os.makedirs(dirs[0])
+    Path(dirs[0], "someone-elses-file").write_bytes(b"x")
+    manager = StoreManager(*dirs, 64 * MiB, huge_pages=True)
+    assert not manager.huge_pages and not os.path.ismount(dirs[0])
+    assert "not empty" in caplog.text
+    assert Path(dirs[0], "someone-elses-file").read_bytes() == b"x"

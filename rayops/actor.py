@@ -1,0 +1,254 @@
+"""Actors: ``@rayops.remote`` classes, their handles and methods, ``@rayops.method``,
+and ``exit_actor()``.
+
+Creating an actor registers it with the GCS, which places it on a worker; calls on
+the handle go from the caller straight to that worker (``core_worker.actor_submitter``).
+A handle carries a *handle token*, an object owned by the actor's creator whose
+reference count is the number of live handles anywhere: when it reaches zero the
+creator tells the GCS and a non-detached actor exits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import pickle
+from typing import Any
+
+from rayops import ids, serialization
+from rayops.core_worker import state
+from rayops.core_worker.object_ref import ObjectRef
+from rayops.core_worker.task_spec import STREAMING
+from rayops.options import validate_actor_options
+
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
+
+_METHOD_ATTR = "__rayops_method_options__"
+
+
+def method(*args: Any, **options: Any) -> Any:
+    """Per-method options of an actor class.
+
+    ``@rayops.method(num_returns=2, concurrency_group="io")``
+    """
+    allowed = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions"}
+    bad = set(options) - allowed
+    if args or bad:
+        raise ValueError(
+            f"@method takes only keyword options {sorted(allowed)}; got "
+            f"{sorted(bad) or 'positional arguments'}"
+        )
+
+    def decorate(fn: Any) -> Any:
+        setattr(fn, _METHOD_ATTR, dict(options))
+        return fn
+
+    return decorate
+
+
+class ActorExitRequest(BaseException):
+    """Raised by exit_actor() inside an actor method; the worker then exits cleanly."""
+
+
+def exit_actor() -> None:
+    """Exit the current actor on purpose after this call: it is not restarted, and calls
+    still queued for it fail with ActorDiedError."""
+    cw = state.require()
+    if cw.executor is None or not cw.executor.is_actor:
+        raise TypeError("exit_actor() can only be called inside an actor method.")
+    raise ActorExitRequest()
+
+
+def _method_table(cls: type) -> dict[str, dict[str, Any]]:
+    table: dict[str, dict[str, Any]] = {}
+    for name, fn in inspect.getmembers(cls, predicate=inspect.isfunction):
+        if name.startswith("__") and name not in ("__call__",):
+            continue
+        opts = getattr(fn, _METHOD_ATTR, {})
+        is_gen = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+        num_returns = opts.get("num_returns")
+        table[name] = {
+            "num_returns": STREAMING
+            if (num_returns == "streaming" or (num_returns is None and is_gen))
+            else (1 if num_returns is None else int(num_returns)),
+            "concurrency_group": opts.get("concurrency_group", ""),
+            "is_async": inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn),
+            "max_task_retries": opts.get("max_task_retries"),
+            "retry_exceptions": opts.get("retry_exceptions"),
+        }
+    table["__ray_terminate__"] = {
+        "num_returns": 1,
+        "concurrency_group": "",
+        "is_async": False,
+        "max_task_retries": 0,
+        "retry_exceptions": None,
+    }
+    return table
+
+
+class ActorClass:
+    """What ``@remote`` makes of a class: ``C.remote(...)`` creates an actor."""
+
+    def __init__(self, cls: type, options: dict[str, Any]) -> None:
+        self._cls = cls
+        self._options = validate_actor_options(options, where=f"@remote of class {cls.__name__}")
+        self._methods = _method_table(cls)
+        self._pickled: bytes | None = None
+        self.__name__ = cls.__name__
+        self.__qualname__ = cls.__qualname__
+        self.__doc__ = cls.__doc__
+        self.__module__ = cls.__module__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actor class {self.__name__} cannot be instantiated directly: use "
+            f"{self.__name__}.remote(...) instead."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ActorClass, (self._cls, self._options))
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        return self._create(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> _BoundActorClass:
+        merged = {
+            **self._options,
+            **validate_actor_options(options, where=f"{self.__name__}.options()"),
+        }
+        return _BoundActorClass(self, merged)
+
+    def _create(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: dict[str, Any]
+    ) -> ActorHandle:
+        from rayops.api import _auto_init
+        from rayops.core_worker import actor_caller
+
+        cw = _auto_init()
+        if self._pickled is None:
+            self._pickled = serialization.dumps_function(self._cls)
+        is_async = any(m["is_async"] for m in self._methods.values())
+        info = actor_caller.create_actor(
+            cw,
+            class_bytes=self._pickled,
+            class_name=self.__name__,
+            methods=self._methods,
+            is_async=is_async,
+            args=args,
+            kwargs=kwargs,
+            options=opts,
+        )
+        return info
+
+
+class _BoundActorClass:
+    def __init__(self, actor_class: ActorClass, options: dict[str, Any]) -> None:
+        self._actor_class = actor_class
+        self._options = options
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        return self._actor_class._create(args, kwargs, self._options)
+
+    def options(self, **options: Any) -> _BoundActorClass:
+        merged = {**self._options, **validate_actor_options(options, where="options()")}
+        return _BoundActorClass(self._actor_class, merged)
+
+
+class ActorHandle:
+    """A reference to an actor. Pass it to tasks and other actors; call its methods with
+    ``handle.method.remote(...)``."""
+
+    def __init__(
+        self, actor_id: bytes, class_name: str, meta: dict[str, Any], token: ObjectRef | None
+    ) -> None:
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._meta = meta
+        self._token = token  # keeps the actor alive while this handle is
+
+    @property
+    def _actor_id_hex(self) -> str:
+        return self._actor_id.hex()
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        meta = self.__dict__.get("_meta")
+        if meta is None or name not in meta["methods"]:
+            raise AttributeError(
+                f"actor {self.__dict__.get('_class_name', '?')} has no method {name!r}"
+            )
+        return ActorMethod(self, name, meta["methods"][name])
+
+    def __repr__(self) -> str:
+        return f"Actor({self._class_name}, {self._actor_id.hex()})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_handle,
+            (self._actor_id, self._class_name, pickle.dumps(self._meta), self._token),
+        )
+
+
+def _rebuild_handle(
+    actor_id: bytes, class_name: str, meta: bytes, token: ObjectRef | None
+) -> ActorHandle:
+    return ActorHandle(actor_id, class_name, pickle.loads(meta), token)
+
+
+class ActorMethod:
+    def __init__(
+        self,
+        handle: ActorHandle,
+        name: str,
+        meta: dict[str, Any],
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self._handle = handle
+        self._name = name
+        self._meta = meta
+        self._options = options or {}
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        from rayops.core_worker import actor_caller
+
+        cw = state.current()
+        if cw is None:
+            from rayops.api import _auto_init
+
+            cw = _auto_init()
+        return actor_caller.submit_call(
+            cw, self._handle, self._name, self._meta, self._options, args, kwargs
+        )
+
+    def options(self, **options: Any) -> ActorMethod:
+        allowed = {
+            "num_returns",
+            "name",
+            "concurrency_group",
+            "max_task_retries",
+            "retry_exceptions",
+        }
+        bad = set(options) - allowed
+        if bad:
+            raise ValueError(
+                f"actor method options: unknown option(s) {sorted(bad)}; valid: {sorted(allowed)}"
+            )
+        return ActorMethod(self._handle, self._name, self._meta, {**self._options, **options})
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"Actor methods cannot be called directly: use .{self._name}.remote(...) instead."
+        )
+
+
+def class_id(class_bytes: bytes) -> bytes:
+    return hashlib.blake2b(class_bytes, digest_size=16).digest()
+
+
+def handle_token_id(actor_id: bytes) -> bytes:
+    return ids.object_id_for(actor_id, ids.ACTOR_HANDLE_INDEX)

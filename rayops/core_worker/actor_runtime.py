@@ -1,0 +1,303 @@
+"""The actor side of a worker that hosts an actor: construct the instance, run method
+calls with the actor's concurrency model, exit on request.
+
+Concurrency models, as Ray's:
+- sync, single-threaded (default): calls run one at a time on the main thread in the
+  order they arrive (each caller sends its calls in order, over one connection);
+- threaded (``max_concurrency > 1``): calls run in a thread pool of that size;
+- async (any ``async def`` method): calls run as coroutines on one event loop in a
+  dedicated thread, at most ``max_concurrency`` (default 1000) at a time;
+- concurrency groups: each named group gets its own pool or limit; methods choose a
+  group with ``@rayops.method(concurrency_group=...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import pickle
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from rayops import exceptions as rex
+from rayops.actor import ActorExitRequest
+from rayops.core_worker.core_worker import TaskContext
+from rayops.core_worker.task_spec import STREAMING, TaskReply, TaskSpec
+from rayops.rpc import framed
+
+if TYPE_CHECKING:
+    from rayops.core_worker.executor import Executor
+
+logger = logging.getLogger(__name__)
+
+
+class ActorRuntime:
+    def __init__(
+        self,
+        executor: Executor,
+        actor_id: bytes,
+        spec: dict[str, Any],
+        gcs_conn: framed.Connection,
+        num_restarts: int,
+        instances: dict[str, Any],
+        lease_id: int,
+    ) -> None:
+        self.executor = executor
+        self.actor_id = actor_id
+        self.class_name: str = spec["class_name"]
+        self.name: str = spec.get("name", "")
+        self.methods: dict[str, dict[str, Any]] = spec["methods"]
+        self.is_async: bool = spec["is_async"]
+        self.max_concurrency: int = spec["max_concurrency"]
+        self.groups: dict[str, int] = spec["concurrency_groups"]
+        self.gcs_conn = gcs_conn
+        self.num_restarts = num_restarts
+        self.instances = instances
+        self.lease_id = lease_id
+        self.instance: Any = None
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sems: dict[str, asyncio.Semaphore] = {}
+        self.threaded = not self.is_async and (self.max_concurrency > 1 or bool(self.groups))
+
+    # ---------------------------------------------------------------- creation
+    @staticmethod
+    def create(
+        executor: Executor,
+        conn: framed.Connection,
+        actor_id: bytes,
+        creation_spec: bytes,
+        instances: dict[str, Any],
+        lease_id: int,
+        num_restarts: int,
+    ) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        cw = executor._cw
+        spec = pickle.loads(creation_spec)
+        runtime = ActorRuntime(executor, actor_id, spec, conn, num_restarts, instances, lease_id)
+
+        def construct() -> None:
+            result: tuple[bool, int, Any]
+            ctx = TaskContext(
+                task_id=actor_id + b"\0" * 0,
+                task_name=runtime.class_name,
+                job_id=spec["job_id"],
+                instances=instances,
+                lease_id=lease_id,
+            )
+            ctx.actor_id = actor_id  # type: ignore[attr-defined]
+            cw.set_task_context(ctx)
+            try:
+                cls = cloudpickle.loads(spec["class_bytes"])
+                cls = getattr(cls, "_cls", cls)
+                fake = TaskSpec(
+                    task_id=actor_id,
+                    job_id=spec["job_id"],
+                    name="__init__",
+                    function_id=b"",
+                    args=spec["args"],
+                    kwarg_names=spec["kwarg_names"],
+                    num_returns=0,
+                    return_ids=(),
+                    owner=tuple(spec["owner"]),
+                    resources={},
+                )
+                args, kwargs = executor._resolve_args(fake)
+                runtime.instance = cls(*args, **kwargs)
+                executor.actor = runtime
+                runtime._start_concurrency()
+                result = (True, os.getpid(), None)
+            except BaseException as err:  # the constructor failed: report it, do not host
+                task_err = rex.RayTaskError.from_exception(
+                    err, f"{runtime.class_name}.__init__", os.getpid(), cw.node_ip
+                )
+                try:
+                    payload = pickle.dumps(rex.make_task_error_picklable(task_err))
+                except Exception:
+                    payload = b""
+                result = (False, os.getpid(), (str(err) or type(err).__name__, payload))
+            finally:
+                cw.set_task_context(None)
+            cw.loop.call_soon_threadsafe(_resolve, fut, result)
+
+        executor.enqueue(construct)
+        return fut
+
+    def _start_concurrency(self) -> None:
+        if self.is_async:
+            loop = framed.new_event_loop()
+            self._loop = loop
+            threading.Thread(target=loop.run_forever, name="rayops-actor-loop", daemon=True).start()
+            return
+        if self.threaded:
+            self._pools[""] = ThreadPoolExecutor(
+                self.max_concurrency, thread_name_prefix="rayops-actor"
+            )
+            for name, size in self.groups.items():
+                self._pools[name] = ThreadPoolExecutor(
+                    size, thread_name_prefix=f"rayops-actor-{name}"
+                )
+
+    # ------------------------------------------------------------------- calls
+    def dispatch(
+        self, spec: TaskSpec, conn: framed.Connection, fut: asyncio.Future[TaskReply]
+    ) -> None:
+        name = spec.name
+        if name == "__ray_terminate__":
+            self.executor.enqueue(lambda: self._terminate(spec, conn, fut))
+            return
+        method = getattr(self.instance, name, None)
+        if method is None:
+            fut.set_exception(AttributeError(f"actor {self.class_name} has no method {name!r}"))
+            return
+        group = spec.concurrency_group or self.methods.get(name, {}).get("concurrency_group", "")
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(
+                self._run_async(spec, conn, fut, method, group), self._loop
+            )
+            return
+        if self.threaded:
+            pool = self._pools.get(group) or self._pools[""]
+            pool.submit(self._run_sync, spec, conn, fut, method)
+            return
+        self.executor.enqueue(
+            (spec, self.instances, self.lease_id, conn, fut, method, self.class_name)
+        )
+
+    def _run_sync(
+        self, spec: TaskSpec, conn: framed.Connection, fut: asyncio.Future[TaskReply], method: Any
+    ) -> None:
+        self.executor._run_one(
+            spec, self.instances, self.lease_id, conn, fut, method, self.class_name
+        )
+
+    async def _run_async(
+        self,
+        spec: TaskSpec,
+        conn: framed.Connection,
+        fut: asyncio.Future[TaskReply],
+        method: Any,
+        group: str,
+    ) -> None:
+        sem = self._sems.get(group)
+        if sem is None:
+            sem = self._sems[group] = asyncio.Semaphore(
+                self.groups.get(group, self.max_concurrency)
+            )
+        ex = self.executor
+        cw = ex._cw
+        async with sem:
+            if ex.exiting:
+                return
+            start = time.perf_counter()
+            status = "ok"
+            exiting = False
+            num_items = 0
+            ctx = TaskContext(
+                task_id=spec.task_id,
+                task_name=self.class_name,
+                job_id=spec.job_id,
+                instances=self.instances,
+                lease_id=None,
+            )
+            ctx.actor_id = self.actor_id  # type: ignore[attr-defined]
+            cw.set_task_context(ctx)
+            try:
+                if any(a[0] == "r" for a in spec.args):
+                    args, kwargs = await asyncio.to_thread(ex._resolve_args, spec)
+                else:
+                    args, kwargs = ex._resolve_args(spec)
+                if spec.num_returns == STREAMING:
+                    num_items = await self._run_async_gen(spec, conn, method, args, kwargs)
+                    returns: list[Any] = []
+                else:
+                    result = method(*args, **kwargs)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    returns = ex._package_returns(spec, result)
+            except ActorExitRequest:
+                exiting = ex.exiting = True
+                returns = ex._package_returns(spec, None)
+            except asyncio.CancelledError as err:
+                status, returns = (
+                    "error",
+                    ex._error_returns(
+                        spec, rex.TaskCancelledError(spec.task_id.hex()) if False else err
+                    ),
+                )
+            except Exception as err:
+                status, returns = "error", ex._error_returns(spec, err)
+            finally:
+                cw.set_task_context(None)
+            borrowed = ex._settle_borrows(spec)
+            ex._reply(
+                fut,
+                TaskReply(
+                    status, returns, borrowed, cw.address, time.perf_counter() - start, num_items
+                ),
+            )
+            if exiting:
+                self.exit_after_reply()
+
+    async def _run_async_gen(
+        self, spec: TaskSpec, conn: framed.Connection, method: Any, args: Any, kwargs: Any
+    ) -> int:
+        from rayops import ids
+
+        ex = self.executor
+        gen = method(*args, **kwargs)
+        index = 0
+        try:
+            if inspect.isasyncgen(gen):
+                async for value in gen:
+                    ex._send_item(
+                        conn,
+                        spec,
+                        index,
+                        ex._package(spec, ids.object_id_for(spec.task_id, index + 2), value),
+                    )
+                    index += 1
+            else:
+                for value in gen:
+                    ex._send_item(
+                        conn,
+                        spec,
+                        index,
+                        ex._package(spec, ids.object_id_for(spec.task_id, index + 2), value),
+                    )
+                    index += 1
+        except Exception as err:
+            ex._send_item(conn, spec, index, ex._error_returns_at(spec, index, err))
+            index += 1
+        return index
+
+    # -------------------------------------------------------------------- exit
+    def _terminate(
+        self, spec: TaskSpec, conn: framed.Connection, fut: asyncio.Future[TaskReply]
+    ) -> None:
+        ex = self.executor
+        ex.exiting = True
+        ex._reply(fut, TaskReply("ok", ex._package_returns(spec, None), [], ex._cw.address, 0.0))
+        self.exit_after_reply()
+
+    def exit_after_reply(self) -> None:
+        """Tell the GCS this exit is intentional, let replies go out, then exit."""
+        cw = self.executor._cw
+
+        def bye() -> None:
+            if not self.gcs_conn.closed:
+                self.gcs_conn.notify("actor_exiting")
+            cw.loop.call_later(0.05, os._exit, 0)
+
+        cw.loop.call_soon_threadsafe(bye)
+
+
+def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)

@@ -1,0 +1,201 @@
+"""Caller side of actor method calls: per-actor ordered queues, the actor's address,
+reconnects across restarts, and failing calls when the actor is dead.
+
+Runs on the core worker's IO loop. Calls to one actor leave this process in
+submission order over one connection, so a single-threaded actor runs each
+caller's calls in order; a call whose arguments are not ready yet holds back the
+calls behind it. The actor's address comes from the GCS (a long poll that answers
+when the actor's state changes); the calls themselves never touch the GCS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rayops import exceptions as rex
+from rayops import serialization
+from rayops.core_worker.task_spec import TaskReply, TaskSpec
+from rayops.rpc import framed
+
+if TYPE_CHECKING:
+    from rayops.core_worker.core_worker import CoreWorker
+
+logger = logging.getLogger(__name__)
+
+WATCH_TIMEOUT_MS = 10_000
+
+
+@dataclass
+class ActorQueue:
+    actor_id: bytes
+    class_name: str
+    version: int = 0
+    state: str = "PENDING_CREATION"
+    address: tuple[str, int] | None = None
+    conn: framed.Connection | None = None
+    pending: deque[TaskSpec] = field(default_factory=deque)
+    inflight: dict[bytes, TaskSpec] = field(default_factory=dict)
+    watching: bool = False
+    death: BaseException | None = None
+    waiting_on_deps: bool = False
+
+
+class ActorSubmitter:
+    def __init__(self, cw: CoreWorker) -> None:
+        self._cw = cw
+        self._queues: dict[bytes, ActorQueue] = {}
+        # in-flight calls cut off by a broken connection, failed once the cause is known
+        self._lost: dict[bytes, list[TaskSpec]] = {}
+
+    def queue(self, actor_id: bytes, class_name: str = "") -> ActorQueue:
+        q = self._queues.get(actor_id)
+        if q is None:
+            q = self._queues[actor_id] = ActorQueue(actor_id, class_name)
+        return q
+
+    def num_pending(self, actor_id: bytes) -> int:
+        q = self._queues.get(actor_id)
+        return 0 if q is None else len(q.pending) + len(q.inflight)
+
+    def submit(self, spec: TaskSpec, class_name: str) -> None:
+        q = self.queue(spec.actor_id, class_name)
+        q.pending.append(spec)
+        self._pump(q)
+
+    # ------------------------------------------------------------------ pumping
+    def _pump(self, q: ActorQueue) -> None:
+        if q.death is not None:
+            self._fail_all(q)
+            return
+        if q.conn is None or q.conn.closed:
+            self._watch(q)
+            return
+        cw = self._cw
+        while q.pending:
+            spec = q.pending[0]
+            resolved = cw.resolve_owned_args(spec, lambda: self._pump(q))
+            if resolved is None:
+                return  # waiting for an argument; the callback pumps again
+            q.pending.popleft()
+            if isinstance(resolved, tuple) and resolved and resolved[0] == "error":
+                cw.finish_with_entry(spec, resolved[1])
+                continue
+            assert isinstance(resolved, TaskSpec)
+            self._send(q, resolved)
+
+    def _send(self, q: ActorQueue, spec: TaskSpec) -> None:
+        conn = q.conn
+        assert conn is not None
+        q.inflight[spec.task_id] = spec
+        fut = conn.request("actor_call", spec)
+        fut.add_done_callback(lambda f: self._on_done(q, spec, f))
+
+    def _on_done(self, q: ActorQueue, spec: TaskSpec, fut: asyncio.Future[Any]) -> None:
+        q.inflight.pop(spec.task_id, None)
+        err = fut.exception()
+        if err is None:
+            reply: TaskReply = fut.result()
+            self._cw.on_task_reply(spec, reply)
+            return
+        # The connection to the actor broke: the actor is restarting or dead.
+        if q.conn is not None and q.conn.closed:
+            q.conn = None
+        record = self._cw.task_record(spec.task_id)
+        if record is not None and record.retries_left != 0 and q.death is None:
+            record.retries_left -= 1
+            q.pending.appendleft(spec)  # re-sent, in order, once the actor is back
+        else:
+            q.inflight[spec.task_id] = spec  # failed with the cause once it is known
+            self._lost.setdefault(q.actor_id, []).append(spec)
+        self._watch(q)
+
+    # ------------------------------------------------------------------ the GCS
+    def _watch(self, q: ActorQueue) -> None:
+        if q.watching:
+            return
+        q.watching = True
+        self._cw.spawn(self._watch_loop(q))
+
+    async def _watch_loop(self, q: ActorQueue) -> None:
+        from rayops.gcs import calls
+
+        cw = self._cw
+        try:
+            while True:
+                gcs = await cw.async_gcs()
+                info = await gcs.call(
+                    calls.get_actor_info(q.actor_id, True, q.version, WATCH_TIMEOUT_MS)
+                )
+                if info is None:
+                    q.death = rex.ActorDiedError(
+                        error_msg=f"the GCS does not know actor {q.actor_id.hex()}"
+                    )
+                    break
+                q.version = info.version
+                q.state = info.state
+                if info.state == "DEAD":
+                    q.death = _death_error(info)
+                    break
+                if info.state == "ALIVE" and info.address is not None:
+                    try:
+                        q.conn = await cw.peer(info.address)
+                    except (TimeoutError, OSError, framed.ConnectionLost):
+                        continue  # it died again; the next answer says so
+                    q.address = info.address
+                    self._fail_lost(
+                        q,
+                        rex.ActorDiedError(
+                            actor_id=q.actor_id.hex(),
+                            error_msg=(
+                                f"The actor {q.class_name} died while running this call and "
+                                "was restarted; the call is not retried (max_task_retries=0)."
+                            ),
+                        ),
+                    )
+                    break
+        except Exception as err:  # GCS unreachable: calls cannot be delivered
+            if cw.is_shut_down:
+                return
+            q.death = rex.ActorDiedError(error_msg=f"could not reach the GCS: {err}")
+        finally:
+            q.watching = False
+        self._pump(q)
+
+    def _fail_lost(self, q: ActorQueue, err: BaseException) -> None:
+        for spec in self._lost.pop(q.actor_id, []):
+            q.inflight.pop(spec.task_id, None)
+            self._cw.finish_with_error(spec, err)
+
+    def _fail_all(self, q: ActorQueue) -> None:
+        assert q.death is not None
+        self._fail_lost(q, q.death)
+        for spec in list(q.inflight.values()):
+            self._cw.finish_with_error(spec, q.death)
+        q.inflight.clear()
+        while q.pending:
+            self._cw.finish_with_error(q.pending.popleft(), q.death)
+
+    def known_dead(self, actor_id: bytes) -> BaseException | None:
+        q = self._queues.get(actor_id)
+        return None if q is None else q.death
+
+
+def _death_error(info: Any) -> BaseException:
+    cause: Any = None
+    if info.death_error:
+        try:
+            cause = pickle.loads(info.death_error)
+        except Exception:
+            cause = None
+    msg = f"The actor {info.class_name} ({info.actor_id.hex()}) died: {info.death_cause}."
+    if cause is not None:
+        return rex.ActorDiedError(cause=cause, actor_id=info.actor_id.hex(), error_msg=msg)
+    return rex.ActorDiedError(actor_id=info.actor_id.hex(), error_msg=msg)
+
+
+__all__ = ["ActorSubmitter", "serialization"]

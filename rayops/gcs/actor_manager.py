@@ -1,0 +1,220 @@
+"""Carrying out the actor table's decisions: placing actors on workers, watching them
+and their owners, stopping them.
+
+The GCS leases a worker from a node's raylet and pushes the creation task to it over
+the framed transport, then keeps that connection open: when it closes, the actor's
+worker is gone. It also connects to each owner's core worker so that non-detached
+actors die with their owner. All of it runs on the GCS's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from rayops.gcs.actor_table import Action, ActorRecord, ActorState, ActorTable
+from rayops.gcs.node_table import NodeTable
+from rayops.gcs.types import NodeInfo
+from rayops.rpc import framed
+
+logger = logging.getLogger(__name__)
+
+
+def pick_node(shape: dict[str, float], nodes: list[NodeInfo]) -> NodeInfo | None:
+    """Where to place an actor: a node with the resources free now, else one that has them."""
+
+    def has(avail: Any) -> bool:
+        return all(avail.get(k, 0.0) + 1e-9 >= v for k, v in shape.items())
+
+    alive = [n for n in nodes if n.state == "ALIVE"]
+    for n in alive:
+        if has(n.resources_available):
+            return n
+    for n in alive:
+        if has(n.resources_total):
+            return n
+    return None
+
+
+class ActorManager:
+    def __init__(self, table: ActorTable, nodes: NodeTable, token: bytes) -> None:
+        self.table = table
+        self._nodes = nodes
+        self._token = token
+        self._raylets: dict[str, asyncio.Future[framed.Connection]] = {}
+        self._workers: dict[bytes, framed.Connection] = {}
+        self._owners: dict[str, asyncio.Future[framed.Connection] | None] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self.changed = asyncio.Condition()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def notify_changed(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    def _apply(self, rec: ActorRecord, action: Action) -> None:
+        self._spawn(self.notify_changed())
+        if action == Action.SCHEDULE:
+            self._spawn(self._schedule(rec))
+        elif action == Action.STOP_WORKER:
+            conn = self._workers.pop(rec.actor_id, None)
+            if conn is not None and not conn.closed:
+                conn.notify("exit_actor", rec.death_cause)
+
+    # --------------------------------------------------------------- entry points
+    def on_registered(self, rec: ActorRecord) -> None:
+        self._apply(rec, Action.SCHEDULE)
+        if not rec.is_detached and rec.owner_address:
+            self._spawn(self._watch_owner(rec.owner_address))
+
+    def kill(self, rec: ActorRecord, no_restart: bool) -> None:
+        self._apply(rec, self.table.killed(rec, no_restart=no_restart))
+
+    def out_of_scope(self, rec: ActorRecord) -> None:
+        self._apply(rec, self.table.out_of_scope(rec))
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for conn in self._workers.values():
+            conn.close()
+
+    # ----------------------------------------------------------------- placing
+    async def _raylet(self, node: NodeInfo) -> framed.Connection:
+        fut = self._raylets.get(node.node_id)
+        if fut is not None and fut.done() and (fut.exception() or fut.result().closed):
+            fut = None
+        if fut is None:
+            fut = asyncio.ensure_future(
+                framed.connect(
+                    node.node_ip,
+                    node.raylet_port,
+                    self._token,
+                    {},
+                    on_close=functools.partial(self._forget_raylet, node.node_id),
+                )
+            )
+            self._raylets[node.node_id] = fut
+        return await asyncio.shield(fut)
+
+    def _forget_raylet(self, node_id: str, conn: framed.Connection) -> None:
+        self._raylets.pop(node_id, None)
+
+    async def _schedule(self, rec: ActorRecord) -> None:
+        generation = rec.generation
+        delay = 0.05
+        while rec.generation == generation and rec.state != ActorState.DEAD:
+            node = pick_node(rec.placement_resources, self._nodes.all_nodes(alive_only=True))
+            if node is None:
+                await asyncio.sleep(min(delay, 1.0))
+                delay *= 2
+                continue
+            try:
+                await self._create_on(rec, node, generation)
+                return
+            except (TimeoutError, OSError, framed.ConnectionLost) as err:
+                logger.warning(
+                    "placing actor %s on %s failed: %r; retrying",
+                    rec.actor_id.hex(),
+                    node.node_id[:12],
+                    err,
+                )
+                await asyncio.sleep(min(delay, 1.0))
+                delay *= 2
+
+    async def _create_on(self, rec: ActorRecord, node: NodeInfo, generation: int) -> None:
+        raylet = await self._raylet(node)
+        grant = await raylet.request("request_lease", rec.placement_resources)
+        lease_id, worker_id, address, instances, node_id = grant
+        if rec.generation != generation or rec.state == ActorState.DEAD:
+            raylet.notify("return_lease", lease_id, True)
+            return
+        handlers: dict[str, Callable[..., Any]] = {"actor_exiting": self._h_actor_exiting}
+        conn = await framed.connect(
+            address[0],
+            address[1],
+            self._token,
+            handlers,
+            on_close=lambda c: self._on_worker_closed(rec, c, generation),
+        )
+        conn.context["actor_id"] = rec.actor_id
+        try:
+            ok, pid, payload = await conn.request(
+                "create_actor",
+                rec.actor_id,
+                rec.creation_spec,
+                instances,
+                lease_id,
+                rec.num_restarts,
+            )
+        except framed.ConnectionLost:
+            return  # _on_worker_closed handles the death
+        if not ok:
+            conn.close()
+            raylet.notify("return_lease", lease_id, False)
+            self._apply(rec, self.table.creation_failed(rec, payload[0], payload[1]))
+            return
+        if rec.hold_resources != rec.placement_resources:
+            raylet.notify("resize_lease", lease_id, rec.hold_resources)
+        self._workers[rec.actor_id] = conn
+        action = self.table.created(
+            rec, ip=address[0], port=address[1], node_id=node_id, pid=pid, worker_id=worker_id
+        )
+        logger.info(
+            "actor %s (%s) alive at %s:%d pid %d",
+            rec.actor_id.hex()[:12],
+            rec.class_name,
+            address[0],
+            address[1],
+            pid,
+        )
+        self._apply(rec, action)
+
+    def _on_worker_closed(self, rec: ActorRecord, conn: framed.Connection, generation: int) -> None:
+        if self._workers.get(rec.actor_id) is conn:
+            del self._workers[rec.actor_id]
+        if rec.generation != generation:
+            return
+        if conn.context.get("exiting"):
+            self._apply(rec, self.table.exited(rec))
+            return
+        self._apply(rec, self.table.worker_died(rec, "the process exited or was killed"))
+
+    def _h_actor_exiting(self, conn: framed.Connection) -> None:
+        conn.context["exiting"] = True
+
+    # ------------------------------------------------------------------ owners
+    async def _watch_owner(self, owner: str) -> None:
+        if owner in self._owners:
+            return
+        self._owners[owner] = None
+        host, _, port = owner.rpartition(":")
+        closed = asyncio.get_running_loop().create_future()
+        try:
+            await framed.connect(
+                host,
+                int(port),
+                self._token,
+                {},
+                on_close=lambda c: _resolve(closed),
+            )
+        except (TimeoutError, OSError, framed.ConnectionLost):
+            pass
+        else:
+            await closed
+        self._owners.pop(owner, None)
+        for rec in self.table.owned_by(owner):
+            logger.info("owner %s of actor %s died", owner, rec.actor_id.hex()[:12])
+            self._apply(rec, self.table.owner_died(rec))
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
