@@ -223,6 +223,124 @@ def _large_arg(wl: Workload) -> tuple[Callable[[], object], float]:
     )
 
 
+# ------------------------------------------------------------------------- actor rows
+
+N_ACTORS = 2  # "n" in the n:n rows: one per core, as Ray's rows use the CPU count
+ACTOR_CREATION_BATCH = 100
+
+
+class ActorWorkload:
+    """Actor classes for the actor rows (made on first use, so task-only runs skip them)."""
+
+    def __init__(self, rt: ModuleType) -> None:
+        @rt.remote
+        class Actor:
+            def small_value(self) -> bytes:
+                return b"ok"
+
+            def small_value_arg(self, x: object) -> bytes:
+                return b"ok"
+
+        @rt.remote
+        class AsyncActor:
+            async def small_value(self) -> bytes:
+                return b"ok"
+
+        @rt.remote(num_cpus=0)
+        class Client:
+            def __init__(self, server: object) -> None:
+                self.server = server
+
+            def small_value_batch(self, n: int) -> int:
+                rt.get([self.server.small_value.remote() for _ in range(n)])  # type: ignore[attr-defined]
+                return n
+
+            def small_value_batch_arg(self, n: int) -> int:
+                x = rt.put(0)
+                rt.get([self.server.small_value_arg.remote(x) for _ in range(n)])  # type: ignore[attr-defined]
+                return n
+
+        # Typed Any: @rt.remote turns each class into an actor class.
+        self.Actor: Any = Actor
+        self.AsyncActor: Any = AsyncActor
+        self.Client: Any = Client
+
+
+def _actors(wl: Workload) -> ActorWorkload:
+    aw: ActorWorkload | None = getattr(wl, "actor_workload", None)
+    if aw is None:
+        aw = ActorWorkload(wl.rt)
+        wl.actor_workload = aw  # type: ignore[attr-defined]
+    return aw
+
+
+def _actor_sync(wl: Workload) -> tuple[Callable[[], object], float]:
+    a = _actors(wl).Actor.remote()
+    return lambda: wl.rt.get(a.small_value.remote()), 1.0
+
+
+def _actor_async(wl: Workload) -> tuple[Callable[[], object], float]:
+    a = _actors(wl).Actor.remote()
+    return lambda: wl.rt.get([a.small_value.remote() for _ in range(SMALL_BATCH)]), float(
+        SMALL_BATCH
+    )
+
+
+def _actor_concurrent(wl: Workload) -> tuple[Callable[[], object], float]:
+    a = _actors(wl).Actor.options(max_concurrency=16).remote()
+    return lambda: wl.rt.get([a.small_value.remote() for _ in range(SMALL_BATCH)]), float(
+        SMALL_BATCH
+    )
+
+
+def _actor_1_n(wl: Workload) -> tuple[Callable[[], object], float]:
+    actors = [_actors(wl).Actor.remote() for _ in range(N_ACTORS)]
+    per = SMALL_BATCH // N_ACTORS
+
+    def run() -> object:
+        return wl.rt.get([a.small_value.remote() for a in actors for _ in range(per)])
+
+    return run, float(per * N_ACTORS)
+
+
+def _actor_n_n(wl: Workload, *, server: str, with_arg: bool) -> tuple[Callable[[], object], float]:
+    aw = _actors(wl)
+    servers = [getattr(aw, server).remote() for _ in range(N_ACTORS)]
+    clients = [aw.Client.remote(s) for s in servers]
+
+    def run() -> object:
+        if with_arg:
+            return wl.rt.get([c.small_value_batch_arg.remote(SMALL_BATCH) for c in clients])
+        return wl.rt.get([c.small_value_batch.remote(SMALL_BATCH) for c in clients])
+
+    return run, float(SMALL_BATCH * N_ACTORS)
+
+
+def _async_actor_sync(wl: Workload) -> tuple[Callable[[], object], float]:
+    a = _actors(wl).AsyncActor.remote()
+    return lambda: wl.rt.get(a.small_value.remote()), 1.0
+
+
+def _async_actor_async(wl: Workload) -> tuple[Callable[[], object], float]:
+    a = _actors(wl).AsyncActor.remote()
+    return lambda: wl.rt.get([a.small_value.remote() for _ in range(SMALL_BATCH)]), float(
+        SMALL_BATCH
+    )
+
+
+def _actor_creation(wl: Workload) -> tuple[Callable[[], object], float]:
+    Actor = _actors(wl).Actor
+
+    def run() -> object:
+        actors = [Actor.remote() for _ in range(ACTOR_CREATION_BATCH)]
+        wl.rt.get([a.small_value.remote() for a in actors])  # created and ready
+        for a in actors:
+            wl.rt.kill(a)
+        return None
+
+    return run, float(ACTOR_CREATION_BATCH)
+
+
 TIMED_ROWS: dict[str, tuple[TimedSetup, str]] = {
     "single_client_tasks_sync": (_tasks_sync, "tasks/s"),
     "single_client_tasks_async": (_tasks_async, "tasks/s"),
@@ -234,6 +352,25 @@ TIMED_ROWS: dict[str, tuple[TimedSetup, str]] = {
     "single_client_wait_1k_refs": (_wait_1k_refs, "rounds/s"),
     "single_client_tasks_and_get_batch": (_tasks_and_get_batch, "batches/s"),
     "tasks_with_large_arg": (_large_arg, "tasks/s"),
+    "1_1_actor_calls_sync": (_actor_sync, "calls/s"),
+    "1_1_actor_calls_async": (_actor_async, "calls/s"),
+    "1_1_actor_calls_concurrent": (_actor_concurrent, "calls/s"),
+    "1_n_actor_calls_async": (_actor_1_n, "calls/s"),
+    "n_n_actor_calls_async": (
+        lambda wl: _actor_n_n(wl, server="Actor", with_arg=False),
+        "calls/s",
+    ),
+    "n_n_actor_calls_with_arg_async": (
+        lambda wl: _actor_n_n(wl, server="Actor", with_arg=True),
+        "calls/s",
+    ),
+    "1_1_async_actor_calls_sync": (_async_actor_sync, "calls/s"),
+    "1_1_async_actor_calls_async": (_async_actor_async, "calls/s"),
+    "n_n_async_actor_calls_async": (
+        lambda wl: _actor_n_n(wl, server="AsyncActor", with_arg=False),
+        "calls/s",
+    ),
+    "actor_creation_rate": (_actor_creation, "actors/s"),
 }
 
 

@@ -129,7 +129,8 @@ class ActorSubmitter:
             while True:
                 gcs = await cw.async_gcs()
                 info = await gcs.call(
-                    calls.get_actor_info(q.actor_id, True, q.version, WATCH_TIMEOUT_MS)
+                    calls.get_actor_info(q.actor_id, True, q.version, WATCH_TIMEOUT_MS),
+                    timeout=WATCH_TIMEOUT_MS / 1000 + 20,
                 )
                 if info is None:
                     q.death = rex.ActorDiedError(

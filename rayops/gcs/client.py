@@ -229,20 +229,22 @@ class AsyncGcsClient:
         self._channel: grpc.aio.Channel | None = None
         self._stubs: dict[Service, Any] = {}
 
-    async def _call(self, call: GcsCall[R]) -> R:
+    async def _call(self, call: GcsCall[R], timeout: float | None = None) -> R:
         if self._channel is None:
             self._channel = token_aio_channel(self.address, self._token)
             self._stubs = _stubs(self._channel)
         method = getattr(self._stubs[call.service], call.method)
+        timeout = self.timeout if timeout is None else timeout
         try:
-            reply = await method(call.request, timeout=self.timeout, wait_for_ready=True)
+            reply = await method(call.request, timeout=timeout, wait_for_ready=True)
         except grpc.RpcError as err:
-            raise _translate(err, self.address, call.method, self.timeout) from err
+            raise _translate(err, self.address, call.method, timeout) from err
         return call.parse(reply)
 
-    async def call(self, call: GcsCall[R]) -> R:
-        """Make any call built in rayops.gcs.calls (used for the actor directory)."""
-        return await self._call(call)
+    async def call(self, call: GcsCall[R], timeout: float | None = None) -> R:
+        """Make any call built in rayops.gcs.calls (used for the actor directory);
+        ``timeout`` overrides the client's (long polls wait longer)."""
+        return await self._call(call, timeout)
 
     async def close(self) -> None:
         if self._channel is not None:

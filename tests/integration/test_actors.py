@@ -53,10 +53,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_counter_example_output() -> None:
+def test_counter_example_output(tmp_path: Any) -> None:
     here = os.path.dirname(__file__)
     script = os.path.join(here, "..", "..", "examples", "counter_actor.py")
-    env = {**os.environ, "RAYOPS_TEMP_DIR": os.path.join(os.path.dirname(here), ".tmp-counter")}
+    env = {**os.environ, "RAYOPS_TEMP_DIR": str(tmp_path)}
     out = subprocess.run(
         [sys.executable, script], capture_output=True, text=True, timeout=60, env=env
     )
