@@ -9,34 +9,61 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
+_MARKERS = ("rayops.raylet", "rayops.gcs", "rayops.core_worker")
 
-def _rayops_procs() -> set[int]:
+
+def _cmdline(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return ""
+
+
+def _rayops_procs(scope: str) -> set[int]:
+    """Runtime processes that belong to this test run: started by it (descendants of
+    this process) or naming one of its temp dirs (detached daemons, and what they
+    started). Other rayops clusters on the machine are none of our business."""
     me = os.getpid()
     out = set()
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            cmd = " ".join(p.info["cmdline"] or [])
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+    for p in psutil.process_iter():
+        cmd = _cmdline(p)
+        if p.pid == me or not any(m in cmd for m in _MARKERS):
             continue
-        if p.info["pid"] != me and (
-            "rayops.raylet" in cmd or "rayops.gcs" in cmd or "rayops.core_worker" in cmd
-        ):
-            out.add(p.info["pid"])
+        try:
+            chain = [p, *p.parents()]
+        except psutil.NoSuchProcess:
+            continue
+        if any(q.pid == me or scope in _cmdline(q) for q in chain):
+            out.add(p.pid)
     return out
 
 
+def _our_shm(scope: str) -> set[str]:
+    """Shared-memory dirs of sessions created under this run's temp dirs."""
+    sessions = {
+        os.path.basename(p)
+        for p in glob.glob(os.path.join(scope, "**", "session_*"), recursive=True)
+    }
+    return {
+        d
+        for d in glob.glob("/dev/shm/rayops-session_*")
+        if os.path.basename(d)[len("rayops-") :].rsplit("-", 1)[0] in sessions
+    }
+
+
 @pytest.fixture(scope="session", autouse=True)
-def no_leaks() -> Iterator[None]:
+def no_leaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """After the whole suite: no runtime processes and no shared-memory files left."""
-    procs_before = _rayops_procs()
-    shm_before = set(glob.glob("/dev/shm/rayops-*"))
+    scope = str(tmp_path_factory.getbasetemp())
+    procs_before = _rayops_procs(scope)
+    shm_before = _our_shm(scope)
     yield
     import time
 
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        leaked = _rayops_procs() - procs_before
-        shm = set(glob.glob("/dev/shm/rayops-*")) - shm_before
+        leaked = _rayops_procs(scope) - procs_before
+        shm = _our_shm(scope) - shm_before
         if not leaked and not shm:
             return
         time.sleep(0.2)

@@ -119,6 +119,8 @@ class Raylet:
             node_id=self.config.node_id,
             log_dir=os.path.join(self.config.session_dir, "logs"),
         )
+        if os.environ.get("RAYOPS_WORKER_ZYGOTE", "1") != "0":
+            self.pool.start_zygote(asyncio.get_running_loop())
         prestart = self.config.prestart_workers
         if prestart is None:
             prestart = max(1, int(self.config.resources.get("CPU", 1)))

@@ -7,11 +7,13 @@ returned or gone.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,14 +57,58 @@ class WorkerPool:
         self.starting: dict[bytes, WorkerHandle] = {}
         self.workers: dict[bytes, WorkerHandle] = {}
         self.idle: deque[bytes] = deque()
+        self._zygote: Zygote | None = None
 
     @property
     def num_starting(self) -> int:
         return len(self.starting)
 
+    def start_zygote(self, loop: Any) -> None:
+        """Start the fork server; workers started from now on are forked from it."""
+        try:
+            self._zygote = Zygote(os.path.join(self._log_dir, "zygote.log"), self._on_forked)
+            self._zygote.attach(loop)
+        except OSError as err:
+            logger.warning("could not start the worker zygote (%s); spawning workers directly", err)
+            self._zygote = None
+
+    def _on_forked(self, worker_id: bytes, pid: int) -> None:
+        handle = self.starting.get(worker_id)
+        if handle is None:
+            return
+        if pid <= 0:
+            logger.warning(
+                "the zygote could not fork worker %s; spawning it directly", worker_id.hex()[:12]
+            )
+            del self.starting[worker_id]
+            self._spawn_direct(worker_id, handle.log_path)
+            return
+        handle.pid = pid
+        logger.info("forked worker %s pid=%d", worker_id.hex()[:12], pid)
+
+    def _argv(self, worker_id: bytes) -> list[str]:
+        return [
+            "--raylet-address",
+            f"{self._node_ip}:{self._raylet_port}",
+            "--token-file",
+            self._token_file,
+            "--worker-id",
+            worker_id.hex(),
+            "--node-ip",
+            self._node_ip,
+        ]
+
     def start_worker(self) -> WorkerHandle:
         worker_id = ids.random_id(16)
         log_path = os.path.join(self._log_dir, f"worker-{worker_id.hex()[:12]}.log")
+        if self._zygote is not None and self._zygote.alive:
+            handle = WorkerHandle(worker_id, None, 0, log_path=log_path)
+            self.starting[worker_id] = handle
+            self._zygote.request(worker_id, self._argv(worker_id), log_path)
+            return handle
+        return self._spawn_direct(worker_id, log_path)
+
+    def _spawn_direct(self, worker_id: bytes, log_path: str) -> WorkerHandle:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         cmd = [
@@ -129,6 +175,8 @@ class WorkerPool:
         return handle
 
     def kill(self, handle: WorkerHandle, sig: int = signal.SIGKILL) -> None:
+        if handle.pid <= 0:
+            return
         try:
             os.kill(handle.pid, sig)
         except ProcessLookupError:
@@ -145,7 +193,12 @@ class WorkerPool:
         """Workers whose process exited before registering (a crash on start-up)."""
         dead = []
         for wid, handle in list(self.starting.items()):
-            if handle.proc is not None and handle.proc.poll() is not None:
+            gone = (
+                handle.proc.poll() is not None
+                if handle.proc is not None
+                else handle.pid > 0 and not _running(handle.pid)
+            )
+            if gone:
                 del self.starting[wid]
                 dead.append(handle)
         return dead
@@ -158,6 +211,15 @@ class WorkerPool:
         handles = self.all_handles()
         for h in handles:
             self.kill(h, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        forked = [h for h in handles if h.proc is None and h.pid > 0]
+        while forked and time.monotonic() < deadline:
+            forked = [h for h in forked if _running(h.pid)]
+            time.sleep(0.02)
+        for h in forked:
+            self.kill(h, signal.SIGKILL)
+        if self._zygote is not None:
+            self._zygote.close()
         for h in handles:
             if h.proc is None:
                 continue
@@ -172,3 +234,94 @@ class WorkerPool:
         self.workers.clear()
         self.starting.clear()
         self.idle.clear()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class Zygote:
+    """The raylet's handle on its fork server (see rayops/raylet/zygote.py)."""
+
+    def __init__(self, log_path: str, on_pid: Any) -> None:
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "rayops.raylet.zygote"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                close_fds=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self._on_pid = on_pid
+        self._pending: deque[bytes] = deque()
+        self._buf = b""
+        self.alive = True
+        self._loop: Any = None
+
+    def attach(self, loop: Any) -> None:
+        assert self.proc.stdout is not None
+        self._loop = loop
+        loop.add_reader(self.proc.stdout.fileno(), self._readable)
+
+    def request(self, worker_id: bytes, argv: list[str], log: str) -> None:
+        assert self.proc.stdin is not None
+        line = json.dumps({"argv": argv, "log": log, "env": {"PYTHONUNBUFFERED": "1"}})
+        try:
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError:
+            self._died()
+            self._on_pid(worker_id, 0)
+            return
+        self._pending.append(worker_id)
+
+    def _readable(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            data = os.read(self.proc.stdout.fileno(), 65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._died()
+            return
+        self._buf += data
+        while b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            text = line.decode().strip()
+            if text == "ready" or not self._pending:
+                continue
+            worker_id = self._pending.popleft()
+            pid = int(text.split()[0]) if text[:1].isdigit() else 0
+            self._on_pid(worker_id, pid)
+
+    def _died(self) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        logger.warning("the worker zygote exited; spawning workers directly from now on")
+        if self._loop is not None and self.proc.stdout is not None:
+            try:
+                self._loop.remove_reader(self.proc.stdout.fileno())
+            except Exception:
+                pass
+        pending, self._pending = self._pending, deque()
+        for worker_id in pending:
+            self._on_pid(worker_id, 0)
+
+    def close(self) -> None:
+        self.alive = False
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=2)

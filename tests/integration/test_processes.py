@@ -87,14 +87,28 @@ def test_token_file_mode_and_session_layout(tmp_path: object) -> None:
 def test_worker_output_reaches_driver(tmp_path: object) -> None:
     script = textwrap.dedent(
         f"""
-        import rayops
+        import sys, time, rayops
+
+        class Tee:
+            # records what the driver prints, so the script can wait for it
+            def __init__(self, inner):
+                self.inner, self.seen = inner, ""
+            def write(self, s):
+                self.seen += s
+                return self.inner.write(s)
+            def flush(self):
+                self.inner.flush()
+
+        sys.stdout = tee = Tee(sys.stdout)
         rayops.init(num_cpus=1, _temp_dir={str(tmp_path)!r})
         @rayops.remote
         def talker():
             print("hello from the task")
             return 1
         rayops.get(talker.remote())
-        import time; time.sleep(1.0)
+        deadline = time.monotonic() + 20
+        while "hello from the task" not in tee.seen and time.monotonic() < deadline:
+            time.sleep(0.05)
         rayops.shutdown()
         """
     )
