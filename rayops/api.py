@@ -181,7 +181,8 @@ def _find_cluster(address: str, temp_dir: str) -> tuple[tuple[str, int], str, st
     finally:
         gcs.close()
     local_ips = _local_ips()
-    for n in nodes:
+    # The head first: on a machine running several nodes, drivers join through it.
+    for n in sorted(nodes, key=lambda n: not n.is_head_node):
         if n.node_ip in local_ips:
             return (n.node_ip, n.raylet_port), token, n.node_ip
     raise ConnectionError(

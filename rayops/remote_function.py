@@ -78,7 +78,7 @@ class RemoteFunction:
         if plan is None or plan[0] is not opts:
             plan = (opts, self._plan(opts))
             self._plans[id(opts)] = plan
-        name, n, resources, max_retries, retry_exceptions = plan[1]
+        name, n, resources, max_retries, retry_exceptions, strategy = plan[1]
         cw = state.current() or _auto_init()
         if self._pickled is None:
             self._ensure_pickled()
@@ -95,6 +95,7 @@ class RemoteFunction:
             resources=resources,
             max_retries=max_retries,
             retry_exceptions=retry_exceptions,
+            strategy=strategy,
         )
         if n == STREAMING:
             return result
@@ -105,7 +106,7 @@ class RemoteFunction:
             return None
         return result
 
-    def _plan(self, opts: dict[str, Any]) -> tuple[str, int, dict[str, float], int, Any]:
+    def _plan(self, opts: dict[str, Any]) -> tuple[str, int, dict[str, float], int, Any, Any]:
         """What a call with these options submits; computed once per options dict."""
         num_returns = opts.get("num_returns")
         if num_returns in ("streaming", "dynamic") or (num_returns is None and self._is_generator):
@@ -122,6 +123,7 @@ class RemoteFunction:
             task_resources(opts),
             opts.get("max_retries", 3),
             opts.get("retry_exceptions", False),
+            opts.get("scheduling_strategy"),
         )
 
 

@@ -43,6 +43,7 @@ class ActorQueue:
     watching: bool = False
     death: BaseException | None = None
     waiting_on_deps: bool = False
+    node_id: str = ""
 
 
 class ActorSubmitter:
@@ -148,6 +149,7 @@ class ActorSubmitter:
                     except (TimeoutError, OSError, framed.ConnectionLost):
                         continue  # it died again; the next answer says so
                     q.address = info.address
+                    q.node_id = info.node_id
                     self._fail_lost(
                         q,
                         rex.ActorDiedError(
@@ -180,6 +182,11 @@ class ActorSubmitter:
         q.inflight.clear()
         while q.pending:
             self._cw.finish_with_error(q.pending.popleft(), q.death)
+
+    def on_nodes_dead(self, node_ids: set[str]) -> None:
+        for q in self._queues.values():
+            if q.node_id in node_ids and q.conn is not None:
+                q.conn.close()  # in-flight calls fail over; the GCS says where it went
 
     def known_dead(self, actor_id: bytes) -> BaseException | None:
         q = self._queues.get(actor_id)

@@ -127,6 +127,7 @@ class CoreWorker:
         self._driver_ctx = TaskContext(task_id=ids.new_task_id())
         self._tls = threading.local()
         self._shutdown = False
+        self.dead_nodes: set[str] = set()
         self._background: set[asyncio.Future[Any]] = set()
         self.executor: Any = None  # set in worker mode (rayops.core_worker.executor.Executor)
         from rayops.core_worker.actor_submitter import ActorSubmitter
@@ -158,7 +159,11 @@ class CoreWorker:
             self.node_ip, 0, self.token, handlers, on_close=self._on_peer_closed
         )
         self.address = (self.node_ip, self._server.sockets[0].getsockname()[1])
-        raylet_handlers: dict[str, Any] = {"logs": self._h_logs, "warning": self._h_warning}
+        raylet_handlers: dict[str, Any] = {
+            "logs": self._h_logs,
+            "warning": self._h_warning,
+            "node_dead": self._h_node_dead,
+        }
         host, port = self.raylet_address
         self.raylet = await framed.connect(
             host, port, self.token, raylet_handlers, on_close=self._on_raylet_closed
@@ -287,6 +292,8 @@ class CoreWorker:
             "remove_borrower": self._h_remove_borrower,
             "generator_item": self._h_generator_item,
             "hello": self._h_hello,
+            "warning": self._h_warning,
+            "node_dead": self._h_node_dead,
         }
         if self.executor is not None:
             h.update(self.executor.handlers())
@@ -376,18 +383,18 @@ class CoreWorker:
             meta, pickled, buffers = entry[1]
             value = serialization.deserialize(pickled, buffers)
         else:
-            value, meta = self._read_from_store(oid)
+            value, meta = self._read_from_store(oid, entry[1])
         if meta == serialization.META_ERROR:
             if isinstance(value, rex.RayTaskError):
                 raise value.as_instanceof_cause()
             raise value
         return value
 
-    def _read_from_store(self, oid: bytes) -> tuple[Any, bytes]:
+    def _read_from_store(self, oid: bytes, node_id: str = "") -> tuple[Any, bytes]:
         assert self.store is not None
         stored = self.store.read(oid)
         if stored is None:
-            found = self.call_raylet("store_ensure_local", oid)
+            found = self.call_raylet("store_ensure_local", oid, node_id)
             stored = self.store.read(oid) if found else None
         if stored is None:
             raise rex.ObjectLostError(
@@ -618,6 +625,13 @@ class CoreWorker:
             except Exception:
                 pass
 
+    def _h_node_dead(self, conn: framed.Connection, node_ids: list[str]) -> None:
+        """Nodes the GCS declared dead: stop waiting on connections into them."""
+        dead = set(node_ids)
+        self.dead_nodes |= dead
+        self.submitter.on_nodes_dead(dead)
+        self.actor_submitter.on_nodes_dead(dead)
+
     def _h_warning(self, conn: framed.Connection, message: str) -> None:
         logger.warning(message)
         try:
@@ -638,6 +652,7 @@ class CoreWorker:
         resources: dict[str, float],
         max_retries: int,
         retry_exceptions: Any,
+        strategy: Any = None,
     ) -> list[ObjectRef] | ObjectRefGenerator:
         ctx = self.task_context()
         task_id = ids.new_task_id()
@@ -656,6 +671,7 @@ class CoreWorker:
             owner=self.address,
             resources=resources,
             parent_task_id=ctx.task_id or b"",
+            strategy=strategy,
         )
         self.references.pin_submitted(deps)
         self._tasks[task_id] = TaskRecord(spec, max_retries, retry_exceptions, deps)

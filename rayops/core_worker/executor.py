@@ -232,7 +232,7 @@ class Executor:
                 meta, pickled, buffers = a[1]
                 values.append(_raise_if_error(meta, serialization.deserialize(pickled, buffers)))
             elif kind == "s":
-                value, meta = cw._read_from_store(a[1])
+                value, meta = cw._read_from_store(a[1], a[2])
                 values.append(_raise_if_error(meta, value))
             else:
                 from rayops.core_worker.object_ref import ObjectRef

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 LEASE_IDLE_S = 0.05
 MAX_PENDING_LEASE_REQUESTS = 4
+SPREAD_PENDING_LEASE_REQUESTS = 16
 PIPELINE_DEPTH = 8
 FAST_TASK_S = 0.002
 
@@ -41,14 +42,17 @@ class Lease:
     node_id: str
     key: Key
     conn: framed.Connection | None = None
+    raylet: framed.Connection | None = None  # the raylet that granted it
     inflight: dict[bytes, TaskSpec] = field(default_factory=dict)
     idle_timer: asyncio.TimerHandle | None = None
     dead: bool = False
+    used: bool = False  # has run a task
 
 
 @dataclass
 class KeyState:
     shape: dict[str, float]
+    strategy: Any = None
     queue: deque[TaskSpec] = field(default_factory=deque)
     leases: list[Lease] = field(default_factory=list)
     pending_requests: int = 0
@@ -64,10 +68,10 @@ class TaskSubmitter:
 
     # ------------------------------------------------------------------ entry
     def submit(self, spec: TaskSpec) -> None:
-        key: Key = tuple(sorted(spec.resources.items()))
+        key: Key = (*sorted(spec.resources.items()), _strategy_key(spec.strategy))  # type: ignore[assignment]
         ks = self._keys.get(key)
         if ks is None:
-            ks = self._keys[key] = KeyState(dict(spec.resources))
+            ks = self._keys[key] = KeyState(dict(spec.resources), spec.strategy)
         ks.queue.append(spec)
         self._pump(key, ks)
 
@@ -85,15 +89,23 @@ class TaskSubmitter:
     # ---------------------------------------------------------------- pumping
     def _pump(self, key: Key, ks: KeyState) -> None:
         queue = ks.queue
-        depth = self._depth(queue[0]) if queue else 1
-        for lease in ks.leases:
+        spread = ks.strategy == "SPREAD"
+        depth = 1 if spread else (self._depth(queue[0]) if queue else 1)
+        for lease in list(ks.leases):
             if lease.dead or lease.conn is None:
                 continue
-            while queue and len(lease.inflight) < depth:
+            if spread and lease.used and not lease.inflight:
+                # SPREAD: one task per lease, so every task gets its own placement.
+                lease.dead = True
+                ks.leases.remove(lease)
+                self._return(lease, True)
+                continue
+            while queue and len(lease.inflight) < depth and not (spread and lease.used):
                 self._push(queue.popleft(), lease)
             if not lease.inflight and not queue:
                 self._arm_idle(lease)
-        want = min(len(ks.queue), MAX_PENDING_LEASE_REQUESTS)
+        cap = SPREAD_PENDING_LEASE_REQUESTS if spread else MAX_PENDING_LEASE_REQUESTS
+        want = min(len(ks.queue), cap)
         while ks.pending_requests < want:
             ks.pending_requests += 1
             self._cw.spawn(self._request_lease(key, ks))
@@ -106,27 +118,45 @@ class TaskSubmitter:
 
     async def _request_lease(self, key: Key, ks: KeyState) -> None:
         cw = self._cw
+        raylet = cw.raylet
+        spilled = False
+        preferred = _arg_nodes(ks.queue[0]) if ks.queue else ()
         try:
-            grant = await cw.raylet.request("request_lease", ks.shape)
+            while True:
+                reply = await raylet.request(
+                    "request_lease", ks.shape, ks.strategy, spilled, preferred
+                )
+                if reply[0] != "spill":
+                    break
+                # Another node should run it: ask that node's raylet, which will not spill again.
+                raylet = await cw.peer(tuple(reply[2]))
+                spilled = True
+        except ValueError as err:  # the policy refused (e.g. hard affinity to a dead node)
+            ks.pending_requests -= 1
+            from rayops import exceptions as rex
+
+            self._fail_queue(ks, rex.TaskUnschedulableError(str(err)))
+            return
         except Exception as err:
             ks.pending_requests -= 1
             if cw.is_shut_down:
                 return
-            logger.error("lease request for %s failed: %r", ks.shape, err)
-            self._fail_queue(ks, err)
+            logger.warning("lease request for %s failed: %r; retrying", ks.shape, err)
+            await asyncio.sleep(0.2)
+            self._pump(key, ks)
             return
         ks.pending_requests -= 1
-        lease_id, worker_id, address, instances, node_id = grant
-        lease = Lease(lease_id, worker_id, tuple(address), instances, node_id, key)
+        _, lease_id, worker_id, address, instances, node_id = reply
+        lease = Lease(lease_id, worker_id, tuple(address), instances, node_id, key, raylet=raylet)
         if not ks.queue:
-            cw.raylet.notify("return_lease", lease_id, True)
+            raylet.notify("return_lease", lease_id, True)
             self._pump(key, ks)
             return
         try:
             lease.conn = await cw.peer(lease.address)
         except Exception as err:
             logger.warning("could not reach leased worker at %s: %r", lease.address, err)
-            cw.raylet.notify("return_lease", lease_id, False)
+            raylet.notify("return_lease", lease_id, False)
             self._pump(key, ks)
             return
         ks.leases.append(lease)
@@ -145,6 +175,7 @@ class TaskSubmitter:
             fn_bytes = cw.function_bytes(spec.function_id)
             sent.add(spec.function_id)
         lease.inflight[spec.task_id] = spec
+        lease.used = True
         self._where[spec.task_id] = lease
         fut = conn.request("push_task", spec, fn_bytes, lease.instances, lease.lease_id)
         fut.add_done_callback(lambda f: self._on_done(spec, lease, f))
@@ -173,7 +204,7 @@ class TaskSubmitter:
             ks.leases.remove(lease)
         if lease.idle_timer is not None:
             lease.idle_timer.cancel()
-        self._cw.raylet.notify("return_lease", lease.lease_id, False)
+        self._return(lease, False)
 
     def _arm_idle(self, lease: Lease) -> None:
         if lease.idle_timer is None:
@@ -187,22 +218,51 @@ class TaskSubmitter:
             return
         lease.dead = True
         ks.leases.remove(lease)
-        self._cw.raylet.notify("return_lease", lease.lease_id, True)
+        self._return(lease, True)
+
+    def _return(self, lease: Lease, worker_ok: bool) -> None:
+        raylet = lease.raylet or self._cw.raylet
+        if not raylet.closed:
+            raylet.notify("return_lease", lease.lease_id, worker_ok)
 
     def _fail_queue(self, ks: KeyState, err: BaseException) -> None:
         while ks.queue:
-            self._cw.on_task_worker_died(ks.queue.popleft(), err, retry=False)
+            self._cw.finish_with_error(ks.queue.popleft(), err)
 
     def return_all_leases(self) -> None:
         for ks in self._keys.values():
             for lease in ks.leases:
                 if not lease.dead:
                     lease.dead = True
-                    self._cw.raylet.notify("return_lease", lease.lease_id, True)
+                    self._return(lease, True)
             ks.leases.clear()
+
+    def on_nodes_dead(self, node_ids: set[str]) -> None:
+        """Leases on dead nodes: drop their connections so in-flight tasks fail over."""
+        for ks in self._keys.values():
+            for lease in list(ks.leases):
+                if lease.node_id in node_ids and lease.conn is not None:
+                    lease.conn.close()
 
     def map_inflight(self, fn: Callable[[TaskSpec], None]) -> None:
         for ks in self._keys.values():
             for lease in ks.leases:
                 for spec in lease.inflight.values():
                     fn(spec)
+
+
+def _strategy_key(strategy: Any) -> Any:
+    if strategy is None or strategy == "DEFAULT":
+        return None
+    if isinstance(strategy, str):
+        return strategy
+    return (
+        type(strategy).__name__,
+        getattr(strategy, "node_id", None),
+        getattr(strategy, "soft", None),
+    )
+
+
+def _arg_nodes(spec: TaskSpec) -> tuple[str, ...]:
+    """Nodes holding the task's arguments that live in a store (large ones)."""
+    return tuple(a[2] for a in spec.args if a[0] == "s")

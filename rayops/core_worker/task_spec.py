@@ -33,6 +33,8 @@ class TaskSpec(NamedTuple):
     # actor method calls: the actor, and the method's concurrency group
     actor_id: bytes = b""
     concurrency_group: str = ""
+    # normal tasks: "DEFAULT"/None, "SPREAD", or a strategy object (node affinity)
+    strategy: Any = None
 
 
 class TaskReply(NamedTuple):

@@ -68,7 +68,14 @@ async def _serve(args: argparse.Namespace, token: str) -> int:
         loop, args.watch_fd, lambda: stop(f"watch fd {args.watch_fd} closed: the parent is gone")
     )
 
-    server = GcsServer(GcsState(rayops_version=__version__), token)
+    from rayops.gcs.health import HealthSettings
+
+    try:
+        health = HealthSettings.from_env()
+    except ValueError as err:
+        print(f"rayops gcs: {err}", file=sys.stderr)
+        return 2
+    server = GcsServer(GcsState(rayops_version=__version__), token, health)
     try:
         port = await server.start(args.host, args.port)
     except OSError as err:

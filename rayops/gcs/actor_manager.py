@@ -131,8 +131,9 @@ class ActorManager:
 
     async def _create_on(self, rec: ActorRecord, node: NodeInfo, generation: int) -> None:
         raylet = await self._raylet(node)
-        grant = await raylet.request("request_lease", rec.placement_resources)
-        lease_id, worker_id, address, instances, node_id = grant
+        # spilled=True: the GCS already chose this node; its raylet must not send it on.
+        grant = await raylet.request("request_lease", rec.placement_resources, None, True)
+        _, lease_id, worker_id, address, instances, node_id = grant
         if rec.generation != generation or rec.state == ActorState.DEAD:
             raylet.notify("return_lease", lease_id, True)
             return
@@ -189,6 +190,22 @@ class ActorManager:
 
     def _h_actor_exiting(self, conn: framed.Connection) -> None:
         conn.context["exiting"] = True
+
+    async def ping(self, node: NodeInfo) -> bool:
+        conn = await self._raylet(node)
+        return bool(await conn.request("ping"))
+
+    def on_node_dead(self, node_id: str) -> None:
+        """Actors on a dead node: their worker connections may hang (a partition), so
+        cut them; each actor then restarts or dies per max_restarts."""
+        fut = self._raylets.pop(node_id, None)
+        if fut is not None and fut.done() and not fut.exception():
+            fut.result().close()
+        for rec in self.table.all():
+            if rec.node_id == node_id and rec.state == ActorState.ALIVE:
+                conn = self._workers.get(rec.actor_id)
+                if conn is not None:
+                    conn.close()
 
     # ------------------------------------------------------------------ owners
     async def _watch_owner(self, owner: str) -> None:

@@ -172,9 +172,7 @@ def kv_multi_get(keys: Iterable[bytes], namespace: str) -> GcsCall[dict[bytes, b
 
 
 def kv_del(key: bytes, namespace: str, by_prefix: bool) -> GcsCall[int]:
-    request = gcs_kv_pb2.InternalKVDelRequest(
-        namespace=namespace, key=key, del_by_prefix=by_prefix
-    )
+    request = gcs_kv_pb2.InternalKVDelRequest(namespace=namespace, key=key, del_by_prefix=by_prefix)
     return GcsCall("kv", "InternalKVDel", request, lambda r: int(r.deleted_num))
 
 

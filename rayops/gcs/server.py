@@ -106,8 +106,12 @@ class NodeInfoService(gcs_node_pb2_grpc.NodeInfoGcsServiceServicer):
         stored = self._state.nodes.register(node_from_proto(request.node_info))
         logger.info(
             "node %s registered: %s:%d (%s), resources %s, head=%s",
-            stored.node_id, stored.node_ip, stored.raylet_port, stored.node_name,
-            dict(stored.resources_total), stored.is_head_node,
+            stored.node_id,
+            stored.node_ip,
+            stored.raylet_port,
+            stored.node_name,
+            dict(stored.resources_total),
+            stored.is_head_node,
         )
         return gcs_node_pb2.RegisterNodeReply(node_info=node_to_proto(stored))
 
@@ -140,7 +144,8 @@ class NodeInfoService(gcs_node_pb2_grpc.NodeInfoGcsServiceServicer):
         if not outcome.accepted:
             logger.info(
                 "usage report from node %s ignored: node is %s",
-                request.node_id, outcome.state or "unknown",
+                request.node_id,
+                outcome.state or "unknown",
             )
         state = (
             common_pb2.NodeInfo.NODE_STATE_UNSPECIFIED
@@ -188,7 +193,10 @@ class JobInfoService(gcs_job_pb2_grpc.JobInfoGcsServiceServicer):
         )
         logger.info(
             "job %s added: driver pid %d on %s, namespace %r",
-            stored.job_id_hex, stored.driver_pid, stored.driver_ip, stored.namespace,
+            stored.job_id_hex,
+            stored.driver_pid,
+            stored.driver_ip,
+            stored.namespace,
         )
         return gcs_job_pb2.AddJobReply(job_info=job_to_proto(stored))
 
@@ -264,8 +272,12 @@ class InternalKVService(gcs_kv_pb2_grpc.InternalKVGcsServiceServicer):
 class GcsServer:
     """The GCS services on one grpc.aio server, behind the token interceptor."""
 
-    def __init__(self, state: GcsState, token: str) -> None:
+    def __init__(self, state: GcsState, token: str, health: Any = None) -> None:
         from rayops.gcs.actor_manager import ActorManager
+        from rayops.gcs.health import HealthSettings
+
+        self._health_settings = health or HealthSettings()
+        self._health_task: Any = None
         from rayops.gcs.actor_service import ActorInfoService
         from rayops.protocol import gcs_actor_pb2_grpc
 
@@ -297,11 +309,40 @@ class GcsServer:
         if bound == 0:
             raise OSError(f"the GCS could not listen on {address} (address in use?)")
         await self._server.start()
-        logger.info("GCS serving on %s (cluster %s)", format_address(host, bound),
-                    self.state.cluster_id)
+        self._start_health_checks()
+        logger.info(
+            "GCS serving on %s (cluster %s)", format_address(host, bound), self.state.cluster_id
+        )
         return bound
 
     async def stop(self, grace: float | None) -> None:
         """Stop accepting calls; let running ones finish for up to `grace` seconds."""
+        if self._health_task is not None:
+            self._health_task.cancel()
         await self.actors.shutdown()
         await self._server.stop(grace)
+
+    def _start_health_checks(self) -> None:
+        import asyncio
+
+        from rayops.gcs.health import health_loop
+
+        def declare_dead(node: Any, reason: str) -> None:
+            logger.warning(
+                "node %s (%s:%d) is dead: %s",
+                node.node_id[:12],
+                node.node_ip,
+                node.raylet_port,
+                reason,
+            )
+            self.state.nodes.unregister(node.node_id, reason)
+            self.actors.on_node_dead(node.node_id)
+
+        self._health_task = asyncio.ensure_future(
+            health_loop(
+                self._health_settings,
+                lambda: self.state.nodes.all_nodes(alive_only=True),
+                self.actors.ping,
+                declare_dead,
+            )
+        )

@@ -101,6 +101,20 @@ class StoreClient:
             raise
         return plan.total
 
+    def path_of(self, object_id: bytes) -> str | None:
+        """The file holding the complete object (shared memory first), or None."""
+        for path in (self._paths.shm(object_id), self._paths.spill(object_id)):
+            if os.path.exists(path):
+                return path
+        return None
+
+    def raw_writer(self, object_id: bytes, size: int, location: str = "shm") -> RawWriter:
+        """Write an object file byte for byte (a copy pulled from another node)."""
+        if location not in _LOCATIONS:
+            raise ValueError(f"location must be one of {_LOCATIONS}, got {location!r}")
+        final = self._paths.shm(object_id) if location == "shm" else self._paths.spill(object_id)
+        return RawWriter(final, size)
+
     def read(self, object_id: bytes) -> StoredObject | None:
         """Map the object read-only from shared memory, else from the spill directory.
 
@@ -251,3 +265,31 @@ def _read_aligned(fd: int, size: int) -> memoryview:
     view = memoryview(block)[start : start + size]
     got = os.readv(fd, [view])
     return view[:got].toreadonly()
+
+
+class RawWriter:
+    """Writes a whole object file at offsets, then makes it visible with one rename."""
+
+    def __init__(self, final: str, size: int) -> None:
+        self._final = final
+        self._tmp = temp_path(final)
+        self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.ftruncate(self._fd, size)
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, offset)
+            view = view[n:]
+            offset += n
+
+    def commit(self) -> None:
+        os.close(self._fd)
+        self._fd = -1
+        os.rename(self._tmp, self._final)
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        discard(self._tmp)

@@ -19,8 +19,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from rayops.objectstore import StoreManager
+from rayops.objectstore import StoreClient, StoreManager
+from rayops.raylet.cluster_view import ClusterView, poll_gcs
+from rayops.raylet.object_manager import ObjectManager
 from rayops.raylet.resources import Allocation, NodeResources, format_shape, normalize_shape
+from rayops.raylet.scheduling_policy import NodeView, choose_node
 from rayops.raylet.worker_pool import WorkerHandle, WorkerPool
 from rayops.rpc import framed
 
@@ -54,6 +57,8 @@ class LeaseRequest:
     conn: framed.Connection
     future: asyncio.Future[Any]
     warned: bool = False
+    strategy: Any = None
+    spilled: bool = False  # sent here by another raylet's decision: never spill again
 
 
 @dataclass
@@ -82,6 +87,13 @@ class Raylet:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = config.port
         self.registered = False
+        self.view = ClusterView(config.node_id, self._local_node_view)
+        self.store_client = StoreClient(config.shm_dir, config.spill_dir)
+        self.objects = ObjectManager(
+            config.node_id, self.store, self.store_client, self._raylet_conn, self._address_of
+        )
+        self._raylets: dict[tuple[str, int], asyncio.Future[framed.Connection]] = {}
+        self._spread_counter = 0
 
     # --------------------------------------------------------------- lifecycle
     async def start(self) -> int:
@@ -101,6 +113,9 @@ class Raylet:
             "publish_logs": self._h_publish_logs,
             "cluster_info": self._h_cluster_info,
             "node_info": self._h_node_info,
+            "object_size": self.objects.h_object_size,
+            "read_chunk": self.objects.h_read_chunk,
+            "ping": lambda conn: True,
         }
         self._server = await framed.serve(
             self.config.node_ip,
@@ -128,6 +143,16 @@ class Raylet:
             self.pool.start_worker()
         self._spawn(self._housekeeping())
         await self._register_with_gcs()
+        self._spawn(
+            poll_gcs(
+                self.view,
+                lambda: self._gcs,
+                self._on_nodes_dead,
+                self.request_stop,
+                self._schedule,
+                self._stopping,
+            )
+        )
         return self.port
 
     def _spawn(self, coro: Any) -> None:
@@ -289,12 +314,77 @@ class Raylet:
             "gcs_address": self.config.gcs_address,
         }
 
-    def _h_request_lease(self, conn: framed.Connection, shape: dict[str, float]) -> Any:
+    def _h_request_lease(
+        self,
+        conn: framed.Connection,
+        shape: dict[str, float],
+        strategy: Any = None,
+        spilled: bool = False,
+        preferred: tuple[str, ...] = (),
+    ) -> Any:
+        """Grant a worker here, or answer where to ask instead.
+
+        Replies ("grant", lease_id, worker_id, worker_address, instances, node_id) once a
+        worker is leased here, or ("spill", node_id, raylet_address) at once when the
+        policy picks another node.
+        """
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        req = LeaseRequest(normalize_shape(shape), conn, fut)
+        req = LeaseRequest(normalize_shape(shape), conn, fut, strategy=strategy, spilled=spilled)
+        if not spilled:
+            decision = self._decide(req, preferred)
+            if decision.kind == "spill" and decision.node is not None:
+                fut.set_result(("spill", decision.node.node_id, decision.node.address))
+                return fut
+            if decision.kind == "fail":
+                fut.set_exception(ValueError(decision.reason))
+                return fut
         self.pending.append(req)
         self._schedule()
         return fut
+
+    def _decide(self, req: LeaseRequest, preferred: tuple[str, ...] = ()) -> Any:
+        self._spread_counter += 1
+        return choose_node(
+            req.shape,
+            req.strategy,
+            self.config.node_id,
+            self.view.nodes(),
+            spread_counter=self._spread_counter,
+            preferred=preferred,
+        )
+
+    def _local_node_view(self) -> NodeView:
+        return NodeView(
+            self.config.node_id,
+            (self.config.node_ip, self.port),
+            self.resources.total_dict(),
+            self.resources.available_dict(),
+            True,
+            dict(self.config.labels),
+        )
+
+    def _address_of(self, node_id: str) -> tuple[str, int] | None:
+        n = self.view.get(node_id)
+        return None if n is None or not n.alive else n.address
+
+    async def _raylet_conn(self, address: tuple[str, int]) -> framed.Connection:
+        fut = self._raylets.get(address)
+        if fut is not None and fut.done() and (fut.exception() or fut.result().closed):
+            fut = None
+        if fut is None:
+            fut = asyncio.ensure_future(
+                framed.connect(address[0], address[1], self.config.token, {}, timeout=5.0)
+            )
+            self._raylets[address] = fut
+        return await asyncio.shield(fut)
+
+    def _on_nodes_dead(self, node_ids: list[str]) -> None:
+        logger.warning("nodes declared dead: %s", ", ".join(n[:12] for n in node_ids))
+        assert self.pool is not None
+        for conn in [*self.drivers, *(h.conn for h in self.pool.workers.values())]:
+            if conn is not None and not conn.closed:
+                conn.notify("node_dead", node_ids)
+        self._schedule()
 
     def _h_return_lease(
         self, conn: framed.Connection, lease_id: int, worker_ok: bool = True
@@ -341,13 +431,26 @@ class Raylet:
     def _h_store_seal(self, conn: framed.Connection, object_id: bytes) -> None:
         self.store.seal(object_id)
 
-    def _h_store_ensure_local(self, conn: framed.Connection, object_id: bytes) -> bool:
-        found: bool = self.store.ensure_local(object_id)
-        return found
+    async def _h_store_ensure_local(
+        self, conn: framed.Connection, object_id: bytes, node_id: str = ""
+    ) -> bool:
+        """Make the object readable here: restore it from disk, or pull it from ``node_id``."""
+        return await self.objects.make_local(object_id, node_id)
 
     def _h_store_delete(self, conn: framed.Connection, object_ids: list[bytes]) -> None:
         self.store.delete(object_ids)
         self._report_dirty = True
+        for node_id, oids in self.objects.forget(list(object_ids)).items():
+            address = self._address_of(node_id)
+            if address is not None:
+                self._spawn(self._delete_copies(address, oids))
+
+    async def _delete_copies(self, address: tuple[str, int], oids: list[bytes]) -> None:
+        try:
+            conn = await self._raylet_conn(address)
+            conn.notify("store_delete", oids)
+        except (TimeoutError, OSError, framed.ConnectionLost) as err:
+            logger.info("could not delete copies on %s: %r", address, err)
 
     def _h_store_stats(self, conn: framed.Connection) -> dict[str, Any]:
         s = self.store.stats()
@@ -416,11 +519,21 @@ class Raylet:
         for req in self.pending:
             if req.future.done():
                 continue
-            if not self.resources.feasible(req.shape):
-                self._warn_infeasible(req)
-                still.append(req)
-                continue
-            if not self.resources.fits(req.shape):
+            if not self.resources.feasible(req.shape) or not self.resources.fits(req.shape):
+                if not req.spilled and req.strategy in (None, "DEFAULT"):
+                    # Queued here but another node has room now: send it there.
+                    decision = self._decide(req)
+                    if (
+                        decision.kind == "spill"
+                        and decision.node is not None
+                        and decision.node.fits_now(req.shape)
+                    ):
+                        req.future.set_result(
+                            ("spill", decision.node.node_id, decision.node.address)
+                        )
+                        continue
+                if not self.resources.feasible(req.shape):
+                    self._warn_infeasible(req)
                 still.append(req)
                 continue
             worker = self.pool.pop_idle()
@@ -444,7 +557,14 @@ class Raylet:
         self._report_dirty = True
         assert worker.address is not None
         req.future.set_result(
-            (lease_id, worker.worker_id, worker.address, alloc.instances, self.config.node_id)
+            (
+                "grant",
+                lease_id,
+                worker.worker_id,
+                worker.address,
+                alloc.instances,
+                self.config.node_id,
+            )
         )
 
     def _end_lease(self, lease: Lease, *, reuse_worker: bool) -> None:
@@ -460,13 +580,22 @@ class Raylet:
         else:
             lease.worker.lease_id = None
 
+    def _cluster_totals(self) -> dict[str, float]:
+        total: dict[str, float] = {}
+        for n in self.view.nodes():
+            if n.alive:
+                for k, v in n.total.items():
+                    if not k.startswith("node:"):
+                        total[k] = total.get(k, 0.0) + v
+        return total
+
     def _warn_infeasible(self, req: LeaseRequest) -> None:
         if req.warned:
             return
         req.warned = True
         msg = (
             f"No node can run a task or actor that needs {format_shape(req.shape)}: "
-            f"the cluster has {format_shape(self.resources.total_dict())} in total. "
+            f"the cluster has {format_shape(self._cluster_totals())} in total. "
             "It stays pending until a node with these resources joins; lower its "
             "resource request or add a node that has them."
         )

@@ -1,0 +1,131 @@
+"""Moving objects between nodes: pull a copy from the node that has it, serve ours.
+
+A reader whose object lives in another node's store asks its own raylet to make it
+local. The raylet pulls the object's file from the owning node's raylet in chunks,
+with a bounded number of chunk requests in flight, and writes it into its own store
+under the same id; concurrent requests for one object share one transfer. The
+serving raylet remembers who pulled a copy, so deleting the primary deletes every
+copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
+from rayops.objectstore import StoreClient, StoreManager
+from rayops.rpc import framed
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 8 * 2**20
+MAX_CHUNKS_IN_FLIGHT = 4
+
+
+class ObjectManager:
+    def __init__(
+        self,
+        node_id: str,
+        store: StoreManager,
+        client: StoreClient,
+        connect: Callable[[tuple[str, int]], Awaitable[framed.Connection]],
+        address_of: Callable[[str], tuple[str, int] | None],
+    ) -> None:
+        self._node_id = node_id
+        self._store = store
+        self._client = client
+        self._connect = connect
+        self._address_of = address_of
+        self._pulls: dict[bytes, asyncio.Future[bool]] = {}
+        # object id -> node ids (and their raylet addresses) holding copies pulled from us
+        self.copies: dict[bytes, dict[str, tuple[str, int]]] = {}
+
+    # ------------------------------------------------------------------ pulling
+    async def make_local(self, object_id: bytes, node_id: str) -> bool:
+        if self._store.ensure_local(object_id):
+            return True
+        if not node_id or node_id == self._node_id:
+            return False
+        fut = self._pulls.get(object_id)
+        if fut is None:
+            fut = asyncio.ensure_future(self._pull(object_id, node_id))
+            self._pulls[object_id] = fut
+            fut.add_done_callback(lambda _f: self._pulls.pop(object_id, None))
+        return await asyncio.shield(fut)
+
+    async def _pull(self, object_id: bytes, node_id: str) -> bool:
+        address = self._address_of(node_id)
+        if address is None:
+            return False
+        try:
+            conn = await self._connect(address)
+            size = await conn.request("object_size", object_id, self._node_id)
+        except (TimeoutError, OSError, framed.ConnectionLost) as err:
+            logger.info("cannot pull %s from node %s: %r", object_id.hex(), node_id[:12], err)
+            return False
+        if size is None:
+            return False
+        where = self._store.reserve(object_id, size)
+        writer = self._client.raw_writer(object_id, size, where)
+        ok = False
+        try:
+            sem = asyncio.Semaphore(MAX_CHUNKS_IN_FLIGHT)
+
+            async def fetch(offset: int) -> None:
+                async with sem:
+                    data = await conn.request(
+                        "read_chunk", object_id, offset, min(CHUNK_BYTES, size - offset)
+                    )
+                    if data is None:
+                        raise FileNotFoundError(object_id.hex())
+                    writer.write_at(offset, data)
+
+            await asyncio.gather(*(fetch(off) for off in range(0, size, CHUNK_BYTES)))
+            writer.commit()
+            ok = True
+        except (TimeoutError, OSError, framed.ConnectionLost) as err:
+            logger.info("pull of %s from node %s failed: %r", object_id.hex(), node_id[:12], err)
+        finally:
+            if not ok:
+                writer.abort()
+                self._store.delete([object_id])
+        if ok:
+            self._store.seal(object_id)
+        return ok
+
+    # ------------------------------------------------------------------ serving
+    def h_object_size(self, conn: framed.Connection, object_id: bytes, puller: str) -> int | None:
+        if not self._store.ensure_local(object_id):
+            return None
+        path = self._client.path_of(object_id)
+        if path is None:
+            return None
+        if conn.peer is not None:
+            addr = conn.context.get("raylet_address")
+            self.copies.setdefault(object_id, {})[puller] = addr or ("", 0)
+        return os.stat(path).st_size
+
+    def h_read_chunk(
+        self, conn: framed.Connection, object_id: bytes, offset: int, length: int
+    ) -> bytes | None:
+        path = self._client.path_of(object_id)
+        if path is None:
+            return None
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
+
+    def forget(self, object_ids: list[bytes]) -> dict[str, list[bytes]]:
+        """Objects deleted here: which other nodes hold copies of which of them."""
+        out: dict[str, list[bytes]] = {}
+        for oid in object_ids:
+            for node_id in self.copies.pop(oid, {}):
+                out.setdefault(node_id, []).append(oid)
+        return out
+
+
+__all__ = ["ObjectManager"]
