@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from rayops.cli import launcher_cmds
 from rayops.node import session as sess
 
 
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--address", help="GCS address (default: the cluster of --temp-dir)")
     ss.add_argument("--temp-dir", default=None)
     ss.add_argument("--json", action="store_true", help="machine-readable output")
+    launcher_cmds.register(sub)
+    launcher_cmds.add_status_config(ss)
     return p
 
 
@@ -128,6 +131,10 @@ def cmd_start(args: argparse.Namespace) -> int:
             f"stop it with `rayops stop --temp-dir {temp_dir}` or use another --temp-dir"
         )
     token = None
+    if args.head and args.token_file:
+        from rayops.rpc.auth import read_token_file
+
+        token = read_token_file(args.token_file)  # a cluster token chosen by the operator
     if args.address:
         token_file = args.token_file or os.environ.get("RAYOPS_TOKEN_FILE")
         if not token_file:
@@ -250,6 +257,9 @@ def _fmt_bytes(n: float) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if getattr(args, "config", None):
+        code: int = launcher_cmds.handle_status_config(args)
+        return code
     from rayops.gcs.client import GcsClient
 
     address, token = _gcs_for_status(args)
@@ -309,7 +319,7 @@ def _node_json(n: Any) -> dict[str, Any]:
     }
 
 
-COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status}
+COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, **launcher_cmds.HANDLERS}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -148,3 +148,20 @@ class NodeTable:
         if alive_only:
             return [n for n in self._nodes.values() if n.state is NodeState.ALIVE]
         return list(self._nodes.values())
+
+
+def check_version_compatible(gcs_version: str, node_version: str, node_id: str) -> None:
+    """All nodes run the same major.minor as the GCS (patch releases may differ)."""
+    from rayops.gcs.errors import FailedPrecondition
+
+    def major_minor(v: str) -> tuple[str, ...]:
+        return tuple(v.split(".")[:2])
+
+    if not gcs_version or not node_version:
+        return
+    if major_minor(gcs_version) != major_minor(node_version):
+        raise FailedPrecondition(
+            f"node {node_id[:12]} runs rayops {node_version} but the cluster's GCS runs "
+            f"{gcs_version}: major.minor versions must match (patch versions may differ). "
+            f"Install rayops {'.'.join(major_minor(gcs_version))}.x on that node."
+        )

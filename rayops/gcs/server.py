@@ -31,7 +31,7 @@ from rayops.gcs.codec import (
 from rayops.gcs.errors import GcsRequestError
 from rayops.gcs.job_table import JobTable
 from rayops.gcs.kv_store import KVStore
-from rayops.gcs.node_table import NodeTable, validate_node_id
+from rayops.gcs.node_table import NodeTable, check_version_compatible, validate_node_id
 from rayops.gcs.types import JobInfo, job_id_hex
 from rayops.protocol import (
     common_pb2,
@@ -103,7 +103,9 @@ class NodeInfoService(gcs_node_pb2_grpc.NodeInfoGcsServiceServicer):
     async def RegisterNode(
         self, request: gcs_node_pb2.RegisterNodeRequest, context: grpc.aio.ServicerContext
     ) -> gcs_node_pb2.RegisterNodeReply:
-        stored = self._state.nodes.register(node_from_proto(request.node_info))
+        info = node_from_proto(request.node_info)
+        check_version_compatible(self._state.rayops_version, info.rayops_version, info.node_id)
+        stored = self._state.nodes.register(info)
         logger.info(
             "node %s registered: %s:%d (%s), resources %s, head=%s",
             stored.node_id,

@@ -183,6 +183,12 @@ def start_node(opts: NodeOptions) -> StartedNode:
     except BaseException:
         for p in procs.values():
             _kill(p.pid, signal.SIGKILL)
+        for p in procs.values():
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        _remove_tree(shm_dir)
         if watch_w is not None:
             os.close(watch_w)
         raise

@@ -17,6 +17,7 @@ import pickle
 import resource
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rayops.exceptions import ObjectStoreFullError
 from rayops.objectstore import layout
@@ -276,8 +277,8 @@ class RawWriter:
         self._fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.ftruncate(self._fd, size)
 
-    def write_at(self, offset: int, data: bytes) -> None:
-        view = memoryview(data)
+    def write_at(self, offset: int, data: Any) -> None:
+        view = memoryview(data).cast("B")
         while view:
             n = os.pwrite(self._fd, view, offset)
             view = view[n:]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pickle
+import time
 from collections.abc import Awaitable, Callable
 
 from rayops.objectstore import StoreClient, StoreManager
@@ -56,6 +58,18 @@ class ObjectManager:
         return await asyncio.shield(fut)
 
     async def _pull(self, object_id: bytes, node_id: str) -> bool:
+        t0 = time.perf_counter()
+        ok = await self._pull_inner(object_id, node_id)
+        logger.info(
+            "pulled %s from node %s in %.3f s (ok=%s)",
+            object_id.hex()[:12],
+            node_id[:12],
+            time.perf_counter() - t0,
+            ok,
+        )
+        return ok
+
+    async def _pull_inner(self, object_id: bytes, node_id: str) -> bool:
         address = self._address_of(node_id)
         if address is None:
             return False
@@ -109,13 +123,14 @@ class ObjectManager:
 
     def h_read_chunk(
         self, conn: framed.Connection, object_id: bytes, offset: int, length: int
-    ) -> bytes | None:
+    ) -> pickle.PickleBuffer | None:
         path = self._client.path_of(object_id)
         if path is None:
             return None
         fd = os.open(path, os.O_RDONLY)
         try:
-            return os.pread(fd, length, offset)
+            # Out of band: the transport sends these bytes without pickling them.
+            return pickle.PickleBuffer(os.pread(fd, length, offset))
         finally:
             os.close(fd)
 

@@ -187,6 +187,9 @@ class Raylet:
                 logger.info("registered with the GCS at %s", self.config.gcs_address)
                 self.registered = True
                 return
+            except ValueError as err:
+                # Refused (e.g. a version mismatch): retrying cannot help.
+                raise RuntimeError(f"the GCS refused this node: {err}") from err
             except Exception as err:
                 if time.monotonic() > deadline:
                     raise RuntimeError(

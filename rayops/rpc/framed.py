@@ -79,7 +79,9 @@ class Connection(asyncio.Protocol):
         self._authenticated = False
         self._on_close = on_close
         self._transport: asyncio.Transport | None = None
-        self._buf = bytearray()
+        self._chunks: list[bytes] = []
+        self._have = 0
+        self._need: int | None = None
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -102,11 +104,30 @@ class Connection(asyncio.Protocol):
             self._raw_write(_HEADER.pack(len(MAGIC) + len(self._token)) + MAGIC + self._token)
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
+        # Pieces are kept in a list and joined once a frame is complete: appending
+        # to one growing buffer would copy a large frame many times over.
+        chunks = self._chunks
+        chunks.append(data)
+        self._have += len(data)
+        if self._need is None:
+            if self._have < 4:
+                return
+            head = chunks[0] if len(chunks[0]) >= 4 else b"".join(chunks)
+            (size,) = _HEADER.unpack_from(head, 0)
+            if not self._authenticated and size > _MAX_HANDSHAKE:
+                self._refuse("handshake frame too large")
+                return
+            if size > MAX_FRAME:
+                self._fail(f"frame of {size} bytes exceeds the limit")
+                return
+            self._need = 4 + size
+        if self._have < self._need:
+            return
+        buf = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        view = memoryview(buf)
         offset = 0
         end = len(buf)
-        messages: list[Any] = []
+        frames: list[memoryview] = []
         while end - offset >= 4:
             (size,) = _HEADER.unpack_from(buf, offset)
             if not self._authenticated and size > _MAX_HANDSHAKE:
@@ -117,20 +138,25 @@ class Connection(asyncio.Protocol):
                 return
             if end - offset - 4 < size:
                 break
-            frame = bytes(buf[offset + 4 : offset + 4 + size])
+            frame = view[offset + 4 : offset + 4 + size]
             offset += 4 + size
             if not self._authenticated:
-                if not self._handshake(frame):
+                if not self._handshake(bytes(frame)):
                     return
                 continue
-            messages.append(frame)
-        if offset:
-            del buf[:offset]
-        for frame in messages:
+            frames.append(frame)
+        rest = buf[offset:]
+        self._chunks = [rest] if rest else []
+        self._have = len(rest)
+        self._need = None
+        if self._have >= 4:
+            (size,) = _HEADER.unpack_from(rest, 0)
+            self._need = 4 + size
+        for frame in frames:
             if self.closed:
                 return
             try:
-                msgs = pickle.loads(frame)
+                msgs = _decode(frame)
             except Exception as err:  # a corrupt frame from an authenticated peer
                 self._fail(f"undecodable frame: {err!r}")
                 return
@@ -271,12 +297,12 @@ class Connection(asyncio.Protocol):
         if not out or self.closed:
             return
         try:
-            payload = pickle.dumps(out, protocol=5)
+            parts = _encode(out)
         except Exception:
             # One bad message must not take the others down with it.
             for msg in out:
                 try:
-                    self._raw_write(_frame(pickle.dumps([msg], protocol=5)))
+                    self._raw_write(*_encode([msg]))
                 except Exception as err:
                     logger.error("dropping unpicklable message %r: %r", msg[:3], err)
                     if msg[0] == REQUEST:
@@ -284,11 +310,14 @@ class Connection(asyncio.Protocol):
                         if fut is not None and not fut.done():
                             fut.set_exception(err)
             return
-        self._raw_write(_frame(payload))
+        self._raw_write(*parts)
 
-    def _raw_write(self, data: bytes) -> None:
+    def _raw_write(self, *parts: bytes | memoryview) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+            if len(parts) == 1:
+                self._transport.write(parts[0])
+            else:
+                self._transport.writelines(parts)
 
     def close(self) -> None:
         if self._transport is not None:
@@ -298,6 +327,40 @@ class Connection(asyncio.Protocol):
 
 def _frame(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload)) + payload
+
+
+_COUNT = struct.Struct("<I")
+_LEN = struct.Struct("<Q")
+_SMALL = 65536
+
+
+def _encode(msgs: list[Any]) -> list[bytes | memoryview]:
+    """A frame's parts: header, buffer table, pickled messages, out-of-band buffers.
+
+    Payloads wrapped in pickle.PickleBuffer (e.g. object chunks) travel out of band:
+    they are neither copied into the pickle nor copied out of it on the other side.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    pickled = pickle.dumps(msgs, protocol=5, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    table = _COUNT.pack(len(raws)) + b"".join(_LEN.pack(r.nbytes) for r in raws)
+    size = len(table) + len(pickled) + sum(r.nbytes for r in raws)
+    if size <= _SMALL and not raws:
+        return [_HEADER.pack(size) + table + pickled]
+    return [_HEADER.pack(size) + table, pickled, *raws]
+
+
+def _decode(frame: memoryview) -> Any:
+    (count,) = _COUNT.unpack_from(frame, 0)
+    pos = 4 + 8 * count
+    lens = [_LEN.unpack_from(frame, 4 + 8 * i)[0] for i in range(count)]
+    end = len(frame) - sum(lens)
+    buffers = []
+    off = end
+    for n in lens:
+        buffers.append(frame[off : off + n])
+        off += n
+    return pickle.loads(frame[pos:end], buffers=buffers)
 
 
 async def connect(

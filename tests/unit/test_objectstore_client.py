@@ -185,7 +185,10 @@ def test_another_process_reads_what_this_one_wrote(
     )
     result = subprocess.run(
         [sys.executable, "-c", reader, dirs[0], dirs[1], oid.hex()],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["meta", str(int(array.sum())), "False"]

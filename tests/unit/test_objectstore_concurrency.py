@@ -75,7 +75,9 @@ def test_reader_never_sees_torn_or_recycled_pages(dirs: tuple[str, str], tmp_pat
     stop_file = str(tmp_path / "stop")
     reader = subprocess.Popen(
         [sys.executable, "-c", _READER, *dirs, stop_file, str(NUM_IDS), str(PAYLOAD)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         _wait_for(Path(stop_file + ".ready"), reader)

@@ -54,9 +54,7 @@ def _manager(
     )
 
 
-def _put(
-    manager: StoreManager, client: StoreClient, payload: bytes, *, seal: bool = True
-) -> bytes:
+def _put(manager: StoreManager, client: StoreClient, payload: bytes, *, seal: bool = True) -> bytes:
     oid = os.urandom(20)
     where = manager.reserve(oid, StoreClient.encoded_size(b"m", 1, [len(payload)]))
     client.write(oid, b"m", b"p", [memoryview(payload)], location=where)
@@ -214,7 +212,10 @@ def test_delete_frees_capacity_and_files_in_both_tiers(
     assert os.listdir(dirs[1]) == []
     stats = manager.stats()
     assert (stats.used_bytes, stats.num_objects, stats.spilled_bytes, stats.num_spilled) == (
-        0, 0, 0, 0,
+        0,
+        0,
+        0,
+        0,
     )
     assert not client.contains(spilled) and not client.contains(resident)
 

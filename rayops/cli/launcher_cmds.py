@@ -1,0 +1,244 @@
+"""The launcher's ``rayops`` subcommands: up, down, exec, submit, attach, rsync-up, rsync-down,
+get-head-ip, get-worker-ips, and ``status CONFIG``. Parse, call, render.
+
+``register(subparsers)`` adds them to the main parser; ``HANDLERS`` maps each command name
+to its handler. ``status`` stays the runtime's command: ``add_status_config`` gives it an
+optional CONFIG argument and ``handle_status_config`` serves it when CONFIG is given.
+Environment variables are read here and nowhere deeper: ``XDG_CACHE_HOME`` (wheelhouse
+cache) and ``RAYOPS_SSH_CONTROL_DIR`` (SSH connection sockets).
+
+A user error (bad spec, unreachable head, missing tool) prints one message and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from rayops.launcher.errors import ClusterSpecError, LauncherError
+
+if TYPE_CHECKING:
+    from rayops.launcher.cluster import Cluster
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _out(text: str) -> None:
+    print(text, flush=True)
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        raise LauncherError(f"{question} Standard input is not a terminal: pass -y to proceed")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    return answer in ("y", "yes")
+
+
+def _cluster(args: argparse.Namespace) -> Cluster:
+    from rayops.launcher.cluster import default_control_dir, open_cluster
+    from rayops.launcher.wheelhouse import default_cache_dir
+
+    control_dir = os.environ.get("RAYOPS_SSH_CONTROL_DIR") or default_control_dir()
+    return open_cluster(args.config, default_cache_dir(), control_dir, _out)
+
+
+def _user_errors(fn: Handler) -> Handler:
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except (ClusterSpecError, LauncherError) as err:
+            print(f"rayops {args.command}: error: {err}", file=sys.stderr, flush=True)
+            return 1
+
+    wrapped.__name__ = fn.__name__
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+@_user_errors
+def cmd_up(args: argparse.Namespace) -> int:
+    from rayops.launcher.up import UpOptions, run_up
+
+    opts = UpOptions(yes=args.yes, dry=args.dry, no_restart=args.no_restart,
+                     restart_only=args.restart_only)  # fmt: skip
+    return run_up(_cluster(args), opts, _confirm)
+
+
+@_user_errors
+def cmd_down(args: argparse.Namespace) -> int:
+    from rayops.launcher.down_status import run_down
+
+    return run_down(_cluster(args), args.yes, args.workers_only, _confirm)
+
+
+@_user_errors
+def cmd_exec(args: argparse.Namespace) -> int:
+    from rayops.launcher.operate import run_exec
+
+    return run_exec(_cluster(args), args.cmd, args.node)
+
+
+@_user_errors
+def cmd_submit(args: argparse.Namespace) -> int:
+    from rayops.launcher.operate import run_submit
+
+    script_args = list(args.script_args)
+    if script_args[:1] == ["--"]:
+        script_args = script_args[1:]
+    return run_submit(_cluster(args), args.script, script_args)
+
+
+@_user_errors
+def cmd_attach(args: argparse.Namespace) -> int:
+    from rayops.launcher.operate import run_attach
+
+    return run_attach(_cluster(args))
+
+
+@_user_errors
+def cmd_rsync_up(args: argparse.Namespace) -> int:
+    from rayops.launcher.operate import run_rsync
+
+    return run_rsync(_cluster(args), args.source, args.target, up=True,
+                     node="all" if args.all_nodes else args.node)  # fmt: skip
+
+
+@_user_errors
+def cmd_rsync_down(args: argparse.Namespace) -> int:
+    from rayops.launcher.operate import run_rsync
+
+    return run_rsync(_cluster(args), args.source, args.target, up=False, node=args.node)
+
+
+@_user_errors
+def cmd_get_head_ip(args: argparse.Namespace) -> int:
+    from rayops.launcher.operate import head_ip
+
+    _out(head_ip(_cluster(args)))
+    return 0
+
+
+@_user_errors
+def cmd_get_worker_ips(args: argparse.Namespace) -> int:
+    from rayops.launcher.operate import worker_ips
+
+    for ip in worker_ips(_cluster(args)):
+        _out(ip)
+    return 0
+
+
+@_user_errors
+def handle_status_config(args: argparse.Namespace) -> int:
+    """``rayops status CONFIG [--json]``: per host provisioning state and runtime status."""
+    from rayops.launcher.down_status import run_status
+
+    return run_status(_cluster(args), args.json)
+
+
+HANDLERS: dict[str, Handler] = {
+    "up": cmd_up,
+    "down": cmd_down,
+    "exec": cmd_exec,
+    "submit": cmd_submit,
+    "attach": cmd_attach,
+    "rsync-up": cmd_rsync_up,
+    "rsync-down": cmd_rsync_down,
+    "get-head-ip": cmd_get_head_ip,
+    "get-worker-ips": cmd_get_worker_ips,
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the launcher's subcommands to the main parser's subparsers."""
+
+    def config(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "config", metavar="CONFIG", help="the cluster YAML (see cluster.yaml.example)"
+        )
+
+    p = sub.add_parser("up", help="create or update a cluster from a cluster YAML")
+    config(p)
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask before applying")
+    p.add_argument("--dry", action="store_true", help="print the plan and stop")
+    p.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="do not restart running daemons (new or stopped ones still start)",
+    )
+    p.add_argument(
+        "--restart-only",
+        action="store_true",
+        help="skip installation and setup; only (re)start the daemons",
+    )
+
+    p = sub.add_parser("down", help="stop the daemons on every host of a cluster")
+    config(p)
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask")
+    p.add_argument("--workers-only", action="store_true", help="leave the head running")
+
+    p = sub.add_parser("exec", help="run a shell command on the cluster (the head by default)")
+    config(p)
+    p.add_argument("cmd", metavar="CMD", help="the shell command")
+    p.add_argument("--node", default="head", help="head (default), workers, all, or a host address")
+
+    p = sub.add_parser("submit", help="upload a driver script to the head and run it there")
+    config(p)
+    p.add_argument("script", metavar="SCRIPT")
+    p.add_argument(
+        "script_args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="arguments for the script"
+    )
+
+    p = sub.add_parser("attach", help="open an interactive shell on the head")
+    config(p)
+
+    p = sub.add_parser("rsync-up", help="copy local files to the head (or other hosts)")
+    config(p)
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("target", metavar="DST")
+    p.add_argument("--node", default="head", help="head (default), workers, all, or an address")
+    p.add_argument("-A", "--all-nodes", action="store_true", help="every host")
+
+    p = sub.add_parser("rsync-down", help="copy files from the head (or another host) here")
+    config(p)
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("target", metavar="DST")
+    p.add_argument("--node", default="head", help="head (default) or a host address")
+
+    p = sub.add_parser("get-head-ip", help="print the head's address")
+    config(p)
+    p = sub.add_parser("get-worker-ips", help="print the workers' addresses, one per line")
+    config(p)
+
+
+def add_status_config(status_parser: argparse.ArgumentParser) -> None:
+    """Give the runtime's ``status`` subcommand an optional CONFIG argument."""
+    status_parser.add_argument(
+        "config",
+        nargs="?",
+        metavar="CONFIG",
+        help="a cluster YAML: show each host's provisioning state and runtime status",
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Stand-alone entry (``python -m rayops.cli.launcher_cmds``) until wired into the CLI."""
+    parser = argparse.ArgumentParser(prog="rayops", description="Operate rayops clusters.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    st = sub.add_parser("status", help="per-host status of a cluster")
+    add_status_config(st)
+    st.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    handler = handle_status_config if args.command == "status" else HANDLERS[args.command]
+    try:
+        code = handler(args)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

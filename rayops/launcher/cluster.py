@@ -1,0 +1,102 @@
+"""One cluster as every launcher verb sees it: the spec, its hosts and roles, SSH access.
+
+``open_cluster`` loads the spec (raising ClusterSpecError before any network use) and
+prepares the SSH runner; it opens no connection itself.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rayops.launcher.errors import LauncherError
+from rayops.launcher.spec import ClusterSpec, load_spec
+from rayops.launcher.ssh import SshConfig, SshRunner
+from rayops.providers import LocalNodeProvider
+
+Printer = Callable[[str], None]
+
+
+@dataclass
+class Cluster:
+    spec: ClusterSpec
+    ssh: SshConfig
+    runner: SshRunner
+    cache_dir: Path
+    out: Printer
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def head(self) -> str:
+        return self.spec.provider.head_ip
+
+    @property
+    def workers(self) -> list[str]:
+        return list(self.spec.provider.worker_ips)
+
+    @property
+    def roles(self) -> dict[str, str]:
+        """Every host of the spec, head first, mapped to its role."""
+        provider = LocalNodeProvider(
+            self.spec.provider.head_ip,
+            self.spec.provider.worker_ips,
+            self.spec.head_node_type,
+            self.spec.worker_node_type(),
+        )
+        nodes = provider.non_terminated_nodes()
+        return {n.internal_ip: n.role for n in sorted(nodes, key=lambda n: n.role != "head")}
+
+    def resolve(self, node: str) -> list[str]:
+        """``head``, ``all``, ``workers`` or one host's address -> addresses."""
+        if node == "head":
+            return [self.head]
+        if node == "all":
+            return list(self.roles)
+        if node == "workers":
+            return self.workers
+        if node in self.roles:
+            return [node]
+        raise LauncherError(
+            f"--node expects head, workers, all or one of {', '.join(self.roles)}; got {node!r}"
+        )
+
+
+def ssh_config_for(spec: ClusterSpec, control_dir: str) -> SshConfig:
+    auth = spec.auth
+    known_hosts = spec.local_path(auth.known_hosts_file)
+    if auth.host_key_policy == "accept-new":
+        known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return SshConfig(
+        user=auth.ssh_user,
+        port=auth.ssh_port,
+        key_file=str(spec.local_path(auth.ssh_private_key)) if auth.ssh_private_key else None,
+        known_hosts=str(known_hosts),
+        host_key_policy=auth.host_key_policy,
+        connect_timeout=auth.connect_timeout,
+        control_dir=control_dir,
+    )
+
+
+def default_control_dir() -> str:
+    """A short per-user directory for ControlMaster sockets (unix socket paths are short)."""
+    return f"/tmp/rayops-ssh-{os.getuid()}"
+
+
+def check_control_dir(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise LauncherError(
+            f"the SSH control directory {path} must belong to you with mode 0700 "
+            f"(found uid {st.st_uid}, mode {st.st_mode & 0o777:04o}); "
+            "set RAYOPS_SSH_CONTROL_DIR to another directory"
+        )
+
+
+def open_cluster(config: str, cache_dir: Path, control_dir: str, out: Printer) -> Cluster:
+    spec, notes = load_spec(config)
+    check_control_dir(control_dir)
+    ssh = ssh_config_for(spec, control_dir)
+    return Cluster(spec, ssh, SshRunner(ssh), cache_dir, out, notes)

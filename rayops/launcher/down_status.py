@@ -1,0 +1,145 @@
+"""``rayops down`` (stop every daemon, workers first) and ``rayops status CONFIG``.
+
+``down`` stops the daemons through each host's ``rayops-node stop`` (which waits until no
+process of the install is left) or, on a host that was never fully configured, through
+``rayops stop``; under systemd it stops the unit first so nothing restarts the daemons. It
+then marks the hosts ``stopped`` in the head's record. ``status`` joins three sources: the
+head's record (provisioning), each host's facts (daemons), and the GCS (runtime).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from rayops.launcher.cluster import Cluster
+from rayops.launcher.record import RECORD_FILE, shell_path, write_record
+from rayops.launcher.up import cluster_record, read_facts, runtime_nodes
+
+
+def stop_command(cluster: Cluster) -> str:
+    spec = cluster.spec
+    d = shell_path(spec.install_dir)
+    unit = f"rayops-{spec.cluster_name}"
+    return (
+        f"(command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet {unit} 2>/dev/null "
+        f"&& systemctl stop {unit}) || true; "
+        f"if [ -x {d}/bin/rayops-node ]; then {d}/bin/rayops-node stop; "
+        f"elif [ -x {d}/venv/bin/rayops ]; then {d}/venv/bin/rayops stop --temp-dir "
+        f"{shell_path(spec.temp_dir)}; else echo 'rayops is not installed here'; fi"
+    )
+
+
+def run_down(
+    cluster: Cluster, yes: bool, workers_only: bool, confirm: Callable[[str], bool]
+) -> int:
+    targets = cluster.workers if workers_only else list(cluster.roles)
+    what = "the workers" if workers_only else "every host"
+    if not yes and not confirm(
+        f"Stop rayops on {what} of cluster {cluster.spec.cluster_name!r} ({len(targets)} host(s))?"
+    ):
+        cluster.out("Nothing changed.")
+        return 1
+    cmd = stop_command(cluster)
+    # Workers first: a worker whose head vanished first would only log reconnect errors.
+    results = cluster.runner.run_many(cluster.workers, cmd, timeout=60)
+    if not workers_only:
+        results.update(cluster.runner.run_many([cluster.head], cmd, timeout=60))
+    failed = 0
+    width = max(len(a) for a in targets)
+    for address in targets:
+        res = results[address]
+        if res.failure is not None:
+            cluster.out(f"  {address:<{width}}  FAILED: {res.failure.one_line()}")
+            failed += 1
+        elif res.exit_code != 0:
+            cluster.out(f"  {address:<{width}}  FAILED: stop exited with code {res.exit_code}: "
+                        + " | ".join(res.tail(5)))  # fmt: skip
+            failed += 1
+        else:
+            cluster.out(f"  {address:<{width}}  {_stop_summary(res.stdout)}")
+    _mark_stopped(cluster, [a for a in targets if results[a].ok])
+    return 1 if failed else 0
+
+
+def _stop_summary(output: str) -> str:
+    """``rayops stop`` and ``rayops-node stop`` output -> "stopped 3 process(es)"."""
+    import re
+
+    stopped = sum(int(n) for n in re.findall(r"stopped (\d+) process", output))
+    stopped += len(re.findall(r"killed leftover process", output))
+    if "not installed here" in output:
+        return "rayops is not installed"
+    return f"stopped {stopped} process(es)" if stopped else "nothing was running"
+
+
+def _mark_stopped(cluster: Cluster, stopped: list[str]) -> None:
+    d = shell_path(cluster.spec.install_dir)
+    res = cluster.runner.run(cluster.head, f"cat {d}/{RECORD_FILE} 2>/dev/null || true")
+    try:
+        record: dict[str, Any] = json.loads(res.stdout) if res.ok and res.stdout.strip() else {}
+    except ValueError:
+        return
+    hosts = record.get("hosts") or {}
+    changed = False
+    for address in stopped:
+        if address in hosts and hosts[address].get("state") != "stopped":
+            hosts[address]["state"] = "stopped"
+            changed = True
+    if changed:
+        write_record(cluster.runner, cluster.head, cluster.spec.install_dir, record)
+
+
+def run_status(cluster: Cluster, as_json: bool) -> int:
+    facts = read_facts(cluster)
+    record = cluster_record(cluster, facts) or {}
+    rec_hosts = record.get("hosts") or {}
+    head = facts[cluster.head]
+    nodes: list[dict[str, Any]] = []
+    runtime_error = ""
+    if head.reachable and head.running:
+        from rayops.launcher.desired import expand_home
+
+        nodes, failure = runtime_nodes(cluster, expand_home(cluster.spec.install_dir, head.home))
+        runtime_error = failure.one_line() if failure else ""
+    by_ip = {str(n.get("node_ip")): n for n in nodes}
+    rows: list[dict[str, Any]] = []
+    for address, role in cluster.roles.items():
+        f = facts[address]
+        entry = rec_hosts.get(address) or {}
+        node = by_ip.get(f.node_ip or address) or by_ip.get(address)
+        rows.append(
+            {
+                "host": address,
+                "role": role,
+                "provisioned": entry.get("state") or "never",
+                "error": entry.get("error"),
+                "reachable": f.reachable,
+                "unreachable_reason": f.failure.one_line() if f.failure else None,
+                "daemons": sorted(f.daemons) if f.reachable else None,
+                "rayops_version": f.rayops_version,
+                "runtime": node.get("state") if node else None,
+            }
+        )
+    if as_json:
+        cluster.out(json.dumps({"cluster": cluster.spec.cluster_name, "hosts": rows,
+                                "nodes": nodes}, indent=2))  # fmt: skip
+        return 0 if head.reachable else 1
+    cluster.out(f"cluster {cluster.spec.cluster_name!r}  GCS {cluster.spec.head_address}  "
+                f"record: {record.get('updated_at', 'none')}")  # fmt: skip
+    width = max(len(r["host"]) for r in rows)
+    cluster.out(f"  {'HOST':<{width}}  ROLE    PROVISIONED  DAEMONS          RUNTIME")
+    for r in rows:
+        if not r["reachable"]:
+            daemons = f"unreachable: {r['unreachable_reason']}"
+        else:
+            daemons = ",".join(r["daemons"]) or "none running"
+        prov = r["provisioned"] + (f" ({r['error']})" if r["error"] else "")
+        cluster.out(f"  {r['host']:<{width}}  {r['role']:<6}  {prov:<11}  {daemons:<15}  "
+                    f"{r['runtime'] or '-'}")  # fmt: skip
+    alive = sum(1 for n in nodes if n.get("state") == "ALIVE")
+    cluster.out(
+        f"{alive} node(s) alive in the GCS" + (f" ({runtime_error})" if runtime_error else "")
+    )
+    return 0 if head.reachable else 1
