@@ -457,3 +457,19 @@ def test_log_lines_carry_timestamps(gcs: GcsProcess, client: GcsClient) -> None:
     client.register_node(_node("d00d"))
     line = next(ln for ln in gcs.log().splitlines() if "node d00d registered" in ln)
     assert time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")
+
+
+def test_a_node_with_another_major_minor_version_is_refused(client: GcsClient) -> None:
+    from dataclasses import replace
+
+    from rayops.version import __version__
+
+    major, minor, *_ = __version__.split(".")
+    other = f"{major}.{int(minor) + 1}.0"
+    node = replace(_node("ab" * 28), rayops_version=other)
+    with pytest.raises(ValueError) as info:
+        client.register_node(node)
+    assert other in str(info.value) and __version__ in str(info.value)
+    assert not [n for n in client.get_all_nodes() if n.node_id == node.node_id]
+    patch = replace(_node("cd" * 28), rayops_version=f"{major}.{minor}.99")
+    assert client.register_node(patch).node_id == patch.node_id
