@@ -305,6 +305,20 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {_fmt_bytes(used)}/{_fmt_bytes(total[k])} {k}")
         else:
             print(f"  {used:g}/{total[k]:g} {k}")
+    demand: dict[tuple[tuple[str, float], ...], list[Any]] = {}
+    for n in alive:
+        for shape, count, infeasible in n.pending_demand:
+            entry = demand.setdefault(tuple(sorted(shape.items())), [0, False])
+            entry[0] += count
+            entry[1] = entry[1] or infeasible
+    print()
+    print("Pending demand:")
+    if not demand:
+        print("  (no resource demands)")
+    for key, (count, infeasible) in sorted(demand.items()):
+        text = "{" + ", ".join(f"{k}: {v:g}" for k, v in key) + "}"
+        note = "  (no node can run this)" if infeasible else ""
+        print(f"  {text}: {count} pending{note}")
     return 0
 
 
@@ -316,6 +330,10 @@ def _node_json(n: Any) -> dict[str, Any]:
         "is_head": n.is_head_node,
         "resources_total": dict(n.resources_total),
         "resources_available": dict(n.resources_available),
+        "pending_demand": [
+            {"shape": dict(shape), "count": count, "infeasible": infeasible}
+            for shape, count, infeasible in n.pending_demand
+        ],
     }
 
 

@@ -158,6 +158,18 @@ def kill(cw: CoreWorker, handle: ActorHandle, no_restart: bool) -> None:
     from rayops.gcs import calls
 
     cw.gcs().call(calls.kill_actor(handle._actor_id, no_restart))
+    if no_restart:
+        # Calls made after kill() returns fail here at once, whatever the worker is doing.
+        err = rex.ActorDiedError(
+            actor_id=handle._actor_id.hex(),
+            error_msg=(
+                f"The actor {handle._class_name} ({handle._actor_id.hex()}) was killed "
+                "with rayops.kill()."
+            ),
+        )
+        cw.loop.call_soon_threadsafe(
+            cw.actor_submitter.mark_dead, handle._actor_id, handle._class_name, err
+        )
 
 
 def submit_call(

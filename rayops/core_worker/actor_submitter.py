@@ -183,6 +183,14 @@ class ActorSubmitter:
         while q.pending:
             self._cw.finish_with_error(q.pending.popleft(), q.death)
 
+    def mark_dead(self, actor_id: bytes, class_name: str, err: BaseException) -> None:
+        """This process killed the actor: fail its calls now instead of racing the exit."""
+        q = self.queue(actor_id, class_name)
+        q.death = err
+        if q.conn is not None and not q.conn.closed:
+            q.conn = None
+        self._fail_all(q)
+
     def on_nodes_dead(self, node_ids: set[str]) -> None:
         for q in self._queues.values():
             if q.node_id in node_ids and q.conn is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from rayops.gcs.codec import (
+    demand_to_proto,
     job_from_proto,
     node_from_proto,
     node_to_proto,
@@ -77,6 +78,7 @@ def report_resource_usage(
     total: Mapping[str, float],
     available: Mapping[str, float],
     store: ObjectStoreStats,
+    pending_demand: Any = (),
 ) -> GcsCall[UsageReportOutcome]:
     request = gcs_node_pb2.ReportResourceUsageRequest(
         node_id=node_id,
@@ -87,6 +89,7 @@ def report_resource_usage(
             capacity_bytes=store.capacity_bytes,
             spilled_bytes=store.spilled_bytes,
         ),
+        pending_demand=demand_to_proto(pending_demand),
     )
     return GcsCall("node", "ReportResourceUsage", request, _read_usage_reply)
 

@@ -157,9 +157,12 @@ class GcsClient:
         store_used: int,
         store_capacity: int,
         spilled: int,
+        pending_demand: Any = (),
     ) -> UsageReportOutcome:
         stats = _store_stats(store_used, store_capacity, spilled)
-        return self._call(calls.report_resource_usage(node_id, total, available, stats))
+        return self._call(
+            calls.report_resource_usage(node_id, total, available, stats, pending_demand)
+        )
 
     def check_alive(self) -> GcsInfo:
         return self._call(calls.check_alive())
@@ -278,9 +281,12 @@ class AsyncGcsClient:
         store_used: int,
         store_capacity: int,
         spilled: int,
+        pending_demand: Any = (),
     ) -> UsageReportOutcome:
         stats = _store_stats(store_used, store_capacity, spilled)
-        return await self._call(calls.report_resource_usage(node_id, total, available, stats))
+        return await self._call(
+            calls.report_resource_usage(node_id, total, available, stats, pending_demand)
+        )
 
     async def check_alive(self) -> GcsInfo:
         return await self._call(calls.check_alive())

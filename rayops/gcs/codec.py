@@ -6,6 +6,8 @@ here and nowhere else. Used by the GCS server and by both GCS clients.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rayops.gcs.types import JobInfo, NodeInfo, NodeState, ObjectStoreStats
 from rayops.protocol import common_pb2
 
@@ -51,6 +53,17 @@ def store_stats_from_proto(msg: common_pb2.ObjectStoreStats) -> ObjectStoreStats
     )
 
 
+def demand_to_proto(demand: Any) -> list[common_pb2.ResourceDemand]:
+    return [
+        common_pb2.ResourceDemand(shape=dict(shape), count=count, infeasible=infeasible)
+        for shape, count, infeasible in demand
+    ]
+
+
+def demand_from_proto(msgs: Any) -> tuple[tuple[dict[str, float], int, bool], ...]:
+    return tuple((dict(m.shape), m.count, m.infeasible) for m in msgs)
+
+
 def node_to_proto(node: NodeInfo) -> common_pb2.NodeInfo:
     return common_pb2.NodeInfo(
         node_id=node.node_id,
@@ -70,6 +83,7 @@ def node_to_proto(node: NodeInfo) -> common_pb2.NodeInfo:
         rayops_version=node.rayops_version,
         object_store_stats=store_stats_to_proto(node.object_store_stats),
         last_report_time_ms=node.last_report_time_ms,
+        pending_demand=demand_to_proto(node.pending_demand),
     )
 
 
@@ -92,6 +106,7 @@ def node_from_proto(msg: common_pb2.NodeInfo) -> NodeInfo:
         rayops_version=msg.rayops_version,
         object_store_stats=store_stats_from_proto(msg.object_store_stats),
         last_report_time_ms=msg.last_report_time_ms,
+        pending_demand=demand_from_proto(msg.pending_demand),
     )
 
 

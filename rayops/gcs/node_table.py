@@ -125,6 +125,7 @@ class NodeTable:
         resources_total: Mapping[str, float],
         resources_available: Mapping[str, float],
         store: ObjectStoreStats,
+        pending_demand: tuple[tuple[Mapping[str, float], int, bool], ...] = (),
     ) -> UsageReportOutcome:
         """Apply a raylet's usage report to an ALIVE node; refuse it for unknown or DEAD ones."""
         _validate_resources(resources_total, f"node {node_id} resources_total")
@@ -140,6 +141,7 @@ class NodeTable:
             resources_available=resources_available,
             object_store_stats=store,
             last_report_time_ms=self._clock_ms(),
+            pending_demand=pending_demand,
         )
         return UsageReportOutcome(accepted=True, state=NodeState.ALIVE)
 

@@ -22,6 +22,7 @@ import grpc.aio
 
 from rayops.gcs.actor_table import ActorTable
 from rayops.gcs.codec import (
+    demand_from_proto,
     job_to_proto,
     node_from_proto,
     node_to_proto,
@@ -142,6 +143,7 @@ class NodeInfoService(gcs_node_pb2_grpc.NodeInfoGcsServiceServicer):
             dict(request.resources_total),
             dict(request.resources_available),
             store_stats_from_proto(request.object_store_stats),
+            demand_from_proto(request.pending_demand),
         )
         if not outcome.accepted:
             logger.info(

@@ -66,6 +66,8 @@ class NodeInfo:
     is_head_node: bool = False
     rayops_version: str = ""
     object_store_stats: ObjectStoreStats = field(default_factory=ObjectStoreStats)
+    # (shape, count, infeasible) of lease requests waiting on the node (latest report)
+    pending_demand: tuple[tuple[Mapping[str, float], int, bool], ...] = ()
     last_report_time_ms: int = 0
 
     def __post_init__(self) -> None:

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as rayops_dot_protocol_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erayops/protocol/gcs_node.proto\x12\x0frayops.protocol\x1a\x1crayops/protocol/common.proto\"C\n\x13RegisterNodeRequest\x12,\n\tnode_info\x18\x01 \x01(\x0b\x32\x19.rayops.protocol.NodeInfo\"A\n\x11RegisterNodeReply\x12,\n\tnode_info\x18\x01 \x01(\x0b\x32\x19.rayops.protocol.NodeInfo\"8\n\x15UnregisterNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"$\n\x13UnregisterNodeReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"+\n\x15GetAllNodeInfoRequest\x12\x12\n\nalive_only\x18\x01 \x01(\x08\"H\n\x13GetAllNodeInfoReply\x12\x31\n\x0enode_info_list\x18\x01 \x03(\x0b\x32\x19.rayops.protocol.NodeInfo\"\x9a\x03\n\x1aReportResourceUsageRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12X\n\x0fresources_total\x18\x02 \x03(\x0b\x32?.rayops.protocol.ReportResourceUsageRequest.ResourcesTotalEntry\x12`\n\x13resources_available\x18\x03 \x03(\x0b\x32\x43.rayops.protocol.ReportResourceUsageRequest.ResourcesAvailableEntry\x12=\n\x12object_store_stats\x18\x04 \x01(\x0b\x32!.rayops.protocol.ObjectStoreStats\x1a\x35\n\x13ResourcesTotalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x39\n\x17ResourcesAvailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"e\n\x18ReportResourceUsageReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x37\n\nnode_state\x18\x02 \x01(\x0e\x32#.rayops.protocol.NodeInfo.NodeState\"\x13\n\x11\x43heckAliveRequest\"T\n\x0f\x43heckAliveReply\x12\x16\n\x0erayops_version\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x15\n\rstart_time_ms\x18\x03 \x01(\x03\x32\xf1\x03\n\x12NodeInfoGcsService\x12X\n\x0cRegisterNode\x12$.rayops.protocol.RegisterNodeRequest\x1a\".rayops.protocol.RegisterNodeReply\x12^\n\x0eUnregisterNode\x12&.rayops.protocol.UnregisterNodeRequest\x1a$.rayops.protocol.UnregisterNodeReply\x12^\n\x0eGetAllNodeInfo\x12&.rayops.protocol.GetAllNodeInfoRequest\x1a$.rayops.protocol.GetAllNodeInfoReply\x12m\n\x13ReportResourceUsage\x12+.rayops.protocol.ReportResourceUsageRequest\x1a).rayops.protocol.ReportResourceUsageReply\x12R\n\nCheckAlive\x12\".rayops.protocol.CheckAliveRequest\x1a .rayops.protocol.CheckAliveReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erayops/protocol/gcs_node.proto\x12\x0frayops.protocol\x1a\x1crayops/protocol/common.proto\"C\n\x13RegisterNodeRequest\x12,\n\tnode_info\x18\x01 \x01(\x0b\x32\x19.rayops.protocol.NodeInfo\"A\n\x11RegisterNodeReply\x12,\n\tnode_info\x18\x01 \x01(\x0b\x32\x19.rayops.protocol.NodeInfo\"8\n\x15UnregisterNodeRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"$\n\x13UnregisterNodeReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"+\n\x15GetAllNodeInfoRequest\x12\x12\n\nalive_only\x18\x01 \x01(\x08\"H\n\x13GetAllNodeInfoReply\x12\x31\n\x0enode_info_list\x18\x01 \x03(\x0b\x32\x19.rayops.protocol.NodeInfo\"\xd3\x03\n\x1aReportResourceUsageRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12X\n\x0fresources_total\x18\x02 \x03(\x0b\x32?.rayops.protocol.ReportResourceUsageRequest.ResourcesTotalEntry\x12`\n\x13resources_available\x18\x03 \x03(\x0b\x32\x43.rayops.protocol.ReportResourceUsageRequest.ResourcesAvailableEntry\x12=\n\x12object_store_stats\x18\x04 \x01(\x0b\x32!.rayops.protocol.ObjectStoreStats\x12\x37\n\x0epending_demand\x18\x05 \x03(\x0b\x32\x1f.rayops.protocol.ResourceDemand\x1a\x35\n\x13ResourcesTotalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x39\n\x17ResourcesAvailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"e\n\x18ReportResourceUsageReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x37\n\nnode_state\x18\x02 \x01(\x0e\x32#.rayops.protocol.NodeInfo.NodeState\"\x13\n\x11\x43heckAliveRequest\"T\n\x0f\x43heckAliveReply\x12\x16\n\x0erayops_version\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x15\n\rstart_time_ms\x18\x03 \x01(\x03\x32\xf1\x03\n\x12NodeInfoGcsService\x12X\n\x0cRegisterNode\x12$.rayops.protocol.RegisterNodeRequest\x1a\".rayops.protocol.RegisterNodeReply\x12^\n\x0eUnregisterNode\x12&.rayops.protocol.UnregisterNodeRequest\x1a$.rayops.protocol.UnregisterNodeReply\x12^\n\x0eGetAllNodeInfo\x12&.rayops.protocol.GetAllNodeInfoRequest\x1a$.rayops.protocol.GetAllNodeInfoReply\x12m\n\x13ReportResourceUsage\x12+.rayops.protocol.ReportResourceUsageRequest\x1a).rayops.protocol.ReportResourceUsageReply\x12R\n\nCheckAlive\x12\".rayops.protocol.CheckAliveRequest\x1a .rayops.protocol.CheckAliveReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,17 +50,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETALLNODEINFOREPLY']._serialized_start=358
   _globals['_GETALLNODEINFOREPLY']._serialized_end=430
   _globals['_REPORTRESOURCEUSAGEREQUEST']._serialized_start=433
-  _globals['_REPORTRESOURCEUSAGEREQUEST']._serialized_end=843
-  _globals['_REPORTRESOURCEUSAGEREQUEST_RESOURCESTOTALENTRY']._serialized_start=731
-  _globals['_REPORTRESOURCEUSAGEREQUEST_RESOURCESTOTALENTRY']._serialized_end=784
-  _globals['_REPORTRESOURCEUSAGEREQUEST_RESOURCESAVAILABLEENTRY']._serialized_start=786
-  _globals['_REPORTRESOURCEUSAGEREQUEST_RESOURCESAVAILABLEENTRY']._serialized_end=843
-  _globals['_REPORTRESOURCEUSAGEREPLY']._serialized_start=845
-  _globals['_REPORTRESOURCEUSAGEREPLY']._serialized_end=946
-  _globals['_CHECKALIVEREQUEST']._serialized_start=948
-  _globals['_CHECKALIVEREQUEST']._serialized_end=967
-  _globals['_CHECKALIVEREPLY']._serialized_start=969
-  _globals['_CHECKALIVEREPLY']._serialized_end=1053
-  _globals['_NODEINFOGCSSERVICE']._serialized_start=1056
-  _globals['_NODEINFOGCSSERVICE']._serialized_end=1553
+  _globals['_REPORTRESOURCEUSAGEREQUEST']._serialized_end=900
+  _globals['_REPORTRESOURCEUSAGEREQUEST_RESOURCESTOTALENTRY']._serialized_start=788
+  _globals['_REPORTRESOURCEUSAGEREQUEST_RESOURCESTOTALENTRY']._serialized_end=841
+  _globals['_REPORTRESOURCEUSAGEREQUEST_RESOURCESAVAILABLEENTRY']._serialized_start=843
+  _globals['_REPORTRESOURCEUSAGEREQUEST_RESOURCESAVAILABLEENTRY']._serialized_end=900
+  _globals['_REPORTRESOURCEUSAGEREPLY']._serialized_start=902
+  _globals['_REPORTRESOURCEUSAGEREPLY']._serialized_end=1003
+  _globals['_CHECKALIVEREQUEST']._serialized_start=1005
+  _globals['_CHECKALIVEREQUEST']._serialized_end=1024
+  _globals['_CHECKALIVEREPLY']._serialized_start=1026
+  _globals['_CHECKALIVEREPLY']._serialized_end=1110
+  _globals['_NODEINFOGCSSERVICE']._serialized_start=1113
+  _globals['_NODEINFOGCSSERVICE']._serialized_end=1610
 # @@protoc_insertion_point(module_scope)

@@ -47,7 +47,7 @@ class GetAllNodeInfoReply(_message.Message):
     def __init__(self, node_info_list: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ...) -> None: ...
 
 class ReportResourceUsageRequest(_message.Message):
-    __slots__ = ("node_id", "resources_total", "resources_available", "object_store_stats")
+    __slots__ = ("node_id", "resources_total", "resources_available", "object_store_stats", "pending_demand")
     class ResourcesTotalEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -66,11 +66,13 @@ class ReportResourceUsageRequest(_message.Message):
     RESOURCES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     OBJECT_STORE_STATS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_DEMAND_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     resources_total: _containers.ScalarMap[str, float]
     resources_available: _containers.ScalarMap[str, float]
     object_store_stats: _common_pb2.ObjectStoreStats
-    def __init__(self, node_id: _Optional[str] = ..., resources_total: _Optional[_Mapping[str, float]] = ..., resources_available: _Optional[_Mapping[str, float]] = ..., object_store_stats: _Optional[_Union[_common_pb2.ObjectStoreStats, _Mapping]] = ...) -> None: ...
+    pending_demand: _containers.RepeatedCompositeFieldContainer[_common_pb2.ResourceDemand]
+    def __init__(self, node_id: _Optional[str] = ..., resources_total: _Optional[_Mapping[str, float]] = ..., resources_available: _Optional[_Mapping[str, float]] = ..., object_store_stats: _Optional[_Union[_common_pb2.ObjectStoreStats, _Mapping]] = ..., pending_demand: _Optional[_Iterable[_Union[_common_pb2.ResourceDemand, _Mapping]]] = ...) -> None: ...
 
 class ReportResourceUsageReply(_message.Message):
     __slots__ = ("accepted", "node_state")

@@ -221,6 +221,7 @@ class Raylet:
                         stats.used_bytes,
                         stats.capacity,
                         stats.spilled_bytes,
+                        self._pending_demand(),
                     )
                 except Exception as err:
                     self._report_dirty = True
@@ -342,6 +343,7 @@ class Raylet:
                 fut.set_exception(ValueError(decision.reason))
                 return fut
         self.pending.append(req)
+        self._report_dirty = True
         self._schedule()
         return fut
 
@@ -547,6 +549,8 @@ class Raylet:
             self._grant(req, worker)
         for alloc in tentative:
             self.resources.release(alloc)
+        if len(still) != len(self.pending):
+            self._report_dirty = True
         self.pending = still
         shortfall = len(tentative) - self.pool.num_starting
         for _ in range(max(0, shortfall)):
@@ -582,6 +586,18 @@ class Raylet:
             self.pool.push_idle(lease.worker)
         else:
             lease.worker.lease_id = None
+
+    def _pending_demand(self) -> tuple[tuple[dict[str, float], int, bool], ...]:
+        """Waiting lease requests by shape, for `rayops status` and later the autoscaler."""
+        counts: dict[tuple[tuple[str, float], ...], list[Any]] = {}
+        for req in self.pending:
+            if req.future.done():
+                continue
+            key = tuple(sorted(req.shape.items()))
+            entry = counts.setdefault(key, [0, False])
+            entry[0] += 1
+            entry[1] = entry[1] or req.warned
+        return tuple((dict(k), n, infeasible) for k, (n, infeasible) in sorted(counts.items()))
 
     def _cluster_totals(self) -> dict[str, float]:
         total: dict[str, float] = {}

@@ -140,3 +140,43 @@ def test_killed_raylet_is_declared_dead_and_work_moves(cluster: Cluster) -> None
     got = rayops.get(refs, timeout=60)
     assert victim.node_id not in got
     assert cluster.wait_for_nodes(3) is None
+
+
+def test_status_lists_every_node_and_pending_demand(cluster: Cluster) -> None:
+    import subprocess
+    import sys
+
+    @rayops.remote(resources={"unobtainium": 1})
+    def never() -> None:
+        pass
+
+    ref = never.remote()
+    env = {**os.environ, "RAYOPS_TOKEN_FILE": cluster.token_file}
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run(
+            [sys.executable, "-m", "rayops.cli.main", "status", "--address", cluster.address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert out.returncode == 0, out.stderr
+        if "{CPU: 1, unobtainium: 1}: 1 pending  (no node can run this)" in out.stdout:
+            break
+        assert time.monotonic() < deadline, out.stdout
+        time.sleep(0.2)
+    assert "Active: 3" in out.stdout or "Active: 4" in out.stdout
+    rayops.cancel(ref)
+
+
+def test_a_new_node_is_visible_within_2s(cluster: Cluster) -> None:
+    from rayops.gcs.client import GcsClient
+
+    t0 = time.monotonic()
+    node = cluster.add_node(num_cpus=1)
+    with GcsClient(cluster.address, cluster.token, timeout=5) as gcs:
+        while node.node_id not in {n.node_id for n in gcs.get_all_nodes(alive_only=True)}:
+            assert time.monotonic() - t0 < 2.0, "the new node was not visible within 2 s"
+            time.sleep(0.02)
+    cluster.remove_node(node)
