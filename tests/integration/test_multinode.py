@@ -123,6 +123,12 @@ def test_killed_raylet_is_declared_dead_and_work_moves(cluster: Cluster) -> None
         time.sleep(s)
         return rayops.get_runtime_context().get_node_id()
 
+    @rayops.remote(resources={"doomed": 1})
+    def big() -> np.ndarray:
+        return np.zeros(2 * 2**20, dtype=np.uint8)  # large: stays in the victim's store
+
+    only_copy = big.remote()
+    rayops.wait([only_copy], timeout=30)
     hard = NodeAffinitySchedulingStrategy(victim.node_id, soft=True)
     refs = [slow_where.options(scheduling_strategy=hard).remote(3.0) for _ in range(2)]
     time.sleep(1.0)
@@ -139,6 +145,8 @@ def test_killed_raylet_is_declared_dead_and_work_moves(cluster: Cluster) -> None
     assert detected < 10
     got = rayops.get(refs, timeout=60)
     assert victim.node_id not in got
+    with pytest.raises(rex.ObjectLostError):
+        rayops.get(only_copy, timeout=30)
     assert cluster.wait_for_nodes(3) is None
 
 
