@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from rayops import exceptions as rex
 from rayops import ids
-from rayops.core_worker.core_worker import TaskRecord
 from rayops.core_worker.object_ref import ObjectRef
-from rayops.core_worker.task_spec import STREAMING, TaskSpec
+from rayops.core_worker.task_spec import STREAMING
 
 if TYPE_CHECKING:
     from rayops.actor import ActorHandle
@@ -191,23 +190,13 @@ def submit_call(
     num_returns = options.get("num_returns", meta["num_returns"])
     if num_returns == "streaming":
         num_returns = STREAMING
-    ctx = cw.task_context()
-    task_id = ids.new_task_id()
-    entries, deps = cw._prepare_args(args, kwargs)
-    n = 1 if num_returns == STREAMING else num_returns
-    return_ids = tuple(ids.object_id_for(task_id, i + 1) for i in range(n))
-    spec = TaskSpec(
-        task_id=task_id,
-        job_id=ctx.job_id or cw.job_id,
+    spec, deps = cw.build_spec(
         name=method,
         function_id=b"",
-        args=tuple(entries),
-        kwarg_names=tuple(kwargs),
+        args=args,
+        kwargs=kwargs,
         num_returns=num_returns,
-        return_ids=return_ids,
-        owner=cw.address,
         resources={},
-        parent_task_id=ctx.task_id or b"",
         actor_id=actor_id,
         concurrency_group=options.get("concurrency_group", meta.get("concurrency_group", "")),
     )
@@ -215,21 +204,18 @@ def submit_call(
     if retries is None:
         retries = handle._meta.get("max_task_retries", 0)
     retry_exceptions = options.get("retry_exceptions", meta.get("retry_exceptions")) or False
-    cw.references.pin_submitted(deps)
-    cw._tasks[task_id] = TaskRecord(spec, retries, retry_exceptions, deps)
+    result = cw.track_submission(
+        spec,
+        deps,
+        retries,
+        retry_exceptions,
+        lambda s: cw.enqueue_actor_call(s, handle._class_name),
+    )
     if num_returns == STREAMING:
-        from rayops.core_worker.core_worker import GeneratorState
-        from rayops.core_worker.object_ref import ObjectRefGenerator
-
-        cw._generators[task_id] = GeneratorState()
-        cw.references.add_owned(return_ids[0], cw.address, local=0)
-        cw.references.pin_submitted([return_ids[0]])
-        cw.enqueue_actor_call(spec, handle._class_name)
-        return ObjectRefGenerator(task_id, cw.address, cw)
-    for rid in return_ids:
-        cw.references.add_owned(rid, cw.address, local=1)
-    refs = [ObjectRef(rid, cw.address, cw, counted=True) for rid in return_ids]
-    cw.enqueue_actor_call(spec, handle._class_name)
+        return result
+    refs = result
+    assert isinstance(refs, list)
+    n = len(refs)
     if n == 1:
         return refs[0]
     if n == 0:

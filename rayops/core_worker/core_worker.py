@@ -654,11 +654,33 @@ class CoreWorker:
         retry_exceptions: Any,
         strategy: Any = None,
     ) -> list[ObjectRef] | ObjectRefGenerator:
+        spec, deps = self.build_spec(
+            name=name,
+            function_id=function_id,
+            args=args,
+            kwargs=kwargs,
+            num_returns=num_returns,
+            resources=resources,
+            strategy=strategy,
+        )
+        return self.track_submission(spec, deps, max_retries, retry_exceptions, self._enqueue)
+
+    def build_spec(
+        self,
+        *,
+        name: str,
+        function_id: bytes,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        num_returns: int,
+        resources: dict[str, float],
+        **extra: Any,
+    ) -> tuple[TaskSpec, list[bytes]]:
+        """A task (or actor call) spec with its serialized arguments, and the refs it pins."""
         ctx = self.task_context()
         task_id = ids.new_task_id()
         arg_entries, deps = self._prepare_args(args, kwargs)
         n = 1 if num_returns == STREAMING else num_returns
-        return_ids = tuple(ids.object_id_for(task_id, i + 1) for i in range(n))
         spec = TaskSpec(
             task_id=task_id,
             job_id=ctx.job_id or self.job_id,
@@ -667,26 +689,36 @@ class CoreWorker:
             args=tuple(arg_entries),
             kwarg_names=tuple(kwargs),
             num_returns=num_returns,
-            return_ids=return_ids,
+            return_ids=tuple(ids.object_id_for(task_id, i + 1) for i in range(n)),
             owner=self.address,
             resources=resources,
             parent_task_id=ctx.task_id or b"",
-            strategy=strategy,
+            **extra,
         )
+        return spec, deps
+
+    def track_submission(
+        self,
+        spec: TaskSpec,
+        deps: list[bytes],
+        retries: int,
+        retry_exceptions: Any,
+        enqueue: Any,
+    ) -> list[ObjectRef] | ObjectRefGenerator:
+        """Own the returns, pin the arguments, record the task, hand it to ``enqueue``."""
         self.references.pin_submitted(deps)
-        self._tasks[task_id] = TaskRecord(spec, max_retries, retry_exceptions, deps)
-        if num_returns == STREAMING:
-            self._generators[task_id] = GeneratorState()
-            # The "completed" object is return index 1... kept pinned by the generator.
-            self.references.add_owned(return_ids[0], self.address, local=0)
-            self.references.pin_submitted([return_ids[0]])
-            gen = ObjectRefGenerator(task_id, self.address, self)
-            self._enqueue(spec)
-            return gen
-        for rid in return_ids:
+        self._tasks[spec.task_id] = TaskRecord(spec, retries, retry_exceptions, deps)
+        if spec.num_returns == STREAMING:
+            self._generators[spec.task_id] = GeneratorState()
+            # Return index 1 is the "completed" object, pinned by the generator.
+            self.references.add_owned(spec.return_ids[0], self.address, local=0)
+            self.references.pin_submitted([spec.return_ids[0]])
+            enqueue(spec)
+            return ObjectRefGenerator(spec.task_id, self.address, self)
+        for rid in spec.return_ids:
             self.references.add_owned(rid, self.address, local=1)
-        refs = [ObjectRef(rid, self.address, self, counted=True) for rid in return_ids]
-        self._enqueue(spec)
+        refs = [ObjectRef(rid, self.address, self, counted=True) for rid in spec.return_ids]
+        enqueue(spec)
         return refs
 
     def _prepare_args(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psutil
@@ -362,29 +364,7 @@ def test_queue(ray: Any) -> None:
 
 def test_detached_named_actor_outlives_its_driver(temp_dir: str) -> None:
     """A second driver finds a detached actor after the first one exited."""
-    port = _free_port()
-    cli = [sys.executable, "-m", "rayops.cli.main"]
-    tmp = os.path.join(temp_dir, "detached")
-    r = subprocess.run(
-        [
-            *cli,
-            "start",
-            "--head",
-            "--port",
-            str(port),
-            "--num-cpus",
-            "2",
-            "--temp-dir",
-            tmp,
-            "--node-ip-address",
-            "127.0.0.1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
-    try:
+    with _head_node(os.path.join(temp_dir, "detached")) as tmp:
         first = textwrap.dedent(
             """
             import rayops
@@ -417,34 +397,10 @@ def test_detached_named_actor_outlives_its_driver(temp_dir: str) -> None:
         )
         assert out2.returncode == 0, out2.stderr
         assert out2.stdout.strip() == "2 ['from-first', 'from-second']"
-    finally:
-        subprocess.run([*cli, "stop", "--temp-dir", tmp], capture_output=True, timeout=60)
 
 
 def test_non_detached_actor_dies_with_owner(temp_dir: str) -> None:
-    port = _free_port()
-    cli = [sys.executable, "-m", "rayops.cli.main"]
-    tmp = os.path.join(temp_dir, "owned")
-    r = subprocess.run(
-        [
-            *cli,
-            "start",
-            "--head",
-            "--port",
-            str(port),
-            "--num-cpus",
-            "2",
-            "--temp-dir",
-            tmp,
-            "--node-ip-address",
-            "127.0.0.1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
-    try:
+    with _head_node(os.path.join(temp_dir, "owned")) as tmp:
         script = textwrap.dedent(
             """
             import os, rayops
@@ -463,6 +419,20 @@ def test_non_detached_actor_dies_with_owner(temp_dir: str) -> None:
         assert out.returncode == 0, out.stderr
         pid = int(out.stdout.strip())
         _wait_until(lambda: not _alive(pid), 15, "the actor to die with its owner")
+
+
+@contextlib.contextmanager
+def _head_node(tmp: str) -> Iterator[str]:
+    """A detached head node (``rayops start --head``) in its own temp dir, stopped after."""
+    cli = [sys.executable, "-m", "rayops.cli.main"]
+    r = subprocess.run(
+        [*cli, "start", "--head", "--port", str(_free_port()), "--num-cpus", "2",
+         "--temp-dir", tmp, "--node-ip-address", "127.0.0.1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    try:
+        yield tmp
     finally:
         subprocess.run([*cli, "stop", "--temp-dir", tmp], capture_output=True, timeout=60)
 
