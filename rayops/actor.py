@@ -10,7 +10,6 @@ creator tells the GCS and a non-detached actor exits.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import pickle
 from typing import Any
@@ -244,10 +243,6 @@ class ActorMethod:
         raise TypeError(
             f"Actor methods cannot be called directly: use .{self._name}.remote(...) instead."
         )
-
-
-def class_id(class_bytes: bytes) -> bytes:
-    return hashlib.blake2b(class_bytes, digest_size=16).digest()
 
 
 def handle_token_id(actor_id: bytes) -> bytes:

@@ -27,7 +27,7 @@ import cloudpickle
 
 from rayops import exceptions as rex
 from rayops.actor import ActorExitRequest
-from rayops.core_worker.core_worker import TaskContext
+from rayops.core_worker.core_worker import TaskContext, resolve
 from rayops.core_worker.task_spec import STREAMING, TaskReply, TaskSpec
 from rayops.rpc import framed
 
@@ -85,13 +85,13 @@ class ActorRuntime:
         def construct() -> None:
             result: tuple[bool, int, Any]
             ctx = TaskContext(
-                task_id=actor_id + b"\0" * 0,
+                task_id=actor_id,
                 task_name=runtime.class_name,
                 job_id=spec["job_id"],
                 instances=instances,
                 lease_id=lease_id,
+                actor_id=actor_id,
             )
-            ctx.actor_id = actor_id  # type: ignore[attr-defined]
             cw.set_task_context(ctx)
             try:
                 cls = cloudpickle.loads(spec["class_bytes"])
@@ -124,7 +124,7 @@ class ActorRuntime:
                 result = (False, os.getpid(), (str(err) or type(err).__name__, payload))
             finally:
                 cw.set_task_context(None)
-            cw.loop.call_soon_threadsafe(_resolve, fut, result)
+            cw.loop.call_soon_threadsafe(resolve, fut, result)
 
         executor.enqueue(construct)
         return fut
@@ -205,8 +205,8 @@ class ActorRuntime:
                 job_id=spec.job_id,
                 instances=self.instances,
                 lease_id=None,
+                actor_id=self.actor_id,
             )
-            ctx.actor_id = self.actor_id  # type: ignore[attr-defined]
             cw.set_task_context(ctx)
             try:
                 if any(a[0] == "r" for a in spec.args):
@@ -224,14 +224,7 @@ class ActorRuntime:
             except ActorExitRequest:
                 exiting = ex.exiting = True
                 returns = ex._package_returns(spec, None)
-            except asyncio.CancelledError as err:
-                status, returns = (
-                    "error",
-                    ex._error_returns(
-                        spec, rex.TaskCancelledError(spec.task_id.hex()) if False else err
-                    ),
-                )
-            except Exception as err:
+            except (Exception, asyncio.CancelledError) as err:
                 status, returns = "error", ex._error_returns(spec, err)
             finally:
                 cw.set_task_context(None)
@@ -296,8 +289,3 @@ class ActorRuntime:
             cw.loop.call_later(0.05, os._exit, 0)
 
         cw.loop.call_soon_threadsafe(bye)
-
-
-def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)

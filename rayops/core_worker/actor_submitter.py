@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rayops import exceptions as rex
-from rayops import serialization
 from rayops.core_worker.task_spec import TaskReply, TaskSpec
 from rayops.rpc import framed
 
@@ -42,7 +41,6 @@ class ActorQueue:
     inflight: dict[bytes, TaskSpec] = field(default_factory=dict)
     watching: bool = False
     death: BaseException | None = None
-    waiting_on_deps: bool = False
     node_id: str = ""
 
 
@@ -58,10 +56,6 @@ class ActorSubmitter:
         if q is None:
             q = self._queues[actor_id] = ActorQueue(actor_id, class_name)
         return q
-
-    def num_pending(self, actor_id: bytes) -> int:
-        q = self._queues.get(actor_id)
-        return 0 if q is None else len(q.pending) + len(q.inflight)
 
     def submit(self, spec: TaskSpec, class_name: str) -> None:
         q = self.queue(spec.actor_id, class_name)
@@ -196,10 +190,6 @@ class ActorSubmitter:
             if q.node_id in node_ids and q.conn is not None:
                 q.conn.close()  # in-flight calls fail over; the GCS says where it went
 
-    def known_dead(self, actor_id: bytes) -> BaseException | None:
-        q = self._queues.get(actor_id)
-        return None if q is None else q.death
-
 
 def _death_error(info: Any) -> BaseException:
     cause: Any = None
@@ -212,6 +202,3 @@ def _death_error(info: Any) -> BaseException:
     if cause is not None:
         return rex.ActorDiedError(cause=cause, actor_id=info.actor_id.hex(), error_msg=msg)
     return rex.ActorDiedError(actor_id=info.actor_id.hex(), error_msg=msg)
-
-
-__all__ = ["ActorSubmitter", "serialization"]

@@ -109,7 +109,7 @@ class CoreWorker:
         self.raylet: framed.Connection = None  # type: ignore[assignment]
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
-        self._peers: dict[Address, asyncio.Future[framed.Connection]] = {}
+        self._peers: framed.ConnectionPool | None = None  # made once handlers are known
         self._functions: dict[bytes, bytes] = {}
         self._tasks: dict[bytes, TaskRecord] = {}
         self._generators: dict[bytes, GeneratorState] = {}
@@ -127,7 +127,6 @@ class CoreWorker:
         self._driver_ctx = TaskContext(task_id=ids.new_task_id())
         self._tls = threading.local()
         self._shutdown = False
-        self.dead_nodes: set[str] = set()
         self._background: set[asyncio.Future[Any]] = set()
         self.executor: Any = None  # set in worker mode (rayops.core_worker.executor.Executor)
         from rayops.core_worker.actor_submitter import ActorSubmitter
@@ -227,9 +226,8 @@ class CoreWorker:
                 task.cancel()
             self.submitter.return_all_leases()
             await asyncio.sleep(0)
-            for fut in self._peers.values():
-                if fut.done() and not fut.exception():
-                    fut.result().close()
+            if self._peers is not None:
+                self._peers.close_all()
             if self._gcs_async is not None:
                 try:
                     await self._gcs_async.close()
@@ -263,27 +261,10 @@ class CoreWorker:
             self.references.remove_borrower_everywhere(addr)
 
     async def peer(self, address: Address) -> framed.Connection:
-        """A (cached) connection to another core worker."""
-        fut = self._peers.get(address)
-        if fut is not None and fut.done():
-            if fut.exception() is None and not fut.result().closed:
-                return fut.result()
-            fut = None
-        if fut is None:
-            fut = asyncio.ensure_future(
-                framed.connect(
-                    address[0],
-                    address[1],
-                    self.token,
-                    self._handlers(),
-                    on_close=lambda c: self._forget_peer(address),
-                )
-            )
-            self._peers[address] = fut
-        return await asyncio.shield(fut)
-
-    def _forget_peer(self, address: Address) -> None:
-        self._peers.pop(address, None)
+        """A (cached) connection to another core worker or a raylet."""
+        if self._peers is None:
+            self._peers = framed.ConnectionPool(self.token, self._handlers())
+        return await self._peers.get(address)
 
     def _handlers(self) -> dict[str, Any]:
         h: dict[str, Any] = {
@@ -430,8 +411,6 @@ class CoreWorker:
         except (TimeoutError, OSError, framed.ConnectionLost) as err:
             entry = self._error_entry(
                 rex.OwnerDiedError(oid.hex(), owner_address=f"{owner[0]}:{owner[1]}")
-                if hasattr(rex, "OwnerDiedError")
-                else rex.ObjectLostError(oid.hex())
             )
             logger.debug("owner %s of %s unreachable: %r", owner, oid.hex(), err)
         finally:
@@ -451,7 +430,7 @@ class CoreWorker:
             loop = asyncio.get_running_loop()
 
             def ready(_oid: bytes, _e: Entry) -> None:
-                loop.call_soon_threadsafe(_resolve, fut, None)
+                loop.call_soon_threadsafe(resolve, fut, None)
 
             self.memory_store.on_ready(oid, ready)
             await fut
@@ -600,7 +579,7 @@ class CoreWorker:
         fut: asyncio.Future[Entry] = self.loop.create_future()
 
         def ready(_oid: bytes, e: Entry) -> None:
-            self.loop.call_soon_threadsafe(_resolve, fut, e)
+            self.loop.call_soon_threadsafe(resolve, fut, e)
 
         self.memory_store.on_ready(oid, ready)
         return fut
@@ -628,7 +607,6 @@ class CoreWorker:
     def _h_node_dead(self, conn: framed.Connection, node_ids: list[str]) -> None:
         """Nodes the GCS declared dead: stop waiting on connections into them."""
         dead = set(node_ids)
-        self.dead_nodes |= dead
         self.submitter.on_nodes_dead(dead)
         self.actor_submitter.on_nodes_dead(dead)
 
@@ -837,7 +815,7 @@ class CoreWorker:
         if record is None:
             return
         if reply.status == "cancelled" or record.cancelled:
-            self._finish_with_error(spec, rex.TaskCancelledError(spec.task_id.hex()))
+            self.finish_with_error(spec, rex.TaskCancelledError(spec.task_id.hex()))
             return
         if (
             reply.status == "error"
@@ -903,7 +881,7 @@ class CoreWorker:
         if record is None:
             return
         if record.cancelled:
-            self._finish_with_error(spec, rex.TaskCancelledError(spec.task_id.hex()))
+            self.finish_with_error(spec, rex.TaskCancelledError(spec.task_id.hex()))
             return
         if retry and record.retries_left != 0:
             record.retries_left -= 1
@@ -915,7 +893,7 @@ class CoreWorker:
             )
             self._resubmit(record)
             return
-        self._finish_with_error(
+        self.finish_with_error(
             spec,
             rex.WorkerCrashedError(
                 f"The worker running task {spec.name} died unexpectedly ({err}). "
@@ -928,15 +906,10 @@ class CoreWorker:
         return self._tasks.get(task_id)
 
     def finish_with_error(self, spec: TaskSpec, err: BaseException) -> None:
-        self._finish_with_error(spec, err)
+        """The task ends with ``err`` at get(), without running (again)."""
+        self.finish_with_entry(spec, self._error_entry(err))
 
     def finish_with_entry(self, spec: TaskSpec, entry: Entry) -> None:
-        self._finish_with_entry(spec, entry)
-
-    def _finish_with_error(self, spec: TaskSpec, err: BaseException) -> None:
-        self._finish_with_entry(spec, self._error_entry(err))
-
-    def _finish_with_entry(self, spec: TaskSpec, entry: Entry) -> None:
         record = self._tasks.get(spec.task_id)
         if spec.num_returns == STREAMING:
             state = self._generators.get(spec.task_id)
@@ -961,21 +934,17 @@ class CoreWorker:
             record.cancelled = True
             record.force_cancelled = force
             if self.submitter.cancel_queued(task_id):
-                self._finish_with_error(record.spec, rex.TaskCancelledError(task_id.hex()))
+                self.finish_with_error(record.spec, rex.TaskCancelledError(task_id.hex()))
                 return
             lease = self.submitter.lease_of(task_id)
             if lease is not None and lease.conn is not None:
                 lease.conn.notify("cancel_task", task_id, force)
-            elif not self._tasks_waiting_deps_cancel(record):
-                pass
+            else:
+                # Still waiting for its arguments: fail it now (the resolver then finds
+                # the record gone and drops the task).
+                self.finish_with_error(record.spec, rex.TaskCancelledError(task_id.hex()))
 
         self.loop.call_soon_threadsafe(on_loop)
-
-    def _tasks_waiting_deps_cancel(self, record: TaskRecord) -> bool:
-        # Still resolving dependencies: _resolve_and_submit sees the flag and drops
-        # it; fail the returns now so get() does not hang.
-        self._finish_with_error(record.spec, rex.TaskCancelledError(record.spec.task_id.hex()))
-        return True
 
     # ============================================================== generators
     def _h_generator_item(
@@ -1089,7 +1058,8 @@ class _Blocked:
             cw.loop.call_soon_threadsafe(cw.raylet.notify, "worker_unblocked", self.lease)
 
 
-def _resolve(fut: asyncio.Future[Any], value: Any) -> None:
+def resolve(fut: asyncio.Future[Any], value: Any) -> None:
+    """Set a future's result unless it is already done (a callback for call_soon_threadsafe)."""
     if not fut.done():
         fut.set_result(value)
 

@@ -23,7 +23,7 @@ import cloudpickle
 from rayops import exceptions as rex
 from rayops import ids, serialization
 from rayops.actor import ActorExitRequest
-from rayops.core_worker.core_worker import TaskContext
+from rayops.core_worker.core_worker import TaskContext, resolve
 from rayops.core_worker.task_spec import STREAMING, TaskReply, TaskSpec
 from rayops.rpc import framed
 
@@ -212,7 +212,7 @@ class Executor:
             replies, self._replies = self._replies, []
             self._reply_scheduled = False
         for fut, reply in replies:
-            _set_result(fut, reply)
+            resolve(fut, reply)
 
     def _function(self, function_id: bytes) -> Any:
         fn = self._functions.get(function_id)
@@ -357,11 +357,6 @@ class Executor:
                 others.append((oid, owner, cw.address))
         cw.register_borrows_blocking(others)
         return mine
-
-
-def _set_result(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
 
 
 def _raise_if_error(meta: bytes, value: Any) -> Any:

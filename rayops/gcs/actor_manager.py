@@ -10,7 +10,6 @@ actors die with their owner. All of it runs on the GCS's event loop.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +43,7 @@ class ActorManager:
         self.table = table
         self._nodes = nodes
         self._token = token
-        self._raylets: dict[str, asyncio.Future[framed.Connection]] = {}
+        self._raylets = framed.ConnectionPool(token, {})
         self._workers: dict[bytes, framed.Connection] = {}
         self._owners: dict[str, asyncio.Future[framed.Connection] | None] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -85,27 +84,11 @@ class ActorManager:
             task.cancel()
         for conn in self._workers.values():
             conn.close()
+        self._raylets.close_all()
 
     # ----------------------------------------------------------------- placing
     async def _raylet(self, node: NodeInfo) -> framed.Connection:
-        fut = self._raylets.get(node.node_id)
-        if fut is not None and fut.done() and (fut.exception() or fut.result().closed):
-            fut = None
-        if fut is None:
-            fut = asyncio.ensure_future(
-                framed.connect(
-                    node.node_ip,
-                    node.raylet_port,
-                    self._token,
-                    {},
-                    on_close=functools.partial(self._forget_raylet, node.node_id),
-                )
-            )
-            self._raylets[node.node_id] = fut
-        return await asyncio.shield(fut)
-
-    def _forget_raylet(self, node_id: str, conn: framed.Connection) -> None:
-        self._raylets.pop(node_id, None)
+        return await self._raylets.get((node.node_ip, node.raylet_port))
 
     async def _schedule(self, rec: ActorRecord) -> None:
         generation = rec.generation
@@ -195,14 +178,12 @@ class ActorManager:
         conn = await self._raylet(node)
         return bool(await conn.request("ping"))
 
-    def on_node_dead(self, node_id: str) -> None:
+    def on_node_dead(self, node: NodeInfo) -> None:
         """Actors on a dead node: their worker connections may hang (a partition), so
         cut them; each actor then restarts or dies per max_restarts."""
-        fut = self._raylets.pop(node_id, None)
-        if fut is not None and fut.done() and not fut.exception():
-            fut.result().close()
+        self._raylets.drop((node.node_ip, node.raylet_port))
         for rec in self.table.all():
-            if rec.node_id == node_id and rec.state == ActorState.ALIVE:
+            if rec.node_id == node.node_id and rec.state == ActorState.ALIVE:
                 conn = self._workers.get(rec.actor_id)
                 if conn is not None:
                     conn.close()

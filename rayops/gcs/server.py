@@ -340,7 +340,7 @@ class GcsServer:
                 reason,
             )
             self.state.nodes.unregister(node.node_id, reason)
-            self.actors.on_node_dead(node.node_id)
+            self.actors.on_node_dead(node)
 
         self._health_task = asyncio.ensure_future(
             health_loop(

@@ -92,7 +92,7 @@ class Raylet:
         self.objects = ObjectManager(
             config.node_id, self.store, self.store_client, self._raylet_conn, self._address_of
         )
-        self._raylets: dict[tuple[str, int], asyncio.Future[framed.Connection]] = {}
+        self._raylets = framed.ConnectionPool(config.token, {}, timeout=5.0)
         self._spread_counter = 0
 
     # --------------------------------------------------------------- lifecycle
@@ -249,6 +249,7 @@ class Raylet:
                 pass
         if self._server is not None:
             self._server.close()
+        self._raylets.close_all()
         if self.pool is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown)
         self.store.cleanup()
@@ -373,15 +374,7 @@ class Raylet:
         return None if n is None or not n.alive else n.address
 
     async def _raylet_conn(self, address: tuple[str, int]) -> framed.Connection:
-        fut = self._raylets.get(address)
-        if fut is not None and fut.done() and (fut.exception() or fut.result().closed):
-            fut = None
-        if fut is None:
-            fut = asyncio.ensure_future(
-                framed.connect(address[0], address[1], self.config.token, {}, timeout=5.0)
-            )
-            self._raylets[address] = fut
-        return await asyncio.shield(fut)
+        return await self._raylets.get(address)
 
     def _on_nodes_dead(self, node_ids: list[str]) -> None:
         logger.warning("nodes declared dead: %s", ", ".join(n[:12] for n in node_ids))

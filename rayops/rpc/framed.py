@@ -421,6 +421,53 @@ async def serve(
     return await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
 
 
+class ConnectionPool:
+    """Outgoing connections cached by address, one per peer.
+
+    Concurrent callers share one connect; a connection that closed or failed to open
+    is replaced on the next ``get``. Use from the event loop only.
+    """
+
+    def __init__(self, token: bytes, handlers: HandlerTable, *, timeout: float = 10.0) -> None:
+        self._token = token
+        self._handlers = handlers
+        self._timeout = timeout
+        self._conns: dict[tuple[str, int], asyncio.Future[Connection]] = {}
+
+    async def get(self, address: tuple[str, int]) -> Connection:
+        fut = self._conns.get(address)
+        if fut is not None and fut.done() and (fut.exception() or fut.result().closed):
+            fut = None
+        if fut is None:
+            fut = asyncio.ensure_future(
+                connect(
+                    address[0],
+                    address[1],
+                    self._token,
+                    self._handlers,
+                    timeout=self._timeout,
+                    on_close=lambda c: self._forget(address, c),
+                )
+            )
+            self._conns[address] = fut
+        return await asyncio.shield(fut)
+
+    def _forget(self, address: tuple[str, int], conn: Connection) -> None:
+        fut = self._conns.get(address)
+        if fut is not None and fut.done() and not fut.exception() and fut.result() is conn:
+            del self._conns[address]
+
+    def drop(self, address: tuple[str, int]) -> None:
+        """Close the connection to ``address`` (if open); the next ``get`` reconnects."""
+        fut = self._conns.pop(address, None)
+        if fut is not None and fut.done() and not fut.exception():
+            fut.result().close()
+
+    def close_all(self) -> None:
+        for address in list(self._conns):
+            self.drop(address)
+
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """An event loop for daemons and core workers: uvloop when installed."""
     try:

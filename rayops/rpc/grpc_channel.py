@@ -178,9 +178,7 @@ class _TokenAioChannel(grpc.aio.Channel):
         await self.close(None)
 
 
-def token_channel(
-    address: str, token: str, *, options: _Options = CHANNEL_OPTIONS
-) -> grpc.Channel:
+def token_channel(address: str, token: str, *, options: _Options = CHANNEL_OPTIONS) -> grpc.Channel:
     """A sync, thread-safe channel to `address` ("host:port") that sends `token` on every call."""
     return _TokenChannel(grpc.insecure_channel(address, options=list(options)), token)
 

@@ -19,6 +19,7 @@ import pytest
 
 import rayops
 from rayops import exceptions as rex
+from rayops.node.processes import free_port
 from rayops.util import ActorPool
 from rayops.util.queue import Empty, Full, Queue
 
@@ -426,7 +427,7 @@ def _head_node(tmp: str) -> Iterator[str]:
     """A detached head node (``rayops start --head``) in its own temp dir, stopped after."""
     cli = [sys.executable, "-m", "rayops.cli.main"]
     r = subprocess.run(
-        [*cli, "start", "--head", "--port", str(_free_port()), "--num-cpus", "2",
+        [*cli, "start", "--head", "--port", str(free_port("127.0.0.1")), "--num-cpus", "2",
          "--temp-dir", tmp, "--node-ip-address", "127.0.0.1"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -435,12 +436,3 @@ def _head_node(tmp: str) -> Iterator[str]:
         yield tmp
     finally:
         subprocess.run([*cli, "stop", "--temp-dir", tmp], capture_output=True, timeout=60)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port

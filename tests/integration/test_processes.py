@@ -12,6 +12,8 @@ import time
 
 import psutil
 
+from rayops.node.processes import free_port
+
 PY = sys.executable
 
 
@@ -151,7 +153,7 @@ def _cli(
 
 def test_cli_start_status_stop_and_join(tmp_path: object) -> None:
     tmp = str(tmp_path)
-    port = str(_free_port())
+    port = str(free_port("127.0.0.1"))
     r = _cli(
         "start",
         "--head",
@@ -226,7 +228,7 @@ def test_cli_stop_leaves_other_clusters_alone(tmp_path: object) -> None:
             "start",
             "--head",
             "--port",
-            str(_free_port()),
+            str(free_port("127.0.0.1")),
             "--num-cpus",
             "1",
             "--temp-dir",
@@ -249,12 +251,3 @@ def test_cli_bad_arguments(tmp_path: object) -> None:
     assert r.returncode != 0 and "--resources" in r.stderr and "Traceback" not in r.stderr
     r = _cli("start", "--temp-dir", str(tmp_path))
     assert r.returncode == 1 and "--head" in r.stderr
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
