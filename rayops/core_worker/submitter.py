@@ -30,7 +30,8 @@ SPREAD_PENDING_LEASE_REQUESTS = 16
 PIPELINE_DEPTH = 8
 FAST_TASK_S = 0.002
 
-Key = tuple[tuple[str, float], ...]
+# (resource, amount) pairs, then the scheduling strategy's key
+Key = tuple[Any, ...]
 
 
 @dataclass(eq=False)
@@ -68,7 +69,7 @@ class TaskSubmitter:
 
     # ------------------------------------------------------------------ entry
     def submit(self, spec: TaskSpec) -> None:
-        key: Key = (*sorted(spec.resources.items()), _strategy_key(spec.strategy))  # type: ignore[assignment]
+        key: Key = (*sorted(spec.resources.items()), _strategy_key(spec.strategy))
         ks = self._keys.get(key)
         if ks is None:
             ks = self._keys[key] = KeyState(dict(spec.resources), spec.strategy)

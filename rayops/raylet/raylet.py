@@ -9,6 +9,7 @@ straight to leased workers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
@@ -452,7 +453,7 @@ class Raylet:
 
     def _h_store_stats(self, conn: framed.Connection) -> dict[str, Any]:
         s = self.store.stats()
-        return dict(s.__dict__) if hasattr(s, "__dict__") else {}
+        return dataclasses.asdict(s)
 
     def _h_publish_logs(self, conn: framed.Connection, job_id: int, batch: list[Any]) -> None:
         for driver, jid in self.drivers.items():
