@@ -61,6 +61,7 @@ def init(
     logging_level: int | str = logging.INFO,
     _temp_dir: str | None = None,
     _node_ip_address: str | None = None,
+    _metrics_export_port: int | None = None,
     **kwargs: Any,
 ) -> RayContext:
     """Start an embedded cluster (no address) or join one ("auto", "HOST:PORT")."""
@@ -76,6 +77,13 @@ def init(
     unknown = sorted(k for k in kwargs if not k.startswith("_"))
     if unknown:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(unknown)}")
+    if _metrics_export_port is not None and not (
+        isinstance(_metrics_export_port, int) and 0 <= _metrics_export_port < 65536
+    ):
+        raise ValueError(
+            f"init(_metrics_export_port=...) must be a port in 0..65535, got "
+            f"{_metrics_export_port!r}"
+        )
     if resources is not None and ("CPU" in resources or "GPU" in resources):
         raise ValueError(
             "init(resources=...) must not contain CPU or GPU: use num_cpus / num_gpus."
@@ -95,6 +103,7 @@ def init(
                 resources=dict(resources or {}),
                 object_store_memory=object_store_memory,
                 temp_dir=temp_dir,
+                metrics_export_port=_metrics_export_port or 0,
             )
         )
         _started = node
@@ -103,6 +112,11 @@ def init(
         token = node.token
         node_ip = rec.node_ip
     else:
+        if _metrics_export_port is not None:
+            raise ValueError(
+                "When connecting to an existing cluster, _metrics_export_port must not be "
+                "provided: it is set when the node starts (rayops start --metrics-export-port)."
+            )
         if num_cpus is not None or num_gpus is not None or resources or object_store_memory:
             raise ValueError(
                 "When connecting to an existing cluster, num_cpus, num_gpus, resources and "
@@ -232,6 +246,8 @@ def _stop_started() -> None:
 
     from rayops.node.processes import _remove_tree, wait_procs
 
+    # Raylet first, and let it exit before the GCS goes: it unregisters from the GCS on
+    # the way out, which would otherwise wait out its timeout on a GCS that is stopping.
     for name in ("raylet", "gcs"):
         p = node.procs.get(name)
         if p is not None and p.poll() is None:
@@ -239,7 +255,8 @@ def _stop_started() -> None:
                 p.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
-    wait_procs(node.procs, timeout=10)
+            wait_procs({name: p}, timeout=8 if name == "raylet" else 5)
+    wait_procs(node.procs, timeout=5)
     if node.watch_fd is not None:
         try:
             os.close(node.watch_fd)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Debian packages the host-tier tests (tests/hosts/) need: a real sshd per test
-# host, rsync for file mounts, nftables for partitions, iproute2 for network
+# host, nftables for partitions, iproute2 for network
 # namespaces, and python3-venv (hosts build their virtualenv with Debian's python3). Idempotent: installs only what is missing,
 # and runs `apt-get update` at most once. Apt must not start sshd as a service
 # (tests run their own sshd per namespace); on machines without a policy-rc.d
@@ -9,7 +9,7 @@ set -euo pipefail
 
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for pkg in openssh-server openssh-client rsync nftables iproute2 python3-venv; do
+for pkg in openssh-server openssh-client nftables iproute2 python3-venv; do
     have "$pkg" || need+=("$pkg")
 done
 if [ ${#need[@]} -eq 0 ]; then

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bash scripts/bootstrap-hosts.sh
+bash scripts/bootstrap-monitoring.sh
 echo "== ruff"
 .venv/bin/ruff check rayops tests bench scripts examples
 echo "== mypy"

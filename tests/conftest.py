@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-_MARKERS = ("rayops.raylet", "rayops.gcs", "rayops.core_worker")
+_MARKERS = ("rayops.raylet", "rayops.gcs", "rayops.core_worker", "rayops.agent")
 
 
 def _cmdline(p: psutil.Process) -> str:

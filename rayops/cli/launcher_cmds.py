@@ -7,7 +7,10 @@ optional CONFIG argument and ``handle_status_config`` serves it when CONFIG is g
 Environment variables are read here and nowhere deeper: ``XDG_CACHE_HOME`` (wheelhouse
 cache) and ``RAYOPS_SSH_CONTROL_DIR`` (SSH connection sockets).
 
-A user error (bad spec, unreachable head, missing tool) prints one message and exits 1.
+The launcher itself (``rayops.launcher``) is a library that prints nothing: this module
+renders its events (messages to stdout, remote output to our stdout/stderr as it arrives) and
+hands ``attach`` this process's terminal. A user error (bad spec, unreachable head, missing
+tool) prints one message and exits 1.
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ def _out(text: str) -> None:
     print(text, flush=True)
 
 
+def _output(host: str, stream: str, data: bytes) -> None:
+    target = sys.stderr if stream == "stderr" else sys.stdout
+    target.buffer.write(data)
+    target.flush()
+
+
 def _confirm(question: str) -> bool:
     if not sys.stdin.isatty():
         raise LauncherError(f"{question} Standard input is not a terminal: pass -y to proceed")
@@ -38,16 +47,20 @@ def _confirm(question: str) -> bool:
 
 
 def _cluster(args: argparse.Namespace) -> Cluster:
-    from rayops.launcher.cluster import default_control_dir, open_cluster
+    from rayops.launcher.cluster import Events, open_cluster
     from rayops.launcher.wheelhouse import default_cache_dir
 
-    control_dir = os.environ.get("RAYOPS_SSH_CONTROL_DIR") or default_control_dir()
-    return open_cluster(args.config, default_cache_dir(), control_dir, _out)
+    control_dir = os.environ.get("RAYOPS_SSH_CONTROL_DIR") or None
+    return open_cluster(args.config, default_cache_dir(), control_dir, Events(_out, _output))
 
 
 def _user_errors(fn: Handler) -> Handler:
     def wrapped(args: argparse.Namespace) -> int:
         try:
+            # Before any launcher module loads: they import paramiko (and up, ansible).
+            from rayops.launcher.extras import require_launcher_extras
+
+            require_launcher_extras(args.command)
             return fn(args)
         except (ClusterSpecError, LauncherError) as err:
             print(f"rayops {args.command}: error: {err}", file=sys.stderr, flush=True)
@@ -64,21 +77,25 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     opts = UpOptions(yes=args.yes, dry=args.dry, no_restart=args.no_restart,
                      restart_only=args.restart_only)  # fmt: skip
-    return run_up(_cluster(args), opts, _confirm)
+    with _cluster(args) as cluster:
+        return run_up(cluster, opts, _confirm)
 
 
 @_user_errors
 def cmd_down(args: argparse.Namespace) -> int:
     from rayops.launcher.down_status import run_down
 
-    return run_down(_cluster(args), args.yes, args.workers_only, _confirm)
+    with _cluster(args) as cluster:
+        return run_down(cluster, args.yes, args.workers_only, _confirm)
 
 
 @_user_errors
 def cmd_exec(args: argparse.Namespace) -> int:
     from rayops.launcher.operate import run_exec
 
-    return run_exec(_cluster(args), args.cmd, args.node)
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    with _cluster(args) as cluster:
+        return run_exec(cluster, args.cmd, args.node, tty=tty)
 
 
 @_user_errors
@@ -88,44 +105,54 @@ def cmd_submit(args: argparse.Namespace) -> int:
     script_args = list(args.script_args)
     if script_args[:1] == ["--"]:
         script_args = script_args[1:]
-    return run_submit(_cluster(args), args.script, script_args)
+    with _cluster(args) as cluster:
+        return run_submit(cluster, args.script, script_args)
 
 
 @_user_errors
 def cmd_attach(args: argparse.Namespace) -> int:
     from rayops.launcher.operate import run_attach
+    from rayops.launcher.ssh import Terminal
 
-    return run_attach(_cluster(args))
+    sys.stdout.flush()
+    terminal = Terminal(sys.stdin.fileno(), sys.stdout.fileno(),
+                        os.environ.get("TERM") or "xterm")  # fmt: skip
+    with _cluster(args) as cluster:
+        return run_attach(cluster, terminal)
 
 
 @_user_errors
 def cmd_rsync_up(args: argparse.Namespace) -> int:
     from rayops.launcher.operate import run_rsync
 
-    return run_rsync(_cluster(args), args.source, args.target, up=True,
-                     node="all" if args.all_nodes else args.node)  # fmt: skip
+    with _cluster(args) as cluster:
+        return run_rsync(cluster, args.source, args.target, up=True,
+                         node="all" if args.all_nodes else args.node)  # fmt: skip
 
 
 @_user_errors
 def cmd_rsync_down(args: argparse.Namespace) -> int:
     from rayops.launcher.operate import run_rsync
 
-    return run_rsync(_cluster(args), args.source, args.target, up=False, node=args.node)
+    with _cluster(args) as cluster:
+        return run_rsync(cluster, args.source, args.target, up=False, node=args.node)
 
 
 @_user_errors
 def cmd_get_head_ip(args: argparse.Namespace) -> int:
-    from rayops.launcher.operate import head_ip
+    # From the spec alone: no SSH, so no need for the launcher's SSH packages.
+    from rayops.launcher.spec import load_spec
 
-    _out(head_ip(_cluster(args)))
+    provider = load_spec(args.config)[0].provider
+    _out(provider.external_head_ip or provider.head_ip)
     return 0
 
 
 @_user_errors
 def cmd_get_worker_ips(args: argparse.Namespace) -> int:
-    from rayops.launcher.operate import worker_ips
+    from rayops.launcher.spec import load_spec
 
-    for ip in worker_ips(_cluster(args)):
+    for ip in load_spec(args.config)[0].provider.worker_ips:
         _out(ip)
     return 0
 
@@ -135,7 +162,8 @@ def handle_status_config(args: argparse.Namespace) -> int:
     """``rayops status CONFIG [--json]``: per host provisioning state and runtime status."""
     from rayops.launcher.down_status import run_status
 
-    return run_status(_cluster(args), args.json)
+    with _cluster(args) as cluster:
+        return run_status(cluster, args.json)
 
 
 HANDLERS: dict[str, Handler] = {

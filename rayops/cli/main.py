@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from rayops.cli import launcher_cmds
+from rayops.cli import launcher_cmds, metrics_cmds
 from rayops.node import session as sess
 
 
@@ -54,6 +54,16 @@ def _nonneg(kind: type) -> Any:
     return parse
 
 
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from err
+    if not 0 <= v < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rayops", description="Run and operate rayops clusters.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -82,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--token-file", help="cluster token file (joining nodes; default RAYOPS_TOKEN_FILE)"
     )
     s.add_argument("--labels", type=json.loads, default={}, help="JSON object of node labels")
+    s.add_argument(
+        "--metrics-export-port",
+        type=_port,
+        default=0,
+        help="port of the node agent's Prometheus /metrics (default: a free port)",
+    )
 
     st = sub.add_parser("stop", help="stop the daemons started from this temp dir")
     st.add_argument("--temp-dir", default=None)
@@ -93,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--json", action="store_true", help="machine-readable output")
     launcher_cmds.register(sub)
     launcher_cmds.add_status_config(ss)
+    metrics_cmds.register(sub)
     return p
 
 
@@ -158,6 +175,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         labels=args.labels,
         token=token,
         detached=True,
+        metrics_export_port=args.metrics_export_port,
     )
     try:
         node = start_node(opts)
@@ -328,6 +346,7 @@ def _node_json(n: Any) -> dict[str, Any]:
         "node_ip": n.node_ip,
         "state": n.state,
         "is_head": n.is_head_node,
+        "metrics_export_port": n.metrics_export_port,
         "resources_total": dict(n.resources_total),
         "resources_available": dict(n.resources_available),
         "pending_demand": [
@@ -337,7 +356,13 @@ def _node_json(n: Any) -> dict[str, Any]:
     }
 
 
-COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, **launcher_cmds.HANDLERS}
+COMMANDS = {
+    "start": cmd_start,
+    "stop": cmd_stop,
+    "status": cmd_status,
+    **launcher_cmds.HANDLERS,
+    **metrics_cmds.HANDLERS,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

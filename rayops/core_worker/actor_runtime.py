@@ -28,6 +28,7 @@ import cloudpickle
 from rayops import exceptions as rex
 from rayops.actor import ActorExitRequest
 from rayops.core_worker.core_worker import TaskContext, resolve
+from rayops.core_worker.task_metrics import executor_key
 from rayops.core_worker.task_spec import STREAMING, TaskReply, TaskSpec
 from rayops.rpc import framed
 
@@ -199,6 +200,7 @@ class ActorRuntime:
             status = "ok"
             exiting = False
             num_items = 0
+            metric_key = executor_key(spec.name, self.class_name, spec.attempt)
             ctx = TaskContext(
                 task_id=spec.task_id,
                 task_name=self.class_name,
@@ -206,8 +208,10 @@ class ActorRuntime:
                 instances=self.instances,
                 lease_id=None,
                 actor_id=self.actor_id,
+                metric_key=metric_key,
             )
             cw.set_task_context(ctx)
+            cw.metrics.executor_counts.started(spec.task_id, metric_key)
             try:
                 if any(a[0] == "r" for a in spec.args):
                     args, kwargs = await asyncio.to_thread(ex._resolve_args, spec)
@@ -228,6 +232,7 @@ class ActorRuntime:
                 status, returns = "error", ex._error_returns(spec, err)
             finally:
                 cw.set_task_context(None)
+                cw.metrics.executor_counts.ended(spec.task_id)
             borrowed = ex._settle_borrows(spec)
             ex._reply(
                 fut,

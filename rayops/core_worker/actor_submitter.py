@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rayops import exceptions as rex
+from rayops.core_worker.task_metrics import ST_ARGS, ST_SUBMITTED
 from rayops.core_worker.task_spec import TaskReply, TaskSpec
 from rayops.rpc import framed
 
@@ -59,6 +60,10 @@ class ActorSubmitter:
 
     def submit(self, spec: TaskSpec, class_name: str) -> None:
         q = self.queue(spec.actor_id, class_name)
+        record = self._cw.task_record(spec.task_id)
+        if record is not None:
+            record.mname = f"{q.class_name}.{spec.name}"
+            self._cw.task_counts.move(record, ST_ARGS)
         q.pending.append(spec)
         self._pump(q)
 
@@ -87,6 +92,7 @@ class ActorSubmitter:
         conn = q.conn
         assert conn is not None
         q.inflight[spec.task_id] = spec
+        self._cw.set_task_state(spec.task_id, ST_SUBMITTED)
         fut = conn.request("actor_call", spec)
         fut.add_done_callback(lambda f: self._on_done(q, spec, f))
 
@@ -103,6 +109,7 @@ class ActorSubmitter:
         record = self._cw.task_record(spec.task_id)
         if record is not None and record.retries_left != 0 and q.death is None:
             record.retries_left -= 1
+            self._cw.task_counts.retry(record)
             q.pending.appendleft(spec)  # re-sent, in order, once the actor is back
         else:
             q.inflight[spec.task_id] = spec  # failed with the cause once it is known

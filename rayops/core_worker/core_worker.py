@@ -30,11 +30,20 @@ from typing import Any
 from rayops import exceptions as rex
 from rayops import ids, serialization
 from rayops.core_worker.memory_store import Entry, MemoryStore
+from rayops.core_worker.metrics_reporter import MetricsReporter
 from rayops.core_worker.object_ref import ObjectRef, ObjectRefGenerator
 from rayops.core_worker.references import RefEntry, ReferenceTable
 from rayops.core_worker.submitter import TaskSubmitter
+from rayops.core_worker.task_metrics import (
+    ST_ARGS,
+    ST_FAILED,
+    ST_FINISHED,
+    ST_NODE,
+    UNCOUNTED,
+)
 from rayops.core_worker.task_spec import INLINE_MAX_BYTES, STREAMING, TaskReply, TaskSpec
 from rayops.objectstore import StoreClient
+from rayops.protocol import metrics as mx
 from rayops.rpc import framed
 
 logger = logging.getLogger(__name__)
@@ -50,6 +59,11 @@ class TaskRecord:
     deps: list[bytes]
     cancelled: bool = False
     force_cancelled: bool = False
+    # ray_tasks bookkeeping (task_metrics.OwnerTaskCounts): state, name ("" = spec.name), retry
+    mstate: int = UNCOUNTED
+    mname: str = ""
+    is_retry: bool = False
+    mrow: list[int] | None = None
 
 
 @dataclass
@@ -72,6 +86,7 @@ class TaskContext:
     lease_id: int | None = None
     put_index: int = 0
     actor_id: bytes | None = None
+    metric_key: tuple[str, bool] | None = None  # (name, is_retry) while a task runs
 
 
 class CoreWorker:
@@ -86,6 +101,7 @@ class CoreWorker:
         namespace: str = "",
         log_to_driver: bool = True,
         entrypoint: str = "",
+        agent_address: Address | None = None,
     ) -> None:
         assert mode in ("driver", "worker")
         self.mode = mode
@@ -135,6 +151,8 @@ class CoreWorker:
         self._gcs_sync: Any = None
         self._gcs_async: Any = None
         self.on_raylet_lost: Any = None
+        self.metrics = MetricsReporter(self, agent_address)
+        self.task_counts = self.metrics.owner_counts
 
     # ============================================================== lifecycle
     def start(self) -> None:
@@ -175,6 +193,7 @@ class CoreWorker:
             view = await self.raylet.request(
                 "register_worker", self.worker_id, os.getpid(), self.address[1]
             )
+        self.spawn(self.metrics.run())
         return view
 
     def run(self, coro: Any, timeout: float | None = None) -> Any:
@@ -222,8 +241,10 @@ class CoreWorker:
         self._shutdown = True
 
         async def close() -> None:
+            await self.metrics.flush()
             for task in list(self._background):
                 task.cancel()
+            self.metrics.close()
             self.submitter.return_all_leases()
             await asyncio.sleep(0)
             if self._peers is not None:
@@ -353,9 +374,9 @@ class CoreWorker:
             self._register_new_borrows_async()
         return values
 
-    def _blocked(self) -> _Blocked:
+    def _blocked(self, state: str = mx.RUNNING_IN_RAY_GET) -> _Blocked:
         """Tell the raylet while a task's worker waits, so its CPU can run other tasks."""
-        return _Blocked(self)
+        return _Blocked(self, state)
 
     def _materialize(self, oid: bytes, entry: Entry | None) -> Any:
         if entry is None:
@@ -467,7 +488,7 @@ class CoreWorker:
         if flags.count(True) < num_returns:
             self._fetch_missing(list(itertools.compress(refs, map(operator.not_, flags))))
             deadline = None if timeout is None else time.monotonic() + timeout
-            with self._blocked():
+            with self._blocked(mx.RUNNING_IN_RAY_WAIT):
                 flags = ms.wait(oids, num_returns, deadline)
         # Ray's order: the first num_returns ready refs in list order; the rest stay in order.
         positions = list(itertools.compress(range(len(flags)), flags))
@@ -757,18 +778,22 @@ class CoreWorker:
 
     def _resolve_and_submit(self, spec: TaskSpec) -> None:
         """Wait for our own pending arguments, inline the small ones, then submit."""
-        if spec.task_id not in self._tasks:
+        record = self._tasks.get(spec.task_id)
+        if record is None:
             return  # cancelled meanwhile
         if not spec.args:
+            self.task_counts.move(record, ST_NODE)
             self.submitter.submit(spec)
             return
         resolved = self.resolve_owned_args(spec, lambda: self._resolve_and_submit(spec))
         if resolved is None:
+            self.task_counts.move(record, ST_ARGS)
             return
         if isinstance(resolved, tuple) and resolved and resolved[0] == "error":
             self.finish_with_entry(spec, resolved[1])
             return
         assert isinstance(resolved, TaskSpec)
+        self.task_counts.move(record, ST_NODE)
         self.submitter.submit(resolved)
 
     def resolve_owned_args(self, spec: TaskSpec, retry: Any) -> Any:
@@ -831,7 +856,7 @@ class CoreWorker:
         else:
             for rid, (entry, contained) in zip(spec.return_ids, reply.returns, strict=False):
                 self._store_return(rid, entry, contained)
-        self._task_done(record)
+        self._task_done(record, failed=reply.status == "error")
 
     def _should_retry(self, record: TaskRecord, reply: TaskReply) -> bool:
         rx = record.retry_exceptions
@@ -865,15 +890,24 @@ class CoreWorker:
             self.references.set_contains(rid, contained)
         self.memory_store.put(rid, entry)
 
-    def _task_done(self, record: TaskRecord) -> None:
-        if self._tasks.pop(record.spec.task_id, None) is not None and record.spec.actor_id:
-            with self._pending_lock:
-                self.pending_actor_calls[record.spec.actor_id] -= 1
+    def _task_done(self, record: TaskRecord, failed: bool) -> None:
+        if self._tasks.pop(record.spec.task_id, None) is not None:
+            self.task_counts.move(record, ST_FAILED if failed else ST_FINISHED)
+            if record.spec.actor_id:
+                with self._pending_lock:
+                    self.pending_actor_calls[record.spec.actor_id] -= 1
         self.references.unpin_submitted(record.deps)
+
+    def set_task_state(self, task_id: bytes, state: int) -> None:
+        """Count a task in ``state`` (a task_metrics.ST_* index) for ray_tasks (IO loop)."""
+        record = self._tasks.get(task_id)
+        if record is not None:
+            self.task_counts.move(record, state)
 
     def _resubmit(self, record: TaskRecord) -> None:
         spec = record.spec._replace(attempt=record.spec.attempt + 1)
         record.spec = spec
+        self.task_counts.retry(record)
         self._resolve_and_submit(spec)
 
     def on_task_worker_died(self, spec: TaskSpec, err: BaseException, retry: bool = True) -> None:
@@ -921,7 +955,7 @@ class CoreWorker:
             for rid in spec.return_ids:
                 self._store_return(rid, entry, [])
         if record is not None:
-            self._task_done(record)
+            self._task_done(record, failed=True)
 
     # ============================================================== cancel
     def cancel(self, ref: ObjectRef, force: bool) -> None:
@@ -1039,23 +1073,31 @@ class CoreWorker:
 
 
 class _Blocked:
-    __slots__ = ("cw", "lease")
+    __slots__ = ("cw", "key", "lease", "state")
 
-    def __init__(self, cw: CoreWorker) -> None:
+    def __init__(self, cw: CoreWorker, state: str) -> None:
         self.cw = cw
+        self.state = state  # RUNNING_IN_RAY_GET or RUNNING_IN_RAY_WAIT, for ray_tasks
         self.lease: int | None = None
+        self.key: tuple[str, bool] | None = None
 
     def __enter__(self) -> None:
         cw = self.cw
         if cw.mode == "worker":
-            self.lease = cw.task_context().lease_id
+            ctx = cw.task_context()
+            self.lease = ctx.lease_id
             if self.lease is not None:
                 cw.loop.call_soon_threadsafe(cw.raylet.notify, "worker_blocked", self.lease)
+            self.key = ctx.metric_key
+            if self.key is not None:
+                cw.metrics.executor_counts.blocked(self.key, self.state, 1)
 
     def __exit__(self, *exc: object) -> None:
+        cw = self.cw
         if self.lease is not None:
-            cw = self.cw
             cw.loop.call_soon_threadsafe(cw.raylet.notify, "worker_unblocked", self.lease)
+        if self.key is not None:
+            cw.metrics.executor_counts.blocked(self.key, self.state, -1)
 
 
 def resolve(fut: asyncio.Future[Any], value: Any) -> None:

@@ -24,6 +24,7 @@ from rayops import exceptions as rex
 from rayops import ids, serialization
 from rayops.actor import ActorExitRequest
 from rayops.core_worker.core_worker import TaskContext, resolve
+from rayops.core_worker.task_metrics import executor_key
 from rayops.core_worker.task_spec import STREAMING, TaskReply, TaskSpec
 from rayops.rpc import framed
 
@@ -146,6 +147,7 @@ class Executor:
                 self._reply(fut, TaskReply("cancelled", [], [], cw.address, 0.0))
                 return
             self._current = spec.task_id
+        metric_key = executor_key(spec.name, display_name, spec.attempt)
         ctx = TaskContext(
             task_id=spec.task_id,
             task_name=display_name or spec.name,
@@ -153,8 +155,11 @@ class Executor:
             resources=dict(spec.resources),
             instances=instances,
             lease_id=lease_id,
+            metric_key=metric_key,
         )
         cw.set_task_context(ctx)
+        counts = cw.metrics.executor_counts
+        counts.started(spec.task_id, metric_key)
         _set_visible_devices(instances)
         start = time.perf_counter()
         status = "ok"
@@ -191,6 +196,7 @@ class Executor:
                 self._current = None
                 self._cancel_requested.discard(spec.task_id)
             cw.set_task_context(None)
+            counts.ended(spec.task_id)
         elapsed = time.perf_counter() - start
         borrowed = self._settle_borrows(spec)
         _flush_output()

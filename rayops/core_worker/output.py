@@ -4,7 +4,8 @@ line, to the driver of the task's job (printed there as ``(name pid=..., ip=...)
 The worker's file descriptors 1 and 2 already point at its log file (the raylet
 opened it); this module wraps ``sys.stdout``/``sys.stderr`` so Python-level
 output is also forwarded. Output of C extensions that write to the fds directly
-lands in the log file only.
+lands in the log file only. ``raw_write`` (the worker's rotating log file, see
+``node/log_rotation.py``) writes the bytes to the file; without it they go to the fd.
 """
 
 from __future__ import annotations
@@ -22,9 +23,16 @@ _streams: list[_ForwardingStream] = []
 
 class _ForwardingStream(io.TextIOBase):
     def __init__(
-        self, fd: int, is_err: bool, context: Callable[[], tuple[int, str]], sink: Sink, ip: str
+        self,
+        fd: int,
+        is_err: bool,
+        context: Callable[[], tuple[int, str]],
+        sink: Sink,
+        ip: str,
+        raw_write: Callable[[bytes], object] | None = None,
     ) -> None:
         self._fd = fd
+        self._raw_write = raw_write or (lambda data: os.write(fd, data))
         self._is_err = is_err
         self._context = context
         self._sink = sink
@@ -51,7 +59,7 @@ class _ForwardingStream(io.TextIOBase):
             return 0
         data = s.encode("utf-8", "replace")
         try:
-            os.write(self._fd, data)
+            self._raw_write(data)
         except OSError:
             pass
         with self._lock:
@@ -78,11 +86,16 @@ class _ForwardingStream(io.TextIOBase):
             self._emit(rest)
 
 
-def install(context: Callable[[], tuple[int, str]], sink: Sink, ip: str) -> None:
+def install(
+    context: Callable[[], tuple[int, str]],
+    sink: Sink,
+    ip: str,
+    raw_write: Callable[[bytes], object] | None = None,
+) -> None:
     import sys
 
-    out = _ForwardingStream(1, False, context, sink, ip)
-    err = _ForwardingStream(2, True, context, sink, ip)
+    out = _ForwardingStream(1, False, context, sink, ip, raw_write)
+    err = _ForwardingStream(2, True, context, sink, ip, raw_write)
     _streams[:] = [out, err]
     sys.stdout = out
     sys.stderr = err

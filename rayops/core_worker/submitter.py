@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rayops.core_worker.task_metrics import ST_SUBMITTED
 from rayops.core_worker.task_spec import TaskReply, TaskSpec
 from rayops.rpc import framed
 
@@ -178,6 +179,7 @@ class TaskSubmitter:
         lease.inflight[spec.task_id] = spec
         lease.used = True
         self._where[spec.task_id] = lease
+        cw.set_task_state(spec.task_id, ST_SUBMITTED)
         fut = conn.request("push_task", spec, fn_bytes, lease.instances, lease.lease_id)
         fut.add_done_callback(lambda f: self._on_done(spec, lease, f))
 

@@ -16,6 +16,8 @@ from typing import Any
 from rayops.core_worker import output, state
 from rayops.core_worker.core_worker import CoreWorker
 from rayops.core_worker.executor import Executor
+from rayops.core_worker.metrics_reporter import parse_agent_address
+from rayops.node.log_rotation import LogRotationConfig, setup_process_logging
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,12 +26,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--token-file", required=True)
     p.add_argument("--worker-id", required=True)
     p.add_argument("--node-ip", required=True)
+    p.add_argument("--log-file", help="the log file fds 1/2 point at; rotated by size")
     args = p.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s worker %(name)s: %(message)s",
-    )
+    logs = None
+    if args.log_file:
+        # No watchdog thread: the core worker's IO loop runs the check (attach below).
+        logs = setup_process_logging(
+            None,
+            LogRotationConfig.from_env(),
+            name="worker",
+            stdio_path=args.log_file,
+            level=logging.WARNING,
+            thread=False,
+        )
+    else:
+        logging.basicConfig(
+            level=logging.WARNING,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s worker %(name)s: %(message)s",
+        )
     with open(args.token_file) as f:
         token = f.read().strip().encode()
     host, port = args.raylet_address.rsplit(":", 1)
@@ -39,6 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         token=token,
         node_ip=args.node_ip,
         worker_id=bytes.fromhex(args.worker_id),
+        agent_address=parse_agent_address(os.environ.get("RAYOPS_AGENT_ADDRESS")),
     )
     executor = Executor(cw)
     cw.executor = executor
@@ -61,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
         except RuntimeError:
             pass
 
-    output.install(context, sink, args.node_ip)
+    if logs is not None:
+        logs.attach(cw.loop)
+    output.install(context, sink, args.node_ip, logs.files[0].write if logs else None)
     executor.run_forever()
 
 

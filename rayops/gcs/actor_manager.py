@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from rayops.gcs.actor_table import Action, ActorRecord, ActorState, ActorTable
 from rayops.gcs.node_table import NodeTable
 from rayops.gcs.types import NodeInfo
+from rayops.protocol.node_snapshot import PLACEMENT_BOUNDS_S, LatencyRecorder
 from rayops.rpc import framed
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class ActorManager:
         self._owners: dict[str, asyncio.Future[framed.Connection] | None] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self.changed = asyncio.Condition()
+        # Registration -> ALIVE of each actor's first creation (exported by the head's agent).
+        self.placement_time = LatencyRecorder(PLACEMENT_BOUNDS_S)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -69,6 +73,7 @@ class ActorManager:
 
     # --------------------------------------------------------------- entry points
     def on_registered(self, rec: ActorRecord) -> None:
+        rec.extra["registered_at"] = time.monotonic()
         self._apply(rec, Action.SCHEDULE)
         if not rec.is_detached and rec.owner_address:
             self._spawn(self._watch_owner(rec.owner_address))
@@ -151,6 +156,9 @@ class ActorManager:
         action = self.table.created(
             rec, ip=address[0], port=address[1], node_id=node_id, pid=pid, worker_id=worker_id
         )
+        registered_at = rec.extra.pop("registered_at", None)
+        if isinstance(registered_at, float):
+            self.placement_time.observe("Actor", time.monotonic() - registered_at)
         logger.info(
             "actor %s (%s) alive at %s:%d pid %d",
             rec.actor_id.hex()[:12],

@@ -26,12 +26,20 @@ from rayops.gcs.types import (
     ObjectStoreStats,
     UsageReportOutcome,
 )
-from rayops.protocol import common_pb2, gcs_actor_pb2, gcs_job_pb2, gcs_kv_pb2, gcs_node_pb2
+from rayops.protocol import (
+    common_pb2,
+    gcs_actor_pb2,
+    gcs_job_pb2,
+    gcs_kv_pb2,
+    gcs_metrics_pb2,
+    gcs_node_pb2,
+)
+from rayops.protocol.node_snapshot import ClusterSnapshot
 
 __all__ = ["GcsCall", "Service"]
 
 R = TypeVar("R")
-Service = Literal["node", "job", "kv", "actor"]
+Service = Literal["node", "job", "kv", "actor", "metrics"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,17 @@ def check_alive() -> GcsCall[GcsInfo]:
         "CheckAlive",
         gcs_node_pb2.CheckAliveRequest(),
         lambda r: GcsInfo(r.rayops_version, r.cluster_id, r.start_time_ms),
+    )
+
+
+def get_cluster_metrics() -> GcsCall[ClusterSnapshot]:
+    from rayops.gcs.codec import cluster_snapshot_from_proto
+
+    return GcsCall(
+        "metrics",
+        "GetClusterMetrics",
+        gcs_metrics_pb2.GetClusterMetricsRequest(),
+        cluster_snapshot_from_proto,
     )
 
 

@@ -30,6 +30,7 @@ from rayops.protocol import (
     gcs_actor_pb2_grpc,
     gcs_job_pb2_grpc,
     gcs_kv_pb2_grpc,
+    gcs_metrics_pb2_grpc,
     gcs_node_pb2_grpc,
 )
 from rayops.rpc.grpc_channel import token_aio_channel, token_channel
@@ -89,6 +90,7 @@ def _stubs(channel: Any) -> dict[Service, Any]:
         "job": gcs_job_pb2_grpc.JobInfoGcsServiceStub(channel),
         "kv": gcs_kv_pb2_grpc.InternalKVGcsServiceStub(channel),
         "actor": gcs_actor_pb2_grpc.ActorInfoGcsServiceStub(channel),
+        "metrics": gcs_metrics_pb2_grpc.MetricsGcsServiceStub(channel),
     }
 
 

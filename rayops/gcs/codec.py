@@ -6,12 +6,16 @@ here and nowhere else. Used by the GCS server and by both GCS clients.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rayops.gcs.types import JobInfo, NodeInfo, NodeState, ObjectStoreStats
-from rayops.protocol import common_pb2
+from rayops.protocol import common_pb2, gcs_metrics_pb2
+from rayops.protocol.node_snapshot import ClusterSnapshot, Histogram
 
 __all__ = [
+    "cluster_snapshot_from_proto",
+    "cluster_snapshot_to_proto",
     "job_from_proto",
     "job_to_proto",
     "node_from_proto",
@@ -84,6 +88,8 @@ def node_to_proto(node: NodeInfo) -> common_pb2.NodeInfo:
         object_store_stats=store_stats_to_proto(node.object_store_stats),
         last_report_time_ms=node.last_report_time_ms,
         pending_demand=demand_to_proto(node.pending_demand),
+        metrics_export_port=node.metrics_export_port,
+        agent_port=node.agent_port,
     )
 
 
@@ -107,6 +113,8 @@ def node_from_proto(msg: common_pb2.NodeInfo) -> NodeInfo:
         object_store_stats=store_stats_from_proto(msg.object_store_stats),
         last_report_time_ms=msg.last_report_time_ms,
         pending_demand=demand_from_proto(msg.pending_demand),
+        metrics_export_port=msg.metrics_export_port,
+        agent_port=msg.agent_port,
     )
 
 
@@ -134,4 +142,47 @@ def job_from_proto(msg: common_pb2.JobInfo) -> JobInfo:
         start_time_ms=msg.start_time_ms,
         end_time_ms=msg.end_time_ms,
         is_dead=msg.is_dead,
+    )
+
+
+def histograms_to_proto(hists: Mapping[str, Histogram]) -> list[gcs_metrics_pb2.LatencyHistogram]:
+    return [
+        gcs_metrics_pb2.LatencyHistogram(
+            key=key, bounds=list(h.bounds), counts=list(h.counts), sum=h.total
+        )
+        for key, h in sorted(hists.items())
+    ]
+
+
+def histograms_from_proto(msgs: Any) -> dict[str, Histogram]:
+    return {m.key: Histogram(tuple(m.bounds), tuple(m.counts), m.sum) for m in msgs}
+
+
+def cluster_snapshot_to_proto(snap: ClusterSnapshot) -> gcs_metrics_pb2.GetClusterMetricsReply:
+    return gcs_metrics_pb2.GetClusterMetricsReply(
+        gcs_pid=snap.gcs_pid,
+        nodes=[
+            gcs_metrics_pb2.NodeCount(node_type=t, state=s, count=n)
+            for (t, s), n in sorted(snap.nodes.items())
+        ],
+        actors=[
+            gcs_metrics_pb2.ActorCount(state=s, class_name=c, count=n)
+            for (s, c), n in sorted(snap.actors.items())
+        ],
+        running_jobs=snap.running_jobs,
+        finished_jobs=snap.finished_jobs,
+        grpc_latency_ms=histograms_to_proto(snap.grpc_latency_ms),
+        placement_time_s=histograms_to_proto(snap.placement_time_s),
+    )
+
+
+def cluster_snapshot_from_proto(msg: gcs_metrics_pb2.GetClusterMetricsReply) -> ClusterSnapshot:
+    return ClusterSnapshot(
+        gcs_pid=msg.gcs_pid,
+        nodes={(m.node_type, m.state): m.count for m in msg.nodes},
+        actors={(m.state, m.class_name): m.count for m in msg.actors},
+        running_jobs=msg.running_jobs,
+        finished_jobs=msg.finished_jobs,
+        grpc_latency_ms=histograms_from_proto(msg.grpc_latency_ms),
+        placement_time_s=histograms_from_proto(msg.placement_time_s),
     )

@@ -283,12 +283,17 @@ class GcsServer:
         self._health_settings = health or HealthSettings()
         self._health_task: Any = None
         from rayops.gcs.actor_service import ActorInfoService
-        from rayops.protocol import gcs_actor_pb2_grpc
+        from rayops.gcs.metrics_service import LatencyInterceptor, MetricsService
+        from rayops.protocol import gcs_actor_pb2_grpc, gcs_metrics_pb2_grpc
 
         self.state = state
         self.actors = ActorManager(state.actors, state.nodes, token.encode())
+        latency = LatencyInterceptor()  # after the token check: refused calls are not timed
         self._server = grpc.aio.server(
-            interceptors=[TokenAuthServerInterceptor(token)], options=list(SERVER_OPTIONS)
+            interceptors=[TokenAuthServerInterceptor(token), latency], options=list(SERVER_OPTIONS)
+        )
+        gcs_metrics_pb2_grpc.add_MetricsGcsServiceServicer_to_server(
+            MetricsService(state, latency.recorder, self.actors.placement_time), self._server
         )
         gcs_node_pb2_grpc.add_NodeInfoGcsServiceServicer_to_server(
             NodeInfoService(state), self._server

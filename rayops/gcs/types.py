@@ -69,6 +69,9 @@ class NodeInfo:
     # (shape, count, infeasible) of lease requests waiting on the node (latest report)
     pending_demand: tuple[tuple[Mapping[str, float], int, bool], ...] = ()
     last_report_time_ms: int = 0
+    # The node's agent: Prometheus HTTP port and framed report port (0: no agent).
+    metrics_export_port: int = 0
+    agent_port: int = 0
 
     def __post_init__(self) -> None:
         # Copy so a caller's later edits to its own dicts do not show through a frozen record.

@@ -1,10 +1,13 @@
 """Running the playbooks: the generated inventory and config, ``ansible-playbook``, its events.
 
 The inventory is generated from the plan (hosts, roles, and per host the steps to run and
-every value a task needs); the config points Ansible at the same SSH options and the same
-ControlMaster sockets as the launcher's own SSH commands, so the connections opened while
-reading facts are reused. Progress arrives as JSON lines from the ``rayops_progress``
-callback plugin (playbooks/callback_plugins/) and is passed to ``on_event``.
+every value a task needs). Ansible keeps its own OpenSSH connections (the launcher's own SSH
+is paramiko, ssh.py): ``ansible_ssh_args`` gives them the spec's key, the spec's known_hosts
+file with the same policy (``StrictHostKeyChecking=yes``, or ``accept-new``), keepalives, and
+ControlMaster sockets shared by the tasks of one run. Progress arrives as JSON lines from the
+``rayops_progress`` callback plugin (playbooks/callback_plugins/) and is passed to
+``on_event``. A host Ansible reports unreachable is diagnosed again by the launcher's own
+connection (apply.py), so its cause comes from paramiko's exceptions, not from ssh's text.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rayops.launcher.errors import HostFailure, LauncherError
-from rayops.launcher.ssh import SshConfig, classify_ssh_error
+from rayops.launcher.ssh import SshConfig
 
 Event = dict[str, Any]
 
@@ -42,13 +45,42 @@ def ansible_playbook_path() -> str:
     return found
 
 
+def ansible_ssh_args(cfg: SshConfig) -> list[str]:
+    """OpenSSH ``-o`` options for Ansible's connections (its ``ssh_args``)."""
+    import hashlib
+
+    strict = "accept-new" if cfg.host_key_policy == "accept-new" else "yes"
+    # A socket is only shared with the same key and host-key settings (``%C`` covers host,
+    # port and user only), so a spec whose key changed never rides on the old connection.
+    ident = f"{cfg.key_file}\0{cfg.known_hosts}\0{cfg.host_key_policy}"
+    tag = hashlib.sha256(ident.encode()).hexdigest()[:8]
+    opts = [
+        "-o", "BatchMode=yes",
+        "-o", f"ConnectTimeout={max(1, round(cfg.connect_timeout))}",
+        "-o", f"StrictHostKeyChecking={strict}",
+        "-o", f"UserKnownHostsFile={cfg.known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "ControlMaster=auto",
+        "-o", f"ControlPath={cfg.control_dir}/{tag}-%C",
+        "-o", "ControlPersist=30",
+        # A dead peer must fail a task in bounded time instead of hanging on a live master
+        # (TEST-HOSTS.md P5).
+        "-o", f"ServerAliveInterval={max(1, round(cfg.keepalive_s))}",
+        "-o", f"ServerAliveCountMax={cfg.keepalive_count}",
+        "-o", "LogLevel=ERROR",
+    ]  # fmt: skip
+    if cfg.key_file:
+        opts += ["-o", "IdentitiesOnly=yes", "-i", cfg.key_file]
+    return opts
+
+
 def write_config(run_dir: Path, playbooks: Path, ssh: SshConfig, forks: int) -> Path:
     """ansible.cfg for one run; returns its path.
 
     Ansible reads ini values raw (no ``%`` interpolation), so ssh's ``%C`` goes in as is:
     escaping it would make every host share one ControlMaster socket.
     """
-    ssh_args = shlex.join(ssh.options())
+    ssh_args = shlex.join(ansible_ssh_args(ssh))
     cfg = f"""[defaults]
 inventory = {run_dir}/inventory.json
 host_key_checking = True
@@ -91,7 +123,7 @@ def run_playbook(
         ANSIBLE_CONFIG=str(run_dir / "ansible.cfg"),
         ANSIBLE_HOME=str(run_dir / "home"),
         ANSIBLE_LOCAL_TEMP=str(run_dir / "tmp"),
-        # Where tasks delegated to this machine (rsync of file mounts) keep their files; the
+        # Where tasks delegated to this machine (localhost) keep their files; the
         # hosts' own ansible_remote_tmp (under the install dir) takes precedence for them.
         ANSIBLE_REMOTE_TEMP=str(run_dir / "remote-tmp"),
         ANSIBLE_NOCOLOR="1",
@@ -143,19 +175,19 @@ def split_task_name(task: str) -> StepName:
     return StepName(step.strip(), what.strip())
 
 
-def failure_from_event(ev: Event, ssh: SshConfig, address: str) -> HostFailure:
+def failure_from_event(ev: Event, address: str) -> HostFailure:
     """A failed or unreachable task event -> the precise cause for the summary."""
     name = split_task_name(str(ev.get("task", "")))
     stdout = [str(x) for x in ev.get("stdout") or []]
     stderr = [str(x) for x in ev.get("stderr") or []]
     msg = str(ev.get("msg") or "")
     if ev.get("status") == "unreachable":
-        classified = classify_ssh_error(ssh, address, 255, msg)
-        if classified is not None:
-            return HostFailure(classified.kind, classified.message, step=name.step)
+        # Only a placeholder: apply.py asks the launcher's own connection for the cause.
+        first = msg.strip().splitlines()[-1] if msg.strip() else "no message"
         return HostFailure(
-            "ssh-error", f"lost the SSH connection to {address}: {msg.strip()}", step=name.step
-        )
+            "ssh-error", f"Ansible lost the SSH connection to {address}: {first}",
+            step=name.step,
+        )  # fmt: skip
     failed_cmd = _failed_command(stdout + stderr)
     output = [ln for ln in stdout + stderr if not ln.startswith(_FAILED_CMD)]
     rc = ev.get("rc")

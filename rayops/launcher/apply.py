@@ -1,10 +1,12 @@
 """Applying a plan: wheelhouses, the generated inventory, one playbook run, per-host results.
 
 ``build_inventory`` is pure (plan, targets and facts in, an Ansible inventory out).
-``apply_plan`` does the I/O: builds the wheelhouses the plan needs, runs ``playbooks/site.yml``
-for the hosts with work to do, prints a progress line per host and task as results arrive, and
-returns each host's outcome. A host's failure never stops the others; a failing head leaves
-the workers unstarted (they are reported as such).
+``apply_plan`` does the I/O: builds the wheelhouses the plan needs, pushes the file mounts of
+hosts whose ``mounts`` step runs (over SFTP on the command's own connections, all hosts in
+parallel, before the playbook: like Ray, mounts are in place before any command runs), runs
+``playbooks/site.yml`` for the hosts with work to do, reports a progress line per host and task
+as results arrive, and returns each host's outcome. A host's failure never stops the others; a
+failing head leaves the workers unstarted (they are reported as such).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,8 @@ from rayops.launcher.errors import HostFailure, LauncherError
 from rayops.launcher.facts import HostFacts
 from rayops.launcher.plan import HostPlan, Plan
 from rayops.launcher.spec import ClusterSpec
-from rayops.launcher.ssh import SshConfig
+from rayops.launcher.ssh import SshConfig, SshError, SshPool
+from rayops.launcher.transfer import Excludes, SyncStats, push
 from rayops.launcher.wheelhouse import RuntimeSource, build_wheelhouse
 
 Printer = Callable[[str], None]
@@ -54,17 +58,11 @@ def _b64_json(value: Any) -> str:
     return base64.b64encode(json.dumps(list(value)).encode()).decode()
 
 
-def _remote(user: str, address: str, path: str) -> str:
-    host = f"[{address}]" if ":" in address else address
-    return f"{user}@{host}:{path}"
-
-
 def host_vars(
-    hp: HostPlan, t: HostTarget, f: HostFacts, ssh: SshConfig, wheelhouse: str, filters: list[str]
+    hp: HostPlan, t: HostTarget, f: HostFacts, ssh: SshConfig, wheelhouse: str
 ) -> dict[str, Any]:
     """Everything the playbooks need to know about one host (no I/O)."""
     d = t.install_dir
-    rsync = ["rsync", "-a", "--itemize-changes", "-e", ssh.rsync_shell(), *filters]
     return {
         "ansible_host": hp.address,
         "ansible_port": ssh.port,
@@ -83,10 +81,8 @@ def host_vars(
         "rayops_init_commands_b64": _b64_json(t.init_commands),
         "rayops_setup_commands_b64": _b64_json(t.setup_commands),
         "rayops_wheelhouse": wheelhouse,
-        "rayops_mount_parents": sorted({str(Path(m.dst).parent) for m in t.mounts}),
-        "rayops_mount_commands": [
-            [*rsync, m.src, _remote(ssh.user, hp.address, m.dst)] for m in t.mounts
-        ],
+        # The launcher pushed the mounts over SFTP before the playbook (push_mounts),
+        # creating their directories; the mounts role only records the step's key.
     }
 
 
@@ -101,16 +97,13 @@ def build_inventory(
 ) -> dict[str, Any]:
     """The Ansible inventory for ``plan`` (every reachable host; ``--limit`` picks)."""
     groups: dict[str, dict[str, Any]] = {"head": {}, "workers": {}}
-    filters = [f"--exclude={p}" for p in spec.rsync_exclude] + [
-        f"--filter=:- {f}" for f in spec.rsync_filter
-    ]
     for hp in plan.hosts:
         if hp.failure is not None:
             continue
         f = facts[hp.address]
         wheelhouse = str(wheelhouses.get(f.python_tag, ""))
         group = groups["head" if hp.role == "head" else "workers"]
-        group[hp.address] = host_vars(hp, targets[hp.address], f, ssh, wheelhouse, filters)
+        group[hp.address] = host_vars(hp, targets[hp.address], f, ssh, wheelhouse)
     localhost = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     workers_start = any("start" in h.steps for h in plan.hosts if h.role == "worker")
     return {
@@ -168,9 +161,67 @@ class ProgressPrinter:
         )
 
 
+def mount_excludes(spec: ClusterSpec) -> Excludes:
+    return Excludes(tuple(spec.rsync_exclude), tuple(spec.rsync_filter))
+
+
+def push_mounts(
+    pool: SshPool, target: HostTarget, excludes: Excludes
+) -> tuple[SyncStats, HostFailure | None]:
+    """Push one host's file mounts (rsync's rules, nothing deleted); the failure if any."""
+    total = SyncStats()
+    for m in target.mounts:
+        try:
+            stats = push(pool.sftp(target.address), m.src, m.dst, excludes)
+        except SshError as err:
+            return total, HostFailure(err.failure.kind, err.failure.message, step="mounts")
+        except OSError as err:
+            return total, HostFailure(
+                "command-failed", f"pushing file mount {m.src} to {m.dst} failed: {err}",
+                step="mounts",
+            )  # fmt: skip
+        total.sent += stats.sent
+        total.skipped += stats.skipped
+        total.dirs_made += stats.dirs_made
+        total.bytes += stats.bytes
+    return total, None
+
+
+def _push_all_mounts(
+    spec: ClusterSpec,
+    pool: SshPool,
+    plan: Plan,
+    targets: Mapping[str, HostTarget],
+    outcomes: dict[str, HostOutcome],
+    progress: Callable[[str, str, str, float], None],
+) -> None:
+    hosts = [
+        h.address
+        for h in plan.hosts
+        if "mounts" in h.steps and h.failure is None and targets[h.address].mounts
+    ]
+    if not hosts:
+        return
+    excludes = mount_excludes(spec)
+
+    def one(address: str) -> None:
+        t0 = time.monotonic()
+        stats, failure = push_mounts(pool, targets[address], excludes)
+        if failure is not None:
+            outcomes[address].failure = failure
+            progress(address, "mounts", "push file mounts (SFTP)", -1.0)
+        else:
+            progress(address, "mounts", f"push file mounts (SFTP): {stats.summary()}",
+                     time.monotonic() - t0)  # fmt: skip
+
+    with ThreadPoolExecutor(min(16, len(hosts)), thread_name_prefix="rayops-mounts") as ex:
+        list(ex.map(one, hosts))
+
+
 def apply_plan(
     spec: ClusterSpec,
     ssh: SshConfig,
+    pool: SshPool,
     plan: Plan,
     targets: Mapping[str, HostTarget],
     facts: Mapping[str, HostFacts],
@@ -186,6 +237,23 @@ def apply_plan(
     limit = playbook_limit(plan)
     if not limit:
         return outcomes
+    width = max(len(a) for a in limit)
+
+    def mount_progress(address: str, step: str, what: str, secs: float) -> None:
+        mark = "FAILED" if secs < 0 else "done"
+        took = f" ({secs:.1f} s)" if secs >= 0.5 else ""
+        out(f"[{time.monotonic() - started:6.1f}s] {address:<{width}}  {step:<7} {what} ... "
+            f"{mark}{took}")  # fmt: skip
+
+    _push_all_mounts(spec, pool, plan, targets, outcomes, mount_progress)
+    # A host whose mounts failed gets nothing else this run (the next `up` retries it).
+    limit = [a for a in limit if outcomes[a].failure is None]
+    if outcomes[plan.head].failure is not None:  # nothing may start without the head
+        starting = {h.address for h in plan.hosts if "start" in h.steps}
+        limit = [a for a in limit if a not in starting]
+    if not limit:
+        _finish(plan, outcomes)
+        return outcomes
     tags = sorted({facts[h.address].python_tag for h in plan.hosts if "install" in h.steps})
     wheelhouses: dict[str, Path] = {}
     for tag in tags:
@@ -198,11 +266,13 @@ def apply_plan(
         write_inventory(
             run_dir, build_inventory(spec, ssh, plan, targets, facts, wheelhouses, assets)
         )
-        progress = ProgressPrinter(out, max(len(a) for a in limit), started)
+        progress = ProgressPrinter(out, width, started)
+
+        unreachable: set[str] = set()
 
         def on_event(ev: Event) -> None:
             progress(ev)
-            _record_event(ev, outcomes, ssh)
+            _record_event(ev, outcomes, unreachable)
 
         rc, stderr_tail = run_playbook(run_dir, assets / "playbooks" / "site.yml", limit, on_event)
     finally:
@@ -212,8 +282,21 @@ def apply_plan(
             f"ansible-playbook failed (exit code {rc}) before reporting any host:\n"
             + "\n".join(stderr_tail[-20:])
         )
+    _diagnose_unreachable(pool, unreachable, outcomes)
     _finish(plan, outcomes)
     return outcomes
+
+
+def _diagnose_unreachable(
+    pool: SshPool, hosts: set[str], outcomes: dict[str, HostOutcome]
+) -> None:
+    """Ansible said a host became unreachable: name the cause from the launcher's own
+    connection (paramiko's exception), keeping Ansible's words if that one still works."""
+    for address in sorted(hosts):
+        o = outcomes[address]
+        res = pool.run(address, "true", timeout=pool.cfg.connect_timeout + pool.cfg.dead_after_s)
+        if res.failure is not None and o.failure is not None:
+            o.failure = HostFailure(res.failure.kind, res.failure.message, step=o.failure.step)
 
 
 def _runs_dir(cache_dir: Path) -> Path:
@@ -222,14 +305,16 @@ def _runs_dir(cache_dir: Path) -> Path:
     return d
 
 
-def _record_event(ev: Event, outcomes: dict[str, HostOutcome], ssh: SshConfig) -> None:
+def _record_event(ev: Event, outcomes: dict[str, HostOutcome], unreachable: set[str]) -> None:
     host = str(ev.get("host", ""))
     o = outcomes.get(host)
     if o is None or ev.get("ev") != "result":
         return
     status = ev.get("status")
     if status in ("failed", "unreachable") and o.failure is None:
-        o.failure = failure_from_event(ev, ssh, host)
+        o.failure = failure_from_event(ev, host)
+        if status == "unreachable":
+            unreachable.add(host)
     elif status in ("ok", "changed"):
         step = split_task_name(str(ev.get("task", ""))).step
         if step not in o.done:

@@ -1,7 +1,9 @@
-"""One cluster as every launcher verb sees it: the spec, its hosts and roles, SSH access.
+"""One cluster as every launcher verb sees it: the spec, its hosts and roles, SSH access, events.
 
-``open_cluster`` loads the spec (raising ClusterSpecError before any network use) and
-prepares the SSH runner; it opens no connection itself.
+``open_cluster`` loads the spec (raising ClusterSpecError before any network use) and makes
+the command's ``SshPool``; it opens no connection itself. A ``Cluster`` is a context manager:
+leaving it closes every SSH connection the command opened. Whatever the launcher has to say
+goes to ``events`` (the caller renders it: the CLI prints; an autoscaler would log).
 """
 
 from __future__ import annotations
@@ -13,20 +15,54 @@ from pathlib import Path
 
 from rayops.launcher.errors import LauncherError
 from rayops.launcher.spec import ClusterSpec, load_spec
-from rayops.launcher.ssh import SshConfig, SshRunner
+from rayops.launcher.ssh import SshConfig, SshPool
 from rayops.providers import LocalNodeProvider
 
 Printer = Callable[[str], None]
+#: ``(host, stream, data)``: a remote command's output as it arrives; stream is "stdout" or
+#: "stderr".
+OutputSink = Callable[[str, str, bytes], None]
+
+
+def _discard_output(host: str, stream: str, data: bytes) -> None:
+    return None
+
+
+def _discard_message(text: str) -> None:
+    return None
+
+
+@dataclass
+class Events:
+    """Where a launcher command reports: ``message`` gets progress, plans, summaries and
+    per-host causes as lines of text; ``output`` gets remote commands' output bytes
+    (``exec``, ``submit``) as they arrive."""
+
+    message: Printer = _discard_message
+    output: OutputSink = _discard_output
 
 
 @dataclass
 class Cluster:
     spec: ClusterSpec
     ssh: SshConfig
-    runner: SshRunner
+    pool: SshPool
     cache_dir: Path
-    out: Printer
+    events: Events
     notes: list[str] = field(default_factory=list)
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every SSH connection this command opened."""
+        self.pool.close()
+
+    def out(self, text: str) -> None:
+        self.events.message(text)
 
     @property
     def head(self) -> str:
@@ -80,7 +116,8 @@ def ssh_config_for(spec: ClusterSpec, control_dir: str) -> SshConfig:
 
 
 def default_control_dir() -> str:
-    """A short per-user directory for ControlMaster sockets (unix socket paths are short)."""
+    """A short per-user directory for Ansible's ControlMaster sockets (unix socket paths are
+    short)."""
     return f"/tmp/rayops-ssh-{os.getuid()}"
 
 
@@ -95,8 +132,16 @@ def check_control_dir(path: str) -> None:
         )
 
 
-def open_cluster(config: str, cache_dir: Path, control_dir: str, out: Printer) -> Cluster:
+def open_cluster(
+    config: str,
+    cache_dir: Path,
+    control_dir: str | None = None,
+    events: Events | None = None,
+) -> Cluster:
+    """Load ``config`` and prepare SSH access (no connection yet). Use it as a context manager
+    so the command's connections close when it ends."""
     spec, notes = load_spec(config)
+    control_dir = control_dir or default_control_dir()
     check_control_dir(control_dir)
     ssh = ssh_config_for(spec, control_dir)
-    return Cluster(spec, ssh, SshRunner(ssh), cache_dir, out, notes)
+    return Cluster(spec, ssh, SshPool(ssh), cache_dir, events or Events(), notes)

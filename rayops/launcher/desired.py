@@ -92,6 +92,7 @@ def node_config(
         "node_ip": _resolve_node_ip(facts.address, facts),
         "head_address": spec.head_address,
         "gcs_port": spec.gcs_port,
+        "metrics_export_port": spec.metrics_export_port,
         "install_dir": install_dir,
         "temp_dir": expand_home(spec.temp_dir, facts.home),
         "num_cpus": resources.pop("CPU", None),

@@ -14,8 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from rayops.launcher.cluster import Cluster
-from rayops.launcher.record import RECORD_FILE, shell_path, write_record
+from rayops.launcher.record import read_record, shell_path, write_record
+from rayops.launcher.spec import ClusterSpec
+from rayops.launcher.ssh import SSH_ERROR_EXIT, CommandResult, SshError
 from rayops.launcher.up import cluster_record, read_facts, runtime_nodes
+from rayops.monitoring.prometheus_config import SD_PATH
 
 
 def stop_command(cluster: Cluster) -> str:
@@ -42,10 +45,14 @@ def run_down(
         cluster.out("Nothing changed.")
         return 1
     cmd = stop_command(cluster)
-    # Workers first: a worker whose head vanished first would only log reconnect errors.
-    results = cluster.runner.run_many(cluster.workers, cmd, timeout=60)
-    if not workers_only:
-        results.update(cluster.runner.run_many([cluster.head], cmd, timeout=60))
+    # Every handshake at once; then workers first: a worker whose head vanished first would
+    # only log reconnect errors.
+    unreachable = {a: f for a, f in cluster.pool.connect_many(targets).items() if f is not None}
+    results = {a: CommandResult(a, SSH_ERROR_EXIT, "", "", 0.0, f) for a, f in unreachable.items()}
+    workers = [a for a in cluster.workers if a not in unreachable]
+    results.update(cluster.pool.run_many(workers, cmd, timeout=60))
+    if not workers_only and cluster.head not in unreachable:
+        results.update(cluster.pool.run_many([cluster.head], cmd, timeout=60))
     failed = 0
     width = max(len(a) for a in targets)
     for address in targets:
@@ -75,11 +82,9 @@ def _stop_summary(output: str) -> str:
 
 
 def _mark_stopped(cluster: Cluster, stopped: list[str]) -> None:
-    d = shell_path(cluster.spec.install_dir)
-    res = cluster.runner.run(cluster.head, f"cat {d}/{RECORD_FILE} 2>/dev/null || true")
     try:
-        record: dict[str, Any] = json.loads(res.stdout) if res.ok and res.stdout.strip() else {}
-    except ValueError:
+        record = read_record(cluster.pool, cluster.head, cluster.spec.install_dir) or {}
+    except SshError:
         return
     hosts = record.get("hosts") or {}
     changed = False
@@ -88,7 +93,9 @@ def _mark_stopped(cluster: Cluster, stopped: list[str]) -> None:
             hosts[address]["state"] = "stopped"
             changed = True
     if changed:
-        write_record(cluster.runner, cluster.head, cluster.spec.install_dir, record)
+        failure = write_record(cluster.pool, cluster.head, cluster.spec.install_dir, record)
+        if failure is not None:
+            cluster.out(f"warning: could not update the cluster record: {failure.one_line()}")
 
 
 def run_status(cluster: Cluster, as_json: bool) -> int:
@@ -120,16 +127,19 @@ def run_status(cluster: Cluster, as_json: bool) -> int:
                 "daemons": sorted(f.daemons) if f.reachable else None,
                 "rayops_version": f.rayops_version,
                 "runtime": node.get("state") if node else None,
+                "metrics_endpoint": metrics_endpoint(node),
             }
         )
+    sd_url = discovery_url(cluster.spec, nodes)
     if as_json:
         cluster.out(json.dumps({"cluster": cluster.spec.cluster_name, "hosts": rows,
-                                "nodes": nodes}, indent=2))  # fmt: skip
+                                "nodes": nodes, "prometheus_sd_url": sd_url},
+                               indent=2))  # fmt: skip
         return 0 if head.reachable else 1
     cluster.out(f"cluster {cluster.spec.cluster_name!r}  GCS {cluster.spec.head_address}  "
                 f"record: {record.get('updated_at', 'none')}")  # fmt: skip
     width = max(len(r["host"]) for r in rows)
-    cluster.out(f"  {'HOST':<{width}}  ROLE    PROVISIONED  DAEMONS          RUNTIME")
+    cluster.out(f"  {'HOST':<{width}}  ROLE    PROVISIONED  DAEMONS          RUNTIME  METRICS")
     for r in rows:
         if not r["reachable"]:
             daemons = f"unreachable: {r['unreachable_reason']}"
@@ -137,9 +147,35 @@ def run_status(cluster: Cluster, as_json: bool) -> int:
             daemons = ",".join(r["daemons"]) or "none running"
         prov = r["provisioned"] + (f" ({r['error']})" if r["error"] else "")
         cluster.out(f"  {r['host']:<{width}}  {r['role']:<6}  {prov:<11}  {daemons:<15}  "
-                    f"{r['runtime'] or '-'}")  # fmt: skip
+                    f"{r['runtime'] or '-':<7}  {r['metrics_endpoint'] or '-'}")  # fmt: skip
     alive = sum(1 for n in nodes if n.get("state") == "ALIVE")
     cluster.out(
         f"{alive} node(s) alive in the GCS" + (f" ({runtime_error})" if runtime_error else "")
     )
+    cluster.out(f"Prometheus discovery: {sd_url} (http_sd_configs)")
+    cluster.out(f"  /metrics and discovery need the cluster token: "
+                f"{cluster.spec.install_dir}/cluster_token on the head")  # fmt: skip
     return 0 if head.reachable else 1
+
+
+def _url_host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def metrics_endpoint(node: dict[str, Any] | None) -> str | None:
+    """``http://IP:PORT/metrics`` of an alive node's agent, as the GCS registered it."""
+    if not node or node.get("state") != "ALIVE" or not node.get("metrics_export_port"):
+        return None
+    return f"http://{_url_host(str(node['node_ip']))}:{node['metrics_export_port']}/metrics"
+
+
+def discovery_url(spec: ClusterSpec, nodes: list[dict[str, Any]]) -> str:
+    """The head agent's Prometheus HTTP service discovery URL.
+
+    From the alive head node in the GCS when it registered a metrics port (what really
+    serves), otherwise from the spec (``provider.head_ip``, ``rayops.ports.metrics_export``).
+    """
+    for n in nodes:
+        if n.get("is_head") and n.get("state") == "ALIVE" and n.get("metrics_export_port"):
+            return f"http://{_url_host(str(n['node_ip']))}:{n['metrics_export_port']}{SD_PATH}"
+    return f"http://{_url_host(spec.provider.head_ip)}:{spec.metrics_export_port}{SD_PATH}"

@@ -1,8 +1,9 @@
 """Facts: what is true on each host right now, read in parallel with one SSH command per host.
 
-``gather_facts`` pipes ``facts_probe.py`` into the host's Python and parses its JSON into a
-``HostFacts``; a host that cannot be reached gets ``HostFacts.unreachable`` with the exact
-cause. Facts only read; they never change a host.
+``gather_facts`` pipes ``facts_probe.py`` into the host's Python (one command per host on the
+command's shared connection, all hosts in parallel) and parses its JSON into a ``HostFacts``;
+a host that cannot be reached gets ``HostFacts.unreachable`` with the exact cause. Facts only
+read; they never change a host.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rayops.launcher.errors import HostFailure
-from rayops.launcher.ssh import CommandResult, SshRunner
+from rayops.launcher.ssh import CommandResult, SshPool
 
 _PROBE = Path(__file__).with_name("facts_probe.py")
 FACTS_TIMEOUT_S = 60.0
@@ -116,7 +117,7 @@ def parse_facts(address: str, python: str, res: CommandResult) -> HostFacts:
 
 
 def gather_facts(
-    runner: SshRunner,
+    pool: SshPool,
     addresses: list[str],
     python: str,
     install_dir: str,
@@ -124,7 +125,7 @@ def gather_facts(
 ) -> dict[str, HostFacts]:
     """Facts of every host, in parallel; never raises for a host that fails."""
     source = _PROBE.read_bytes()
-    results = runner.run_many(
+    results = pool.run_many(
         addresses,
         lambda a: probe_command(python, install_dir, temp_dir, a),
         input_bytes=source,

@@ -2,23 +2,23 @@
 
 Commands run with the cluster in their environment (``RAYOPS_ADDRESS``, ``RAYOPS_TOKEN_FILE``,
 ``RAYOPS_TEMP_DIR``, the node's virtualenv first on ``PATH``), in the login user's home, and
-return the remote command's exit code. An SSH failure prints its cause and returns 255, as
-``ssh`` does.
+return the remote command's exit code; their output goes to ``cluster.events.output`` as it
+arrives. An SSH failure is reported through ``cluster.events.message`` and returns 255, as
+``ssh`` does. Files move over SFTP on the same connection (``transfer.py``).
 """
 
 from __future__ import annotations
 
-import os
+import posixpath
 import shlex
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from rayops.launcher.cluster import Cluster
+from rayops.launcher.desired import expand_home
 from rayops.launcher.errors import LauncherError
 from rayops.launcher.record import shell_path
-from rayops.launcher.ssh import SSH_ERROR_EXIT, classify_ssh_error
+from rayops.launcher.ssh import SSH_ERROR_EXIT, SshError, Terminal
+from rayops.launcher.transfer import pull, push, remote_makedirs
 
 
 def cluster_env_prefix(cluster: Cluster) -> str:
@@ -31,104 +31,127 @@ def cluster_env_prefix(cluster: Cluster) -> str:
     )
 
 
-def run_exec(cluster: Cluster, command: str, node: str = "head") -> int:
+def run_exec(
+    cluster: Cluster, command: str, node: str = "head", *, tty: bool = False,
+    timeout: float | None = None,
+) -> int:  # fmt: skip
+    """Run ``command`` on the chosen hosts; with several, their output lines are prefixed
+    with the host and the worst exit code is returned."""
     addresses = cluster.resolve(node)
     full = cluster_env_prefix(cluster) + command
     if len(addresses) == 1:
-        tty = sys.stdin.isatty() and sys.stdout.isatty()
-        rc, failure = cluster.runner.stream(addresses[0], full, tty=tty)
-        if failure is not None:
-            cluster.out(f"rayops exec: {failure.one_line()}")
+        address = addresses[0]
+        res = cluster.pool.run(
+            address, full, timeout=timeout, pty=tty,
+            on_stdout=lambda b: cluster.events.output(address, "stdout", b),
+            on_stderr=lambda b: cluster.events.output(address, "stderr", b),
+        )  # fmt: skip
+        if res.failure is not None:
+            cluster.out(f"rayops exec: {res.failure.one_line()}")
             return SSH_ERROR_EXIT
-        return rc
-    results = cluster.runner.run_many(addresses, full, timeout=None)
+        return res.exit_code
+    results = cluster.pool.run_many(
+        addresses, full, timeout=timeout,
+        on_line=lambda a, line: cluster.out(f"[{a}] {line}"),
+    )  # fmt: skip
     worst = 0
     for address in addresses:
         res = results[address]
         if res.failure is not None:
             cluster.out(f"[{address}] {res.failure.one_line()}")
             worst = worst or SSH_ERROR_EXIT
-            continue
-        for line in (res.stdout + res.stderr).splitlines():
-            cluster.out(f"[{address}] {line}")
-        if res.exit_code != 0:
+        elif res.exit_code != 0:
             cluster.out(f"[{address}] exit code {res.exit_code}")
             worst = worst or res.exit_code
     return worst
 
 
-def run_submit(cluster: Cluster, script: str, args: list[str]) -> int:
+def _remote_abs(cluster: Cluster, address: str, path: str) -> str:
+    """An absolute remote path: ``~`` is the remote ``$HOME``; a relative path is taken from
+    it too (as ssh and rsync do). Raises SshError."""
+    if path.startswith("~") or not path.startswith("/"):
+        home = cluster.pool.home(address)
+        return expand_home(path, home) if path.startswith("~") else posixpath.join(home, path)
+    return path
+
+
+def run_submit(cluster: Cluster, script: str, args: list[str], timeout: float | None = None
+               ) -> int:  # fmt: skip
     """Upload ``script`` to the head and run it there as a driver, streaming its output."""
     path = Path(script)
+    if not path.is_file():
+        raise LauncherError(f"cannot read the script to submit: no file at {script}")
+    head = cluster.head
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise LauncherError(f"cannot read the script to submit: {err}") from err
-    jobs = shell_path(cluster.spec.install_dir) + "/jobs"
-    target = f"{jobs}/{shlex.quote(path.name)}"
-    up = cluster.runner.run(cluster.head, f"mkdir -p {jobs} && cat > {target}", input_bytes=data)
-    if up.failure is not None:
-        cluster.out(f"rayops submit: {up.failure.one_line()}")
+        jobs = _remote_abs(cluster, head, cluster.spec.install_dir.rstrip("/") + "/jobs")
+        sftp = cluster.pool.sftp(head)
+        remote_makedirs(sftp, jobs)
+        push(sftp, str(path), f"{jobs}/{path.name}")
+    except SshError as err:
+        cluster.out(f"rayops submit: {err.failure.one_line()}")
         return SSH_ERROR_EXIT
-    if up.exit_code != 0:
-        raise LauncherError(f"uploading {script} to the head failed: {' '.join(up.tail())}")
+    except OSError as err:
+        raise LauncherError(f"uploading {script} to the head failed: {err}") from err
+    target = shlex.quote(f"{jobs}/{path.name}")
     argv = " ".join(shlex.quote(a) for a in args)
     command = cluster_env_prefix(cluster) + f"exec python -u {target} {argv}".rstrip()
-    rc, failure = cluster.runner.stream(cluster.head, command)
-    if failure is not None:
-        cluster.out(f"rayops submit: {failure.one_line()}")
+    res = cluster.pool.run(
+        head, command, timeout=timeout,
+        on_stdout=lambda b: cluster.events.output(head, "stdout", b),
+        on_stderr=lambda b: cluster.events.output(head, "stderr", b),
+    )  # fmt: skip
+    if res.failure is not None:
+        cluster.out(f"rayops submit: {res.failure.one_line()}")
         return SSH_ERROR_EXIT
-    return rc
+    return res.exit_code
 
 
-def attach_argv(cluster: Cluster) -> list[str]:
-    """The ssh command line of an interactive login shell on the head."""
-    return cluster.runner.interactive_argv(
-        cluster.head, cluster_env_prefix(cluster) + 'exec "${SHELL:-/bin/sh}" -l'
-    )
+def attach_command(cluster: Cluster) -> str:
+    """The remote command of ``attach``: a login shell with the cluster's environment."""
+    return cluster_env_prefix(cluster) + 'exec "${SHELL:-/bin/sh}" -l'
 
 
-def run_attach(cluster: Cluster) -> int:
-    argv = attach_argv(cluster)
-    sys.stdout.flush()
-    os.execvp(argv[0], argv)
-    return 0  # not reached
-
-
-def _remote_path(cluster: Cluster, address: str, path: str) -> str:
-    """An absolute remote path: ``~`` is the remote ``$HOME``, which need not be the login
-    directory that rsync would resolve a relative path against."""
-    if not path.startswith("~"):
-        return path
-    res = cluster.runner.run(address, 'printf %s "$HOME"', timeout=30)
-    if not res.ok or not res.stdout.startswith("/"):
-        why = res.failure.one_line() if res.failure else f"exit code {res.exit_code}"
-        raise LauncherError(f"cannot read $HOME on {address}: {why}")
-    from rayops.launcher.desired import expand_home
-
-    return expand_home(path, res.stdout)
+def run_attach(cluster: Cluster, terminal: Terminal) -> int:
+    """An interactive login shell on the head, on ``terminal``; its exit code."""
+    try:
+        return cluster.pool.interactive(cluster.head, attach_command(cluster), terminal)
+    except SshError as err:
+        cluster.out(f"rayops attach: {err.failure.one_line()}")
+        return SSH_ERROR_EXIT
 
 
 def run_rsync(cluster: Cluster, source: str, target: str, up: bool, node: str = "head") -> int:
-    if shutil.which("rsync") is None:
-        raise LauncherError("rsync is not installed on this machine (apt-get install -y rsync)")
+    """Copy files to (``up``) or from the chosen hosts over SFTP, with rsync's rules for
+    trailing slashes and its quick check (same size and time: skipped). Nothing is deleted."""
+    addresses = cluster.resolve(node)
+    if not up and len(addresses) > 1:
+        raise LauncherError("rsync-down copies from one host: give --node head or an address")
     worst = 0
-    for address in cluster.resolve(node):
-        host = f"[{address}]" if ":" in address else address
-        remote = f"{cluster.ssh.user}@{host}:"
-        if up:
-            pair = [source, remote + _remote_path(cluster, address, target)]
-        else:
-            pair = [remote + _remote_path(cluster, address, source), target]
-        argv = ["rsync", "-a", "-e", cluster.ssh.rsync_shell(), *pair]
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            cause = classify_ssh_error(cluster.ssh, address, 255, proc.stderr)
-            lines = proc.stderr.strip().splitlines()
-            why = cause.one_line() if cause else (lines[-1] if lines else "")
-            cluster.out(f"rayops rsync: {address}: {why} (rsync exit code {proc.returncode})")
-            worst = worst or proc.returncode
+    for address in addresses:
+        try:
+            sftp = cluster.pool.sftp(address)
+            if up:
+                stats = push(sftp, source, _remote_abs(cluster, address, target))
+            else:
+                stats = pull(sftp, _remote_abs(cluster, address, source), target)
+        except SshError as err:
+            cluster.out(f"rayops rsync: {address}: {err.failure.one_line()}")
+            worst = worst or SSH_ERROR_EXIT
+            continue
+        except OSError as err:
+            cluster.out(f"rayops rsync: {address}: {err}")
+            worst = worst or 1
+            continue
+        cluster.out(f"{address}: {stats.summary()}")
     return worst
+
+
+def rsync_up(cluster: Cluster, source: str, target: str, node: str = "head") -> int:
+    return run_rsync(cluster, source, target, up=True, node=node)
+
+
+def rsync_down(cluster: Cluster, source: str, target: str, node: str = "head") -> int:
+    return run_rsync(cluster, source, target, up=False, node=node)
 
 
 def head_ip(cluster: Cluster) -> str:

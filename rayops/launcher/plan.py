@@ -141,16 +141,6 @@ def _host_plan(t: HostTarget, f: HostFacts, options: PlanOptions) -> HostPlan:
             reason = "the virtualenv is new"
         if reason is not None:
             actions.append(Action(step, reason))
-    if any(a.step == "mounts" for a in actions) and not f.rsync:
-        return HostPlan(
-            t.address,
-            t.role,
-            failure=HostFailure(
-                "precondition",
-                f"rsync is not installed on {t.address}; file_mounts need it "
-                "(install it on the host, e.g. `apt-get install -y rsync`)",
-            ),
-        )
     changed_runtime = [a.step for a in actions if a.step in ("install", "config")]
     restart = False
     if not f.running:

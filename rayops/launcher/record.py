@@ -2,8 +2,9 @@
 
 ``<install_dir>/cluster.json`` on the head is the one place that says what the cluster is; the
 launching machine keeps nothing that could disagree with it. The facts probe reads it; ``up``
-and ``down`` rewrite it (atomically, over SSH) when something changed. Building the record is
-a pure function of the plan and the results.
+and ``down`` rewrite it when something changed (over SFTP on the command's connection, to a
+temporary file renamed into place). Building the record is a pure function of the plan and the
+results.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from rayops.launcher.desired import expand_home
 from rayops.launcher.errors import HostFailure
-from rayops.launcher.ssh import CommandResult, SshRunner
+from rayops.launcher.ssh import SshError, SshPool
+from rayops.launcher.transfer import read_remote_file, write_remote_file
 from rayops.version import __version__
 
 RECORD_FILE = "cluster.json"
@@ -61,18 +64,41 @@ def same_record(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     return strip == {k: v for k, v in new.items() if k != "updated_at"}
 
 
+def record_path(pool: SshPool, head: str, install_dir: str) -> str:
+    """The record's absolute path on the head (``~`` is the head's ``$HOME``)."""
+    d = expand_home(install_dir, pool.home(head)) if install_dir.startswith("~") else install_dir
+    return f"{d.rstrip('/')}/{RECORD_FILE}"
+
+
 def write_record(
-    runner: SshRunner, head: str, install_dir: str, record: Mapping[str, Any]
-) -> CommandResult:
-    """Replace the head's record atomically (write a temp file, then rename)."""
+    pool: SshPool, head: str, install_dir: str, record: Mapping[str, Any]
+) -> HostFailure | None:
+    """Replace the head's record atomically; the failure, if it could not."""
     data = dict(record)
     data["updated_at"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    d = shell_path(install_dir)
-    cmd = (
-        f"mkdir -p {d} && cat > {d}/.{RECORD_FILE}.tmp && "
-        f"mv -f {d}/.{RECORD_FILE}.tmp {d}/{RECORD_FILE}"
-    )
-    return runner.run(head, cmd, input_bytes=(json.dumps(data, indent=2) + "\n").encode())
+    payload = (json.dumps(data, indent=2) + "\n").encode()
+    try:
+        write_remote_file(pool.sftp(head), record_path(pool, head, install_dir), payload)
+    except SshError as err:
+        return err.failure
+    except OSError as err:
+        return HostFailure("command-failed", f"writing the cluster record on {head}: {err}")
+    return None
+
+
+def read_record(pool: SshPool, head: str, install_dir: str) -> dict[str, Any] | None:
+    """The head's record, or None when there is none (or it is not JSON). Raises SshError."""
+    try:
+        raw = read_remote_file(pool.sftp(head), record_path(pool, head, install_dir))
+    except OSError:
+        return None
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def shell_path(path: str) -> str:

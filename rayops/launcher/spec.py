@@ -134,6 +134,10 @@ class InstallSpec(_Model):
 
 class PortsSpec(_Model):
     gcs: Port = Field(default=6379, description="the GCS port on the head (1-65535)")
+    metrics_export: Port = Field(
+        default=8080,
+        description="the node agent's Prometheus /metrics port on every node (1-65535)",
+    )
 
 
 class RayopsSpec(_Model):
@@ -219,6 +223,10 @@ class ClusterSpec(_Model):
     @property
     def gcs_port(self) -> int:
         return self.rayops.ports.gcs
+
+    @property
+    def metrics_export_port(self) -> int:
+        return self.rayops.ports.metrics_export
 
     @property
     def head_address(self) -> str:
@@ -322,6 +330,7 @@ def check_consistency(spec: ClusterSpec, lines: dict[KeyPath, int]) -> list[Spec
         issues.append(SpecIssue(line_for(lines, path), format_path(path), message))
 
     _check_hosts(spec, add)
+    _check_ports(spec, add)
     _check_node_types(spec, add)
     _check_local_files(spec, add)
     return issues
@@ -338,6 +347,24 @@ def _check_hosts(spec: ClusterSpec, add: Any) -> None:
                 f"{ip} is listed twice (also at worker_ips[{seen[ip]}])",
             )
         seen.setdefault(ip, i)
+
+
+def _check_ports(spec: ClusterSpec, add: Any) -> None:
+    # Every node's agent listens on metrics_export: on the head beside the GCS, on every host
+    # beside sshd.
+    port = spec.rayops.ports.metrics_export
+    if port == spec.rayops.ports.gcs:
+        add(
+            ("rayops", "ports", "metrics_export"),
+            f"expected a port other than rayops.ports.gcs ({spec.rayops.ports.gcs}): the head "
+            f"runs both the GCS and a node agent, found {port}",
+        )
+    elif port == spec.auth.ssh_port:
+        add(
+            ("rayops", "ports", "metrics_export"),
+            f"expected a port other than auth.ssh_port ({spec.auth.ssh_port}): every host's "
+            f"sshd listens there, found {port}",
+        )
 
 
 def _check_node_types(spec: ClusterSpec, add: Any) -> None:

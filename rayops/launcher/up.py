@@ -21,13 +21,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from rayops.launcher.apply import HostOutcome, apply_plan
+from rayops.launcher.assets import launcher_assets
 from rayops.launcher.cluster import Cluster
 from rayops.launcher.desired import HostTarget, LocalInputs, host_target, mounts_digest
 from rayops.launcher.errors import HostFailure, LauncherError
+from rayops.launcher.extras import require_launcher_extras
 from rayops.launcher.facts import HostFacts, gather_facts
 from rayops.launcher.plan import Plan, PlanOptions, make_plan, render_plan
 from rayops.launcher.record import build_record, host_entry, same_record, shell_path, write_record
-from rayops.launcher.wheelhouse import asset_root, runtime_source
+from rayops.launcher.wheelhouse import runtime_source
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,14 @@ def cluster_record(cluster: Cluster, facts: Mapping[str, HostFacts]) -> dict[str
 def read_facts(cluster: Cluster) -> dict[str, HostFacts]:
     spec = cluster.spec
     return gather_facts(
-        cluster.runner, list(cluster.roles), spec.rayops.python, spec.install_dir, spec.temp_dir
+        cluster.pool, list(cluster.roles), spec.rayops.python, spec.install_dir, spec.temp_dir
     )
 
 
 def run_up(cluster: Cluster, opts: UpOptions, confirm: Callable[[str], bool]) -> int:
     if opts.no_restart and opts.restart_only:
         raise LauncherError("--no-restart and --restart-only contradict each other: pick one")
+    require_launcher_extras("up")
     out, spec = cluster.out, cluster.spec
     started = time.monotonic()
     for note in cluster.notes:
@@ -94,10 +97,11 @@ def run_up(cluster: Cluster, opts: UpOptions, confirm: Callable[[str], bool]) ->
         if not opts.yes and not confirm("Apply this plan?"):
             out("Nothing changed.")
             return 1
-        outcomes = apply_plan(
-            spec, cluster.ssh, plan, targets, facts, source, source_digest, cluster.cache_dir,
-            asset_root(), out, started,
-        )  # fmt: skip
+        with launcher_assets() as assets:
+            outcomes = apply_plan(
+                spec, cluster.ssh, cluster.pool, plan, targets, facts, source, source_digest,
+                cluster.cache_dir, assets, out, started,
+            )  # fmt: skip
         _check_registration(cluster, plan, outcomes, targets)
         _stop_removed(cluster, plan, record)
     _save_record(cluster, plan, outcomes, targets, record)
@@ -144,7 +148,7 @@ def runtime_nodes(
         f"RAYOPS_TOKEN_FILE={d}/cluster_token {d}/venv/bin/rayops status "
         f"--address {cluster.spec.head_address} --json"
     )
-    res = cluster.runner.run(cluster.head, cmd, timeout=60)
+    res = cluster.pool.run(cluster.head, cmd, timeout=60)
     if res.failure is not None:
         return [], res.failure
     if res.exit_code != 0:
@@ -173,8 +177,8 @@ def _stop_removed(cluster: Cluster, plan: Plan, record: Mapping[str, Any] | None
     for address in plan.removed:
         entry = hosts.get(address) or {}
         d = shell_path(str(entry.get("install_dir") or cluster.spec.install_dir))
-        res = cluster.runner.run(
-            address, f"[ ! -x {d}/bin/rayops-node ] || {d}/bin/rayops-node stop"
+        res = cluster.pool.run(
+            address, f"[ ! -x {d}/bin/rayops-node ] || {d}/bin/rayops-node stop", timeout=60
         )
         what = "stopped" if res.ok else f"could not stop it: {res.failure or res.tail()}"
         cluster.out(f"{address}: no longer in the spec; {what}")
@@ -204,11 +208,10 @@ def _save_record(
     new = build_record(spec.cluster_name, spec.config_hash(), plan.head, spec.head_address, hosts)
     if same_record(old, new):
         return
-    res = write_record(cluster.runner, plan.head, targets[plan.head].install_dir, new)
-    if not res.ok:
-        cluster.out(
-            f"warning: could not write the cluster record on the head: {res.failure or res.tail()}"
-        )
+    failure = write_record(cluster.pool, plan.head, targets[plan.head].install_dir, new)
+    if failure is not None:
+        cluster.out(f"warning: could not write the cluster record on the head: "
+                    f"{failure.one_line()}")  # fmt: skip
 
 
 def render_summary(plan: Plan, outcomes: Mapping[str, HostOutcome], seconds: float) -> str:

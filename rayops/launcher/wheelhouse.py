@@ -1,23 +1,41 @@
-"""The wheelhouse: rayops and every dependency as wheels, built on the launching machine.
+"""The wheelhouse: rayops and every runtime dependency as wheels, made on the launching machine.
 
 Hosts install with ``pip --no-index --find-links`` from a copy of this directory, so they never
-need a package index (air-gapped clusters, and the test hosts, have none). A wheelhouse is
-built once per (runtime source digest, host Python version and machine) and cached under
-``<cache>/wheelhouse/<digest>/``; an unchanged source is never rebuilt.
+need a package index (air-gapped clusters, and the test hosts, have none). Where the wheels
+come from:
 
-Also owns finding the launcher's own assets (``playbooks/``, ``runtime/``).
+* rayops: the running rayops, repacked from its installed distribution (``source: project``
+  with a regular install); built from the source tree when rayops runs from one (a checkout or
+  an editable install) or when ``rayops.install.path`` names one; or a given ``.whl``.
+* its dependencies (``Requires-Dist`` followed recursively, markers evaluated for the hosts'
+  Python, no extras of rayops) and ``rayops.install.extra_packages``: the distributions
+  installed here, repacked (``repack.py``), so the nodes run exactly the versions the launcher
+  runs. Hosts with another Python get the pure-Python ones repacked too and the others
+  downloaded for their Python at the same versions (``pip download``); a requirement nothing
+  installed here satisfies is downloaded the same way.
+
+A wheelhouse is built once per (source digest, host Python version and machine) and cached
+under ``<cache>/wheelhouse/<digest>/``. The digest covers rayops's own files and the name and
+version of every distribution it installs, so an upgrade of a dependency here makes a new one.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
+import zipfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
+from rayops.launcher import repack
 from rayops.launcher.desired import digest, tree_digest
 from rayops.launcher.errors import LauncherError
 from rayops.launcher.spec import ClusterSpec
@@ -27,58 +45,100 @@ ARCHIVE = "wheelhouse.tar"  # the wheels and requirements.txt in one file, as sh
 _PROJECT_FILES = ("pyproject.toml", "README.md", "LICENSE", "setup.cfg", "MANIFEST.in")
 
 
-def asset_root() -> Path:
-    """The directory holding ``playbooks/`` and ``runtime/`` for this rayops."""
-    import rayops
-
-    pkg = Path(rayops.__file__).resolve().parent
-    for root in (pkg / "_assets", pkg.parent):
-        if (root / "playbooks" / "site.yml").is_file() and (root / "runtime").is_dir():
-            return root
-    raise LauncherError(
-        f"the launcher's playbooks/ and runtime/ directories were not found next to {pkg}; "
-        "run rayops from a source checkout (or an install that ships them)"
-    )
-
-
 @dataclass(frozen=True)
 class RuntimeSource:
     """What gets installed on the hosts."""
 
-    kind: str  # "project" or "wheel"
-    path: Path  # a source tree with pyproject.toml, or a .whl file
-    requirements: Path  # pinned node requirements (runtime/requirements-node.txt)
-    extra: tuple[str, ...]
+    kind: str  # "project" (a source tree), "wheel" (a .whl file), "installed" (repack this one)
+    path: Path  # the source tree, the .whl file, or the installed package directory
+    requires: tuple[str, ...]  # rayops's Requires-Dist (its extras are left out when resolved)
+    extra: tuple[str, ...]  # rayops.install.extra_packages
 
     def digest(self) -> str:
         if self.kind == "wheel":
-            tree = tree_digest(self.path)
+            own = tree_digest(self.path)
+        elif self.kind == "installed":
+            dist = metadata.distribution("rayops")
+            own = digest([dist.version, dist.read_text("RECORD") or ""])
         else:
-            tree = digest(
+            own = digest(
                 [tree_digest(self.path / "rayops")]
                 + [tree_digest(self.path / f) for f in _PROJECT_FILES if (self.path / f).exists()]
             )
-        return digest([self.kind, tree, self.requirements.read_text(), list(self.extra)])
+        resolved = repack.resolve_installed(
+            [*self.requires, *self.extra], repack.marker_environment()
+        )
+        return digest([self.kind, own, resolved.pins(), list(resolved.unsatisfied),
+                       list(self.extra)])  # fmt: skip
 
 
 def runtime_source(spec: ClusterSpec) -> RuntimeSource:
+    """Where the hosts' rayops comes from, per the spec's ``rayops.install``."""
     inst = spec.rayops.install
-    requirements = asset_root() / "runtime" / "requirements-node.txt"
+    extra = tuple(inst.extra_packages)
     if inst.source == "wheel":
         assert inst.path is not None  # checked when the spec was loaded
-        return RuntimeSource(
-            "wheel", spec.local_path(inst.path), requirements, tuple(inst.extra_packages)
-        )
+        whl = spec.local_path(inst.path)
+        return RuntimeSource("wheel", whl, _wheel_requires(whl), extra)
     if inst.path:
         root = spec.local_path(inst.path)
-    else:
-        root = asset_root()
         if not (root / "pyproject.toml").is_file():
             raise LauncherError(
-                f"rayops.install.source is 'project' but {root} is not a source tree; "
-                "set rayops.install.path to one, or use source: wheel with a .whl file"
+                f"rayops.install.path: {root} is not a rayops source tree (no pyproject.toml); "
+                "name one, or use source: wheel with a .whl file"
             )
-    return RuntimeSource("project", root, requirements, tuple(inst.extra_packages))
+        return RuntimeSource("project", root, _project_requires(root), extra)
+    return running_source(extra)
+
+
+def running_source(extra: tuple[str, ...] = ()) -> RuntimeSource:
+    """The rayops this launcher runs: its source tree if it runs from one, else its install."""
+    import rayops
+
+    pkg = Path(rayops.__file__).resolve().parent
+    if _is_source_tree(pkg.parent):
+        return RuntimeSource("project", pkg.parent, _project_requires(pkg.parent), extra)
+    try:
+        dist = metadata.distribution("rayops")
+    except metadata.PackageNotFoundError:
+        dist = None
+    located = Path(str(dist.locate_file("rayops/__init__.py"))).resolve() if dist else None
+    if dist is None or located != pkg / "__init__.py":
+        raise LauncherError(
+            f"the rayops package at {pkg} has no installed distribution (no rayops .dist-info "
+            "beside it): install rayops with pip, or set rayops.install.source: wheel with "
+            "path: a rayops .whl file"
+        )
+    return RuntimeSource("installed", pkg, tuple(dist.requires or ()), extra)
+
+
+def _is_source_tree(root: Path) -> bool:
+    try:
+        project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    except (OSError, tomllib.TOMLDecodeError, KeyError):
+        return False
+    return bool(project.get("name") == "rayops")
+
+
+def _project_requires(root: Path) -> tuple[str, ...]:
+    try:
+        project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+        return tuple(project.get("dependencies", ()))
+    except (OSError, tomllib.TOMLDecodeError, KeyError) as err:
+        raise LauncherError(f"{root}/pyproject.toml: cannot read [project]: {err}") from err
+
+
+def _wheel_requires(whl: Path) -> tuple[str, ...]:
+    """The wheel's ``Requires-Dist`` lines (those of its extras are dropped when resolving)."""
+    import email.parser
+
+    try:
+        with zipfile.ZipFile(whl) as zf:
+            name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+            text = zf.read(name).decode()
+    except (OSError, zipfile.BadZipFile, StopIteration) as err:
+        raise LauncherError(f"rayops.install.path: {whl} is not a readable wheel: {err}") from err
+    return tuple(email.parser.Parser().parsestr(text).get_all("Requires-Dist") or [])
 
 
 def wheelhouse_key(source_digest: str, python_tag: str) -> str:
@@ -86,8 +146,6 @@ def wheelhouse_key(source_digest: str, python_tag: str) -> str:
 
 
 def controller_tag() -> str:
-    import platform
-
     return f"{sys.version_info.major}.{sys.version_info.minor}-{platform.machine()}"
 
 
@@ -104,9 +162,9 @@ def build_wheelhouse(
         out = work / "wheels"
         out.mkdir()
         rayops_wheel = _rayops_wheel(source, work, out)
-        _dependency_wheels(source, python_tag, out)
+        pins = _dependency_wheels(source, python_tag, work, out)
         version = rayops_wheel.name.split("-")[1]
-        lines = [f"rayops=={version}", *_requirement_lines(source.requirements), *source.extra]
+        lines = [f"rayops=={version}", *pins]
         (out / REQUIREMENTS_FILE).write_text("\n".join(lines) + "\n")
         _write_tar(out, work / "wheelhouse.tar")
         os.replace(work / "wheelhouse.tar", out / ARCHIVE)
@@ -135,15 +193,6 @@ def _write_tar(src: Path, dest: Path) -> None:
                 tar.addfile(info, f)
 
 
-def _requirement_lines(path: Path) -> list[str]:
-    out = []
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            out.append(line)
-    return out
-
-
 def _pip(args: list[str], what: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pip", *args], capture_output=True, text=True, check=False
@@ -161,6 +210,8 @@ def _rayops_wheel(source: RuntimeSource, work: Path, out: Path) -> Path:
         target = out / source.path.name
         shutil.copy2(source.path, target)
         return target
+    if source.kind == "installed":
+        return repack.repack(metadata.distribution("rayops"), out)
     # Build from a copy so the source tree gets no build/ or egg-info litter.
     staging = work / "src"
     staging.mkdir()
@@ -183,20 +234,69 @@ def _rayops_wheel(source: RuntimeSource, work: Path, out: Path) -> Path:
     return wheels[0]
 
 
-def _dependency_wheels(source: RuntimeSource, python_tag: str, out: Path) -> None:
-    reqs = ["-r", str(source.requirements), *source.extra]
-    if python_tag == controller_tag():
-        _pip(["wheel", "-q", "-w", str(out), *reqs], "collecting dependency wheels")
-        return
+def _dependency_wheels(source: RuntimeSource, python_tag: str, work: Path, out: Path) -> list[str]:
+    """Put every dependency's wheel into ``out``; return the requirement lines for the hosts."""
+    same = python_tag == controller_tag()
     version, _, machine = python_tag.partition("-")
-    abi = "cp" + version.replace(".", "")
-    platforms = [f"manylinux2014_{machine}", f"manylinux_2_17_{machine}",
-                 f"manylinux_2_28_{machine}", f"linux_{machine}"]  # fmt: skip
-    args = ["download", "-q", "-d", str(out), "--only-binary=:all:", "--python-version", version,
-            "--implementation", "cp", "--abi", abi, "--abi", "abi3", "--abi", "none"]  # fmt: skip
-    for p in platforms:
-        args += ["--platform", p]
-    _pip([*args, *reqs], f"downloading dependency wheels for Python {python_tag}")
+    resolved = repack.resolve_installed(
+        [*source.requires, *source.extra], repack.marker_environment(version, machine)
+    )
+    fetch: list[str] = list(resolved.unsatisfied)
+    cannot: dict[str, str] = {}
+    for name, dist in sorted(resolved.installed.items()):
+        why = repack.repackable(dist)
+        if why is None and (same or repack.fits(dist, version, machine)):
+            repack.repack(dist, out)
+        else:
+            fetch.append(f"{dist.metadata['Name']}=={dist.version}")
+            cannot[name] = why or f"built for Python {controller_tag()} only"
+    if fetch:
+        _fetch_wheels(fetch, resolved, python_tag, work, out, cannot)
+    return [*resolved.pins(), *resolved.unsatisfied]
+
+
+def _fetch_wheels(
+    reqs: list[str],
+    resolved: repack.Resolved,
+    python_tag: str,
+    work: Path,
+    out: Path,
+    cannot: dict[str, str],
+) -> None:
+    """``pip download`` (or ``pip wheel`` for this machine's Python) what could not be repacked,
+    the installed versions as constraints."""
+    constraints = work / "constraints.txt"
+    constraints.write_text("".join(f"{p}\n" for p in resolved.pins()))
+    version, _, machine = python_tag.partition("-")
+    if python_tag == controller_tag():
+        args = ["wheel", "-q", "-w", str(out), "-c", str(constraints), *reqs]
+    else:
+        abi = "cp" + version.replace(".", "")
+        args = ["download", "-q", "-d", str(out), "--only-binary=:all:", "-c", str(constraints),
+                "--python-version", version, "--implementation", "cp",
+                "--abi", abi, "--abi", "abi3", "--abi", "none"]  # fmt: skip
+        for plat in (f"manylinux2014_{machine}", f"manylinux_2_17_{machine}",
+                     f"manylinux_2_28_{machine}", f"linux_{machine}"):  # fmt: skip
+            args += ["--platform", plat]
+        args += reqs
+    why = [f"  {r}: {resolved.reasons.get(r) or cannot.get(_name(r), '')}" for r in reqs]
+    try:
+        _pip(args, f"fetching wheels for Python {python_tag}")
+    except LauncherError as err:
+        raise LauncherError(
+            f"the hosts with Python {python_tag} need wheels this machine (Python "
+            f"{controller_tag()}) cannot take from its own install:\n"
+            + "\n".join(why)
+            + f"\nand fetching them from a package index failed: {err}\n"
+            f"Give those hosts Python {controller_tag().split('-')[0]} (rayops.python names "
+            f"the interpreter used on the hosts), run `rayops up` from a machine with Python "
+            f"{version}, or make a package index reachable from this machine"
+            + (" (and install what is listed above here)" if resolved.unsatisfied else "")
+        ) from None
+
+
+def _name(req: str) -> str:
+    return canonicalize_name(req.split("==", 1)[0])
 
 
 def wheel_names(wheelhouse: Path) -> list[str]:
@@ -207,4 +307,3 @@ def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/rayops`` or ``~/.cache/rayops`` (read once, at the CLI edge)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     return Path(base) / "rayops"
-

@@ -1,8 +1,9 @@
-"""Start-up plumbing shared by the node daemons (raylet, and the worker entry point).
+"""Start-up plumbing shared by the node daemons (GCS, raylet, agent).
 
-Owns: logging to a file, the ready pipe (a daemon writes its bound port to an
-inherited fd once it serves), and the watch pipe (a daemon started by a driver
-exits when the driver's end closes, so a SIGKILLed driver leaves nothing behind).
+Owns: logging to rotating files (the mechanics are in ``log_rotation.py``), the
+ready pipe (a daemon writes its bound port to an inherited fd once it serves), and
+the watch pipe (a daemon started by a driver exits when the driver's end closes, so
+a SIGKILLed driver leaves nothing behind).
 """
 
 from __future__ import annotations
@@ -12,17 +13,39 @@ import logging
 import os
 from collections.abc import Callable
 
+from rayops.node.log_rotation import (
+    LogRotationConfig,
+    ProcessLogs,
+    same_file,
+    setup_process_logging,
+)
 
-def setup_logging(log_file: str | None, name: str) -> None:
-    handler: logging.Handler = (
-        logging.FileHandler(log_file) if log_file else logging.StreamHandler()
-    )
-    handler.setFormatter(
-        logging.Formatter(f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+
+def setup_logging(
+    log_file: str | None, name: str, config: LogRotationConfig | None = None
+) -> ProcessLogs | None:
+    """Log to ``log_file`` (rotated by size), or to stderr without one.
+
+    The daemon's fds 1/2 are rotated too when its parent pointed them at the sibling
+    ``<stem>.out`` (as ``node/processes.py`` does), so tracebacks and stray prints
+    cannot grow without bound; stdout going anywhere else (a terminal, journald) is
+    left alone. ``config`` defaults to the ``RAYOPS_ROTATION_*`` environment, read here,
+    at the daemon's edge.
+    """
+    if not log_file:
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s {name} %(name)s: %(message)s")
+        )
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
+        root.setLevel(logging.INFO)
+        return None
+    if config is None:
+        config = LogRotationConfig.from_env()
+    out_file = os.path.splitext(log_file)[0] + ".out"
+    stdio = out_file if same_file(1, out_file) else None
+    return setup_process_logging(log_file, config, name=name, stdio_path=stdio)
 
 
 def signal_ready(ready_fd: int | None, payload: str) -> None:

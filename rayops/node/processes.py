@@ -41,6 +41,7 @@ class NodeOptions:
     labels: dict[str, str] = field(default_factory=dict)
     token: str | None = None  # joining nodes: the cluster token
     detached: bool = False  # outlive the calling process (``rayops start``)
+    metrics_export_port: int = 0  # the node agent's /metrics port; 0: the raylet picks one
 
 
 @dataclass
@@ -102,7 +103,11 @@ def free_port(host: str) -> int:
 
 def start_node(opts: NodeOptions) -> StartedNode:
     """Start the daemons of one node and wait until the raylet serves."""
+    from rayops.node.log_rotation import LogRotationConfig
     from rayops.rpc.auth import generate_token, write_token_file
+
+    # Fail here, naming the variable, rather than in every daemon it would reach.
+    LogRotationConfig.from_env()
 
     session_dir = sess.new_session_dir(opts.temp_dir)
     node_id = ids.random_id(28).hex()
@@ -177,6 +182,8 @@ def start_node(opts: NodeOptions) -> StartedNode:
         ]
         if opts.head:
             cmd.append("--head")
+        if opts.metrics_export_port:
+            cmd += ["--metrics-export-port", str(opts.metrics_export_port)]
         procs["raylet"] = _spawn(cmd, [w], watch_r, os.path.join(logs, "raylet.out"), opts.detached)
         os.close(w)
         answers = _wait_ready(ready, procs, logs)
@@ -309,25 +316,37 @@ def pid_belongs_to(pid: int, session_dir: str) -> bool:
 
 
 def stop_node(record: sess.NodeRecord, timeout: float = 10.0) -> list[int]:
-    """SIGTERM the node's daemons (raylet first), SIGKILL what is left after ``timeout``.
+    """SIGTERM the node's daemons, raylet first, SIGKILL what is left after ``timeout``.
 
-    Only pids whose command line names this session are signalled, so a recycled
-    pid of an unrelated process is never hit. Returns the pids that were running.
+    The raylet is given the first part of ``timeout`` to exit before the GCS is signalled,
+    so it can still unregister from a live GCS (signalled together, the raylet spent its
+    2 s unregister timeout talking to a GCS that was going away). Only pids whose command
+    line names this session are signalled, so a recycled pid of an unrelated process is
+    never hit. Returns the pids that were running.
     """
     order = [n for n in ("raylet", "gcs") if n in record.pids] + [
         n for n in record.pids if n not in ("raylet", "gcs")
     ]
     alive = [record.pids[n] for n in order if pid_belongs_to(record.pids[n], record.session_dir)]
-    for pid in alive:
-        _kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_running(p) for p in alive):
-        time.sleep(0.02)
+    raylet = record.pids.get("raylet")
+    if raylet in alive:
+        _kill(raylet, signal.SIGTERM)
+        _wait_gone([raylet], time.monotonic() + timeout / 2)
+    for pid in alive:
+        if pid != raylet:
+            _kill(pid, signal.SIGTERM)
+    _wait_gone(alive, deadline)
     for pid in alive:
         if _running(pid):
             _kill(pid, signal.SIGKILL)
     _remove_tree(record.shm_dir)
     return alive
+
+
+def _wait_gone(pids: list[int], deadline: float) -> None:
+    while time.monotonic() < deadline and any(_running(p) for p in pids):
+        time.sleep(0.02)
 
 
 def _running(pid: int) -> bool:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crayops/protocol/common.proto\x12\x0frayops.protocol\"U\n\x10ObjectStoreStats\x12\x12\n\nused_bytes\x18\x01 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x02 \x01(\x04\x12\x15\n\rspilled_bytes\x18\x03 \x01(\x04\"\xea\x06\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07node_ip\x18\x02 \x01(\t\x12\x11\n\tnode_name\x18\x03 \x01(\t\x12\x13\n\x0braylet_port\x18\x04 \x01(\x05\x12\x18\n\x10object_store_dir\x18\x05 \x01(\t\x12\x13\n\x0bsession_dir\x18\x06 \x01(\t\x12\x46\n\x0fresources_total\x18\x07 \x03(\x0b\x32-.rayops.protocol.NodeInfo.ResourcesTotalEntry\x12N\n\x13resources_available\x18\x08 \x03(\x0b\x32\x31.rayops.protocol.NodeInfo.ResourcesAvailableEntry\x12\x35\n\x06labels\x18\t \x03(\x0b\x32%.rayops.protocol.NodeInfo.LabelsEntry\x12\x32\n\x05state\x18\n \x01(\x0e\x32#.rayops.protocol.NodeInfo.NodeState\x12\x14\n\x0c\x64\x65\x61th_reason\x18\x0b \x01(\t\x12\x15\n\rstart_time_ms\x18\x0c \x01(\x03\x12\x13\n\x0b\x65nd_time_ms\x18\r \x01(\x03\x12\x14\n\x0cis_head_node\x18\x0e \x01(\x08\x12\x16\n\x0erayops_version\x18\x0f \x01(\t\x12=\n\x12object_store_stats\x18\x10 \x01(\x0b\x32!.rayops.protocol.ObjectStoreStats\x12\x1b\n\x13last_report_time_ms\x18\x11 \x01(\x03\x12\x37\n\x0epending_demand\x18\x12 \x03(\x0b\x32\x1f.rayops.protocol.ResourceDemand\x1a\x35\n\x13ResourcesTotalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x39\n\x17ResourcesAvailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LIVE\x10\x01\x12\x08\n\x04\x44\x45\x41\x44\x10\x02\"\xb8\x01\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\r\x12\x12\n\njob_id_hex\x18\x02 \x01(\t\x12\x12\n\ndriver_pid\x18\x03 \x01(\x05\x12\x11\n\tdriver_ip\x18\x04 \x01(\t\x12\x11\n\tnamespace\x18\x05 \x01(\t\x12\x12\n\nentrypoint\x18\x06 \x01(\t\x12\x15\n\rstart_time_ms\x18\x07 \x01(\x03\x12\x13\n\x0b\x65nd_time_ms\x18\x08 \x01(\x03\x12\x0f\n\x07is_dead\x18\t \x01(\x08\"\x9c\x01\n\x0eResourceDemand\x12\x39\n\x05shape\x18\x01 \x03(\x0b\x32*.rayops.protocol.ResourceDemand.ShapeEntry\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x12\n\ninfeasible\x18\x03 \x01(\x08\x1a,\n\nShapeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crayops/protocol/common.proto\x12\x0frayops.protocol\"U\n\x10ObjectStoreStats\x12\x12\n\nused_bytes\x18\x01 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x02 \x01(\x04\x12\x15\n\rspilled_bytes\x18\x03 \x01(\x04\"\x9b\x07\n\x08NodeInfo\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07node_ip\x18\x02 \x01(\t\x12\x11\n\tnode_name\x18\x03 \x01(\t\x12\x13\n\x0braylet_port\x18\x04 \x01(\x05\x12\x18\n\x10object_store_dir\x18\x05 \x01(\t\x12\x13\n\x0bsession_dir\x18\x06 \x01(\t\x12\x46\n\x0fresources_total\x18\x07 \x03(\x0b\x32-.rayops.protocol.NodeInfo.ResourcesTotalEntry\x12N\n\x13resources_available\x18\x08 \x03(\x0b\x32\x31.rayops.protocol.NodeInfo.ResourcesAvailableEntry\x12\x35\n\x06labels\x18\t \x03(\x0b\x32%.rayops.protocol.NodeInfo.LabelsEntry\x12\x32\n\x05state\x18\n \x01(\x0e\x32#.rayops.protocol.NodeInfo.NodeState\x12\x14\n\x0c\x64\x65\x61th_reason\x18\x0b \x01(\t\x12\x15\n\rstart_time_ms\x18\x0c \x01(\x03\x12\x13\n\x0b\x65nd_time_ms\x18\r \x01(\x03\x12\x14\n\x0cis_head_node\x18\x0e \x01(\x08\x12\x16\n\x0erayops_version\x18\x0f \x01(\t\x12=\n\x12object_store_stats\x18\x10 \x01(\x0b\x32!.rayops.protocol.ObjectStoreStats\x12\x1b\n\x13last_report_time_ms\x18\x11 \x01(\x03\x12\x37\n\x0epending_demand\x18\x12 \x03(\x0b\x32\x1f.rayops.protocol.ResourceDemand\x12\x1b\n\x13metrics_export_port\x18\x13 \x01(\x05\x12\x12\n\nagent_port\x18\x14 \x01(\x05\x1a\x35\n\x13ResourcesTotalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x39\n\x17ResourcesAvailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\t\n\x05\x41LIVE\x10\x01\x12\x08\n\x04\x44\x45\x41\x44\x10\x02\"\xb8\x01\n\x07JobInfo\x12\x0e\n\x06job_id\x18\x01 \x01(\r\x12\x12\n\njob_id_hex\x18\x02 \x01(\t\x12\x12\n\ndriver_pid\x18\x03 \x01(\x05\x12\x11\n\tdriver_ip\x18\x04 \x01(\t\x12\x11\n\tnamespace\x18\x05 \x01(\t\x12\x12\n\nentrypoint\x18\x06 \x01(\t\x12\x15\n\rstart_time_ms\x18\x07 \x01(\x03\x12\x13\n\x0b\x65nd_time_ms\x18\x08 \x01(\x03\x12\x0f\n\x07is_dead\x18\t \x01(\x08\"\x9c\x01\n\x0eResourceDemand\x12\x39\n\x05shape\x18\x01 \x03(\x0b\x32*.rayops.protocol.ResourceDemand.ShapeEntry\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x12\n\ninfeasible\x18\x03 \x01(\x08\x1a,\n\nShapeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,19 +43,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OBJECTSTORESTATS']._serialized_start=49
   _globals['_OBJECTSTORESTATS']._serialized_end=134
   _globals['_NODEINFO']._serialized_start=137
-  _globals['_NODEINFO']._serialized_end=1011
-  _globals['_NODEINFO_RESOURCESTOTALENTRY']._serialized_start=790
-  _globals['_NODEINFO_RESOURCESTOTALENTRY']._serialized_end=843
-  _globals['_NODEINFO_RESOURCESAVAILABLEENTRY']._serialized_start=845
-  _globals['_NODEINFO_RESOURCESAVAILABLEENTRY']._serialized_end=902
-  _globals['_NODEINFO_LABELSENTRY']._serialized_start=904
-  _globals['_NODEINFO_LABELSENTRY']._serialized_end=949
-  _globals['_NODEINFO_NODESTATE']._serialized_start=951
-  _globals['_NODEINFO_NODESTATE']._serialized_end=1011
-  _globals['_JOBINFO']._serialized_start=1014
-  _globals['_JOBINFO']._serialized_end=1198
-  _globals['_RESOURCEDEMAND']._serialized_start=1201
-  _globals['_RESOURCEDEMAND']._serialized_end=1357
-  _globals['_RESOURCEDEMAND_SHAPEENTRY']._serialized_start=1313
-  _globals['_RESOURCEDEMAND_SHAPEENTRY']._serialized_end=1357
+  _globals['_NODEINFO']._serialized_end=1060
+  _globals['_NODEINFO_RESOURCESTOTALENTRY']._serialized_start=839
+  _globals['_NODEINFO_RESOURCESTOTALENTRY']._serialized_end=892
+  _globals['_NODEINFO_RESOURCESAVAILABLEENTRY']._serialized_start=894
+  _globals['_NODEINFO_RESOURCESAVAILABLEENTRY']._serialized_end=951
+  _globals['_NODEINFO_LABELSENTRY']._serialized_start=953
+  _globals['_NODEINFO_LABELSENTRY']._serialized_end=998
+  _globals['_NODEINFO_NODESTATE']._serialized_start=1000
+  _globals['_NODEINFO_NODESTATE']._serialized_end=1060
+  _globals['_JOBINFO']._serialized_start=1063
+  _globals['_JOBINFO']._serialized_end=1247
+  _globals['_RESOURCEDEMAND']._serialized_start=1250
+  _globals['_RESOURCEDEMAND']._serialized_end=1406
+  _globals['_RESOURCEDEMAND_SHAPEENTRY']._serialized_start=1362
+  _globals['_RESOURCEDEMAND_SHAPEENTRY']._serialized_end=1406
 # @@protoc_insertion_point(module_scope)

@@ -19,7 +19,7 @@ class ObjectStoreStats(_message.Message):
     def __init__(self, used_bytes: _Optional[int] = ..., capacity_bytes: _Optional[int] = ..., spilled_bytes: _Optional[int] = ...) -> None: ...
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "node_ip", "node_name", "raylet_port", "object_store_dir", "session_dir", "resources_total", "resources_available", "labels", "state", "death_reason", "start_time_ms", "end_time_ms", "is_head_node", "rayops_version", "object_store_stats", "last_report_time_ms", "pending_demand")
+    __slots__ = ("node_id", "node_ip", "node_name", "raylet_port", "object_store_dir", "session_dir", "resources_total", "resources_available", "labels", "state", "death_reason", "start_time_ms", "end_time_ms", "is_head_node", "rayops_version", "object_store_stats", "last_report_time_ms", "pending_demand", "metrics_export_port", "agent_port")
     class NodeState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         NODE_STATE_UNSPECIFIED: _ClassVar[NodeInfo.NodeState]
@@ -67,6 +67,8 @@ class NodeInfo(_message.Message):
     OBJECT_STORE_STATS_FIELD_NUMBER: _ClassVar[int]
     LAST_REPORT_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     PENDING_DEMAND_FIELD_NUMBER: _ClassVar[int]
+    METRICS_EXPORT_PORT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_PORT_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     node_ip: str
     node_name: str
@@ -85,7 +87,9 @@ class NodeInfo(_message.Message):
     object_store_stats: ObjectStoreStats
     last_report_time_ms: int
     pending_demand: _containers.RepeatedCompositeFieldContainer[ResourceDemand]
-    def __init__(self, node_id: _Optional[str] = ..., node_ip: _Optional[str] = ..., node_name: _Optional[str] = ..., raylet_port: _Optional[int] = ..., object_store_dir: _Optional[str] = ..., session_dir: _Optional[str] = ..., resources_total: _Optional[_Mapping[str, float]] = ..., resources_available: _Optional[_Mapping[str, float]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[NodeInfo.NodeState, str]] = ..., death_reason: _Optional[str] = ..., start_time_ms: _Optional[int] = ..., end_time_ms: _Optional[int] = ..., is_head_node: _Optional[bool] = ..., rayops_version: _Optional[str] = ..., object_store_stats: _Optional[_Union[ObjectStoreStats, _Mapping]] = ..., last_report_time_ms: _Optional[int] = ..., pending_demand: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ...) -> None: ...
+    metrics_export_port: int
+    agent_port: int
+    def __init__(self, node_id: _Optional[str] = ..., node_ip: _Optional[str] = ..., node_name: _Optional[str] = ..., raylet_port: _Optional[int] = ..., object_store_dir: _Optional[str] = ..., session_dir: _Optional[str] = ..., resources_total: _Optional[_Mapping[str, float]] = ..., resources_available: _Optional[_Mapping[str, float]] = ..., labels: _Optional[_Mapping[str, str]] = ..., state: _Optional[_Union[NodeInfo.NodeState, str]] = ..., death_reason: _Optional[str] = ..., start_time_ms: _Optional[int] = ..., end_time_ms: _Optional[int] = ..., is_head_node: _Optional[bool] = ..., rayops_version: _Optional[str] = ..., object_store_stats: _Optional[_Union[ObjectStoreStats, _Mapping]] = ..., last_report_time_ms: _Optional[int] = ..., pending_demand: _Optional[_Iterable[_Union[ResourceDemand, _Mapping]]] = ..., metrics_export_port: _Optional[int] = ..., agent_port: _Optional[int] = ...) -> None: ...
 
 class JobInfo(_message.Message):
     __slots__ = ("job_id", "job_id_hex", "driver_pid", "driver_ip", "namespace", "entrypoint", "start_time_ms", "end_time_ms", "is_dead")

@@ -8,6 +8,7 @@ import json
 import logging
 
 from rayops.node.daemon import setup_logging, signal_ready, watch_parent
+from rayops.node.log_rotation import LogRotationConfig
 from rayops.raylet.raylet import Raylet, RayletConfig, install_signal_handlers
 from rayops.rpc import framed
 
@@ -29,13 +30,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--labels", default="{}")
     p.add_argument("--head", action="store_true")
     p.add_argument("--prestart-workers", type=int, default=None)
+    p.add_argument("--metrics-export-port", type=int, default=0, help="agent /metrics; 0: free")
+    p.add_argument("--agent-port", type=int, default=0, help="agent report port; 0: free")
     p.add_argument("--log-file")
     p.add_argument("--ready-fd", type=int)
     p.add_argument("--watch-fd", type=int)
     return p.parse_args(argv)
 
 
-async def amain(args: argparse.Namespace) -> None:
+async def amain(args: argparse.Namespace, log_rotation: LogRotationConfig) -> None:
     from rayops.rpc.auth import read_token_file
 
     token = read_token_file(args.token_file)
@@ -54,6 +57,9 @@ async def amain(args: argparse.Namespace) -> None:
         is_head=args.head,
         labels=json.loads(args.labels),
         prestart_workers=args.prestart_workers,
+        metrics_export_port=args.metrics_export_port,
+        agent_port=args.agent_port,
+        log_rotation=log_rotation,
     )
     raylet = Raylet(config)
     port = await raylet.start()
@@ -68,10 +74,11 @@ async def amain(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    setup_logging(args.log_file, "raylet")
+    log_rotation = LogRotationConfig.from_env()
+    setup_logging(args.log_file, "raylet", log_rotation)
     loop = framed.new_event_loop()
     try:
-        loop.run_until_complete(amain(args))
+        loop.run_until_complete(amain(args, log_rotation))
     finally:
         loop.close()
 

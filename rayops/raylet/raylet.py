@@ -20,7 +20,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from rayops.node.log_rotation import LogRotationConfig
 from rayops.objectstore import StoreClient, StoreManager
+from rayops.protocol.node_snapshot import (
+    PLACEMENT_BOUNDS_S,
+    LatencyRecorder,
+    ProcessRef,
+    RayletSnapshot,
+)
+from rayops.raylet.agent_process import AgentProcess, AgentSettings
 from rayops.raylet.cluster_view import ClusterView, poll_gcs
 from rayops.raylet.object_manager import ObjectManager
 from rayops.raylet.resources import Allocation, NodeResources, format_shape, normalize_shape
@@ -32,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 # How often resource changes are pushed to the GCS at most (batching).
 RESOURCE_REPORT_PERIOD_S = 0.1
+# How long after start-up the raylet starts its node agent (see `_start_agent`).
+AGENT_START_DELAY_S = 1.0
 
 
 @dataclass
@@ -50,6 +60,10 @@ class RayletConfig:
     is_head: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     prestart_workers: int | None = None
+    # The node agent's ports (0: pick a free one once, kept across agent restarts).
+    metrics_export_port: int = 0
+    agent_port: int = 0
+    log_rotation: LogRotationConfig = field(default_factory=LogRotationConfig)
 
 
 @dataclass
@@ -60,6 +74,7 @@ class LeaseRequest:
     warned: bool = False
     strategy: Any = None
     spilled: bool = False  # sent here by another raylet's decision: never spill again
+    created: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -95,6 +110,11 @@ class Raylet:
         )
         self._raylets = framed.ConnectionPool(config.token, {}, timeout=5.0)
         self._spread_counter = 0
+        self.metrics_export_port = config.metrics_export_port
+        self.agent_port = config.agent_port
+        self.agent: AgentProcess | None = None
+        self.session_name = os.path.basename(config.session_dir.rstrip("/"))
+        self.placement_time = LatencyRecorder(PLACEMENT_BOUNDS_S)
 
     # --------------------------------------------------------------- lifecycle
     async def start(self) -> int:
@@ -114,6 +134,7 @@ class Raylet:
             "publish_logs": self._h_publish_logs,
             "cluster_info": self._h_cluster_info,
             "node_info": self._h_node_info,
+            "metrics_snapshot": self._h_metrics_snapshot,
             "object_size": self.objects.h_object_size,
             "read_chunk": self.objects.h_read_chunk,
             "ping": lambda conn: True,
@@ -127,6 +148,7 @@ class Raylet:
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
+        self._choose_agent_ports()
         self.pool = WorkerPool(
             node_ip=self.config.node_ip,
             raylet_port=self.port,
@@ -134,7 +156,9 @@ class Raylet:
             session_dir=self.config.session_dir,
             node_id=self.config.node_id,
             log_dir=os.path.join(self.config.session_dir, "logs"),
+            log_rotation=self.config.log_rotation,
         )
+        self._spawn(self.pool.enforce_log_cap(self._stopping))
         if os.environ.get("RAYOPS_WORKER_ZYGOTE", "1") != "0":
             self.pool.start_zygote(asyncio.get_running_loop())
         prestart = self.config.prestart_workers
@@ -144,6 +168,7 @@ class Raylet:
             self.pool.start_worker()
         self._spawn(self._housekeeping())
         await self._register_with_gcs()
+        self._spawn(self._start_agent(delay=AGENT_START_DELAY_S))
         self._spawn(
             poll_gcs(
                 self.view,
@@ -180,6 +205,8 @@ class Raylet:
             labels=dict(self.config.labels),
             is_head_node=self.config.is_head,
             rayops_version=__version__,
+            metrics_export_port=self.metrics_export_port,
+            agent_port=self.agent_port,
         )
         deadline = time.monotonic() + 30
         while True:
@@ -203,6 +230,8 @@ class Raylet:
         while not self._stopping.is_set():
             await asyncio.sleep(RESOURCE_REPORT_PERIOD_S)
             assert self.pool is not None
+            if self.agent is not None:
+                self.agent.poll()
             for handle in self.pool.reap_exited():
                 logger.error(
                     "worker pid %d exited during start-up (code %s); see %s",
@@ -251,6 +280,8 @@ class Raylet:
         if self._server is not None:
             self._server.close()
         self._raylets.close_all()
+        if self.agent is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.agent.stop)
         if self.pool is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown)
         self.store.cleanup()
@@ -318,6 +349,8 @@ class Raylet:
             "spill_dir": self.config.spill_dir,
             "session_dir": self.config.session_dir,
             "gcs_address": self.config.gcs_address,
+            "metrics_export_port": self.metrics_export_port,
+            "agent_port": self.agent_port,
         }
 
     def _h_request_lease(
@@ -504,6 +537,95 @@ class Raylet:
         view["num_workers"] = len(self.pool.workers) if self.pool else 0
         return view
 
+    # ------------------------------------------------------------- node agent
+    def _choose_agent_ports(self) -> None:
+        """Pick the agent's ports once; workers learn the report address from their env."""
+        from rayops.node.processes import free_port
+
+        ip = self.config.node_ip
+        if not self.metrics_export_port:
+            self.metrics_export_port = free_port(ip)
+        while not self.agent_port or self.agent_port == self.metrics_export_port:
+            self.agent_port = free_port(ip)
+        # Inherited by every worker (spawned or forked by the zygote, which inherits it).
+        os.environ["RAYOPS_AGENT_ADDRESS"] = f"{ip}:{self.agent_port}"
+
+    async def _start_agent(self, delay: float) -> None:
+        # Started off the start-up path: the agent's imports cost a few hundred ms of CPU,
+        # which on a small machine would compete with the first tasks (cold start); its
+        # ports are already chosen and registered, so nothing waits for it.
+        await asyncio.sleep(delay)
+        if self._stopping.is_set():
+            return
+        if self._gcs is not None and not self.config.is_head:
+            # The cluster's session name is the head's (Ray's SessionName label).
+            try:
+                nodes = await self._gcs.get_all_nodes(alive_only=True)
+                head = next((n for n in nodes if n.is_head_node), None)
+                if head is not None and head.session_dir:
+                    self.session_name = os.path.basename(head.session_dir.rstrip("/"))
+            except Exception as err:
+                logger.warning("could not read the head's session name: %s", err)
+        self.agent = AgentProcess(
+            AgentSettings(
+                node_id=self.config.node_id,
+                node_ip=self.config.node_ip,
+                raylet_port=self.port,
+                metrics_export_port=self.metrics_export_port,
+                agent_port=self.agent_port,
+                gcs_address=self.config.gcs_address,
+                token_file=self.config.token_file,
+                session_dir=self.config.session_dir,
+                session_name=self.session_name,
+                temp_dir=os.path.dirname(self.config.session_dir.rstrip("/")),
+                is_head=self.config.is_head,
+                log_dir=os.path.join(self.config.session_dir, "logs"),
+                log_rotation=self.config.log_rotation,
+            )
+        )
+        self.agent.start()
+
+    def _h_metrics_snapshot(self, conn: framed.Connection) -> RayletSnapshot:
+        assert self.pool is not None
+        processes = [ProcessRef("raylet", os.getpid())]
+        zygote = self.pool._zygote  # the fork server is one of the node's processes
+        if zygote is not None and zygote.alive:
+            processes.append(ProcessRef("worker_zygote", zygote.proc.pid))
+        idle = leased = 0
+        for h in self.pool.workers.values():
+            processes.append(ProcessRef("workers", h.pid))
+            if h.lease_id is None:
+                idle += 1
+            else:
+                leased += 1
+        processes.extend(
+            ProcessRef("workers", h.pid) for h in self.pool.starting.values() if h.pid > 0
+        )
+        waiting = [r for r in self.pending if not r.future.done()]
+        infeasible = sum(1 for r in waiting if not self.resources.feasible(r.shape))
+        s = self.store.stats()
+        return RayletSnapshot(
+            node_id=self.config.node_id,
+            session_name=self.session_name,
+            is_head=self.config.is_head,
+            processes=tuple(processes),
+            workers={"STARTING": self.pool.num_starting, "IDLE": idle, "LEASED": leased},
+            resources_total=self.resources.total_dict(),
+            resources_available=self.resources.available_dict(),
+            leases_executing=len(self.leases),
+            leases_waiting=len(waiting) - infeasible,
+            leases_infeasible=infeasible,
+            store_capacity=s.capacity,
+            store_used_bytes=s.used_bytes,
+            store_num_objects=s.num_objects,
+            store_spilled_bytes=s.spilled_bytes,
+            store_fallback_bytes=s.fallback_bytes,
+            store_spilled_count=s.spilled_count,
+            store_restored_count=s.restored_count,
+            placement_time_s=self.placement_time.snapshot(),
+            agent_restarts=self.agent.restarts if self.agent is not None else 0,
+        )
+
     # --------------------------------------------------------------- scheduling
     def _schedule(self) -> None:
         """Grant pending lease requests, FIFO among those that fit now."""
@@ -552,6 +674,7 @@ class Raylet:
 
     def _grant(self, req: LeaseRequest, worker: WorkerHandle) -> None:
         alloc = self.resources.acquire(req.shape)
+        self.placement_time.observe("Task", time.monotonic() - req.created)
         lease_id = next(self._lease_ids)
         worker.lease_id = lease_id
         self.leases[lease_id] = Lease(lease_id, worker, alloc, req.conn)

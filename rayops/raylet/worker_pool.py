@@ -2,11 +2,14 @@
 
 Owns the OS processes of workers on this node. Decides nothing about leases:
 the raylet asks for an idle worker and tells the pool when one is leased,
-returned or gone.
+returned or gone. Also keeps the node's ``logs/`` directory under its total cap
+(``enforce_log_cap``): the pool knows which worker logs are still being written.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -19,8 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayops import ids
+from rayops.node import log_rotation
+from rayops.node.log_rotation import LogRotationConfig
 
 logger = logging.getLogger(__name__)
+
+LOG_CAP_PERIOD_S = 1.0
 
 
 @dataclass
@@ -47,6 +54,7 @@ class WorkerPool:
         session_dir: str,
         node_id: str,
         log_dir: str,
+        log_rotation: LogRotationConfig | None = None,
     ) -> None:
         self._node_ip = node_ip
         self._raylet_port = raylet_port
@@ -54,6 +62,7 @@ class WorkerPool:
         self._session_dir = session_dir
         self._node_id = node_id
         self._log_dir = log_dir
+        self._log_rotation = log_rotation or LogRotationConfig()
         self.starting: dict[bytes, WorkerHandle] = {}
         self.workers: dict[bytes, WorkerHandle] = {}
         self.idle: deque[bytes] = deque()
@@ -66,7 +75,9 @@ class WorkerPool:
     def start_zygote(self, loop: Any) -> None:
         """Start the fork server; workers started from now on are forked from it."""
         try:
-            self._zygote = Zygote(os.path.join(self._log_dir, "zygote.log"), self._on_forked)
+            self._zygote = Zygote(
+                os.path.join(self._log_dir, "zygote.log"), self._on_forked, self._log_rotation
+            )
             self._zygote.attach(loop)
         except OSError as err:
             logger.warning("could not start the worker zygote (%s); spawning workers directly", err)
@@ -86,7 +97,7 @@ class WorkerPool:
         handle.pid = pid
         logger.info("forked worker %s pid=%d", worker_id.hex()[:12], pid)
 
-    def _argv(self, worker_id: bytes) -> list[str]:
+    def _argv(self, worker_id: bytes, log_path: str) -> list[str]:
         return [
             "--raylet-address",
             f"{self._node_ip}:{self._raylet_port}",
@@ -96,6 +107,8 @@ class WorkerPool:
             worker_id.hex(),
             "--node-ip",
             self._node_ip,
+            "--log-file",
+            log_path,
         ]
 
     def start_worker(self) -> WorkerHandle:
@@ -104,7 +117,7 @@ class WorkerPool:
         if self._zygote is not None and self._zygote.alive:
             handle = WorkerHandle(worker_id, None, 0, log_path=log_path)
             self.starting[worker_id] = handle
-            self._zygote.request(worker_id, self._argv(worker_id), log_path)
+            self._zygote.request(worker_id, self._argv(worker_id, log_path), log_path)
             return handle
         return self._spawn_direct(worker_id, log_path)
 
@@ -115,14 +128,7 @@ class WorkerPool:
             sys.executable,
             "-m",
             "rayops.core_worker.worker_main",
-            "--raylet-address",
-            f"{self._node_ip}:{self._raylet_port}",
-            "--token-file",
-            self._token_file,
-            "--worker-id",
-            worker_id.hex(),
-            "--node-ip",
-            self._node_ip,
+            *self._argv(worker_id, log_path),
         ]
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
@@ -206,6 +212,27 @@ class WorkerPool:
     def all_handles(self) -> list[WorkerHandle]:
         return [*self.workers.values(), *self.starting.values()]
 
+    async def enforce_log_cap(self, stopping: asyncio.Event) -> None:
+        """Every ``LOG_CAP_PERIOD_S``, delete the oldest rotated logs and logs of exited
+        workers while ``logs/`` is over ``RAYOPS_LOGS_MAX_TOTAL_BYTES``."""
+        cap = self._log_rotation.max_total_bytes
+        while cap > 0 and not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), LOG_CAP_PERIOD_S)
+            entries = await asyncio.to_thread(log_rotation.scan_log_dir, self._log_dir)
+            # The live set is taken after the scan: a worker's handle exists before its
+            # log file does, so no file in the scan can belong to a worker missing here.
+            doomed = log_rotation.plan_cap_deletions(entries, cap, self._live_log_names(entries))
+            if doomed:
+                n = await asyncio.to_thread(log_rotation.delete_log_files, self._log_dir, doomed)
+                logger.info("logs over the %d-byte cap: deleted %d old file(s)", cap, n)
+
+    def _live_log_names(self, entries: list[log_rotation.LogFileEntry]) -> set[str]:
+        """Files being written: every daemon's, and the logs of workers still alive."""
+        live = {os.path.basename(h.log_path) for h in self.all_handles() if h.log_path}
+        live.update(e.name for e in entries if not e.name.startswith("worker-"))
+        return live
+
     def shutdown(self, timeout: float = 2.0) -> None:
         """Terminate every worker: SIGTERM, then SIGKILL after ``timeout``."""
         handles = self.all_handles()
@@ -247,15 +274,15 @@ def _running(pid: int) -> bool:
 class Zygote:
     """The raylet's handle on its fork server (see rayops/raylet/zygote.py)."""
 
-    def __init__(self, log_path: str, on_pid: Any) -> None:
+    def __init__(self, log_path: str, on_pid: Any, log_rotation: LogRotationConfig) -> None:
         with open(log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "rayops.raylet.zygote"],
+                [sys.executable, "-m", "rayops.raylet.zygote", "--log-file", log_path],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
                 close_fds=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, **log_rotation.to_env(), "PYTHONUNBUFFERED": "1"},
             )
         self._on_pid = on_pid
         self._pending: deque[bytes] = deque()

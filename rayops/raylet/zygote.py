@@ -10,6 +10,10 @@ Protocol on the zygote's stdin/stdout (a private pipe from the raylet): one JSON
 line per request ``{"argv": [...], "log": PATH, "env": {...}}``, answered with one
 line holding the child's pid (or ``0 <error>``). The zygote has no threads, so
 forking it is safe; it reaps its children and exits when the raylet closes the pipe.
+
+Its own stderr (``--log-file``, the raylet points fd 2 there) rotates by size like
+every log (``node/log_rotation.py``), checked in the select loop rather than by a
+watchdog thread, which would make forking unsafe.
 """
 
 from __future__ import annotations
@@ -20,9 +24,13 @@ import select
 import signal
 import sys
 
+from rayops.node.log_rotation import LogRotationConfig, RotatingFile
 
-def _child(argv: list[str], log: str, env: dict[str, str]) -> None:
+
+def _child(argv: list[str], log: str, env: dict[str, str], own_log_fd: int | None) -> None:
     try:
+        if own_log_fd is not None:
+            os.close(own_log_fd)  # the zygote's log; the worker writes its own
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
@@ -50,7 +58,14 @@ def _child(argv: list[str], log: str, env: dict[str, str]) -> None:
     os._exit(0)
 
 
-def main() -> None:
+def _rotating_stderr(argv: list[str]) -> RotatingFile | None:
+    if len(argv) != 2 or argv[0] != "--log-file":
+        return None
+    return RotatingFile(argv[1], LogRotationConfig.from_env(), bind_fds=(2,))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     # Import what every worker needs, once, before any fork.
     from rayops.core_worker import (  # noqa: F401
         actor_runtime,
@@ -59,6 +74,7 @@ def main() -> None:
     )
 
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    own_log = _rotating_stderr(argv)
     stdin = sys.stdin.buffer
     out = sys.stdout
     out.write("ready\n")
@@ -67,6 +83,8 @@ def main() -> None:
     while True:
         readable, _, _ = select.select([stdin.fileno()], [], [], 0.5)
         _reap()
+        if own_log is not None:
+            own_log.check()
         if not readable:
             continue
         chunk = os.read(stdin.fileno(), 65536)
@@ -84,7 +102,12 @@ def main() -> None:
                 continue
             if pid == 0:
                 os.close(stdin.fileno())
-                _child(req["argv"], req["log"], req.get("env", {}))
+                _child(
+                    req["argv"],
+                    req["log"],
+                    req.get("env", {}),
+                    own_log.fd if own_log is not None else None,
+                )
             out.write(f"{pid}\n")
             out.flush()
 

@@ -1,7 +1,7 @@
 """Host-tier fixtures: three SSH hosts in network namespaces and a way to run the launcher.
 
 Skips (with the reason) when this machine cannot make test hosts: not root, no ``ip netns``,
-no sshd/rsync/ansible-playbook. On CI (root, scripts/bootstrap-hosts.sh run) they run.
+no sshd/ansible-playbook. On CI (root, scripts/bootstrap-hosts.sh run) they run.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ def _skip_reason() -> str | None:
     reason = unavailable_reason()
     if reason:
         return reason
-    if shutil.which("rsync") is None:
-        return "rsync is not installed (run scripts/bootstrap-hosts.sh)"
     bindir = Path(sys.executable).parent
     if not (bindir / "ansible-playbook").exists() and shutil.which("ansible-playbook") is None:
         return "ansible-playbook is not installed (pip install ansible-core)"

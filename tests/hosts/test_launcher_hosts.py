@@ -8,6 +8,9 @@ that needs a running cluster first runs `up` (a no-op when it is already up).
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +93,12 @@ def test_first_up_brings_three_fresh_hosts_up(launcher: Any) -> None:
 def test_second_up_changes_nothing(launcher: Any) -> None:
     launcher.ensure_up()
     pids = {n: launcher.raylet_pid(n) for n in launcher.net.hosts}
+    before = {n: launcher.net.connections_logged(n) for n in launcher.net.hosts}
     res = launcher.up()
     launcher.figures["noop_up_s"] = round(res.seconds, 1)
+    # One SSH connection per host for the whole command (facts, record check, ...).
+    after = {n: launcher.net.connections_logged(n) for n in launcher.net.hosts}
+    assert {n: after[n] - before[n] for n in after} == {n: 1 for n in after}
     assert res.rc == 0, res.text
     assert "Nothing to do: every reachable host is up to date." in res.out
     assert res.out.count("unchanged  up to date") == 3
@@ -118,6 +125,9 @@ def test_exec_runs_with_the_cluster_in_its_environment(launcher: Any) -> None:
         assert f"[{ip}] {launcher.ips['h1']}:6379" in res.out
     res = launcher.run("exec", spec, "rayops status --json", "--node", launcher.ips["h3"])
     assert res.rc == 0 and res.out.count('"ALIVE"') >= 3, res.text
+    # TEST-HOSTS.md P4: a background process still holding the output does not hang exec.
+    res = launcher.run("exec", spec, "cd /tmp && sleep 10 &")
+    assert res.rc == 0 and res.seconds < 5, res.text
 
 
 def test_submit_runs_a_driver_on_the_head(launcher: Any, tmp_path: Path) -> None:
@@ -161,6 +171,23 @@ def test_rsync_and_addresses(launcher: Any, tmp_path: Path) -> None:
     back = tmp_path / "down.txt"
     assert launcher.run("rsync-down", spec, "~/synced.txt", str(back)).rc == 0
     assert back.read_text() == "payload\n"
+    # A directory: its contents (trailing slash), modes kept, unchanged files skipped.
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "run.sh").write_text("echo hi\n")
+    (tree / "sub" / "run.sh").chmod(0o750)
+    (tree / "a.txt").write_text("a\n")
+    res = launcher.run("rsync-up", spec, f"{tree}/", "~/tree", "-A")
+    assert res.rc == 0 and res.out.count("2 file(s) sent") == 3, res.text
+    check = launcher.net.ssh("h3", "stat -c %a ~/tree/sub/run.sh && cat ~/tree/a.txt")
+    assert check.stdout.split() == ["750", "a"], check.stdout
+    (tree / "a.txt").write_text("changed\n")
+    res = launcher.run("rsync-up", spec, f"{tree}/", "~/tree")
+    assert res.rc == 0 and "1 file(s) sent (8 bytes), 1 unchanged" in res.out, res.text
+    down = tmp_path / "back"
+    assert launcher.run("rsync-down", spec, "~/tree", str(down)).rc == 0
+    assert (down / "tree" / "a.txt").read_text() == "changed\n"
+    assert (down / "tree" / "sub" / "run.sh").stat().st_mode & 0o777 == 0o750
 
 
 def test_changed_setup_command_reruns_only_setup(launcher: Any) -> None:
@@ -205,10 +232,26 @@ def test_attach_opens_a_shell_on_the_head(launcher: Any) -> None:
         if not chunk:
             break
         seen += chunk
-    _, status = os.waitpid(pid, 0)
+    status = _reap(pid, deadline=time.monotonic() + 10)
     os.close(fd)
     assert f"ATTACHED-h1-{launcher.ips['h1']}:6379".encode() in seen, seen
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _reap(pid: int, deadline: float) -> int:
+    """The child's wait status; killed (and the test failed) if it outlives the deadline."""
+    import os
+    import signal
+    import time
+
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError("`rayops attach` did not exit after the remote shell did")
 
 
 def test_restart_only_restarts_the_daemons(launcher: Any) -> None:
@@ -299,6 +342,53 @@ def test_accept_new_adds_unknown_host_keys(launcher: Any, tmp_path: Path) -> Non
     res = launcher.up(relaxed, "--dry")
     assert res.rc == 0, res.text
     assert len(known.read_text().splitlines()) == 3
+    # accept-new never accepts a changed key: h2's line now holds h1's key.
+    lines = known.read_text().splitlines()
+    h1_key = next(ln for ln in lines if ln.startswith(launcher.ips["h1"] + " ")).split(" ", 1)[1]
+    forged = [f"{launcher.ips['h2']} {h1_key}" if ln.startswith(launcher.ips["h2"] + " ") else ln
+              for ln in lines]  # fmt: skip
+    known.write_text("\n".join(forged) + "\n")
+    res = launcher.up(relaxed, "--dry")
+    h2 = launcher.ips["h2"]
+    assert f"{h2}  worker  FAILED: host key of {h2} changed" in res.out, res.text
+    assert known.read_text() == "\n".join(forged) + "\n"
+
+
+def test_a_partitioned_host_fails_in_bounded_time(launcher: Any) -> None:
+    # Late in the file: a partition this long gets h3's node marked dead by the GCS.
+    launcher.ensure_up()
+    spec = str(launcher.spec())
+    h3 = launcher.ips["h3"]
+    launcher.net.link("h3", up=False)
+    try:
+        res = launcher.run("exec", spec, "hostname", "--node", "all", timeout=60)
+    finally:
+        launcher.net.link("h3", up=True)
+    assert res.rc == 255, res.text
+    assert f"[{h3}] connection to {h3}:22 timed out after 3 s" in res.out, res.text
+    assert f"[{launcher.ips['h1']}] h1" in res.out and f"[{launcher.ips['h2']}] h2" in res.out
+    assert res.seconds < 10, res.seconds
+    # A connection that is already open notices the partition through its keepalives
+    # (every 5 s; unanswered for 15 s -> closed) instead of waiting forever.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", launcher.module, "exec", spec, "sleep 25", "--node", h3],
+        env=launcher.env, cwd=launcher.base, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: any("sleep 25" in c for c in launcher.net.processes("h3")),
+                   "sleep 25 running on h3")  # fmt: skip
+        t0 = time.monotonic()
+        launcher.net.link("h3", up=False)
+        out, _ = proc.communicate(timeout=45)
+        took = time.monotonic() - t0
+    finally:
+        launcher.net.link("h3", up=True)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 255 and f"lost the connection to {h3}:22" in out, out
+    assert took < 24, took
 
 
 def test_down_leaves_no_rayops_process_on_any_host(launcher: Any) -> None:

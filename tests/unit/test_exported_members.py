@@ -39,11 +39,13 @@ def test_every_exported_name_resolves() -> None:
 
 def test_ray_module_paths_exist() -> None:
     from rayops.exceptions import GetTimeoutError, RayTaskError
+    from rayops.util.metrics import Counter, Gauge, Histogram
     from rayops.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     assert issubclass(GetTimeoutError, TimeoutError)
     assert RayTaskError.__name__ == "RayTaskError"
     assert NodeAffinitySchedulingStrategy("ab", soft=True).soft
+    assert Counter.__module__ == Gauge.__module__ == Histogram.__module__ == "rayops.util.metrics"
 
 
 def test_unknown_attribute_is_an_attribute_error() -> None:

@@ -161,13 +161,14 @@ def test_unreachable_head_fails_the_plan() -> None:
     assert "nothing will be changed" in render_plan(plan)
 
 
-def test_mounts_need_rsync_on_the_host() -> None:
+def test_mounts_do_not_need_rsync_on_the_host() -> None:
+    # File mounts travel over the launcher's own SFTP connection (transfer.py).
     targets = {a: target(a, mounts="m1") for a in ROLES}
     facts = {a: done(a) for a in ROLES}
     facts[W1] = replace(facts[W1], rsync=False)
     plan = plan_for(facts, targets)
-    failure = plan.host(W1).failure
-    assert failure is not None and failure.kind == "precondition" and "rsync" in failure.message
+    assert plan.host(W1).failure is None
+    assert [a.step for a in plan.host(W1).actions] == ["mounts"]
 
 
 def test_previous_failure_and_removed_hosts_come_from_the_head_record() -> None:
@@ -214,3 +215,54 @@ def test_host_target_derives_per_host_paths_and_keys() -> None:
     assert host_target(spec, inputs, systemd_root, "head").process_manager == "systemd"
     other = LocalInputs(runtime_source="src2", mounts="m")
     assert host_target(spec, other, fresh(HEAD), "head").keys["install"] != head.keys["install"]
+
+
+def test_metrics_export_port_reaches_every_node_and_a_change_restarts_them() -> None:
+    def spec(ports: dict[str, int]) -> ClusterSpec:
+        return ClusterSpec.model_validate(
+            {
+                "provider": {"type": "local", "head_ip": HEAD, "worker_ips": [W1, W2]},
+                "auth": {"ssh_user": "u"},
+                "rayops": {"ports": ports},
+            }
+        )
+
+    inputs = LocalInputs(runtime_source="src", mounts="m")
+    default = {a: host_target(spec({}), inputs, fresh(a), r) for a, r in ROLES.items()}
+    moved = {
+        a: host_target(spec({"metrics_export": 9100}), inputs, fresh(a), r)
+        for a, r in ROLES.items()
+    }
+    for a in ROLES:
+        assert default[a].node_config["metrics_export_port"] == 8080
+        assert moved[a].node_config["metrics_export_port"] == 9100
+        assert moved[a].keys["config"] != default[a].keys["config"]
+        assert moved[a].keys["install"] == default[a].keys["install"]
+    # Hosts running with the old port: the config step is re-applied and the daemons restart.
+    facts = {a: replace(done(a), applied=dict(default[a].keys)) for a in ROLES}
+    assert plan_for(facts, default).nothing_to_do
+    plan = plan_for(facts, moved)
+    for h in plan.hosts:
+        assert h.steps == ("config", "start") and h.restart
+
+
+def test_status_shows_registered_metrics_endpoints_and_the_discovery_url() -> None:
+    from rayops.launcher.down_status import discovery_url, metrics_endpoint
+
+    spec = ClusterSpec.model_validate(
+        {
+            "provider": {"type": "local", "head_ip": HEAD, "worker_ips": [W1]},
+            "auth": {"ssh_user": "u"},
+            "rayops": {"ports": {"metrics_export": 9100}},
+        }
+    )
+    head = {"node_ip": HEAD, "state": "ALIVE", "is_head": True, "metrics_export_port": 9100}
+    worker = {"node_ip": W1, "state": "ALIVE", "is_head": False, "metrics_export_port": 9100}
+    assert metrics_endpoint(worker) == f"http://{W1}:9100/metrics"
+    assert metrics_endpoint({**worker, "state": "DEAD"}) is None
+    assert metrics_endpoint(None) is None
+    # What the GCS registered wins (a node started before the port was fixed) ...
+    old = {**head, "metrics_export_port": 41234}
+    assert discovery_url(spec, [worker, old]) == f"http://{HEAD}:41234/api/prometheus/sd"
+    # ... and with no live head the spec says where discovery will be.
+    assert discovery_url(spec, [worker]) == f"http://{HEAD}:9100/api/prometheus/sd"

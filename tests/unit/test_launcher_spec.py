@@ -242,3 +242,38 @@ def test_missing_file(tmp_path: Path) -> None:
     msg = errors_of(tmp_path / "nope.yaml")
     assert "cannot read the file" in msg
     assert os.fspath(tmp_path / "nope.yaml") in msg
+
+
+def test_metrics_export_port_defaults_to_8080(tmp_path: Path, home: Path) -> None:
+    spec, _ = load_spec(write(tmp_path, MINIMAL))
+    assert spec.metrics_export_port == 8080
+    spec, _ = load_spec(write(tmp_path, MINIMAL + "rayops:\n  ports: {metrics_export: 9101}\n"))
+    assert spec.metrics_export_port == 9101 and spec.gcs_port == 6379
+
+
+def test_metrics_export_port_out_of_range(tmp_path: Path, home: Path) -> None:
+    p = write(tmp_path, MINIMAL + "rayops:\n  ports:\n    metrics_export: 70000\n")
+    msg = errors_of(p)
+    assert f"{p}:11: rayops.ports.metrics_export: expected a value <= 65535" in msg
+    assert "found 70000" in msg
+    p = write(tmp_path, MINIMAL + "rayops:\n  ports:\n    metrics_export: 0\n")
+    assert f"{p}:11: rayops.ports.metrics_export: expected a value >= 1" in errors_of(p)
+
+
+def test_metrics_export_port_must_differ_from_the_gcs_port(tmp_path: Path, home: Path) -> None:
+    p = write(tmp_path, MINIMAL + "rayops:\n  ports:\n    gcs: 7000\n    metrics_export: 7000\n")
+    msg = errors_of(p)
+    assert (
+        f"{p}:12: rayops.ports.metrics_export: expected a port other than rayops.ports.gcs "
+        "(7000)" in msg
+    )
+    assert "found 7000" in msg
+    # The default metrics port collides with a GCS moved onto it: named at the ports line.
+    p = write(tmp_path, MINIMAL + "rayops:\n  ports:\n    gcs: 8080\n")
+    assert f"{p}:10: rayops.ports.metrics_export: expected a port other than" in errors_of(p)
+
+
+def test_metrics_export_port_must_differ_from_the_ssh_port(tmp_path: Path, home: Path) -> None:
+    p = write(tmp_path, MINIMAL + "rayops:\n  ports: {metrics_export: 22}\n")
+    msg = errors_of(p)
+    assert f"{p}:10: rayops.ports.metrics_export: expected a port other than auth.ssh_port" in msg

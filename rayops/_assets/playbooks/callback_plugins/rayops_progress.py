@@ -70,7 +70,9 @@ class CallbackModule(CallbackBase):
         }
         if status in ("failed", "unreachable"):
             r = result._result
-            failed_items = [i for i in r.get("results") or [] if isinstance(i, dict) and i.get("failed")]
+            failed_items = [
+                i for i in r.get("results") or [] if isinstance(i, dict) and i.get("failed")
+            ]
             if failed_items:
                 r = failed_items[0]
             cmd = r.get("cmd")
