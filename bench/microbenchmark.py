@@ -17,6 +17,7 @@ started have been stopped.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import os
@@ -44,6 +45,9 @@ MULTI_CLIENT_TASKS = 1000
 LARGE_BYTES = 100_000_000  # 100 MB: one put or get moves exactly 0.1 GB
 LARGE_ARG_BYTES = 10_000_000
 LARGE_ARG_BATCH = 100
+# Larger batches of the single_client_tasks_async shape: throughput must hold as work grows.
+BATCH_10K = 10_000
+BATCH_100K = 100_000
 
 
 @dataclass(frozen=True)
@@ -56,13 +60,21 @@ class Timing:
     cold_start_runs: int
     settle_s: float
     settle_deadline_s: float
+    # single_client_tasks_async_100k: whole batches, no warm-up (one batch is ~10 s at target)
+    batch_100k_trials: int = 2
 
 
 FULL = Timing(
     warmup_s=1.0, trial_s=2.0, trials=3, cold_start_runs=3, settle_s=2.0, settle_deadline_s=20.0
 )
 QUICK = Timing(
-    warmup_s=0.1, trial_s=0.3, trials=2, cold_start_runs=1, settle_s=0.5, settle_deadline_s=5.0
+    warmup_s=0.1,
+    trial_s=0.3,
+    trials=2,
+    cold_start_runs=1,
+    settle_s=0.5,
+    settle_deadline_s=5.0,
+    batch_100k_trials=1,
 )
 
 
@@ -166,6 +178,11 @@ def _tasks_batch(wl: Workload) -> Callable[[], object]:
 
 def _tasks_async(wl: Workload) -> tuple[Callable[[], object], float]:
     return _tasks_batch(wl), float(SMALL_BATCH)
+
+
+def _tasks_async_10k(wl: Workload) -> tuple[Callable[[], object], float]:
+    rt, small_value = wl.rt, wl.small_value
+    return lambda: rt.get([small_value.remote() for _ in range(BATCH_10K)]), float(BATCH_10K)
 
 
 def _tasks_and_get_batch(wl: Workload) -> tuple[Callable[[], object], float]:
@@ -344,6 +361,7 @@ def _actor_creation(wl: Workload) -> tuple[Callable[[], object], float]:
 TIMED_ROWS: dict[str, tuple[TimedSetup, str]] = {
     "single_client_tasks_sync": (_tasks_sync, "tasks/s"),
     "single_client_tasks_async": (_tasks_async, "tasks/s"),
+    "single_client_tasks_async_10k": (_tasks_async_10k, "tasks/s"),
     "multi_client_tasks_async": (_multi_client, "tasks/s"),
     "single_client_put_calls": (_put_calls, "puts/s"),
     "single_client_get_calls": (_get_calls, "gets/s"),
@@ -371,6 +389,61 @@ TIMED_ROWS: dict[str, tuple[TimedSetup, str]] = {
         "calls/s",
     ),
     "actor_creation_rate": (_actor_creation, "actors/s"),
+}
+
+
+def _driver_rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _rss_after_release(window_s: float = 2.0) -> float:
+    """Driver RSS once dropped refs are released: the lowest over a short window, since a
+    runtime may free asynchronously."""
+    gc.collect()
+    lowest = _driver_rss_mb()
+    end = time.monotonic() + window_s
+    while time.monotonic() < end:
+        time.sleep(0.1)
+        lowest = min(lowest, _driver_rss_mb())
+    return lowest
+
+
+def run_tasks_async_100k(wl: Workload, timing: Timing) -> list[RowResult]:
+    """single_client_tasks_async with 100,000 tasks per batch, plus the driver's RSS.
+
+    Each trial is one whole batch (no warm-up: the batch is its own). RSS rows: before the
+    first batch, right after the last batch's get (its refs still held), and after those
+    refs are dropped.
+    """
+    name = "single_client_tasks_async_100k"
+    rt, small_value = wl.rt, wl.small_value
+    try:
+        before = _rss_after_release(0.5)
+        rates = []
+        after_get = after_drop = before
+        for _ in range(timing.batch_100k_trials):
+            start = time.perf_counter()
+            refs = [small_value.remote() for _ in range(BATCH_100K)]
+            rt.get(refs)
+            rates.append(BATCH_100K / (time.perf_counter() - start))
+            after_get = _driver_rss_mb()
+            del refs
+            after_drop = _rss_after_release()
+    except Exception as err:  # reported, never fatal
+        return [RowResult(name, None, "tasks/s", error=f"{type(err).__name__}: {err}")]
+    sd = statistics.pstdev(rates) if len(rates) > 1 else 0.0
+    rss = {"before": before, "after_get": after_get, "after_drop": after_drop}
+    return [
+        RowResult(name, statistics.fmean(rates), "tasks/s", stddev=sd, trials=rates),
+        RowResult(f"{name}_driver_rss_before_mb", before, "MB", extra=rss),
+        RowResult(f"{name}_driver_rss_after_get_mb", after_get, "MB"),
+        RowResult(f"{name}_driver_rss_dropped_mb", after_drop, "MB"),
+    ]
+
+
+# Rows that run their own trials and print several lines.
+BATCH_ROWS: dict[str, Callable[[Workload, Timing], list[RowResult]]] = {
+    "single_client_tasks_async_100k": run_tasks_async_100k,
 }
 
 
@@ -582,7 +655,7 @@ PROCESS_ROWS: dict[str, Callable[[str, int, Timing], list[RowResult]]] = {
     "idle_rss_mb": run_idle_rss,
 }
 
-ROW_NAMES = [*PROCESS_ROWS, *TIMED_ROWS]
+ROW_NAMES = [*PROCESS_ROWS, *TIMED_ROWS, *BATCH_ROWS]
 
 
 # --------------------------------------------------------------------------- hang guard
@@ -760,7 +833,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report.add([RowResult(name, None, "", error=f"{type(err).__name__}: {err}")])
         guard.stop()
 
-    timed = [r for r in args.selected if r in TIMED_ROWS]
+    timed = [r for r in args.selected if r in TIMED_ROWS or r in BATCH_ROWS]
     if timed:
         run_timed_rows(rt, timed, args.num_cpus, timing, report, guard)
     report.write(args.json_out)
@@ -781,7 +854,10 @@ def run_timed_rows(
         wl = Workload(rt)
         for name in names:
             guard.start(name)
-            report.add([run_timed_row(name, wl, timing)])
+            if name in BATCH_ROWS:
+                report.add(BATCH_ROWS[name](wl, timing))
+            else:
+                report.add([run_timed_row(name, wl, timing)])
     finally:
         guard.start("shutdown")
         rt.shutdown()

@@ -45,7 +45,12 @@ def main() -> None:
     repeat = 2 if args.quick else 5
     with tempfile.TemporaryDirectory() as base:
         cluster = Cluster(base, head_cpus=1, object_store_memory=2 * 2**30)
-        workers = [cluster.add_node(num_cpus=1, object_store_memory=2 * 2**30) for _ in range(3)]
+        # A resource per worker node pins one actor to each: actors take no node affinity
+        # until one scheduler places them (issue 10).
+        workers = [
+            cluster.add_node(num_cpus=1, resources={f"worker{i}": 1}, object_store_memory=2 * 2**30)
+            for i in range(3)
+        ]
         cluster.wait_for_nodes(4)
         cluster.connect()
         try:
@@ -70,12 +75,7 @@ def run_rows(workers: list, repeat: int) -> None:  # type: ignore[type-arg]
 
     Actor: Any = rayops.remote(num_cpus=0)(_Actor)
 
-    actors = [
-        Actor.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(w.node_id, soft=False)
-        ).remote()
-        for w in workers[:2]
-    ]
+    actors = [Actor.options(resources={f"worker{i}": 1}).remote() for i in range(2)]
     rayops.get([a.small.remote() for a in actors])
     t = timed(lambda: rayops.get([a.small.remote() for a in actors for _ in range(500)]), repeat)
     report("multi_node_actor_calls_async", [1000 / x for x in t], "calls/s")

@@ -15,24 +15,22 @@ from typing import TYPE_CHECKING, Any
 from rayops.version import __version__
 
 if TYPE_CHECKING:
-    from rayops import exceptions
-    from rayops.actor import method
+    from rayops import exceptions, job_config
+    from rayops.actor import get_actor, kill, method
     from rayops.api import (
         available_resources,
         cancel,
         cluster_resources,
         get,
-        get_actor,
         get_gpu_ids,
         init,
         is_initialized,
-        kill,
         nodes,
         put,
         shutdown,
         wait,
     )
-    from rayops.core_worker.object_ref import ObjectRef, ObjectRefGenerator
+    from rayops.core_worker.object_ref import ObjectID, ObjectRef, ObjectRefGenerator
     from rayops.runtime_context import get_runtime_context
 
 # Daemons (GCS, raylet) import submodules of this package; loading the driver API
@@ -49,11 +47,12 @@ _LAZY = {
     "put": "rayops.api",
     "shutdown": "rayops.api",
     "wait": "rayops.api",
+    "ObjectID": "rayops.core_worker.object_ref",
     "ObjectRef": "rayops.core_worker.object_ref",
     "ObjectRefGenerator": "rayops.core_worker.object_ref",
     "get_runtime_context": "rayops.runtime_context",
-    "get_actor": "rayops.api",
-    "kill": "rayops.api",
+    "get_actor": "rayops.actor",
+    "kill": "rayops.actor",
     "method": "rayops.actor",
 }
 
@@ -61,7 +60,7 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     import importlib
 
-    if name in ("exceptions", "actor", "util"):
+    if name in ("exceptions", "actor", "util", "job_config"):
         return importlib.import_module(f"rayops.{name}")
     module = _LAZY.get(name)
     if module is None:
@@ -72,6 +71,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ObjectID",
     "ObjectRef",
     "ObjectRefGenerator",
     "__version__",
@@ -85,6 +85,7 @@ __all__ = [
     "get_runtime_context",
     "init",
     "is_initialized",
+    "job_config",
     "kill",
     "method",
     "nodes",

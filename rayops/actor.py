@@ -10,15 +10,17 @@ creator tells the GCS and a non-detached actor exits.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import pickle
+import types
 from typing import Any
 
-from rayops import ids, serialization
+from rayops import call_signature, ids, serialization
 from rayops.core_worker import state
 from rayops.core_worker.object_ref import ObjectRef
 from rayops.core_worker.task_spec import STREAMING
-from rayops.options import validate_actor_options
+from rayops.options import validate_actor_method_options, validate_actor_options
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 
@@ -28,15 +30,12 @@ _METHOD_ATTR = "__rayops_method_options__"
 def method(*args: Any, **options: Any) -> Any:
     """Per-method options of an actor class.
 
-    ``@rayops.method(num_returns=2, concurrency_group="io")``
+    ``@rayops.method(num_returns=2, concurrency_group="io")``; the options are those of
+    ``handle.method.options()`` (``rayops.options.ACTOR_METHOD_OPTIONS``).
     """
-    allowed = {"num_returns", "concurrency_group", "max_task_retries", "retry_exceptions"}
-    bad = set(options) - allowed
-    if args or bad:
-        raise ValueError(
-            f"@method takes only keyword options {sorted(allowed)}; got "
-            f"{sorted(bad) or 'positional arguments'}"
-        )
+    if args:
+        raise ValueError("@method takes only keyword options, e.g. @method(num_returns=2)")
+    options = validate_actor_method_options(options, where="@method")
 
     def decorate(fn: Any) -> Any:
         setattr(fn, _METHOD_ATTR, dict(options))
@@ -74,14 +73,20 @@ def _method_table(cls: type) -> dict[str, dict[str, Any]]:
             "is_async": inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn),
             "max_task_retries": opts.get("max_task_retries"),
             "retry_exceptions": opts.get("retry_exceptions"),
+            "params": call_signature.params_of(
+                fn, bound=not isinstance(inspect.getattr_static(cls, name), staticmethod)
+            ),
         }
-    table["__ray_terminate__"] = {
-        "num_returns": 1,
-        "concurrency_group": "",
-        "is_async": False,
-        "max_task_retries": 0,
-        "retry_exceptions": None,
-    }
+    # Ray's methods on every actor handle (run by core_worker.actor_runtime).
+    for name in ("__ray_terminate__", "__ray_ready__", "__ray_call__"):
+        table[name] = {
+            "num_returns": 1,
+            "concurrency_group": "",
+            "is_async": False,
+            "max_task_retries": 0,
+            "retry_exceptions": None,
+            "params": None,
+        }
     return table
 
 
@@ -92,6 +97,7 @@ class ActorClass:
         self._cls = cls
         self._options = validate_actor_options(options, where=f"@remote of class {cls.__name__}")
         self._methods = _method_table(cls)
+        self._init_params = call_signature.params_of(getattr(cls, "__init__", None), bound=True)
         self._pickled: bytes | None = None
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
@@ -107,8 +113,36 @@ class ActorClass:
     def __reduce__(self) -> tuple[Any, ...]:
         return (ActorClass, (self._cls, self._options))
 
+    def __getattr__(self, name: str) -> Any:
+        # Class attributes (constants, static methods) read through the ActorClass, as Ray
+        # allows; only called for names the ActorClass itself does not have.
+        cls = self.__dict__.get("_cls")
+        if cls is None or name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            value = getattr(cls, name)
+        except AttributeError:
+            raise AttributeError(f"actor class {cls.__name__} has no attribute {name!r}") from None
+        if inspect.isfunction(value):
+            # Never the class's own function object: cloudpickle would then find it at
+            # ``module.Class.name`` and pickle the class's methods by reference.
+            if isinstance(inspect.getattr_static(cls, name), staticmethod):
+                return functools.wraps(value)(functools.partial(value))
+            return types.MethodType(value, self)
+        return value
+
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
         return self._create(args, kwargs, self._options)
+
+    def _remote(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> ActorHandle:
+        """Ray's ``ActorClass._remote(args, kwargs, **options)``: ``.options(**options)``
+        then ``.remote(*args, **kwargs)``."""
+        return self.options(**options).remote(*(args or ()), **(kwargs or {}))
 
     def options(self, **options: Any) -> _BoundActorClass:
         merged = {
@@ -122,11 +156,22 @@ class ActorClass:
     ) -> ActorHandle:
         from rayops.api import _auto_init
         from rayops.core_worker import actor_caller
+        from rayops.remote_function import accelerator_resource
 
+        if self._init_params is not None:
+            call_signature.checker(self._init_params).check(
+                args, kwargs, f"{self.__name__}.__init__"
+            )
         cw = _auto_init()
         if self._pickled is None:
             self._pickled = serialization.dumps_function(self._cls)
-        is_async = any(m["is_async"] for m in self._methods.values())
+        # An ``async def __init__`` makes an async actor too: it is awaited on the actor's loop.
+        is_async = any(m["is_async"] for m in self._methods.values()) or (
+            inspect.iscoroutinefunction(getattr(self._cls, "__init__", None))
+        )
+        accelerator = accelerator_resource(opts.get("accelerator_type"))
+        if accelerator:
+            opts = {**opts, "resources": {**(opts.get("resources") or {}), **accelerator}}
         info = actor_caller.create_actor(
             cw,
             class_bytes=self._pickled,
@@ -164,6 +209,8 @@ class ActorHandle:
         self._class_name = class_name
         self._meta = meta
         self._token = token  # keeps the actor alive while this handle is
+        # Signature checkers of the methods called through this handle, made on first call.
+        self._checkers: dict[str, call_signature.Checker] = {}
 
     @property
     def _actor_id_hex(self) -> str:
@@ -215,6 +262,13 @@ class ActorMethod:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         from rayops.core_worker import actor_caller
 
+        checker = self._handle._checkers.get(self._name)
+        if checker is None:
+            params = self._meta.get("params")
+            if params is not None:
+                checker = self._handle._checkers[self._name] = call_signature.checker(params)
+        if checker is not None:
+            checker.check(args, kwargs, self._name)
         cw = state.current()
         if cw is None:
             from rayops.api import _auto_init
@@ -225,18 +279,7 @@ class ActorMethod:
         )
 
     def options(self, **options: Any) -> ActorMethod:
-        allowed = {
-            "num_returns",
-            "name",
-            "concurrency_group",
-            "max_task_retries",
-            "retry_exceptions",
-        }
-        bad = set(options) - allowed
-        if bad:
-            raise ValueError(
-                f"actor method options: unknown option(s) {sorted(bad)}; valid: {sorted(allowed)}"
-            )
+        options = validate_actor_method_options(options, where=f"{self._name}.options()")
         return ActorMethod(self._handle, self._name, self._meta, {**self._options, **options})
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -247,3 +290,25 @@ class ActorMethod:
 
 def handle_token_id(actor_id: bytes) -> bytes:
     return ids.object_id_for(actor_id, ids.ACTOR_HANDLE_INDEX)
+
+
+# get_actor and kill live here, not in api.py: api.py (init, put, get, ...) must not reach the
+# actor machinery, which itself calls api's auto-init, or the two would import each other.
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    """The handle of the live actor named ``name`` (in this job's namespace by default)."""
+    from rayops.core_worker import actor_caller
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"get_actor() expects a non-empty actor name, got {name!r}")
+    return actor_caller.get_actor(state.require(), name, namespace)
+
+
+def kill(actor: Any, *, no_restart: bool = True) -> None:
+    """Kill an actor at once (pending calls fail with ActorDiedError)."""
+    from rayops.core_worker import actor_caller
+
+    if not isinstance(actor, ActorHandle):
+        raise ValueError(
+            f"kill() expects an actor handle, got {type(actor).__name__} (use cancel() for tasks)."
+        )
+    actor_caller.kill(state.require(), actor, no_restart)

@@ -17,7 +17,10 @@ from rayops import exceptions as rex
 from rayops.core_worker import state
 from rayops.core_worker.core_worker import CoreWorker
 from rayops.core_worker.object_ref import ObjectRef, ObjectRefGenerator
+from rayops.node import node_args
 from rayops.node import session as sess
+from rayops.options import check_init_options
+from rayops.rpc.framed_settings import FramedSettings
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ def init(
     num_gpus: float | None = None,
     resources: dict[str, float] | None = None,
     object_store_memory: int | None = None,
+    labels: dict[str, str] | None = None,
     namespace: str | None = None,
     ignore_reinit_error: bool = False,
     log_to_driver: bool = True,
@@ -62,10 +66,20 @@ def init(
     _temp_dir: str | None = None,
     _node_ip_address: str | None = None,
     _metrics_export_port: int | None = None,
+    job_config: Any = None,
     **kwargs: Any,
 ) -> RayContext:
     """Start an embedded cluster (no address) or join one ("auto", "HOST:PORT")."""
     global _started
+    if job_config is not None:
+        namespace, runtime_env = _from_job_config(job_config, namespace, runtime_env)
+    # Every keyword does what Ray's does or raises here, before anything starts (options.py).
+    level = check_init_options(
+        include_dashboard=include_dashboard,
+        runtime_env=runtime_env,
+        logging_level=logging_level,
+        kwargs=kwargs,
+    )
     cw = state.current()
     if cw is not None:
         if ignore_reinit_error:
@@ -74,9 +88,6 @@ def init(
             "Maybe you called rayops.init twice by accident? This error can be suppressed "
             "by passing ignore_reinit_error=True, or by calling rayops.shutdown() first."
         )
-    unknown = sorted(k for k in kwargs if not k.startswith("_"))
-    if unknown:
-        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(unknown)}")
     if _metrics_export_port is not None and not (
         isinstance(_metrics_export_port, int) and 0 <= _metrics_export_port < 65536
     ):
@@ -84,25 +95,34 @@ def init(
             f"init(_metrics_export_port=...) must be a port in 0..65535, got "
             f"{_metrics_export_port!r}"
         )
-    if resources is not None and ("CPU" in resources or "GPU" in resources):
-        raise ValueError(
-            "init(resources=...) must not contain CPU or GPU: use num_cpus / num_gpus."
-        )
+    # Checked before anything starts: one message naming the argument, and no daemon runs.
+    num_cpus = node_args.check_quantity("init(num_cpus=...)", num_cpus)
+    num_gpus = node_args.check_quantity("init(num_gpus=...)", num_gpus)
+    node_resources = node_args.check_resources("init(resources=...)", resources)
+    object_store_memory = node_args.check_object_store_memory(
+        "init(object_store_memory=...)", object_store_memory
+    )
+    node_labels = node_args.check_labels("init(labels=...)", labels)
+    # Checked before any daemon starts; a driver logs refusals off the user's terminal.
+    framed_settings = FramedSettings.from_env().for_driver()
     if address is None:
         address = os.environ.get("RAYOPS_ADDRESS") or None
     temp_dir = _temp_dir or os.environ.get("RAYOPS_TEMP_DIR") or sess.DEFAULT_TEMP_DIR
     if address in (None, "local"):
         from rayops.node.processes import NodeOptions, start_node
+        from rayops.node.reclaim import reclaim_dead_sessions
 
+        reclaim_dead_sessions(temp_dir)
         node = start_node(
             NodeOptions(
                 node_ip=_node_ip_address or "127.0.0.1",
                 head=True,
                 num_cpus=num_cpus,
                 num_gpus=num_gpus,
-                resources=dict(resources or {}),
+                resources=node_resources,
                 object_store_memory=object_store_memory,
                 temp_dir=temp_dir,
+                labels=node_labels,
                 metrics_export_port=_metrics_export_port or 0,
             )
         )
@@ -117,34 +137,66 @@ def init(
                 "When connecting to an existing cluster, _metrics_export_port must not be "
                 "provided: it is set when the node starts (rayops start --metrics-export-port)."
             )
-        if num_cpus is not None or num_gpus is not None or resources or object_store_memory:
+        if (
+            num_cpus is not None
+            or num_gpus is not None
+            or resources
+            or object_store_memory
+            or labels is not None
+        ):
             raise ValueError(
-                "When connecting to an existing cluster, num_cpus, num_gpus, resources and "
-                "object_store_memory must not be provided: they are set when the node starts "
-                "(rayops start --num-cpus ...)."
+                "When connecting to an existing cluster, num_cpus, num_gpus, resources, "
+                "object_store_memory and labels must not be provided: they are set when the "
+                "node starts (rayops start --num-cpus ...)."
             )
-        raylet, token, node_ip = _find_cluster(address, temp_dir)
+        raylet, token, node_ip = _find_cluster(address, temp_dir, _node_ip_address)
+    # Ray's logging_level sets its library logger's level in the driver.
+    logging.getLogger("rayops").setLevel(level)
+    if not namespace:
+        import uuid
+
+        # Ray's anonymous namespace; registered with the job so its workers see it too.
+        namespace = str(uuid.uuid4())
     cw = CoreWorker(
         mode="driver",
         raylet_address=raylet,
         token=token.encode(),
         node_ip=node_ip,
-        namespace=namespace or "",
+        namespace=namespace,
         log_to_driver=log_to_driver,
         entrypoint=" ".join(sys.argv),
+        framed_settings=framed_settings,
     )
     try:
         cw.start()
     except BaseException:
         _stop_started()
         raise
-    if not namespace:
-        import uuid
-
-        cw.namespace = str(uuid.uuid4())
     state.set_core_worker(cw)
     atexit.register(shutdown)
     return _context(cw)
+
+
+def _from_job_config(
+    job_config: Any, namespace: str | None, runtime_env: dict[str, Any] | None
+) -> tuple[str | None, dict[str, Any] | None]:
+    """(namespace, runtime_env) of ``init`` given a JobConfig: init's own arguments win, as in
+    Ray; a setting rayops cannot honour raises, naming it."""
+    from rayops.job_config import JobConfig
+
+    if not isinstance(job_config, JobConfig):
+        raise TypeError(
+            "init(job_config=...) expects a rayops.job_config.JobConfig, got "
+            f"{type(job_config).__name__}"
+        )
+    refused = job_config.not_honoured()
+    if refused:
+        raise NotImplementedError("init(job_config=...): not supported yet: " + "; ".join(refused))
+    if namespace is None:
+        namespace = job_config.ray_namespace
+    if runtime_env is None and job_config.runtime_env:
+        runtime_env = job_config.runtime_env
+    return namespace, runtime_env
 
 
 def _context(cw: CoreWorker) -> RayContext:
@@ -160,8 +212,11 @@ def _context(cw: CoreWorker) -> RayContext:
     )
 
 
-def _find_cluster(address: str, temp_dir: str) -> tuple[tuple[str, int], str, str]:
-    """Locate this machine's raylet and the cluster token for ``address``."""
+def _find_cluster(
+    address: str, temp_dir: str, node_ip_address: str | None = None
+) -> tuple[tuple[str, int], str, str]:
+    """Locate this machine's raylet and the cluster token for ``address``; with
+    ``node_ip_address`` (init's ``_node_ip_address``), the node of that IP address."""
     if address == "auto":
         session_dir = sess.latest_session(temp_dir)
         if session_dir is None:
@@ -170,6 +225,11 @@ def _find_cluster(address: str, temp_dir: str) -> tuple[tuple[str, int], str, st
                 "`rayops start --head`, or pass its address (init('HOST:PORT'))."
             )
         rec = sess.NodeRecord.load(session_dir)
+        if node_ip_address is not None and rec.node_ip != node_ip_address:
+            raise ConnectionError(
+                f"init('auto', _node_ip_address={node_ip_address!r}): the running node on "
+                f"this machine has IP address {rec.node_ip}, not {node_ip_address}."
+            )
         from rayops.node.processes import pid_belongs_to
 
         if not pid_belongs_to(rec.pids.get("raylet", -1), rec.session_dir):
@@ -182,19 +242,30 @@ def _find_cluster(address: str, temp_dir: str) -> tuple[tuple[str, int], str, st
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"init(address=...) expects 'auto' or 'HOST:PORT', got {address!r}")
+    from rayops.gcs import probe
+    from rayops.gcs.client import GcsClient
+
+    # Reachability first, then the token: each failure names what is wrong.
+    probe.check_reachable(address)
     session_dir = sess.latest_session(temp_dir)
     token_file = os.environ.get("RAYOPS_TOKEN_FILE") or (
         os.path.join(session_dir, sess.TOKEN_FILE) if session_dir else ""
     )
+    if not token_file:
+        raise rex.AuthenticationError(
+            f"the GCS at {address} is reachable, but no cluster token was found: set "
+            "RAYOPS_TOKEN_FILE to a copy (mode 0600) of the head's "
+            "<temp-dir>/session_latest/cluster_token."
+        )
     token = _read_token(token_file)
-    from rayops.gcs.client import GcsClient
-
     gcs = GcsClient(address, token)
     try:
         nodes = [n for n in gcs.get_all_nodes() if n.state == "ALIVE"]
+    except rex.AuthenticationError as err:
+        raise probe.refused_token(address, token_file) from err
     finally:
         gcs.close()
-    local_ips = _local_ips()
+    local_ips = _local_ips() if node_ip_address is None else {node_ip_address}
     # The head first: on a machine running several nodes, drivers join through it.
     for n in sorted(nodes, key=lambda n: not n.is_head_node):
         if n.node_ip in local_ips:
@@ -207,11 +278,6 @@ def _find_cluster(address: str, temp_dir: str) -> tuple[tuple[str, int], str, st
 
 
 def _read_token(path: str) -> str:
-    if not path:
-        raise rex.AuthenticationError(
-            "no cluster token found: set RAYOPS_TOKEN_FILE to the head's "
-            "<temp-dir>/session_latest/cluster_token (copied with mode 0600)."
-        )
     from rayops.rpc.auth import read_token_file
 
     return read_token_file(path)
@@ -368,28 +434,8 @@ def available_resources() -> dict[str, float]:
     return total
 
 
-def get_gpu_ids() -> list[int]:
+def get_gpu_ids() -> list[int] | list[str]:
+    """The GPUs the current task or actor holds, as Ray returns them: the node's physical ids
+    as strings when it set ``CUDA_VISIBLE_DEVICES`` (``['2']``), else indexes as ints."""
     ctx = state.require().task_context()
     return [idx for idx, _ in ctx.instances.get("GPU", [])]
-
-
-# ------------------------------------------------------------------- actors
-def get_actor(name: str, namespace: str | None = None) -> Any:
-    """The handle of the live actor named ``name`` (in this job's namespace by default)."""
-    from rayops.core_worker import actor_caller
-
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"get_actor() expects a non-empty actor name, got {name!r}")
-    return actor_caller.get_actor(state.require(), name, namespace)
-
-
-def kill(actor: Any, *, no_restart: bool = True) -> None:
-    """Kill an actor at once (pending calls fail with ActorDiedError)."""
-    from rayops.actor import ActorHandle
-    from rayops.core_worker import actor_caller
-
-    if not isinstance(actor, ActorHandle):
-        raise ValueError(
-            f"kill() expects an actor handle, got {type(actor).__name__} (use cancel() for tasks)."
-        )
-    actor_caller.kill(state.require(), actor, no_restart)

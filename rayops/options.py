@@ -1,16 +1,74 @@
-"""Validation of ``@remote(...)`` and ``.options(...)`` arguments.
+"""Validation of ``@remote(...)``, ``.options(...)``, ``@method(...)`` and ``init()`` keywords.
 
-Bad options fail at decoration or ``.options()`` time with the option's name,
-what was expected and what was found, never later inside the runtime.
+Every keyword rayops accepts is listed here, in one table per entry point, and either does what
+Ray 2.60 does or is refused at once (at decoration, ``.options()`` or ``init()`` time, before
+anything starts), naming the option and saying when it will be supported. Nothing is accepted
+and ignored; ``tests/unit/test_option_table.py`` walks these tables and points every keyword at
+the test of its behaviour, so a new option cannot be added without one.
+
+Which exception, by one rule:
+
+- an unknown keyword, or a value Ray itself refuses: ``ValueError`` (Ray's type for an invalid
+  option keyword; which values raise ``TypeError`` in Ray is not matched yet, issue 9 item 4);
+- a value Ray accepts but rayops cannot honour yet (a non-empty ``runtime_env``, a placement
+  group, ``max_calls=1``, ...): ``NotImplementedError``, whose message names the option, the
+  issue that brings it, and what to do meanwhile. Ray's "not used" values (``None``, ``{}``,
+  ``0`` for ``max_calls``, ...) keep working, as Ray treats them.
+
+Decisions only: no I/O, nothing here starts or contacts a cluster.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
-from rayops.util.scheduling_strategies import is_scheduling_strategy
+from rayops.raylet.scheduling_policy import parse_label_selector
+from rayops.util.scheduling_strategies import (
+    PlacementGroupSchedulingStrategy,
+    is_scheduling_strategy,
+)
+
+__all__ = [
+    "ACTOR_METHOD_OPTIONS",
+    "ACTOR_OPTIONS",
+    "INIT_NOT_YET",
+    "TASK_OPTIONS",
+    "NotYet",
+    "Option",
+    "check_init_options",
+    "validate_actor_method_options",
+    "validate_actor_options",
+    "validate_task_options",
+]
+
+
+@dataclass(frozen=True)
+class NotYet:
+    """Values of an option that rayops cannot honour yet.
+
+    ``honoured(value)`` is True for the values rayops does what Ray does with (Ray's "not used"
+    values); any other value raises NotImplementedError with ``why`` (what is missing and which
+    issue brings it) and ``meanwhile`` (what to do until then).
+    """
+
+    honoured: Callable[[Any], bool]
+    why: str
+    meanwhile: str
+
+
+@dataclass(frozen=True)
+class Option:
+    """One accepted keyword: ``check(value)`` says whether Ray would accept the value (else
+    ValueError saying ``expected``); ``not_yet`` lists the values rayops refuses for now."""
+
+    check: Callable[[Any], bool]
+    expected: str
+    not_yet: NotYet | None = None
 
 
 def _nonneg_number(v: Any) -> bool:
@@ -47,56 +105,119 @@ def _resources(v: Any) -> bool:
     return True
 
 
-_TASK_OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "num_cpus": (_nonneg_number, "a number >= 0"),
-    "num_gpus": (_nonneg_number, "a number >= 0"),
-    "resources": (
-        _resources,
-        "a dict of custom resource name -> number >= 0 (use num_cpus/num_gpus for CPU/GPU)",
+def _label_selector(v: Any) -> bool:
+    """Ray's selector syntax; a bad one raises TypeError/ValueError naming the key or value."""
+    parse_label_selector(v)
+    return True
+
+
+def _empty(v: Any) -> bool:
+    """Ray's "not given" for a dict option: None and {} mean the same."""
+    return v is None or v == {}
+
+
+def _no_placement_group(v: Any) -> bool:
+    return v is None or v == "default"
+
+
+def _not_a_placement_group_strategy(v: Any) -> bool:
+    return not isinstance(v, PlacementGroupSchedulingStrategy)
+
+
+_RUNTIME_ENV = NotYet(
+    _empty,
+    "runtime environments do not exist yet (rayops issue 11)",
+    "remove it, or set the environment on the nodes (env vars, installed packages) meanwhile",
+)
+_PLACEMENT_GROUPS = NotYet(
+    _no_placement_group,
+    "placement groups do not exist yet (rayops issue 10)",
+    "remove it; request resources with num_cpus/num_gpus/resources meanwhile",
+)
+
+_DYNAMIC = NotYet(
+    lambda v: v != "dynamic",
+    "num_returns='dynamic' (a DynamicObjectRefGenerator) comes with rayops issue 9 (item 4)",
+    "use num_returns='streaming' (an ObjectRefGenerator) meanwhile",
+)
+_NUM_CPUS = Option(_nonneg_number, "a number >= 0")
+_NUM_GPUS = Option(_nonneg_number, "a number >= 0")
+_RESOURCES = Option(
+    _resources,
+    "a dict of custom resource name -> number >= 0 (use num_cpus/num_gpus for CPU/GPU)",
+)
+_MEMORY = Option(_nonneg_number, "a number of bytes >= 0")
+_STRATEGY_CHECK = (is_scheduling_strategy, "'DEFAULT', 'SPREAD' or a scheduling strategy object")
+_ACCELERATOR_TYPE = Option(lambda v: v is None or isinstance(v, str), "a string")
+_LABEL_SELECTOR = Option(_label_selector, "a dict of label keys to selector strings")
+_ENABLE_TASK_EVENTS = Option(lambda v: isinstance(v, bool), "a bool")
+_RUNTIME_ENV_OPTION = Option(lambda v: v is None or isinstance(v, dict), "a dict", _RUNTIME_ENV)
+_PG = Option(lambda v: True, "a placement group, 'default' or None", _PLACEMENT_GROUPS)
+_PG_INDEX = Option(
+    lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= -1,
+    "an int >= -1",
+    NotYet(lambda v: v == -1, _PLACEMENT_GROUPS.why, _PLACEMENT_GROUPS.meanwhile),
+)
+_PG_CAPTURE = Option(
+    lambda v: v is None or isinstance(v, bool),
+    "a bool",
+    NotYet(lambda v: not v, _PLACEMENT_GROUPS.why, _PLACEMENT_GROUPS.meanwhile),
+)
+_FALLBACK = Option(
+    lambda v: v is None or isinstance(v, list),
+    "a list of fallback scheduling options",
+    NotYet(
+        lambda v: v is None,
+        "fallback scheduling strategies come with the one scheduler (rayops issue 10)",
+        "remove it",
     ),
-    "memory": (_nonneg_number, "a number of bytes >= 0"),
-    "num_returns": (_num_returns, "an int >= 0, 'streaming' or 'dynamic'"),
-    "max_retries": (_retries, "an int >= -1 (-1 retries forever)"),
-    "retry_exceptions": (_retry_exceptions, "a bool or a list of exception classes"),
-    "name": (lambda v: isinstance(v, str), "a string"),
-    "scheduling_strategy": (
-        is_scheduling_strategy,
-        "'DEFAULT', 'SPREAD' or a scheduling strategy object",
+)
+_OBJECT_STORE_MEMORY = Option(
+    lambda v: v is None or _nonneg_number(v),
+    "a number of bytes >= 0",
+    NotYet(
+        lambda v: v is None,
+        "per-task object store quotas are not planned by any rayops issue yet",
+        "remove it",
     ),
-    "runtime_env": (lambda v: v is None or isinstance(v, dict), "a dict"),
-    "max_calls": (lambda v: isinstance(v, int) and v >= 0, "an int >= 0"),
-    "accelerator_type": (lambda v: v is None or isinstance(v, str), "a string"),
-    "label_selector": (lambda v: v is None or isinstance(v, dict), "a dict"),
-    "enable_task_events": (lambda v: isinstance(v, bool), "a bool"),
-    "_metadata": (lambda v: v is None or isinstance(v, dict), "a dict"),
+)
+
+_TASK_TABLE: dict[str, Option] = {
+    "num_cpus": _NUM_CPUS,
+    "num_gpus": _NUM_GPUS,
+    "resources": _RESOURCES,
+    "memory": _MEMORY,
+    "num_returns": Option(_num_returns, "an int >= 0, 'streaming' or 'dynamic'", _DYNAMIC),
+    "max_retries": Option(_retries, "an int >= -1 (-1 retries forever)"),
+    "retry_exceptions": Option(_retry_exceptions, "a bool or a list of exception classes"),
+    "name": Option(lambda v: v is None or isinstance(v, str), "a string"),
+    "scheduling_strategy": Option(
+        *_STRATEGY_CHECK,
+        NotYet(
+            _not_a_placement_group_strategy,
+            _PLACEMENT_GROUPS.why,
+            _PLACEMENT_GROUPS.meanwhile,
+        ),
+    ),
+    "runtime_env": _RUNTIME_ENV_OPTION,
+    "max_calls": Option(
+        lambda v: isinstance(v, int) and v >= 0,
+        "an int >= 0 (0: no limit)",
+        NotYet(
+            lambda v: v == 0,
+            "max_calls (a new worker process after N calls) comes with rayops issue 9 (item 4)",
+            "remove it, or end the worker yourself from the task meanwhile",
+        ),
+    ),
+    "accelerator_type": _ACCELERATOR_TYPE,
+    "label_selector": _LABEL_SELECTOR,
+    "enable_task_events": _ENABLE_TASK_EVENTS,
+    "placement_group": _PG,
+    "placement_group_bundle_index": _PG_INDEX,
+    "placement_group_capture_child_tasks": _PG_CAPTURE,
+    "fallback_strategy": _FALLBACK,
+    "object_store_memory": _OBJECT_STORE_MEMORY,
 }
-
-
-def validate_task_options(options: dict[str, Any], *, where: str) -> dict[str, Any]:
-    return _validate(options, _TASK_OPTIONS, where, "task")
-
-
-def _validate(
-    options: dict[str, Any],
-    table: dict[str, tuple[Callable[[Any], bool], str]],
-    where: str,
-    kind: str,
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        spec = table.get(key)
-        if spec is None:
-            close = difflib.get_close_matches(key, list(table), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
-                f"{where}: unknown option {key!r}.{hint} Valid {kind} options: "
-                f"{', '.join(sorted(table))}."
-            )
-        check, expected = spec
-        if not check(value):
-            raise ValueError(f"{where}: option {key!r} must be {expected}, got {value!r}.")
-        out[key] = value
-    return out
 
 
 def _lifetime(v: Any) -> bool:
@@ -114,28 +235,205 @@ def _positive_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
-_ACTOR_OPTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "num_cpus": _TASK_OPTIONS["num_cpus"],
-    "num_gpus": _TASK_OPTIONS["num_gpus"],
-    "resources": _TASK_OPTIONS["resources"],
-    "memory": _TASK_OPTIONS["memory"],
-    "name": (lambda v: v is None or isinstance(v, str), "a string"),
-    "namespace": (lambda v: v is None or isinstance(v, str), "a string"),
-    "get_if_exists": (lambda v: isinstance(v, bool), "a bool"),
-    "lifetime": (_lifetime, "None, 'detached' or 'non_detached'"),
-    "max_restarts": (_retries, "an int >= -1 (-1 restarts forever)"),
-    "max_task_retries": (_retries, "an int >= -1 (-1 retries forever)"),
-    "max_concurrency": (_positive_int, "an int >= 1"),
-    "max_pending_calls": (lambda v: isinstance(v, int) and (v == -1 or v > 0), "-1 or an int >= 1"),
-    "scheduling_strategy": _TASK_OPTIONS["scheduling_strategy"],
-    "concurrency_groups": (_concurrency_groups, "a dict of group name -> int >= 1"),
-    "runtime_env": _TASK_OPTIONS["runtime_env"],
-    "accelerator_type": _TASK_OPTIONS["accelerator_type"],
-    "label_selector": _TASK_OPTIONS["label_selector"],
-    "enable_task_events": _TASK_OPTIONS["enable_task_events"],
-    "_metadata": _TASK_OPTIONS["_metadata"],
+def _default_placement(v: Any) -> bool:
+    return v is None or v == "DEFAULT"
+
+
+_ACTOR_TABLE: dict[str, Option] = {
+    "num_cpus": _NUM_CPUS,
+    "num_gpus": _NUM_GPUS,
+    "resources": _RESOURCES,
+    "memory": _MEMORY,
+    "name": Option(lambda v: v is None or isinstance(v, str), "a string"),
+    "namespace": Option(lambda v: v is None or isinstance(v, str), "a string"),
+    "get_if_exists": Option(lambda v: isinstance(v, bool), "a bool"),
+    "lifetime": Option(_lifetime, "None, 'detached' or 'non_detached'"),
+    "max_restarts": Option(_retries, "an int >= -1 (-1 restarts forever)"),
+    "max_task_retries": Option(_retries, "an int >= -1 (-1 retries forever)"),
+    "max_concurrency": Option(_positive_int, "an int >= 1"),
+    "max_pending_calls": Option(
+        lambda v: isinstance(v, int) and (v == -1 or v > 0), "-1 or an int >= 1"
+    ),
+    "scheduling_strategy": Option(
+        *_STRATEGY_CHECK,
+        NotYet(
+            _default_placement,
+            "actors are placed first-fit by the GCS until one scheduler places tasks and "
+            "actors alike (rayops issue 10), so SPREAD, node affinity and placement groups "
+            "are not honoured for actors yet",
+            "remove it; pin an actor to a node with a custom resource (resources={'name': 1}) "
+            "meanwhile",
+        ),
+    ),
+    "concurrency_groups": Option(_concurrency_groups, "a dict of group name -> int >= 1"),
+    "runtime_env": _RUNTIME_ENV_OPTION,
+    "accelerator_type": _ACCELERATOR_TYPE,
+    "label_selector": _LABEL_SELECTOR,
+    "enable_task_events": _ENABLE_TASK_EVENTS,
+    "placement_group": _PG,
+    "placement_group_bundle_index": _PG_INDEX,
+    "placement_group_capture_child_tasks": _PG_CAPTURE,
+    "fallback_strategy": _FALLBACK,
+    "object_store_memory": _OBJECT_STORE_MEMORY,
+    "allow_out_of_order_execution": Option(
+        lambda v: isinstance(v, bool),
+        "a bool",
+        NotYet(
+            lambda v: v is False,
+            "out-of-order actor execution is not planned by any rayops issue yet",
+            "remove it (calls from one caller run in submission order)",
+        ),
+    ),
 }
+
+_ACTOR_METHOD_TABLE: dict[str, Option] = {
+    "num_returns": Option(
+        lambda v: v is None or _num_returns(v),
+        "an int >= 0 or 'streaming'",
+        _DYNAMIC,
+    ),
+    "concurrency_group": Option(lambda v: isinstance(v, str), "a concurrency group name"),
+    "max_task_retries": Option(
+        lambda v: v is None or _retries(v), "an int >= -1 (-1 retries forever)"
+    ),
+    "retry_exceptions": Option(
+        lambda v: v is None or _retry_exceptions(v), "a bool or a list of exception classes"
+    ),
+    "name": Option(
+        lambda v: v is None or isinstance(v, str),
+        "a string",
+        NotYet(
+            lambda v: not v,
+            "a display name for one actor call comes with the task events of rayops issue 12",
+            "remove it (the call is named after its method)",
+        ),
+    ),
+}
+
+# Read-only views: the table test walks these; the validators below read them.
+TASK_OPTIONS: Mapping[str, Option] = MappingProxyType(_TASK_TABLE)
+ACTOR_OPTIONS: Mapping[str, Option] = MappingProxyType(_ACTOR_TABLE)
+ACTOR_METHOD_OPTIONS: Mapping[str, Option] = MappingProxyType(_ACTOR_METHOD_TABLE)
+
+
+def validate_task_options(options: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """``options`` of ``@remote`` / ``.options()`` on a function, checked (see module doc)."""
+    return _validate(options, TASK_OPTIONS, where, "task")
 
 
 def validate_actor_options(options: dict[str, Any], *, where: str) -> dict[str, Any]:
-    return _validate(options, _ACTOR_OPTIONS, where, "actor")
+    """``options`` of ``@remote`` / ``.options()`` on a class, checked (see module doc)."""
+    return _validate(options, ACTOR_OPTIONS, where, "actor")
+
+
+def validate_actor_method_options(options: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """``options`` of ``@method`` / ``handle.method.options()``, checked (see module doc)."""
+    return _validate(options, ACTOR_METHOD_OPTIONS, where, "actor method")
+
+
+def _validate(
+    options: dict[str, Any],
+    table: Mapping[str, Option],
+    where: str,
+    kind: str,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        spec = table.get(key)
+        if spec is None:
+            close = difflib.get_close_matches(key, list(table), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(
+                f"{where}: unknown option {key!r}.{hint} Valid {kind} options: "
+                f"{', '.join(sorted(table))}."
+            )
+        if not spec.check(value):
+            raise ValueError(f"{where}: option {key!r} must be {spec.expected}, got {value!r}.")
+        if spec.not_yet is not None and not spec.not_yet.honoured(value):
+            raise NotImplementedError(
+                f"{where}: option {key}={value!r} is not supported yet: {spec.not_yet.why}; "
+                f"{spec.not_yet.meanwhile}."
+            )
+        out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------- init()
+# Ray's init() keywords that rayops's init() does not take, and why (each raises
+# NotImplementedError naming it); any other unknown keyword is a TypeError.
+INIT_NOT_YET: Mapping[str, str] = MappingProxyType(
+    {
+        "local_mode": "local mode is deprecated in Ray and not planned; run init() without it",
+        "dashboard_host": "the dashboard comes with rayops issue 12",
+        "dashboard_port": "the dashboard comes with rayops issue 12",
+        "configure_logging": "driver logging configuration is not planned by any rayops issue "
+        "yet; configure the 'rayops' logger with the logging module",
+        "logging_format": "driver logging configuration is not planned by any rayops issue "
+        "yet; configure the 'rayops' logger with the logging module",
+        "logging_config": "LoggingConfig is not planned by any rayops issue yet; configure the "
+        "'rayops' logger with the logging module",
+        "enable_resource_isolation": "resource isolation (cgroups) is not planned by any "
+        "rayops issue yet",
+        "cgroup_path": "resource isolation (cgroups) is not planned by any rayops issue yet",
+        "system_reserved_cpu": "resource isolation (cgroups) is not planned by any rayops "
+        "issue yet",
+        "system_reserved_memory": "resource isolation (cgroups) is not planned by any rayops "
+        "issue yet",
+        "proxy_server_url": "Ray Client proxies are out of scope: a rayops driver joins a "
+        "cluster directly with init('HOST:PORT')",
+    }
+)
+
+
+def check_init_options(
+    *,
+    include_dashboard: object,
+    runtime_env: object,
+    logging_level: object,
+    kwargs: Mapping[str, Any],
+) -> int:
+    """Check the ``init()`` keywords that are not node settings (those are
+    ``rayops.node.node_args``); returns ``logging_level`` as a ``logging`` level number.
+
+    Raises before anything starts: TypeError for a keyword init() does not take,
+    NotImplementedError for one Ray takes that rayops cannot honour yet, ValueError for a bad
+    value.
+    """
+    known = sorted(k for k in kwargs if k in INIT_NOT_YET)
+    if known:
+        raise NotImplementedError(
+            "; ".join(f"init({k}=...) is not supported yet: {INIT_NOT_YET[k]}" for k in known)
+        )
+    if kwargs:
+        raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+    if include_dashboard not in (None, False, True):
+        raise ValueError(
+            f"init(include_dashboard=...) must be a bool or None, got {include_dashboard!r}"
+        )
+    if include_dashboard:
+        raise NotImplementedError(
+            "init(include_dashboard=True) is not supported yet: the dashboard comes with rayops "
+            "issue 12; pass None or False (no dashboard is started)."
+        )
+    if runtime_env is not None and not isinstance(runtime_env, dict):
+        raise ValueError(f"init(runtime_env=...) must be a dict, got {runtime_env!r}")
+    if not _RUNTIME_ENV.honoured(runtime_env):
+        raise NotImplementedError(
+            f"init(runtime_env={runtime_env!r}) is not supported yet: {_RUNTIME_ENV.why}; "
+            f"{_RUNTIME_ENV.meanwhile}."
+        )
+    return logging_level_number(logging_level)
+
+
+def logging_level_number(level: object) -> int:
+    """``level`` (a ``logging`` number or a name in any case, e.g. "info") as a number."""
+    if isinstance(level, int) and not isinstance(level, bool) and level >= 0:
+        return level
+    if isinstance(level, str):
+        number = logging.getLevelName(level.upper())
+        if isinstance(number, int):
+            return number
+    raise ValueError(
+        "init(logging_level=...) must be a logging level such as logging.INFO or 'info', "
+        f"got {level!r}"
+    )

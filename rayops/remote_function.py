@@ -11,10 +11,11 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from rayops import serialization
+from rayops import call_signature, serialization
 from rayops.core_worker import state
 from rayops.core_worker.task_spec import STREAMING
 from rayops.options import validate_task_options
+from rayops.raylet.scheduling_policy import parse_label_selector, scoped_strategy
 
 
 class RemoteFunction:
@@ -25,6 +26,8 @@ class RemoteFunction:
         self._function = function
         self._options = validate_task_options(options, where=f"@remote of {_name(function)}")
         self._is_generator = inspect.isgeneratorfunction(function)
+        params = call_signature.params_of(function, bound=False)
+        self._checker = None if params is None else call_signature.checker(params)
         self._pickled: bytes | None = None
         self._function_id = b""
         self._registered_with: Any = None
@@ -56,7 +59,7 @@ class RemoteFunction:
         return f"<RemoteFunction {self.__qualname__}>"
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._remote(args, kwargs, self._options)
+        return self._submit(args, kwargs, self._options)
 
     def options(self, **options: Any) -> _BoundOptions:
         merged = {
@@ -73,7 +76,19 @@ class RemoteFunction:
             self._pickled = serialization.dumps_function(self._function)
             self._function_id = hashlib.blake2b(self._pickled, digest_size=16).digest()
 
-    def _remote(self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: dict[str, Any]) -> Any:
+    def _remote(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **task_options: Any,
+    ) -> Any:
+        """Ray's ``RemoteFunction._remote(args, kwargs, **task_options)``: the same as
+        ``.options(**task_options).remote(*args, **kwargs)``."""
+        return self.options(**task_options).remote(*(args or ()), **(kwargs or {}))
+
+    def _submit(self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: dict[str, Any]) -> Any:
+        if self._checker is not None:
+            self._checker.check(args, kwargs, self.__name__)
         plan = self._plans.get(id(opts))
         if plan is None or plan[0] is not opts:
             plan = (opts, self._plan(opts))
@@ -123,7 +138,9 @@ class RemoteFunction:
             task_resources(opts),
             opts.get("max_retries", 3),
             opts.get("retry_exceptions", False),
-            opts.get("scheduling_strategy"),
+            scoped_strategy(
+                opts.get("scheduling_strategy"), parse_label_selector(opts.get("label_selector"))
+            ),
         )
 
 
@@ -139,14 +156,28 @@ class _BoundOptions:
         self._options = options
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        return self._fn._remote(args, kwargs, self._options)
+        return self._fn._submit(args, kwargs, self._options)
 
     def options(self, **options: Any) -> _BoundOptions:
         merged = {**self._options, **validate_task_options(options, where="options()")}
         return _BoundOptions(self._fn, merged)
 
 
+# Ray's form of an accelerator_type requirement: a sliver of a resource that only nodes with
+# that accelerator advertise, so the work stays pending (infeasible) anywhere else.
+ACCELERATOR_TYPE_PREFIX = "accelerator_type:"
+ACCELERATOR_TYPE_QUANTITY = 0.001
+
+
+def accelerator_resource(accelerator_type: str | None) -> dict[str, float]:
+    """The resource an ``accelerator_type`` option requires ({} for None)."""
+    if not accelerator_type:
+        return {}
+    return {f"{ACCELERATOR_TYPE_PREFIX}{accelerator_type}": ACCELERATOR_TYPE_QUANTITY}
+
+
 def task_resources(opts: dict[str, Any]) -> dict[str, float]:
+    """The resource shape a task with these (validated) options requests."""
     shape: dict[str, float] = {}
     cpus = opts.get("num_cpus", 1)
     if cpus:
@@ -160,6 +191,7 @@ def task_resources(opts: dict[str, Any]) -> dict[str, float]:
     for k, v in (opts.get("resources") or {}).items():
         if v:
             shape[k] = float(v)
+    shape.update(accelerator_resource(opts.get("accelerator_type")))
     return shape
 
 

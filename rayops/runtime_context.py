@@ -55,15 +55,38 @@ class RuntimeContext:
 
     @property
     def namespace(self) -> str:
-        return self._cw.namespace
+        from rayops.core_worker import actor_caller
+
+        return actor_caller.job_namespace(self._cw)
+
+    @property
+    def current_actor(self) -> Any:
+        """A handle to the actor this code runs in (Ray's ``current_actor``); raises
+        RuntimeError outside an actor."""
+        from rayops.core_worker import actor_caller
+
+        actor = self._actor()
+        if actor is None:
+            raise RuntimeError("current_actor is only available inside an actor (not a task).")
+        return actor_caller.handle_by_id(self._cw, actor.actor_id)
 
     def get_assigned_resources(self) -> dict[str, float]:
         ctx = self._cw.task_context()
         return dict(ctx.resources) if self._cw.mode == "worker" else {}
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
+        """The task's accelerator ids as strings: the node's physical GPU ids (its own
+        ``CUDA_VISIBLE_DEVICES``), or indexes when the node did not set one."""
         ctx = self._cw.task_context()
         return {"GPU": [str(i) for i, _ in ctx.instances.get("GPU", [])]}
+
+    def get_node_labels(self) -> dict[str, str]:
+        """The labels of the node this runs on, Ray's defaults (``ray.io/node-id``) included."""
+        node_id = self.get_node_id()
+        for node in self._cw.cluster_info():
+            if node["NodeID"] == node_id:
+                return dict(node["Labels"])
+        raise RuntimeError(f"this node ({node_id}) is not in the cluster's node table")
 
     @property
     def gcs_address(self) -> str:

@@ -13,5 +13,6 @@ echo "== mypy"
 .venv/bin/mypy
 echo "== generated stubs"
 .venv/bin/python scripts/gen_protos.py --check
+echo "== import contracts" && .venv/bin/lint-imports --no-cache --no-logo
 echo "== pytest"
 exec .venv/bin/pytest -p no:cacheprovider "$@"

@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def amain(args: argparse.Namespace, token: str) -> int:
     from rayops.agent.node_agent import AgentConfig, NodeAgent
+    from rayops.rpc.framed_settings import FramedSettings
 
     agent = NodeAgent(
         AgentConfig(
@@ -58,6 +59,7 @@ async def amain(args: argparse.Namespace, token: str) -> int:
             session_name=args.session_name,
             temp_dir=args.temp_dir,
             is_head=args.head,
+            framed=FramedSettings.from_env(),
         )
     )
     loop = asyncio.get_running_loop()

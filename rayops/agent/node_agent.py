@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -31,6 +31,7 @@ from rayops.agent.reports import ReportCollector
 from rayops.agent.server import AgentHttp, TokenCheck
 from rayops.protocol.node_snapshot import ClusterSnapshot, ProcessRef, RayletSnapshot
 from rayops.rpc import framed
+from rayops.rpc.framed_settings import FramedSettings
 
 __all__ = ["AgentConfig", "NodeAgent"]
 
@@ -57,6 +58,7 @@ class AgentConfig:
     is_head: bool
     sample_period_s: float = SAMPLE_PERIOD_S
     discovery_period_s: float = discovery.POLL_PERIOD_S
+    framed: FramedSettings = field(default_factory=FramedSettings)
 
     @property
     def sd_file(self) -> str:
@@ -91,7 +93,12 @@ class NodeAgent:
         handlers: dict[str, Any] = {"ping": lambda conn: True}
         handlers["report_metrics"] = self.reports.h_report_metrics
         self._framed = await framed.serve(
-            c.node_ip, c.agent_port, c.token.encode(), handlers, on_close=self._on_report_closed
+            c.node_ip,
+            c.agent_port,
+            c.token.encode(),
+            handlers,
+            on_close=self._on_report_closed,
+            settings=c.framed,
         )
         self._raylet = await framed.connect(
             c.node_ip,

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import Any
 
 from rayops.cli import launcher_cmds, metrics_cmds
+from rayops.exceptions import AuthenticationError, RpcError
 from rayops.node import session as sess
 
 
@@ -21,22 +23,18 @@ class CLIError(Exception):
 
 
 def _json_resources(text: str) -> dict[str, float]:
+    from rayops.node.node_args import check_resources
+
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"--resources must be a JSON object: {err}") from err
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
-        for k, v in value.items()
-    ):
         raise argparse.ArgumentTypeError(
-            f"--resources must map names to numbers >= 0, e.g. '{{\"accel\": 2}}'; got {text}"
-        )
-    if "CPU" in value or "GPU" in value:
-        raise argparse.ArgumentTypeError(
-            "--resources must not contain CPU/GPU: use --num-cpus/--num-gpus"
-        )
-    return {k: float(v) for k, v in value.items()}
+            f"expected a JSON object such as '{{\"accel\": 2}}', got {text!r}: {err}"
+        ) from err
+    try:
+        return check_resources(f"the JSON {text}", value)
+    except (TypeError, ValueError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _nonneg(kind: type) -> Any:
@@ -47,11 +45,20 @@ def _nonneg(kind: type) -> Any:
             raise argparse.ArgumentTypeError(
                 f"expected a {kind.__name__} >= 0, got {text!r}"
             ) from err
-        if v < 0:
+        if not math.isfinite(v) or v < 0:
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__} >= 0, got {text!r}")
         return v
 
     return parse
+
+
+def _labels(text: str) -> dict[str, str]:
+    from rayops.node.node_args import parse_labels
+
+    try:
+        return parse_labels(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _port(text: str) -> int:
@@ -71,9 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("start", help="start the daemons of a node (the head with --head)")
     s.add_argument("--head", action="store_true", help="start the head node (GCS + raylet)")
     s.add_argument("--address", help="HEAD:PORT of the GCS to join (worker nodes)")
-    s.add_argument(
-        "--port", type=_nonneg(int), default=6379, help="GCS port on the head (default 6379)"
-    )
+    s.add_argument("--port", type=_port, default=6379, help="GCS port on the head (default 6379)")
     s.add_argument("--num-cpus", type=_nonneg(float))
     s.add_argument("--num-gpus", type=_nonneg(float))
     s.add_argument(
@@ -91,7 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--token-file", help="cluster token file (joining nodes; default RAYOPS_TOKEN_FILE)"
     )
-    s.add_argument("--labels", type=json.loads, default={}, help="JSON object of node labels")
+    s.add_argument(
+        "--labels",
+        type=_labels,
+        default={},
+        help="node labels as key=value pairs separated by commas, e.g. 'region=us,tier=gold' "
+        "(a JSON object of strings is also accepted)",
+    )
     s.add_argument(
         "--metrics-export-port",
         type=_port,
@@ -153,6 +164,9 @@ def cmd_start(args: argparse.Namespace) -> int:
 
         token = read_token_file(args.token_file)  # a cluster token chosen by the operator
     if args.address:
+        from rayops.gcs import probe
+
+        probe.split_address(args.address, "--address")
         token_file = args.token_file or os.environ.get("RAYOPS_TOKEN_FILE")
         if not token_file:
             raise CLIError(
@@ -161,7 +175,11 @@ def cmd_start(args: argparse.Namespace) -> int:
             )
         from rayops.rpc.auth import read_token_file
 
+        # Reachability first, then the token, before any daemon starts.
+        probe.check_reachable(args.address)
         token = read_token_file(token_file)
+        probe.check_token(args.address, token, token_file)
+    _reclaim(temp_dir)
     opts = NodeOptions(
         node_ip=args.node_ip_address or detect_node_ip(),
         head=args.head,
@@ -196,6 +214,17 @@ def cmd_start(args: argparse.Namespace) -> int:
         + ("" if temp_dir == sess.DEFAULT_TEMP_DIR else f" --temp-dir {temp_dir}")
     )
     return 0
+
+
+def _reclaim(temp_dir: str) -> None:
+    """Remove what dead sessions under ``temp_dir`` left in /dev/shm and spill dirs; say so."""
+    from rayops.node.reclaim import reclaim_dead_sessions
+
+    done = reclaim_dead_sessions(temp_dir)
+    if done:
+        total = sum(r.nbytes for r in done) / 1e6
+        sessions = len({r.session_name for r in done})
+        print(f"reclaimed {total:.1f} MB left by {sessions} dead session(s) under {temp_dir}")
 
 
 def _running_record(temp_dir: str) -> sess.NodeRecord | None:
@@ -241,7 +270,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gcs_for_status(args: argparse.Namespace) -> tuple[str, str]:
+def _gcs_for_status(args: argparse.Namespace) -> tuple[str, str, str]:
+    """The GCS address, the token file and its token for ``rayops status``."""
     from rayops.rpc.auth import read_token_file
 
     temp_dir = _temp_dir(args)
@@ -259,11 +289,17 @@ def _gcs_for_status(args: argparse.Namespace) -> tuple[str, str]:
                 "start one with `rayops start --head`"
             )
         address = rec.gcs_address
+    from rayops.gcs import probe
+
+    # Reachability first, then the token: each failure names what is wrong.
+    probe.split_address(address, "--address")
+    probe.check_reachable(address)
     if not token_file or not os.path.exists(token_file):
         raise CLIError(
-            "no cluster token found: set RAYOPS_TOKEN_FILE to a copy of the head's cluster_token"
+            f"the GCS at {address} is reachable, but no cluster token was found: set "
+            "RAYOPS_TOKEN_FILE to a copy of the head's cluster_token"
         )
-    return address, read_token_file(token_file)
+    return address, token_file, read_token_file(token_file)
 
 
 def _fmt_bytes(n: float) -> str:
@@ -278,12 +314,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     if getattr(args, "config", None):
         code: int = launcher_cmds.handle_status_config(args)
         return code
+    from rayops.gcs import probe
     from rayops.gcs.client import GcsClient
 
-    address, token = _gcs_for_status(args)
+    address, token_file, token = _gcs_for_status(args)
     client = GcsClient(address, token, timeout=5.0)
     try:
         nodes = client.get_all_nodes()
+    except AuthenticationError as err:
+        raise CLIError(str(probe.refused_token(address, token_file))) from err
     except ConnectionError as err:
         raise CLIError(str(err)) from err
     finally:
@@ -373,7 +412,14 @@ def main(argv: list[str] | None = None) -> None:
     except CLIError as err:
         print(f"rayops {args.command}: error: {err}", file=sys.stderr)
         sys.exit(1)
-    except (ConnectionError, PermissionError, FileNotFoundError, ValueError) as err:
+    except (
+        ConnectionError,
+        PermissionError,
+        FileNotFoundError,
+        ValueError,
+        AuthenticationError,
+        RpcError,
+    ) as err:
         print(f"rayops {args.command}: error: {err}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ submit a method call, kill one. The IO-loop half is ``actor_submitter``."""
 from __future__ import annotations
 
 import pickle
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from rayops import exceptions as rex
@@ -52,7 +53,7 @@ def create_actor(
     entries, deps = cw._prepare_args(args, kwargs)
     placement, hold = _shapes(options)
     max_concurrency = options.get("max_concurrency") or (1000 if is_async else 1)
-    namespace = options.get("namespace") or cw.namespace
+    namespace = options.get("namespace") or job_namespace(cw)
     meta = {
         "methods": methods,
         "max_task_retries": options.get("max_task_retries", 0),
@@ -95,6 +96,7 @@ def create_actor(
                 creation_spec=creation,
                 handle_meta=pickle.dumps(meta),
                 owner_address=f"{cw.address[0]}:{cw.address[1]}",
+                label_selector=dict(options.get("label_selector") or {}),
             )
         )
     except ValueError as err:
@@ -129,10 +131,47 @@ def handle_from_info(cw: CoreWorker, info: Any) -> ActorHandle:
     return ActorHandle(info.actor_id, info.class_name, meta, token)
 
 
+# Namespaces of jobs, looked up once per worker process and job (a worker serves one cluster).
+_job_namespaces: weakref.WeakKeyDictionary[CoreWorker, dict[int, str]] = weakref.WeakKeyDictionary()
+
+
+def job_namespace(cw: CoreWorker) -> str:
+    """The namespace of the job this code runs for: the driver's own, or, in a worker, the
+    one its job's driver registered with the GCS (Ray's namespace travels with the job)."""
+    if cw.mode == "driver":
+        return cw.namespace
+    from rayops.gcs import calls
+
+    job_id = cw.task_context().job_id or cw.job_id
+    known = _job_namespaces.setdefault(cw, {})
+    ns = known.get(job_id)
+    if ns is None:
+        jobs = cw.gcs().call(calls.get_all_jobs())
+        for job in jobs:
+            known[job.job_id] = job.namespace
+        ns = known.get(job_id)
+        if ns is None:
+            raise RuntimeError(
+                f"job {ids.job_id_hex(job_id)} is not known to the GCS: cannot tell its "
+                "namespace; pass namespace=... explicitly."
+            )
+    return ns
+
+
+def handle_by_id(cw: CoreWorker, actor_id: bytes) -> ActorHandle:
+    """A handle to the actor with this id, as the GCS knows it."""
+    from rayops.gcs import calls
+
+    info = cw.gcs().call(calls.get_actor_info(actor_id, False, 0, 0))
+    if info is None:
+        raise ValueError(f"actor {actor_id.hex()} is not known to the GCS.")
+    return handle_from_info(cw, info)
+
+
 def get_actor(cw: CoreWorker, name: str, namespace: str | None) -> ActorHandle:
     from rayops.gcs import calls
 
-    ns = cw.namespace if namespace is None else namespace
+    ns = job_namespace(cw) if namespace is None else namespace
     try:
         info = cw.gcs().call(calls.get_named_actor(name, ns))
     except ValueError as err:
@@ -147,7 +186,7 @@ def get_actor(cw: CoreWorker, name: str, namespace: str | None) -> ActorHandle:
 def list_named_actors(cw: CoreWorker, all_namespaces: bool) -> list[Any]:
     from rayops.gcs import calls
 
-    names = cw.gcs().call(calls.list_named_actors(all_namespaces, cw.namespace))
+    names = cw.gcs().call(calls.list_named_actors(all_namespaces, job_namespace(cw)))
     if all_namespaces:
         return [{"name": name, "namespace": ns} for ns, name in names]
     return [name for _, name in names]
@@ -200,6 +239,12 @@ def submit_call(
         actor_id=actor_id,
         concurrency_group=options.get("concurrency_group", meta.get("concurrency_group", "")),
     )
+    token = handle._token
+    if token is not None:
+        # The call pins the handle token until it finishes, as Ray does: a handle dropped
+        # right after ``.remote()`` (``get(A.remote().f.remote())``) must not end the actor
+        # while the call is pending.
+        deps = [*deps, token._id]
     retries = options.get("max_task_retries", meta.get("max_task_retries"))
     if retries is None:
         retries = handle._meta.get("max_task_retries", 0)

@@ -110,9 +110,27 @@ class ActorRuntime:
                     resources={},
                 )
                 args, kwargs = executor._resolve_args(fake)
-                runtime.instance = cls(*args, **kwargs)
-                executor.actor = runtime
-                runtime._start_concurrency()
+                if inspect.iscoroutinefunction(getattr(cls, "__init__", None)):
+                    # Ray awaits an ``async def __init__`` on the actor's own event loop,
+                    # before any call runs there.
+                    runtime._start_concurrency()
+                    assert runtime._loop is not None
+                    instance = cls.__new__(cls)
+
+                    async def init() -> None:
+                        cw.set_task_context(ctx)  # the loop's thread: the constructor's context
+                        try:
+                            await instance.__init__(*args, **kwargs)
+                        finally:
+                            cw.set_task_context(None)
+
+                    asyncio.run_coroutine_threadsafe(init(), runtime._loop).result()
+                    runtime.instance = instance
+                    executor.actor = runtime
+                else:
+                    runtime.instance = cls(*args, **kwargs)
+                    executor.actor = runtime
+                    runtime._start_concurrency()
                 result = (True, os.getpid(), None)
             except BaseException as err:  # the constructor failed: report it, do not host
                 task_err = rex.RayTaskError.from_exception(
@@ -129,6 +147,16 @@ class ActorRuntime:
 
         executor.enqueue(construct)
         return fut
+
+    def _builtin_method(self, name: str) -> Any:
+        """Ray's methods every actor has: ``__ray_ready__`` (True once constructed) and
+        ``__ray_call__(fn, *args)`` (runs ``fn(instance, *args)`` in the actor)."""
+        if name == "__ray_ready__":
+            return _ready
+        if name == "__ray_call__":
+            instance = self.instance
+            return lambda fn, *args, **kwargs: fn(instance, *args, **kwargs)
+        return None
 
     def _start_concurrency(self) -> None:
         if self.is_async:
@@ -153,7 +181,7 @@ class ActorRuntime:
         if name == "__ray_terminate__":
             self.executor.enqueue(lambda: self._terminate(spec, conn, fut))
             return
-        method = getattr(self.instance, name, None)
+        method = self._builtin_method(name) or getattr(self.instance, name, None)
         if method is None:
             fut.set_exception(AttributeError(f"actor {self.class_name} has no method {name!r}"))
             return
@@ -294,3 +322,7 @@ class ActorRuntime:
             cw.loop.call_later(0.05, os._exit, 0)
 
         cw.loop.call_soon_threadsafe(bye)
+
+
+def _ready() -> bool:
+    return True

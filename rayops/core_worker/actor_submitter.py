@@ -97,23 +97,38 @@ class ActorSubmitter:
         fut.add_done_callback(lambda f: self._on_done(q, spec, f))
 
     def _on_done(self, q: ActorQueue, spec: TaskSpec, fut: asyncio.Future[Any]) -> None:
-        q.inflight.pop(spec.task_id, None)
         err = fut.exception()
         if err is None:
+            q.inflight.pop(spec.task_id, None)
             reply: TaskReply = fut.result()
             self._cw.on_task_reply(spec, reply)
             return
-        # The connection to the actor broke: the actor is restarting or dead.
+        if not isinstance(err, ConnectionError):
+            # This call alone failed (too large to send, or the actor's process could not
+            # take it); the connection and the calls behind it are fine.
+            q.inflight.pop(spec.task_id, None)
+            self._cw.finish_with_error(spec, err)
+            return
+        if q.inflight.get(spec.task_id) is not spec:
+            return  # handled below with the other calls its connection carried
+        # The connection to the actor broke: every call in flight on it failed, and their
+        # callbacks run in no particular order. Take them all now, in the order they were
+        # sent, so the retried ones go back to the head of the queue in submission order
+        # (one at a time, each to the front, they would run reversed after the restart).
         if q.conn is not None and q.conn.closed:
             q.conn = None
-        record = self._cw.task_record(spec.task_id)
-        if record is not None and record.retries_left != 0 and q.death is None:
-            record.retries_left -= 1
-            self._cw.task_counts.retry(record)
-            q.pending.appendleft(spec)  # re-sent, in order, once the actor is back
-        else:
-            q.inflight[spec.task_id] = spec  # failed with the cause once it is known
-            self._lost.setdefault(q.actor_id, []).append(spec)
+        cut_off = list(q.inflight.values())
+        q.inflight.clear()
+        retried: list[TaskSpec] = []
+        for lost in cut_off:
+            record = self._cw.task_record(lost.task_id)
+            if record is not None and record.retries_left != 0 and q.death is None:
+                record.retries_left -= 1
+                self._cw.task_counts.retry(record)
+                retried.append(lost)
+            else:  # failed with the cause once it is known
+                self._lost.setdefault(q.actor_id, []).append(lost)
+        q.pending.extendleft(reversed(retried))  # re-sent, in order, once the actor is back
         self._watch(q)
 
     # ------------------------------------------------------------------ the GCS

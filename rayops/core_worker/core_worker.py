@@ -45,6 +45,7 @@ from rayops.core_worker.task_spec import INLINE_MAX_BYTES, STREAMING, TaskReply,
 from rayops.objectstore import StoreClient
 from rayops.protocol import metrics as mx
 from rayops.rpc import framed
+from rayops.rpc.framed_settings import FramedSettings
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +103,12 @@ class CoreWorker:
         log_to_driver: bool = True,
         entrypoint: str = "",
         agent_address: Address | None = None,
+        framed_settings: FramedSettings | None = None,
     ) -> None:
         assert mode in ("driver", "worker")
         self.mode = mode
+        # Parsed by the process's entry point (init() / worker_main); defaults otherwise.
+        self.framed_settings = framed_settings or FramedSettings()
         self.raylet_address = raylet_address
         self.token = token
         self.node_ip = node_ip
@@ -173,7 +177,12 @@ class CoreWorker:
     async def _astart(self) -> dict[str, Any]:
         handlers = self._handlers()
         self._server = await framed.serve(
-            self.node_ip, 0, self.token, handlers, on_close=self._on_peer_closed
+            self.node_ip,
+            0,
+            self.token,
+            handlers,
+            on_close=self._on_peer_closed,
+            settings=self.framed_settings,
         )
         self.address = (self.node_ip, self._server.sockets[0].getsockname()[1])
         raylet_handlers: dict[str, Any] = {
@@ -183,7 +192,12 @@ class CoreWorker:
         }
         host, port = self.raylet_address
         self.raylet = await framed.connect(
-            host, port, self.token, raylet_handlers, on_close=self._on_raylet_closed
+            host,
+            port,
+            self.token,
+            raylet_handlers,
+            on_close=self._on_raylet_closed,
+            settings=self.framed_settings,
         )
         if self.mode == "driver":
             view: dict[str, Any] = await self.raylet.request(
@@ -284,7 +298,9 @@ class CoreWorker:
     async def peer(self, address: Address) -> framed.Connection:
         """A (cached) connection to another core worker or a raylet."""
         if self._peers is None:
-            self._peers = framed.ConnectionPool(self.token, self._handlers())
+            self._peers = framed.ConnectionPool(
+                self.token, self._handlers(), settings=self.framed_settings
+            )
         return await self._peers.get(address)
 
     def _handlers(self) -> dict[str, Any]:
@@ -894,8 +910,12 @@ class CoreWorker:
         if self._tasks.pop(record.spec.task_id, None) is not None:
             self.task_counts.move(record, ST_FAILED if failed else ST_FINISHED)
             if record.spec.actor_id:
+                aid = record.spec.actor_id
                 with self._pending_lock:
-                    self.pending_actor_calls[record.spec.actor_id] -= 1
+                    self.pending_actor_calls[aid] -= 1
+                    if self.pending_actor_calls[aid] <= 0:
+                        # No key per actor ever called: a Counter reads a missing key as 0.
+                        del self.pending_actor_calls[aid]
         self.references.unpin_submitted(record.deps)
 
     def set_task_state(self, task_id: bytes, state: int) -> None:
@@ -908,6 +928,11 @@ class CoreWorker:
         spec = record.spec._replace(attempt=record.spec.attempt + 1)
         record.spec = spec
         self.task_counts.retry(record)
+        if spec.actor_id:
+            # An actor call retried after an application error (retry_exceptions) goes
+            # back to its actor's queue; it has no function to lease a worker for.
+            self.actor_submitter.submit(spec, "")
+            return
         self._resolve_and_submit(spec)
 
     def on_task_worker_died(self, spec: TaskSpec, err: BaseException, retry: bool = True) -> None:
@@ -1012,13 +1037,17 @@ class CoreWorker:
     def _generator_finished(self, spec: TaskSpec, num_items: int) -> None:
         state = self._generators.get(spec.task_id)
         rid = spec.return_ids[0]
-        self.memory_store.put(rid, ("v", serialization.serialize(None).to_wire()))
+        if rid in self.references:  # else the generator was dropped: nobody can read it
+            self.memory_store.put(rid, ("v", serialization.serialize(None).to_wire()))
         if state is None:
             return
         with self._gen_cond:
             state.items = max(state.items, num_items)
             state.done = True
+            released = state.released_from is not None
             self._gen_cond.notify_all()
+        if released:  # dropped before it finished: generator_release left the state to us
+            self._generators.pop(spec.task_id, None)
 
     def generator_next(self, task_id: bytes, index: int, timeout: float | None) -> ObjectRef | None:
         state = self._generators.get(task_id)
@@ -1058,12 +1087,13 @@ class CoreWorker:
         with self._gen_cond:
             state.released_from = consumed_upto
             items = state.items
+            done = state.done  # read under the lock: else _generator_finished pops the state
         for index in range(items):
             if index not in state.consumed:
                 state.consumed.add(index)
                 self.references.release_nested(ids.object_id_for(task_id, index + 2))
         self.references.unpin_submitted([ids.object_id_for(task_id, 1)])
-        if state.done:
+        if done:
             self._generators.pop(task_id, None)
 
     # ============================================================== cluster info

@@ -373,12 +373,26 @@ def _raise_if_error(meta: bytes, value: Any) -> Any:
     return value
 
 
+# The worker's CUDA_VISIBLE_DEVICES as it started (the node's own), read at its first task.
+_STARTED_WITH: dict[str, str | None] = {}
+
+
 def _set_visible_devices(instances: dict[str, Any]) -> None:
+    """Show a task the GPUs its lease holds (the raylet sends the node's physical ids).
+
+    A task holding none sees the variable as the worker started with it, as in Ray, not the
+    devices of an earlier task of the same worker.
+    """
+    started = _STARTED_WITH.setdefault(
+        "CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES")
+    )
     gpus = instances.get("GPU")
     if gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i, _ in gpus)
-    elif "CUDA_VISIBLE_DEVICES" in os.environ and os.environ.get("RAYOPS_SET_CUDA") == "1":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    elif started is None:
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = started
 
 
 def _flush_output() -> None:

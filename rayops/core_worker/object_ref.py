@@ -12,7 +12,7 @@ import concurrent.futures
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from rayops import serialization
+from rayops import ids, serialization
 from rayops.core_worker import state
 
 if TYPE_CHECKING:
@@ -25,14 +25,56 @@ class ObjectRef:
     __slots__ = ("__weakref__", "_cw", "_id", "_owner")
 
     def __init__(
-        self, object_id: bytes, owner: Address, cw: CoreWorker | None, *, counted: bool
+        self,
+        object_id: bytes,
+        owner: Address | None = None,
+        cw: CoreWorker | None = None,
+        *,
+        counted: bool = False,
     ) -> None:
         # ``counted``: the caller already added the local reference for this handle.
+        if owner is None:
+            # Ray's ``ObjectRef(id_bytes)``: a ref to an id, counted if this process knows it.
+            self._cw = None  # for __del__, should the id be refused
+            object_id, owner, cw = _from_id(object_id)
         self._id = object_id
         self._owner = owner
         self._cw = cw
         if cw is not None and not counted:
             cw.references.add_local(object_id, owner)
+
+    @classmethod
+    def from_random(cls) -> ObjectRef:
+        """A ref to a new random object id that no process owns (Ray's ``from_random``)."""
+        return cls(ids.random_id(ids.OBJECT_ID_LEN))
+
+    @classmethod
+    def from_binary(cls, id_bytes: bytes) -> ObjectRef:
+        """``ObjectRef(id_bytes)``."""
+        return cls(id_bytes)
+
+    @classmethod
+    def from_hex(cls, hex_id: str) -> ObjectRef:
+        """The ref of an id given in hex (as ``hex()`` gives it)."""
+        try:
+            id_bytes = bytes.fromhex(hex_id)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"ObjectRef.from_hex(hex_id) expects a hex string, got {hex_id!r}"
+            ) from err
+        return cls(id_bytes)
+
+    @classmethod
+    def nil(cls) -> ObjectRef:
+        """The all-zero object id (Ray's ``nil``)."""
+        return cls(bytes(ids.OBJECT_ID_LEN))
+
+    def is_nil(self) -> bool:
+        return self._id == bytes(ids.OBJECT_ID_LEN)
+
+    def size(self) -> int:
+        """The length of the id in bytes."""
+        return len(self._id)
 
     def binary(self) -> bytes:
         return self._id
@@ -85,6 +127,28 @@ class ObjectRef:
 
     def as_future(self) -> asyncio.Future[Any]:
         return asyncio.wrap_future(self.future())
+
+
+# Ray's older name for ObjectRef, kept by Ray as an alias.
+ObjectID = ObjectRef
+
+_NO_OWNER: Address = ("", 0)
+
+
+def _from_id(object_id: Any) -> tuple[bytes, Address, CoreWorker | None]:
+    """(id, owner, core worker) of a ref made from id bytes alone."""
+    if not isinstance(object_id, bytes):
+        raise TypeError(f"ObjectRef(object_id) expects bytes, got {type(object_id).__name__}")
+    if len(object_id) != ids.OBJECT_ID_LEN:
+        raise ValueError(
+            f"ObjectRef(object_id): an object id is {ids.OBJECT_ID_LEN} bytes long, "
+            f"got {len(object_id)}"
+        )
+    cw = state.current()
+    entry = None if cw is None else cw.references.get(object_id)
+    if entry is None:
+        return object_id, _NO_OWNER, None
+    return object_id, entry.owner, cw
 
 
 def _rebuild_ref(object_id: bytes, owner: Address) -> ObjectRef:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from rayops.core_worker.task_metrics import ST_SUBMITTED
 from rayops.core_worker.task_spec import TaskReply, TaskSpec
+from rayops.raylet.scheduling_policy import LabelScoped
 from rayops.rpc import framed
 
 if TYPE_CHECKING:
@@ -255,6 +256,8 @@ class TaskSubmitter:
 
 
 def _strategy_key(strategy: Any) -> Any:
+    if isinstance(strategy, LabelScoped):  # a label_selector: never share leases across them
+        return (_strategy_key(strategy.strategy), strategy.label_selector)
     if strategy is None or strategy == "DEFAULT":
         return None
     if isinstance(strategy, str):

@@ -18,6 +18,7 @@ from rayops.core_worker.core_worker import CoreWorker
 from rayops.core_worker.executor import Executor
 from rayops.core_worker.metrics_reporter import parse_agent_address
 from rayops.node.log_rotation import LogRotationConfig, setup_process_logging
+from rayops.rpc.framed_settings import FramedSettings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         node_ip=args.node_ip,
         worker_id=bytes.fromhex(args.worker_id),
         agent_address=parse_agent_address(os.environ.get("RAYOPS_AGENT_ADDRESS")),
+        framed_settings=FramedSettings.from_env(),
     )
     executor = Executor(cw)
     cw.executor = executor

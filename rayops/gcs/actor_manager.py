@@ -19,18 +19,28 @@ from rayops.gcs.actor_table import Action, ActorRecord, ActorState, ActorTable
 from rayops.gcs.node_table import NodeTable
 from rayops.gcs.types import NodeInfo
 from rayops.protocol.node_snapshot import PLACEMENT_BOUNDS_S, LatencyRecorder
+from rayops.raylet.resources import format_shape
+from rayops.raylet.scheduling_policy import (
+    LabelSelector,
+    format_selector,
+    labels_match,
+    parse_label_selector,
+)
 from rayops.rpc import framed
 
 logger = logging.getLogger(__name__)
 
 
-def pick_node(shape: dict[str, float], nodes: list[NodeInfo]) -> NodeInfo | None:
-    """Where to place an actor: a node with the resources free now, else one that has them."""
+def pick_node(
+    shape: dict[str, float], nodes: list[NodeInfo], label_selector: LabelSelector = ()
+) -> NodeInfo | None:
+    """Where to place an actor: among the live nodes whose labels match ``label_selector``,
+    one with the resources free now, else one that has them."""
 
     def has(avail: Any) -> bool:
         return all(avail.get(k, 0.0) + 1e-9 >= v for k, v in shape.items())
 
-    alive = [n for n in nodes if n.state == "ALIVE"]
+    alive = [n for n in nodes if n.state == "ALIVE" and labels_match(label_selector, n.labels)]
     for n in alive:
         if has(n.resources_available):
             return n
@@ -98,9 +108,16 @@ class ActorManager:
     async def _schedule(self, rec: ActorRecord) -> None:
         generation = rec.generation
         delay = 0.05
+        warned = False
+        selector = parse_label_selector(rec.label_selector)
         while rec.generation == generation and rec.state != ActorState.DEAD:
-            node = pick_node(rec.placement_resources, self._nodes.all_nodes(alive_only=True))
+            node = pick_node(
+                rec.placement_resources, self._nodes.all_nodes(alive_only=True), selector
+            )
             if node is None:
+                if not warned:  # infeasible: stays pending; say so once, as the raylet does
+                    warned = True
+                    self._spawn(self._warn_infeasible(rec, selector))
                 await asyncio.sleep(min(delay, 1.0))
                 delay *= 2
                 continue
@@ -116,6 +133,23 @@ class ActorManager:
                 )
                 await asyncio.sleep(min(delay, 1.0))
                 delay *= 2
+
+    async def _warn_infeasible(self, rec: ActorRecord, selector: LabelSelector) -> None:
+        where = (
+            f" on a node matching label_selector {format_selector(selector)}" if selector else ""
+        )
+        msg = (
+            f"No node can place actor {rec.class_name} ({rec.actor_id.hex()}), which needs "
+            f"{format_shape(rec.placement_resources)}{where}. It stays pending until such a node "
+            "joins; change its resources or label_selector, or add a node that has them."
+        )
+        logger.warning(msg)
+        host, _, port = rec.owner_address.rpartition(":")
+        try:
+            owner = await self._raylets.get((host, int(port)))
+            owner.notify("warning", msg)
+        except (TimeoutError, OSError, ValueError, framed.ConnectionLost) as err:
+            logger.info("could not tell the owner of actor %s: %r", rec.actor_id.hex(), err)
 
     async def _create_on(self, rec: ActorRecord, node: NodeInfo, generation: int) -> None:
         raylet = await self._raylet(node)

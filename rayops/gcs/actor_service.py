@@ -67,6 +67,7 @@ class ActorInfoService(gcs_actor_pb2_grpc.ActorInfoGcsServiceServicer):
             creation_spec=request.creation_spec,
             handle_meta=request.handle_meta,
             owner_address=request.owner_address,
+            label_selector=dict(request.label_selector),
         )
         try:
             stored, existed = self._table.register(rec, get_if_exists=request.get_if_exists)

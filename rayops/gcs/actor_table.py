@@ -53,6 +53,7 @@ class ActorRecord:
     creation_spec: bytes
     handle_meta: bytes
     owner_address: str
+    label_selector: dict[str, str] = field(default_factory=dict)
     state: ActorState = ActorState.PENDING_CREATION
     version: int = 1
     num_restarts: int = 0

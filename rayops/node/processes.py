@@ -19,6 +19,7 @@ from typing import Any
 
 from rayops import ids
 from rayops.node import session as sess
+from rayops.raylet.resources import check_gpu_count, visible_device_ids
 
 STARTUP_TIMEOUT_S = 30.0
 
@@ -65,7 +66,10 @@ def default_object_store_memory() -> int:
     return want
 
 
-def node_resources(opts: NodeOptions, object_store_memory: int) -> dict[str, float]:
+def node_resources(
+    opts: NodeOptions, object_store_memory: int, accelerator_type: str | None = None
+) -> dict[str, float]:
+    """The node's resource totals; ``accelerator_type`` (from NVML) is advertised with GPUs."""
     import psutil
 
     res: dict[str, float] = {
@@ -74,6 +78,9 @@ def node_resources(opts: NodeOptions, object_store_memory: int) -> dict[str, flo
     gpus = opts.num_gpus if opts.num_gpus is not None else _detect_gpus()
     if gpus:
         res["GPU"] = float(gpus)
+        if accelerator_type:
+            # Ray's form: the type as a resource of 1 that accelerator_type= asks a sliver of.
+            res[f"accelerator_type:{accelerator_type}"] = 1.0
     res["memory"] = float(int(psutil.virtual_memory().available * 0.7))
     res["object_store_memory"] = float(object_store_memory)
     res[f"node:{opts.node_ip}"] = 1.0
@@ -85,9 +92,9 @@ def node_resources(opts: NodeOptions, object_store_memory: int) -> dict[str, flo
 
 
 def _detect_gpus() -> int:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    visible = visible_device_ids(os.environ.get("CUDA_VISIBLE_DEVICES"))
     if visible is not None:
-        return len([d for d in visible.split(",") if d.strip()])
+        return len(visible)
     try:
         return len([d for d in os.listdir("/proc/driver/nvidia/gpus")])
     except OSError:
@@ -105,9 +112,15 @@ def start_node(opts: NodeOptions) -> StartedNode:
     """Start the daemons of one node and wait until the raylet serves."""
     from rayops.node.log_rotation import LogRotationConfig
     from rayops.rpc.auth import generate_token, write_token_file
+    from rayops.rpc.framed_settings import FramedSettings
 
     # Fail here, naming the variable, rather than in every daemon it would reach.
     LogRotationConfig.from_env()
+    FramedSettings.from_env()
+    # The node's own device list: GPU i of the raylet is device gpu_ids[i] (as in Ray).
+    gpu_ids = visible_device_ids(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if opts.num_gpus is not None:
+        check_gpu_count(opts.num_gpus, gpu_ids)
 
     session_dir = sess.new_session_dir(opts.temp_dir)
     node_id = ids.random_id(28).hex()
@@ -150,7 +163,9 @@ def start_node(opts: NodeOptions) -> StartedNode:
             gcs_address = opts.gcs_address
         r, w = os.pipe()
         ready["raylet"] = r
-        resources = node_resources(opts, store_mem)
+        from rayops.node.accelerators import detect_accelerator_type
+
+        resources = node_resources(opts, store_mem, detect_accelerator_type())
         cmd = [
             sys.executable,
             "-m",
@@ -182,6 +197,8 @@ def start_node(opts: NodeOptions) -> StartedNode:
         ]
         if opts.head:
             cmd.append("--head")
+        if gpu_ids is not None:
+            cmd += ["--gpu-ids", ",".join(gpu_ids)]
         if opts.metrics_export_port:
             cmd += ["--metrics-export-port", str(opts.metrics_export_port)]
         procs["raylet"] = _spawn(cmd, [w], watch_r, os.path.join(logs, "raylet.out"), opts.detached)

@@ -10,7 +10,9 @@ files apart so several nodes can share a machine)::
         spill/              spilled objects
     <temp_dir>/session_latest -> session_<...>
 
-Shared memory for the object store lives at /dev/shm/rayops-<session>-<node>.
+Shared memory for the object store lives at /dev/shm/rayops-<session>-<node>. A clean
+shutdown removes it and spill/; what a killed session leaves there is removed by the next
+``init()`` / ``rayops start`` under the same temp dir (``reclaim.py``). Logs are kept.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ DEFAULT_TEMP_DIR = "/tmp/rayops-sessions"
 SHM_ROOT = "/dev/shm"
 NODE_FILE = "node.json"
 TOKEN_FILE = "cluster_token"
+_SHM_PREFIX = "rayops-"
 
 
 @dataclass
@@ -87,4 +90,23 @@ def latest_session(temp_dir: str) -> str | None:
 
 
 def shm_dir_for(session_dir: str, node_id: str) -> str:
-    return os.path.join(SHM_ROOT, f"rayops-{os.path.basename(session_dir)}-{node_id[:8]}")
+    """The node's shared-memory directory: ``/dev/shm/rayops-<session>-<node id[:8]>``."""
+    return os.path.join(SHM_ROOT, f"{_SHM_PREFIX}{os.path.basename(session_dir)}-{node_id[:8]}")
+
+
+def session_of_shm_dir(name: str) -> str | None:
+    """The session name in a shared-memory directory name, None if it is not one of ours.
+
+    ``rayops-session_2026-01-01_00-00-00_123456_42-abcd1234`` -> ``session_2026-..._42``
+    (``shm_dir_for`` makes these names: the session basename, a dash, 8 hex digits).
+    """
+    if not name.startswith(_SHM_PREFIX + "session_"):
+        return None
+    session, dash, node = name[len(_SHM_PREFIX) :].rpartition("-")
+    if not dash or not session.startswith("session_") or len(node) != 8:
+        return None
+    try:
+        int(node, 16)
+    except ValueError:
+        return None
+    return session

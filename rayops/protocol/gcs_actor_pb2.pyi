@@ -63,7 +63,7 @@ class ActorInfo(_message.Message):
     def __init__(self, actor_id: _Optional[bytes] = ..., class_name: _Optional[str] = ..., job_id: _Optional[int] = ..., address_ip: _Optional[str] = ..., address_port: _Optional[int] = ..., node_id: _Optional[str] = ..., pid: _Optional[int] = ..., worker_id: _Optional[bytes] = ..., state: _Optional[_Union[ActorInfo.ActorState, str]] = ..., version: _Optional[int] = ..., num_restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., death_cause: _Optional[str] = ..., death_error: _Optional[bytes] = ..., name: _Optional[str] = ..., ray_namespace: _Optional[str] = ..., is_detached: _Optional[bool] = ..., handle_meta: _Optional[bytes] = ..., owner_address: _Optional[str] = ...) -> None: ...
 
 class RegisterActorRequest(_message.Message):
-    __slots__ = ("actor_id", "class_name", "job_id", "name", "ray_namespace", "get_if_exists", "is_detached", "max_restarts", "placement_resources", "hold_resources", "creation_spec", "handle_meta", "owner_address")
+    __slots__ = ("actor_id", "class_name", "job_id", "name", "ray_namespace", "get_if_exists", "is_detached", "max_restarts", "placement_resources", "hold_resources", "creation_spec", "handle_meta", "owner_address", "label_selector")
     class PlacementResourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,13 @@ class RegisterActorRequest(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class LabelSelectorEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +98,7 @@ class RegisterActorRequest(_message.Message):
     CREATION_SPEC_FIELD_NUMBER: _ClassVar[int]
     HANDLE_META_FIELD_NUMBER: _ClassVar[int]
     OWNER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
     actor_id: bytes
     class_name: str
     job_id: int
@@ -104,7 +112,8 @@ class RegisterActorRequest(_message.Message):
     creation_spec: bytes
     handle_meta: bytes
     owner_address: str
-    def __init__(self, actor_id: _Optional[bytes] = ..., class_name: _Optional[str] = ..., job_id: _Optional[int] = ..., name: _Optional[str] = ..., ray_namespace: _Optional[str] = ..., get_if_exists: _Optional[bool] = ..., is_detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., placement_resources: _Optional[_Mapping[str, float]] = ..., hold_resources: _Optional[_Mapping[str, float]] = ..., creation_spec: _Optional[bytes] = ..., handle_meta: _Optional[bytes] = ..., owner_address: _Optional[str] = ...) -> None: ...
+    label_selector: _containers.ScalarMap[str, str]
+    def __init__(self, actor_id: _Optional[bytes] = ..., class_name: _Optional[str] = ..., job_id: _Optional[int] = ..., name: _Optional[str] = ..., ray_namespace: _Optional[str] = ..., get_if_exists: _Optional[bool] = ..., is_detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., placement_resources: _Optional[_Mapping[str, float]] = ..., hold_resources: _Optional[_Mapping[str, float]] = ..., creation_spec: _Optional[bytes] = ..., handle_meta: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., label_selector: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class RegisterActorReply(_message.Message):
     __slots__ = ("actor_info", "existed")

@@ -10,7 +10,9 @@ import logging
 from rayops.node.daemon import setup_logging, signal_ready, watch_parent
 from rayops.node.log_rotation import LogRotationConfig
 from rayops.raylet.raylet import Raylet, RayletConfig, install_signal_handlers
+from rayops.raylet.resources import visible_device_ids
 from rayops.rpc import framed
+from rayops.rpc.framed_settings import FramedSettings
 
 logger = logging.getLogger("rayops.raylet")
 
@@ -28,6 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resources", required=True, help="JSON object of resource totals")
     p.add_argument("--object-store-memory", type=int, required=True)
     p.add_argument("--labels", default="{}")
+    p.add_argument("--gpu-ids", help="the node's CUDA_VISIBLE_DEVICES (GPU i is the i-th id)")
     p.add_argument("--head", action="store_true")
     p.add_argument("--prestart-workers", type=int, default=None)
     p.add_argument("--metrics-export-port", type=int, default=0, help="agent /metrics; 0: free")
@@ -56,10 +59,12 @@ async def amain(args: argparse.Namespace, log_rotation: LogRotationConfig) -> No
         object_store_memory=args.object_store_memory,
         is_head=args.head,
         labels=json.loads(args.labels),
+        gpu_ids=visible_device_ids(args.gpu_ids),
         prestart_workers=args.prestart_workers,
         metrics_export_port=args.metrics_export_port,
         agent_port=args.agent_port,
         log_rotation=log_rotation,
+        framed=FramedSettings.from_env(),
     )
     raylet = Raylet(config)
     port = await raylet.start()

@@ -32,9 +32,18 @@ from rayops.raylet.agent_process import AgentProcess, AgentSettings
 from rayops.raylet.cluster_view import ClusterView, poll_gcs
 from rayops.raylet.object_manager import ObjectManager
 from rayops.raylet.resources import Allocation, NodeResources, format_shape, normalize_shape
-from rayops.raylet.scheduling_policy import NodeView, choose_node
+from rayops.raylet.scheduling_policy import (
+    LabelSelector,
+    NodeView,
+    choose_node,
+    default_node_labels,
+    format_selector,
+    labels_match,
+    split_strategy,
+)
 from rayops.raylet.worker_pool import WorkerHandle, WorkerPool
 from rayops.rpc import framed
+from rayops.rpc.framed_settings import FramedSettings
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +68,14 @@ class RayletConfig:
     object_store_memory: int
     is_head: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    # The node's GPU ids (its CUDA_VISIBLE_DEVICES); None: unset, GPU i is device i.
+    gpu_ids: list[str] | None = None
     prestart_workers: int | None = None
     # The node agent's ports (0: pick a free one once, kept across agent restarts).
     metrics_export_port: int = 0
     agent_port: int = 0
     log_rotation: LogRotationConfig = field(default_factory=LogRotationConfig)
+    framed: FramedSettings = field(default_factory=FramedSettings)
 
 
 @dataclass
@@ -74,6 +86,7 @@ class LeaseRequest:
     warned: bool = False
     strategy: Any = None
     spilled: bool = False  # sent here by another raylet's decision: never spill again
+    label_selector: LabelSelector = ()
     created: float = field(default_factory=time.monotonic)
 
 
@@ -89,7 +102,11 @@ class Lease:
 class Raylet:
     def __init__(self, config: RayletConfig) -> None:
         self.config = config
-        self.resources = NodeResources(config.resources)
+        self.resources = NodeResources(
+            config.resources, None if config.gpu_ids is None else {"GPU": config.gpu_ids}
+        )
+        # Ray's default labels (node id, accelerator type) under the user's.
+        self.labels = {**config.labels, **default_node_labels(config.node_id, config.resources)}
         self.store = StoreManager(config.shm_dir, config.spill_dir, config.object_store_memory)
         self.pool: WorkerPool | None = None
         self.pending: deque[LeaseRequest] = deque()
@@ -108,7 +125,7 @@ class Raylet:
         self.objects = ObjectManager(
             config.node_id, self.store, self.store_client, self._raylet_conn, self._address_of
         )
-        self._raylets = framed.ConnectionPool(config.token, {}, timeout=5.0)
+        self._raylets = framed.ConnectionPool(config.token, {}, timeout=5.0, settings=config.framed)
         self._spread_counter = 0
         self.metrics_export_port = config.metrics_export_port
         self.agent_port = config.agent_port
@@ -145,6 +162,7 @@ class Raylet:
             self.config.token,
             handlers,
             on_close=self._on_conn_closed,
+            settings=self.config.framed,
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
@@ -202,7 +220,7 @@ class Raylet:
             session_dir=self.config.session_dir,
             resources_total=self.resources.total_dict(),
             resources_available=self.resources.available_dict(),
-            labels=dict(self.config.labels),
+            labels=dict(self.labels),
             is_head_node=self.config.is_head,
             rayops_version=__version__,
             metrics_export_port=self.metrics_export_port,
@@ -368,7 +386,15 @@ class Raylet:
         policy picks another node.
         """
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        req = LeaseRequest(normalize_shape(shape), conn, fut, strategy=strategy, spilled=spilled)
+        strategy, selector = split_strategy(strategy)
+        req = LeaseRequest(
+            normalize_shape(shape),
+            conn,
+            fut,
+            strategy=strategy,
+            spilled=spilled,
+            label_selector=selector,
+        )
         if not spilled:
             decision = self._decide(req, preferred)
             if decision.kind == "spill" and decision.node is not None:
@@ -391,7 +417,12 @@ class Raylet:
             self.view.nodes(),
             spread_counter=self._spread_counter,
             preferred=preferred,
+            label_selector=req.label_selector,
         )
+
+    def _feasible_here(self, req: LeaseRequest) -> bool:
+        """Could this node ever run the request (resources and labels)?"""
+        return self.resources.feasible(req.shape) and labels_match(req.label_selector, self.labels)
 
     def _local_node_view(self) -> NodeView:
         return NodeView(
@@ -400,7 +431,7 @@ class Raylet:
             self.resources.total_dict(),
             self.resources.available_dict(),
             True,
-            dict(self.config.labels),
+            dict(self.labels),
         )
 
     def _address_of(self, node_id: str) -> tuple[str, int] | None:
@@ -434,7 +465,8 @@ class Raylet:
         if lease is None:
             return
         self.resources.release(lease.alloc)
-        lease.alloc = self.resources.acquire(normalize_shape(shape))
+        # Keep the devices the worker was told it owns (its CUDA_VISIBLE_DEVICES).
+        lease.alloc = self.resources.acquire(normalize_shape(shape), keep=lease.alloc.instances)
         self._report_dirty = True
         self._schedule()
 
@@ -526,7 +558,7 @@ class Raylet:
             "ObjectStoreSocketName": self.config.shm_dir,
             "Resources": self.resources.total_dict(),
             "AvailableResources": self.resources.available_dict(),
-            "Labels": dict(self.config.labels),
+            "Labels": dict(self.labels),
             "IsHeadNode": self.config.is_head,
         }
 
@@ -602,7 +634,7 @@ class Raylet:
             ProcessRef("workers", h.pid) for h in self.pool.starting.values() if h.pid > 0
         )
         waiting = [r for r in self.pending if not r.future.done()]
-        infeasible = sum(1 for r in waiting if not self.resources.feasible(r.shape))
+        infeasible = sum(1 for r in waiting if not self._feasible_here(r))
         s = self.store.stats()
         return RayletSnapshot(
             node_id=self.config.node_id,
@@ -640,20 +672,22 @@ class Raylet:
         for req in self.pending:
             if req.future.done():
                 continue
-            if not self.resources.feasible(req.shape) or not self.resources.fits(req.shape):
-                if not req.spilled and req.strategy in (None, "DEFAULT"):
-                    # Queued here but another node has room now: send it there.
+            feasible_here = self._feasible_here(req)
+            if not feasible_here or not self.resources.fits(req.shape):
+                if not req.spilled and (req.strategy in (None, "DEFAULT") or not feasible_here):
+                    # Queued here but another node has room now (or is the only kind that
+                    # can ever run it, e.g. the one matching its labels): send it there.
                     decision = self._decide(req)
                     if (
                         decision.kind == "spill"
                         and decision.node is not None
-                        and decision.node.fits_now(req.shape)
+                        and (decision.node.fits_now(req.shape) or not feasible_here)
                     ):
                         req.future.set_result(
                             ("spill", decision.node.node_id, decision.node.address)
                         )
                         continue
-                if not self.resources.feasible(req.shape):
+                if not feasible_here:
                     self._warn_infeasible(req)
                 still.append(req)
                 continue
@@ -686,7 +720,7 @@ class Raylet:
                 lease_id,
                 worker.worker_id,
                 worker.address,
-                alloc.instances,
+                self.resources.assigned_ids(alloc),
                 self.config.node_id,
             )
         )
@@ -729,12 +763,21 @@ class Raylet:
         if req.warned:
             return
         req.warned = True
-        msg = (
-            f"No node can run a task or actor that needs {format_shape(req.shape)}: "
-            f"the cluster has {format_shape(self._cluster_totals())} in total. "
-            "It stays pending until a node with these resources joins; lower its "
-            "resource request or add a node that has them."
-        )
+        if req.label_selector:
+            msg = (
+                f"No node can run a task or actor that needs {format_shape(req.shape)} on a "
+                f"node matching label_selector {format_selector(req.label_selector)}: "
+                f"the cluster has {format_shape(self._cluster_totals())} in total. "
+                "It stays pending until a node with these labels and resources joins; "
+                "change the selector or add a node that matches it."
+            )
+        else:
+            msg = (
+                f"No node can run a task or actor that needs {format_shape(req.shape)}: "
+                f"the cluster has {format_shape(self._cluster_totals())} in total. "
+                "It stays pending until a node with these resources joins; lower its "
+                "resource request or add a node that has them."
+            )
         logger.warning(msg)
         req.conn.notify("warning", msg)
 

@@ -9,6 +9,13 @@ Wire format: every frame is a 4-byte little-endian length followed by that many
 bytes. The first frame a client sends is the handshake: ``MAGIC`` followed by the
 cluster token. The server compares the token in constant time and, if it does not
 match, answers ``b"NO"`` and closes the connection *without unpickling anything*.
+
+Until then a connection trusts its peer with nothing: it holds a receive buffer just
+big enough for the handshake, and a server closes it when no valid handshake arrives
+within ``FramedSettings.handshake_timeout_s``. Refusals are logged at most once a
+minute per peer address (``refusal_log.py``). After the handshake, a frame whose header
+claims more than ``FramedSettings.max_frame_bytes`` closes the connection before
+anything is allocated for it; a sender splits its batches to stay under the same bound.
 Only after a successful handshake are frames decoded, as pickled message tuples:
 
     (REQUEST, request_id, method, args)
@@ -28,19 +35,29 @@ import asyncio
 import hmac
 import itertools
 import logging
+import mmap
 import pickle
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from rayops.rpc.framed_settings import FramedSettings
+from rayops.rpc.refusal_log import RefusalLog
+
 logger = logging.getLogger(__name__)
 
 MAGIC = b"RAYOPS/1 "
 _HEADER = struct.Struct("<I")
+# The largest handshake frame (MAGIC + token) and so the whole pre-authentication buffer.
 _MAX_HANDSHAKE = 512
-MAX_FRAME = 1 << 31
+# The shared receive buffer of an authenticated connection.
 RECV_BUFFER = 256 * 1024
+# Frames up to this size get a zero-filled buffer at once (object chunks are 8 MiB);
+# larger ones, up to the configured maximum, get anonymous memory that the kernel only
+# backs as the bytes arrive, so a header's claim alone costs no resident memory.
+_EAGER_FRAME = 16 * 2**20
+_DEFAULTS = FramedSettings()
 
 REQUEST, REPLY, ERROR, NOTIFY = 0, 1, 2, 3
 
@@ -60,6 +77,14 @@ class RemoteError(Exception):
     """A handler on the peer raised an exception that could not be sent back as itself."""
 
 
+class FrameTooLarge(ValueError):
+    """A single message does not fit in one frame under the configured maximum size.
+
+    Raised to the requester instead of sending it (the peer would close the
+    connection); raise ``RAYOPS_FRAMED_MAX_FRAME_BYTES`` on every node, or send less.
+    """
+
+
 class Connection(asyncio.BufferedProtocol):
     """One framed, authenticated, bidirectional connection.
 
@@ -73,16 +98,23 @@ class Connection(asyncio.BufferedProtocol):
         token: bytes,
         server_side: bool,
         on_close: Callable[[Connection], None] | None = None,
+        settings: FramedSettings = _DEFAULTS,
+        refusals: RefusalLog | None = None,
     ) -> None:
         self._handlers = handlers
         self._token = token
         self._server_side = server_side
         self._authenticated = False
         self._on_close = on_close
+        self._settings = settings
+        self._max_frame = settings.max_frame_bytes
+        self._refusals = refusals
+        self._deadline: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         # Receiving: frames that fit go through one reusable buffer; a larger frame gets
         # a buffer of its own that the kernel fills in place (no joins, no extra copies).
-        self._rbuf = bytearray(RECV_BUFFER)
+        # Until the handshake succeeds the buffer only holds the handshake frame.
+        self._rbuf = bytearray(4 + _MAX_HANDSHAKE)
         self._rview = memoryview(self._rbuf)
         self._rlen = 0
         self._big: memoryview | None = None
@@ -93,6 +125,9 @@ class Connection(asyncio.BufferedProtocol):
         self._ids = itertools.count(1)
         self._loop = asyncio.get_event_loop()
         self.handshake_done: asyncio.Future[None] = self._loop.create_future()
+        # A failed handshake is reported to whoever awaits it (connect) or not at all
+        # (a server's refused peer): never as "Future exception was never retrieved".
+        self.handshake_done.add_done_callback(_retrieve)
         self.closed = False
         self.peer: tuple[str, int] | None = None
         # Free-form slot for the owner of the connection (e.g. which worker it is).
@@ -105,7 +140,11 @@ class Connection(asyncio.BufferedProtocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.peer = transport.get_extra_info("peername")
-        if not self._server_side:
+        if self._server_side:
+            self._deadline = self._loop.call_later(
+                self._settings.handshake_timeout_s, self._handshake_expired
+            )
+        else:
             self._raw_write(_HEADER.pack(len(MAGIC) + len(self._token)) + MAGIC + self._token)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -124,7 +163,31 @@ class Connection(asyncio.BufferedProtocol):
             self._deliver([frame])
             return
         self._rlen += nbytes
-        self._parse()
+        if self._authenticated:
+            self._parse()
+        else:
+            self._parse_handshake()
+
+    def _parse_handshake(self) -> None:
+        """The first frame, in the small pre-authentication buffer; then switch buffers."""
+        buf, end = self._rbuf, self._rlen
+        if end < 4 or self.closed:
+            return
+        (size,) = _HEADER.unpack_from(buf, 0)
+        if size > _MAX_HANDSHAKE:
+            self._refuse(f"handshake frame of {size} bytes (at most {_MAX_HANDSHAKE})")
+            return
+        if end < 4 + size:
+            return  # it fits in the buffer: wait for the rest
+        frame, rest = bytes(buf[4 : 4 + size]), bytes(buf[4 + size : end])
+        if not self._handshake(frame):
+            return
+        self._rbuf = bytearray(RECV_BUFFER)
+        self._rview = memoryview(self._rbuf)
+        self._rbuf[: len(rest)] = rest
+        self._rlen = len(rest)
+        if rest:
+            self._parse()
 
     def _parse(self) -> None:
         buf, view, end = self._rbuf, self._rview, self._rlen
@@ -132,17 +195,17 @@ class Connection(asyncio.BufferedProtocol):
         frames: list[Any] = []
         while end - offset >= 4:
             (size,) = _HEADER.unpack_from(buf, offset)
-            if not self._authenticated and size > _MAX_HANDSHAKE:
-                self._refuse("handshake frame too large")
-                return
-            if size > MAX_FRAME:
-                self._fail(f"frame of {size} bytes exceeds the limit")
+            if size > self._max_frame:
+                self._fail(
+                    f"a frame header claims {size} bytes, over the limit of "
+                    f"{self._max_frame} (RAYOPS_FRAMED_MAX_FRAME_BYTES); nothing was allocated"
+                )
                 return
             total = 4 + size
             if end - offset < total:
                 if total > len(buf):
                     # Too big for the shared buffer: move what we have to its own.
-                    big = memoryview(bytearray(total))
+                    big = _frame_buffer(total)
                     have = end - offset
                     big[:have] = view[offset:end]
                     self._big, self._big_len = big, have
@@ -150,10 +213,6 @@ class Connection(asyncio.BufferedProtocol):
                 break
             frame = bytes(view[offset + 4 : offset + total])
             offset += total
-            if not self._authenticated:
-                if not self._handshake(frame):
-                    return
-                continue
             frames.append(frame)
         if offset:
             rest = end - offset
@@ -177,6 +236,16 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if not self._authenticated and self._server_side and not self.handshake_done.done():
+            self._note_refusal("closed by the peer before the handshake")
+        # Return the receive buffers now, not when the last reference to us goes.
+        self._rbuf = bytearray()
+        self._rview = memoryview(self._rbuf)
+        self._rlen = 0
+        self._big = None
         err = ConnectionLost(f"connection to {self.peer} lost" + (f": {exc}" if exc else ""))
         pending, self._pending = self._pending, {}
         for fut in pending.values():
@@ -195,9 +264,14 @@ class Connection(asyncio.BufferedProtocol):
         if self._server_side:
             ok = frame.startswith(MAGIC) and hmac.compare_digest(frame[len(MAGIC) :], self._token)
             if not ok:
-                self._refuse("bad cluster token")
+                self._refuse(
+                    "bad cluster token" if frame.startswith(MAGIC) else "not a rayops handshake"
+                )
                 return False
             self._authenticated = True
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
             self._raw_write(_HEADER.pack(2) + b"OK")
             self.handshake_done.set_result(None)
             return True
@@ -212,9 +286,30 @@ class Connection(asyncio.BufferedProtocol):
         return False
 
     def _refuse(self, why: str) -> None:
-        logger.warning("refusing connection from %s: %s", self.peer, why)
+        self._note_refusal(why)
         self._raw_write(_HEADER.pack(2) + b"NO")
         self.close()
+
+    def _handshake_expired(self) -> None:
+        self._deadline = None
+        if self._authenticated or self.closed:
+            return
+        self._note_refusal(
+            f"no valid handshake within {self._settings.handshake_timeout_s:g} s "
+            "(RAYOPS_FRAMED_HANDSHAKE_TIMEOUT_S)"
+        )
+        self.close()
+
+    def _note_refusal(self, why: str) -> None:
+        if self._refusals is not None:
+            self._refusals.refused(self.peer, why)
+        else:
+            logger.debug("refusing connection from %s: %s", self.peer, why)
+        # connection_lost must not log this connection a second time.
+        if not self.handshake_done.done():
+            self.handshake_done.set_exception(
+                ConnectionLost(f"connection from {self.peer} refused: {why}")
+            )
 
     def _fail(self, why: str) -> None:
         logger.error("closing connection to %s: %s", self.peer, why)
@@ -313,16 +408,46 @@ class Connection(asyncio.BufferedProtocol):
         except Exception:
             # One bad message must not take the others down with it.
             for msg in out:
-                try:
-                    self._raw_write(*_encode([msg]))
-                except Exception as err:
-                    logger.error("dropping unpicklable message %r: %r", msg[:3], err)
-                    if msg[0] == REQUEST:
-                        fut = self._pending.pop(msg[1], None)
-                        if fut is not None and not fut.done():
-                            fut.set_exception(err)
+                self._write_bounded([msg])
+            return
+        if _HEADER.unpack_from(parts[0])[0] > self._max_frame:
+            self._write_bounded(out)
             return
         self._raw_write(*parts)
+
+    def _write_bounded(self, out: list[Any]) -> None:
+        """Write ``out`` in as few frames as fit under the maximum (the rare path)."""
+        try:
+            parts = _encode(out)
+            size = _HEADER.unpack_from(parts[0])[0]
+            if size > self._max_frame:
+                if len(out) > 1:
+                    half = len(out) // 2
+                    self._write_bounded(out[:half])
+                    self._write_bounded(out[half:])
+                    return
+                raise FrameTooLarge(
+                    f"a message of {size} bytes does not fit in one frame (the limit is "
+                    f"{self._max_frame} bytes, RAYOPS_FRAMED_MAX_FRAME_BYTES)"
+                )
+        except Exception as err:
+            for msg in out:
+                self._drop(msg, err)
+            return
+        self._raw_write(*parts)
+
+    def _drop(self, msg: tuple[Any, ...], err: Exception) -> None:
+        """A message that cannot be sent: its requester or the peer hears why."""
+        logger.error("dropping a message %r that cannot be sent: %r", msg[:3], err)
+        if msg[0] == REQUEST:
+            fut = self._pending.pop(msg[1], None)
+            if fut is not None and not fut.done():
+                fut.set_exception(err)
+        elif msg[0] == REPLY:
+            self._send_error(msg[1], err)
+        elif msg[0] == ERROR and not isinstance(msg[2], RemoteError):
+            what = repr(msg[2])[:500]
+            self._send((ERROR, msg[1], RemoteError(f"{what} could not be sent: {err!r}")))
 
     def _raw_write(self, *parts: bytes | memoryview) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -339,6 +464,18 @@ class Connection(asyncio.BufferedProtocol):
 
 def _frame(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload)) + payload
+
+
+def _frame_buffer(total: int) -> memoryview:
+    """A writable buffer for one large incoming frame (see ``_EAGER_FRAME``)."""
+    if total <= _EAGER_FRAME:
+        return memoryview(bytearray(total))
+    return memoryview(mmap.mmap(-1, total))
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 _COUNT = struct.Struct("<I")
@@ -383,18 +520,25 @@ async def connect(
     *,
     timeout: float = 10.0,
     on_close: Callable[[Connection], None] | None = None,
+    settings: FramedSettings = _DEFAULTS,
 ) -> Connection:
-    """Open an authenticated connection; raises HandshakeRefused or OSError."""
+    """Open an authenticated connection; raises HandshakeRefused, TimeoutError or OSError."""
     loop = asyncio.get_running_loop()
     _, conn = await asyncio.wait_for(
         loop.create_connection(
-            lambda: Connection(handlers, token=token, server_side=False, on_close=on_close),
+            lambda: Connection(
+                handlers, token=token, server_side=False, on_close=on_close, settings=settings
+            ),
             host,
             port,
         ),
         timeout,
     )
-    await asyncio.wait_for(conn.handshake_done, timeout)
+    try:
+        await asyncio.wait_for(conn.handshake_done, timeout)
+    except BaseException:
+        conn.close()  # a server that never answered must not keep the socket open
+        raise
     return conn
 
 
@@ -406,12 +550,25 @@ async def serve(
     *,
     on_connect: Callable[[Connection], Awaitable[None] | None] | None = None,
     on_close: Callable[[Connection], None] | None = None,
+    settings: FramedSettings = _DEFAULTS,
 ) -> asyncio.Server:
-    """Listen on host:port (0 picks a free port). Every connection must pass the handshake."""
+    """Listen on host:port (0 picks a free port). Every connection must pass the handshake.
+
+    ``settings`` bounds what an unauthenticated peer may cost (time, memory, log lines)
+    and the frame size; refusals are logged once per peer address per interval.
+    """
     loop = asyncio.get_running_loop()
+    refusals = RefusalLog(logger, settings.refusal_log_level, settings.refusal_log_interval_s)
 
     def factory() -> Connection:
-        conn = Connection(handlers, token=token, server_side=True, on_close=on_close)
+        conn = Connection(
+            handlers,
+            token=token,
+            server_side=True,
+            on_close=on_close,
+            settings=settings,
+            refusals=refusals,
+        )
         if on_connect is not None:
             conn.handshake_done.add_done_callback(
                 lambda f: None if f.exception() else on_connect(conn)
@@ -428,10 +585,18 @@ class ConnectionPool:
     is replaced on the next ``get``. Use from the event loop only.
     """
 
-    def __init__(self, token: bytes, handlers: HandlerTable, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        token: bytes,
+        handlers: HandlerTable,
+        *,
+        timeout: float = 10.0,
+        settings: FramedSettings = _DEFAULTS,
+    ) -> None:
         self._token = token
         self._handlers = handlers
         self._timeout = timeout
+        self._settings = settings
         self._conns: dict[tuple[str, int], asyncio.Future[Connection]] = {}
 
     async def get(self, address: tuple[str, int]) -> Connection:
@@ -447,8 +612,11 @@ class ConnectionPool:
                     self._handlers,
                     timeout=self._timeout,
                     on_close=lambda c: self._forget(address, c),
+                    settings=self._settings,
                 )
             )
+            # Its failure reaches every awaiting caller; if they all went away, no one.
+            fut.add_done_callback(_retrieve)
             self._conns[address] = fut
         return await asyncio.shield(fut)
 

@@ -1,5 +1,5 @@
 """Scheduling strategies (Ray's names). On one node every strategy places locally;
-the multi-node policy reads these objects."""
+the multi-node policy reads these objects. Placement groups are not there yet (issue 10)."""
 
 from __future__ import annotations
 
@@ -34,15 +34,24 @@ class NodeAffinitySchedulingStrategy:
 
 
 class PlacementGroupSchedulingStrategy:
+    """Ray's strategy for running in a placement group's bundle.
+
+    Placement groups do not exist yet (rayops issue 10): constructing one raises
+    NotImplementedError, so no task or actor runs outside the group it asked for. The class is
+    here so that code importing it loads, and so its signature stays Ray's.
+    """
+
     def __init__(
         self,
         placement_group: Any,
         placement_group_bundle_index: int = -1,
         placement_group_capture_child_tasks: bool | None = None,
     ) -> None:
-        self.placement_group = placement_group
-        self.placement_group_bundle_index = placement_group_bundle_index
-        self.placement_group_capture_child_tasks = placement_group_capture_child_tasks
+        raise NotImplementedError(
+            "PlacementGroupSchedulingStrategy is not supported yet: placement groups do not "
+            "exist yet (rayops issue 10); request resources with num_cpus/num_gpus/resources "
+            "meanwhile."
+        )
 
 
 def is_scheduling_strategy(value: Any) -> bool:

@@ -254,6 +254,79 @@ def test_restart_after_sigkill(ray: Any) -> None:
         rayops.get(c.inc.remote(), timeout=60)
 
 
+def test_retried_calls_keep_submission_order_across_a_restart(ray: Any) -> None:
+    """Calls cut off by the actor's death are re-sent in the order they were submitted.
+
+    Each call records its argument; after the SIGKILL the restarted actor must see the
+    retried calls in submission order (they once came back reversed: silent corruption
+    of any state that depends on call order)."""
+
+    @rayops.remote(max_restarts=2, max_task_retries=2)
+    class Log:
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def pid(self) -> int:
+            return os.getpid()
+
+        def add(self, i: int) -> int:
+            time.sleep(0.05)
+            self.seen.append(i)
+            return i
+
+        def log(self) -> list[int]:
+            return list(self.seen)
+
+    log = Log.remote()
+    pid = rayops.get(log.pid.remote(), timeout=30)
+    refs = [log.add.remote(i) for i in range(20)]
+    # Kill once a few calls have run, so that calls are in flight and queued.
+    deadline = time.monotonic() + 30
+    while not rayops.wait([refs[2]], timeout=0)[0]:
+        assert time.monotonic() < deadline, "the first calls never finished"
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    assert rayops.get(refs, timeout=60) == list(range(20))
+    # The restarted actor's log: the calls it ran, in the order it ran them.
+    after = rayops.get(log.log.remote(), timeout=30)
+    assert len(after) >= 5, f"the kill came too late to test anything: {after}"
+    assert after == list(range(20 - len(after), 20)), f"order after the restart: {after}"
+
+
+def test_actor_call_retried_after_an_application_error(ray: Any) -> None:
+    """retry_exceptions on an actor method: the call runs again on the same actor, counted
+    against max_task_retries; an exception not listed is not retried."""
+
+    @rayops.remote
+    class Flaky:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        @rayops.method(retry_exceptions=[ValueError], max_task_retries=2)
+        def twice_then_ok(self) -> int:
+            self.calls += 1
+            if self.calls < 3:
+                raise ValueError(f"attempt {self.calls}")
+            return self.calls
+
+        @rayops.method(retry_exceptions=[ValueError], max_task_retries=5)
+        def wrong_kind(self) -> None:
+            raise KeyError("not retried")
+
+        def count(self) -> int:
+            return self.calls
+
+    f = Flaky.remote()
+    assert rayops.get(f.twice_then_ok.remote(), timeout=30) == 3
+    with pytest.raises(rex.RayTaskError, match="not retried"):
+        rayops.get(f.wrong_kind.remote(), timeout=30)
+    assert rayops.get(f.count.remote(), timeout=30) == 3
+    # Retries used up: the error comes back.
+    g = Flaky.remote()
+    with pytest.raises(rex.RayTaskError, match="attempt 2"):
+        rayops.get(g.twice_then_ok.options(max_task_retries=1).remote(), timeout=30)
+
+
 def test_was_current_actor_reconstructed(ray: Any) -> None:
     @rayops.remote(max_restarts=1)
     class Phoenix:

@@ -27,13 +27,37 @@ def sleep_then(x: Any, s: float) -> Any:
 
 
 def _store_used(shm_dir: str) -> int:
+    """Bytes in the store's object files (complete, being written, reserved); the pool of
+    recycled pages in shm_dir/pool/ is not counted."""
     total = 0
-    for name in os.listdir(shm_dir):
+    for entry in os.scandir(shm_dir):
         try:
-            total += os.stat(os.path.join(shm_dir, name)).st_size
+            if entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
         except FileNotFoundError:
             pass
     return total
+
+
+def _store_baseline(shm_dir: str, timeout: float = 15.0) -> int:
+    """Wait until the store holds no object bytes, the known baseline of a test that holds no
+    refs, and return it (0).
+
+    The module's cluster is shared: an earlier test's objects are freed asynchronously after
+    its refs are dropped (a 200 MB object can still be going when the next test starts), so a
+    test that measures store usage first waits for them to be gone instead of reading a moving
+    value.
+    """
+    deadline = time.monotonic() + timeout
+    used = _store_used(shm_dir)
+    while used and time.monotonic() < deadline:
+        time.sleep(0.05)
+        used = _store_used(shm_dir)
+    assert used == 0, (
+        f"the store still holds {used} bytes from earlier tests after {timeout}s: "
+        f"{sorted(os.listdir(shm_dir))}"
+    )
+    return used
 
 
 def _shm_dir() -> str:
@@ -74,7 +98,7 @@ def test_wait(ray: Any) -> None:
 
 def test_refs_are_awaitable(ray: Any) -> None:
     async def main() -> list[Any]:
-        return await asyncio.gather(echo.remote(1), echo.remote(2), rayops.put(3))
+        return list(await asyncio.gather(echo.remote(1), echo.remote(2), rayops.put(3)))
 
     assert asyncio.run(main()) == [1, 2, 3]
     assert rayops.put(5).future().result(timeout=10) == 5
@@ -102,7 +126,7 @@ def test_large_numpy_zero_copy_roundtrip(ray: Any) -> None:
 
 def test_dropping_refs_frees_store_memory(ray: Any) -> None:
     shm = _shm_dir()
-    before = _store_used(shm)
+    before = _store_baseline(shm)
     refs = [rayops.put(np.ones(4 * 2**20, dtype=np.uint8)) for _ in range(5)]
     during = _store_used(shm)
     assert during - before >= 5 * 4 * 2**20
@@ -121,7 +145,7 @@ def test_task_return_large_value_freed(ray: Any) -> None:
         return np.full(n, 7, dtype=np.uint8)
 
     shm = _shm_dir()
-    before = _store_used(shm)
+    before = _store_baseline(shm)
     ref = make.remote(8 * 2**20)
     arr = rayops.get(ref)
     assert arr.sum() == 7 * 8 * 2**20

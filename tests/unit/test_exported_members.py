@@ -5,6 +5,7 @@ from __future__ import annotations
 import rayops
 
 EXPECTED = {
+    "ObjectID",
     "ObjectRef",
     "ObjectRefGenerator",
     "__version__",
@@ -18,6 +19,7 @@ EXPECTED = {
     "get_runtime_context",
     "init",
     "is_initialized",
+    "job_config",
     "kill",
     "method",
     "nodes",
@@ -45,6 +47,8 @@ def test_ray_module_paths_exist() -> None:
     assert issubclass(GetTimeoutError, TimeoutError)
     assert RayTaskError.__name__ == "RayTaskError"
     assert NodeAffinitySchedulingStrategy("ab", soft=True).soft
+    assert rayops.ObjectID is rayops.ObjectRef  # Ray's older name, kept as an alias
+    assert rayops.job_config.JobConfig(ray_namespace="ns").ray_namespace == "ns"
     assert Counter.__module__ == Gauge.__module__ == Histogram.__module__ == "rayops.util.metrics"
 
 

@@ -1,0 +1,106 @@
+"""The driver's owner bookkeeping after a large batch of tasks, on a real embedded cluster.
+
+Throughput must not collapse as work grows, and the driver must give back what a batch
+used: after many tasks are submitted, got and dropped, every per-task table of the owner is
+empty again and none is still sized for the whole batch. Counts and sizes, never timings.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import time
+from typing import Any
+
+import rayops
+from rayops.core_worker import state, table_size
+
+BATCH = 20_000
+
+
+@rayops.remote
+def small_value() -> bytes:
+    return b"ok"
+
+
+def _owner_tables(cw: Any) -> dict[str, int]:
+    return {
+        "references": len(cw.references),
+        "memory_store": len(cw.memory_store),
+        "memory_store_callbacks": len(cw.memory_store._callbacks),
+        "blocked_waits": cw.memory_store.blocked_waits(),
+        "tasks": len(cw._tasks),
+        "generators": len(cw._generators),
+        "pushed": len(cw.submitter._where),
+        "queued": sum(len(ks.queue) for ks in cw.submitter._keys.values()),
+    }
+
+
+def test_a_large_batch_leaves_the_owner_tables_empty_and_compact(ray: Any) -> None:
+    cw = state.require()
+    gc.collect()
+    start = _owner_tables(cw)
+    refs = [small_value.remote() for _ in range(BATCH)]
+    assert rayops.get(refs) == [b"ok"] * BATCH
+    assert len(cw.references) >= BATCH and len(cw.memory_store) >= BATCH
+    del refs
+    gc.collect()
+    # Task records and pushes are released on the IO thread as replies land: poll.
+    deadline = time.monotonic() + 30
+    while _owner_tables(cw) != start and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _owner_tables(cw) == start, "owner tables still hold entries of the dropped batch"
+    # A dict never shrinks on delete; the owner's tables are rebuilt once mostly empty.
+    bound = table_size._MAX_BYTES_PER_ENTRY * (
+        len(cw.references) + table_size._SLACK_ENTRIES + table_size.CHECK_EVERY
+    )
+    assert sys.getsizeof(cw.references._refs) <= bound
+    assert sys.getsizeof(cw.memory_store._values) <= bound
+
+
+def _poll(cond: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_generator_dropped_before_it_finishes_leaves_nothing_behind(
+    ray: Any, tmp_path: Any
+) -> None:
+    @rayops.remote
+    def gated(gate: str) -> Any:
+        yield 1
+        while not os.path.exists(gate):
+            time.sleep(0.01)
+        yield 2
+
+    cw = state.require()
+    gc.collect()
+    start = _owner_tables(cw)
+    gate = str(tmp_path / "gate")
+    gen = gated.remote(gate)
+    assert rayops.get(next(gen)) == 1
+    assert len(cw._generators) == start["generators"] + 1
+    del gen
+    gc.collect()
+    open(gate, "w").close()  # the task finishes only now, after its generator was dropped
+    _poll(
+        lambda: _owner_tables(cw) == start,
+        f"owner tables after a dropped generator finished: {_owner_tables(cw)} != {start}",
+    )
+
+
+def test_actor_call_counts_leave_no_entry_per_actor(ray: Any) -> None:
+    @rayops.remote
+    class Echo:
+        def ping(self) -> int:
+            return 1
+
+    cw = state.require()
+    actors = [Echo.remote() for _ in range(3)]
+    assert rayops.get([a.ping.remote() for a in actors for _ in range(5)]) == [1] * 15
+    _poll(lambda: not cw.pending_actor_calls, f"pending calls left: {cw.pending_actor_calls}")
+    for a in actors:
+        rayops.kill(a)
