@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from rayops.core_worker.task_metrics import ST_SUBMITTED
 from rayops.core_worker.task_spec import TaskReply, TaskSpec
-from rayops.raylet.scheduling_policy import LabelScoped
+from rayops.raylet.scheduling_policy import LabelScoped, split_strategy
 from rayops.rpc import framed
 
 if TYPE_CHECKING:
@@ -92,7 +92,8 @@ class TaskSubmitter:
     # ---------------------------------------------------------------- pumping
     def _pump(self, key: Key, ks: KeyState) -> None:
         queue = ks.queue
-        spread = ks.strategy == "SPREAD"
+        # SPREAD with a label_selector attached still spreads (over the matching nodes).
+        spread = split_strategy(ks.strategy)[0] == "SPREAD"
         depth = 1 if spread else (self._depth(queue[0]) if queue else 1)
         for lease in list(ks.leases):
             if lease.dead or lease.conn is None:
