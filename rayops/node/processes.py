@@ -165,7 +165,10 @@ def start_node(opts: NodeOptions) -> StartedNode:
         ready["raylet"] = r
         from rayops.node.accelerators import detect_accelerator_type
 
-        resources = node_resources(opts, store_mem, detect_accelerator_type())
+        # NVML only on a node with GPUs: a CPU node has no accelerator type anyway.
+        has_gpus = opts.num_gpus if opts.num_gpus is not None else _detect_gpus()
+        accel = detect_accelerator_type() if has_gpus else None
+        resources = node_resources(opts, store_mem, accel)
         cmd = [
             sys.executable,
             "-m",
