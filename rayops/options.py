@@ -182,6 +182,18 @@ _OBJECT_STORE_MEMORY = Option(
     ),
 )
 
+# Options tasks and actors share, with the same meaning and the same checks.
+_PLACEMENT_OPTIONS: dict[str, Option] = {
+    "accelerator_type": _ACCELERATOR_TYPE,
+    "label_selector": _LABEL_SELECTOR,
+    "enable_task_events": _ENABLE_TASK_EVENTS,
+    "placement_group": _PG,
+    "placement_group_bundle_index": _PG_INDEX,
+    "placement_group_capture_child_tasks": _PG_CAPTURE,
+    "fallback_strategy": _FALLBACK,
+    "object_store_memory": _OBJECT_STORE_MEMORY,
+}
+
 _TASK_TABLE: dict[str, Option] = {
     "num_cpus": _NUM_CPUS,
     "num_gpus": _NUM_GPUS,
@@ -209,14 +221,7 @@ _TASK_TABLE: dict[str, Option] = {
             "remove it, or end the worker yourself from the task meanwhile",
         ),
     ),
-    "accelerator_type": _ACCELERATOR_TYPE,
-    "label_selector": _LABEL_SELECTOR,
-    "enable_task_events": _ENABLE_TASK_EVENTS,
-    "placement_group": _PG,
-    "placement_group_bundle_index": _PG_INDEX,
-    "placement_group_capture_child_tasks": _PG_CAPTURE,
-    "fallback_strategy": _FALLBACK,
-    "object_store_memory": _OBJECT_STORE_MEMORY,
+    **_PLACEMENT_OPTIONS,
 }
 
 
@@ -267,14 +272,7 @@ _ACTOR_TABLE: dict[str, Option] = {
     ),
     "concurrency_groups": Option(_concurrency_groups, "a dict of group name -> int >= 1"),
     "runtime_env": _RUNTIME_ENV_OPTION,
-    "accelerator_type": _ACCELERATOR_TYPE,
-    "label_selector": _LABEL_SELECTOR,
-    "enable_task_events": _ENABLE_TASK_EVENTS,
-    "placement_group": _PG,
-    "placement_group_bundle_index": _PG_INDEX,
-    "placement_group_capture_child_tasks": _PG_CAPTURE,
-    "fallback_strategy": _FALLBACK,
-    "object_store_memory": _OBJECT_STORE_MEMORY,
+    **_PLACEMENT_OPTIONS,
     "allow_out_of_order_execution": Option(
         lambda v: isinstance(v, bool),
         "a bool",

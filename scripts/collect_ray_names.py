@@ -190,6 +190,8 @@ def main() -> int:
     out.write(f"# Public names of Ray Core {ray.__version__}, collected from an installed Ray by\n")
     out.write("# scripts/collect_ray_names.py (see its docstring). Do not edit by hand.\n")
     out.write("# name kind annotation [bases=... for an exception | params=... for a function]\n")
+    # The modules listed, in order: scripts/compat_table.py makes its page sections of them.
+    out.write("# modules: " + " ".join(MODULES) + "\n")
     for name, kind, ann, last in rows:
         out.write(f"{name} {kind} {ann} {last}".rstrip() + "\n")
     return 0

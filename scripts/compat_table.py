@@ -50,28 +50,6 @@ OUT_OF_SCOPE = "out of scope"
 STATUSES = (SUPPORTED, DIFFERS, NOT_YET, OUT_OF_SCOPE)
 _NOTE_KEYS = {"status", "detail", "issue"}
 
-# Sections of the page, in order: a name goes to the longest section that prefixes it.
-SECTIONS = [
-    "ray",
-    "ray.actor",
-    "ray.remote_function",
-    "ray.runtime_context",
-    "ray.job_config",
-    "ray.exceptions",
-    "ray.util",
-    "ray.util.scheduling_strategies",
-    "ray.util.placement_group",
-    "ray.util.actor_pool",
-    "ray.util.queue",
-    "ray.util.metrics",
-    "ray.util.state",
-    "ray.util.accelerators",
-    "ray.util.multiprocessing",
-    "ray.runtime_env",
-    "ray.job_submission",
-    "ray.autoscaler.sdk",
-    "ray.dag",
-]
 
 
 @dataclass(frozen=True)
@@ -380,6 +358,20 @@ def classify(
     for key in sorted(set(notes) - used):
         problems.append(f"notes.yaml: {key} matches no name rayops has or lacks on its own")
     return rows, problems
+
+
+def load_sections(path: Path = NAMES_FILE) -> list[str]:
+    """The page's sections: the modules the collector listed, in its order (the header line
+    `# modules: ...`), so the two scripts cannot disagree on them."""
+    for line in path.read_text().splitlines():
+        if line.startswith("# modules:"):
+            return line.split(":", 1)[1].split()
+        if not line.startswith("#"):
+            break
+    raise CompatError(f"{path}: no `# modules:` header line; rerun scripts/collect_ray_names.py")
+
+
+SECTIONS = load_sections()
 
 
 # -------------------------------------------------------------------------------- the page
