@@ -30,7 +30,12 @@ if TYPE_CHECKING:
         shutdown,
         wait,
     )
-    from rayops.core_worker.object_ref import ObjectID, ObjectRef, ObjectRefGenerator
+    from rayops.core_worker.object_ref import (
+        DynamicObjectRefGenerator,
+        ObjectID,
+        ObjectRef,
+        ObjectRefGenerator,
+    )
     from rayops.runtime_context import get_runtime_context
 
 # Daemons (GCS, raylet) import submodules of this package; loading the driver API
@@ -47,6 +52,7 @@ _LAZY = {
     "put": "rayops.api",
     "shutdown": "rayops.api",
     "wait": "rayops.api",
+    "DynamicObjectRefGenerator": "rayops.core_worker.object_ref",
     "ObjectID": "rayops.core_worker.object_ref",
     "ObjectRef": "rayops.core_worker.object_ref",
     "ObjectRefGenerator": "rayops.core_worker.object_ref",
@@ -71,6 +77,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DynamicObjectRefGenerator",
     "ObjectID",
     "ObjectRef",
     "ObjectRefGenerator",

@@ -16,11 +16,12 @@ import pickle
 import types
 from typing import Any
 
-from rayops import call_signature, ids, serialization
-from rayops.core_worker import state
+from rayops import call_signature, serialization
+from rayops.core_worker import actor_caller, state
+from rayops.core_worker.actor_caller import HandleParts
 from rayops.core_worker.object_ref import ObjectRef
-from rayops.core_worker.task_spec import STREAMING
 from rayops.options import validate_actor_method_options, validate_actor_options
+from rayops.protocol.task_messages import DYNAMIC, STREAMING
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
 
@@ -44,13 +45,11 @@ def method(*args: Any, **options: Any) -> Any:
     return decorate
 
 
-class ActorExitRequest(BaseException):
-    """Raised by exit_actor() inside an actor method; the worker then exits cleanly."""
-
-
 def exit_actor() -> None:
     """Exit the current actor on purpose after this call: it is not restarted, and calls
     still queued for it fail with ActorDiedError."""
+    from rayops.core_worker.actor_runtime import ActorExitRequest
+
     cw = state.require()
     if cw.executor is None or not cw.executor.is_actor:
         raise TypeError("exit_actor() can only be called inside an actor method.")
@@ -65,10 +64,14 @@ def _method_table(cls: type) -> dict[str, dict[str, Any]]:
         opts = getattr(fn, _METHOD_ATTR, {})
         is_gen = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
         num_returns = opts.get("num_returns")
+        if num_returns == "dynamic":
+            n = DYNAMIC
+        elif num_returns == "streaming" or (num_returns is None and is_gen):
+            n = STREAMING
+        else:
+            n = 1 if num_returns is None else int(num_returns)
         table[name] = {
-            "num_returns": STREAMING
-            if (num_returns == "streaming" or (num_returns is None and is_gen))
-            else (1 if num_returns is None else int(num_returns)),
+            "num_returns": n,
             "concurrency_group": opts.get("concurrency_group", ""),
             "is_async": inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn),
             "max_task_retries": opts.get("max_task_retries"),
@@ -155,7 +158,6 @@ class ActorClass:
         self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: dict[str, Any]
     ) -> ActorHandle:
         from rayops.api import _auto_init
-        from rayops.core_worker import actor_caller
         from rayops.remote_function import accelerator_resource
 
         if self._init_params is not None:
@@ -172,7 +174,7 @@ class ActorClass:
         accelerator = accelerator_resource(opts.get("accelerator_type"))
         if accelerator:
             opts = {**opts, "resources": {**(opts.get("resources") or {}), **accelerator}}
-        info = actor_caller.create_actor(
+        parts = actor_caller.create_actor(
             cw,
             class_bytes=self._pickled,
             class_name=self.__name__,
@@ -182,7 +184,7 @@ class ActorClass:
             kwargs=kwargs,
             options=opts,
         )
-        return info
+        return ActorHandle._from_parts(parts)
 
 
 class _BoundActorClass:
@@ -209,8 +211,13 @@ class ActorHandle:
         self._class_name = class_name
         self._meta = meta
         self._token = token  # keeps the actor alive while this handle is
+        self._parts = HandleParts(actor_id, class_name, meta, token)
         # Signature checkers of the methods called through this handle, made on first call.
         self._checkers: dict[str, call_signature.Checker] = {}
+
+    @classmethod
+    def _from_parts(cls, parts: HandleParts) -> ActorHandle:
+        return cls(parts.actor_id, parts.class_name, parts.meta, parts.token)
 
     @property
     def _actor_id_hex(self) -> str:
@@ -260,8 +267,6 @@ class ActorMethod:
         self._options = options or {}
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        from rayops.core_worker import actor_caller
-
         checker = self._handle._checkers.get(self._name)
         if checker is None:
             params = self._meta.get("params")
@@ -275,7 +280,7 @@ class ActorMethod:
 
             cw = _auto_init()
         return actor_caller.submit_call(
-            cw, self._handle, self._name, self._meta, self._options, args, kwargs
+            cw, self._handle._parts, self._name, self._meta, self._options, args, kwargs
         )
 
     def options(self, **options: Any) -> ActorMethod:
@@ -288,27 +293,24 @@ class ActorMethod:
         )
 
 
-def handle_token_id(actor_id: bytes) -> bytes:
-    return ids.object_id_for(actor_id, ids.ACTOR_HANDLE_INDEX)
-
-
 # get_actor and kill live here, not in api.py: api.py (init, put, get, ...) must not reach the
 # actor machinery, which itself calls api's auto-init, or the two would import each other.
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
     """The handle of the live actor named ``name`` (in this job's namespace by default)."""
-    from rayops.core_worker import actor_caller
-
     if not isinstance(name, str) or not name:
         raise ValueError(f"get_actor() expects a non-empty actor name, got {name!r}")
-    return actor_caller.get_actor(state.require(), name, namespace)
+    return ActorHandle._from_parts(actor_caller.get_actor(state.require(), name, namespace))
+
+
+def handle_by_id(actor_id: bytes) -> ActorHandle:
+    """A handle to the actor with this id, as the GCS knows it."""
+    return ActorHandle._from_parts(actor_caller.handle_by_id(state.require(), actor_id))
 
 
 def kill(actor: Any, *, no_restart: bool = True) -> None:
     """Kill an actor at once (pending calls fail with ActorDiedError)."""
-    from rayops.core_worker import actor_caller
-
     if not isinstance(actor, ActorHandle):
         raise ValueError(
             f"kill() expects an actor handle, got {type(actor).__name__} (use cancel() for tasks)."
         )
-    actor_caller.kill(state.require(), actor, no_restart)
+    actor_caller.kill(state.require(), actor._actor_id, actor._class_name, no_restart)

@@ -16,7 +16,7 @@ from typing import Any
 from rayops import exceptions as rex
 from rayops.core_worker import state
 from rayops.core_worker.core_worker import CoreWorker
-from rayops.core_worker.object_ref import ObjectRef, ObjectRefGenerator
+from rayops.core_worker.object_ref import GeneratorWaitable, ObjectRef, ObjectRefGenerator
 from rayops.node import node_args
 from rayops.node import session as sess
 from rayops.options import check_init_options
@@ -79,6 +79,12 @@ def init(
         runtime_env=runtime_env,
         logging_level=logging_level,
         kwargs=kwargs,
+        strings={
+            "address": address,
+            "namespace": namespace,
+            "_temp_dir": _temp_dir,
+            "_node_ip_address": _node_ip_address,
+        },
     )
     cw = state.current()
     if cw is not None:
@@ -342,13 +348,13 @@ def _auto_init() -> CoreWorker:
 
 # ------------------------------------------------------------------ objects
 def put(value: Any, *, _owner: Any = None) -> ObjectRef:
-    return _auto_init().put(value)
+    return _auto_init().objects.put(value)
 
 
 def get(object_refs: Any, *, timeout: float | None = None) -> Any:
     cw = _auto_init()
     if isinstance(object_refs, ObjectRef):
-        return cw.get([object_refs], timeout)[0]
+        return cw.objects.get([object_refs], timeout)[0]
     if isinstance(object_refs, ObjectRefGenerator):
         raise TypeError(
             "get() does not take an ObjectRefGenerator: iterate it "
@@ -364,7 +370,7 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
                 f"get() expects a list of ObjectRefs; element {i} is a {type(r).__name__}."
             )
     _check_timeout(timeout)
-    return cw.get(list(object_refs), timeout)
+    return cw.objects.get(list(object_refs), timeout)
 
 
 def _check_timeout(timeout: float | None) -> None:
@@ -373,22 +379,31 @@ def _check_timeout(timeout: float | None) -> None:
 
 
 def wait(
-    object_refs: Sequence[ObjectRef],
+    ray_waitables: Sequence[ObjectRef | ObjectRefGenerator],
     *,
     num_returns: int = 1,
     timeout: float | None = None,
     fetch_local: bool = True,
-) -> tuple[list[ObjectRef], list[ObjectRef]]:
+) -> tuple[list[Any], list[Any]]:
     cw = _auto_init()
-    if isinstance(object_refs, ObjectRef):
-        raise TypeError("wait() expects a list of ObjectRefs, not a single ObjectRef.")
-    refs = list(object_refs)
-    # C-level passes only: wait() is called in loops over long lists.
-    if set(map(type, refs)) - {ObjectRef}:
-        bad = next(i for i, r in enumerate(refs) if not isinstance(r, ObjectRef))
+    if isinstance(ray_waitables, (ObjectRef, ObjectRefGenerator)):
         raise TypeError(
-            f"wait() expects a list of ObjectRefs; element {bad} is a {type(refs[bad]).__name__}."
+            "wait() expects a list of ObjectRefs and ObjectRefGenerators, not a single "
+            f"{type(ray_waitables).__name__}."
         )
+    refs: list[Any] = list(ray_waitables)
+    # C-level passes only: wait() is called in loops over long lists.
+    kinds = set(map(type, refs))
+    if kinds - {ObjectRef}:
+        if kinds - {ObjectRef, ObjectRefGenerator}:
+            bad = next(
+                i for i, r in enumerate(refs) if not isinstance(r, (ObjectRef, ObjectRefGenerator))
+            )
+            raise TypeError(
+                "wait() expects a list of ObjectRefs and ObjectRefGenerators; "
+                f"element {bad} is a {type(refs[bad]).__name__}."
+            )
+        return _wait_with_generators(refs, num_returns=num_returns, timeout=timeout)
     oids = [r._id for r in refs]
     if len(set(oids)) != len(oids):
         raise ValueError("wait() expects a list of unique ObjectRefs.")
@@ -401,13 +416,55 @@ def wait(
     _check_timeout(timeout)
     if not refs:
         return [], []
-    return cw.wait(refs, oids, num_returns, timeout)
+    return cw.objects.wait(refs, oids, num_returns, timeout)
 
 
-def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+def _wait_with_generators(
+    waitables: list[Any], *, num_returns: int, timeout: float | None
+) -> tuple[list[Any], list[Any]]:
+    """``wait()`` over ObjectRefs and ObjectRefGenerators (each ready once ``next()`` on it
+    would not block: its next item is there, or it finished)."""
+    cw = _auto_init()
+    items: list[Any] = [r if type(r) is ObjectRef else r._waitable() for r in waitables]
+    oids = [r._id if type(r) is ObjectRef else r.wait_id for r in items]
+    if len(set(oids)) != len(oids):
+        raise ValueError("wait() expects a list of unique ObjectRefs and ObjectRefGenerators.")
+    if not isinstance(num_returns, int) or num_returns <= 0:
+        raise ValueError(f"num_returns must be a positive int, got {num_returns!r}")
+    if num_returns > len(items):
+        raise ValueError(
+            f"num_returns ({num_returns}) cannot be greater than the number of refs ({len(items)})."
+        )
+    _check_timeout(timeout)
+    ready, not_ready = cw.objects.wait(items, oids, num_returns, timeout)
+    return [_unwrap(r) for r in ready], [_unwrap(r) for r in not_ready]
+
+
+def _unwrap(item: Any) -> Any:
+    return item.generator if isinstance(item, GeneratorWaitable) else item
+
+
+def cancel(
+    ray_waitable: ObjectRef | ObjectRefGenerator, *, force: bool = False, recursive: bool = True
+) -> None:
+    """Cancel the task that makes ``ray_waitable`` (Ray's semantics): its ref resolves with
+    TaskCancelledError at once wherever the task is; a running normal task gets
+    KeyboardInterrupt (``force=True``: its worker exits); a running actor call sees
+    ``get_runtime_context().is_canceled()`` (async actors: CancelledError in the coroutine);
+    ``recursive`` also cancels the tasks it submitted. ``force=True`` on an actor call
+    raises ValueError. A finished task is left as it is."""
+    object_ref = ray_waitable
+    if isinstance(object_ref, ObjectRefGenerator):
+        object_ref = object_ref.completed()
     if not isinstance(object_ref, ObjectRef):
-        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}.")
-    state.require().cancel(object_ref, force)
+        raise TypeError(
+            f"cancel() expects an ObjectRef or ObjectRefGenerator, got {type(object_ref).__name__}."
+        )
+    if not isinstance(force, bool):
+        raise TypeError(f"cancel(force=...) expects a bool, got {type(force).__name__}.")
+    if not isinstance(recursive, bool):
+        raise TypeError(f"cancel(recursive=...) expects a bool, got {type(recursive).__name__}.")
+    state.require().tasks.cancel(object_ref, force, recursive)
 
 
 # ------------------------------------------------------------ introspection

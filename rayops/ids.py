@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 
 TASK_ID_LEN = 16
 OBJECT_ID_LEN = TASK_ID_LEN + 4
@@ -23,8 +22,15 @@ ACTOR_HANDLE_INDEX = (1 << 32) - 1
 
 _prefix = os.urandom(8)
 _counter = itertools.count(1)
-_pid = os.getpid()
-_lock = threading.Lock()
+
+
+def _new_prefix() -> None:
+    """A forked child must not repeat its parent's ids (a hook, not a getpid() per id)."""
+    global _prefix, _counter
+    _prefix, _counter = os.urandom(8), itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_prefix)
 
 
 def random_id(n: int = 16) -> bytes:
@@ -32,10 +38,6 @@ def random_id(n: int = 16) -> bytes:
 
 
 def new_task_id() -> bytes:
-    global _prefix, _counter, _pid
-    if os.getpid() != _pid:  # a forked child must not repeat its parent's ids
-        with _lock:
-            _prefix, _counter, _pid = os.urandom(8), itertools.count(1), os.getpid()
     return _prefix + next(_counter).to_bytes(8, "little")
 
 

@@ -6,14 +6,20 @@ anything starts), naming the option and saying when it will be supported. Nothin
 and ignored; ``tests/unit/test_option_table.py`` walks these tables and points every keyword at
 the test of its behaviour, so a new option cannot be added without one.
 
-Which exception, by one rule:
+Which exception, as Ray 2.60 (``scripts/probe_option_errors.py`` compares the two;
+``tests/unit/test_option_errors.py`` pins the result):
 
-- an unknown keyword, or a value Ray itself refuses: ``ValueError`` (Ray's type for an invalid
-  option keyword; which values raise ``TypeError`` in Ray is not matched yet, issue 9 item 4);
+- a value of a type Ray does not take for the option: ``TypeError``;
+- an unknown keyword, or a value of the right type that Ray refuses (a negative count, a
+  ``.options()`` keyword Ray takes only at decoration): ``ValueError``;
 - a value Ray accepts but rayops cannot honour yet (a non-empty ``runtime_env``, a placement
-  group, ``max_calls=1``, ...): ``NotImplementedError``, whose message names the option, the
-  issue that brings it, and what to do meanwhile. Ray's "not used" values (``None``, ``{}``,
-  ``0`` for ``max_calls``, ...) keep working, as Ray treats them.
+  group, ...): ``NotImplementedError``, whose message names the option, the issue that
+  brings it, and what to do meanwhile. Ray's "not used" values (``None``, ``{}``, ...) keep
+  working, as Ray treats them.
+
+``None`` means "not given" (the default applies), as in Ray; it is dropped from the validated
+options, so ``.options(num_cpus=None)`` keeps a value given to ``@remote`` where Ray would go
+back to the default. ``True``/``False`` count as 1/0 where Ray takes an int, as in Ray.
 
 Decisions only: no I/O, nothing here starts or contacts a cluster.
 """
@@ -29,9 +35,12 @@ from typing import Any
 
 from rayops.raylet.scheduling_policy import parse_label_selector
 from rayops.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
     PlacementGroupSchedulingStrategy,
     is_scheduling_strategy,
 )
+
+STRATEGY_TYPES = (NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy)
 
 __all__ = [
     "ACTOR_METHOD_OPTIONS",
@@ -61,48 +70,66 @@ class NotYet:
     meanwhile: str
 
 
+_NoneType = type(None)
+_INT = (int,)  # bool is an int, as in Ray (True counts as 1)
+_NUMBER = (int, float)
+
+
 @dataclass(frozen=True)
 class Option:
-    """One accepted keyword: ``check(value)`` says whether Ray would accept the value (else
-    ValueError saying ``expected``); ``not_yet`` lists the values rayops refuses for now."""
+    """One accepted keyword.
 
+    ``types``: the types Ray accepts for it (else TypeError); ``check(value)``: whether Ray
+    accepts a value of such a type (else ValueError); both say ``expected``. ``not_yet``: the
+    values rayops refuses for now (NotImplementedError). ``decoration_only``: Ray refuses it
+    in ``.options()`` (ValueError), as for ``max_calls``.
+    """
+
+    types: tuple[type, ...]
     check: Callable[[Any], bool]
     expected: str
     not_yet: NotYet | None = None
+    decoration_only: bool = False
+    type_check: Callable[[Any], bool] | None = None  # instead of ``types``, where it is finer
 
 
-def _nonneg_number(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float)) and v >= 0
+def _any(v: Any) -> bool:
+    return True
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _nonneg(v: Any) -> bool:
+    return v is None or v >= 0
 
 
 def _retries(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, int) and v >= -1
+    return v is None or v >= -1
 
 
 def _num_returns(v: Any) -> bool:
-    return (not isinstance(v, bool) and isinstance(v, int) and v >= 0) or v in (
-        "streaming",
-        "dynamic",
-    )
+    if isinstance(v, str):
+        return v in ("streaming", "dynamic")
+    return v is None or v >= 0
 
 
 def _retry_exceptions(v: Any) -> bool:
     if isinstance(v, bool):
         return True
-    return isinstance(v, (list, tuple)) and all(
-        isinstance(c, type) and issubclass(c, BaseException) for c in v
-    )
+    return all(isinstance(c, type) and issubclass(c, BaseException) for c in v)
+
+
+def _resources_typed(v: Any) -> bool:
+    """Ray's TypeError cases for ``resources``: not a dict, or a non-number quantity."""
+    return v is None or (isinstance(v, dict) and all(isinstance(q, _NUMBER) for q in v.values()))
 
 
 def _resources(v: Any) -> bool:
-    if not isinstance(v, dict):
-        return False
-    for k, q in v.items():
-        if not isinstance(k, str) or not _nonneg_number(q):
-            return False
-        if k in ("CPU", "GPU"):
-            return False
-    return True
+    if v is None:
+        return True
+    return all(isinstance(k, str) and q >= 0 and k not in ("CPU", "GPU") for k, q in v.items())
 
 
 def _label_selector(v: Any) -> bool:
@@ -135,36 +162,51 @@ _PLACEMENT_GROUPS = NotYet(
     "remove it; request resources with num_cpus/num_gpus/resources meanwhile",
 )
 
-_DYNAMIC = NotYet(
-    lambda v: v != "dynamic",
-    "num_returns='dynamic' (a DynamicObjectRefGenerator) comes with rayops issue 9 (item 4)",
-    "use num_returns='streaming' (an ObjectRefGenerator) meanwhile",
-)
-_NUM_CPUS = Option(_nonneg_number, "a number >= 0")
-_NUM_GPUS = Option(_nonneg_number, "a number >= 0")
+_OPT_NUMBER = (*_NUMBER, _NoneType)
+_OPT_INT = (*_INT, _NoneType)
+_OPT_STR = (str, _NoneType)
+_NUM_CPUS = Option(_OPT_NUMBER, _nonneg, "a number >= 0")
+_NUM_GPUS = Option(_OPT_NUMBER, _nonneg, "a number >= 0")
 _RESOURCES = Option(
+    (dict, _NoneType),
     _resources,
     "a dict of custom resource name -> number >= 0 (use num_cpus/num_gpus for CPU/GPU)",
+    type_check=_resources_typed,
 )
-_MEMORY = Option(_nonneg_number, "a number of bytes >= 0")
-_STRATEGY_CHECK = (is_scheduling_strategy, "'DEFAULT', 'SPREAD' or a scheduling strategy object")
-_ACCELERATOR_TYPE = Option(lambda v: v is None or isinstance(v, str), "a string")
-_LABEL_SELECTOR = Option(_label_selector, "a dict of label keys to selector strings")
-_ENABLE_TASK_EVENTS = Option(lambda v: isinstance(v, bool), "a bool")
-_RUNTIME_ENV_OPTION = Option(lambda v: v is None or isinstance(v, dict), "a dict", _RUNTIME_ENV)
-_PG = Option(lambda v: True, "a placement group, 'default' or None", _PLACEMENT_GROUPS)
+_MEMORY = Option(_OPT_NUMBER, _nonneg, "a number of bytes >= 0")
+_STRATEGY = Option(
+    (str, _NoneType, *STRATEGY_TYPES),
+    lambda v: v is None or is_scheduling_strategy(v),
+    "'DEFAULT', 'SPREAD' or a scheduling strategy object",
+)
+_ACCELERATOR_TYPE = Option(_OPT_STR, _any, "a string")
+_LABEL_SELECTOR = Option(
+    (dict, _NoneType), _label_selector, "a dict of label keys to selector strings"
+)
+_ENABLE_TASK_EVENTS = Option((bool,), _any, "a bool")
+_RUNTIME_ENV_OPTION = Option(
+    (dict, _NoneType),
+    _any,
+    "a dict with string keys",
+    _RUNTIME_ENV,
+    type_check=lambda v: v is None or (isinstance(v, dict) and all(map(_is_str, v))),
+)
+_PG = Option((object,), _any, "a placement group, 'default' or None", _PLACEMENT_GROUPS)
 _PG_INDEX = Option(
-    lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= -1,
-    "an int >= -1",
+    _INT,
+    _any,
+    "an int (-1: any bundle)",
     NotYet(lambda v: v == -1, _PLACEMENT_GROUPS.why, _PLACEMENT_GROUPS.meanwhile),
 )
 _PG_CAPTURE = Option(
-    lambda v: v is None or isinstance(v, bool),
+    (bool, _NoneType),
+    _any,
     "a bool",
     NotYet(lambda v: not v, _PLACEMENT_GROUPS.why, _PLACEMENT_GROUPS.meanwhile),
 )
 _FALLBACK = Option(
-    lambda v: v is None or isinstance(v, list),
+    (list, _NoneType),
+    _any,
     "a list of fallback scheduling options",
     NotYet(
         lambda v: v is None,
@@ -172,14 +214,10 @@ _FALLBACK = Option(
         "remove it",
     ),
 )
-_OBJECT_STORE_MEMORY = Option(
-    lambda v: v is None or _nonneg_number(v),
-    "a number of bytes >= 0",
-    NotYet(
-        lambda v: v is None,
-        "per-task object store quotas are not planned by any rayops issue yet",
-        "remove it",
-    ),
+_NOT_PLANNED_STORE_QUOTA = NotYet(
+    lambda v: v is None,
+    "per-actor object store quotas are not planned by any rayops issue yet",
+    "remove it",
 )
 
 # Options tasks and actors share, with the same meaning and the same checks.
@@ -191,7 +229,6 @@ _PLACEMENT_OPTIONS: dict[str, Option] = {
     "placement_group_bundle_index": _PG_INDEX,
     "placement_group_capture_child_tasks": _PG_CAPTURE,
     "fallback_strategy": _FALLBACK,
-    "object_store_memory": _OBJECT_STORE_MEMORY,
 }
 
 _TASK_TABLE: dict[str, Option] = {
@@ -199,12 +236,21 @@ _TASK_TABLE: dict[str, Option] = {
     "num_gpus": _NUM_GPUS,
     "resources": _RESOURCES,
     "memory": _MEMORY,
-    "num_returns": Option(_num_returns, "an int >= 0, 'streaming' or 'dynamic'", _DYNAMIC),
-    "max_retries": Option(_retries, "an int >= -1 (-1 retries forever)"),
-    "retry_exceptions": Option(_retry_exceptions, "a bool or a list of exception classes"),
-    "name": Option(lambda v: v is None or isinstance(v, str), "a string"),
+    "num_returns": Option(
+        (*_OPT_INT, str),
+        _num_returns,
+        "an int >= 0, 'streaming' or 'dynamic'",
+        type_check=lambda v: isinstance(v, _OPT_INT) or v in ("streaming", "dynamic"),
+    ),
+    "max_retries": Option(_OPT_INT, _retries, "an int >= -1 (-1 retries forever)"),
+    "retry_exceptions": Option(
+        (bool, list, tuple), _retry_exceptions, "a bool or a list of exception classes"
+    ),
+    "name": Option(_OPT_STR, _any, "a string"),
     "scheduling_strategy": Option(
-        *_STRATEGY_CHECK,
+        _STRATEGY.types,
+        _STRATEGY.check,
+        _STRATEGY.expected,
         NotYet(
             _not_a_placement_group_strategy,
             _PLACEMENT_GROUPS.why,
@@ -213,15 +259,16 @@ _TASK_TABLE: dict[str, Option] = {
     ),
     "runtime_env": _RUNTIME_ENV_OPTION,
     "max_calls": Option(
-        lambda v: isinstance(v, int) and v >= 0,
+        _OPT_INT,
+        _nonneg,
         "an int >= 0 (0: no limit)",
-        NotYet(
-            lambda v: v == 0,
-            "max_calls (a new worker process after N calls) comes with rayops issue 9 (item 4)",
-            "remove it, or end the worker yourself from the task meanwhile",
-        ),
+        decoration_only=True,
     ),
     **_PLACEMENT_OPTIONS,
+    # Ray takes only None for tasks (the quota is an actor option).
+    "object_store_memory": Option(
+        _OPT_INT, lambda v: v is None, "None for a task (an actor option)"
+    ),
 }
 
 
@@ -230,14 +277,13 @@ def _lifetime(v: Any) -> bool:
 
 
 def _concurrency_groups(v: Any) -> bool:
-    return isinstance(v, dict) and all(
-        isinstance(k, str) and isinstance(n, int) and not isinstance(n, bool) and n > 0
-        for k, n in v.items()
+    return v is None or (
+        isinstance(v, dict)
+        and all(
+            isinstance(k, str) and isinstance(n, int) and not isinstance(n, bool) and n > 0
+            for k, n in v.items()
+        )
     )
-
-
-def _positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
 def _default_placement(v: Any) -> bool:
@@ -249,18 +295,19 @@ _ACTOR_TABLE: dict[str, Option] = {
     "num_gpus": _NUM_GPUS,
     "resources": _RESOURCES,
     "memory": _MEMORY,
-    "name": Option(lambda v: v is None or isinstance(v, str), "a string"),
-    "namespace": Option(lambda v: v is None or isinstance(v, str), "a string"),
-    "get_if_exists": Option(lambda v: isinstance(v, bool), "a bool"),
-    "lifetime": Option(_lifetime, "None, 'detached' or 'non_detached'"),
-    "max_restarts": Option(_retries, "an int >= -1 (-1 restarts forever)"),
-    "max_task_retries": Option(_retries, "an int >= -1 (-1 retries forever)"),
-    "max_concurrency": Option(_positive_int, "an int >= 1"),
-    "max_pending_calls": Option(
-        lambda v: isinstance(v, int) and (v == -1 or v > 0), "-1 or an int >= 1"
-    ),
+    "name": Option(_OPT_STR, _any, "a string"),
+    "namespace": Option(_OPT_STR, _any, "a string"),
+    "get_if_exists": Option((bool,), _any, "a bool"),
+    "lifetime": Option(_OPT_STR, _lifetime, "None, 'detached' or 'non_detached'"),
+    "max_restarts": Option(_OPT_INT, _retries, "an int >= -1 (-1 restarts forever)"),
+    "max_task_retries": Option(_OPT_INT, _retries, "an int >= -1 (-1 retries forever)"),
+    # Ray takes 0 here and fails later; rayops refuses it at once.
+    "max_concurrency": Option(_OPT_INT, lambda v: v is None or v > 0, "an int >= 1"),
+    "max_pending_calls": Option(_OPT_INT, _retries, "-1 (no limit) or an int >= 0"),
     "scheduling_strategy": Option(
-        *_STRATEGY_CHECK,
+        _STRATEGY.types,
+        _STRATEGY.check,
+        _STRATEGY.expected,
         NotYet(
             _default_placement,
             "actors are placed first-fit by the GCS until one scheduler places tasks and "
@@ -270,14 +317,23 @@ _ACTOR_TABLE: dict[str, Option] = {
             "meanwhile",
         ),
     ),
-    "concurrency_groups": Option(_concurrency_groups, "a dict of group name -> int >= 1"),
+    "concurrency_groups": Option(
+        (dict, list, _NoneType),
+        _concurrency_groups,
+        "a dict of group name -> int >= 1",
+        decoration_only=True,
+    ),
     "runtime_env": _RUNTIME_ENV_OPTION,
     **_PLACEMENT_OPTIONS,
+    "object_store_memory": Option(
+        _OPT_INT, _nonneg, "a number of bytes >= 0", _NOT_PLANNED_STORE_QUOTA
+    ),
     "allow_out_of_order_execution": Option(
-        lambda v: isinstance(v, bool),
+        (bool, _NoneType),
+        _any,
         "a bool",
         NotYet(
-            lambda v: v is False,
+            lambda v: not v,
             "out-of-order actor execution is not planned by any rayops issue yet",
             "remove it (calls from one caller run in submission order)",
         ),
@@ -286,19 +342,21 @@ _ACTOR_TABLE: dict[str, Option] = {
 
 _ACTOR_METHOD_TABLE: dict[str, Option] = {
     "num_returns": Option(
-        lambda v: v is None or _num_returns(v),
-        "an int >= 0 or 'streaming'",
-        _DYNAMIC,
+        (*_OPT_INT, str),
+        _num_returns,
+        "an int >= 0, 'streaming' or 'dynamic'",
+        type_check=lambda v: isinstance(v, _OPT_INT) or v in ("streaming", "dynamic"),
     ),
-    "concurrency_group": Option(lambda v: isinstance(v, str), "a concurrency group name"),
-    "max_task_retries": Option(
-        lambda v: v is None or _retries(v), "an int >= -1 (-1 retries forever)"
-    ),
+    "concurrency_group": Option((str,), _any, "a concurrency group name"),
+    "max_task_retries": Option(_OPT_INT, _retries, "an int >= -1 (-1 retries forever)"),
     "retry_exceptions": Option(
-        lambda v: v is None or _retry_exceptions(v), "a bool or a list of exception classes"
+        (bool, list, tuple, _NoneType),
+        lambda v: v is None or _retry_exceptions(v),
+        "a bool or a list of exception classes",
     ),
     "name": Option(
-        lambda v: v is None or isinstance(v, str),
+        _OPT_STR,
+        _any,
         "a string",
         NotYet(
             lambda v: not v,
@@ -329,21 +387,39 @@ def validate_actor_method_options(options: dict[str, Any], *, where: str) -> dic
     return _validate(options, ACTOR_METHOD_OPTIONS, where, "actor method")
 
 
+class UnknownMethodOption(ValueError, AssertionError):
+    """An unknown ``@method`` keyword (Ray raises AssertionError there, rayops ValueError
+    everywhere else: this is both)."""
+
+
 def _validate(
     options: dict[str, Any],
     table: Mapping[str, Option],
     where: str,
     kind: str,
 ) -> dict[str, Any]:
+    in_options = "options()" in where
     out: dict[str, Any] = {}
     for key, value in options.items():
         spec = table.get(key)
         if spec is None:
             close = difflib.get_close_matches(key, list(table), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(
+            # Ray's @method asserts on an unknown keyword; this is both error types.
+            raise (UnknownMethodOption if where == "@method" else ValueError)(
                 f"{where}: unknown option {key!r}.{hint} Valid {kind} options: "
                 f"{', '.join(sorted(table))}."
+            )
+        if not (
+            spec.type_check(value) if spec.type_check is not None else isinstance(value, spec.types)
+        ):
+            raise TypeError(
+                f"{where}: option {key!r} must be {spec.expected}, got {value!r} "
+                f"(a {type(value).__name__})."
+            )
+        if spec.decoration_only and in_options:
+            raise ValueError(
+                f"{where}: option {key!r} can only be given to @remote, not to .options()."
             )
         if not spec.check(value):
             raise ValueError(f"{where}: option {key!r} must be {spec.expected}, got {value!r}.")
@@ -352,7 +428,10 @@ def _validate(
                 f"{where}: option {key}={value!r} is not supported yet: {spec.not_yet.why}; "
                 f"{spec.not_yet.meanwhile}."
             )
-        out[key] = value
+        if value is not None:  # Ray's None: not given (the default applies)
+            out[key] = value
+    if kind == "actor" and options.get("get_if_exists") and not options.get("name"):
+        raise ValueError(f"{where}: get_if_exists=True needs the actor's name (name=...).")
     return out
 
 
@@ -389,13 +468,15 @@ def check_init_options(
     runtime_env: object,
     logging_level: object,
     kwargs: Mapping[str, Any],
+    strings: Mapping[str, object] | None = None,
 ) -> int:
     """Check the ``init()`` keywords that are not node settings (those are
     ``rayops.node.node_args``); returns ``logging_level`` as a ``logging`` level number.
 
-    Raises before anything starts: TypeError for a keyword init() does not take,
-    NotImplementedError for one Ray takes that rayops cannot honour yet, ValueError for a bad
-    value.
+    ``strings``: keywords that must be a string or None (``address``, ``namespace``, ...), by
+    name. Raises before anything starts: TypeError for a keyword init() does not take or a
+    value of the wrong type (as Ray), NotImplementedError for one Ray takes that rayops cannot
+    honour yet, ValueError for a bad value.
     """
     known = sorted(k for k in kwargs if k in INIT_NOT_YET)
     if known:
@@ -404,6 +485,11 @@ def check_init_options(
         )
     if kwargs:
         raise TypeError(f"init() got unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+    for name, value in (strings or {}).items():
+        if value is not None and not isinstance(value, str):
+            raise TypeError(
+                f"init({name}=...) must be a string or None, got {type(value).__name__} {value!r}"
+            )
     if include_dashboard not in (None, False, True):
         raise ValueError(
             f"init(include_dashboard=...) must be a bool or None, got {include_dashboard!r}"
@@ -414,7 +500,8 @@ def check_init_options(
             "issue 12; pass None or False (no dashboard is started)."
         )
     if runtime_env is not None and not isinstance(runtime_env, dict):
-        raise ValueError(f"init(runtime_env=...) must be a dict, got {runtime_env!r}")
+        # A wrong type: TypeError, as the runtime_env option of @remote (and Ray).
+        raise TypeError(f"init(runtime_env=...) must be a dict, got {runtime_env!r}")
     if not _RUNTIME_ENV.honoured(runtime_env):
         raise NotImplementedError(
             f"init(runtime_env={runtime_env!r}) is not supported yet: {_RUNTIME_ENV.why}; "

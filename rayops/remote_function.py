@@ -13,8 +13,8 @@ from typing import Any
 
 from rayops import call_signature, serialization
 from rayops.core_worker import state
-from rayops.core_worker.task_spec import STREAMING
 from rayops.options import validate_task_options
+from rayops.protocol.task_messages import DYNAMIC, STREAMING
 from rayops.raylet.scheduling_policy import parse_label_selector, scoped_strategy
 
 
@@ -25,6 +25,9 @@ class RemoteFunction:
     def _setup(self, function: Callable[..., Any], options: dict[str, Any]) -> None:
         self._function = function
         self._options = validate_task_options(options, where=f"@remote of {_name(function)}")
+        # As in Ray: a GPU function's worker exits after each call unless max_calls says more.
+        gpu = (self._options.get("num_gpus") or 0) > 0
+        self._max_calls: int = self._options.get("max_calls", 1 if gpu else 0)
         self._is_generator = inspect.isgeneratorfunction(function)
         params = call_signature.params_of(function, bound=False)
         self._checker = None if params is None else call_signature.checker(params)
@@ -111,11 +114,12 @@ class RemoteFunction:
             max_retries=max_retries,
             retry_exceptions=retry_exceptions,
             strategy=strategy,
+            max_calls=self._max_calls,
         )
         if n == STREAMING:
             return result
         assert isinstance(result, list)
-        if n == 1:
+        if n == 1 or n == DYNAMIC:
             return result[0]
         if n == 0:
             return None
@@ -124,13 +128,16 @@ class RemoteFunction:
     def _plan(self, opts: dict[str, Any]) -> tuple[str, int, dict[str, float], int, Any, Any]:
         """What a call with these options submits; computed once per options dict."""
         num_returns = opts.get("num_returns")
-        if num_returns in ("streaming", "dynamic") or (num_returns is None and self._is_generator):
+        if num_returns == "dynamic":
+            n = DYNAMIC
+        elif num_returns == "streaming" or (num_returns is None and self._is_generator):
             n = STREAMING
         else:
             n = 1 if num_returns is None else int(num_returns)
-        if n == STREAMING and not self._is_generator:
+        if n in (STREAMING, DYNAMIC) and not self._is_generator:
             raise TypeError(
-                f"{self.__name__} has num_returns='streaming' but is not a generator function."
+                f"{self.__name__} has num_returns={num_returns!r} but is not a generator "
+                "function."
             )
         return (
             opts.get("name") or self.__name__,

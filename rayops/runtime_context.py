@@ -33,6 +33,23 @@ class RuntimeContext:
         tid = self._cw.task_context().task_id
         return tid.hex() if tid is not None and self._cw.mode == "worker" else None
 
+    def is_canceled(self) -> bool:
+        """Whether ``cancel()`` was called on the running task or actor call, so a sync or
+        threaded actor's method can stop early. Raises RuntimeError in a driver and in an
+        async actor (there the coroutine gets asyncio.CancelledError instead), as Ray."""
+        cw = self._cw
+        if cw.mode != "worker" or cw.executor is None:
+            raise RuntimeError(
+                "is_canceled() is only available inside a task or an actor call, not in the driver."
+            )
+        actor = self._actor()
+        if actor is not None and actor.is_async:
+            raise RuntimeError(
+                "is_canceled() is not supported in an async actor: cancel() raises "
+                "asyncio.CancelledError inside the call's coroutine instead."
+            )
+        return bool(cw.executor.is_cancelled(cw.task_context().task_id))
+
     def get_task_name(self) -> str | None:
         name = self._cw.task_context().task_name
         return name or None
@@ -63,12 +80,13 @@ class RuntimeContext:
     def current_actor(self) -> Any:
         """A handle to the actor this code runs in (Ray's ``current_actor``); raises
         RuntimeError outside an actor."""
+        from rayops.actor import ActorHandle
         from rayops.core_worker import actor_caller
 
         actor = self._actor()
         if actor is None:
             raise RuntimeError("current_actor is only available inside an actor (not a task).")
-        return actor_caller.handle_by_id(self._cw, actor.actor_id)
+        return ActorHandle._from_parts(actor_caller.handle_by_id(self._cw, actor.actor_id))
 
     def get_assigned_resources(self) -> dict[str, float]:
         ctx = self._cw.task_context()

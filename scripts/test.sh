@@ -15,4 +15,6 @@ echo "== generated stubs"
 .venv/bin/python scripts/gen_protos.py --check
 echo "== import contracts" && .venv/bin/lint-imports --no-cache --no-logo
 echo "== pytest"
+# Core-worker methods assert the thread they run on (rayops/core_worker/threads.py).
+export RAYOPS_DEBUG_THREADS=1
 exec .venv/bin/pytest -p no:cacheprovider "$@"

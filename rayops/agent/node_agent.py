@@ -29,6 +29,8 @@ from rayops.agent.families import SnapshotCollector
 from rayops.agent.node_metrics import NodeFacts, NodeSampler, node_families
 from rayops.agent.reports import ReportCollector
 from rayops.agent.server import AgentHttp, TokenCheck
+from rayops.protocol import node_messages as nm
+from rayops.protocol import raylet_messages as rm
 from rayops.protocol.node_snapshot import ClusterSnapshot, ProcessRef, RayletSnapshot
 from rayops.rpc import framed
 from rayops.rpc.framed_settings import FramedSettings
@@ -90,8 +92,10 @@ class NodeAgent:
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         c = self.config
-        handlers: dict[str, Any] = {"ping": lambda conn: True}
-        handlers["report_metrics"] = self.reports.h_report_metrics
+        handlers: dict[Any, Any] = {
+            rm.Ping: lambda conn, msg: rm.Pong(),
+            nm.ReportMetrics: lambda conn, msg: self.reports.h_report_metrics(conn, msg.report),
+        }
         self._framed = await framed.serve(
             c.node_ip,
             c.agent_port,
@@ -186,7 +190,7 @@ class NodeAgent:
             assert self._raylet is not None
             try:
                 snap = await asyncio.wait_for(
-                    self._raylet.request("metrics_snapshot"), _RAYLET_TIMEOUT_S
+                    self._raylet.request(nm.MetricsSnapshot()), _RAYLET_TIMEOUT_S
                 )
                 if isinstance(snap, RayletSnapshot):
                     self._raylet_snap = snap

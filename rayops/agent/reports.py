@@ -96,7 +96,7 @@ class ReportCollector:
 
     # ------------------------------------------------------------------ input
     def h_report_metrics(self, conn: Any, report: MetricsReport) -> None:
-        """Framed handler for ``NOTIFY "report_metrics" (report,)``."""
+        """Takes the report of a ``ReportMetrics`` notification (``conn``: where it came)."""
         if not isinstance(report, MetricsReport):
             logger.warning("ignoring a metrics report of type %s", type(report).__name__)
             return

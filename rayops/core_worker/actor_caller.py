@@ -1,20 +1,39 @@
 """The caller's half of actors, run on user threads: create an actor, look one up,
-submit a method call, kill one. The IO-loop half is ``actor_submitter``."""
+submit a method call, kill one. The IO-thread half is ``actor_submitter``.
+
+It hands back what a handle is made of (``HandleParts``), never ``rayops.actor``'s
+``ActorHandle`` itself: the public classes call into this module, so this module must not
+import them (no import cycle).
+"""
 
 from __future__ import annotations
 
 import pickle
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rayops import exceptions as rex
 from rayops import ids
 from rayops.core_worker.object_ref import ObjectRef
-from rayops.core_worker.task_spec import STREAMING
+from rayops.core_worker.threads import user_thread
+from rayops.protocol.task_messages import DYNAMIC, STREAMING
 
 if TYPE_CHECKING:
-    from rayops.actor import ActorHandle
     from rayops.core_worker.core_worker import CoreWorker
+
+
+class HandleParts(NamedTuple):
+    """What an actor handle is made of: ``rayops.actor.ActorHandle`` is built from these."""
+
+    actor_id: bytes
+    class_name: str
+    meta: dict[str, Any]  # "methods", "max_task_retries", "max_pending_calls", "is_async"
+    token: ObjectRef | None  # the handle token: keeps the actor alive while a handle is
+
+
+def handle_token_id(actor_id: bytes) -> bytes:
+    """The id of an actor's handle token (an object its creator owns)."""
+    return ids.object_id_for(actor_id, ids.ACTOR_HANDLE_INDEX)
 
 
 def _shapes(options: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
@@ -35,6 +54,7 @@ def _shapes(options: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]
     return placement, hold
 
 
+@user_thread
 def create_actor(
     cw: CoreWorker,
     *,
@@ -45,9 +65,9 @@ def create_actor(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     options: dict[str, Any],
-) -> ActorHandle:
-    from rayops.actor import ActorHandle, handle_token_id
+) -> HandleParts:
     from rayops.gcs import calls
+    from rayops.gcs.client import GcsRefused
 
     actor_id = ids.new_actor_id()
     entries, deps = cw._prepare_args(args, kwargs)
@@ -102,24 +122,20 @@ def create_actor(
     except ValueError as err:
         token._cw = None
         cw.references.remove_local(token_id)
-        raise ValueError(str(err).split(": ", 1)[-1]) from err
+        if isinstance(err, GcsRefused):  # e.g. the name is taken: the GCS's reason, as Ray says it
+            raise ValueError(err.reason) from err
+        raise
     if existed:
         token._cw = None
         cw.references.remove_local(token_id)
         return handle_from_info(cw, info)
-    cw.loop.call_soon_threadsafe(_set_version, cw, actor_id, class_name, info.version)
-    return ActorHandle(actor_id, class_name, meta, token)
+    cw.loop.call_soon_threadsafe(cw.actor_submitter.registered, actor_id, info.version)
+    return HandleParts(actor_id, class_name, meta, token)
 
 
-def _set_version(cw: CoreWorker, actor_id: bytes, class_name: str, version: int) -> None:
-    q = cw.actor_submitter.queue(actor_id, class_name)
-    q.version = max(q.version, version)
-
-
-def handle_from_info(cw: CoreWorker, info: Any) -> ActorHandle:
+@user_thread
+def handle_from_info(cw: CoreWorker, info: Any) -> HandleParts:
     """A handle to an actor found in the GCS (by name, or get_if_exists)."""
-    from rayops.actor import ActorHandle, handle_token_id
-
     meta = pickle.loads(info.handle_meta)
     host, _, port = info.owner_address.rpartition(":")
     owner = (host, int(port))
@@ -127,14 +143,15 @@ def handle_from_info(cw: CoreWorker, info: Any) -> ActorHandle:
     cw.references.on_deserialized(token_id, owner)
     token = ObjectRef(token_id, owner, cw, counted=True)
     if cw.mode == "driver":
-        cw._register_new_borrows_async()
-    return ActorHandle(info.actor_id, info.class_name, meta, token)
+        cw.references.register_new_borrows_async()
+    return HandleParts(info.actor_id, info.class_name, meta, token)
 
 
 # Namespaces of jobs, looked up once per worker process and job (a worker serves one cluster).
 _job_namespaces: weakref.WeakKeyDictionary[CoreWorker, dict[int, str]] = weakref.WeakKeyDictionary()
 
 
+@user_thread
 def job_namespace(cw: CoreWorker) -> str:
     """The namespace of the job this code runs for: the driver's own, or, in a worker, the
     one its job's driver registered with the GCS (Ray's namespace travels with the job)."""
@@ -158,7 +175,8 @@ def job_namespace(cw: CoreWorker) -> str:
     return ns
 
 
-def handle_by_id(cw: CoreWorker, actor_id: bytes) -> ActorHandle:
+@user_thread
+def handle_by_id(cw: CoreWorker, actor_id: bytes) -> HandleParts:
     """A handle to the actor with this id, as the GCS knows it."""
     from rayops.gcs import calls
 
@@ -168,7 +186,8 @@ def handle_by_id(cw: CoreWorker, actor_id: bytes) -> ActorHandle:
     return handle_from_info(cw, info)
 
 
-def get_actor(cw: CoreWorker, name: str, namespace: str | None) -> ActorHandle:
+@user_thread
+def get_actor(cw: CoreWorker, name: str, namespace: str | None) -> HandleParts:
     from rayops.gcs import calls
 
     ns = job_namespace(cw) if namespace is None else namespace
@@ -183,6 +202,7 @@ def get_actor(cw: CoreWorker, name: str, namespace: str | None) -> ActorHandle:
     return handle_from_info(cw, info)
 
 
+@user_thread
 def list_named_actors(cw: CoreWorker, all_namespaces: bool) -> list[Any]:
     from rayops.gcs import calls
 
@@ -192,43 +212,62 @@ def list_named_actors(cw: CoreWorker, all_namespaces: bool) -> list[Any]:
     return [name for _, name in names]
 
 
-def kill(cw: CoreWorker, handle: ActorHandle, no_restart: bool) -> None:
+@user_thread
+def kill(cw: CoreWorker, actor_id: bytes, class_name: str, no_restart: bool) -> None:
     from rayops.gcs import calls
 
-    cw.gcs().call(calls.kill_actor(handle._actor_id, no_restart))
+    cw.gcs().call(calls.kill_actor(actor_id, no_restart))
     if no_restart:
         # Calls made after kill() returns fail here at once, whatever the worker is doing.
         err = rex.ActorDiedError(
-            actor_id=handle._actor_id.hex(),
-            error_msg=(
-                f"The actor {handle._class_name} ({handle._actor_id.hex()}) was killed "
-                "with rayops.kill()."
-            ),
+            actor_id=actor_id.hex(),
+            error_msg=f"The actor {class_name} ({actor_id.hex()}) was killed with rayops.kill().",
         )
-        cw.loop.call_soon_threadsafe(
-            cw.actor_submitter.mark_dead, handle._actor_id, handle._class_name, err
-        )
+        cw.loop.call_soon_threadsafe(cw.actor_submitter.mark_dead, actor_id, err)
 
 
+@user_thread
 def submit_call(
     cw: CoreWorker,
-    handle: ActorHandle,
+    handle: HandleParts,
     method: str,
     meta: dict[str, Any],
     options: dict[str, Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    actor_id = handle._actor_id
-    limit = handle._meta.get("max_pending_calls", -1)
-    if limit and limit > 0 and cw.pending_actor_calls[actor_id] >= limit:
+    """Submit ``handle``'s ``method`` (whose table entry is ``meta``) with ``options``;
+    returns its ref(s), or its generator."""
+    actor_id = handle.actor_id
+    submitter = cw.actor_submitter
+    limit = handle.meta.get("max_pending_calls", -1) or -1
+    if not submitter.admit(actor_id, limit):
         raise rex.PendingCallsLimitExceeded(
-            f"The actor {handle._class_name} already has {limit} pending calls from this "
+            f"The actor {handle.class_name} already has {limit} pending calls from this "
             "caller (max_pending_calls); wait for some to finish before submitting more."
         )
+    try:
+        return _submit_admitted(cw, handle, method, meta, options, args, kwargs)
+    except BaseException:
+        submitter.call_finished(actor_id)  # never submitted
+        raise
+
+
+def _submit_admitted(
+    cw: CoreWorker,
+    handle: HandleParts,
+    method: str,
+    meta: dict[str, Any],
+    options: dict[str, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    actor_id = handle.actor_id
     num_returns = options.get("num_returns", meta["num_returns"])
     if num_returns == "streaming":
         num_returns = STREAMING
+    elif num_returns == "dynamic":
+        num_returns = DYNAMIC
     spec, deps = cw.build_spec(
         name=method,
         function_id=b"",
@@ -239,7 +278,7 @@ def submit_call(
         actor_id=actor_id,
         concurrency_group=options.get("concurrency_group", meta.get("concurrency_group", "")),
     )
-    token = handle._token
+    token = handle.token
     if token is not None:
         # The call pins the handle token until it finishes, as Ray does: a handle dropped
         # right after ``.remote()`` (``get(A.remote().f.remote())``) must not end the actor
@@ -247,15 +286,11 @@ def submit_call(
         deps = [*deps, token._id]
     retries = options.get("max_task_retries", meta.get("max_task_retries"))
     if retries is None:
-        retries = handle._meta.get("max_task_retries", 0)
+        retries = handle.meta.get("max_task_retries", 0)
     retry_exceptions = options.get("retry_exceptions", meta.get("retry_exceptions")) or False
-    result = cw.track_submission(
-        spec,
-        deps,
-        retries,
-        retry_exceptions,
-        lambda s: cw.enqueue_actor_call(s, handle._class_name),
-    )
+    class_name = handle.class_name
+    is_async = bool(handle.meta.get("is_async", False))
+    result = cw.tasks.submit(spec, deps, retries, retry_exceptions, class_name, is_async)
     if num_returns == STREAMING:
         return result
     refs = result

@@ -14,6 +14,7 @@ Concurrency models, as Ray's:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import logging
 import os
@@ -26,16 +27,23 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from rayops import exceptions as rex
-from rayops.actor import ActorExitRequest
 from rayops.core_worker.core_worker import TaskContext, resolve
 from rayops.core_worker.task_metrics import executor_key
-from rayops.core_worker.task_spec import STREAMING, TaskReply, TaskSpec
+from rayops.core_worker.threads import any_thread, io_thread
+from rayops.protocol import worker_messages as wm
+from rayops.protocol.task_messages import STREAMING, TaskReply, TaskSpec
 from rayops.rpc import framed
 
 if TYPE_CHECKING:
     from rayops.core_worker.executor import Executor
 
 logger = logging.getLogger(__name__)
+
+
+class ActorExitRequest(BaseException):
+    """Raised by ``rayops.actor.exit_actor()`` inside an actor method; the worker then
+    exits cleanly. Defined here, where it is caught, so that the core worker never imports
+    the public API modules."""
 
 
 class ActorRuntime:
@@ -65,10 +73,13 @@ class ActorRuntime:
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sems: dict[str, asyncio.Semaphore] = {}
+        # async actors: the running (or waiting) coroutine of each call, to cancel it
+        self._async_calls: dict[bytes, concurrent.futures.Future[None]] = {}
         self.threaded = not self.is_async and (self.max_concurrency > 1 or bool(self.groups))
 
     # ---------------------------------------------------------------- creation
     @staticmethod
+    @io_thread
     def create(
         executor: Executor,
         conn: framed.Connection,
@@ -84,7 +95,7 @@ class ActorRuntime:
         runtime = ActorRuntime(executor, actor_id, spec, conn, num_restarts, instances, lease_id)
 
         def construct() -> None:
-            result: tuple[bool, int, Any]
+            result: wm.ActorCreated | wm.ActorCreationFailed
             ctx = TaskContext(
                 task_id=actor_id,
                 task_name=runtime.class_name,
@@ -94,6 +105,7 @@ class ActorRuntime:
                 actor_id=actor_id,
             )
             cw.set_task_context(ctx)
+            executor.show_devices(instances)  # once: its calls run with the same devices
             try:
                 cls = cloudpickle.loads(spec["class_bytes"])
                 cls = getattr(cls, "_cls", cls)
@@ -131,7 +143,7 @@ class ActorRuntime:
                     runtime.instance = cls(*args, **kwargs)
                     executor.actor = runtime
                     runtime._start_concurrency()
-                result = (True, os.getpid(), None)
+                result = wm.ActorCreated(os.getpid())
             except BaseException as err:  # the constructor failed: report it, do not host
                 task_err = rex.RayTaskError.from_exception(
                     err, f"{runtime.class_name}.__init__", os.getpid(), cw.node_ip
@@ -140,7 +152,8 @@ class ActorRuntime:
                     payload = pickle.dumps(rex.make_task_error_picklable(task_err))
                 except Exception:
                     payload = b""
-                result = (False, os.getpid(), (str(err) or type(err).__name__, payload))
+                why = str(err) or type(err).__name__
+                result = wm.ActorCreationFailed(os.getpid(), why, payload)
             finally:
                 cw.set_task_context(None)
             cw.loop.call_soon_threadsafe(resolve, fut, result)
@@ -174,6 +187,7 @@ class ActorRuntime:
                 )
 
     # ------------------------------------------------------------------- calls
+    @io_thread
     def dispatch(
         self, spec: TaskSpec, conn: framed.Connection, fut: asyncio.Future[TaskReply]
     ) -> None:
@@ -187,9 +201,11 @@ class ActorRuntime:
             return
         group = spec.concurrency_group or self.methods.get(name, {}).get("concurrency_group", "")
         if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(
+            call = asyncio.run_coroutine_threadsafe(
                 self._run_async(spec, conn, fut, method, group), self._loop
             )
+            self._async_calls[spec.task_id] = call
+            call.add_done_callback(lambda c: self._async_call_done(spec.task_id, fut, c))
             return
         if self.threaded:
             pool = self._pools.get(group) or self._pools[""]
@@ -221,7 +237,12 @@ class ActorRuntime:
             )
         ex = self.executor
         cw = ex._cw
-        async with sem:
+        try:
+            await sem.acquire()
+        except asyncio.CancelledError:  # cancelled while it waited for a slot: never runs
+            ex._reply(fut, TaskReply("cancelled", [], [], cw.address, 0.0))
+            return
+        try:
             if ex.exiting:
                 return
             start = time.perf_counter()
@@ -270,6 +291,24 @@ class ActorRuntime:
             )
             if exiting:
                 self.exit_after_reply()
+        finally:
+            sem.release()
+
+    def _async_call_done(
+        self, task_id: bytes, fut: asyncio.Future[TaskReply], call: concurrent.futures.Future[None]
+    ) -> None:
+        self._async_calls.pop(task_id, None)
+        if call.cancelled():  # cancelled before its coroutine could answer: answer for it
+            ex = self.executor
+            ex._reply(fut, TaskReply("cancelled", [], [], ex._cw.address, 0.0))
+
+    def cancel(self, task_id: bytes) -> None:
+        """The owner cancelled ``task_id`` (IO thread): an async call's coroutine gets
+        CancelledError; sync and threaded calls only see is_canceled() (the executor's
+        flag), and a queued one is skipped when its turn comes."""
+        call = self._async_calls.get(task_id)
+        if call is not None:
+            call.cancel()
 
     async def _run_async_gen(
         self, spec: TaskSpec, conn: framed.Connection, method: Any, args: Any, kwargs: Any
@@ -312,13 +351,14 @@ class ActorRuntime:
         ex._reply(fut, TaskReply("ok", ex._package_returns(spec, None), [], ex._cw.address, 0.0))
         self.exit_after_reply()
 
+    @any_thread
     def exit_after_reply(self) -> None:
         """Tell the GCS this exit is intentional, let replies go out, then exit."""
         cw = self.executor._cw
 
         def bye() -> None:
             if not self.gcs_conn.closed:
-                self.gcs_conn.notify("actor_exiting")
+                self.gcs_conn.notify(wm.ActorExiting())
             cw.loop.call_later(0.05, os._exit, 0)
 
         cw.loop.call_soon_threadsafe(bye)

@@ -1,25 +1,30 @@
-"""Caller side of actor method calls: per-actor ordered queues, the actor's address,
-reconnects across restarts, and failing calls when the actor is dead.
+"""The I/O shell of actor method calls on the caller's side.
 
-Runs on the core worker's IO loop. Calls to one actor leave this process in
-submission order over one connection, so a single-threaded actor runs each
-caller's calls in order; a call whose arguments are not ready yet holds back the
-calls behind it. The actor's address comes from the GCS (a long poll that answers
-when the actor's state changes); the calls themselves never touch the GCS.
+Feeds ``actor_queue.ActorQueues`` (the state machine that decides the order, the retries
+and the failures of actor calls) with what happens, and carries out what it says: sends a
+call on the actor's connection, connects to the actor's address, asks the GCS where the
+actor is (a long poll that answers when the actor's state changes; the calls themselves
+never touch the GCS), fails a call. It also holds the calls' specs (the machine only
+knows their ids) and counts each actor's pending calls for ``max_pending_calls``.
+
+Threads: user threads only count pending calls (``admit``, ``pending_calls``); everything
+else runs on the core worker's IO thread, which alone touches the machine and the
+connections. New calls arrive through ``tasks.Tasks`` (which owns their records and
+retry budgets) as ``submit``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import pickle
-from collections import deque
-from dataclasses import dataclass, field
+import threading
 from typing import TYPE_CHECKING, Any
 
 from rayops import exceptions as rex
-from rayops.core_worker.task_metrics import ST_ARGS, ST_SUBMITTED
-from rayops.core_worker.task_spec import TaskReply, TaskSpec
+from rayops.core_worker import actor_queue as aq
+from rayops.core_worker.threads import any_thread, io_thread
+from rayops.protocol import worker_messages as wm
+from rayops.protocol.task_messages import TaskReply, TaskSpec
 from rayops.rpc import framed
 
 if TYPE_CHECKING:
@@ -30,187 +35,269 @@ logger = logging.getLogger(__name__)
 WATCH_TIMEOUT_MS = 10_000
 
 
-@dataclass
-class ActorQueue:
-    actor_id: bytes
-    class_name: str
-    version: int = 0
-    state: str = "PENDING_CREATION"
-    address: tuple[str, int] | None = None
-    conn: framed.Connection | None = None
-    pending: deque[TaskSpec] = field(default_factory=deque)
-    inflight: dict[bytes, TaskSpec] = field(default_factory=dict)
-    watching: bool = False
-    death: BaseException | None = None
-    node_id: str = ""
-
-
 class ActorSubmitter:
+    """Caller side of actor calls: the machine, the connections, the specs."""
+
     def __init__(self, cw: CoreWorker) -> None:
         self._cw = cw
-        self._queues: dict[bytes, ActorQueue] = {}
-        # in-flight calls cut off by a broken connection, failed once the cause is known
-        self._lost: dict[bytes, list[TaskSpec]] = {}
+        self._machine = aq.ActorQueues()
+        self._specs: dict[bytes, TaskSpec] = {}  # calls the machine knows, by task id
+        self._conns: dict[bytes, framed.Connection] = {}  # actor id -> its connection
+        self._node_ids: dict[bytes, str] = {}  # actor id -> the node it lives on
+        self._watching: set[bytes] = set()
+        # Between hold() and flush(): the connections corked with calls not yet written.
+        self._holding = False
+        self._unflushed: set[framed.Connection] = set()
+        # Calls submitted from this process and not finished, per actor (max_pending_calls).
+        self._pending_lock = threading.Lock()
+        self._pending = aq.PendingCalls()
 
-    def queue(self, actor_id: bytes, class_name: str = "") -> ActorQueue:
-        q = self._queues.get(actor_id)
-        if q is None:
-            q = self._queues[actor_id] = ActorQueue(actor_id, class_name)
-        return q
+    # ------------------------------------------------------------ user threads
+    @any_thread
+    def admit(self, actor_id: bytes, limit: int) -> bool:
+        """Count a new call to ``actor_id`` as pending, unless ``limit`` (> 0) already are;
+        ``call_finished`` undoes it."""
+        with self._pending_lock:
+            return self._pending.admit(actor_id, limit)
 
-    def submit(self, spec: TaskSpec, class_name: str) -> None:
-        q = self.queue(spec.actor_id, class_name)
-        record = self._cw.task_record(spec.task_id)
-        if record is not None:
-            record.mname = f"{q.class_name}.{spec.name}"
-            self._cw.task_counts.move(record, ST_ARGS)
-        q.pending.append(spec)
-        self._pump(q)
+    @any_thread
+    def call_finished(self, actor_id: bytes) -> None:
+        """A call admitted for ``actor_id`` finished (or was never submitted)."""
+        with self._pending_lock:
+            self._pending.finished(actor_id)
 
-    # ------------------------------------------------------------------ pumping
-    def _pump(self, q: ActorQueue) -> None:
-        if q.death is not None:
-            self._fail_all(q)
-            return
-        if q.conn is None or q.conn.closed:
-            self._watch(q)
-            return
+    @any_thread
+    def pending_calls(self, actor_id: bytes | None = None) -> int:
+        """Calls to ``actor_id`` (to any actor if None) submitted here and not finished."""
+        with self._pending_lock:
+            return self._pending.count(actor_id)
+
+    @any_thread
+    def pending_actors(self) -> int:
+        """How many actors have calls pending from here (no entry is kept for the others)."""
+        with self._pending_lock:
+            return self._pending.actors()
+
+    # ------------------------------------------------------------- IO thread
+    @io_thread
+    def submit(self, spec: TaskSpec) -> None:
+        """Queue a call (new, or again after an application error) behind the others."""
         cw = self._cw
-        while q.pending:
-            spec = q.pending[0]
-            resolved = cw.resolve_owned_args(spec, lambda: self._pump(q))
+        aid = spec.actor_id
+        record = cw.tasks.record(spec.task_id)
+        ready = True
+        if spec.args:
+            resolved = cw.tasks.resolve_owned_args(spec, lambda: self._args_ready(spec))
             if resolved is None:
-                return  # waiting for an argument; the callback pumps again
-            q.pending.popleft()
-            if isinstance(resolved, tuple) and resolved and resolved[0] == "error":
-                cw.finish_with_entry(spec, resolved[1])
-                continue
-            assert isinstance(resolved, TaskSpec)
-            self._send(q, resolved)
+                ready = False
+            elif isinstance(resolved, tuple) and resolved and resolved[0] == "error":
+                cw.tasks.fail(spec, entry=resolved[1])
+                return
+            else:
+                spec = resolved
+        self._specs[spec.task_id] = spec
+        conn = self._conns.get(aid)
+        machine = self._machine
+        if conn is not None and conn.closed:
+            # The actor went away while we were idle: nothing was in flight to notice.
+            self._forget_conn(aid)
+            actor = machine.actor(aid)
+            if actor is not None:
+                self._run(machine.handle(aq.ConnectionLost(aid, actor.epoch)))
+        retries = record.retries_left if record is not None else 0
+        self._run(machine.handle(aq.CallSubmitted(aid, spec.task_id, retries, ready)))
 
-    def _send(self, q: ActorQueue, spec: TaskSpec) -> None:
-        conn = q.conn
-        assert conn is not None
-        q.inflight[spec.task_id] = spec
-        self._cw.set_task_state(spec.task_id, ST_SUBMITTED)
-        fut = conn.request("actor_call", spec)
-        fut.add_done_callback(lambda f: self._on_done(q, spec, f))
+    def _args_ready(self, spec: TaskSpec) -> None:
+        if spec.task_id not in self._specs:
+            return  # failed or dropped meanwhile
+        cw = self._cw
+        resolved = cw.tasks.resolve_owned_args(spec, lambda: self._args_ready(spec))
+        if resolved is None:
+            return
+        if isinstance(resolved, tuple) and resolved and resolved[0] == "error":
+            del self._specs[spec.task_id]
+            self._run(self._machine.handle(aq.CallDropped(spec.actor_id, spec.task_id)))
+            cw.tasks.fail(spec, entry=resolved[1])
+            return
+        self._specs[spec.task_id] = resolved
+        self._run(self._machine.handle(aq.ArgsReady(spec.actor_id, spec.task_id)))
 
-    def _on_done(self, q: ActorQueue, spec: TaskSpec, fut: asyncio.Future[Any]) -> None:
-        err = fut.exception()
+    @io_thread
+    def drop(self, actor_id: bytes, task_id: bytes) -> bool:
+        """Forget a call finished some other way (cancelled); True if it was still queued
+        or in flight here. The caller finishes its record."""
+        if self._specs.pop(task_id, None) is None:
+            return False
+        self._run(self._machine.handle(aq.CallDropped(actor_id, task_id)))
+        return True
+
+    @io_thread
+    def connection_of(self, actor_id: bytes) -> framed.Connection | None:
+        """The open connection to the actor, if there is one (to send it a cancel)."""
+        conn = self._conns.get(actor_id)
+        return None if conn is None or conn.closed else conn
+
+    @io_thread
+    def registered(self, actor_id: bytes, version: int) -> None:
+        """This process created the actor, which the GCS has at ``version``."""
+        self._run(self._machine.handle(aq.ActorRegistered(actor_id, version)))
+
+    @io_thread
+    def mark_dead(self, actor_id: bytes, err: BaseException) -> None:
+        """This process killed the actor: fail its calls now instead of racing the exit."""
+        self._forget_conn(actor_id)
+        self._run(self._machine.handle(aq.ActorDead(actor_id, err)))
+
+    @io_thread
+    def on_nodes_dead(self, node_ids: set[str]) -> None:
+        """Nodes the GCS declared dead: close connections into them, so the calls in flight
+        fail over and the GCS says where each actor went."""
+        for aid, conn in list(self._conns.items()):
+            if self._node_ids.get(aid) in node_ids:
+                conn.close()
+
+    # ---------------------------------------------------------- instructions
+    def _run(self, instructions: list[aq.Instruction]) -> None:
+        for ins in instructions:
+            kind = type(ins)
+            if kind is aq.SendCall:
+                self._send(ins)  # type: ignore[arg-type]
+            elif kind is aq.FailCall:
+                self._fail(ins)  # type: ignore[arg-type]
+            elif kind is aq.RetryCall:
+                self._count_retry(ins)  # type: ignore[arg-type]
+            elif kind is aq.WatchActor:
+                self._watch(ins.actor_id)
+            elif kind is aq.Connect:
+                self._cw.spawn(self._connect(ins.actor_id, ins.address))  # type: ignore[union-attr]
+
+    def _send(self, ins: aq.SendCall) -> None:
+        spec = self._specs[ins.task_id]
+        conn = self._conns[ins.actor_id]
+        self._cw.tasks.pushed(spec.task_id)
+        epoch = ins.epoch
+        # The reply is handled as its frame is read, not one loop iteration later.
+        slot = framed.ReplySlot(lambda reply, err: self._on_done(spec, epoch, reply, err))
+        if self._holding and conn not in self._unflushed:
+            conn.cork()
+            self._unflushed.add(conn)
+        conn.request_to(slot, wm.ActorCall(spec))
+
+    @io_thread
+    def hold(self) -> None:
+        """Calls sent from now on wait for ``flush`` (the end of a batch of submissions),
+        which writes them at once: no loop iteration between submitting and writing."""
+        self._holding = True
+
+    @io_thread
+    def flush(self) -> None:
+        """Write the calls held since ``hold`` now, one frame per connection."""
+        self._holding = False
+        if self._unflushed:
+            unflushed, self._unflushed = self._unflushed, set()
+            for conn in unflushed:
+                conn.uncork()
+
+    def _on_done(
+        self, spec: TaskSpec, epoch: int, reply: TaskReply | None, err: BaseException | None
+    ) -> None:
+        aid = spec.actor_id
         if err is None:
-            q.inflight.pop(spec.task_id, None)
-            reply: TaskReply = fut.result()
-            self._cw.on_task_reply(spec, reply)
+            self._specs.pop(spec.task_id, None)
+            self._machine.handle(aq.CallReplied(aid, spec.task_id, epoch))
+            assert reply is not None
+            self._cw.tasks.on_reply(spec, reply)
             return
         if not isinstance(err, ConnectionError):
             # This call alone failed (too large to send, or the actor's process could not
             # take it); the connection and the calls behind it are fine.
-            q.inflight.pop(spec.task_id, None)
-            self._cw.finish_with_error(spec, err)
+            self._specs.pop(spec.task_id, None)
+            self._machine.handle(aq.CallFailed(aid, spec.task_id, epoch))
+            self._cw.tasks.fail(spec, error=err)
             return
-        if q.inflight.get(spec.task_id) is not spec:
-            return  # handled below with the other calls its connection carried
-        # The connection to the actor broke: every call in flight on it failed, and their
-        # callbacks run in no particular order. Take them all now, in the order they were
-        # sent, so the retried ones go back to the head of the queue in submission order
-        # (one at a time, each to the front, they would run reversed after the restart).
-        if q.conn is not None and q.conn.closed:
-            q.conn = None
-        cut_off = list(q.inflight.values())
-        q.inflight.clear()
-        retried: list[TaskSpec] = []
-        for lost in cut_off:
-            record = self._cw.task_record(lost.task_id)
-            if record is not None and record.retries_left != 0 and q.death is None:
-                record.retries_left -= 1
-                self._cw.task_counts.retry(record)
-                retried.append(lost)
-            else:  # failed with the cause once it is known
-                self._lost.setdefault(q.actor_id, []).append(lost)
-        q.pending.extendleft(reversed(retried))  # re-sent, in order, once the actor is back
-        self._watch(q)
+        conn = self._conns.get(aid)
+        if conn is not None and conn.closed:
+            self._forget_conn(aid)
+        self._run(self._machine.handle(aq.ConnectionLost(aid, epoch)))
 
-    # ------------------------------------------------------------------ the GCS
-    def _watch(self, q: ActorQueue) -> None:
-        if q.watching:
+    def _fail(self, ins: aq.FailCall) -> None:
+        spec = self._specs.pop(ins.task_id, None)
+        if spec is not None:
+            self._cw.tasks.fail(spec, error=ins.error)
+
+    def _count_retry(self, ins: aq.RetryCall) -> None:
+        """Spend the retry on the task's record; one the record refuses (cancelled) is
+        dropped from the queue, and ends here unless the record has ended already."""
+        cw = self._cw
+        if cw.tasks.actor_call_resent(ins.task_id):
             return
-        q.watching = True
-        self._cw.spawn(self._watch_loop(q))
+        spec = self._specs.get(ins.task_id)
+        if spec is None or not self.drop(ins.actor_id, ins.task_id):
+            return
+        if cw.tasks.record(ins.task_id) is not None:
+            cw.tasks.fail(
+                spec,
+                rex.ActorDiedError(
+                    actor_id=ins.actor_id.hex(),
+                    error_msg="The actor died while running this call; it is not retried.",
+                ),
+            )
 
-    async def _watch_loop(self, q: ActorQueue) -> None:
+    def _forget_conn(self, actor_id: bytes) -> None:
+        self._conns.pop(actor_id, None)
+
+    async def _connect(self, actor_id: bytes, address: aq.Address) -> None:
+        try:
+            conn = await self._cw.peer(address)
+        except (TimeoutError, OSError, framed.ConnectionLost):
+            self._run(self._machine.handle(aq.ConnectFailed(actor_id, address)))
+            return
+        self._conns[actor_id] = conn
+        self._run(self._machine.handle(aq.Connected(actor_id, address)))
+
+    # ---------------------------------------------------------------- the GCS
+    def _watch(self, actor_id: bytes) -> None:
+        if actor_id in self._watching:
+            return
+        self._watching.add(actor_id)
+        self._cw.spawn(self._watch_loop(actor_id))
+
+    async def _watch_loop(self, actor_id: bytes) -> None:
         from rayops.gcs import calls
 
         cw = self._cw
+        machine = self._machine
         try:
-            while True:
+            while machine.wants_address(actor_id):
                 gcs = await cw.async_gcs()
                 info = await gcs.call(
-                    calls.get_actor_info(q.actor_id, True, q.version, WATCH_TIMEOUT_MS),
+                    calls.get_actor_info(
+                        actor_id, True, machine.version(actor_id), WATCH_TIMEOUT_MS
+                    ),
                     timeout=WATCH_TIMEOUT_MS / 1000 + 20,
                 )
-                if info is None:
-                    q.death = rex.ActorDiedError(
-                        error_msg=f"the GCS does not know actor {q.actor_id.hex()}"
-                    )
-                    break
-                q.version = info.version
-                q.state = info.state
-                if info.state == "DEAD":
-                    q.death = _death_error(info)
-                    break
-                if info.state == "ALIVE" and info.address is not None:
-                    try:
-                        q.conn = await cw.peer(info.address)
-                    except (TimeoutError, OSError, framed.ConnectionLost):
-                        continue  # it died again; the next answer says so
-                    q.address = info.address
-                    q.node_id = info.node_id
-                    self._fail_lost(
-                        q,
-                        rex.ActorDiedError(
-                            actor_id=q.actor_id.hex(),
-                            error_msg=(
-                                f"The actor {q.class_name} died while running this call and "
-                                "was restarted; the call is not retried (max_task_retries=0)."
-                            ),
-                        ),
-                    )
-                    break
+                self._run(machine.handle(self._event_of(actor_id, info)))
         except Exception as err:  # GCS unreachable: calls cannot be delivered
             if cw.is_shut_down:
                 return
-            q.death = rex.ActorDiedError(error_msg=f"could not reach the GCS: {err}")
+            cause = rex.ActorDiedError(error_msg=f"could not reach the GCS: {err}")
+            self._run(machine.handle(aq.ActorDead(actor_id, cause)))
         finally:
-            q.watching = False
-        self._pump(q)
+            self._watching.discard(actor_id)
 
-    def _fail_lost(self, q: ActorQueue, err: BaseException) -> None:
-        for spec in self._lost.pop(q.actor_id, []):
-            q.inflight.pop(spec.task_id, None)
-            self._cw.finish_with_error(spec, err)
-
-    def _fail_all(self, q: ActorQueue) -> None:
-        assert q.death is not None
-        self._fail_lost(q, q.death)
-        for spec in list(q.inflight.values()):
-            self._cw.finish_with_error(spec, q.death)
-        q.inflight.clear()
-        while q.pending:
-            self._cw.finish_with_error(q.pending.popleft(), q.death)
-
-    def mark_dead(self, actor_id: bytes, class_name: str, err: BaseException) -> None:
-        """This process killed the actor: fail its calls now instead of racing the exit."""
-        q = self.queue(actor_id, class_name)
-        q.death = err
-        if q.conn is not None and not q.conn.closed:
-            q.conn = None
-        self._fail_all(q)
-
-    def on_nodes_dead(self, node_ids: set[str]) -> None:
-        for q in self._queues.values():
-            if q.node_id in node_ids and q.conn is not None:
-                q.conn.close()  # in-flight calls fail over; the GCS says where it went
+    def _event_of(self, actor_id: bytes, info: Any) -> aq.Event:
+        """The machine's event for the GCS's answer about an actor."""
+        if info is None:
+            return aq.ActorDead(
+                actor_id,
+                rex.ActorDiedError(error_msg=f"the GCS does not know actor {actor_id.hex()}"),
+            )
+        if info.state == "DEAD":
+            return aq.ActorDead(actor_id, _death_error(info))
+        if info.state == "ALIVE" and info.address is not None:
+            self._node_ids[actor_id] = info.node_id
+            return aq.ActorAddressKnown(actor_id, tuple(info.address), info.version)
+        return aq.ActorRestarting(actor_id, info.version)
 
 
 def _death_error(info: Any) -> BaseException:

@@ -22,10 +22,12 @@ import cloudpickle
 
 from rayops import exceptions as rex
 from rayops import ids, serialization
-from rayops.actor import ActorExitRequest
+from rayops.core_worker.actor_runtime import ActorExitRequest
+from rayops.core_worker.call_limit import CallLimit
 from rayops.core_worker.core_worker import TaskContext, resolve
 from rayops.core_worker.task_metrics import executor_key
-from rayops.core_worker.task_spec import STREAMING, TaskReply, TaskSpec
+from rayops.protocol import worker_messages as wm
+from rayops.protocol.task_messages import STREAMING, TaskReply, TaskSpec
 from rayops.rpc import framed
 
 if TYPE_CHECKING:
@@ -36,8 +38,12 @@ logger = logging.getLogger(__name__)
 Address = tuple[str, int]
 
 
-class _Cancelled(Exception):
-    pass
+class _ArgumentCancelled(Exception):
+    """An argument of the task was cancelled (carries its TaskCancelledError)."""
+
+    def __init__(self, error: rex.TaskCancelledError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Executor:
@@ -48,29 +54,41 @@ class Executor:
         self._function_bytes: dict[bytes, bytes] = {}
         self._current: bytes | None = None
         self._cancel_requested: set[bytes] = set()
+        self._interrupt: bytes | None = None  # the running task a SIGINT is meant for
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._on_sigint)
         self._lock = threading.Lock()
         self._replies: list[tuple[asyncio.Future[TaskReply], TaskReply]] = []
         self.actor: Any = None  # ActorRuntime once this worker hosts an actor
         self.exiting = False  # set once an actor asked to exit: no more calls run
         self._reply_scheduled = False
+        self.call_limit = CallLimit()  # max_calls
 
     @property
     def is_actor(self) -> bool:
         return self.actor is not None
 
-    def handlers(self) -> dict[str, Any]:
+    def handlers(self) -> dict[Any, Any]:
         from rayops.core_worker.actor_runtime import ActorRuntime
 
         return {
-            "push_task": self._h_push_task,
-            "cancel_task": self._h_cancel_task,
-            "create_actor": lambda conn, *a: ActorRuntime.create(self, conn, *a),
-            "actor_call": lambda conn, spec: self._actor_call(conn, spec),
-            "exit_actor": lambda conn, cause: os._exit(1),
+            wm.PushTask: lambda conn, m: self._h_push_task(
+                conn, m.spec, m.function, m.instances, m.lease_id
+            ),
+            wm.CancelTask: lambda conn, m: self._h_cancel_task(
+                conn, m.task_id, m.force, m.recursive
+            ),
+            wm.CreateActor: lambda conn, m: ActorRuntime.create(
+                self, conn, m.actor_id, m.creation_spec, m.instances, m.lease_id, m.num_restarts
+            ),
+            wm.ActorCall: lambda conn, m: self._actor_call(conn, m.spec),
+            wm.ExitActor: lambda conn, m: os._exit(1),
         }
 
-    def _actor_call(self, conn: framed.Connection, spec: TaskSpec) -> asyncio.Future[TaskReply]:
-        fut: asyncio.Future[TaskReply] = asyncio.get_running_loop().create_future()
+    def _actor_call(self, conn: framed.Connection, spec: TaskSpec) -> Any:
+        # Not a future: the reply is queued as soon as it is set, with no done-callback turn
+        # of the loop in between (it has a future's setter side, all the call paths need).
+        fut: Any = framed.DeferredReply()
         if self.exiting:
             return fut  # never answered: the connection closes when the worker exits
         if self.actor is None:
@@ -84,6 +102,11 @@ class Executor:
     def enqueue(self, item: Any) -> None:
         """Run a callable (or a task tuple) on the main thread, in order."""
         self._queue.put(item)
+
+    @staticmethod
+    def show_devices(instances: dict[str, Any]) -> None:
+        """Show the task (or the actor, once at its creation) the GPUs its lease holds."""
+        _set_visible_devices(instances)
 
     # ------------------------------------------------------------- IO thread
     def _h_push_task(
@@ -100,20 +123,59 @@ class Executor:
         self._queue.put((spec, instances, lease_id, conn, fut))
         return fut
 
-    def _h_cancel_task(self, conn: framed.Connection, task_id: bytes, force: bool) -> None:
+    def _h_cancel_task(
+        self, conn: framed.Connection, task_id: bytes, force: bool, recursive: bool = True
+    ) -> None:
+        """The owner cancelled ``task_id`` (queued or running here; its ref is resolved
+        already). Children first: this process owns what the task submitted."""
         with self._lock:
             self._cancel_requested.add(task_id)
             running = self._current == task_id
+            if running and self.actor is None:
+                self._interrupt = task_id
+        if recursive:
+            self._cw.tasks.cancel_children(task_id, force)
+        if self.actor is not None:
+            # Actor state must survive: a sync or threaded call sees is_canceled(); an
+            # async one gets CancelledError; a queued one is skipped when its turn comes.
+            self.actor.cancel(task_id)
+            return
         if running:
             if force:
                 logger.info("force-cancelling task %s: exiting", task_id.hex())
                 os._exit(1)
-            # Interrupts a blocking call too (time.sleep, a lock wait) in the main thread.
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+            self._interrupt_main(task_id, 0.0)
+
+    def _interrupt_main(self, task_id: bytes, delay: float) -> None:
+        """SIGINT the main thread until the handler raised in ``task_id`` (or it ended): a
+        signal landing after the main thread let go of the GIL but before it blocked (in
+        time.sleep) waits for the call to return; the IO thread gets the GIL right then."""
+        with self._lock:
+            pending = self._interrupt == task_id and self._current == task_id
+        if not pending:
+            return
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        delay = min(max(2 * delay, 0.01), 1.0)
+        self._cw.loop.call_later(delay, self._interrupt_main, task_id, delay)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        # Raise only in the task the cancel was meant for: a signal delivered after that
+        # task ended must not interrupt the next one. No lock: the handler runs in the main
+        # thread between two bytecodes, possibly while that thread holds self._lock.
+        target = self._interrupt
+        if target is not None and target == self._current:
+            self._interrupt = None
+            raise KeyboardInterrupt
+
+    def is_cancelled(self, task_id: bytes | None) -> bool:
+        """Whether the owner cancelled ``task_id`` while it runs here (is_canceled())."""
+        with self._lock:
+            return task_id in self._cancel_requested
 
     # ------------------------------------------------------------ main thread
     def run_forever(self) -> None:
         while True:
+            item: Any = None
             try:
                 item = self._queue.get()
                 if item is None:
@@ -123,7 +185,22 @@ class Executor:
                 else:
                     self._run_one(*item)
             except KeyboardInterrupt:
-                continue  # a cancel that arrived between tasks
+                # A cancel's interrupt that landed at the edge of a task, outside its own
+                # handler: answer for it (a second answer is ignored), or its lease is held
+                # forever.
+                if isinstance(item, tuple):
+                    self._interrupted_at_edge(item[0].task_id)
+                    self._reply(item[4], TaskReply("cancelled", [], [], self._cw.address, 0.0))
+                continue
+
+    def _interrupted_at_edge(self, task_id: bytes) -> None:  # what _run_one's finally missed
+        with self._lock:
+            if self._current == task_id:
+                self._current = None
+                self._interrupt = None
+            self._cancel_requested.discard(task_id)
+        self._cw.set_task_context(None)
+        self._cw.metrics.executor_counts.ended(task_id)
 
     def stop(self) -> None:
         self._queue.put(None)
@@ -142,11 +219,14 @@ class Executor:
         if self.exiting:
             return  # the actor is exiting: the caller learns it from the closed connection
         with self._lock:
-            if spec.task_id in self._cancel_requested:
+            cancelled = spec.task_id in self._cancel_requested
+            if cancelled:
                 self._cancel_requested.discard(spec.task_id)
-                self._reply(fut, TaskReply("cancelled", [], [], cw.address, 0.0))
-                return
-            self._current = spec.task_id
+            elif self.actor is None:
+                self._current = spec.task_id
+        if cancelled:  # cancelled while it waited here: never runs (_reply takes the lock)
+            self._reply(fut, TaskReply("cancelled", [], [], cw.address, 0.0))
+            return
         metric_key = executor_key(spec.name, display_name, spec.attempt)
         ctx = TaskContext(
             task_id=spec.task_id,
@@ -160,7 +240,8 @@ class Executor:
         cw.set_task_context(ctx)
         counts = cw.metrics.executor_counts
         counts.started(spec.task_id, metric_key)
-        _set_visible_devices(instances)
+        if display_name is None:  # an actor's calls keep the devices set at its creation
+            _set_visible_devices(instances)
         start = time.perf_counter()
         status = "ok"
         exiting = False
@@ -168,7 +249,12 @@ class Executor:
             try:
                 if fn is None:
                     fn = self._function(spec.function_id)
-                args, kwargs = self._resolve_args(spec)
+                try:
+                    args, kwargs = self._resolve_args(spec)
+                except rex.TaskCancelledError as err:
+                    if spec.num_returns == STREAMING:
+                        raise
+                    raise _ArgumentCancelled(err) from err
                 if spec.num_returns == STREAMING:
                     returns, num_items = [], self._run_generator(spec, conn, fn, args, kwargs)
                 else:
@@ -184,6 +270,13 @@ class Executor:
             except ActorExitRequest:
                 exiting = self.exiting = True
                 returns, num_items = self._package_returns(spec, None), 0
+            except _ArgumentCancelled as err:
+                # A chain: the task's result is its argument's TaskCancelledError itself.
+                status, num_items = "error", 0
+                returns = [
+                    self._package(spec, rid, err.error, serialization.META_ERROR)
+                    for rid in spec.return_ids
+                ]
             except Exception as err:
                 status = "error"
                 returns = self._error_returns(spec, err)
@@ -193,14 +286,21 @@ class Executor:
                     returns, num_items = [], 1
         finally:
             with self._lock:
-                self._current = None
+                if self._current == spec.task_id:
+                    self._current = None
+                    self._interrupt = None
                 self._cancel_requested.discard(spec.task_id)
             cw.set_task_context(None)
             counts.ended(spec.task_id)
         elapsed = time.perf_counter() - start
         borrowed = self._settle_borrows(spec)
         _flush_output()
-        self._reply(fut, TaskReply(status, returns, borrowed, cw.address, elapsed, num_items))
+        spent = self.call_limit.ran(spec)  # max_calls reached: exit after this reply
+        reply = TaskReply(status, returns, borrowed, cw.address, elapsed, num_items, spent)
+        self._reply(fut, reply)
+        if spent:
+            self.exiting = True  # anything pushed meanwhile fails over when the process ends
+            self.call_limit.exit_after_reply(cw)
         if exiting and self.actor is not None:
             self.actor.exit_after_reply()
 
@@ -217,8 +317,20 @@ class Executor:
         with self._lock:
             replies, self._replies = self._replies, []
             self._reply_scheduled = False
-        for fut, reply in replies:
-            resolve(fut, reply)
+        # Actor calls' replies are written at once, one frame per connection, not after
+        # another loop iteration.
+        corked: set[framed.Connection] = set()
+        try:
+            for fut, reply in replies:
+                if type(fut) is framed.DeferredReply:
+                    conn = fut.connection
+                    if conn is not None and conn not in corked:
+                        conn.cork()
+                        corked.add(conn)
+                resolve(fut, reply)
+        finally:
+            for conn in corked:
+                conn.uncork()
 
     def _function(self, function_id: bytes) -> Any:
         fn = self._functions.get(function_id)
@@ -238,7 +350,7 @@ class Executor:
                 meta, pickled, buffers = a[1]
                 values.append(_raise_if_error(meta, serialization.deserialize(pickled, buffers)))
             elif kind == "s":
-                value, meta = cw._read_from_store(a[1], a[2])
+                value, meta = cw.objects.read_from_store(a[1], a[2])
                 values.append(_raise_if_error(meta, value))
             else:
                 from rayops.core_worker.object_ref import ObjectRef
@@ -246,7 +358,7 @@ class Executor:
                 pending[i] = ObjectRef(a[1], tuple(a[2]), cw, counted=False)
                 values.append(None)
         if pending:
-            got = cw.get(list(pending.values()))
+            got = cw.objects.get(list(pending.values()))
             for (i, _), v in zip(pending.items(), got, strict=True):
                 values[i] = v
         nk = len(spec.kwarg_names)
@@ -277,7 +389,7 @@ class Executor:
     def _package(self, spec: TaskSpec, oid: bytes, value: Any, meta: bytes = b"") -> Any:
         cw = self._cw
         sv = serialization.serialize(value, meta)
-        entry = cw.store_value(oid, sv)
+        entry = cw.objects.store_value(oid, sv)
         contained = self._hand_over_refs(spec, sv.contained_refs)
         return (entry, contained)
 
@@ -295,7 +407,7 @@ class Executor:
                 cw.references.add_borrower(oid, spec.owner)
             else:
                 remote.append((oid, owner, spec.owner))
-        cw.register_borrows_blocking(remote)
+        cw.references.register_borrows_blocking(remote)
         return contained
 
     def _error_returns(self, spec: TaskSpec, err: BaseException) -> list[Any]:
@@ -348,7 +460,7 @@ class Executor:
     def _send_item(self, conn: framed.Connection, spec: TaskSpec, index: int, item: Any) -> None:
         entry, contained = item
         self._cw.loop.call_soon_threadsafe(
-            conn.notify, "generator_item", spec.task_id, index, entry, contained
+            conn.notify, wm.GeneratorItem(spec.task_id, index, entry, contained)
         )
 
     def _settle_borrows(self, spec: TaskSpec) -> list[bytes]:
@@ -356,12 +468,15 @@ class Executor:
         cw = self._cw
         mine: list[bytes] = []
         others: list[tuple[bytes, Address, Address]] = []
-        for oid, owner in cw.references.drain_new_borrows():
+        for borrow in cw.references.drain_new_borrows():
+            oid, owner = borrow.oid, borrow.owner
             if owner == spec.owner:
                 mine.append(oid)
             else:
                 others.append((oid, owner, cw.address))
-        cw.register_borrows_blocking(others)
+        cw.references.register_borrows_blocking(others)
+        if mine:  # so that the owner releases them if this process dies
+            cw.references.introduce_blocking(spec.owner)
         return mine
 
 

@@ -44,7 +44,10 @@ class _Waiter:
 class MemoryStore:
     def __init__(self) -> None:
         self._values: dict[bytes, Entry] = {}
-        self._lock = threading.Lock()
+        # Reentrant: the garbage collector may run ObjectRef.__del__ (-> delete) on a thread
+        # in the middle of any allocation, including one made while that thread holds this
+        # lock (wait, on_ready, delete's compaction); a plain Lock deadlocked the thread.
+        self._lock = threading.RLock()
         self._callbacks: dict[bytes, list[Callback]] = {}
         # The blocked waits (one per blocked thread, so a handful). A put checks each for its
         # object and wakes a wait only once enough have arrived, so a get of n objects costs
@@ -79,13 +82,16 @@ class MemoryStore:
     def delete(self, oid: bytes) -> Entry | None:
         with self._lock:
             self._callbacks.pop(oid, None)
+            entry = self._values.pop(oid, None)
             self._deletes_since_compaction += 1
             if self._deletes_since_compaction >= table_size.CHECK_EVERY:
                 self._deletes_since_compaction = 0
+                # The copy may run a finalizer that deletes (reentrantly) from the old table
+                # before it is copied: nothing deleted comes back.
                 smaller = table_size.compacted(self._values)
                 if smaller is not None:
                     self._values = smaller
-            return self._values.pop(oid, None)
+            return entry
 
     def on_ready(self, oid: bytes, cb: Callback) -> None:
         """Call ``cb(oid, entry)`` once the object is ready (now, if it already is)."""

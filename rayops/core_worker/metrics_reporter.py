@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rayops.core_worker import user_metrics
 from rayops.core_worker.task_metrics import ExecutorTaskCounts, OwnerTaskCounts
+from rayops.protocol import node_messages as nm
+from rayops.protocol import raylet_messages as rm
 from rayops.protocol.metrics import MetricsReport, TaskStateCount
 from rayops.rpc import framed
 
@@ -116,7 +118,7 @@ class MetricsReporter:
             metrics=tuple(infos),
             samples=tuple(samples),
         )
-        conn.notify("report_metrics", report)
+        conn.notify(nm.ReportMetrics(report))
         self._last_counts = counts
         return True
 
@@ -138,18 +140,20 @@ class MetricsReporter:
 
     async def _connect(self) -> framed.Connection:
         if self._pool is None:
-            self._pool = framed.ConnectionPool(self._cw.token, {}, timeout=5.0)
+            self._pool = framed.ConnectionPool(
+                self._cw.token, {}, timeout=5.0, settings=self._cw.framed_settings
+            )
         assert self._address is not None
         self._conn = await self._pool.get(self._address)
         return self._conn
 
     async def _driver_agent_address(self) -> Address | None:
         try:
-            info: dict[str, Any] = await self._cw.raylet.request("node_info")
+            info: rm.NodeInfoReply = await self._cw.raylet.request(rm.NodeInfo())
         except Exception as err:
             logger.debug("could not ask the raylet for the agent's port: %r", err)
             return None
-        port = info.get("agent_port")
+        port = info.node.agent_port
         if not port:
             return None
         return (self._cw.raylet_address[0], int(port))

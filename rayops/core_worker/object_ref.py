@@ -1,4 +1,5 @@
-"""ObjectRef and ObjectRefGenerator: the user-facing handles to objects.
+"""ObjectRef, ObjectRefGenerator and DynamicObjectRefGenerator: the user-facing handles to
+objects.
 
 An ObjectRef counts as one local reference in its process's reference table for
 as long as it is alive. Pickling a ref (into a task argument, a put value or a
@@ -8,8 +9,9 @@ return value) is recorded so the owner can keep the object alive for borrowers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
-from collections.abc import Generator
+from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from rayops import ids, serialization
@@ -17,11 +19,16 @@ from rayops.core_worker import state
 
 if TYPE_CHECKING:
     from rayops.core_worker.core_worker import CoreWorker
+    from rayops.core_worker.generators import Generators
 
 Address = tuple[str, int]
 
 
 class ObjectRef:
+    """A handle to an object. Making, copying and dropping one changes its local count in
+    the reference table on whichever thread does it (under the table's lock; see
+    ``references``): ``__del__`` runs wherever the garbage collector runs it."""
+
     __slots__ = ("__weakref__", "_cw", "_id", "_owner")
 
     def __init__(
@@ -118,12 +125,12 @@ class ObjectRef:
 
     def __await__(self) -> Generator[Any, None, Any]:
         cw = state.require()
-        return cw.get_async(self).__await__()
+        return cw.objects.get_async(self).__await__()
 
     def future(self) -> concurrent.futures.Future[Any]:
         """A concurrent.futures.Future that resolves to the object's value."""
         cw = state.require()
-        return cw.get_future(self)
+        return cw.objects.get_future(self)
 
     def as_future(self) -> asyncio.Future[Any]:
         return asyncio.wrap_future(self.future())
@@ -162,23 +169,56 @@ def _rebuild_ref(object_id: bytes, owner: Address) -> ObjectRef:
 class ObjectRefGenerator:
     """What ``.remote()`` of a generator function returns: one ref per yield, as produced.
 
-    Iterate it (``for ref in gen``) or ``next(gen)``; each step blocks until the task
-    has yielded the next value, and stops when the task returns. ``async for`` works too.
+    Iterate it (``for ref in gen``) or ``next(gen)``; each step blocks until the task has
+    yielded the next value, and stops when the task returns. ``async for`` works too, and
+    ``wait()`` takes it (ready once ``next(gen)`` would return at once). It cannot be
+    pickled: only its owner can read it.
     """
 
-    def __init__(self, task_id: bytes, owner: Address, cw: CoreWorker) -> None:
+    def __init__(self, task_id: bytes, owner: Address, gens: Generators) -> None:
         self._task_id = task_id
         self._owner = owner
-        self._cw = cw
+        self._gens = gens
         self._next = 0
 
     def __iter__(self) -> ObjectRefGenerator:
         return self
 
     def __next__(self) -> ObjectRef:
-        ref = self._cw.generator_next(self._task_id, self._next, timeout=None)
+        ref = self._gens.take(self._task_id, self._next, None)
         if ref is None:
             raise StopIteration
+        self._next += 1
+        return ref
+
+    def _next_sync(self, timeout_s: float | None = None) -> ObjectRef:
+        """The next ref, waiting up to ``timeout_s`` seconds (None or -1: no limit); the nil
+        ref if none came in time. Raises StopIteration once the stream ended."""
+        timeout = None if timeout_s is None or timeout_s == -1 else max(0.0, float(timeout_s))
+        try:
+            ref = self._gens.take(self._task_id, self._next, timeout)
+        except TimeoutError:
+            return ObjectRef.nil()
+        if ref is None:
+            raise StopIteration
+        self._next += 1
+        return ref
+
+    async def _next_async(self, timeout_s: float | None = None) -> ObjectRef:
+        """``_next_sync`` for async code: awaits instead of blocking the thread. Raises
+        StopAsyncIteration once the stream ended."""
+        ready = asyncio.wrap_future(self._gens.when_ready(self._task_id, self._next))
+        timeout = None if timeout_s is None or timeout_s == -1 else max(0.0, float(timeout_s))
+        try:
+            await asyncio.wait_for(ready, timeout)
+        except TimeoutError:
+            return ObjectRef.nil()
+        try:
+            ref = self._gens.take(self._task_id, self._next, 0)
+        except TimeoutError:  # pragma: no cover - ready said it was there
+            return ObjectRef.nil()
+        if ref is None:
+            raise StopAsyncIteration
         self._next += 1
         return ref
 
@@ -186,21 +226,94 @@ class ObjectRefGenerator:
         return self
 
     async def __anext__(self) -> ObjectRef:
-        ref = await asyncio.wrap_future(self._cw.generator_next_future(self._task_id, self._next))
-        if ref is None:
-            raise StopAsyncIteration
-        self._next += 1
-        return ref
+        return await self._next_async(None)
 
     def completed(self) -> ObjectRef:
         """A ref that resolves (to None) when the generator task has finished."""
-        return self._cw.generator_completed_ref(self._task_id)
+        return self._gens.completed_ref(self._task_id)
+
+    def next_ready(self) -> bool:
+        """Whether ``next(gen)`` would return a ref at once (False once the stream ended:
+        check ``is_finished()``). Does not wait."""
+        return self._gens.ready(self._task_id, self._next)[0]
+
+    def is_finished(self) -> bool:
+        """Whether the task finished and every ref was taken (``next(gen)`` would raise
+        StopIteration). Does not wait."""
+        ready, done = self._gens.ready(self._task_id, self._next)
+        return done and not ready
+
+    def _waitable(self) -> GeneratorWaitable:
+        """What ``wait()`` waits on for this generator (see GeneratorWaitable)."""
+        return GeneratorWaitable(self, self._gens.wait_id(self._task_id, self._next))
+
+    def send(self, value: Any) -> None:
+        raise NotImplementedError("ObjectRefGenerator.send is not supported (as in Ray).")
+
+    def throw(self, value: Any) -> None:
+        raise NotImplementedError("ObjectRefGenerator.throw is not supported (as in Ray).")
+
+    def close(self) -> None:
+        raise NotImplementedError("ObjectRefGenerator.close is not supported (as in Ray).")
+
+    async def asend(self, value: Any) -> None:
+        raise NotImplementedError("ObjectRefGenerator.asend is not supported (as in Ray).")
+
+    async def athrow(self, value: Any) -> None:
+        raise NotImplementedError("ObjectRefGenerator.athrow is not supported (as in Ray).")
+
+    async def aclose(self) -> None:
+        raise NotImplementedError("ObjectRefGenerator.aclose is not supported (as in Ray).")
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "An ObjectRefGenerator cannot be pickled (returned from or passed to a task): "
+            "only its owner can read it. Pass the refs it yields instead."
+        )
 
     def __del__(self) -> None:
         try:
-            self._cw.generator_release(self._task_id, self._next)
+            self._gens.release(self._task_id, self._next)
         except Exception:
             pass
 
     def __repr__(self) -> str:
         return f"ObjectRefGenerator({self._task_id.hex()})"
+
+
+class GeneratorWaitable:
+    """An ObjectRefGenerator as ``wait()`` sees it: ready when the object of ``wait_id``
+    (its next item, or the end-of-stream marker) is. ``binary()`` is the generator's
+    completion id, which this process owns, so ``wait()`` never asks another process for it.
+    """
+
+    __slots__ = ("generator", "wait_id")
+
+    def __init__(self, generator: ObjectRefGenerator, wait_id: bytes) -> None:
+        self.generator = generator
+        self.wait_id = wait_id
+
+    def binary(self) -> bytes:
+        return ids.object_id_for(self.generator._task_id, 1)
+
+    @property
+    def owner_address(self) -> Address:
+        return self.generator._owner
+
+
+class DynamicObjectRefGenerator:
+    """The value of a ``num_returns="dynamic"`` task's ref: the refs of what it yielded.
+
+    Iterating it hands out each ref once, in order (as Ray's does); ``len()`` is how many
+    are left.
+    """
+
+    def __init__(self, refs: Iterable[ObjectRef]) -> None:
+        self._refs: collections.deque[ObjectRef] = collections.deque(refs)
+
+    def __iter__(self) -> Iterator[ObjectRef]:
+        while self._refs:
+            yield self._refs.popleft()
+
+    def __len__(self) -> int:
+        return len(self._refs)

@@ -18,6 +18,7 @@ from rayops.core_worker.core_worker import CoreWorker
 from rayops.core_worker.executor import Executor
 from rayops.core_worker.metrics_reporter import parse_agent_address
 from rayops.node.log_rotation import LogRotationConfig, setup_process_logging
+from rayops.protocol import raylet_messages as rm
 from rayops.rpc.framed_settings import FramedSettings
 
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     def sink(batch: list[Any]) -> None:
         def send() -> None:
             for job_id, rec in batch:
-                cw.raylet.notify("publish_logs", job_id, [rec])
+                cw.raylet.notify(rm.PublishLogs(job_id, [rec]))
 
         try:
             cw.loop.call_soon_threadsafe(send)

@@ -18,6 +18,8 @@ from typing import Any
 from rayops.gcs.actor_table import Action, ActorRecord, ActorState, ActorTable
 from rayops.gcs.node_table import NodeTable
 from rayops.gcs.types import NodeInfo
+from rayops.protocol import raylet_messages as rm
+from rayops.protocol import worker_messages as wm
 from rayops.protocol.node_snapshot import PLACEMENT_BOUNDS_S, LatencyRecorder
 from rayops.raylet.resources import format_shape
 from rayops.raylet.scheduling_policy import (
@@ -27,6 +29,7 @@ from rayops.raylet.scheduling_policy import (
     parse_label_selector,
 )
 from rayops.rpc import framed
+from rayops.rpc.framed_settings import FramedSettings
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +54,19 @@ def pick_node(
 
 
 class ActorManager:
-    def __init__(self, table: ActorTable, nodes: NodeTable, token: bytes) -> None:
+    def __init__(
+        self,
+        table: ActorTable,
+        nodes: NodeTable,
+        token: bytes,
+        settings: FramedSettings | None = None,
+    ) -> None:
         self.table = table
         self._nodes = nodes
         self._token = token
-        self._raylets = framed.ConnectionPool(token, {})
+        # The GCS's outgoing framed connections honour RAYOPS_FRAMED_* like every other end.
+        self._settings = settings or FramedSettings.from_env()
+        self._raylets = framed.ConnectionPool(token, {}, settings=self._settings)
         self._workers: dict[bytes, framed.Connection] = {}
         self._owners: dict[str, asyncio.Future[framed.Connection] | None] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -79,7 +90,7 @@ class ActorManager:
         elif action == Action.STOP_WORKER:
             conn = self._workers.pop(rec.actor_id, None)
             if conn is not None and not conn.closed:
-                conn.notify("exit_actor", rec.death_cause)
+                conn.notify(wm.ExitActor(rec.death_cause))
 
     # --------------------------------------------------------------- entry points
     def on_registered(self, rec: ActorRecord) -> None:
@@ -147,45 +158,48 @@ class ActorManager:
         host, _, port = rec.owner_address.rpartition(":")
         try:
             owner = await self._raylets.get((host, int(port)))
-            owner.notify("warning", msg)
+            owner.notify(rm.ShowWarning(msg))
         except (TimeoutError, OSError, ValueError, framed.ConnectionLost) as err:
             logger.info("could not tell the owner of actor %s: %r", rec.actor_id.hex(), err)
 
     async def _create_on(self, rec: ActorRecord, node: NodeInfo, generation: int) -> None:
         raylet = await self._raylet(node)
         # spilled=True: the GCS already chose this node; its raylet must not send it on.
-        grant = await raylet.request("request_lease", rec.placement_resources, None, True)
-        _, lease_id, worker_id, address, instances, node_id = grant
+        grant = await raylet.request(
+            rm.RequestLease(rec.placement_resources, strategy=None, spilled=True)
+        )
+        assert isinstance(grant, rm.LeaseGranted), grant  # spilled=True: never sent on
+        lease_id, worker_id, address = grant.lease_id, grant.worker_id, grant.worker_address
+        instances, node_id = grant.instances, grant.node_id
         if rec.generation != generation or rec.state == ActorState.DEAD:
-            raylet.notify("return_lease", lease_id, True)
+            raylet.notify(rm.ReturnLease(lease_id, worker_ok=True))
             return
-        handlers: dict[str, Callable[..., Any]] = {"actor_exiting": self._h_actor_exiting}
+        handlers: dict[Any, Callable[..., Any]] = {wm.ActorExiting: self._h_actor_exiting}
         conn = await framed.connect(
             address[0],
             address[1],
             self._token,
             handlers,
             on_close=lambda c: self._on_worker_closed(rec, c, generation),
+            settings=self._settings,
         )
         conn.context["actor_id"] = rec.actor_id
         try:
-            ok, pid, payload = await conn.request(
-                "create_actor",
-                rec.actor_id,
-                rec.creation_spec,
-                instances,
-                lease_id,
-                rec.num_restarts,
+            created = await conn.request(
+                wm.CreateActor(
+                    rec.actor_id, rec.creation_spec, instances, lease_id, rec.num_restarts
+                )
             )
         except framed.ConnectionLost:
             return  # _on_worker_closed handles the death
-        if not ok:
+        if isinstance(created, wm.ActorCreationFailed):
             conn.close()
-            raylet.notify("return_lease", lease_id, False)
-            self._apply(rec, self.table.creation_failed(rec, payload[0], payload[1]))
+            raylet.notify(rm.ReturnLease(lease_id, worker_ok=False))
+            self._apply(rec, self.table.creation_failed(rec, created.message, created.error))
             return
+        pid = created.pid
         if rec.hold_resources != rec.placement_resources:
-            raylet.notify("resize_lease", lease_id, rec.hold_resources)
+            raylet.notify(rm.ResizeLease(lease_id, rec.hold_resources))
         self._workers[rec.actor_id] = conn
         action = self.table.created(
             rec, ip=address[0], port=address[1], node_id=node_id, pid=pid, worker_id=worker_id
@@ -213,12 +227,12 @@ class ActorManager:
             return
         self._apply(rec, self.table.worker_died(rec, "the process exited or was killed"))
 
-    def _h_actor_exiting(self, conn: framed.Connection) -> None:
+    def _h_actor_exiting(self, conn: framed.Connection, msg: wm.ActorExiting) -> None:
         conn.context["exiting"] = True
 
     async def ping(self, node: NodeInfo) -> bool:
         conn = await self._raylet(node)
-        return bool(await conn.request("ping"))
+        return isinstance(await conn.request(rm.Ping()), rm.Pong)
 
     def on_node_dead(self, node: NodeInfo) -> None:
         """Actors on a dead node: their worker connections may hang (a partition), so
@@ -244,6 +258,7 @@ class ActorManager:
                 self._token,
                 {},
                 on_close=lambda c: _resolve(closed),
+                settings=self._settings,
             )
         except (TimeoutError, OSError, framed.ConnectionLost):
             pass

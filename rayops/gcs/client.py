@@ -7,7 +7,8 @@ Both send the cluster token on every call and turn gRPC failures into rayops err
 * the GCS did not answer within `timeout` -> `GcsUnreachableError` (a `ConnectionError` and an
   `RpcError`), naming the address; calls wait for the channel to connect until the deadline,
   so a GCS that is restarting is ridden out rather than failed at once
-* the GCS refused the request itself      -> `ValueError` with the GCS's reason
+* the GCS refused the request itself      -> `GcsRefused` (a `ValueError`): `.reason` is the
+  GCS's reason, `.status` the gRPC status name; callers read those, never the text
 * anything else                           -> `rayops.exceptions.RpcError` with the status code
 
 What each method sends and returns is defined once, in `rayops.gcs.calls`. Importing this
@@ -35,7 +36,7 @@ from rayops.protocol import (
 )
 from rayops.rpc.grpc_channel import token_aio_channel, token_channel
 
-__all__ = ["AsyncGcsClient", "GcsClient", "GcsUnreachableError"]
+__all__ = ["AsyncGcsClient", "GcsClient", "GcsRefused", "GcsUnreachableError"]
 
 R = TypeVar("R")
 
@@ -65,6 +66,20 @@ class GcsUnreachableError(RpcError, ConnectionError):
         )
 
 
+class GcsRefused(ValueError):
+    """The GCS refused the request itself: ``reason`` says why, ``status`` is the gRPC code."""
+
+    def __init__(self, address: str, method: str, reason: str, status: str) -> None:
+        super().__init__(f"the GCS at {address} refused {method}: {reason}")
+        self.address = address
+        self.method = method
+        self.reason = reason
+        self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (GcsRefused, (self.address, self.method, self.reason, self.status))
+
+
 def _translate(err: grpc.RpcError, address: str, method: str, timeout: float) -> Exception:
     """The rayops error for a failed call to the GCS."""
     code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
@@ -77,7 +92,7 @@ def _translate(err: grpc.RpcError, address: str, method: str, timeout: float) ->
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return GcsUnreachableError(address, method, timeout, details)
     if code in _REFUSED_REQUEST_CODES:
-        return ValueError(f"the GCS at {address} refused {method}: {details}")
+        return GcsRefused(address, method, details, code.name)
     return RpcError(
         f"{method} to the GCS at {address} failed with {code.name}: {details}",
         rpc_code=code.value[0],

@@ -32,6 +32,7 @@ from pydantic import (
 from rayops.launcher.errors import ClusterSpecError, SpecIssue
 from rayops.launcher.spec_messages import issue_from_pydantic
 from rayops.launcher.yaml_source import KeyPath, format_path, line_for, load_yaml_with_lines
+from rayops.node.node_args import label_problem
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
@@ -113,6 +114,16 @@ class NodeTypeSpec(_Model):
     min_workers: Annotated[int, Field(ge=0)] = 0
     max_workers: Annotated[int, Field(ge=0)] | None = None
     labels: dict[str, str] = Field(default_factory=dict, description="node labels")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        # The same rules `rayops start --labels` and init(labels=) apply (Ray's label syntax).
+        for key, value in v.items():
+            problem = label_problem(key, value)
+            if problem is not None:
+                raise ValueError(problem)
+        return v
 
 
 class InstallSpec(_Model):

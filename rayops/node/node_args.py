@@ -48,7 +48,8 @@ def _is_number(value: object) -> bool:
 
 
 def check_quantity(arg: str, value: object) -> float | None:
-    """``value`` as a resource quantity (a finite number >= 0), or None if it is None.
+    """``value`` as a node's resource quantity (a whole number >= 0, as Ray requires of a
+    node's resources), or None if it is None.
 
     ``arg`` names the argument in the message, e.g. ``"init(num_cpus=...)"``.
     """
@@ -59,6 +60,11 @@ def check_quantity(arg: str, value: object) -> float | None:
     number = float(value)  # type: ignore[arg-type]
     if not math.isfinite(number) or number < 0:
         raise ValueError(f"{arg} must be a finite number >= 0, got {value!r}")
+    if not number.is_integer():
+        raise ValueError(
+            f"{arg} must be a whole number, as Ray requires of a node's resources "
+            f"(tasks may ask for fractions of it), got {value!r}"
+        )
     return number
 
 

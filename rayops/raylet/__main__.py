@@ -9,7 +9,7 @@ import logging
 
 from rayops.node.daemon import setup_logging, signal_ready, watch_parent
 from rayops.node.log_rotation import LogRotationConfig
-from rayops.raylet.raylet import Raylet, RayletConfig, install_signal_handlers
+from rayops.raylet.raylet import Raylet, RayletConfig, RayletStartError, install_signal_handlers
 from rayops.raylet.resources import visible_device_ids
 from rayops.rpc import framed
 from rayops.rpc.framed_settings import FramedSettings
@@ -67,7 +67,12 @@ async def amain(args: argparse.Namespace, log_rotation: LogRotationConfig) -> No
         framed=FramedSettings.from_env(),
     )
     raylet = Raylet(config)
-    port = await raylet.start()
+    try:
+        port = await raylet.start()
+    except RayletStartError as err:
+        logger.error("%s", err)  # one line: the cause is in the message
+        await raylet.shutdown()
+        raise SystemExit(1) from None
     install_signal_handlers(raylet)
     watch_parent(asyncio.get_running_loop(), args.watch_fd, raylet.request_stop)
     signal_ready(args.ready_fd, str(port))

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from rayops.objectstore import StoreClient, StoreManager
+from rayops.protocol import node_messages as nm
 from rayops.rpc import framed
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class ObjectManager:
             return False
         try:
             conn = await self._connect(address)
-            size = await conn.request("object_size", object_id, self._node_id)
+            size = (await conn.request(nm.ObjectSize(object_id, self._node_id))).size
         except (TimeoutError, OSError, framed.ConnectionLost) as err:
             logger.info("cannot pull %s from node %s: %r", object_id.hex(), node_id[:12], err)
             return False
@@ -90,9 +91,10 @@ class ObjectManager:
 
             async def fetch(offset: int) -> None:
                 async with sem:
-                    data = await conn.request(
-                        "read_chunk", object_id, offset, min(CHUNK_BYTES, size - offset)
+                    chunk = await conn.request(
+                        nm.ReadChunk(object_id, offset, min(CHUNK_BYTES, size - offset))
                     )
+                    data = chunk.data
                     if data is None:
                         raise FileNotFoundError(object_id.hex())
                     writer.write_at(offset, data)
@@ -111,28 +113,28 @@ class ObjectManager:
         return ok
 
     # ------------------------------------------------------------------ serving
-    def h_object_size(self, conn: framed.Connection, object_id: bytes, puller: str) -> int | None:
+    def h_object_size(self, conn: framed.Connection, msg: nm.ObjectSize) -> nm.ObjectSizeReply:
+        object_id = msg.object_id
         if not self._store.ensure_local(object_id):
-            return None
+            return nm.ObjectSizeReply(None)
         path = self._client.path_of(object_id)
         if path is None:
-            return None
+            return nm.ObjectSizeReply(None)
         if conn.peer is not None:
             addr = conn.context.get("raylet_address")
-            self.copies.setdefault(object_id, {})[puller] = addr or ("", 0)
-        return os.stat(path).st_size
+            self.copies.setdefault(object_id, {})[msg.puller] = addr or ("", 0)
+        return nm.ObjectSizeReply(os.stat(path).st_size)
 
-    def h_read_chunk(
-        self, conn: framed.Connection, object_id: bytes, offset: int, length: int
-    ) -> pickle.PickleBuffer | None:
-        path = self._client.path_of(object_id)
+    def h_read_chunk(self, conn: framed.Connection, msg: nm.ReadChunk) -> nm.Chunk:
+        path = self._client.path_of(msg.object_id)
         if path is None:
-            return None
+            return nm.Chunk(None)
         with open(path, "rb") as f:
             mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
         # A view of the mapping, sent out of band: no copy in user space. The view keeps
         # the mapping alive until the transport has written it.
-        return pickle.PickleBuffer(memoryview(mapped)[offset : offset + length])
+        view = memoryview(mapped)[msg.offset : msg.offset + msg.length]
+        return nm.Chunk(pickle.PickleBuffer(view))
 
     def forget(self, object_ids: list[bytes]) -> dict[str, list[bytes]]:
         """Objects deleted here: which other nodes hold copies of which of them."""

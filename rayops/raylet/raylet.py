@@ -20,8 +20,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from rayops.exceptions import AuthenticationError
 from rayops.node.log_rotation import LogRotationConfig
 from rayops.objectstore import StoreClient, StoreManager
+from rayops.protocol import node_messages as nm
+from rayops.protocol import raylet_messages as rm
+from rayops.protocol.framed_message import Refusal, RefusalCode
 from rayops.protocol.node_snapshot import (
     PLACEMENT_BOUNDS_S,
     LatencyRecorder,
@@ -51,6 +55,10 @@ logger = logging.getLogger(__name__)
 RESOURCE_REPORT_PERIOD_S = 0.1
 # How long after start-up the raylet starts its node agent (see `_start_agent`).
 AGENT_START_DELAY_S = 1.0
+
+
+class RayletStartError(RuntimeError):
+    """The raylet cannot join its cluster (refused or unreachable GCS); the message says why."""
 
 
 @dataclass
@@ -135,26 +143,26 @@ class Raylet:
 
     # --------------------------------------------------------------- lifecycle
     async def start(self) -> int:
-        handlers: dict[str, Any] = {
-            "register_worker": self._h_register_worker,
-            "register_driver": self._h_register_driver,
-            "request_lease": self._h_request_lease,
-            "return_lease": self._h_return_lease,
-            "resize_lease": self._h_resize_lease,
-            "worker_blocked": self._h_worker_blocked,
-            "worker_unblocked": self._h_worker_unblocked,
-            "store_reserve": self._h_store_reserve,
-            "store_seal": self._h_store_seal,
-            "store_ensure_local": self._h_store_ensure_local,
-            "store_delete": self._h_store_delete,
-            "store_stats": self._h_store_stats,
-            "publish_logs": self._h_publish_logs,
-            "cluster_info": self._h_cluster_info,
-            "node_info": self._h_node_info,
-            "metrics_snapshot": self._h_metrics_snapshot,
-            "object_size": self.objects.h_object_size,
-            "read_chunk": self.objects.h_read_chunk,
-            "ping": lambda conn: True,
+        handlers: dict[Any, Any] = {
+            rm.RegisterWorker: self._h_register_worker,
+            rm.RegisterDriver: self._h_register_driver,
+            rm.RequestLease: self._h_request_lease,
+            rm.ReturnLease: self._h_return_lease,
+            rm.ResizeLease: self._h_resize_lease,
+            rm.WorkerBlocked: self._h_worker_blocked,
+            rm.WorkerUnblocked: self._h_worker_unblocked,
+            rm.StoreReserve: self._h_store_reserve,
+            rm.StoreSeal: self._h_store_seal,
+            rm.StoreEnsureLocal: self._h_store_ensure_local,
+            rm.StoreDelete: self._h_store_delete,
+            rm.StoreStats: self._h_store_stats,
+            rm.PublishLogs: self._h_publish_logs,
+            rm.ClusterInfo: self._h_cluster_info,
+            rm.NodeInfo: self._h_node_info,
+            nm.MetricsSnapshot: self._h_metrics_snapshot,
+            nm.ObjectSize: self.objects.h_object_size,
+            nm.ReadChunk: self.objects.h_read_chunk,
+            rm.Ping: lambda conn, msg: rm.Pong(),
         }
         self._server = await framed.serve(
             self.config.node_ip,
@@ -233,12 +241,12 @@ class Raylet:
                 logger.info("registered with the GCS at %s", self.config.gcs_address)
                 self.registered = True
                 return
-            except ValueError as err:
-                # Refused (e.g. a version mismatch): retrying cannot help.
-                raise RuntimeError(f"the GCS refused this node: {err}") from err
+            except (ValueError, AuthenticationError) as err:
+                # Refused (a version mismatch, a wrong cluster token): retrying cannot help.
+                raise RayletStartError(f"the GCS refused this node: {err}") from err
             except Exception as err:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(
+                    raise RayletStartError(
                         f"could not register with the GCS at {self.config.gcs_address}: {err}"
                     ) from err
                 await asyncio.sleep(0.05)
@@ -337,58 +345,53 @@ class Raylet:
 
     # ----------------------------------------------------------------- handlers
     def _h_register_worker(
-        self, conn: framed.Connection, worker_id: bytes, pid: int, port: int
-    ) -> dict[str, Any]:
+        self, conn: framed.Connection, msg: rm.RegisterWorker
+    ) -> rm.NodeDescription:
         assert self.pool is not None
-        conn.context["worker_id"] = worker_id
-        self.pool.on_registered(worker_id, conn, (self.config.node_ip, port), pid)
+        conn.context["worker_id"] = msg.worker_id
+        self.pool.on_registered(msg.worker_id, conn, (self.config.node_ip, msg.port), msg.pid)
         self._schedule()
         return self._node_view()
 
     async def _h_register_driver(
-        self, conn: framed.Connection, pid: int, namespace: str, entrypoint: str
-    ) -> dict[str, Any]:
+        self, conn: framed.Connection, msg: rm.RegisterDriver
+    ) -> rm.NodeDescription:
         job_id = 0
         if self._gcs is not None:
             job_id = await self._gcs.next_job_id()
-            await self._gcs.add_job(job_id, pid, self.config.node_ip, namespace, entrypoint)
+            await self._gcs.add_job(
+                job_id, msg.pid, self.config.node_ip, msg.namespace, msg.entrypoint
+            )
         self.drivers[conn] = job_id
         conn.context["job_id"] = job_id
-        view = self._node_view()
-        view["job_id"] = job_id
-        return view
+        return self._node_view(job_id)
 
-    def _node_view(self) -> dict[str, Any]:
-        return {
-            "node_id": self.config.node_id,
-            "node_ip": self.config.node_ip,
-            "raylet_port": self.port,
-            "shm_dir": self.config.shm_dir,
-            "spill_dir": self.config.spill_dir,
-            "session_dir": self.config.session_dir,
-            "gcs_address": self.config.gcs_address,
-            "metrics_export_port": self.metrics_export_port,
-            "agent_port": self.agent_port,
-        }
+    def _node_view(self, job_id: int = 0) -> rm.NodeDescription:
+        return rm.NodeDescription(
+            node_id=self.config.node_id,
+            node_ip=self.config.node_ip,
+            raylet_port=self.port,
+            shm_dir=self.config.shm_dir,
+            spill_dir=self.config.spill_dir,
+            session_dir=self.config.session_dir,
+            gcs_address=self.config.gcs_address,
+            metrics_export_port=self.metrics_export_port or 0,
+            agent_port=self.agent_port or 0,
+            job_id=job_id,
+        )
 
-    def _h_request_lease(
-        self,
-        conn: framed.Connection,
-        shape: dict[str, float],
-        strategy: Any = None,
-        spilled: bool = False,
-        preferred: tuple[str, ...] = (),
-    ) -> Any:
+    def _h_request_lease(self, conn: framed.Connection, msg: rm.RequestLease) -> Any:
         """Grant a worker here, or answer where to ask instead.
 
-        Replies ("grant", lease_id, worker_id, worker_address, instances, node_id) once a
-        worker is leased here, or ("spill", node_id, raylet_address) at once when the
-        policy picks another node.
+        Replies ``LeaseGranted`` once a worker is leased here, or ``LeaseSpilled`` at once
+        when the policy picks another node; refuses with ``UNSCHEDULABLE`` when the policy
+        can never place it.
         """
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        strategy, selector = split_strategy(strategy)
+        strategy, selector = split_strategy(msg.strategy)
+        spilled = msg.spilled
         req = LeaseRequest(
-            normalize_shape(shape),
+            normalize_shape(msg.shape),
             conn,
             fut,
             strategy=strategy,
@@ -396,12 +399,14 @@ class Raylet:
             label_selector=selector,
         )
         if not spilled:
-            decision = self._decide(req, preferred)
+            decision = self._decide(req, msg.preferred)
             if decision.kind == "spill" and decision.node is not None:
-                fut.set_result(("spill", decision.node.node_id, decision.node.address))
+                fut.set_result(rm.LeaseSpilled(decision.node.node_id, decision.node.address))
                 return fut
             if decision.kind == "fail":
-                fut.set_exception(ValueError(decision.reason))
+                fut.set_exception(
+                    framed.Refused(Refusal(RefusalCode.UNSCHEDULABLE, decision.reason))
+                )
                 return fut
         self.pending.append(req)
         self._report_dirty = True
@@ -446,22 +451,19 @@ class Raylet:
         assert self.pool is not None
         for conn in [*self.drivers, *(h.conn for h in self.pool.workers.values())]:
             if conn is not None and not conn.closed:
-                conn.notify("node_dead", node_ids)
+                conn.notify(rm.NodesDead(list(node_ids)))
         self._schedule()
 
-    def _h_return_lease(
-        self, conn: framed.Connection, lease_id: int, worker_ok: bool = True
-    ) -> None:
-        lease = self.leases.get(lease_id)
+    def _h_return_lease(self, conn: framed.Connection, msg: rm.ReturnLease) -> None:
+        lease = self.leases.get(msg.lease_id)
         if lease is not None:
-            self._end_lease(lease, reuse_worker=worker_ok)
+            self._end_lease(lease, reuse_worker=msg.worker_ok)
             self._schedule()
 
-    def _h_resize_lease(
-        self, conn: framed.Connection, lease_id: int, shape: dict[str, float]
-    ) -> None:
+    def _h_resize_lease(self, conn: framed.Connection, msg: rm.ResizeLease) -> None:
         """Shrink what a lease holds (an actor: 1 CPU to place it, then 0 while it runs)."""
-        lease = self.leases.get(lease_id)
+        shape = msg.shape
+        lease = self.leases.get(msg.lease_id)
         if lease is None:
             return
         self.resources.release(lease.alloc)
@@ -470,8 +472,8 @@ class Raylet:
         self._report_dirty = True
         self._schedule()
 
-    def _h_worker_blocked(self, conn: framed.Connection, lease_id: int) -> None:
-        lease = self.leases.get(lease_id)
+    def _h_worker_blocked(self, conn: framed.Connection, msg: rm.WorkerBlocked) -> None:
+        lease = self.leases.get(msg.lease_id)
         if lease is not None and not lease.blocked:
             lease.blocked = True
             cpu = {"CPU": lease.alloc.shape["CPU"]} if "CPU" in lease.alloc.shape else {}
@@ -479,29 +481,32 @@ class Raylet:
             self._report_dirty = True
             self._schedule()
 
-    def _h_worker_unblocked(self, conn: framed.Connection, lease_id: int) -> None:
-        lease = self.leases.get(lease_id)
+    def _h_worker_unblocked(self, conn: framed.Connection, msg: rm.WorkerUnblocked) -> None:
+        lease = self.leases.get(msg.lease_id)
         if lease is not None and lease.blocked:
             lease.blocked = False
             cpu = {"CPU": lease.alloc.shape["CPU"]} if "CPU" in lease.alloc.shape else {}
             self.resources.take_quantities(cpu)
             self._report_dirty = True
 
-    def _h_store_reserve(self, conn: framed.Connection, object_id: bytes, size: int) -> str:
-        where: str = self.store.reserve(object_id, size)
+    def _h_store_reserve(
+        self, conn: framed.Connection, msg: rm.StoreReserve
+    ) -> rm.StoreReserved:
+        where: str = self.store.reserve(msg.object_id, msg.size)
         self._report_dirty = True
-        return where
+        return rm.StoreReserved(where)
 
-    def _h_store_seal(self, conn: framed.Connection, object_id: bytes) -> None:
-        self.store.seal(object_id)
+    def _h_store_seal(self, conn: framed.Connection, msg: rm.StoreSeal) -> None:
+        self.store.seal(msg.object_id)
 
     async def _h_store_ensure_local(
-        self, conn: framed.Connection, object_id: bytes, node_id: str = ""
-    ) -> bool:
+        self, conn: framed.Connection, msg: rm.StoreEnsureLocal
+    ) -> rm.StoreLocal:
         """Make the object readable here: restore it from disk, or pull it from ``node_id``."""
-        return await self.objects.make_local(object_id, node_id)
+        return rm.StoreLocal(await self.objects.make_local(msg.object_id, msg.node_id))
 
-    def _h_store_delete(self, conn: framed.Connection, object_ids: list[bytes]) -> None:
+    def _h_store_delete(self, conn: framed.Connection, msg: rm.StoreDelete) -> None:
+        object_ids = msg.object_ids
         self.store.delete(object_ids)
         self._report_dirty = True
         for node_id, oids in self.objects.forget(list(object_ids)).items():
@@ -512,22 +517,24 @@ class Raylet:
     async def _delete_copies(self, address: tuple[str, int], oids: list[bytes]) -> None:
         try:
             conn = await self._raylet_conn(address)
-            conn.notify("store_delete", oids)
+            conn.notify(rm.StoreDelete(oids))
         except (TimeoutError, OSError, framed.ConnectionLost) as err:
             logger.info("could not delete copies on %s: %r", address, err)
 
-    def _h_store_stats(self, conn: framed.Connection) -> dict[str, Any]:
-        s = self.store.stats()
-        return dataclasses.asdict(s)
+    def _h_store_stats(self, conn: framed.Connection, msg: rm.StoreStats) -> rm.StoreStatsReply:
+        return rm.StoreStatsReply(dataclasses.asdict(self.store.stats()))
 
-    def _h_publish_logs(self, conn: framed.Connection, job_id: int, batch: list[Any]) -> None:
+    def _h_publish_logs(self, conn: framed.Connection, msg: rm.PublishLogs) -> None:
+        logs = rm.Logs(msg.batch)
         for driver, jid in self.drivers.items():
-            if jid == job_id:
-                driver.notify("logs", batch)
+            if jid == msg.job_id:
+                driver.notify(logs)
 
-    async def _h_cluster_info(self, conn: framed.Connection) -> list[dict[str, Any]]:
+    async def _h_cluster_info(
+        self, conn: framed.Connection, msg: rm.ClusterInfo
+    ) -> rm.ClusterInfoReply:
         if self._gcs is None:
-            return [self._local_node_record()]
+            return rm.ClusterInfoReply([self._local_node_record()])
         nodes = await self._gcs.get_all_nodes()
         out = []
         for n in nodes:
@@ -546,7 +553,7 @@ class Raylet:
             if n.node_id == self.config.node_id:
                 rec["AvailableResources"] = self.resources.available_dict()
             out.append(rec)
-        return out
+        return rm.ClusterInfoReply(out)
 
     def _local_node_record(self) -> dict[str, Any]:
         return {
@@ -562,12 +569,13 @@ class Raylet:
             "IsHeadNode": self.config.is_head,
         }
 
-    def _h_node_info(self, conn: framed.Connection) -> dict[str, Any]:
-        view = self._node_view()
-        view["resources_total"] = self.resources.total_dict()
-        view["resources_available"] = self.resources.available_dict()
-        view["num_workers"] = len(self.pool.workers) if self.pool else 0
-        return view
+    def _h_node_info(self, conn: framed.Connection, msg: rm.NodeInfo) -> rm.NodeInfoReply:
+        return rm.NodeInfoReply(
+            node=self._node_view(),
+            resources_total=self.resources.total_dict(),
+            resources_available=self.resources.available_dict(),
+            num_workers=len(self.pool.workers) if self.pool else 0,
+        )
 
     # ------------------------------------------------------------- node agent
     def _choose_agent_ports(self) -> None:
@@ -617,7 +625,9 @@ class Raylet:
         )
         self.agent.start()
 
-    def _h_metrics_snapshot(self, conn: framed.Connection) -> RayletSnapshot:
+    def _h_metrics_snapshot(
+        self, conn: framed.Connection, msg: nm.MetricsSnapshot
+    ) -> RayletSnapshot:
         assert self.pool is not None
         processes = [ProcessRef("raylet", os.getpid())]
         zygote = self.pool._zygote  # the fork server is one of the node's processes
@@ -684,7 +694,7 @@ class Raylet:
                         and (decision.node.fits_now(req.shape) or not feasible_here)
                     ):
                         req.future.set_result(
-                            ("spill", decision.node.node_id, decision.node.address)
+                            rm.LeaseSpilled(decision.node.node_id, decision.node.address)
                         )
                         continue
                 if not feasible_here:
@@ -715,13 +725,12 @@ class Raylet:
         self._report_dirty = True
         assert worker.address is not None
         req.future.set_result(
-            (
-                "grant",
-                lease_id,
-                worker.worker_id,
-                worker.address,
-                self.resources.assigned_ids(alloc),
-                self.config.node_id,
+            rm.LeaseGranted(
+                lease_id=lease_id,
+                worker_id=worker.worker_id,
+                worker_address=worker.address,
+                instances=self.resources.assigned_ids(alloc),
+                node_id=self.config.node_id,
             )
         )
 
@@ -779,7 +788,7 @@ class Raylet:
                 "resource request or add a node that has them."
             )
         logger.warning(msg)
-        req.conn.notify("warning", msg)
+        req.conn.notify(rm.ShowWarning(msg))
 
 
 async def _wait_port_open(address: str, timeout: float) -> None:

@@ -16,15 +16,27 @@ within ``FramedSettings.handshake_timeout_s``. Refusals are logged at most once 
 minute per peer address (``refusal_log.py``). After the handshake, a frame whose header
 claims more than ``FramedSettings.max_frame_bytes`` closes the connection before
 anything is allocated for it; a sender splits its batches to stay under the same bound.
-Only after a successful handshake are frames decoded, as pickled message tuples:
+Only after a successful handshake are frames decoded, as pickled lists of tuples:
 
-    (REQUEST, request_id, method, args)
-    (REPLY, request_id, value)
-    (ERROR, request_id, exception)
-    (NOTIFY, 0, method, args)          one-way, no reply
+    (REQUEST, request_id, code, values)   a registered message: its code and field values
+    (NOTIFY, code, values)                one-way, no reply
+    (REQUEST_OBJECT, request_id, message) a message class without a code (tests, tools)
+    (NOTIFY_OBJECT, message)
+    (REPLY, request_id, value)            the handler's reply
+    (REFUSED, request_id, refusal)        a protocol Refusal: raised to the caller as Refused
+    (ERROR, request_id, exception)        the handler raised
 
-Both ends of a connection can send requests; handlers are looked up by method
-name in the handler table the connection was created with.
+Messages are the frozen dataclasses of ``rayops/protocol/*_messages.py``; the receiver
+rebuilds one from its code (``protocol/wire_codes.py``, one table) and field values, and
+looks its handler up by class in the table the connection was created with:
+``handler(conn, message)``. A request whose class has no handler, or whose code this end
+does not know (a newer peer), is refused with ``RefusalCode.UNKNOWN_METHOD``.
+
+Why (code, values) and not the pickled object: the C pickler resolves an extension-coded
+class by importing its module on every occurrence, and calls a Python ``__reduce__``; for
+the hottest request that cost ~3.6 us more per message than untyped tuples did, the coded
+form ~1.7 us (both measured build + dumps + loads, 64 messages a frame). Messages nested in a
+reply still pickle compactly: every message class has a one-byte copyreg extension code.
 
 This module must not know about tasks, objects or any other runtime concept.
 """
@@ -42,6 +54,8 @@ import struct
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from rayops.protocol import wire_codes
+from rayops.protocol.framed_message import Message, Refusal, RefusalCode
 from rayops.rpc.framed_settings import FramedSettings
 from rayops.rpc.refusal_log import RefusalLog
 
@@ -58,11 +72,18 @@ RECV_BUFFER = 256 * 1024
 # backs as the bytes arrive, so a header's claim alone costs no resident memory.
 _EAGER_FRAME = 16 * 2**20
 _DEFAULTS = FramedSettings()
+# Both ends must know the extension codes before the first frame is decoded (idempotent).
+wire_codes.register()
 
-REQUEST, REPLY, ERROR, NOTIFY = 0, 1, 2, 3
+# Frame kinds. 0 and 3 were the untyped (method name, positional args) request and
+# notification of earlier versions: never reused.
+REPLY, ERROR, REQUEST, NOTIFY, REFUSED = 1, 2, 4, 5, 6
+REQUEST_OBJECT, NOTIFY_OBJECT = 7, 8
+_ENCODERS = wire_codes.ENCODERS
+_CLASS_BY_CODE = wire_codes.CLASS_BY_CODE
 
 Handler = Callable[..., Any]
-HandlerTable = Mapping[str, Handler]
+HandlerTable = Mapping[type[Message], Handler]  # message class -> handler(conn, message)
 
 
 class ConnectionLost(ConnectionError):
@@ -77,12 +98,117 @@ class RemoteError(Exception):
     """A handler on the peer raised an exception that could not be sent back as itself."""
 
 
+class Refused(Exception):
+    """The peer declined the request: ``refusal.code`` says why, ``refusal.message`` in words.
+
+    A handler raises it to refuse; the requester's future fails with it (its own instance,
+    built from the ``Refusal`` that crossed the wire).
+    """
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(f"{refusal.code.name}: {refusal.message}")
+        self.refusal = refusal
+
+    @property
+    def code(self) -> RefusalCode:
+        return self.refusal.code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Refused, (self.refusal,))
+
+
 class FrameTooLarge(ValueError):
     """A single message does not fit in one frame under the configured maximum size.
 
     Raised to the requester instead of sending it (the peer would close the
     connection); raise ``RAYOPS_FRAMED_MAX_FRAME_BYTES`` on every node, or send less.
     """
+
+
+class ReplySlot:
+    """A request's answer delivered without a future: ``on_reply(value, error)`` runs as
+    the reply frame is read (a future's done callbacks wait for the next loop iteration).
+    Has the setter side of a future, so every failure path (connection lost, a message
+    that cannot be sent) treats a slot and a future alike."""
+
+    __slots__ = ("_done", "_on_reply")
+
+    def __init__(self, on_reply: Callable[[Any, BaseException | None], None]) -> None:
+        self._on_reply = on_reply
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any) -> None:
+        if not self._done:
+            self._done = True
+            self._call(value, None)
+
+    def set_exception(self, err: BaseException) -> None:
+        if not self._done:
+            self._done = True
+            self._call(None, err)
+
+    def _call(self, value: Any, err: BaseException | None) -> None:
+        # Runs inside the connection's read path: a failing callback must not break it.
+        try:
+            self._on_reply(value, err)
+        except Exception:
+            logger.exception("reply callback %r failed", self._on_reply)
+
+
+class DeferredReply:
+    """What a request handler returns to answer later, on the connection's loop, without
+    a future: ``set_result`` / ``set_exception`` queue the reply at once (a future's done
+    callback would wait for the next loop iteration). Has the setter side of a future, so
+    code that answers either kind stays the same. A ``Refused`` exception is sent as a
+    refusal, any other as the handler's error; only the first answer counts."""
+
+    __slots__ = ("_conn", "_done", "_early", "_req_id")
+
+    def __init__(self) -> None:
+        self._conn: Connection | None = None
+        self._req_id = 0
+        self._done = False
+        self._early: tuple[Any, BaseException | None] | None = None
+
+    @property
+    def connection(self) -> Connection | None:
+        """The connection the reply goes out on (None until the handler has returned)."""
+        return self._conn
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any) -> None:
+        if not self._done:
+            self._done = True
+            self._answer(value, None)
+
+    def set_exception(self, err: BaseException) -> None:
+        if not self._done:
+            self._done = True
+            self._answer(None, err)
+
+    def _bind(self, conn: Connection, req_id: int) -> None:
+        self._conn = conn
+        self._req_id = req_id
+        if self._early is not None:  # answered before the handler returned it
+            value, err = self._early
+            self._early = None
+            self._answer(value, err)
+
+    def _answer(self, value: Any, err: BaseException | None) -> None:
+        conn = self._conn
+        if conn is None:
+            self._early = (value, err)
+        elif err is None:
+            conn._send((REPLY, self._req_id, value))
+        elif isinstance(err, Refused):
+            conn._send((REFUSED, self._req_id, err.refusal))
+        else:
+            conn._send_error(self._req_id, err)
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -121,6 +247,7 @@ class Connection(asyncio.BufferedProtocol):
         self._big_len = 0
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        self._corked = False  # cork(): hold messages until uncork()
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         self._loop = asyncio.get_event_loop()
@@ -322,33 +449,47 @@ class Connection(asyncio.BufferedProtocol):
             fut = self._pending.pop(msg[1], None)
             if fut is not None and not fut.done():
                 fut.set_result(msg[2])
+        elif kind == REQUEST:
+            req = _rebuild(msg[2], msg[3])
+            if isinstance(req, Refusal):
+                self._send((REFUSED, msg[1], req))
+            else:
+                self._handle_request(msg[1], req)
+        elif kind == NOTIFY:
+            note = _rebuild(msg[1], msg[2])
+            if isinstance(note, Refusal):
+                logger.error("dropping a notification: %s", note.message)
+            else:
+                self._handle_notify(note)
+        elif kind == REQUEST_OBJECT:
+            self._handle_request(msg[1], msg[2])
+        elif kind == NOTIFY_OBJECT:
+            self._handle_notify(msg[1])
+        elif kind == REFUSED:
+            fut = self._pending.pop(msg[1], None)
+            if fut is not None and not fut.done():
+                fut.set_exception(Refused(msg[2]))
         elif kind == ERROR:
             fut = self._pending.pop(msg[1], None)
             if fut is not None and not fut.done():
                 fut.set_exception(msg[2])
-        elif kind == REQUEST:
-            self._handle_request(msg[1], msg[2], msg[3])
-        elif kind == NOTIFY:
-            handler = self._handlers.get(msg[2])
-            if handler is None:
-                logger.error("no handler for notification %r", msg[2])
-                return
-            try:
-                result = handler(self, *msg[3])
-                if asyncio.iscoroutine(result):
-                    self._loop.create_task(result)
-            except Exception:
-                logger.exception("notification handler %r failed", msg[2])
 
-    def _handle_request(self, req_id: int, method: str, args: tuple[Any, ...]) -> None:
-        handler = self._handlers.get(method)
+    def _handle_request(self, req_id: int, msg: Message) -> None:
+        handler = self._handlers.get(type(msg))
         if handler is None:
-            self._send((ERROR, req_id, RemoteError(f"unknown method {method!r}")))
+            why = f"no handler for {type(msg).__name__} ({msg.METHOD!r})"
+            self._send((REFUSED, req_id, Refusal(RefusalCode.UNKNOWN_METHOD, why)))
             return
         try:
-            result = handler(self, *args)
+            result = handler(self, msg)
+        except Refused as err:
+            self._send((REFUSED, req_id, err.refusal))
+            return
         except Exception as err:
             self._send_error(req_id, err)
+            return
+        if type(result) is DeferredReply:
+            result._bind(self, req_id)
             return
         if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
             task = asyncio.ensure_future(result)
@@ -356,12 +497,26 @@ class Connection(asyncio.BufferedProtocol):
         else:
             self._send((REPLY, req_id, result))
 
+    def _handle_notify(self, msg: Message) -> None:
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            logger.error("no handler for notification %s", type(msg).__name__)
+            return
+        try:
+            result = handler(self, msg)
+            if asyncio.iscoroutine(result):
+                self._loop.create_task(result)
+        except Exception:
+            logger.exception("notification handler for %s failed", type(msg).__name__)
+
     def _finish(self, req_id: int, task: asyncio.Future[Any]) -> None:
         if task.cancelled():
             self._send_error(req_id, ConnectionLost("request cancelled"))
             return
         err = task.exception()
-        if err is not None:
+        if isinstance(err, Refused):
+            self._send((REFUSED, req_id, err.refusal))
+        elif err is not None:
             self._send_error(req_id, err)
         else:
             self._send((REPLY, req_id, task.result()))
@@ -374,32 +529,63 @@ class Connection(asyncio.BufferedProtocol):
         self._send((ERROR, req_id, err))
 
     # ------------------------------------------------------------------- sending
-    def request(self, method: str, *args: Any) -> asyncio.Future[Any]:
-        """Send a request; the returned future resolves to the peer handler's result."""
+    def request(self, msg: Message) -> asyncio.Future[Any]:
+        """Send a request message; the future resolves to the peer handler's reply.
+
+        It fails with ``Refused`` when the peer declines (``.refusal.code`` says why),
+        with the handler's exception when it raised, and with ``ConnectionLost``.
+        """
         fut: asyncio.Future[Any] = self._loop.create_future()
         if self.closed:
             fut.set_exception(ConnectionLost(f"connection to {self.peer} is closed"))
             return fut
         req_id = next(self._ids)
         self._pending[req_id] = fut
-        self._send((REQUEST, req_id, method, args))
+        self._send(request_tuple(req_id, msg))
         return fut
 
-    def notify(self, method: str, *args: Any) -> None:
+    def request_to(self, slot: ReplySlot, msg: Message) -> None:
+        """``request``, answered through ``slot`` as soon as the reply frame is read."""
+        if self.closed:  # answered from the loop, as a future's callback would be
+            err = ConnectionLost(f"connection to {self.peer} is closed")
+            self._loop.call_soon(slot.set_exception, err)
+            return
+        req_id = next(self._ids)
+        self._pending[req_id] = slot  # type: ignore[assignment]
+        self._send(request_tuple(req_id, msg))
+
+    def cork(self) -> None:
+        """Hold what is sent from now on until ``uncork``, which writes it at once, rather
+        than at the end of this loop iteration: a caller that sends a batch and knows when
+        it is complete saves a loop iteration per round trip. Call ``uncork`` before
+        returning to the loop (nothing else writes a corked connection's messages)."""
+        self._corked = True
+
+    def uncork(self) -> None:
+        """Write what was held since ``cork`` now, as one frame; sending is as usual again."""
+        self._corked = False
+        if self._out:
+            self._write_out()
+
+    def notify(self, msg: Message) -> None:
         """Send a one-way message."""
-        self._send((NOTIFY, 0, method, args))
+        self._send(notify_tuple(msg))
 
     def _send(self, msg: tuple[Any, ...]) -> None:
         if self.closed:
             return
         self._out.append(msg)  # type: ignore[arg-type]
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and not self._corked:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Write every message queued in this loop iteration as one frame."""
         self._flush_scheduled = False
+        if not self._corked:  # else uncork() writes
+            self._write_out()
+
+    def _write_out(self) -> None:
         out, self._out = self._out, []
         if not out or self.closed:
             return
@@ -439,11 +625,11 @@ class Connection(asyncio.BufferedProtocol):
     def _drop(self, msg: tuple[Any, ...], err: Exception) -> None:
         """A message that cannot be sent: its requester or the peer hears why."""
         logger.error("dropping a message %r that cannot be sent: %r", msg[:3], err)
-        if msg[0] == REQUEST:
+        if msg[0] in (REQUEST, REQUEST_OBJECT):
             fut = self._pending.pop(msg[1], None)
             if fut is not None and not fut.done():
                 fut.set_exception(err)
-        elif msg[0] == REPLY:
+        elif msg[0] in (REPLY, REFUSED):
             self._send_error(msg[1], err)
         elif msg[0] == ERROR and not isinstance(msg[2], RemoteError):
             what = repr(msg[2])[:500]
@@ -460,6 +646,56 @@ class Connection(asyncio.BufferedProtocol):
         if self._transport is not None:
             self._transport.close()
         self.closed = True
+
+
+def _rebuild(code: int, values: tuple[Any, ...]) -> Message | Refusal:
+    """The message a peer sent as (code, values), or why it cannot be rebuilt."""
+    cls = _CLASS_BY_CODE.get(code)
+    if cls is None:
+        why = f"unknown message code {code} (is the peer a newer rayops?)"
+        return Refusal(RefusalCode.UNKNOWN_METHOD, why)
+    try:
+        return cls(*values)
+    except TypeError as err:  # a field count this version does not know
+        return Refusal(RefusalCode.BAD_REQUEST, f"malformed {cls.__name__}: {err}")
+
+
+def request_tuple(req_id: int, msg: Message) -> tuple[Any, ...]:
+    """What goes in a frame for a request (see the module docstring)."""
+    enc = _ENCODERS.get(type(msg))
+    if enc is None:
+        return (REQUEST_OBJECT, req_id, msg)
+    return (REQUEST, req_id, enc[0], enc[1](msg))
+
+
+def notify_tuple(msg: Message) -> tuple[Any, ...]:
+    """What goes in a frame for a notification."""
+    enc = _ENCODERS.get(type(msg))
+    if enc is None:
+        return (NOTIFY_OBJECT, msg)
+    return (NOTIFY, enc[0], enc[1](msg))
+
+
+def map_reply(result: Any, fn: Callable[[Any], Any]) -> Any:
+    """A handler's ``result`` passed through ``fn``: at once, or when it is an awaitable, once
+    it completes (for handler tables that wrap an existing function's value in a reply)."""
+    if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+        inner = asyncio.ensure_future(result)
+        outer: asyncio.Future[Any] = inner.get_loop().create_future()
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if outer.done():
+                return
+            if f.cancelled():
+                outer.cancel()
+            elif f.exception() is not None:
+                outer.set_exception(f.exception())  # type: ignore[arg-type]
+            else:
+                outer.set_result(fn(f.result()))
+
+        inner.add_done_callback(done)
+        return outer
+    return fn(result)
 
 
 def _frame(payload: bytes) -> bytes:

@@ -5,6 +5,7 @@ discovery that follows nodes joining and dying."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from rayops.gcs.client import GcsClient
 from rayops.gcs.health import HealthSettings
 from rayops.node.processes import free_port
 from rayops.node.session import TOKEN_FILE
+from rayops.protocol.raylet_messages import NodeInfo, NodeInfoReply
 from rayops.rpc import framed
 from rayops.testing.cluster import Cluster
 
@@ -96,8 +98,8 @@ def _node_info(ip: str, port: int, token: str) -> dict[str, Any]:
     async def ask() -> dict[str, Any]:
         conn = await framed.connect(ip, port, token.encode(), {})
         try:
-            reply: dict[str, Any] = await conn.request("node_info")
-            return reply
+            reply: NodeInfoReply = await conn.request(NodeInfo())
+            return {**dataclasses.asdict(reply.node), "num_workers": reply.num_workers}
         finally:
             conn.close()
 

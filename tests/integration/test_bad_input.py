@@ -277,3 +277,35 @@ def test_stop_with_nothing_running(tmp_path: Path) -> None:
     assert out.returncode == 0
     assert "no running rayops processes" in out.stdout
     no_traceback(out)
+
+
+def test_raylet_with_wrong_token_exits_at_once(head: tuple[str, str], tmp_path: Path) -> None:
+    """A raylet whose token the GCS refuses stops at once (retrying cannot help) and says why."""
+    _, address = head
+    session = tmp_path / "session"
+    for sub in ("logs", "shm", "spill"):
+        (session / sub).mkdir(parents=True)
+    argv = [
+        PY, "-m", "rayops.raylet",
+        "--node-id", secrets.token_hex(28),
+        "--node-ip", "127.0.0.1",
+        "--gcs-address", address,
+        "--token-file", wrong_token_file(tmp_path),
+        "--session-dir", str(session),
+        "--shm-dir", str(session / "shm"),
+        "--spill-dir", str(session / "spill"),
+        "--resources", json.dumps({"CPU": 1}),
+        "--object-store-memory", str(32 * 2**20),
+        "--prestart-workers", "0",
+    ]  # fmt: skip
+    out = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=clean_env(str(tmp_path), RAYOPS_WORKER_ZYGOTE="0"),
+    )
+    assert out.returncode != 0
+    assert "the GCS refused this node" in out.stderr, out.stderr[-2000:]
+    assert "cluster token" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]

@@ -70,6 +70,21 @@ def _poll(what: str, check: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.05)
 
 
+def _steady_rss(proc: psutil.Process, timeout: float = 15.0) -> int:
+    """The process's RSS once it stopped moving (two readings 0.3 s apart within 1 MiB): a
+    baseline taken while the raylet still starts workers would be a moving target."""
+    deadline = time.monotonic() + timeout
+    last = proc.memory_info().rss
+    while True:
+        time.sleep(0.3)
+        now = proc.memory_info().rss
+        if abs(now - last) < 2**20:
+            return now
+        if time.monotonic() > deadline:
+            pytest.fail(f"the raylet's RSS never settled within {timeout} s ({last} -> {now})")
+        last = now
+
+
 def _raylet(driver_pid: int) -> psutil.Process:
     for p in psutil.Process(driver_pid).children(recursive=True):
         if "rayops.raylet" in " ".join(p.cmdline()):
@@ -93,7 +108,7 @@ def test_unauthenticated_peers_are_closed_and_stay_off_the_terminal(temp_dir: st
         assert line, proc.communicate(timeout=30)[1]
         info = json.loads(line)
         raylet = _raylet(proc.pid)
-        rss_before = raylet.memory_info().rss
+        rss_before = _steady_rss(raylet)
 
         # Idle sockets: the raylet holds only a handshake-sized buffer for each, and
         # closes them all once the deadline passes.

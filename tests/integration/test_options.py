@@ -97,9 +97,8 @@ def test_task_accelerator_type_runs_only_where_advertised(cluster: Any) -> None:
 
 def test_task_not_used_values_run(cluster: Any) -> None:
     """Ray's "not used" values of the options rayops refuses otherwise run as plain tasks."""
-    opts = assigned.options(
+    opts = assigned.options(  # max_calls is a decoration-only option, as in Ray (below)
         runtime_env={},
-        max_calls=0,
         label_selector={},
         accelerator_type=None,
         enable_task_events=False,

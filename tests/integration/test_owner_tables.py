@@ -30,10 +30,10 @@ def _owner_tables(cw: Any) -> dict[str, int]:
         "memory_store": len(cw.memory_store),
         "memory_store_callbacks": len(cw.memory_store._callbacks),
         "blocked_waits": cw.memory_store.blocked_waits(),
-        "tasks": len(cw._tasks),
-        "generators": len(cw._generators),
-        "pushed": len(cw.submitter._where),
-        "queued": sum(len(ks.queue) for ks in cw.submitter._keys.values()),
+        "tasks": len(cw.tasks.machine),
+        "generators": len(cw.generators),
+        # Lease keys included: an idle shape's entry goes with its last lease.
+        **{f"leases.{k}": v for k, v in cw.submitter.table_sizes().items()},
     }
 
 
@@ -55,7 +55,7 @@ def test_a_large_batch_leaves_the_owner_tables_empty_and_compact(ray: Any) -> No
     bound = table_size._MAX_BYTES_PER_ENTRY * (
         len(cw.references) + table_size._SLACK_ENTRIES + table_size.CHECK_EVERY
     )
-    assert sys.getsizeof(cw.references._refs) <= bound
+    assert cw.references.table.table_bytes() <= bound
     assert sys.getsizeof(cw.memory_store._values) <= bound
 
 
@@ -82,7 +82,7 @@ def test_a_generator_dropped_before_it_finishes_leaves_nothing_behind(
     gate = str(tmp_path / "gate")
     gen = gated.remote(gate)
     assert rayops.get(next(gen)) == 1
-    assert len(cw._generators) == start["generators"] + 1
+    assert len(cw.generators) == start["generators"] + 1
     del gen
     gc.collect()
     open(gate, "w").close()  # the task finishes only now, after its generator was dropped
@@ -101,6 +101,8 @@ def test_actor_call_counts_leave_no_entry_per_actor(ray: Any) -> None:
     cw = state.require()
     actors = [Echo.remote() for _ in range(3)]
     assert rayops.get([a.ping.remote() for a in actors for _ in range(5)]) == [1] * 15
-    _poll(lambda: not cw.pending_actor_calls, f"pending calls left: {cw.pending_actor_calls}")
+    submitter = cw.actor_submitter
+    # No count is kept for an actor with nothing pending (a dict entry per actor ever called).
+    _poll(lambda: submitter.pending_actors() == 0, f"{submitter.pending_calls()} calls pending")
     for a in actors:
         rayops.kill(a)

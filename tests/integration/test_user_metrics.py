@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import rayops
 from rayops.core_worker import state
+from rayops.protocol.raylet_messages import NodeInfo
 from rayops.util.metrics import Counter, Gauge, Histogram
 
 DEADLINE_S = 30.0  # reports go out every second; the slack is for a loaded CI machine
@@ -48,8 +49,8 @@ class Holder:
 
 def _scrape() -> dict[str, list[tuple[dict[str, str], float]]]:
     cw = state.require()
-    info = cw.call_raylet("node_info")
-    url = f"http://{info['node_ip']}:{info['metrics_export_port']}/metrics"
+    info = cw.call_raylet(NodeInfo()).node
+    url = f"http://{info.node_ip}:{info.metrics_export_port}/metrics"
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {cw.token.decode()}"})
     with urllib.request.urlopen(req, timeout=5) as resp:
         text = resp.read().decode()

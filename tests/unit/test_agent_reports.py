@@ -37,6 +37,8 @@ from rayops.protocol.metrics import (
     MetricsReport,
     TaskStateCount,
 )
+from rayops.protocol.node_messages import ReportMetrics
+from rayops.rpc.framed_settings import FramedSettings
 
 W1, W2 = b"\x01" * 16, b"\x02" * 16
 STD = {"SessionName": "session_x", "NodeAddress": "10.0.0.1"}
@@ -278,7 +280,7 @@ def test_reporter_sends_changes_and_a_full_report_on_each_new_connection() -> No
         raise AssertionError(f"{name} is {got}, expected {want}")
 
     async def agent(col: ReportCollector, port: int = 0) -> asyncio.AbstractServer:
-        handlers = {"report_metrics": col.h_report_metrics}
+        handlers = {ReportMetrics: lambda conn, m: col.h_report_metrics(conn, m.report)}
         return await framed.serve(
             "127.0.0.1", port, token, handlers, on_close=col.forget_connection
         )
@@ -287,7 +289,9 @@ def test_reporter_sends_changes_and_a_full_report_on_each_new_connection() -> No
         col = ReportCollector("s", "127.0.0.1")
         server = await agent(col)
         port = server.sockets[0].getsockname()[1]
-        cw = SimpleNamespace(worker_id=W1, job_id=3, mode="worker", token=token)
+        cw = SimpleNamespace(
+            worker_id=W1, job_id=3, mode="worker", token=token, framed_settings=FramedSettings()
+        )
         rep = MetricsReporter(cw, ("127.0.0.1", port))  # type: ignore[arg-type]
         counter.inc(2)
         assert await rep.report_once()

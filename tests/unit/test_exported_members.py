@@ -5,6 +5,7 @@ from __future__ import annotations
 import rayops
 
 EXPECTED = {
+    "DynamicObjectRefGenerator",
     "ObjectID",
     "ObjectRef",
     "ObjectRefGenerator",

@@ -14,10 +14,13 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pytest
 
+from rayops.protocol.framed_message import Message, Refusal, RefusalCode
+from rayops.protocol.raylet_messages import Ping, Pong, RequestLease
 from rayops.rpc import framed
 from rayops.rpc.framed_settings import (
     ENV_HANDSHAKE_TIMEOUT_S,
@@ -29,6 +32,40 @@ from rayops.rpc.framed_settings import (
 from rayops.rpc.refusal_log import RefusalCounter
 
 TOKEN = b"s3cret-token"
+
+
+# Test-only messages (pickled by name: they have no extension code, which framed allows).
+@dataclass(frozen=True, slots=True)
+class Add(Message):
+    METHOD: ClassVar[str] = "test_add"
+    a: int
+    b: int
+
+
+@dataclass(frozen=True, slots=True)
+class Slow(Message):
+    METHOD: ClassVar[str] = "test_slow"
+    x: int
+
+
+@dataclass(frozen=True, slots=True)
+class Note(Message):
+    METHOD: ClassVar[str] = "test_note"
+    x: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fail(Message):
+    METHOD: ClassVar[str] = "test_fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Echo(Message):
+    METHOD: ClassVar[str] = "test_echo"
+    data: Any
+
+
+ECHO: dict[type[Message], Callable[..., Any]] = {Echo: lambda c, m: m.data}
 
 
 class _Boom:
@@ -53,37 +90,134 @@ def test_request_reply_and_notify() -> None:
     async def main() -> None:
         got: list[int] = []
 
-        def add(conn: framed.Connection, a: int, b: int) -> int:
-            return a + b
+        def add(conn: framed.Connection, m: Add) -> int:
+            return m.a + m.b
 
-        async def slow(conn: framed.Connection, x: int) -> int:
+        async def slow(conn: framed.Connection, m: Slow) -> int:
             await asyncio.sleep(0.01)
-            return x * 2
+            return m.x * 2
 
-        def note(conn: framed.Connection, x: int) -> None:
-            got.append(x)
+        def note(conn: framed.Connection, m: Note) -> None:
+            got.append(m.x)
 
-        def fail(conn: framed.Connection) -> None:
+        def fail(conn: framed.Connection, m: Fail) -> None:
             raise KeyError("missing")
 
-        handlers: dict[str, Callable[..., Any]] = {
-            "add": add,
-            "slow": slow,
-            "note": note,
-            "fail": fail,
+        handlers: dict[type[Message], Callable[..., Any]] = {
+            Add: add,
+            Slow: slow,
+            Note: note,
+            Fail: fail,
         }
         server = await framed.serve("127.0.0.1", 0, TOKEN, handlers)
         port = server.sockets[0].getsockname()[1]
         conn = await framed.connect("127.0.0.1", port, TOKEN, {})
-        assert await conn.request("add", 2, 3) == 5
-        assert await conn.request("slow", 21) == 42
-        results = await asyncio.gather(*(conn.request("add", i, i) for i in range(500)))
+        assert await conn.request(Add(2, 3)) == 5
+        assert await conn.request(Slow(21)) == 42
+        results = await asyncio.gather(*(conn.request(Add(i, i)) for i in range(500)))
         assert results == [2 * i for i in range(500)]
-        conn.notify("note", 7)
+        conn.notify(Note(7))
         with pytest.raises(KeyError):
-            await conn.request("fail")
-        assert await conn.request("add", 0, 0) == 0  # ordering: the notify was handled before
+            await conn.request(Fail())
+        assert await conn.request(Add(0, 0)) == 0  # ordering: the notify was handled before
         assert got == [7]
+        conn.close()
+        server.close()
+        await server.wait_closed()
+
+    run(main())
+
+
+def test_typed_round_trip_with_protocol_messages() -> None:
+    """A registered message crosses as its extension code; the reply is a message too."""
+
+    async def main() -> None:
+        seen: list[Ping] = []
+
+        def ping(conn: framed.Connection, m: Ping) -> Pong:
+            seen.append(m)
+            return Pong()
+
+        server = await framed.serve("127.0.0.1", 0, TOKEN, {Ping: ping})
+        conn = await framed.connect("127.0.0.1", server.sockets[0].getsockname()[1], TOKEN, {})
+        assert await conn.request(Ping()) == Pong()
+        assert seen == [Ping()]
+        conn.close()
+        server.close()
+        await server.wait_closed()
+
+    run(main())
+
+
+def test_unknown_method_is_refused_with_its_code() -> None:
+    async def main() -> None:
+        server = await framed.serve("127.0.0.1", 0, TOKEN, ECHO)
+        conn = await framed.connect("127.0.0.1", server.sockets[0].getsockname()[1], TOKEN, {})
+        with pytest.raises(framed.Refused) as info:
+            await conn.request(Ping())
+        assert info.value.refusal.code is RefusalCode.UNKNOWN_METHOD
+        assert "Ping" in info.value.refusal.message
+        # The connection stays usable, and an unknown notification is dropped, not fatal.
+        conn.notify(Note(1))
+        assert await conn.request(Echo(3)) == 3
+        conn.close()
+        server.close()
+        await server.wait_closed()
+
+    run(main())
+
+
+def test_a_handlers_refusal_code_reaches_the_caller() -> None:
+    """Raised at once or from a coroutine, the code arrives typed: no text is parsed."""
+
+    async def main() -> None:
+        def now(conn: framed.Connection, m: RequestLease) -> None:
+            raise framed.Refused(Refusal(RefusalCode.UNSCHEDULABLE, "no node has GPU"))
+
+        async def later(conn: framed.Connection, m: Slow) -> None:
+            await asyncio.sleep(0)
+            raise framed.Refused(Refusal(RefusalCode.NOT_HOSTED, "no actor here"))
+
+        server = await framed.serve("127.0.0.1", 0, TOKEN, {RequestLease: now, Slow: later})
+        conn = await framed.connect("127.0.0.1", server.sockets[0].getsockname()[1], TOKEN, {})
+        with pytest.raises(framed.Refused) as info:
+            await conn.request(RequestLease({"GPU": 1.0}))
+        assert info.value.refusal == Refusal(RefusalCode.UNSCHEDULABLE, "no node has GPU")
+        with pytest.raises(framed.Refused) as info:
+            await conn.request(Slow(1))
+        assert info.value.code is RefusalCode.NOT_HOSTED
+        conn.close()
+        server.close()
+        await server.wait_closed()
+
+    run(main())
+
+
+def test_a_registered_message_on_the_wire_carries_no_class_name() -> None:
+    msg = RequestLease({"CPU": 1.0}, None, True, ())
+    for item in (framed.request_tuple(1, msg), framed.notify_tuple(msg), (framed.REPLY, 1, msg)):
+        data = b"".join(bytes(p) for p in framed._encode([item]))
+        assert b"RequestLease" not in data and b"rayops" not in data, data
+        assert b"request_lease" not in data
+        (back,) = framed._decode(memoryview(data)[4:])
+        assert back == item
+    # The request itself is its code and field values, rebuilt by the receiver.
+    assert framed.request_tuple(7, msg)[2:] == (252, ({"CPU": 1.0}, None, True, ()))
+
+
+def test_a_message_code_the_receiver_does_not_know_is_refused() -> None:
+    """A newer peer's message: refused with UNKNOWN_METHOD, the connection stays up."""
+
+    async def main() -> None:
+        server = await framed.serve("127.0.0.1", 0, TOKEN, ECHO)
+        conn = await framed.connect("127.0.0.1", server.sockets[0].getsockname()[1], TOKEN, {})
+        fut = asyncio.get_running_loop().create_future()
+        conn._pending[10**6] = fut  # as request() would, with a code from the future
+        conn._send((framed.REQUEST, 10**6, 191, ("new", "fields")))
+        with pytest.raises(framed.Refused) as info:
+            await fut
+        assert info.value.code is RefusalCode.UNKNOWN_METHOD and "191" in str(info.value)
+        assert await conn.request(Echo(5)) == 5
         conn.close()
         server.close()
         await server.wait_closed()
@@ -93,7 +227,7 @@ def test_request_reply_and_notify() -> None:
 
 def test_wrong_token_is_refused() -> None:
     async def main() -> None:
-        server = await framed.serve("127.0.0.1", 0, TOKEN, {"add": lambda c, a, b: a + b})
+        server = await framed.serve("127.0.0.1", 0, TOKEN, {Add: lambda c, m: m.a + m.b})
         port = server.sockets[0].getsockname()[1]
         with pytest.raises(framed.HandshakeRefused):
             await framed.connect("127.0.0.1", port, b"wrong", {})
@@ -111,13 +245,13 @@ def test_payload_without_token_is_never_unpickled() -> None:
 
         async def main() -> None:
             server = await framed.serve(
-                "127.0.0.1", 0, TOKEN, {"add": lambda c, *a: calls.append("add")}
+                "127.0.0.1", 0, TOKEN, {Add: lambda c, m: calls.append("add")}
             )
             port = server.sockets[0].getsockname()[1]
             loop = asyncio.get_running_loop()
 
             def attack() -> bytes:
-                payload = pickle.dumps([(framed.REQUEST, 1, "add", (_Boom(marker),))])
+                payload = pickle.dumps([(framed.REQUEST_OBJECT, 1, Echo(_Boom(marker)))])
                 frame = struct.pack("<I", len(payload)) + payload
                 with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
                     s.sendall(frame)  # the pickled request where the token should be
@@ -265,7 +399,7 @@ def test_pre_auth_buffer_is_small_until_the_handshake() -> None:
         conns: list[framed.Connection] = []
 
         def factory() -> framed.Connection:
-            conn = framed.Connection({"echo": lambda c, x: x}, token=TOKEN, server_side=True)
+            conn = framed.Connection(ECHO, token=TOKEN, server_side=True)
             conns.append(conn)
             return conn
 
@@ -287,7 +421,7 @@ def test_pre_auth_buffer_is_small_until_the_handshake() -> None:
             else:
                 assert room <= 4 + 512, room
         # The handshake's buffer switch loses nothing: a large request goes through.
-        assert await client.request("echo", b"x" * 1_000_000) == b"x" * 1_000_000
+        assert await client.request(Echo(b"x" * 1_000_000)) == b"x" * 1_000_000
         client.close()
         for s in idle:
             s.close()
@@ -366,7 +500,7 @@ def test_refusals_in_a_driver_stay_at_debug(
 
 def test_frame_header_over_the_bound_closes_without_allocating(records: _Records) -> None:
     async def main() -> None:
-        server = await framed.serve("127.0.0.1", 0, TOKEN, {"echo": lambda c, x: x}, settings=FAST)
+        server = await framed.serve("127.0.0.1", 0, TOKEN, ECHO, settings=FAST)
         port = server.sockets[0].getsockname()[1]
 
         def claim_2_gib() -> tuple[bytes, float]:
@@ -397,16 +531,16 @@ def test_large_frames_under_the_bound_and_batches_over_it() -> None:
     refused locally with FrameTooLarge; five 10 MiB replies are split across frames."""
 
     async def main() -> None:
-        server = await framed.serve("127.0.0.1", 0, TOKEN, {"echo": lambda c, x: x}, settings=FAST)
+        server = await framed.serve("127.0.0.1", 0, TOKEN, ECHO, settings=FAST)
         port = server.sockets[0].getsockname()[1]
         conn = await framed.connect("127.0.0.1", port, TOKEN, {}, settings=FAST)
         big = os.urandom(20 * 2**20)
-        assert await conn.request("echo", big) == big
+        assert await conn.request(Echo(big)) == big
         with pytest.raises(framed.FrameTooLarge, match="RAYOPS_FRAMED_MAX_FRAME_BYTES"):
-            await conn.request("echo", b"y" * (40 * 2**20))
+            await conn.request(Echo(b"y" * (40 * 2**20)))
         assert not conn.closed
         parts = [bytes([i]) * (10 * 2**20) for i in range(5)]
-        assert await asyncio.gather(*(conn.request("echo", p) for p in parts)) == parts
+        assert await asyncio.gather(*(conn.request(Echo(p)) for p in parts)) == parts
         conn.close()
         server.close()
         await server.wait_closed()
@@ -480,3 +614,100 @@ def test_object_chunks_fit_the_smallest_allowed_frame() -> None:
     from rayops.raylet.object_manager import CHUNK_BYTES
 
     assert CHUNK_BYTES + 64 * 1024 <= MIN_MAX_FRAME_BYTES
+
+
+def test_a_deferred_reply_answers_later_and_a_reply_slot_hears_it_as_read() -> None:
+    async def main() -> None:
+        later: list[framed.DeferredReply] = []
+
+        def slow(conn: framed.Connection, m: Slow) -> framed.DeferredReply:
+            d = framed.DeferredReply()
+            if m.x == 0:  # answered before the handler returns: still sent once bound
+                d.set_result("early")
+            elif m.x == 1:
+                d.set_exception(framed.Refused(Refusal(RefusalCode.UNKNOWN_METHOD, "no")))
+            elif m.x == 2:
+                d.set_exception(KeyError("gone"))
+            else:
+                later.append(d)
+            return d
+
+        server = await framed.serve("127.0.0.1", 0, TOKEN, {Slow: slow})
+        port = server.sockets[0].getsockname()[1]
+        conn = await framed.connect("127.0.0.1", port, TOKEN, {})
+        assert await conn.request(Slow(0)) == "early"
+        with pytest.raises(framed.Refused) as refused:
+            await conn.request(Slow(1))
+        assert refused.value.code == RefusalCode.UNKNOWN_METHOD
+        with pytest.raises(KeyError):
+            await conn.request(Slow(2))
+
+        heard: list[tuple[Any, BaseException | None]] = []
+        done = asyncio.Event()
+
+        def on_reply(value: Any, err: BaseException | None) -> None:
+            heard.append((value, err))
+            done.set()
+
+        conn.request_to(framed.ReplySlot(on_reply), Slow(3))
+        deadline = time.monotonic() + 10
+        while not later:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        d = later.pop()
+        assert d.connection is not None and not d.done()
+        d.set_result(42)
+        d.set_result(43)  # only the first answer counts
+        await asyncio.wait_for(done.wait(), 10)
+        assert heard == [(42, None)]
+
+        # A slot whose request is outstanding hears of the lost connection.
+        heard.clear()
+        done.clear()
+        conn.request_to(framed.ReplySlot(on_reply), Slow(4))
+        while not later:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        conn.close()
+        await asyncio.wait_for(done.wait(), 10)
+        assert heard[0][0] is None and isinstance(heard[0][1], framed.ConnectionLost)
+        # ... and one sent on a closed connection too, from the loop (not re-entrantly).
+        heard.clear()
+        done.clear()
+        conn.request_to(framed.ReplySlot(on_reply), Slow(5))
+        assert heard == []
+        await asyncio.wait_for(done.wait(), 10)
+        assert isinstance(heard[0][1], framed.ConnectionLost)
+        server.close()
+        await server.wait_closed()
+
+    run(main())
+
+
+def test_a_corked_connection_writes_on_uncork_as_one_frame() -> None:
+    async def main() -> None:
+        frames: list[int] = []
+        server = await framed.serve("127.0.0.1", 0, TOKEN, ECHO)
+        port = server.sockets[0].getsockname()[1]
+        conn = await framed.connect("127.0.0.1", port, TOKEN, {})
+        real_write = conn._raw_write
+
+        def counting_write(*parts: bytes | memoryview) -> None:
+            frames.append(len(parts))
+            real_write(*parts)
+
+        conn._raw_write = counting_write  # type: ignore[method-assign]
+        conn.cork()
+        futs = [conn.request(Echo(i)) for i in range(5)]
+        await asyncio.sleep(0.01)  # (a contract breach, to show nothing is written meanwhile)
+        assert frames == [] and not any(f.done() for f in futs)
+        conn.uncork()
+        assert len(frames) == 1  # written at once, not at the end of the loop iteration
+        assert await asyncio.gather(*futs) == list(range(5))
+        assert await conn.request(Echo("after")) == "after"  # uncorked: as usual again
+        assert len(frames) == 2
+        conn.close()
+        server.close()
+        await server.wait_closed()
+
+    run(main())

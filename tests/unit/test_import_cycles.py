@@ -1,10 +1,9 @@
 """No module of rayops/ imports another in a cycle (scripts/check_import_cycles.py).
 
 The checker reads the source (no import): module-level and function-level imports count, imports
-under `if TYPE_CHECKING:` do not. The cycles still in the tree are listed in KNOWN_CYCLES; the
-test that asks for none is expected to fail until they are gone (strict, so it fails loudly the
-day they are: then delete it from KNOWN_CYCLES and drop the xfail), and no new cycle may appear
-meanwhile.
+under `if TYPE_CHECKING:` do not. There is no cycle left (the last one, rayops.actor <->
+core_worker.actor_caller, went when actor_caller started handing back HandleParts instead of
+building ActorHandle objects), and none may appear.
 """
 
 from __future__ import annotations
@@ -16,21 +15,8 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "check_import_cycles.py"
-
-# Cycles in rayops/ today, each as the set of modules that reach each other. (The issue also
-# named executor <-> actor_runtime and core_worker <-> submitter/object_ref/state: their way back
-# is only under `if TYPE_CHECKING:`, which never runs, so they are not cycles by this rule.)
-KNOWN_CYCLES: list[frozenset[str]] = [
-    # The public handle classes call the actor machinery (create_actor, submit_call, kill,
-    # get_actor) and the machinery builds handles (ActorHandle, handle_token_id): breaking it
-    # needs the core worker to hand back handle data instead of ActorHandle objects (issue 9).
-    frozenset({"rayops.actor", "rayops.core_worker.actor_caller"}),
-]
-
 
 def _checker() -> ModuleType:
     spec = importlib.util.spec_from_file_location("check_import_cycles", SCRIPT)
@@ -111,18 +97,6 @@ def test_the_script_exits_non_zero_and_names_each_cycle(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
 
 
-def test_no_new_import_cycle_in_rayops() -> None:
-    found = _checker().find_cycles(ROOT / "rayops")
-    new = [
-        c.describe() for c in found if not any(set(c.modules) <= known for known in KNOWN_CYCLES)
-    ]
-    assert not new, "new import cycle(s) in rayops/:\n" + "\n".join(new)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="known cycles remain: " + "; ".join(" <-> ".join(sorted(c)) for c in KNOWN_CYCLES),
-)
 def test_rayops_has_no_import_cycle() -> None:
     found = _checker().find_cycles(ROOT / "rayops")
     assert not found, "import cycles in rayops/:\n" + "\n".join(c.describe() for c in found)

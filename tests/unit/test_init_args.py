@@ -13,7 +13,7 @@ from rayops.node import node_args
 ARG = "init(num_cpus=...)"
 
 
-@pytest.mark.parametrize("value", [None, 0, 1, 2.5, 64])
+@pytest.mark.parametrize("value", [None, 0, 1, 2.0, 64])
 def test_quantity_accepts(value: Any) -> None:
     got = node_args.check_quantity(ARG, value)
     assert got == (None if value is None else float(value))
@@ -24,6 +24,7 @@ def test_quantity_accepts(value: Any) -> None:
     [
         (-1, ValueError),
         (-0.5, ValueError),
+        (2.5, ValueError),  # as in Ray: a node's resources are whole numbers
         (math.inf, ValueError),
         (math.nan, ValueError),
         ("2", TypeError),
@@ -41,7 +42,9 @@ def test_quantity_refuses(value: Any, exc: type[Exception]) -> None:
 def test_resources() -> None:
     arg = "init(resources=...)"
     assert node_args.check_resources(arg, None) == {}
-    assert node_args.check_resources(arg, {"accel": 2, "half": 0.5}) == {"accel": 2.0, "half": 0.5}
+    assert node_args.check_resources(arg, {"accel": 2, "two": 2.0}) == {"accel": 2.0, "two": 2.0}
+    with pytest.raises(ValueError, match="resource 'half' must be a whole number"):
+        node_args.check_resources(arg, {"half": 0.5})
     for name in node_args.RESERVED_RESOURCES:
         with pytest.raises(ValueError, match=re_escape(f"{arg} must not contain '{name}'")):
             node_args.check_resources(arg, {name: 1})

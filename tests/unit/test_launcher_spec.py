@@ -277,3 +277,35 @@ def test_metrics_export_port_must_differ_from_the_ssh_port(tmp_path: Path, home:
     p = write(tmp_path, MINIMAL + "rayops:\n  ports: {metrics_export: 22}\n")
     msg = errors_of(p)
     assert f"{p}:10: rayops.ports.metrics_export: expected a port other than auth.ssh_port" in msg
+
+
+def test_node_labels_follow_the_label_rules(tmp_path: Path, home: Path) -> None:
+    """Labels a raylet would refuse at start are refused when the spec is read, with the line."""
+    text = MINIMAL + textwrap.dedent(
+        """
+        available_node_types:
+          head.default: {resources: {CPU: 1}}
+          worker.default:
+            resources: {CPU: 1}
+            labels: {"ray.io/zone": "a", "bad key": "x"}
+        head_node_type: head.default
+        """
+    )
+    msg = errors_of(write(tmp_path, text))
+    assert "available_node_types.worker.default.labels" in msg, msg
+    assert "reserved" in msg or "'bad key'" in msg, msg
+
+
+def test_valid_node_labels_load(tmp_path: Path, home: Path) -> None:
+    text = MINIMAL + textwrap.dedent(
+        """
+        available_node_types:
+          head.default: {resources: {CPU: 1}}
+          worker.default:
+            resources: {CPU: 1}
+            labels: {region: us-east, example.com/tier: gold}
+        head_node_type: head.default
+        """
+    )
+    spec, _ = load_spec(write(tmp_path, text))
+    assert spec.labels_for("worker") == {"region": "us-east", "example.com/tier": "gold"}

@@ -6,6 +6,7 @@ core worker's IO thread does.
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -13,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 from rayops.core_worker import table_size
 from rayops.core_worker.memory_store import MemoryStore
-from rayops.core_worker.references import RefEntry, ReferenceTable
+from rayops.core_worker.references import FreeValue, ReferenceTable
 
 DEADLINE_S = 10.0
 
@@ -104,10 +105,7 @@ def test_tables_give_memory_back_after_a_burst() -> None:
     n = 100_000
     ms = MemoryStore()
 
-    def free(oid: bytes, entry: RefEntry) -> None:
-        ms.delete(oid)
-
-    refs = ReferenceTable(free)
+    refs = ReferenceTable()
     owner = ("127.0.0.1", 1)
     empty_ms, empty_refs = sys.getsizeof(ms._values), sys.getsizeof(refs._refs)
     for i in range(n):
@@ -115,7 +113,9 @@ def test_tables_give_memory_back_after_a_burst() -> None:
         ms.put(_oid(i), ("v", i))
     assert len(ms) == n and len(refs) == n
     for i in range(n):
-        refs.remove_local(_oid(i))
+        for ins in refs.remove_local(_oid(i)):
+            assert isinstance(ins, FreeValue)
+            ms.delete(ins.oid)
     assert len(ms) == 0 and len(refs) == 0
     bound = table_size._MAX_BYTES_PER_ENTRY * (table_size._SLACK_ENTRIES + table_size.CHECK_EVERY)
     assert sys.getsizeof(ms._values) <= max(bound, empty_ms)
@@ -123,12 +123,58 @@ def test_tables_give_memory_back_after_a_burst() -> None:
 
 
 def test_borrowers_are_tracked_and_release_the_object() -> None:
-    freed: list[bytes] = []
-    refs = ReferenceTable(lambda oid, entry: freed.append(oid))
+    refs = ReferenceTable()
     owner, borrower = ("127.0.0.1", 1), ("127.0.0.1", 2)
     refs.add_owned(_oid(1), owner)
     assert refs.add_borrower(_oid(1), borrower)
-    refs.remove_local(_oid(1))
-    assert freed == []  # the borrower still holds it
-    refs.remove_borrower_everywhere(borrower)
-    assert freed == [_oid(1)]
+    assert not refs.remove_local(_oid(1))  # the borrower still holds it
+    assert refs.borrower_lost(borrower) == [FreeValue(_oid(1))]
+
+
+class _FreedByTheCollector:
+    """Garbage in a reference cycle whose finalizer deletes from the store, as
+    ``ObjectRef.__del__`` does when the garbage collector finds a ref in a cycle (an
+    exception's traceback holding the frame that held the ref, say)."""
+
+    def __init__(self, store: MemoryStore, oid: bytes, inside: list[bool]) -> None:
+        self.store = store
+        self.oid = oid
+        self.inside = inside
+        self.cycle = self
+
+    def __del__(self) -> None:
+        owned = getattr(self.store._lock, "_is_owned", None)
+        self.inside.append(bool(owned and owned()))
+        self.store.delete(self.oid)
+
+
+def test_a_finalizer_may_delete_while_its_thread_is_inside_the_store() -> None:
+    """The collector runs finalizers in whichever thread allocates, possibly inside
+    ``wait``'s critical section; with a plain lock the thread deadlocked on itself (a driver
+    hung in get() in tests/integration/test_cancel.py, its IO thread behind it in put)."""
+    store = MemoryStore()
+    inside: list[bool] = []
+    done = threading.Event()
+
+    def waiter() -> None:
+        thresholds = gc.get_threshold()
+        try:
+            # Which allocation triggers the collection depends on the threshold: try a few,
+            # so that one of them collects inside the critical section.
+            for threshold in range(1, 12):
+                oid = b"a%d" % threshold
+                store.put(oid, ("v", (b"", b"x", [])))
+                wait, oids, deadline = store.wait, [b"missing"], time.monotonic() + 0.001
+                gc.collect()
+                _FreedByTheCollector(store, oid, inside)  # garbage at once
+                gc.set_threshold(threshold)
+                wait(oids, 1, deadline)
+                gc.set_threshold(*thresholds)
+                assert not store.contains(oid)
+        finally:
+            gc.set_threshold(*thresholds)
+        done.set()
+
+    threading.Thread(target=waiter, daemon=True).start()
+    assert done.wait(DEADLINE_S), "a finalizer's delete deadlocked the thread in wait()"
+    assert True in inside, f"no finalizer ran inside the store's lock: {inside}"

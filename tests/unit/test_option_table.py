@@ -42,6 +42,8 @@ ACTORS = "tests/integration/test_actors.py::"
 MULTI = "tests/integration/test_multinode.py::"
 PLACE = "tests/integration/test_placement_semantics.py::"
 REFUSED = "tests/unit/test_options_refused.py::"
+GENERATORS = "tests/integration/test_generators.py::"
+MAX_CALLS = "tests/integration/test_max_calls.py::"
 
 _NOT_USED_TASK = OPT + "test_task_not_used_values_run"
 _NOT_USED_ACTOR = OPT + "test_actor_not_used_values_run"
@@ -54,20 +56,21 @@ TASK_ROWS: dict[str, Row] = {
     "memory": Row(OPT + "test_task_resource_options_are_assigned"),
     "resources": Row(OPT + "test_task_resource_options_are_assigned"),
     "name": Row(OPT + "test_task_resource_options_are_assigned"),
-    "num_returns": Row(TASKS + "test_options_num_returns_and_name", refused="dynamic"),
+    "num_returns": Row(GENERATORS + "test_dynamic_returns_a_ref_to_a_dynamic_generator"),
     "max_retries": Row(TASKS + "test_worker_killed_mid_task_is_retried"),
     "retry_exceptions": Row(TASKS + "test_retry_exceptions"),
     "scheduling_strategy": Row(MULTI + "test_node_affinity", refused=_PG_STRATEGY),
     "accelerator_type": Row(OPT + "test_task_accelerator_type_runs_only_where_advertised"),
     "runtime_env": Row(_NOT_USED_TASK, refused={"env_vars": {"A": "1"}}),
-    "max_calls": Row(_NOT_USED_TASK, refused=1),
+    "max_calls": Row(MAX_CALLS + "test_max_calls_one_gives_a_new_process_each_call"),
     "label_selector": Row(PLACE + "test_task_label_selector_restricts_placement"),
     "enable_task_events": Row(REFUSED + "test_unknown_and_bad_options_are_value_errors"),
     "placement_group": Row(_NOT_USED_TASK, refused=_PG),
     "placement_group_bundle_index": Row(_NOT_USED_TASK, refused=0),
     "placement_group_capture_child_tasks": Row(_NOT_USED_TASK, refused=True),
     "fallback_strategy": Row(_NOT_USED_TASK, refused=[{"label_selector": {"a": "b"}}]),
-    "object_store_memory": Row(_NOT_USED_TASK, refused=2**20),
+    # Ray refuses it for tasks (ValueError; an actor option): only None runs.
+    "object_store_memory": Row(_NOT_USED_TASK),
 }
 
 ACTOR_ROWS: dict[str, Row] = {
@@ -99,7 +102,7 @@ ACTOR_ROWS: dict[str, Row] = {
 
 _METHODS = OPT + "test_actor_method_max_task_retries_and_num_returns"
 ACTOR_METHOD_ROWS: dict[str, Row] = {
-    "num_returns": Row(_METHODS, refused="dynamic"),
+    "num_returns": Row(GENERATORS + "test_actor_method_dynamic_returns"),
     "max_task_retries": Row(_METHODS),
     "concurrency_group": Row(ACTORS + "test_concurrency_groups"),
     "retry_exceptions": Row(ACTORS + "test_actor_call_retried_after_an_application_error"),
@@ -188,7 +191,7 @@ def _refuse(kind: str, key: str, value: Any) -> Callable[[], Any]:
     if value is _PG_STRATEGY:
         value = PlacementGroupSchedulingStrategy.__new__(PlacementGroupSchedulingStrategy)
     if kind == "task":
-        return lambda: rayops.remote(f).options(**{key: value})
+        return lambda: rayops.remote(**{key: value})(f)
     if kind == "actor":
         return lambda: rayops.remote(**{key: value})(C)
     if kind == "actor method":

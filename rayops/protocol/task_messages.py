@@ -13,6 +13,9 @@ from typing import Any, NamedTuple
 
 Address = tuple[str, int]
 STREAMING = -1  # num_returns of a streaming generator task
+# num_returns="dynamic", at submission only: the owner records it and sends the task as
+# STREAMING (the worker runs both alike); the owner then stores the items in one return.
+DYNAMIC = -2
 
 # Values up to this size travel inline in messages; larger ones go to the store.
 INLINE_MAX_BYTES = 100 * 1024
@@ -36,6 +39,8 @@ class TaskSpec(NamedTuple):
     concurrency_group: str = ""
     # normal tasks: "DEFAULT"/None, "SPREAD", or a strategy object (node affinity)
     strategy: Any = None
+    # normal tasks: the worker exits after running this function this many times (0: never)
+    max_calls: int = 0
 
 
 class TaskReply(NamedTuple):
@@ -54,6 +59,8 @@ class TaskReply(NamedTuple):
     worker_address: Address
     exec_seconds: float
     num_items: int = 0
+    # the worker exits after this reply (max_calls reached): push nothing more to it
+    worker_exiting: bool = False
 
 
 # Every task crosses the wire as a TaskSpec and comes back as a TaskReply. Pickle names a

@@ -1,0 +1,453 @@
+"""Worker leases for an owner's normal tasks: a state machine with no I/O.
+
+What it owns: the queue of tasks per *scheduling key* (resource shape, scheduling strategy with
+its label selector, and ``max_calls``), the lease requests outstanding per key (with their
+spillback hops), the leases held, which task is in flight on which lease, and when a lease goes
+back to its raylet. Tasks of one key reuse its leases while any are queued; a lease idle for
+``LEASE_IDLE_S`` is returned; functions measured to run under ``FAST_TASK_S`` are pipelined
+``PIPELINE_DEPTH`` deep per lease, but never onto a lease whose in-flight task was cancelled
+(until that task answers); a ``SPREAD`` lease runs one task, so each task is placed anew; a
+worker that says it exits after a reply (``max_calls`` reached) gets nothing more and its
+lease goes back with ``worker_ok=False``.
+
+What it must not do: any I/O. No sockets, no asyncio, no clock (time comes in on events), no
+threads; the shell (``submitter.TaskSubmitter``) feeds events in on the IO thread and carries
+out the instructions. Tasks' records, retries and results are not its business: the shell
+hands replies and push failures to the task records. Threads: only the shell's ``@io_thread``
+methods call it, so it carries no thread declaration of its own (tests drive it from any).
+
+Every state change goes through one ``on_*`` method (or ``handle(event)``, which dispatches the
+same events, frozen dataclasses in ``lease_events.py``; the shell calls the methods directly on
+the hot path). Each returns a list of instructions, in the order they are to be carried out.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from rayops import exceptions as rex
+from rayops.core_worker.lease_events import (
+    Address,
+    ArmIdleTimer,
+    CancelPushed,
+    CancelQueued,
+    DropConnection,
+    Event,
+    Grant,
+    IdleTimerFired,
+    Instruction,
+    Key,
+    Lease,
+    LeaseGranted,
+    LeaseRefused,
+    LeaseRequestFailed,
+    LeaseSpilled,
+    NodesDead,
+    PushReplied,
+    PushTask,
+    RequestLease,
+    RetryDue,
+    RetryLater,
+    ReturnAll,
+    ReturnLease,
+    TaskDequeued,
+    TaskFailed,
+    TaskQueued,
+    WorkerLost,
+)
+from rayops.protocol.task_messages import TaskReply, TaskSpec
+from rayops.raylet.scheduling_policy import LabelScoped, split_strategy
+
+LEASE_IDLE_S = 0.05
+MAX_PENDING_LEASE_REQUESTS = 4
+SPREAD_PENDING_LEASE_REQUESTS = 16
+PIPELINE_DEPTH = 8
+FAST_TASK_S = 0.002
+LEASE_RETRY_S = 0.2  # after a lease request failed (raylet unreachable, ...)
+_EMA_WEIGHT = 0.2
+
+__all__ = [
+    "FAST_TASK_S",
+    "LEASE_IDLE_S",
+    "LEASE_RETRY_S",
+    "MAX_PENDING_LEASE_REQUESTS",
+    "PIPELINE_DEPTH",
+    "SPREAD_PENDING_LEASE_REQUESTS",
+    "Address",
+    "ArmIdleTimer",
+    "CancelPushed",
+    "CancelQueued",
+    "DropConnection",
+    "Event",
+    "Grant",
+    "IdleTimerFired",
+    "Instruction",
+    "Key",
+    "Lease",
+    "LeaseGranted",
+    "LeaseRefused",
+    "LeaseRequestFailed",
+    "LeaseSpilled",
+    "LeaseState",
+    "NodesDead",
+    "PushReplied",
+    "PushTask",
+    "RequestLease",
+    "RetryDue",
+    "RetryLater",
+    "ReturnAll",
+    "ReturnLease",
+    "TaskDequeued",
+    "TaskFailed",
+    "TaskQueued",
+    "WorkerLost",
+    "key_of",
+]
+
+
+@dataclass(slots=True)
+class _KeyState:
+    shape: dict[str, float]
+    strategy: Any
+    spread: bool
+    max_calls: int
+    queue: deque[TaskSpec] = field(default_factory=deque)
+    leases: list[Lease] = field(default_factory=list)
+    pending_requests: int = 0
+    backing_off: bool = False
+
+
+class LeaseState:
+    """The owner's queues, lease requests and leases (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[Key, _KeyState] = {}
+        self._requests: dict[int, Key] = {}  # outstanding lease request -> its key
+        self._next_request = 0
+        # Live leases. Not by lease id: each raylet numbers its own leases.
+        self._leases: set[Lease] = set()
+        self._where: dict[bytes, Lease] = {}  # task id -> the lease it was pushed on
+        self._cancelled: set[bytes] = set()  # in-flight tasks the owner cancelled
+        self._exec_ema: dict[bytes, float] = {}  # function id -> smoothed run time
+        self._now = 0.0  # the latest time an event brought
+
+    # ---------------------------------------------------------------------- queries
+    def lease_of(self, task_id: bytes) -> Lease | None:
+        """The lease ``task_id`` was pushed on and has not replied on yet."""
+        return self._where.get(task_id)
+
+    def is_queued(self, task_id: bytes) -> bool:
+        return any(s.task_id == task_id for ks in self._keys.values() for s in ks.queue)
+
+    def leases(self) -> Iterator[Lease]:
+        """Live leases."""
+        return iter(list(self._leases))
+
+    def inflight(self) -> Iterator[TaskSpec]:
+        """Tasks pushed and not yet replied to."""
+        return iter([spec for lease in self._where.values() for spec in lease.inflight.values()])
+
+    def table_sizes(self) -> dict[str, int]:
+        """How many entries each of the machine's tables holds (for leak checks)."""
+        return {
+            "pushed": len(self._where),
+            "queued": sum(len(ks.queue) for ks in self._keys.values()),
+            "keys": len(self._keys),
+            "requests": len(self._requests),
+            "leases": len(self._leases),
+            "cancelled": len(self._cancelled),
+        }
+
+    def pending_requests(self, key: Key) -> int:
+        ks = self._keys.get(key)
+        return 0 if ks is None else ks.pending_requests
+
+    # ----------------------------------------------------------------------- events
+    def handle(self, event: Event) -> list[Instruction]:
+        """Any event, as a frozen dataclass (the typed methods below do the work)."""
+        return _DISPATCH[type(event)](self, event)
+
+    def on_task_queued(self, spec: TaskSpec) -> list[Instruction]:
+        key = key_of(spec)
+        ks = self._keys.get(key)
+        if ks is None:
+            plain, _ = split_strategy(spec.strategy)
+            ks = self._keys[key] = _KeyState(
+                dict(spec.resources), spec.strategy, plain == "SPREAD", key[-1]
+            )
+        ks.queue.append(spec)
+        out: list[Instruction] = []
+        self._pump(key, ks, out)
+        return out
+
+    def on_lease_granted(
+        self, request_id: int, grant: Grant, raylet: Any, conn: Any
+    ) -> list[Instruction]:
+        key = self._requests.pop(request_id)
+        ks = self._keys[key]
+        ks.pending_requests -= 1
+        lease = Lease(
+            grant.lease_id,
+            grant.worker_id,
+            grant.address,
+            grant.instances,
+            grant.node_id,
+            key,
+            raylet=raylet,
+            conn=conn,
+        )
+        out: list[Instruction] = []
+        if conn is None:  # the leased worker could not be reached
+            lease.dead = True
+            out.append(ReturnLease(lease, False))
+        elif not ks.queue:  # nothing left to run (ran on other leases, or cancelled)
+            lease.dead = True
+            out.append(ReturnLease(lease, True))
+            if self._forget_if_unused(key, ks):
+                return out
+        else:
+            ks.leases.append(lease)
+            self._leases.add(lease)
+        self._pump(key, ks, out)
+        return out
+
+    def on_lease_spilled(
+        self, request_id: int, node_id: str, raylet_address: Address
+    ) -> list[Instruction]:
+        key = self._requests[request_id]
+        ks = self._keys[key]
+        preferred = _arg_nodes(ks.queue[0]) if ks.queue else ()
+        return [
+            RequestLease(request_id, key, ks.shape, ks.strategy, raylet_address, True, preferred)
+        ]
+
+    def on_lease_refused(self, request_id: int, code: str, message: str) -> list[Instruction]:
+        key = self._requests.pop(request_id)
+        ks = self._keys[key]
+        ks.pending_requests -= 1
+        out: list[Instruction] = []
+        while ks.queue:
+            spec = ks.queue.popleft()
+            out.append(TaskFailed(spec, rex.TaskUnschedulableError(message)))
+        return out
+
+    def on_lease_request_failed(self, request_id: int, error: str) -> list[Instruction]:
+        key = self._requests.pop(request_id)
+        ks = self._keys[key]
+        ks.pending_requests -= 1
+        if ks.backing_off:
+            return []
+        ks.backing_off = True
+        return [RetryLater(key, LEASE_RETRY_S)]
+
+    def on_retry_due(self, key: Key) -> list[Instruction]:
+        ks = self._keys.get(key)
+        out: list[Instruction] = []
+        if ks is not None:
+            ks.backing_off = False
+            self._pump(key, ks, out)
+        return out
+
+    def on_push_replied(self, task_id: bytes, reply: TaskReply, now: float) -> list[Instruction]:
+        self._now = now
+        lease = self._where.pop(task_id, None)
+        if lease is None:
+            return []
+        if self._cancelled:
+            self._answered(task_id, lease)
+        spec = lease.inflight.pop(task_id)
+        if reply.status != "cancelled":  # a cancelled attempt says nothing of its run time
+            fid = spec.function_id
+            prev = self._exec_ema.get(fid)
+            x = reply.exec_seconds
+            self._exec_ema[fid] = x if prev is None else (1 - _EMA_WEIGHT) * prev + _EMA_WEIGHT * x
+        if reply.worker_exiting:
+            lease.retiring = True
+        out: list[Instruction] = []
+        ks = self._keys.get(lease.key)
+        if ks is not None:
+            self._pump(lease.key, ks, out)
+        return out
+
+    def on_worker_lost(self, task_id: bytes) -> list[Instruction]:
+        lease = self._where.pop(task_id, None)
+        if lease is None:
+            return []
+        if self._cancelled:
+            self._answered(task_id, lease)
+        lease.inflight.pop(task_id, None)
+        out: list[Instruction] = []
+        ks = self._keys.get(lease.key)
+        if not lease.dead:
+            assert ks is not None  # a live lease keeps its key
+            self._drop(lease, ks)
+            out.append(ReturnLease(lease, False))
+        if ks is not None:
+            self._pump(lease.key, ks, out)
+        return out
+
+    def on_nodes_dead(self, node_ids: frozenset[str] | set[str]) -> list[Instruction]:
+        out: list[Instruction] = []
+        keys: set[Key] = set()
+        for lease in list(self._leases):
+            if lease.node_id in node_ids:
+                self._drop(lease, self._keys[lease.key])
+                out.append(ReturnLease(lease, False))
+                out.append(DropConnection(lease))
+                keys.add(lease.key)
+        for key in keys:
+            self._pump(key, self._keys[key], out)
+        return out
+
+    def on_idle_timer_fired(self, lease: Lease, now: float) -> list[Instruction]:
+        self._now = now
+        if lease.dead:
+            return []
+        lease.timer_armed = False
+        if lease.idle_since is None:
+            return []  # busy again; re-armed when it next goes idle
+        due = lease.idle_since + LEASE_IDLE_S
+        if now < due:
+            lease.timer_armed = True
+            return [ArmIdleTimer(lease, due)]
+        ks = self._keys[lease.key]
+        self._drop(lease, ks)
+        self._forget_if_unused(lease.key, ks)
+        return [ReturnLease(lease, True)]
+
+    def on_cancel_queued(self, task_id: bytes) -> list[Instruction]:
+        for ks in self._keys.values():
+            for spec in ks.queue:
+                if spec.task_id == task_id:
+                    ks.queue.remove(spec)
+                    return [TaskDequeued(spec)]
+        return []
+
+    def on_cancel_pushed(self, task_id: bytes) -> list[Instruction]:
+        """``task_id`` is in flight and the owner cancelled it: its lease takes no more tasks
+        until it answers. Its worker may miss the interrupt and run on (a 60 s sleep); what
+        is queued goes to other leases instead of waiting behind it."""
+        lease = self._where.get(task_id)
+        if lease is not None and task_id not in self._cancelled:
+            self._cancelled.add(task_id)
+            lease.cancelled += 1
+        return []
+
+    def _answered(self, task_id: bytes, lease: Lease) -> None:
+        if task_id in self._cancelled:
+            self._cancelled.discard(task_id)
+            lease.cancelled -= 1
+
+    def on_return_all(self) -> list[Instruction]:
+        out: list[Instruction] = []
+        for lease in list(self._leases):
+            self._drop(lease, self._keys[lease.key])
+            out.append(ReturnLease(lease, True))
+        return out
+
+    # ---------------------------------------------------------------------- pumping
+    def _pump(self, key: Key, ks: _KeyState, out: list[Instruction]) -> None:
+        """Push queued tasks onto the key's leases, return spent ones, request more."""
+        queue = ks.queue
+        spread = ks.spread
+        depth = 1 if spread or ks.max_calls or not queue else self._depth(queue[0])
+        spent: list[tuple[Lease, bool]] | None = None
+        for lease in ks.leases:
+            inflight = lease.inflight
+            if lease.retiring or (spread and lease.used):
+                # A worker exiting after max_calls, or SPREAD's one task per lease.
+                if not inflight:
+                    spent = spent or []
+                    spent.append((lease, not lease.retiring))
+                continue
+            if lease.cancelled:
+                continue  # a cancelled task in flight on it: nothing behind it (see above)
+            while queue and len(inflight) < depth:
+                spec = queue.popleft()
+                inflight[spec.task_id] = spec
+                self._where[spec.task_id] = lease
+                lease.used = True
+                lease.idle_since = None
+                out.append(PushTask(lease, spec))
+            if not inflight and lease.idle_since is None:
+                lease.idle_since = self._now
+                if not lease.timer_armed:
+                    lease.timer_armed = True
+                    out.append(ArmIdleTimer(lease, self._now + LEASE_IDLE_S))
+        for lease, worker_ok in spent or ():
+            self._drop(lease, ks)
+            out.append(ReturnLease(lease, worker_ok))
+        if ks.backing_off:
+            return
+        cap = SPREAD_PENDING_LEASE_REQUESTS if spread else MAX_PENDING_LEASE_REQUESTS
+        want = min(len(queue), cap)
+        while ks.pending_requests < want:
+            ks.pending_requests += 1
+            request_id = self._next_request = self._next_request + 1
+            self._requests[request_id] = key
+            out.append(
+                RequestLease(request_id, key, ks.shape, ks.strategy, preferred=_arg_nodes(queue[0]))
+            )
+
+    def _depth(self, spec: TaskSpec) -> int:
+        ema = self._exec_ema.get(spec.function_id)
+        return PIPELINE_DEPTH if ema is not None and ema < FAST_TASK_S else 1
+
+    def _forget_if_unused(self, key: Key, ks: _KeyState) -> bool:
+        """Drop a shape's entry once nothing of it is left (else one entry per shape ever run)."""
+        if ks.queue or ks.leases or ks.pending_requests or ks.backing_off:
+            return False
+        if any(lease.key == key for lease in self._where.values()):
+            return False
+        del self._keys[key]
+        return True
+
+    def _drop(self, lease: Lease, ks: _KeyState) -> None:
+        lease.dead = True
+        self._leases.discard(lease)
+        if lease in ks.leases:
+            ks.leases.remove(lease)
+
+
+_DISPATCH: dict[type, Any] = {
+    TaskQueued: lambda m, e: m.on_task_queued(e.spec),
+    LeaseGranted: lambda m, e: m.on_lease_granted(e.request_id, e.grant, e.raylet, e.conn),
+    LeaseSpilled: lambda m, e: m.on_lease_spilled(e.request_id, e.node_id, e.raylet_address),
+    LeaseRefused: lambda m, e: m.on_lease_refused(e.request_id, e.code, e.message),
+    LeaseRequestFailed: lambda m, e: m.on_lease_request_failed(e.request_id, e.error),
+    RetryDue: lambda m, e: m.on_retry_due(e.key),
+    PushReplied: lambda m, e: m.on_push_replied(e.task_id, e.reply, e.now),
+    WorkerLost: lambda m, e: m.on_worker_lost(e.task_id),
+    NodesDead: lambda m, e: m.on_nodes_dead(e.node_ids),
+    IdleTimerFired: lambda m, e: m.on_idle_timer_fired(e.lease, e.now),
+    CancelQueued: lambda m, e: m.on_cancel_queued(e.task_id),
+    CancelPushed: lambda m, e: m.on_cancel_pushed(e.task_id),
+    ReturnAll: lambda m, e: m.on_return_all(),
+}
+
+
+def key_of(spec: TaskSpec) -> Key:
+    """The scheduling key: tasks sharing it may run on one another's leases."""
+    return (*sorted(spec.resources.items()), _strategy_key(spec.strategy), spec.max_calls)
+
+
+def _strategy_key(strategy: Any) -> Any:
+    if isinstance(strategy, LabelScoped):  # a label_selector: never share leases across them
+        return (_strategy_key(strategy.strategy), strategy.label_selector)
+    if strategy is None or strategy == "DEFAULT":
+        return None
+    if isinstance(strategy, str):
+        return strategy
+    return (
+        type(strategy).__name__,
+        getattr(strategy, "node_id", None),
+        getattr(strategy, "soft", None),
+    )
+
+
+def _arg_nodes(spec: TaskSpec) -> tuple[str, ...]:
+    """Nodes holding the task's arguments that live in a store (large ones)."""
+    return tuple(a[2] for a in spec.args if a[0] == "s")

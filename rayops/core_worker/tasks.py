@@ -1,0 +1,321 @@
+"""The shell around ``task_manager``: task submission, completion and cancel on the owner.
+
+Owns the hand-over of new tasks from user threads to the IO thread (one wake-up per batch),
+the inlining of the arguments this process owns, and carrying out the task manager's
+instructions: queueing for a lease (``submitter``) or an actor (``actor_submitter``),
+storing returns and errors (``references``), ending generators (``generators``), telling a
+worker to cancel, releasing argument pins. It must not decide anything: retries, cancel
+outcomes and counts are the task manager's.
+
+Threads: ``submit`` and ``cancel`` are called from user threads; everything else runs on
+the IO thread (asserted in debug runs), the only thread that touches the task manager.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from rayops.core_worker import task_manager as tm
+from rayops.core_worker.borrowing import error_entry
+from rayops.core_worker.object_ref import ObjectRef, ObjectRefGenerator
+from rayops.core_worker.task_metrics import ST_SUBMITTED, OwnerTaskCounts
+from rayops.core_worker.threads import any_thread, io_thread, user_thread
+from rayops.protocol import worker_messages as wm
+from rayops.protocol.task_messages import DYNAMIC, STREAMING, TaskReply, TaskSpec
+from rayops.rpc import framed
+from rayops.serialization import META_ERROR
+
+if TYPE_CHECKING:
+    from rayops.core_worker.core_worker import CoreWorker
+
+logger = logging.getLogger(__name__)
+
+Entry = tuple[Any, ...]
+# A new task on its way to the IO thread: spec, pinned ids, retries, retry_exceptions,
+# class name (actor calls), async actor
+_Incoming = tuple[TaskSpec, list[bytes], int, Any, str, bool]
+
+
+class Tasks:
+    """``cw.tasks``: the tasks this process submitted (see module doc)."""
+
+    def __init__(self, cw: CoreWorker, counts: OwnerTaskCounts) -> None:
+        self._cw = cw
+        self.machine = tm.TaskManager(counts)
+        self._incoming: list[_Incoming] = []
+        self._drain_scheduled = False
+        self._do: dict[type, Callable[[Any], None]] = {
+            tm.SubmitToScheduler: self._submit_to_scheduler,
+            tm.ResolveArgs: self._resolve,
+            tm.SubmitToActor: self._submit_to_actor,
+            tm.StoreReturns: self._store_returns,
+            tm.FinishGenerator: self._finish_generator,
+            tm.FailWith: self._fail_with,
+            tm.DropQueued: self._drop_queued,
+            tm.SendCancel: self._send_cancel,
+            tm.Release: self._release,
+            tm.LogRetry: _log_retry,
+        }
+
+    # ------------------------------------------------------------ user threads
+    @any_thread
+    def submit(
+        self,
+        spec: TaskSpec,
+        deps: list[bytes],
+        retries: int,
+        retry_exceptions: Any,
+        class_name: str = "",
+        async_actor: bool = False,
+    ) -> list[ObjectRef] | ObjectRefGenerator:
+        """Own the returns, pin the arguments and hand the task to the IO thread.
+
+        ``class_name`` and ``async_actor`` describe an actor call's actor (``spec.actor_id``).
+        """
+        cw = self._cw
+        cw.references.pin_submitted(deps)
+        dynamic = spec.num_returns == DYNAMIC
+        if dynamic:  # the worker runs it as a stream; the owner collects the items
+            spec = spec._replace(num_returns=STREAMING)
+        item = (spec, deps, retries, retry_exceptions, class_name, async_actor)
+        if spec.num_returns == STREAMING:
+            return cw.generators.submitted(spec, dynamic, lambda _s: self._hand_over(item))
+        address = cw.address
+        for rid in spec.return_ids:
+            cw.references.add_owned(rid, address, local=1)
+        refs = [ObjectRef(rid, address, cw, counted=True) for rid in spec.return_ids]
+        self._hand_over(item)
+        return refs
+
+    def _hand_over(self, item: _Incoming) -> None:
+        # Lock-free: the IO thread swaps the list after clearing the flag, so an append that
+        # races the swap lands in this batch or schedules the next one.
+        self._incoming.append(item)
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._cw.loop.call_soon_threadsafe(self._drain)
+
+    @user_thread
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+        """``rayops.cancel``: the ref resolves with TaskCancelledError at once, wherever the
+        task is. Raises ValueError for ``force=True`` on an actor call (before anything)."""
+        cw = self._cw
+        task_id = ref.task_id()
+        owner = tuple(ref.owner_address)
+        if owner != cw.address:  # a borrowed ref: its owner holds the record
+            self._forward_cancel(owner, task_id, force, recursive)  # type: ignore[arg-type]
+            return
+
+        async def on_io() -> None:
+            self._run(self.machine.cancel(task_id, force, recursive))
+
+        # Queued behind the submissions made before it, so a just-submitted task is known.
+        cw.run(on_io(), timeout=30)
+
+    def _forward_cancel(
+        self, owner: tuple[str, int], task_id: bytes, force: bool, recursive: bool
+    ) -> None:
+        cw = self._cw
+
+        async def forward() -> None:
+            conn = await cw.peer(owner)
+            await conn.request(wm.CancelOwnedTask(task_id, force, recursive))
+
+        try:
+            cw.run(forward(), timeout=30)
+        except (OSError, framed.ConnectionLost) as err:
+            # The owner is gone, and with it the task's result (get() says so).
+            logger.debug("could not forward cancel of %s to %s: %r", task_id.hex(), owner, err)
+
+    @io_thread
+    def h_cancel_owned_task(self, conn: Any, task_id: bytes, force: bool, recursive: bool) -> None:
+        """A borrower called cancel() on a ref of a task this process owns."""
+        self._run(self.machine.cancel(task_id, force, recursive))
+
+    # ------------------------------------------------------------- IO thread
+    @io_thread
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        batch, self._incoming = self._incoming, []
+        submit = self.machine.submit
+        actor_calls = self._cw.actor_submitter
+        actor_calls.hold()  # the batch's actor calls are written at its end, at once
+        try:
+            for spec, deps, retries, rx, class_name, async_actor in batch:
+                self._run(submit(spec, deps, retries, rx, class_name, async_actor))
+        finally:
+            actor_calls.flush()
+
+    @io_thread
+    def record(self, task_id: bytes) -> tm.TaskRecord | None:
+        return self.machine.record(task_id)
+
+    @io_thread
+    def pushed(self, task_id: bytes) -> None:
+        """The task (or actor call) was sent to its worker."""
+        self.machine.pushed(task_id)
+
+    @io_thread
+    def set_state(self, task_id: bytes, state: int) -> None:
+        """Count the task in ``state`` (a task_metrics.ST_* index); SUBMITTED means pushed."""
+        if state == ST_SUBMITTED:
+            self.machine.pushed(task_id)
+            return
+        record = self.machine.record(task_id)
+        if record is not None:
+            self.machine.counts.move(record, state)
+
+    @io_thread
+    def on_reply(self, spec: TaskSpec, reply: TaskReply) -> None:
+        """A worker answered ``spec``'s attempt."""
+        if reply.borrowed:
+            add = self._cw.references.add_borrower
+            who = tuple(reply.worker_address)
+            for oid in reply.borrowed:
+                add(oid, who)  # type: ignore[arg-type]
+        self._run(self.machine.reply(spec, reply))
+
+    @io_thread
+    def on_worker_died(self, spec: TaskSpec, err: BaseException, retry: bool = True) -> None:
+        """``spec``'s attempt was lost with its worker or connection."""
+        self._run(self.machine.worker_died(spec, err, retry))
+
+    @io_thread
+    def fail(
+        self, spec: TaskSpec, error: BaseException | None = None, entry: Entry | None = None
+    ) -> None:
+        """The task ends with ``error`` (or the error ``entry``) without running (again)."""
+        self._run(self.machine.fail(spec.task_id, error, entry))
+
+    @io_thread
+    def actor_call_resent(self, task_id: bytes) -> bool:
+        """An actor call cut off by a lost connection goes again: spend a retry (False if
+        it may not)."""
+        return self.machine.actor_call_resent(task_id)
+
+    @io_thread
+    def cancel_children(self, parent_task_id: bytes, force: bool) -> None:
+        """Worker side: a task running here was cancelled recursively; cancel what it
+        submitted (this process owns those)."""
+        self._run(self.machine.cancel_children(parent_task_id, force))
+
+    @io_thread
+    def resolve_owned_args(self, spec: TaskSpec, retry: Callable[[], None]) -> Any:
+        """Inline our own ready arguments.
+
+        Returns the updated spec; None if an argument we own is still pending (``retry``
+        is called on the IO loop once all are ready); or ``("error", entry)`` when an
+        argument holds an error, which the task then returns without running.
+        """
+        cw = self._cw
+        me = cw.address
+        ms = cw.memory_store
+        pending = [a[1] for a in spec.args if a[0] == "r" and a[2] == me and not ms.contains(a[1])]
+        if pending:
+            remaining = [len(pending)]
+            loop = cw.loop
+
+            def one_ready(_oid: bytes, _e: Entry) -> None:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    loop.call_soon_threadsafe(retry)
+
+            for oid in pending:
+                ms.on_ready(oid, one_ready)
+            return None
+        args: list[tuple[Any, ...]] = []
+        for a in spec.args:
+            if a[0] == "r" and a[2] == me:
+                entry = ms.get(a[1])
+                assert entry is not None
+                if entry[0] == "v":
+                    if entry[1][0] == META_ERROR:
+                        return ("error", entry)
+                    args.append(("v", entry[1]))
+                else:
+                    args.append(("s", a[1], entry[1]))
+            else:
+                args.append(a)
+        return spec._replace(args=tuple(args))
+
+    # ---------------------------------------------------------- instructions
+    def _run(self, instructions: list[tm.Instruction]) -> None:
+        do = self._do
+        for ins in instructions:
+            do[type(ins)](ins)
+
+    def _submit_to_scheduler(self, ins: tm.SubmitToScheduler) -> None:
+        self._cw.submitter.submit(ins.spec)
+
+    def _submit_to_actor(self, ins: tm.SubmitToActor) -> None:
+        self._cw.actor_submitter.submit(ins.spec)
+
+    def _resolve(self, ins: tm.ResolveArgs) -> None:
+        spec = ins.spec
+        resolved = self.resolve_owned_args(spec, lambda: self._resolve(ins))
+        if resolved is None:
+            self.machine.waiting_for_args(spec.task_id)
+        elif isinstance(resolved, TaskSpec):
+            self._run(self.machine.args_resolved(resolved))
+        else:  # ("error", entry)
+            self._run(self.machine.args_failed(spec.task_id, resolved[1]))
+
+    def _store_returns(self, ins: tm.StoreReturns) -> None:
+        store = self._cw.references.store_owned
+        for rid, (entry, contained) in zip(ins.spec.return_ids, ins.reply.returns, strict=False):
+            store(rid, entry, contained)
+
+    def _finish_generator(self, ins: tm.FinishGenerator) -> None:
+        self._cw.generators.on_finished(ins.spec, ins.num_items)
+
+    def _fail_with(self, ins: tm.FailWith) -> None:
+        spec = ins.spec
+        entry = ins.entry
+        if entry is None:
+            assert ins.error is not None
+            entry = error_entry(ins.error)
+        if spec.num_returns == STREAMING:
+            self._cw.generators.on_failed(spec, entry)
+            return
+        store = self._cw.references.store_owned
+        for rid in spec.return_ids:
+            store(rid, entry, ())
+
+    def _drop_queued(self, ins: tm.DropQueued) -> None:
+        spec = ins.spec
+        if spec.actor_id:
+            self._cw.actor_submitter.drop(spec.actor_id, spec.task_id)
+        else:
+            self._cw.submitter.cancel_queued(spec.task_id)
+
+    def _send_cancel(self, ins: tm.SendCancel) -> None:
+        cw = self._cw
+        spec = ins.spec
+        conn: Any
+        if spec.actor_id:
+            conn = cw.actor_submitter.connection_of(spec.actor_id)
+        else:
+            lease = cw.submitter.cancel_pushed(spec.task_id)  # no more tasks behind it
+            conn = None if lease is None else lease.conn
+        if conn is not None and not conn.closed:
+            conn.notify(wm.CancelTask(spec.task_id, ins.force, ins.recursive))
+
+    def _release(self, ins: tm.Release) -> None:
+        cw = self._cw
+        if ins.deps:
+            cw.references.unpin_submitted(ins.deps)
+        if ins.actor_id:
+            cw.actor_submitter.call_finished(ins.actor_id)
+
+
+def _log_retry(ins: tm.LogRetry) -> None:
+    left = "infinite" if ins.retries_left < 0 else ins.retries_left
+    logger.info(
+        "retrying task %s (attempt %d) after %s; %s retries left",
+        ins.spec.name,
+        ins.spec.attempt,
+        ins.reason,
+        left,
+    )

@@ -1,0 +1,294 @@
+"""Messages between a core worker (or the GCS) and a raylet, over the framed transport.
+
+Requests (``conn.request``) name their reply class in their docstring; notifications
+(``conn.notify``) have none. Field order is the wire order: see ``framed_message.py`` for
+the versioning rules (append only, with defaults). Imports nothing of rayops outside
+``rayops.protocol``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rayops.protocol.framed_message import Message
+
+Address = tuple[str, int]
+
+
+# ------------------------------------------------------------------ registration
+@dataclass(frozen=True, slots=True)
+class NodeDescription(Message):
+    """Reply to ``RegisterWorker`` / ``RegisterDriver``: where this node keeps things."""
+
+    METHOD: ClassVar[str] = "node_description"
+    node_id: str
+    node_ip: str
+    raylet_port: int
+    shm_dir: str
+    spill_dir: str
+    session_dir: str
+    gcs_address: str
+    metrics_export_port: int
+    agent_port: int
+    job_id: int = 0  # a driver's job id (0 for workers)
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterWorker(Message):
+    """A worker the raylet started says it is up. Reply: ``NodeDescription``."""
+
+    METHOD: ClassVar[str] = "register_worker"
+    worker_id: bytes
+    pid: int
+    port: int  # where its core worker serves framed connections
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterDriver(Message):
+    """A driver connects; the raylet assigns its job id. Reply: ``NodeDescription``."""
+
+    METHOD: ClassVar[str] = "register_driver"
+    pid: int
+    namespace: str
+    entrypoint: str
+
+
+# ------------------------------------------------------------------------ leases
+@dataclass(frozen=True, slots=True)
+class RequestLease(Message):
+    """Lease a worker with ``shape``. Reply: ``LeaseGranted`` or ``LeaseSpilled``;
+    refused with ``RefusalCode.UNSCHEDULABLE`` when the policy can never place it."""
+
+    METHOD: ClassVar[str] = "request_lease"
+    shape: dict[str, float]
+    strategy: Any = None  # None/"DEFAULT", "SPREAD", a strategy object, or (strategy, labels)
+    spilled: bool = False  # another raylet chose this node: do not send it on again
+    preferred: tuple[str, ...] = ()  # node ids holding the task's arguments
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGranted(Message):
+    """A worker on this node is leased to the requester."""
+
+    METHOD: ClassVar[str] = "lease_granted"
+    lease_id: int
+    worker_id: bytes
+    worker_address: Address
+    instances: dict[str, Any]  # resource -> assigned instance ids (e.g. GPU ids)
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseSpilled(Message):
+    """Ask another node's raylet instead (it will not spill the request again)."""
+
+    METHOD: ClassVar[str] = "lease_spilled"
+    node_id: str
+    raylet_address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnLease(Message):
+    """Notification: the lease is over; ``worker_ok`` False means do not reuse the worker."""
+
+    METHOD: ClassVar[str] = "return_lease"
+    lease_id: int
+    worker_ok: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ResizeLease(Message):
+    """Notification: the lease now holds ``shape`` (an actor placed with 1 CPU, run with 0)."""
+
+    METHOD: ClassVar[str] = "resize_lease"
+    lease_id: int
+    shape: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerBlocked(Message):
+    """Notification: the leased worker waits in ``get``; lend its CPU out meanwhile."""
+
+    METHOD: ClassVar[str] = "worker_blocked"
+    lease_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerUnblocked(Message):
+    """Notification: the leased worker runs again; take its CPU back."""
+
+    METHOD: ClassVar[str] = "worker_unblocked"
+    lease_id: int
+
+
+# ------------------------------------------------------------------- the store
+@dataclass(frozen=True, slots=True)
+class StoreReserve(Message):
+    """Reserve ``size`` bytes for an object. Reply: ``StoreReserved``."""
+
+    METHOD: ClassVar[str] = "store_reserve"
+    object_id: bytes
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreReserved(Message):
+    """Where to write the reserved object (a store location the StoreClient understands)."""
+
+    METHOD: ClassVar[str] = "store_reserved"
+    where: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSeal(Message):
+    """Notification: the object is written; readers may map it."""
+
+    METHOD: ClassVar[str] = "store_seal"
+    object_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoreEnsureLocal(Message):
+    """Make the object readable here (restore it, or pull it from ``node_id``).
+    Reply: ``StoreLocal``."""
+
+    METHOD: ClassVar[str] = "store_ensure_local"
+    object_id: bytes
+    node_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLocal(Message):
+    """Whether the object is now readable on this node."""
+
+    METHOD: ClassVar[str] = "store_local"
+    found: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDelete(Message):
+    """Notification: delete these objects (and, from a raylet, the copies it handed out)."""
+
+    METHOD: ClassVar[str] = "store_delete"
+    object_ids: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats(Message):
+    """The store's usage. Reply: ``StoreStatsReply``."""
+
+    METHOD: ClassVar[str] = "store_stats"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatsReply(Message):
+    METHOD: ClassVar[str] = "store_stats_reply"
+    stats: dict[str, Any]  # the store manager's statistics by name
+
+
+# ------------------------------------------------------------ logs and cluster
+@dataclass(frozen=True, slots=True)
+class PublishLogs(Message):
+    """Notification from a worker: lines to relay to the drivers of ``job_id``."""
+
+    METHOD: ClassVar[str] = "publish_logs"
+    job_id: int
+    batch: list[Any]  # (pid, ip, name, is_err, text) per record
+
+
+@dataclass(frozen=True, slots=True)
+class Logs(Message):
+    """Notification to a driver: workers' output lines, as in ``PublishLogs.batch``."""
+
+    METHOD: ClassVar[str] = "logs"
+    batch: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ShowWarning(Message):
+    """Notification to a driver or owner: a warning to show its user (e.g. infeasible)."""
+
+    METHOD: ClassVar[str] = "warning"
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodesDead(Message):
+    """Notification: the GCS declared these nodes dead."""
+
+    METHOD: ClassVar[str] = "node_dead"
+    node_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfo(Message):
+    """Every node, in ``ray.nodes()``'s format. Reply: ``ClusterInfoReply``."""
+
+    METHOD: ClassVar[str] = "cluster_info"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfoReply(Message):
+    METHOD: ClassVar[str] = "cluster_info_reply"
+    nodes: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo(Message):
+    """This node's description and resources. Reply: ``NodeInfoReply``."""
+
+    METHOD: ClassVar[str] = "node_info"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfoReply(Message):
+    METHOD: ClassVar[str] = "node_info_reply"
+    node: NodeDescription
+    resources_total: dict[str, float]
+    resources_available: dict[str, float]
+    num_workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(Message):
+    """Is the peer alive and serving? Reply: ``Pong``."""
+
+    METHOD: ClassVar[str] = "ping"
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(Message):
+    METHOD: ClassVar[str] = "pong"
+
+
+__all__ = [
+    "ClusterInfo",
+    "ClusterInfoReply",
+    "LeaseGranted",
+    "LeaseSpilled",
+    "Logs",
+    "NodeDescription",
+    "NodeInfo",
+    "NodeInfoReply",
+    "NodesDead",
+    "Ping",
+    "Pong",
+    "PublishLogs",
+    "RegisterDriver",
+    "RegisterWorker",
+    "RequestLease",
+    "ResizeLease",
+    "ReturnLease",
+    "ShowWarning",
+    "StoreDelete",
+    "StoreEnsureLocal",
+    "StoreLocal",
+    "StoreReserve",
+    "StoreReserved",
+    "StoreSeal",
+    "StoreStats",
+    "StoreStatsReply",
+    "WorkerBlocked",
+    "WorkerUnblocked",
+]
