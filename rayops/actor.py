@@ -20,7 +20,11 @@ from rayops import call_signature, serialization
 from rayops.core_worker import actor_caller, state
 from rayops.core_worker.actor_caller import HandleParts
 from rayops.core_worker.object_ref import ObjectRef
-from rayops.options import validate_actor_method_options, validate_actor_options
+from rayops.options import (
+    merged_options,
+    validate_actor_method_options,
+    validate_actor_options,
+)
 from rayops.protocol.task_messages import DYNAMIC, STREAMING
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "method"]
@@ -148,11 +152,8 @@ class ActorClass:
         return self.options(**options).remote(*(args or ()), **(kwargs or {}))
 
     def options(self, **options: Any) -> _BoundActorClass:
-        merged = {
-            **self._options,
-            **validate_actor_options(options, where=f"{self.__name__}.options()"),
-        }
-        return _BoundActorClass(self, merged)
+        checked = validate_actor_options(options, where=f"{self.__name__}.options()")
+        return _BoundActorClass(self, merged_options(self._options, options, checked))
 
     def _create(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], opts: dict[str, Any]
@@ -196,8 +197,8 @@ class _BoundActorClass:
         return self._actor_class._create(args, kwargs, self._options)
 
     def options(self, **options: Any) -> _BoundActorClass:
-        merged = {**self._options, **validate_actor_options(options, where="options()")}
-        return _BoundActorClass(self._actor_class, merged)
+        checked = validate_actor_options(options, where="options()")
+        return _BoundActorClass(self._actor_class, merged_options(self._options, options, checked))
 
 
 class ActorHandle:
@@ -284,8 +285,9 @@ class ActorMethod:
         )
 
     def options(self, **options: Any) -> ActorMethod:
-        options = validate_actor_method_options(options, where=f"{self._name}.options()")
-        return ActorMethod(self._handle, self._name, self._meta, {**self._options, **options})
+        checked = validate_actor_method_options(options, where=f"{self._name}.options()")
+        merged = merged_options(self._options, options, checked)
+        return ActorMethod(self._handle, self._name, self._meta, merged)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

@@ -387,6 +387,19 @@ def validate_actor_method_options(options: dict[str, Any], *, where: str) -> dic
     return _validate(options, ACTOR_METHOD_OPTIONS, where, "actor method")
 
 
+def merged_options(
+    base: Mapping[str, Any], given: Mapping[str, Any], checked: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``.options(**given)`` over ``base`` (the decorator's, or an earlier ``.options``):
+    what ``checked`` (``given``, validated) sets wins, and an option given as None goes
+    back to its default, as in Ray (``f.options(num_cpus=None)`` needs 1 CPU again)."""
+    out = {**base, **checked}
+    for key, value in given.items():
+        if value is None:
+            out.pop(key, None)
+    return out
+
+
 class UnknownMethodOption(ValueError, AssertionError):
     """An unknown ``@method`` keyword (Ray raises AssertionError there, rayops ValueError
     everywhere else: this is both)."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from rayops import call_signature, serialization
 from rayops.core_worker import state
-from rayops.options import validate_task_options
+from rayops.options import merged_options, validate_task_options
 from rayops.protocol.task_messages import DYNAMIC, STREAMING
 from rayops.raylet.scheduling_policy import parse_label_selector, scoped_strategy
 
@@ -65,11 +65,8 @@ class RemoteFunction:
         return self._submit(args, kwargs, self._options)
 
     def options(self, **options: Any) -> _BoundOptions:
-        merged = {
-            **self._options,
-            **validate_task_options(options, where=f"{self.__name__}.options()"),
-        }
-        return _BoundOptions(self, merged)
+        checked = validate_task_options(options, where=f"{self.__name__}.options()")
+        return _BoundOptions(self, merged_options(self._options, options, checked))
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("Ray DAGs (.bind) are not supported by rayops yet.")
@@ -166,8 +163,8 @@ class _BoundOptions:
         return self._fn._submit(args, kwargs, self._options)
 
     def options(self, **options: Any) -> _BoundOptions:
-        merged = {**self._options, **validate_task_options(options, where="options()")}
-        return _BoundOptions(self._fn, merged)
+        checked = validate_task_options(options, where="options()")
+        return _BoundOptions(self._fn, merged_options(self._options, options, checked))
 
 
 # Ray's form of an accelerator_type requirement: a sliver of a resource that only nodes with

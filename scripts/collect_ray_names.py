@@ -35,6 +35,7 @@ import types
 from typing import Any
 
 import ray  # the installed Ray this list describes (run with Ray's Python, see above)
+from signatures import parameter_names  # scripts/ is on the path when run
 
 # Modules whose names are listed, in the order of Ray Core's API reference.
 MODULES = [
@@ -133,21 +134,9 @@ def ancestors(cls: type) -> str:
 
 
 def parameters(fn: Any) -> str | None:
-    """A function's parameter names in order (`*args`, `**kwargs` marked, `self`/`cls` left
-    out), comma-joined; None when Python cannot tell (some compiled methods)."""
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return None
-    names = []
-    for p in signature.parameters.values():
-        if p.kind is p.VAR_POSITIONAL:
-            names.append("*" + p.name)
-        elif p.kind is p.VAR_KEYWORD:
-            names.append("**" + p.name)
-        elif p.name not in ("self", "cls"):
-            names.append(p.name)
-    return ",".join(names)
+    """A function's parameter names, comma-joined (see signatures.parameter_names)."""
+    names = parameter_names(fn)
+    return None if names is None else ",".join(names)
 
 
 def extra(kind: str, obj: Any) -> str:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from signatures import parameter_names  # scripts/ is on the path when run
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES_FILE = ROOT / "docs" / "compat" / "ray_2_60_names.txt"
@@ -206,23 +207,6 @@ def base_difference(ray_bases: Iterable[str], obj: Any, known: set[str]) -> str:
     return "; ".join(parts)
 
 
-def parameters_of(fn: Any) -> tuple[str, ...] | None:
-    """Parameter names as the names file spells them (see collect_ray_names.parameters)."""
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return None
-    names = []
-    for p in signature.parameters.values():
-        if p.kind is p.VAR_POSITIONAL:
-            names.append("*" + p.name)
-        elif p.kind is p.VAR_KEYWORD:
-            names.append("**" + p.name)
-        elif p.name not in ("self", "cls"):
-            names.append(p.name)
-    return tuple(names)
-
-
 def signature_difference(ray_params: tuple[str, ...] | None, obj: Any) -> str:
     """Which of Ray's public (no leading underscore) named parameters rayops's function `obj`
     does not take, and which public ones it takes that Ray's does not; empty if none.
@@ -232,7 +216,7 @@ def signature_difference(ray_params: tuple[str, ...] | None, obj: Any) -> str:
     """
     if ray_params is None or not callable(obj):
         return ""
-    ours = parameters_of(obj)
+    ours = parameter_names(obj)
     if ours is None:
         return ""
 

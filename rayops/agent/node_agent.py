@@ -82,7 +82,7 @@ class NodeAgent:
         self._sd_groups: list[dict[str, Any]] = []
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._framed: asyncio.AbstractServer | None = None
+        self._framed: framed.FramedServer | None = None
         self._raylet: framed.Connection | None = None
         self._http: AgentHttp | None = None
         self._gcs: Any = None
@@ -241,4 +241,3 @@ class NodeAgent:
             await asyncio.wait_for(self._stopping.wait(), seconds)
         except TimeoutError:
             pass
-

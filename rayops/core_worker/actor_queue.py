@@ -19,6 +19,7 @@ States of an actor (``ActorState``) and the legal transitions, one per edge:
 from           event                   to            why
 =============  ======================  ============  ==========================================
 UNKNOWN        CallSubmitted           RESOLVING     first call: ask the GCS where it lives
+ALIVE          CallSentDirect          ALIVE         a caller sent it on the current connection
 UNKNOWN        ActorRegistered         UNKNOWN       remember the version the creator saw
 RESOLVING      ActorAddressKnown       CONNECTING    the GCS says ALIVE at an address
 RESOLVING      ActorRestarting         RESTARTING    not placed yet, or coming back
@@ -30,7 +31,12 @@ RESTARTING     ActorRestarting         RESTARTING    still on its way back
 any            ActorDead               DEAD          every call fails with the cause, now and later
 =============  ======================  ============  ==========================================
 
-Events not in the table leave the state as it is (a late reply, a repeated answer).
+Events not in the table leave the state as it is (a late reply, a repeated answer; a
+``CallSentDirect`` whose connection broke first queues the call for a retry, or fails it).
+
+The direct lane: while ``direct_epoch`` offers an epoch (connected, nothing queued), the
+shell lets a user thread write a new call itself and report it afterwards as
+``CallSentDirect``; every other way in closes the lane first, so the order holds.
 """
 
 from __future__ import annotations
@@ -69,6 +75,18 @@ class CallSubmitted:
     task_id: bytes
     retries: int
     args_ready: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CallSentDirect:
+    """A user thread sent this call itself on the connection of ``epoch``, which
+    ``direct_epoch`` offered (the direct lane: see ``actor_submitter``). Its place in the
+    caller's order is this event's place among the others."""
+
+    actor_id: bytes
+    task_id: bytes
+    retries: int
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +174,7 @@ class ConnectionLost:
 
 Event = (
     CallSubmitted
+    | CallSentDirect
     | ArgsReady
     | CallDropped
     | ActorRegistered
@@ -274,6 +293,15 @@ class ActorQueues:
         a = self._actors.get(actor_id)
         return [] if a is None else list(a.inflight)
 
+    def direct_epoch(self, actor_id: bytes) -> int | None:
+        """The connection epoch a new call may be sent on at once by whoever submits it
+        (``CallSentDirect``), or None when it must queue: the actor is not connected, or
+        calls wait ahead of it."""
+        a = self._actors.get(actor_id)
+        if a is None or a.state is not ActorState.ALIVE or a.queued:
+            return None
+        return a.epoch
+
     def __contains__(self, actor_id: object) -> bool:
         return actor_id in self._actors
 
@@ -299,6 +327,27 @@ class ActorQueues:
             a.state = ActorState.RESOLVING
             return [WatchActor(a.actor_id, a.version)]
         return self._pump(a)
+
+    def _on_sent_direct(self, a: ActorCalls, ev: CallSentDirect) -> list[Instruction]:
+        if a.state is ActorState.DEAD:
+            assert a.cause is not None
+            return [FailCall(a.actor_id, ev.task_id, a.cause)]
+        call = _Call(ev.task_id, a.next_seq, ev.retries, True)
+        a.next_seq += 1
+        if a.state is ActorState.ALIVE and ev.epoch == a.epoch:
+            a.inflight[ev.task_id] = call
+            return []
+        # Its connection broke before this event: it was in flight on it, and everything
+        # queued now went out before it (or was submitted before it).
+        if call.retries == 0:
+            if a.state is ActorState.ALIVE:  # reconnected already: no later Connected
+                return [FailCall(a.actor_id, ev.task_id, _not_retried(a))]
+            a.lost.append(call)
+            return []
+        if call.retries > 0:
+            call.retries -= 1
+        a.queued.append(call)
+        return [RetryCall(a.actor_id, ev.task_id), *self._pump(a)]
 
     def _on_args_ready(self, a: ActorCalls, ev: ArgsReady) -> list[Instruction]:
         for call in a.queued:
@@ -352,13 +401,7 @@ class ActorQueues:
         a.epoch += 1
         out: list[Instruction] = []
         if a.lost:
-            err = rex.ActorDiedError(
-                actor_id=a.actor_id.hex(),
-                error_msg=(
-                    "The actor died while running this call and was restarted; the call "
-                    "was not retried (max_task_retries exhausted)."
-                ),
-            )
+            err = _not_retried(a)
             out = [FailCall(a.actor_id, c.task_id, err) for c in a.lost]
             a.lost = []
         out.extend(self._pump(a))
@@ -413,6 +456,16 @@ class ActorQueues:
         return out
 
 
+def _not_retried(a: ActorCalls) -> BaseException:
+    return rex.ActorDiedError(
+        actor_id=a.actor_id.hex(),
+        error_msg=(
+            "The actor died while running this call and was restarted; the call "
+            "was not retried (max_task_retries exhausted)."
+        ),
+    )
+
+
 class PendingCalls:
     """How many calls this process submitted to each actor and has not finished, for
     ``max_pending_calls``. No entry is kept for an actor with none. Not thread-safe: the
@@ -449,6 +502,7 @@ class PendingCalls:
 
 _HANDLERS: dict[type, Callable[[ActorQueues, ActorCalls, Any], list[Instruction]]] = {
     CallSubmitted: ActorQueues._on_call_submitted,
+    CallSentDirect: ActorQueues._on_sent_direct,
     ArgsReady: ActorQueues._on_args_ready,
     CallDropped: ActorQueues._on_call_dropped,
     ActorRegistered: ActorQueues._on_registered,

@@ -215,6 +215,14 @@ class ActorRuntime:
             (spec, self.instances, self.lease_id, conn, fut, method, self.class_name)
         )
 
+    def calls_running(self) -> int:
+        """An async actor's calls in progress (the one replying included); 2 for a
+        threaded actor, whose calls overlap by design: its replies always go through the
+        loop, which gathers those that finish together into one frame."""
+        if self.threaded:
+            return 2
+        return len(self._async_calls)
+
     def _run_sync(
         self, spec: TaskSpec, conn: framed.Connection, fut: asyncio.Future[TaskReply], method: Any
     ) -> None:
@@ -273,16 +281,16 @@ class ActorRuntime:
                     result = method(*args, **kwargs)
                     if inspect.isawaitable(result):
                         result = await result
-                    returns = ex._package_returns(spec, result)
+                    returns = ex.results.returns(spec, result)
             except ActorExitRequest:
                 exiting = ex.exiting = True
-                returns = ex._package_returns(spec, None)
+                returns = ex.results.returns(spec, None)
             except (Exception, asyncio.CancelledError) as err:
-                status, returns = "error", ex._error_returns(spec, err)
+                status, returns = "error", ex.results.errors(spec, err)
             finally:
                 cw.set_task_context(None)
                 cw.metrics.executor_counts.ended(spec.task_id)
-            borrowed = ex._settle_borrows(spec)
+            borrowed = ex.results.settle_borrows(spec)
             ex._reply(
                 fut,
                 TaskReply(
@@ -321,24 +329,24 @@ class ActorRuntime:
         try:
             if inspect.isasyncgen(gen):
                 async for value in gen:
-                    ex._send_item(
+                    ex.results.send_item(
                         conn,
                         spec,
                         index,
-                        ex._package(spec, ids.object_id_for(spec.task_id, index + 2), value),
+                        ex.results.package(spec, ids.object_id_for(spec.task_id, index + 2), value),
                     )
                     index += 1
             else:
                 for value in gen:
-                    ex._send_item(
+                    ex.results.send_item(
                         conn,
                         spec,
                         index,
-                        ex._package(spec, ids.object_id_for(spec.task_id, index + 2), value),
+                        ex.results.package(spec, ids.object_id_for(spec.task_id, index + 2), value),
                     )
                     index += 1
         except Exception as err:
-            ex._send_item(conn, spec, index, ex._error_returns_at(spec, index, err))
+            ex.results.send_item(conn, spec, index, ex.results.error_at(spec, index, err))
             index += 1
         return index
 
@@ -348,7 +356,7 @@ class ActorRuntime:
     ) -> None:
         ex = self.executor
         ex.exiting = True
-        ex._reply(fut, TaskReply("ok", ex._package_returns(spec, None), [], ex._cw.address, 0.0))
+        ex._reply(fut, TaskReply("ok", ex.results.returns(spec, None), [], ex._cw.address, 0.0))
         self.exit_after_reply()
 
     @any_thread

@@ -7,10 +7,23 @@ actor is (a long poll that answers when the actor's state changes; the calls the
 never touch the GCS), fails a call. It also holds the calls' specs (the machine only
 knows their ids) and counts each actor's pending calls for ``max_pending_calls``.
 
-Threads: user threads only count pending calls (``admit``, ``pending_calls``); everything
-else runs on the core worker's IO thread, which alone touches the machine and the
-connections. New calls arrive through ``tasks.Tasks`` (which owns their records and
-retry budgets) as ``submit``.
+Threads: user threads count pending calls (``admit``, ``pending_calls``) and hand new
+calls over (``hand_over_call``); everything else runs on the core worker's IO thread,
+which alone touches the machine. New calls reach the machine through ``tasks.Tasks``
+(which owns their records and retry budgets) as ``submit``.
+
+The direct lane (the hot path of ``get(actor.f.remote())``): while the machine says a new
+call to an actor would go out at once (``direct_epoch``), the IO thread keeps a lane open
+for it: the connection and its epoch. A user thread that finds the lane open registers the
+reply, hands the call over for bookkeeping, and writes the frame itself, under the lane
+lock; the IO thread records it afterwards (``CallSentDirect``), and a reply that arrives
+first makes the IO thread catch up before anything else (``tasks.drain_pending``). That
+saves the IO thread's wake-up and its turn on the way out. Anything else that could put a
+call ahead of a direct one closes the lane first: a call handed over the usual way (it
+needs the IO thread, or others are pending), a queue, a lost connection; the IO thread
+reopens it only after its own frames for the actor are written (``flush``) and with no
+call handed over and not taken (checked under the lane lock, which every hand-over of an
+actor call holds).
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ from __future__ import annotations
 import logging
 import pickle
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rayops import exceptions as rex
@@ -51,6 +65,12 @@ class ActorSubmitter:
         # Calls submitted from this process and not finished, per actor (max_pending_calls).
         self._pending_lock = threading.Lock()
         self._pending = aq.PendingCalls()
+        # The direct lanes (see the module doc); _lane_lock guards _lanes and the hand-over
+        # of actor calls (so the IO thread reopens a lane only with no call handed over).
+        self._lane_lock = threading.Lock()
+        self._lanes: dict[bytes, tuple[framed.Connection, int]] = {}
+        self._direct: dict[bytes, int] = {}  # task id -> epoch it was sent on, until taken
+        self._touched: set[bytes] = set()  # actors whose lane flush() must recompute
 
     # ------------------------------------------------------------ user threads
     @any_thread
@@ -78,13 +98,78 @@ class ActorSubmitter:
         with self._pending_lock:
             return self._pending.actors()
 
+    @any_thread
+    def hand_over_call(
+        self,
+        spec: TaskSpec,
+        queue: Callable[[], None],
+        wake: Callable[[], None],
+        direct_ok: bool = True,
+    ) -> None:
+        """Pass a new call to the IO thread (``queue`` it, then ``wake`` the thread),
+        writing it at once through the actor's direct lane when it is open and the call
+        needs nothing of the IO thread first (an argument this process owns is inlined
+        there) and no other call to the actor is pending here. The wake-up comes after the
+        frame is written: a woken IO thread would take the GIL from this one in the middle
+        of the write."""
+        aid = spec.actor_id
+        me = self._cw.address
+        # Only a call alone in flight: a batch of calls (``[a.f.remote() for ...]``) goes
+        # out faster as one frame the IO thread writes than as a write per call.
+        direct_ok = direct_ok and self._pending.count(aid) <= 1
+        with self._lane_lock:
+            lane = self._lanes.get(aid) if direct_ok else None
+            if lane is not None and not any(a[0] == "r" and a[2] == me for a in spec.args):
+                conn, epoch = lane
+                slot = framed.ReplySlot(
+                    lambda reply, err: self._on_done_direct(spec, epoch, reply, err)
+                )
+                req_id = conn.register_threadsafe(slot)
+                if req_id is not None:
+                    # Queued before the frame is written: its reply finds it.
+                    self._direct[spec.task_id] = epoch
+                    queue()
+                    conn.send_threadsafe(framed.request_tuple(req_id, wm.ActorCall(spec)))
+                    wake()
+                    return
+            self._lanes.pop(aid, None)
+            queue()
+            wake()
+
     # ------------------------------------------------------------- IO thread
+    def _refresh_lanes(self) -> None:
+        """Open or close the lanes of the actors whose state changed (after their frames
+        are written: a direct call must not overtake one the IO thread sent)."""
+        touched, self._touched = self._touched, set()
+        has_incoming = self._cw.tasks.has_incoming
+        for aid in touched:
+            epoch = self._machine.direct_epoch(aid)
+            conn = self._conns.get(aid)
+            with self._lane_lock:
+                # A call handed over and not taken yet could be one to this actor: it must
+                # not be overtaken (the next flush looks again).
+                if epoch is None or conn is None or conn.closed or has_incoming():
+                    self._lanes.pop(aid, None)
+                else:
+                    self._lanes[aid] = (conn, epoch)
+
     @io_thread
     def submit(self, spec: TaskSpec) -> None:
         """Queue a call (new, or again after an application error) behind the others."""
         cw = self._cw
         aid = spec.actor_id
         record = cw.tasks.record(spec.task_id)
+        epoch = self._direct.pop(spec.task_id, None)
+        if epoch is not None:  # a user thread sent it already
+            self._specs[spec.task_id] = spec
+            cw.tasks.pushed(spec.task_id)
+            retries = record.retries_left if record is not None else 0
+            ev = aq.CallSentDirect(aid, spec.task_id, retries, epoch)
+            if self._machine.direct_epoch(aid) == epoch:  # the hot path: nothing changes
+                self._machine.handle(ev)
+            else:
+                self._handle(ev)
+            return
         ready = True
         if spec.args:
             resolved = cw.tasks.resolve_owned_args(spec, lambda: self._args_ready(spec))
@@ -103,9 +188,9 @@ class ActorSubmitter:
             self._forget_conn(aid)
             actor = machine.actor(aid)
             if actor is not None:
-                self._run(machine.handle(aq.ConnectionLost(aid, actor.epoch)))
+                self._handle(aq.ConnectionLost(aid, actor.epoch))
         retries = record.retries_left if record is not None else 0
-        self._run(machine.handle(aq.CallSubmitted(aid, spec.task_id, retries, ready)))
+        self._handle(aq.CallSubmitted(aid, spec.task_id, retries, ready))
 
     def _args_ready(self, spec: TaskSpec) -> None:
         if spec.task_id not in self._specs:
@@ -116,11 +201,11 @@ class ActorSubmitter:
             return
         if isinstance(resolved, tuple) and resolved and resolved[0] == "error":
             del self._specs[spec.task_id]
-            self._run(self._machine.handle(aq.CallDropped(spec.actor_id, spec.task_id)))
+            self._handle(aq.CallDropped(spec.actor_id, spec.task_id))
             cw.tasks.fail(spec, entry=resolved[1])
             return
         self._specs[spec.task_id] = resolved
-        self._run(self._machine.handle(aq.ArgsReady(spec.actor_id, spec.task_id)))
+        self._handle(aq.ArgsReady(spec.actor_id, spec.task_id))
 
     @io_thread
     def drop(self, actor_id: bytes, task_id: bytes) -> bool:
@@ -128,7 +213,7 @@ class ActorSubmitter:
         or in flight here. The caller finishes its record."""
         if self._specs.pop(task_id, None) is None:
             return False
-        self._run(self._machine.handle(aq.CallDropped(actor_id, task_id)))
+        self._handle(aq.CallDropped(actor_id, task_id))
         return True
 
     @io_thread
@@ -140,13 +225,13 @@ class ActorSubmitter:
     @io_thread
     def registered(self, actor_id: bytes, version: int) -> None:
         """This process created the actor, which the GCS has at ``version``."""
-        self._run(self._machine.handle(aq.ActorRegistered(actor_id, version)))
+        self._handle(aq.ActorRegistered(actor_id, version))
 
     @io_thread
     def mark_dead(self, actor_id: bytes, err: BaseException) -> None:
         """This process killed the actor: fail its calls now instead of racing the exit."""
         self._forget_conn(actor_id)
-        self._run(self._machine.handle(aq.ActorDead(actor_id, err)))
+        self._handle(aq.ActorDead(actor_id, err))
 
     @io_thread
     def on_nodes_dead(self, node_ids: set[str]) -> None:
@@ -157,6 +242,19 @@ class ActorSubmitter:
                 conn.close()
 
     # ---------------------------------------------------------- instructions
+    def _handle(self, event: aq.Event) -> None:
+        """Feed the machine one event and carry out its instructions; frames it sends are
+        written, and the actor's lane recomputed, when the outermost batch ends."""
+        self._touched.add(event.actor_id)
+        if self._holding:
+            self._run(self._machine.handle(event))
+            return
+        self._holding = True
+        try:
+            self._run(self._machine.handle(event))
+        finally:
+            self.flush()
+
     def _run(self, instructions: list[aq.Instruction]) -> None:
         for ins in instructions:
             kind = type(ins)
@@ -197,6 +295,18 @@ class ActorSubmitter:
             unflushed, self._unflushed = self._unflushed, set()
             for conn in unflushed:
                 conn.uncork()
+        if self._touched:
+            self._refresh_lanes()
+
+    def _on_done_direct(
+        self, spec: TaskSpec, epoch: int, reply: TaskReply | None, err: BaseException | None
+    ) -> None:
+        # The answer to a call a user thread sent: the IO thread may not have taken the
+        # call yet (its hand-over and this reply race); take it first.
+        if not self._cw.tasks.drain_pending():  # answered inside a drain: after it
+            self._cw.loop.call_soon(self._on_done_direct, spec, epoch, reply, err)
+            return
+        self._on_done(spec, epoch, reply, err)
 
     def _on_done(
         self, spec: TaskSpec, epoch: int, reply: TaskReply | None, err: BaseException | None
@@ -218,7 +328,7 @@ class ActorSubmitter:
         conn = self._conns.get(aid)
         if conn is not None and conn.closed:
             self._forget_conn(aid)
-        self._run(self._machine.handle(aq.ConnectionLost(aid, epoch)))
+        self._handle(aq.ConnectionLost(aid, epoch))
 
     def _fail(self, ins: aq.FailCall) -> None:
         spec = self._specs.pop(ins.task_id, None)
@@ -245,15 +355,18 @@ class ActorSubmitter:
 
     def _forget_conn(self, actor_id: bytes) -> None:
         self._conns.pop(actor_id, None)
+        with self._lane_lock:
+            self._lanes.pop(actor_id, None)
+        self._touched.add(actor_id)
 
     async def _connect(self, actor_id: bytes, address: aq.Address) -> None:
         try:
             conn = await self._cw.peer(address)
         except (TimeoutError, OSError, framed.ConnectionLost):
-            self._run(self._machine.handle(aq.ConnectFailed(actor_id, address)))
+            self._handle(aq.ConnectFailed(actor_id, address))
             return
         self._conns[actor_id] = conn
-        self._run(self._machine.handle(aq.Connected(actor_id, address)))
+        self._handle(aq.Connected(actor_id, address))
 
     # ---------------------------------------------------------------- the GCS
     def _watch(self, actor_id: bytes) -> None:
@@ -276,12 +389,12 @@ class ActorSubmitter:
                     ),
                     timeout=WATCH_TIMEOUT_MS / 1000 + 20,
                 )
-                self._run(machine.handle(self._event_of(actor_id, info)))
+                self._handle(self._event_of(actor_id, info))
         except Exception as err:  # GCS unreachable: calls cannot be delivered
             if cw.is_shut_down:
                 return
             cause = rex.ActorDiedError(error_msg=f"could not reach the GCS: {err}")
-            self._run(machine.handle(aq.ActorDead(actor_id, cause)))
+            self._handle(aq.ActorDead(actor_id, cause))
         finally:
             self._watching.discard(actor_id)
 

@@ -102,7 +102,7 @@ class CoreWorker:
         self.gcs_address = ""
         self.store: StoreClient | None = None
         self.raylet: framed.Connection = None  # type: ignore[assignment]
-        self._server: asyncio.AbstractServer | None = None
+        self._server: framed.FramedServer | None = None
         self._thread: threading.Thread | None = None
         self._peers: framed.ConnectionPool | None = None  # made once handlers are known
         self._functions: dict[bytes, bytes] = {}
@@ -461,4 +461,3 @@ def resolve(fut: asyncio.Future[Any], value: Any) -> None:
     """Set a future's result unless it is already done (a callback for call_soon_threadsafe)."""
     if not fut.done():
         fut.set_result(value)
-

@@ -9,7 +9,6 @@ reply, larger ones are written to the node's shared-memory store.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import queue
@@ -21,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 
 from rayops import exceptions as rex
-from rayops import ids, serialization
+from rayops import serialization
 from rayops.core_worker.actor_runtime import ActorExitRequest
 from rayops.core_worker.call_limit import CallLimit
 from rayops.core_worker.core_worker import TaskContext, resolve
+from rayops.core_worker.results import Results
 from rayops.core_worker.task_metrics import executor_key
 from rayops.protocol import worker_messages as wm
 from rayops.protocol.task_messages import STREAMING, TaskReply, TaskSpec
@@ -63,6 +63,7 @@ class Executor:
         self.exiting = False  # set once an actor asked to exit: no more calls run
         self._reply_scheduled = False
         self.call_limit = CallLimit()  # max_calls
+        self.results = Results(cw)  # packaging what tasks return
 
     @property
     def is_actor(self) -> bool:
@@ -256,10 +257,13 @@ class Executor:
                         raise
                     raise _ArgumentCancelled(err) from err
                 if spec.num_returns == STREAMING:
-                    returns, num_items = [], self._run_generator(spec, conn, fn, args, kwargs)
+                    returns, num_items = (
+                        [],
+                        self.results.run_generator(spec, conn, fn, args, kwargs),
+                    )
                 else:
                     result = fn(*args, **kwargs)
-                    returns = self._package_returns(spec, result)
+                    returns = self.results.returns(spec, result)
                     num_items = 0
             except KeyboardInterrupt:
                 with self._lock:
@@ -269,20 +273,20 @@ class Executor:
                 status, returns, num_items = "cancelled", [], 0
             except ActorExitRequest:
                 exiting = self.exiting = True
-                returns, num_items = self._package_returns(spec, None), 0
+                returns, num_items = self.results.returns(spec, None), 0
             except _ArgumentCancelled as err:
                 # A chain: the task's result is its argument's TaskCancelledError itself.
                 status, num_items = "error", 0
                 returns = [
-                    self._package(spec, rid, err.error, serialization.META_ERROR)
+                    self.results.package(spec, rid, err.error, serialization.META_ERROR)
                     for rid in spec.return_ids
                 ]
             except Exception as err:
                 status = "error"
-                returns = self._error_returns(spec, err)
+                returns = self.results.errors(spec, err)
                 num_items = 0
                 if spec.num_returns == STREAMING:
-                    self._send_item(conn, spec, 0, returns[0])
+                    self.results.send_item(conn, spec, 0, returns[0])
                     returns, num_items = [], 1
         finally:
             with self._lock:
@@ -293,7 +297,7 @@ class Executor:
             cw.set_task_context(None)
             counts.ended(spec.task_id)
         elapsed = time.perf_counter() - start
-        borrowed = self._settle_borrows(spec)
+        borrowed = self.results.settle_borrows(spec)
         _flush_output()
         spent = self.call_limit.ran(spec)  # max_calls reached: exit after this reply
         reply = TaskReply(status, returns, borrowed, cw.address, elapsed, num_items, spent)
@@ -305,6 +309,13 @@ class Executor:
             self.actor.exit_after_reply()
 
     def _reply(self, fut: asyncio.Future[TaskReply], reply: TaskReply) -> None:
+        if type(fut) is framed.DeferredReply and self._reply_alone():
+            # An actor call's reply: this thread writes it (no loop wake-up), unless its
+            # handler has not returned yet. The lock makes the first answer the only one.
+            with self._lock:
+                sent = fut.send_from_thread(reply)
+            if sent:
+                return
         # One loop wake-up for all replies made while the IO thread was busy.
         with self._lock:
             self._replies.append((fut, reply))
@@ -312,6 +323,15 @@ class Executor:
                 return
             self._reply_scheduled = True
         self._cw.loop.call_soon_threadsafe(self._flush_replies)
+
+    def _reply_alone(self) -> bool:
+        """Whether an actor call's reply is likely the only one for a while: then this
+        thread writes it at once; else the loop writes the replies that pile up meanwhile
+        as one frame (a batch of calls, a concurrent actor)."""
+        actor = self.actor
+        if actor is None or self._reply_scheduled:
+            return False
+        return bool(actor.calls_running() <= 1 and self._queue.empty())
 
     def _flush_replies(self) -> None:
         with self._lock:
@@ -365,119 +385,6 @@ class Executor:
         if nk:
             return values[:-nk], dict(zip(spec.kwarg_names, values[-nk:], strict=True))
         return values, {}
-
-    def _package_returns(self, spec: TaskSpec, result: Any) -> list[Any]:
-        n = spec.num_returns
-        if n == 1:
-            values = [result]
-        elif n == 0:
-            values = []
-        else:
-            try:
-                values = list(result)
-            except TypeError as err:
-                raise ValueError(
-                    f"Task {spec.name} declared num_returns={n} but returned a "
-                    f"non-iterable {type(result).__name__}."
-                ) from err
-            if len(values) != n:
-                raise ValueError(
-                    f"Task {spec.name} declared num_returns={n} but returned {len(values)} values."
-                )
-        return [self._package(spec, rid, v) for rid, v in zip(spec.return_ids, values, strict=True)]
-
-    def _package(self, spec: TaskSpec, oid: bytes, value: Any, meta: bytes = b"") -> Any:
-        cw = self._cw
-        sv = serialization.serialize(value, meta)
-        entry = cw.objects.store_value(oid, sv)
-        contained = self._hand_over_refs(spec, sv.contained_refs)
-        return (entry, contained)
-
-    def _hand_over_refs(self, spec: TaskSpec, refs: list[Any]) -> list[tuple[bytes, Address]]:
-        """Refs inside a return value: make the task's owner a borrower of each."""
-        cw = self._cw
-        contained = []
-        remote: list[tuple[bytes, Address, Address]] = []
-        for r in refs:
-            oid, owner = r.binary(), r.owner_address
-            contained.append((oid, owner))
-            if owner == spec.owner:
-                continue  # the owner holds its own object through the return value
-            if owner == cw.address:
-                cw.references.add_borrower(oid, spec.owner)
-            else:
-                remote.append((oid, owner, spec.owner))
-        cw.references.register_borrows_blocking(remote)
-        return contained
-
-    def _error_returns(self, spec: TaskSpec, err: BaseException) -> list[Any]:
-        cw = self._cw
-        task_err = rex.RayTaskError.from_exception(err, spec.name, os.getpid(), cw.node_ip)
-        try:
-            serialization.serialize(task_err)
-        except Exception:
-            task_err = rex.make_task_error_picklable(task_err)
-        n = max(1, spec.num_returns) if spec.num_returns != STREAMING else 1
-        ids_ = (
-            spec.return_ids
-            if spec.num_returns != STREAMING
-            else (ids.object_id_for(spec.task_id, 2),)
-        )
-        return [
-            self._package(spec, rid, task_err, serialization.META_ERROR) for rid in ids_[:n]
-        ] or [self._package(spec, spec.return_ids[0], task_err, serialization.META_ERROR)]
-
-    def _run_generator(
-        self, spec: TaskSpec, conn: framed.Connection, fn: Any, args: Any, kwargs: Any
-    ) -> int:
-        gen = fn(*args, **kwargs)
-        if not inspect.isgenerator(gen):
-            raise TypeError(
-                f"{spec.name} was called with num_returns='streaming' "
-                "but is not a generator function."
-            )
-        index = 0
-        try:
-            for value in gen:
-                item = self._package(spec, ids.object_id_for(spec.task_id, index + 2), value)
-                self._send_item(conn, spec, index, item)
-                index += 1
-        except KeyboardInterrupt:
-            raise
-        except Exception as err:
-            item = self._error_returns_at(spec, index, err)
-            self._send_item(conn, spec, index, item)
-            index += 1
-        return index
-
-    def _error_returns_at(self, spec: TaskSpec, index: int, err: BaseException) -> Any:
-        cw = self._cw
-        task_err = rex.RayTaskError.from_exception(err, spec.name, os.getpid(), cw.node_ip)
-        return self._package(
-            spec, ids.object_id_for(spec.task_id, index + 2), task_err, serialization.META_ERROR
-        )
-
-    def _send_item(self, conn: framed.Connection, spec: TaskSpec, index: int, item: Any) -> None:
-        entry, contained = item
-        self._cw.loop.call_soon_threadsafe(
-            conn.notify, wm.GeneratorItem(spec.task_id, index, entry, contained)
-        )
-
-    def _settle_borrows(self, spec: TaskSpec) -> list[bytes]:
-        """Borrowed refs we still hold after the task: tell their owners before replying."""
-        cw = self._cw
-        mine: list[bytes] = []
-        others: list[tuple[bytes, Address, Address]] = []
-        for borrow in cw.references.drain_new_borrows():
-            oid, owner = borrow.oid, borrow.owner
-            if owner == spec.owner:
-                mine.append(oid)
-            else:
-                others.append((oid, owner, cw.address))
-        cw.references.register_borrows_blocking(others)
-        if mine:  # so that the owner releases them if this process dies
-            cw.references.introduce_blocking(spec.owner)
-        return mine
 
 
 def _raise_if_error(meta: bytes, value: Any) -> Any:

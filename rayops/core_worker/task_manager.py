@@ -316,7 +316,9 @@ class TaskManager:
         del self._records[spec.task_id]
         self.counts.move(record, ST_FAILED if failed else ST_FINISHED)
         if record.deps or spec.actor_id:
-            return [done, Release(record.deps, spec.actor_id)]
+            # Released before the value is stored: storing wakes the caller, whose next call
+            # must not find this one still pending (max_pending_calls, the direct lane).
+            return [Release(record.deps, spec.actor_id), done]
         return [done]
 
     def worker_died(

@@ -46,6 +46,7 @@ class Tasks:
         self.machine = tm.TaskManager(counts)
         self._incoming: list[_Incoming] = []
         self._drain_scheduled = False
+        self._draining = False
         self._do: dict[type, Callable[[Any], None]] = {
             tm.SubmitToScheduler: self._submit_to_scheduler,
             tm.ResolveArgs: self._resolve,
@@ -81,18 +82,34 @@ class Tasks:
             spec = spec._replace(num_returns=STREAMING)
         item = (spec, deps, retries, retry_exceptions, class_name, async_actor)
         if spec.num_returns == STREAMING:
+            if spec.actor_id:  # through the lane lock, to keep the caller's order
+                calls = cw.actor_submitter
+                return cw.generators.submitted(
+                    spec,
+                    dynamic,
+                    lambda _s: calls.hand_over_call(
+                        spec, lambda: self._incoming.append(item), self._wake, False
+                    ),
+                )
             return cw.generators.submitted(spec, dynamic, lambda _s: self._hand_over(item))
         address = cw.address
         for rid in spec.return_ids:
             cw.references.add_owned(rid, address, local=1)
         refs = [ObjectRef(rid, address, cw, counted=True) for rid in spec.return_ids]
-        self._hand_over(item)
+        if spec.actor_id:
+            cw.actor_submitter.hand_over_call(spec, lambda: self._incoming.append(item), self._wake)
+        else:
+            self._hand_over(item)
         return refs
 
     def _hand_over(self, item: _Incoming) -> None:
         # Lock-free: the IO thread swaps the list after clearing the flag, so an append that
         # races the swap lands in this batch or schedules the next one.
         self._incoming.append(item)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Have the IO thread take what was handed over (once per batch)."""
         if not self._drain_scheduled:
             self._drain_scheduled = True
             self._cw.loop.call_soon_threadsafe(self._drain)
@@ -139,14 +156,34 @@ class Tasks:
     def _drain(self) -> None:
         self._drain_scheduled = False
         batch, self._incoming = self._incoming, []
+        if not batch:
+            return
         submit = self.machine.submit
         actor_calls = self._cw.actor_submitter
         actor_calls.hold()  # the batch's actor calls are written at its end, at once
+        self._draining = True
         try:
             for spec, deps, retries, rx, class_name, async_actor in batch:
                 self._run(submit(spec, deps, retries, rx, class_name, async_actor))
         finally:
+            self._draining = False
             actor_calls.flush()
+
+    @any_thread
+    def has_incoming(self) -> bool:
+        """Whether tasks were handed over that the IO thread has not taken yet."""
+        return bool(self._incoming)
+
+    @io_thread
+    def drain_pending(self) -> bool:
+        """Take the tasks handed over and not taken yet, now (a reply to a call a user
+        thread sent itself can arrive before the IO thread's turn to take the call).
+        False if a drain is under way up the stack: the caller must try again later."""
+        if self._draining:
+            return False
+        if self._incoming:
+            self._drain()
+        return True
 
     @io_thread
     def record(self, task_id: bytes) -> tm.TaskRecord | None:

@@ -121,7 +121,7 @@ class Raylet:
         self.leases: dict[int, Lease] = {}
         self._lease_ids = itertools.count(1)
         self.drivers: dict[framed.Connection, int] = {}
-        self._server: asyncio.AbstractServer | None = None
+        self._server: framed.FramedServer | None = None
         self._gcs: Any = None
         self._report_dirty = True
         self._stopping = asyncio.Event()
@@ -489,9 +489,7 @@ class Raylet:
             self.resources.take_quantities(cpu)
             self._report_dirty = True
 
-    def _h_store_reserve(
-        self, conn: framed.Connection, msg: rm.StoreReserve
-    ) -> rm.StoreReserved:
+    def _h_store_reserve(self, conn: framed.Connection, msg: rm.StoreReserve) -> rm.StoreReserved:
         where: str = self.store.reserve(msg.object_id, msg.size)
         self._report_dirty = True
         return rm.StoreReserved(where)

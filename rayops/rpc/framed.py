@@ -48,9 +48,11 @@ import hmac
 import itertools
 import logging
 import mmap
+import os
 import pickle
 import socket
 import struct
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -191,9 +193,22 @@ class DeferredReply:
             self._done = True
             self._answer(None, err)
 
+    def send_from_thread(self, value: Any) -> bool:
+        """Answer ``value`` from a thread other than the loop's, writing the reply at once
+        (``Connection.send_threadsafe``). False, with nothing done, until the handler has
+        returned (the caller then answers through the loop as usual). The caller makes sure
+        only one thread answers at a time."""
+        conn = self._conn  # set after _req_id (see _bind): a connection means the id is set
+        if conn is None:
+            return False
+        if not self._done:
+            self._done = True
+            conn.send_threadsafe((REPLY, self._req_id, value))
+        return True
+
     def _bind(self, conn: Connection, req_id: int) -> None:
-        self._conn = conn
         self._req_id = req_id
+        self._conn = conn
         if self._early is not None:  # answered before the handler returned it
             value, err = self._early
             self._early = None
@@ -214,7 +229,8 @@ class DeferredReply:
 class Connection(asyncio.BufferedProtocol):
     """One framed, authenticated, bidirectional connection.
 
-    Not thread-safe: every method must be called on the connection's event loop.
+    Not thread-safe: every method must be called on the connection's event loop, except
+    ``send_threadsafe``, which any thread may call.
     """
 
     def __init__(
@@ -250,6 +266,13 @@ class Connection(asyncio.BufferedProtocol):
         self._corked = False  # cork(): hold messages until uncork()
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
+        # Writes from other threads (send_threadsafe). Every write to the transport takes
+        # _wlock; _wfd is our own duplicate of the socket (so a closing transport never
+        # leaves us a number the process may reuse), -1 when writes must go through the
+        # loop; _handed holds bytes that must be written before anything else, in order.
+        self._wlock = threading.RLock()
+        self._wfd = -1
+        self._handed: list[bytes | memoryview | tuple[Any, ...]] = []
         self._loop = asyncio.get_event_loop()
         self.handshake_done: asyncio.Future[None] = self._loop.create_future()
         # A failed handshake is reported to whoever awaits it (connect) or not at all
@@ -257,6 +280,8 @@ class Connection(asyncio.BufferedProtocol):
         self.handshake_done.add_done_callback(_retrieve)
         self.closed = False
         self.peer: tuple[str, int] | None = None
+        # The server's host and port, for a client connected over its local socket.
+        self.local_peer: tuple[str, int] | None = None
         # Free-form slot for the owner of the connection (e.g. which worker it is).
         self.context: dict[str, Any] = {}
 
@@ -266,7 +291,11 @@ class Connection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.peer = transport.get_extra_info("peername")
+            self.peer = transport.get_extra_info("peername")
+        elif sock is not None and sock.family == socket.AF_UNIX:
+            self.peer = self.local_peer or ("local", 0)
+        else:
+            self.peer = transport.get_extra_info("peername")
         if self._server_side:
             self._deadline = self._loop.call_later(
                 self._settings.handshake_timeout_s, self._handshake_expired
@@ -362,7 +391,10 @@ class Connection(asyncio.BufferedProtocol):
                 self._dispatch(msg)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        with self._wlock:  # atomic with register_threadsafe: every request is answered
+            self.closed = True
+            pending, self._pending = self._pending, {}
+        self._close_direct_writes()
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -374,7 +406,6 @@ class Connection(asyncio.BufferedProtocol):
         self._rlen = 0
         self._big = None
         err = ConnectionLost(f"connection to {self.peer} lost" + (f": {exc}" if exc else ""))
-        pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(err)
@@ -400,10 +431,12 @@ class Connection(asyncio.BufferedProtocol):
                 self._deadline.cancel()
                 self._deadline = None
             self._raw_write(_HEADER.pack(2) + b"OK")
+            self._open_direct_writes()
             self.handshake_done.set_result(None)
             return True
         if frame == b"OK":
             self._authenticated = True
+            self._open_direct_writes()
             self.handshake_done.set_result(None)
             return True
         self.handshake_done.set_exception(
@@ -636,13 +669,117 @@ class Connection(asyncio.BufferedProtocol):
             self._send((ERROR, msg[1], RemoteError(f"{what} could not be sent: {err!r}")))
 
     def _raw_write(self, *parts: bytes | memoryview) -> None:
-        if self._transport is not None and not self._transport.is_closing():
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        with self._wlock:
+            if self._handed:
+                self._write_handed()
             if len(parts) == 1:
-                self._transport.write(parts[0])
+                transport.write(parts[0])
             else:
-                self._transport.writelines(parts)
+                transport.writelines(parts)
+
+    # ------------------------------------------------------- other threads' writes
+    def register_threadsafe(self, slot: ReplySlot) -> int | None:
+        """From any thread: a request id whose reply goes to ``slot`` (answered with
+        ConnectionLost if the connection closes first); None if it is closed already.
+        Send the request with ``send_threadsafe(request_tuple(id, msg))``."""
+        with self._wlock:
+            if self.closed:
+                return None
+            req_id = next(self._ids)
+            self._pending[req_id] = slot  # type: ignore[assignment]
+            return req_id
+
+    def send_threadsafe(self, msg: tuple[Any, ...]) -> None:
+        """Send a frame tuple (``request_tuple``, ``notify_tuple``, a reply) from any
+        thread but the loop's, written by this thread at once when the socket takes it.
+
+        A thread that answers a call or streams its items saves the loop a wake-up and an
+        iteration per message. Frames from one thread keep their order; a frame the socket
+        does not take whole, and everything after it, is written by the loop.
+        """
+        if self.closed:
+            return
+        try:
+            parts = _encode([msg])
+        except Exception:
+            parts = []
+        if len(parts) != 1 or len(parts[0]) - 4 > self._max_frame:
+            # Out-of-band buffers, too large, or unpicklable: the loop's path handles it,
+            # in its turn (what this thread sends next waits behind it).
+            with self._wlock:
+                self._hand_to_loop(msg)
+            return
+        data = parts[0]
+        with self._wlock:
+            transport = self._transport
+            if (
+                self._wfd < 0
+                or self._handed
+                or transport is None
+                or transport.get_write_buffer_size()
+            ):
+                self._hand_to_loop(data)
+                return
+            try:
+                n = os.write(self._wfd, data)
+            except BlockingIOError:
+                n = 0
+            except OSError:
+                return  # the connection is breaking: the loop's reader says so to everyone
+            if n < len(data):
+                self._hand_to_loop(memoryview(data)[n:])
+
+    def _hand_to_loop(self, item: bytes | memoryview | tuple[Any, ...]) -> None:
+        """Queue bytes, or a message to encode, for the loop to write before anything
+        else (under _wlock)."""
+        self._handed.append(item)
+        if len(self._handed) == 1:
+            self._loop.call_soon_threadsafe(self._write_handed_locked)
+
+    def _write_handed_locked(self) -> None:
+        with self._wlock:
+            self._write_handed()
+
+    def _write_handed(self) -> None:
+        """Write what other threads handed over, in order (under _wlock, on the loop)."""
+        handed, self._handed = self._handed, []
+        transport = self._transport
+        if not handed or transport is None or transport.is_closing():
+            return
+        for item in handed:
+            if isinstance(item, tuple):
+                self._write_bounded([item])  # re-enters _wlock (an RLock) to write
+            else:
+                transport.write(item)
+
+    def _open_direct_writes(self) -> None:
+        """After the handshake: other threads may write this socket (see send_threadsafe).
+        Only for a plain socket transport; TLS (later) writes through the loop."""
+        transport = self._transport
+        if transport is None or transport.get_extra_info("sslcontext") is not None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return
+        try:
+            self._wfd = os.dup(sock.fileno())
+        except OSError:
+            self._wfd = -1
+
+    def _close_direct_writes(self) -> None:
+        with self._wlock:
+            fd, self._wfd = self._wfd, -1
+            self._handed = []
+        if fd >= 0:
+            os.close(fd)
 
     def close(self) -> None:
+        with self._wlock:  # what other threads sent before the close still goes out
+            self._write_handed()
+        self._close_direct_writes()
         if self._transport is not None:
             self._transport.close()
         self.closed = True
@@ -748,6 +885,29 @@ def _decode(frame: memoryview) -> Any:
     return pickle.loads(frame[pos:end], buffers=buffers)
 
 
+def local_socket_name(host: str, port: int) -> str:
+    """The abstract Unix socket a framed server on ``host:port`` also listens on.
+
+    Abstract names live in the network namespace, like the TCP port itself, and vanish
+    with the socket: nothing to clean up after a crash, and nodes in other namespaces
+    (test hosts, containers) never see each other's names.
+    """
+    return f"\0rayops-framed/{host}:{port}"
+
+
+def _same_user(sock: Any) -> bool:
+    """Whether the process at the other end of a Unix socket runs as our user."""
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    except OSError:
+        return False
+    _pid, uid, _gid = _PEERCRED.unpack(creds)
+    return bool(uid == os.getuid())
+
+
+_PEERCRED = struct.Struct("3i")
+
+
 async def connect(
     host: str,
     port: int,
@@ -758,24 +918,101 @@ async def connect(
     on_close: Callable[[Connection], None] | None = None,
     settings: FramedSettings = _DEFAULTS,
 ) -> Connection:
-    """Open an authenticated connection; raises HandshakeRefused, TimeoutError or OSError."""
+    """Open an authenticated connection; raises HandshakeRefused, TimeoutError or OSError.
+
+    A server on this host is reached over its local socket when it has one (see
+    ``FramedSettings.local_sockets``), else, and for every other host, over TCP.
+    """
     loop = asyncio.get_running_loop()
-    _, conn = await asyncio.wait_for(
-        loop.create_connection(
-            lambda: Connection(
-                handlers, token=token, server_side=False, on_close=on_close, settings=settings
-            ),
-            host,
-            port,
-        ),
-        timeout,
-    )
+
+    def factory() -> Connection:
+        return Connection(
+            handlers, token=token, server_side=False, on_close=on_close, settings=settings
+        )
+
+    if settings.local_sockets:
+        local = await _connect_local(loop, factory, host, port, timeout)
+        if local is not None:
+            return local
+    _, conn = await asyncio.wait_for(loop.create_connection(factory, host, port), timeout)
+    return await _handshake_of(conn, timeout)
+
+
+async def _connect_local(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], Connection],
+    host: str,
+    port: int,
+    timeout: float,
+) -> Connection | None:
+    """The connection over ``host:port``'s local socket; None when there is none (or it
+    is not ours), so the caller goes over TCP. A refused token is final either way."""
+
+    def local_factory() -> Connection:
+        conn = factory()
+        conn.local_peer = (host, port)
+        return conn
+
+    # The socket is made here: libuv takes a path as a C string and cannot name an
+    # abstract socket.
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(loop.sock_connect(sock, local_socket_name(host, port)), timeout)
+    except (ConnectionRefusedError, FileNotFoundError):
+        sock.close()
+        return None  # no server of that name on this host: the common case for remote peers
+    except BaseException:
+        sock.close()
+        raise
+    if not _same_user(sock):
+        # Anyone on the host may bind a name in the abstract namespace first: the token goes
+        # only to a process of our own user.
+        logger.warning(
+            "the local socket of %s:%s belongs to another user; connecting over TCP", host, port
+        )
+        sock.close()
+        return None
+    _, conn = await loop.create_unix_connection(local_factory, sock=sock)
+    try:
+        return await _handshake_of(conn, timeout)
+    except HandshakeRefused:
+        raise
+    except (ConnectionError, OSError):
+        return None
+
+
+async def _handshake_of(conn: Connection, timeout: float) -> Connection:
     try:
         await asyncio.wait_for(conn.handshake_done, timeout)
     except BaseException:
         conn.close()  # a server that never answered must not keep the socket open
         raise
     return conn
+
+
+class FramedServer:
+    """A framed server's listeners: TCP on host:port, and the local socket of the same
+    name (``local_socket_name``) when ``FramedSettings.local_sockets`` is on.
+    ``sockets`` are the TCP listener's (its port is the server's address)."""
+
+    def __init__(self, tcp: asyncio.AbstractServer, local: asyncio.AbstractServer | None) -> None:
+        self._tcp = tcp
+        self._local = local
+
+    @property
+    def sockets(self) -> Any:
+        return self._tcp.sockets  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self._tcp.close()
+        if self._local is not None:
+            self._local.close()
+
+    async def wait_closed(self) -> None:
+        await self._tcp.wait_closed()
+        if self._local is not None:
+            await self._local.wait_closed()
 
 
 async def serve(
@@ -787,8 +1024,9 @@ async def serve(
     on_connect: Callable[[Connection], Awaitable[None] | None] | None = None,
     on_close: Callable[[Connection], None] | None = None,
     settings: FramedSettings = _DEFAULTS,
-) -> asyncio.Server:
-    """Listen on host:port (0 picks a free port). Every connection must pass the handshake.
+) -> FramedServer:
+    """Listen on host:port (0 picks a free port), and on its local socket. Every
+    connection must pass the handshake.
 
     ``settings`` bounds what an unauthenticated peer may cost (time, memory, log lines)
     and the frame size; refusals are logged once per peer address per interval.
@@ -811,7 +1049,24 @@ async def serve(
             )
         return conn
 
-    return await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
+    tcp = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
+    local = None
+    if settings.local_sockets:
+        bound = tcp.sockets[0].getsockname()[1]
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(local_socket_name(host, bound))  # abstract: see _connect_local
+            sock.setblocking(False)
+            local = await loop.create_unix_server(factory, sock=sock, backlog=1024)
+        except OSError as err:  # the name is taken: peers on this host use TCP
+            sock.close()
+            logger.warning(
+                "no local socket for the framed server on %s:%s (%s); local peers use TCP",
+                host,
+                bound,
+                err,
+            )
+    return FramedServer(tcp, local)
 
 
 class ConnectionPool:

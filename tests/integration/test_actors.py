@@ -14,12 +14,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import psutil
 import pytest
 
 import rayops
 from rayops import exceptions as rex
 from rayops.node.processes import free_port
+from rayops.testing.waiting import process_alive, wait_for
 from rayops.util import ActorPool
 from rayops.util.queue import Empty, Full, Queue
 
@@ -38,22 +38,6 @@ class Counter:
 
     def pid(self) -> int:
         return os.getpid()
-
-
-def _wait_until(pred: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_counter_example_output(tmp_path: Any) -> None:
@@ -112,6 +96,52 @@ def test_per_caller_order_with_shuffled_argument_readiness(ray: Any) -> None:
     for i, d in enumerate(delays):
         r.record.remote(slow_value.remote(i, d))
     assert rayops.get(r.seen_list.remote()) == list(range(len(delays)))
+
+    # Calls the caller's thread writes itself (plain arguments, the actor connected) mixed
+    # with calls that wait for an argument: none may overtake one submitted before it.
+    r2 = Recorder.remote()
+    rayops.get(r2.record.remote(-1))  # connected: the direct lane is open
+    for i in range(40):
+        r2.record.remote(slow_value.remote(i, 0.3) if i % 9 == 4 else i)
+    assert rayops.get(r2.seen_list.remote()) == [-1, *range(40)]
+
+
+def test_each_threads_calls_run_in_its_order(ray: Any) -> None:
+    """Several user threads submitting to one actor at once (the direct lane is shared):
+    every thread's calls run in the order that thread made them."""
+
+    @rayops.remote
+    class Recorder:
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, int]] = []
+
+        def record(self, who: int, i: int) -> None:
+            self.seen.append((who, i))
+
+        def seen_list(self) -> list[tuple[int, int]]:
+            return self.seen
+
+    r = Recorder.remote()
+    rayops.get(r.record.remote(-1, -1))
+    per_thread = 150
+
+    def caller(who: int) -> None:
+        refs = []
+        for i in range(per_thread):
+            refs.append(r.record.remote(who, i))
+            if i % 10 == 0:
+                rayops.get(refs[-1])  # mix synchronous calls in
+        rayops.get(refs)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    seen = rayops.get(r.seen_list.remote())
+    assert len(seen) == 1 + 4 * per_thread
+    for k in range(4):
+        assert [i for who, i in seen if who == k] == list(range(per_thread)), k
 
 
 def test_max_concurrency_really_overlaps(ray: Any) -> None:
@@ -202,10 +232,10 @@ def test_named_actors_and_namespaces(ray: Any) -> None:
 def test_handle_out_of_scope_kills_actor_process(ray: Any) -> None:
     c = Counter.remote()
     pid = rayops.get(c.pid.remote())
-    assert _alive(pid)
+    assert process_alive(pid)
     del c
-    _wait_until(
-        lambda: not _alive(pid), 15, "the actor process to exit after its handle was dropped"
+    wait_for(
+        "the actor process to exit after its handle was dropped", lambda: not process_alive(pid), 15
     )
 
 
@@ -217,7 +247,7 @@ def test_kill_and_dead_actor_errors(ray: Any) -> None:
         rayops.get(c.inc.remote(), timeout=30)
     assert isinstance(info.value, rex.RayActorError)
     assert "killed" in str(info.value)
-    _wait_until(lambda: not _alive(pid), 10, "the killed actor's process to exit")
+    wait_for("the killed actor's process to exit", lambda: not process_alive(pid), 10)
 
 
 def test_constructor_failure_is_reported(ray: Any) -> None:
@@ -492,7 +522,7 @@ def test_non_detached_actor_dies_with_owner(temp_dir: str) -> None:
         )
         assert out.returncode == 0, out.stderr
         pid = int(out.stdout.strip())
-        _wait_until(lambda: not _alive(pid), 15, "the actor to die with its owner")
+        wait_for("the actor to die with its owner", lambda: not process_alive(pid), 15)
 
 
 @contextlib.contextmanager

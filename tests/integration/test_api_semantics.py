@@ -10,28 +10,12 @@ import threading
 import time
 from typing import Any
 
-import psutil
 import pytest
 
 import rayops
 from rayops import exceptions as rex
 from rayops.job_config import JobConfig
-
-
-def _wait_until(pred: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+from rayops.testing.waiting import process_alive, wait_for
 
 
 @rayops.remote
@@ -177,7 +161,7 @@ def test_current_actor_and_the_builtin_actor_methods(ray: Any) -> None:
         rayops.get_runtime_context().current_actor  # noqa: B018
     pid = rayops.get(h.pid.remote())
     rayops.get(h.__ray_terminate__.remote())
-    _wait_until(lambda: not _alive(pid), 15, "the actor to exit after __ray_terminate__")
+    wait_for("the actor to exit after __ray_terminate__", lambda: not process_alive(pid), 15)
     with pytest.raises(rex.RayActorError):
         rayops.get(h.add.remote(1), timeout=30)
 
@@ -234,7 +218,7 @@ def test_a_dropped_handle_keeps_the_actor_until_its_calls_finish(ray: Any) -> No
             return os.getpid()
 
     pid = rayops.get(Slow.remote().work.remote(0.5), timeout=30)
-    _wait_until(lambda: not _alive(pid), 15, "the actor to exit once its last call finished")
+    wait_for("the actor to exit once its last call finished", lambda: not process_alive(pid), 15)
     refs = [Slow.remote().work.remote(0.2) for _ in range(3)]
     pids = rayops.get(refs, timeout=30)
-    _wait_until(lambda: not any(map(_alive, pids)), 15, "the dropped actors to exit")
+    wait_for("the dropped actors to exit", lambda: not any(map(process_alive, pids)), 15)

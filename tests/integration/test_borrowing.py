@@ -9,13 +9,12 @@ test's objects are freed asynchronously), then polls with a deadline for the out
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 import rayops
+from rayops.testing.waiting import wait_for
 
 SIZE = 4 * 2**20  # shared memory, not inline
 DEADLINE_S = 15.0
@@ -40,15 +39,8 @@ def _store_used(shm_dir: str) -> int:
     return total
 
 
-def _poll(cond: Callable[[], bool], what: str, timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"{what} (after {timeout}s)"
-        time.sleep(0.05)
-
-
 def _empty_store(shm: str) -> None:
-    _poll(lambda: _store_used(shm) == 0, "the store still holds objects of earlier tests")
+    wait_for("the store still holds objects of earlier tests", lambda: _store_used(shm) == 0)
 
 
 @rayops.remote
@@ -82,7 +74,7 @@ def test_a_borrowed_object_lives_until_the_borrower_drops_it(ray: Any) -> None:
     assert rayops.get(holder.total.remote()) == SIZE
     assert _store_used(shm) >= SIZE
     rayops.get(holder.drop.remote())
-    _poll(lambda: _store_used(shm) == 0, "the object outlived its last borrower")
+    wait_for("the object outlived its last borrower", lambda: _store_used(shm) == 0)
     rayops.kill(holder)
 
 
@@ -95,7 +87,7 @@ def test_a_borrower_that_dies_releases_what_it_held(ray: Any) -> None:
     del ref
     assert _store_used(shm) >= SIZE
     rayops.kill(holder)  # its connection to the owner closes: it holds nothing any more
-    _poll(lambda: _store_used(shm) == 0, "the object outlived its dead borrower")
+    wait_for("the object outlived its dead borrower", lambda: _store_used(shm) == 0)
 
 
 def test_a_ref_returned_inside_a_value_is_readable_and_then_freed(ray: Any) -> None:
@@ -106,7 +98,7 @@ def test_a_ref_returned_inside_a_value_is_readable_and_then_freed(ray: Any) -> N
     del outer  # the value that held it goes; our own handle keeps the inner object
     assert int(rayops.get(inner).sum()) == SIZE
     del inner
-    _poll(lambda: _store_used(shm) == 0, "the inner object outlived every ref to it")
+    wait_for("the inner object outlived every ref to it", lambda: _store_used(shm) == 0)
 
 
 def test_nested_refs_in_a_put_value_are_freed_with_it(ray: Any) -> None:
@@ -117,7 +109,7 @@ def test_nested_refs_in_a_put_value_are_freed_with_it(ray: Any) -> None:
     del inner
     assert int(rayops.get(rayops.get(outer)["a"]).sum()) == SIZE
     del outer
-    _poll(lambda: _store_used(shm) == 0, "the nested object outlived the value holding it")
+    wait_for("the nested object outlived the value holding it", lambda: _store_used(shm) == 0)
 
 
 @rayops.remote(num_returns="streaming")
@@ -134,7 +126,7 @@ def test_generator_items_in_shared_memory_are_freed_with_their_refs(ray: Any) ->
     assert [int(rayops.get(r).sum()) for r in refs] == [SIZE] * 3
     assert _store_used(shm) >= 3 * SIZE
     del refs, gen
-    _poll(lambda: _store_used(shm) == 0, "generator items outlived their refs")
+    wait_for("generator items outlived their refs", lambda: _store_used(shm) == 0)
 
 
 @rayops.remote
@@ -147,4 +139,4 @@ def test_a_large_argument_passed_by_value_is_freed_when_its_task_ends(ray: Any) 
     _empty_store(shm)
     # Too large to inline: the owner stores it and pins it for the task.
     assert rayops.get(total.remote(np.ones(SIZE, dtype=np.uint8))) == SIZE
-    _poll(lambda: _store_used(shm) == 0, "a task's by-value argument outlived the task")
+    wait_for("a task's by-value argument outlived the task", lambda: _store_used(shm) == 0)

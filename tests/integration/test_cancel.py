@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,9 @@ import pytest
 
 import rayops
 from rayops import exceptions as rex
+from rayops.testing.waiting import wait_for
 
 BOUND_S = 1.0
-
-
-def _wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _cancel_resolves(ref: Any, *, force: bool = False, recursive: bool = True) -> BaseException:
@@ -83,9 +74,9 @@ def test_queued_at_the_owner_for_a_lease(ray: Any) -> None:
 def test_running_gets_keyboard_interrupt(ray: Any, tmp_path: Path) -> None:
     marker = str(tmp_path / "run")
     ref = sleeper.remote(marker)
-    _wait_for(lambda: Path(marker + ".started").exists(), "the task to start")
+    wait_for("the task to start", lambda: Path(marker + ".started").exists())
     _cancel_resolves(ref)
-    _wait_for(lambda: Path(marker + ".interrupted").exists(), "KeyboardInterrupt in the task")
+    wait_for("KeyboardInterrupt in the task", lambda: Path(marker + ".interrupted").exists())
     assert rayops.get(echo.remote(1), timeout=30) == 1  # the worker goes on
 
 
@@ -93,10 +84,10 @@ def test_running_force_kills_the_worker(ray: Any, tmp_path: Path) -> None:
     marker = str(tmp_path / "force")
     ref = sleeper.remote(marker)
     started = Path(marker + ".started")
-    _wait_for(lambda: started.exists() and started.read_text() != "", "the task to start")
+    wait_for("the task to start", lambda: started.exists() and started.read_text() != "")
     pid = int(started.read_text())
     _cancel_resolves(ref, force=True)
-    _wait_for(lambda: not psutil.pid_exists(pid) or _zombie(pid), "the worker to exit")
+    wait_for("the worker to exit", lambda: not psutil.pid_exists(pid) or _zombie(pid))
     assert rayops.get(echo.remote(2), timeout=30) == 2
 
 
@@ -125,10 +116,10 @@ def test_between_retries_no_more_attempts(ray: Any, tmp_path: Path) -> None:
         return attempts.read_text() if attempts.exists() else ""
 
     ref = flaky.remote(str(attempts))
-    _wait_for(lambda: log().count(")") >= 2, "two failed attempts")
+    wait_for("two failed attempts", lambda: log().count(")") >= 2)
     _cancel_resolves(ref)
     # An attempt already running when the cancel came may finish; none may start after it.
-    _wait_for(lambda: log().count("(") == log().count(")"), "the running attempt to end")
+    wait_for("the running attempt to end", lambda: log().count("(") == log().count(")"))
     settled = log()
     assert rayops.get([echo.remote(i) for i in range(4)], timeout=30) == list(range(4))
     assert log() == settled, "a cancelled task was retried"
@@ -151,9 +142,9 @@ def test_recursive_cancels_the_children(ray: Any, tmp_path: Path) -> None:
         return rayops.get(sleeper.remote(m))
 
     ref = parent.remote(marker)
-    _wait_for(lambda: Path(marker + ".started").exists(), "the child to start")
+    wait_for("the child to start", lambda: Path(marker + ".started").exists())
     _cancel_resolves(ref)
-    _wait_for(lambda: Path(marker + ".interrupted").exists(), "the child to be cancelled")
+    wait_for("the child to be cancelled", lambda: Path(marker + ".interrupted").exists())
 
 
 def test_cancel_of_a_finished_task_keeps_its_value(ray: Any) -> None:
@@ -184,9 +175,9 @@ def test_sync_actor_running_call_sees_is_canceled(ray: Any, tmp_path: Path) -> N
     a = Worker.remote()
     marker = str(tmp_path / "sync")
     ref = a.watch.remote(marker)
-    _wait_for(lambda: Path(marker + ".started").exists(), "the call to start")
+    wait_for("the call to start", lambda: Path(marker + ".started").exists())
     _cancel_resolves(ref)
-    _wait_for(lambda: Path(marker + ".saw_cancel").exists(), "is_canceled() to turn True")
+    wait_for("is_canceled() to turn True", lambda: Path(marker + ".saw_cancel").exists())
     assert rayops.get(a.mark.remote(str(tmp_path / "after")), timeout=30) == "ran"
 
 
@@ -196,9 +187,9 @@ def test_threaded_actor_running_call_sees_is_canceled(ray: Any, tmp_path: Path) 
     other = str(tmp_path / "threaded_other")
     ref = a.watch.remote(marker)
     keep = a.watch.remote(other, 1.0)
-    _wait_for(lambda: Path(marker + ".started").exists(), "the call to start")
+    wait_for("the call to start", lambda: Path(marker + ".started").exists())
     _cancel_resolves(ref)
-    _wait_for(lambda: Path(marker + ".saw_cancel").exists(), "is_canceled() to turn True")
+    wait_for("is_canceled() to turn True", lambda: Path(marker + ".saw_cancel").exists())
     assert rayops.get(keep, timeout=30) == "not cancelled"  # only the cancelled call sees it
 
 
@@ -207,7 +198,7 @@ def test_queued_actor_call_is_dropped(ray: Any, tmp_path: Path) -> None:
     first = str(tmp_path / "first")
     queued = str(tmp_path / "queued")
     running = a.watch.remote(first, 2.0)
-    _wait_for(lambda: Path(first + ".started").exists(), "the first call to start")
+    wait_for("the first call to start", lambda: Path(first + ".started").exists())
     ref = a.mark.remote(queued)
     _cancel_resolves(ref)
     assert rayops.get(running, timeout=30) == "not cancelled"
@@ -246,7 +237,7 @@ def test_async_actor_call_gets_cancelled_error(ray: Any, tmp_path: Path) -> None
     a = AsyncWorker.remote()
     marker = str(tmp_path / "async")
     ref = a.wait.remote(marker)
-    _wait_for(lambda: Path(marker + ".started").exists(), "the call to start")
+    wait_for("the call to start", lambda: Path(marker + ".started").exists())
     start = time.monotonic()
     rayops.cancel(ref)
     try:
@@ -256,7 +247,7 @@ def test_async_actor_call_gets_cancelled_error(ray: Any, tmp_path: Path) -> None
     else:
         raise AssertionError("get() of a cancelled call returned")
     assert time.monotonic() - start < BOUND_S
-    _wait_for(lambda: Path(marker + ".cancelled").exists(), "CancelledError in the coroutine")
+    wait_for("CancelledError in the coroutine", lambda: Path(marker + ".cancelled").exists())
     assert "async actor" in rayops.get(a.is_canceled.remote(), timeout=30)
 
 

@@ -14,10 +14,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 
 import psutil
 import pytest
+
+from rayops.testing.waiting import wait_for
 
 PY = sys.executable
 DEADLINE_S = 1.0
@@ -60,14 +61,6 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         return False
     except OSError:
         return True
-
-
-def _poll(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def _steady_rss(proc: psutil.Process, timeout: float = 15.0) -> int:
@@ -122,7 +115,7 @@ def test_unauthenticated_peers_are_closed_and_stay_off_the_terminal(temp_dir: st
             rss_peak.append(raylet.memory_info().rss)
             return all(_closed_by_peer(s) for s in idle)
 
-        _poll("the raylet to close every idle socket", all_closed, timeout=DEADLINE_S + 10)
+        wait_for("the raylet to close every idle socket", all_closed, DEADLINE_S + 10)
         elapsed = time.monotonic() - t0
         for s in idle:
             s.close()

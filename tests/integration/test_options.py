@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 
 import rayops
 from rayops import exceptions as rex
+from rayops.testing.waiting import wait_for
 
 GIB = 2**30
 
@@ -42,14 +42,6 @@ def cluster(temp_dir: str) -> Iterator[Any]:
     yield ctx
     rayops.shutdown()
     logging.getLogger("rayops").setLevel(before)
-
-
-def _wait_for(what: str, check: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------------------ init()
@@ -125,7 +117,7 @@ class Holder:
 def test_actor_resource_options_hold_resources(cluster: Any) -> None:
     h = Holder.options(num_cpus=1, num_gpus=1, memory=GIB // 4, resources={"slot": 2}).remote()
     rayops.get(h.resources.remote(), timeout=30)
-    _wait_for(
+    wait_for(
         "the actor to hold its resources",
         lambda: (
             rayops.available_resources().get("slot", 0.0) == 0.0
@@ -133,7 +125,7 @@ def test_actor_resource_options_hold_resources(cluster: Any) -> None:
         ),
     )
     rayops.kill(h)
-    _wait_for(
+    wait_for(
         "the killed actor's resources to come back",
         lambda: rayops.available_resources().get("slot", 0.0) == 2.0,
     )
@@ -142,7 +134,7 @@ def test_actor_resource_options_hold_resources(cluster: Any) -> None:
 def test_actor_accelerator_type_is_placed_only_where_advertised(cluster: Any) -> None:
     on_a100 = Holder.options(accelerator_type="A100").remote()
     rayops.get(on_a100.resources.remote(), timeout=30)
-    _wait_for(
+    wait_for(
         "the A100 actor to hold its accelerator_type resource",
         lambda: (
             rayops.available_resources().get("accelerator_type:A100", 1.0) == pytest.approx(0.999)

@@ -15,6 +15,7 @@ from typing import Any
 
 import rayops
 from rayops.core_worker import state, table_size
+from rayops.testing.waiting import wait_for
 
 BATCH = 20_000
 
@@ -59,13 +60,6 @@ def test_a_large_batch_leaves_the_owner_tables_empty_and_compact(ray: Any) -> No
     assert sys.getsizeof(cw.memory_store._values) <= bound
 
 
-def _poll(cond: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def test_a_generator_dropped_before_it_finishes_leaves_nothing_behind(
     ray: Any, tmp_path: Any
 ) -> None:
@@ -86,9 +80,9 @@ def test_a_generator_dropped_before_it_finishes_leaves_nothing_behind(
     del gen
     gc.collect()
     open(gate, "w").close()  # the task finishes only now, after its generator was dropped
-    _poll(
-        lambda: _owner_tables(cw) == start,
+    wait_for(
         f"owner tables after a dropped generator finished: {_owner_tables(cw)} != {start}",
+        lambda: _owner_tables(cw) == start,
     )
 
 
@@ -103,6 +97,6 @@ def test_actor_call_counts_leave_no_entry_per_actor(ray: Any) -> None:
     assert rayops.get([a.ping.remote() for a in actors for _ in range(5)]) == [1] * 15
     submitter = cw.actor_submitter
     # No count is kept for an actor with nothing pending (a dict entry per actor ever called).
-    _poll(lambda: submitter.pending_actors() == 0, f"{submitter.pending_calls()} calls pending")
+    wait_for(f"{submitter.pending_calls()} calls pending", lambda: submitter.pending_actors() == 0)
     for a in actors:
         rayops.kill(a)

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -71,14 +70,6 @@ class Seer:
             "gpu_ids": rayops.get_gpu_ids(),
             "node": ctx.get_node_id(),
         }
-
-
-def _wait_for(what: str, check: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------------------ labels

@@ -19,6 +19,7 @@ from rayops.core_worker.actor_queue import (
     CallDropped,
     CallFailed,
     CallReplied,
+    CallSentDirect,
     CallSubmitted,
     Connect,
     Connected,
@@ -265,3 +266,75 @@ def test_pending_calls_keep_no_entry_for_an_actor_with_none() -> None:
     p.finished(A)
     p.finished(b)
     assert p.count() == 0 and p.actors() == 0
+
+
+# ------------------------------------------------------------------ the direct lane
+def test_the_lane_is_offered_only_while_a_new_call_would_go_out_at_once() -> None:
+    m = aq.ActorQueues()
+    assert m.direct_epoch(A) is None  # unknown actor
+    m.handle(CallSubmitted(A, t(0), 0))
+    assert m.direct_epoch(A) is None  # resolving
+    epoch = alive(m)
+    assert m.direct_epoch(A) == epoch
+    m.handle(CallSubmitted(A, t(1), 0, args_ready=False))
+    assert m.direct_epoch(A) is None  # a call waits ahead: a direct one would overtake it
+    assert sends(m.handle(ArgsReady(A, t(1)))) == [t(1)]
+    assert m.direct_epoch(A) == epoch
+    m.handle(ConnectionLost(A, epoch))
+    assert m.direct_epoch(A) is None
+    m.handle(ActorDead(A, RuntimeError("gone")))
+    assert m.direct_epoch(A) is None
+
+
+def test_direct_calls_take_their_place_in_order_and_are_resent_in_it() -> None:
+    m = aq.ActorQueues()
+    m.handle(CallSubmitted(A, t(0), 2))
+    epoch = alive(m)
+    # Sent by user threads: nothing left for the shell to do.
+    assert run(m, [CallSentDirect(A, t(i), 2, epoch) for i in (1, 2)]) == []
+    assert sends(m.handle(CallSubmitted(A, t(3), 2))) == [t(3)]
+    assert m.inflight(A) == [t(0), t(1), t(2), t(3)]
+    m.handle(CallReplied(A, t(1), epoch))
+    lost = m.handle(ConnectionLost(A, epoch))
+    assert [i.task_id for i in lost if isinstance(i, RetryCall)] == [t(0), t(2), t(3)]
+    run(m, [ActorAddressKnown(A, ADDR2, 2)])
+    assert sends(m.handle(Connected(A, ADDR2))) == [t(0), t(2), t(3)]
+
+
+def test_a_direct_call_whose_connection_broke_first_is_retried_behind_the_others() -> None:
+    """The reply slot of a direct call can fail (connection lost) before the IO thread
+    has taken the call: the machine then hears of the call with a stale epoch."""
+    m = aq.ActorQueues()
+    m.handle(CallSubmitted(A, t(0), 1))
+    epoch = alive(m)
+    m.handle(ConnectionLost(A, epoch))  # t(0) goes back to the queue
+    out = m.handle(CallSentDirect(A, t(1), 1, epoch))
+    assert out == [RetryCall(A, t(1))]
+    assert m.queued(A) == [t(0), t(1)]
+    run(m, [ActorAddressKnown(A, ADDR2, 2)])
+    assert sends(m.handle(Connected(A, ADDR2))) == [t(0), t(1)]
+
+
+@pytest.mark.parametrize("reconnected", [False, True], ids=["restarting", "alive-again"])
+def test_a_direct_call_on_a_broken_connection_without_retries_fails(reconnected: bool) -> None:
+    m = aq.ActorQueues()
+    m.handle(CallSubmitted(A, t(0), 0))
+    epoch = alive(m)
+    m.handle(ConnectionLost(A, epoch))
+    if reconnected:
+        run(m, [ActorAddressKnown(A, ADDR2, 2), Connected(A, ADDR2)])
+        out = m.handle(CallSentDirect(A, t(1), 0, epoch))
+        assert fails(out) == [t(1)]  # no later Connected would fail it
+        return
+    assert m.handle(CallSentDirect(A, t(1), 0, epoch)) == []
+    run(m, [ActorAddressKnown(A, ADDR2, 2)])
+    assert fails(m.handle(Connected(A, ADDR2))) == [t(0), t(1)]
+
+
+def test_a_direct_call_to_a_dead_actor_fails_with_the_cause() -> None:
+    m = aq.ActorQueues()
+    m.handle(CallSubmitted(A, t(0), 0))
+    epoch = alive(m)
+    cause = rex.ActorDiedError(error_msg="killed")
+    m.handle(ActorDead(A, cause))
+    assert m.handle(CallSentDirect(A, t(1), 3, epoch)) == [FailCall(A, t(1), cause)]

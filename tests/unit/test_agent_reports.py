@@ -279,7 +279,7 @@ def test_reporter_sends_changes_and_a_full_report_on_each_new_connection() -> No
             await asyncio.sleep(0.01)
         raise AssertionError(f"{name} is {got}, expected {want}")
 
-    async def agent(col: ReportCollector, port: int = 0) -> asyncio.AbstractServer:
+    async def agent(col: ReportCollector, port: int = 0) -> framed.FramedServer:
         handlers = {ReportMetrics: lambda conn, m: col.h_report_metrics(conn, m.report)}
         return await framed.serve(
             "127.0.0.1", port, token, handlers, on_close=col.forget_connection

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _load_script() -> ModuleType:
     path = ROOT / "scripts" / "compat_table.py"
+    if str(path.parent) not in sys.path:  # as when it runs: it imports its siblings
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location("compat_table", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -114,7 +114,7 @@ CASES: list[tuple[str, dict[str, Any], int, Any, list[tuple[Any, list[str]]], in
         {},
         0,
         False,
-        [("submit", ["SubmitToScheduler"]), (("pushed",), []), (OK, ["StoreReturns", *END])],
+        [("submit", ["SubmitToScheduler"]), (("pushed",), []), (OK, [*END, "StoreReturns"])],
         ST_FINISHED,
     ),
     (
@@ -127,7 +127,7 @@ CASES: list[tuple[str, dict[str, Any], int, Any, list[tuple[Any, list[str]]], in
             (("pending",), []),
             (("resolved",), ["SubmitToScheduler"]),
             (("pushed",), []),
-            (OK, ["StoreReturns", *END]),
+            (OK, [*END, "StoreReturns"]),
         ],
         ST_FINISHED,
     ),
@@ -144,7 +144,7 @@ CASES: list[tuple[str, dict[str, Any], int, Any, list[tuple[Any, list[str]]], in
         {},
         3,
         False,
-        [("submit", ["SubmitToScheduler"]), (("pushed",), []), (APP_ERR, ["StoreReturns", *END])],
+        [("submit", ["SubmitToScheduler"]), (("pushed",), []), (APP_ERR, [*END, "StoreReturns"])],
         ST_FAILED,
     ),
     (
@@ -159,7 +159,7 @@ CASES: list[tuple[str, dict[str, Any], int, Any, list[tuple[Any, list[str]]], in
             (("pushed",), []),
             (APP_ERR, ["LogRetry", "SubmitToScheduler"]),
             (("pushed",), []),
-            (APP_ERR, ["StoreReturns", *END]),
+            (APP_ERR, [*END, "StoreReturns"]),
         ],
         ST_FAILED,
     ),
@@ -173,7 +173,7 @@ CASES: list[tuple[str, dict[str, Any], int, Any, list[tuple[Any, list[str]]], in
             (("pushed",), []),
             (APP_ERR, ["LogRetry", "SubmitToScheduler"]),
             (("pushed",), []),
-            (KEY_ERR, ["StoreReturns", *END]),
+            (KEY_ERR, [*END, "StoreReturns"]),
         ],
         ST_FAILED,
     ),
@@ -189,7 +189,7 @@ CASES: list[tuple[str, dict[str, Any], int, Any, list[tuple[Any, list[str]]], in
             (DIED, ["LogRetry", "ResolveArgs"]),
             (("resolved",), ["SubmitToScheduler"]),
             (("pushed",), []),
-            (OK, ["StoreReturns", *END]),
+            (OK, [*END, "StoreReturns"]),
         ],
         ST_FINISHED,
     ),
@@ -214,7 +214,7 @@ CASES: list[tuple[str, dict[str, Any], int, Any, list[tuple[Any, list[str]]], in
                 for e, k in ((("pushed",), []), (DIED, ["LogRetry", "SubmitToScheduler"]))
             ],
             (("pushed",), []),
-            (OK, ["StoreReturns", *END]),
+            (OK, [*END, "StoreReturns"]),
         ],
         ST_FINISHED,
     ),
@@ -322,7 +322,7 @@ CASES: list[tuple[str, dict[str, Any], int, Any, list[tuple[Any, list[str]]], in
         [
             ("submit", ["SubmitToScheduler"]),
             (("pushed",), []),
-            (OK, ["StoreReturns", *END]),
+            (OK, [*END, "StoreReturns"]),
             (CANCEL, []),
         ],
         ST_FINISHED,
@@ -335,7 +335,7 @@ CASES: list[tuple[str, dict[str, Any], int, Any, list[tuple[Any, list[str]]], in
         [
             ("submit", ["SubmitToActor"]),
             (("pushed",), []),
-            (OK, ["StoreReturns", "Release"]),
+            (OK, ["Release", "StoreReturns"]),
         ],
         ST_FINISHED,
     ),
@@ -373,7 +373,7 @@ CASES: list[tuple[str, dict[str, Any], int, Any, list[tuple[Any, list[str]]], in
             (("pushed",), []),
             (APP_ERR, ["LogRetry", "SubmitToActor"]),
             (("pushed",), []),
-            (OK, ["StoreReturns", "Release"]),
+            (OK, ["Release", "StoreReturns"]),
         ],
         ST_FINISHED,
     ),
@@ -382,7 +382,7 @@ CASES: list[tuple[str, dict[str, Any], int, Any, list[tuple[Any, list[str]]], in
         {"streaming": True},
         0,
         False,
-        [("submit", ["SubmitToScheduler"]), (("pushed",), []), (OK, ["FinishGenerator", *END])],
+        [("submit", ["SubmitToScheduler"]), (("pushed",), []), (OK, [*END, "FinishGenerator"])],
         ST_FINISHED,
     ),
     (
@@ -535,4 +535,4 @@ def test_answers_for_an_older_attempt_are_ignored() -> None:
     # The first attempt's worker answers (or fails) late: no second retry, no early end.
     assert m.worker_died(spec, ConnectionError("again")) == []
     assert m.reply(spec, _reply("ok")) == []
-    assert _kinds(m.reply(second, _reply("ok"))) == ["StoreReturns", "Release"]
+    assert _kinds(m.reply(second, _reply("ok"))) == ["Release", "StoreReturns"]
