@@ -26,6 +26,7 @@ RESOLVING      ActorRestarting         RESTARTING    not placed yet, or coming b
 CONNECTING     Connected               ALIVE         send the queue, in order
 CONNECTING     ConnectFailed           RESTARTING    it died again; the GCS will say how
 ALIVE          ConnectionLost          RESTARTING    calls in flight go back to the queue
+ALIVE          NotHosted               RESTARTING    the address is not the actor's: likewise
 RESTARTING     ActorAddressKnown       CONNECTING    restarted (or the link came back)
 RESTARTING     ActorRestarting         RESTARTING    still on its way back
 any            ActorDead               DEAD          every call fails with the cause, now and later
@@ -165,6 +166,16 @@ class CallFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class NotHosted:
+    """The process at the actor's address answered the call of ``epoch`` with "no such
+    actor here" (its port was taken by a new process after the actor's died): no call ran
+    there. Like a lost connection, but the calls cut off spend no retry."""
+
+    actor_id: bytes
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionLost:
     """The connection of ``epoch`` broke: every call in flight on it was cut off."""
 
@@ -185,6 +196,7 @@ Event = (
     | ConnectFailed
     | CallReplied
     | CallFailed
+    | NotHosted
     | ConnectionLost
 )
 
@@ -441,6 +453,17 @@ class ActorQueues:
         out.append(WatchActor(a.actor_id, a.version))
         return out
 
+    def _on_not_hosted(self, a: ActorCalls, ev: NotHosted) -> list[Instruction]:
+        if ev.epoch != a.epoch or a.state is not ActorState.ALIVE:
+            return []  # the other calls on that connection say the same: dealt with once
+        a.state = ActorState.RESTARTING
+        a.address = None
+        a.epoch += 1
+        # Nothing ran: every call in flight goes back to the head, in send order, as it was.
+        a.queued.extendleft(reversed(list(a.inflight.values())))
+        a.inflight = {}
+        return [WatchActor(a.actor_id, a.version)]
+
     # --------------------------------------------------------------- internals
     def _pump(self, a: ActorCalls) -> list[Instruction]:
         """Send queued calls from the head while they are ready (an unready call holds
@@ -514,4 +537,5 @@ _HANDLERS: dict[type, Callable[[ActorQueues, ActorCalls, Any], list[Instruction]
     CallReplied: ActorQueues._on_replied,
     CallFailed: ActorQueues._on_replied,
     ConnectionLost: ActorQueues._on_connection_lost,
+    NotHosted: ActorQueues._on_not_hosted,
 }

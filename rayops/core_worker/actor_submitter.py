@@ -38,6 +38,7 @@ from rayops import exceptions as rex
 from rayops.core_worker import actor_queue as aq
 from rayops.core_worker.threads import any_thread, io_thread
 from rayops.protocol import worker_messages as wm
+from rayops.protocol.framed_message import RefusalCode
 from rayops.protocol.task_messages import TaskReply, TaskSpec
 from rayops.rpc import framed
 
@@ -317,6 +318,16 @@ class ActorSubmitter:
             self._machine.handle(aq.CallReplied(aid, spec.task_id, epoch))
             assert reply is not None
             self._cw.tasks.on_reply(spec, reply)
+            return
+        if isinstance(err, framed.Refused) and err.code is RefusalCode.NOT_HOSTED:
+            # The actor is not at that address (any more): ask the GCS where it went.
+            actor = self._machine.actor(aid)
+            conn = self._conns.get(aid)
+            if actor is not None and epoch == actor.epoch:  # once, for the current connection
+                self._forget_conn(aid)
+                if conn is not None:
+                    conn.close()
+            self._handle(aq.NotHosted(aid, epoch))
             return
         if not isinstance(err, ConnectionError):
             # This call alone failed (too large to send, or the actor's process could not

@@ -27,6 +27,7 @@ from rayops.core_worker.core_worker import TaskContext, resolve
 from rayops.core_worker.results import Results
 from rayops.core_worker.task_metrics import executor_key
 from rayops.protocol import worker_messages as wm
+from rayops.protocol.framed_message import Refusal, RefusalCode
 from rayops.protocol.task_messages import STREAMING, TaskReply, TaskSpec
 from rayops.rpc import framed
 
@@ -36,6 +37,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Address = tuple[str, int]
+
+# Cancels remembered for tasks not (or no longer) running here are forgotten after this
+# long, looked at once this many are remembered.
+CANCEL_MEMORY_S = 600.0
+CANCEL_PRUNE_AT = 1024
 
 
 class _ArgumentCancelled(Exception):
@@ -53,7 +59,10 @@ class Executor:
         self._functions: dict[bytes, Any] = {}
         self._function_bytes: dict[bytes, bytes] = {}
         self._current: bytes | None = None
-        self._cancel_requested: set[bytes] = set()
+        # Task id -> when its cancel arrived. An entry is dropped when the task starts or
+        # ends here; one whose call never comes (it ended before the cancel arrived, or ran
+        # on an async actor's loop) is pruned after CANCEL_MEMORY_S.
+        self._cancel_requested: dict[bytes, float] = {}
         self._interrupt: bytes | None = None  # the running task a SIGINT is meant for
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._on_sigint)
@@ -92,10 +101,11 @@ class Executor:
         fut: Any = framed.DeferredReply()
         if self.exiting:
             return fut  # never answered: the connection closes when the worker exits
-        if self.actor is None:
-            fut.set_exception(
-                rex.RaySystemError(f"worker {self._cw.worker_id.hex()} hosts no actor")
-            )
+        if self.actor is None or self.actor.actor_id != spec.actor_id:
+            # A stale address (this process took the port of the actor's dead one): the
+            # caller asks the GCS again; nothing ran.
+            why = f"worker {self._cw.worker_id.hex()} does not host actor {spec.actor_id.hex()}"
+            fut.set_exception(framed.Refused(Refusal(RefusalCode.NOT_HOSTED, why)))
             return fut
         self.actor.dispatch(spec, conn, fut)
         return fut
@@ -130,7 +140,12 @@ class Executor:
         """The owner cancelled ``task_id`` (queued or running here; its ref is resolved
         already). Children first: this process owns what the task submitted."""
         with self._lock:
-            self._cancel_requested.add(task_id)
+            requested = self._cancel_requested
+            if len(requested) >= CANCEL_PRUNE_AT:
+                old = time.monotonic() - CANCEL_MEMORY_S
+                for tid in [t for t, at in requested.items() if at < old]:
+                    del requested[tid]
+            requested[task_id] = time.monotonic()
             running = self._current == task_id
             if running and self.actor is None:
                 self._interrupt = task_id
@@ -199,7 +214,7 @@ class Executor:
             if self._current == task_id:
                 self._current = None
                 self._interrupt = None
-            self._cancel_requested.discard(task_id)
+            self._cancel_requested.pop(task_id, None)
         self._cw.set_task_context(None)
         self._cw.metrics.executor_counts.ended(task_id)
 
@@ -222,7 +237,7 @@ class Executor:
         with self._lock:
             cancelled = spec.task_id in self._cancel_requested
             if cancelled:
-                self._cancel_requested.discard(spec.task_id)
+                self._cancel_requested.pop(spec.task_id, None)
             elif self.actor is None:
                 self._current = spec.task_id
         if cancelled:  # cancelled while it waited here: never runs (_reply takes the lock)
@@ -293,7 +308,7 @@ class Executor:
                 if self._current == spec.task_id:
                     self._current = None
                     self._interrupt = None
-                self._cancel_requested.discard(spec.task_id)
+                self._cancel_requested.pop(spec.task_id, None)
             cw.set_task_context(None)
             counts.ended(spec.task_id)
         elapsed = time.perf_counter() - start

@@ -106,6 +106,51 @@ def test_per_caller_order_with_shuffled_argument_readiness(ray: Any) -> None:
     assert rayops.get(r2.seen_list.remote()) == [-1, *range(40)]
 
 
+def test_a_process_that_does_not_host_the_actor_refuses_its_calls(ray: Any) -> None:
+    """A call reaching a process that is not the actor's (a new worker on the port of the
+    actor's dead one) is refused with NOT_HOSTED, so the caller asks the GCS again instead of
+    failing the call (actor_queue.NotHosted); nothing runs there."""
+    from rayops.core_worker import state
+    from rayops.protocol import worker_messages as wm
+    from rayops.protocol.framed_message import RefusalCode
+    from rayops.rpc import framed
+
+    @rayops.remote
+    def where() -> tuple[str, int]:
+        from rayops.core_worker import state as worker_state
+
+        host, port = worker_state.require().address
+        return host, port
+
+    @rayops.remote
+    class Counter:
+        def add(self) -> int:
+            return 1
+
+    plain = tuple(rayops.get(where.remote()))
+    c = Counter.remote()
+    assert rayops.get(c.add.remote()) == 1
+    cw = state.require()
+    spec, _ = cw.build_spec(
+        name="add",
+        function_id=b"",
+        args=(),
+        kwargs={},
+        num_returns=1,
+        resources={},
+        actor_id=c._actor_id,
+    )
+
+    async def send() -> Any:
+        conn = await cw.peer(plain)  # type: ignore[arg-type]
+        return await conn.request(wm.ActorCall(spec))
+
+    with pytest.raises(framed.Refused) as info:
+        cw.run(send(), timeout=20)
+    assert info.value.code is RefusalCode.NOT_HOSTED
+    assert rayops.get(c.add.remote()) == 1
+
+
 def test_each_threads_calls_run_in_its_order(ray: Any) -> None:
     """Several user threads submitting to one actor at once (the direct lane is shared):
     every thread's calls run in the order that thread made them."""

@@ -26,6 +26,7 @@ from rayops.core_worker.actor_queue import (
     ConnectFailed,
     ConnectionLost,
     FailCall,
+    NotHosted,
     RetryCall,
     SendCall,
     WatchActor,
@@ -338,3 +339,22 @@ def test_a_direct_call_to_a_dead_actor_fails_with_the_cause() -> None:
     cause = rex.ActorDiedError(error_msg="killed")
     m.handle(ActorDead(A, cause))
     assert m.handle(CallSentDirect(A, t(1), 3, epoch)) == [FailCall(A, t(1), cause)]
+
+
+def test_an_address_that_does_not_host_the_actor_resends_everything_without_a_retry() -> None:
+    """A new process took the port of the actor's dead one and refuses the calls: none ran,
+    so none spends a retry (even calls with none left), and they go out again in order once
+    the GCS gives the actor's real address."""
+    m = aq.ActorQueues()
+    m.handle(CallSubmitted(A, t(0), 0))
+    epoch = alive(m)
+    run(m, [CallSubmitted(A, t(i), 0) for i in (1, 2)])
+    assert m.handle(NotHosted(A, epoch)) == [WatchActor(A, 1)]
+    assert m.state(A) is ActorState.RESTARTING
+    assert m.queued(A) == [t(0), t(1), t(2)] and m.inflight(A) == []
+    # The same answer for the other calls of that connection: already dealt with.
+    assert run(m, [NotHosted(A, epoch), NotHosted(A, epoch)]) == []
+    assert m.handle(CallSubmitted(A, t(3), 0)) == []
+    run(m, [ActorAddressKnown(A, ADDR2, 2)])
+    out = m.handle(Connected(A, ADDR2))
+    assert sends(out) == [t(0), t(1), t(2), t(3)] and fails(out) == []
