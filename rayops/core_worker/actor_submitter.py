@@ -16,9 +16,10 @@ The direct lane (the hot path of ``get(actor.f.remote())``): while the machine s
 call to an actor would go out at once (``direct_epoch``), the IO thread keeps a lane open
 for it: the connection and its epoch. A user thread that finds the lane open registers the
 reply, hands the call over for bookkeeping, and writes the frame itself, under the lane
-lock; the IO thread records it afterwards (``CallSentDirect``), and a reply that arrives
-first makes the IO thread catch up before anything else (``tasks.drain_pending``). That
-saves the IO thread's wake-up and its turn on the way out. Anything else that could put a
+lock, without waking the IO thread (the loop is marked behind: ``threads.new_io_loop``). The
+IO thread records it (``CallSentDirect``) when the reply wakes it, before the reply, or when
+any later hand-off from a user thread makes it catch up first (``tasks.drain_pending``).
+That saves the IO thread's wake-up and its turn on the way out. Anything else that could put a
 call ahead of a direct one closes the lane first: a call handed over the usual way (it
 needs the IO thread, or others are pending), a queue, a lost connection; the IO thread
 reopens it only after its own frames for the actor are written (``flush``) and with no
@@ -106,13 +107,15 @@ class ActorSubmitter:
         queue: Callable[[], None],
         wake: Callable[[], None],
         direct_ok: bool = True,
+        defer: Callable[[], None] | None = None,
     ) -> None:
         """Pass a new call to the IO thread (``queue`` it, then ``wake`` the thread),
         writing it at once through the actor's direct lane when it is open and the call
         needs nothing of the IO thread first (an argument this process owns is inlined
-        there) and no other call to the actor is pending here. The wake-up comes after the
-        frame is written: a woken IO thread would take the GIL from this one in the middle
-        of the write."""
+        there) and no other call to the actor is pending here. A call written here is left
+        for the IO thread to take when its reply wakes it: ``defer`` instead of ``wake``
+        (``wake`` if no ``defer`` is given, after the write: a woken IO thread would take
+        the GIL from this one in the middle of it)."""
         aid = spec.actor_id
         me = self._cw.address
         # Only a call alone in flight: a batch of calls (``[a.f.remote() for ...]``) goes
@@ -131,7 +134,7 @@ class ActorSubmitter:
                     self._direct[spec.task_id] = epoch
                     queue()
                     conn.send_threadsafe(framed.request_tuple(req_id, wm.ActorCall(spec)))
-                    wake()
+                    (defer or wake)()
                     return
             self._lanes.pop(aid, None)
             queue()

@@ -90,7 +90,9 @@ class CoreWorker:
         self.namespace = namespace
         self.log_to_driver = log_to_driver
         self.entrypoint = entrypoint
-        self.loop = framed.new_event_loop()
+        # Calls written through an actor's direct lane are taken on the IO thread late
+        # (threads.new_io_loop); any other hand-off makes it catch up first.
+        self.loop = threads.new_io_loop(lambda: self.tasks.drain_pending())
         self.memory_store = MemoryStore()
         self.references = References(self)
         self.objects = ObjectAccess(self)

@@ -97,7 +97,9 @@ class Tasks:
             cw.references.add_owned(rid, address, local=1)
         refs = [ObjectRef(rid, address, cw, counted=True) for rid in spec.return_ids]
         if spec.actor_id:
-            cw.actor_submitter.hand_over_call(spec, lambda: self._incoming.append(item), self._wake)
+            cw.actor_submitter.hand_over_call(
+                spec, lambda: self._incoming.append(item), self._wake, defer=self._defer
+            )
         else:
             self._hand_over(item)
         return refs
@@ -107,6 +109,12 @@ class Tasks:
         # races the swap lands in this batch or schedules the next one.
         self._incoming.append(item)
         self._wake()
+
+    def _defer(self) -> None:
+        """Leave what was handed over for the IO thread's next turn (see
+        ``threads.new_io_loop``): a call written through a direct lane, whose reply wakes
+        the IO thread, which takes the call first."""
+        self._cw.loop.behind = True
 
     def _wake(self) -> None:
         """Have the IO thread take what was handed over (once per batch)."""
@@ -155,6 +163,7 @@ class Tasks:
     @io_thread
     def _drain(self) -> None:
         self._drain_scheduled = False
+        self._cw.loop.behind = False  # before the swap: a later hand-off sets it again
         batch, self._incoming = self._incoming, []
         if not batch:
             return

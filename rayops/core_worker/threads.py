@@ -66,9 +66,7 @@ def user_thread(fn: F) -> F:
     @functools.wraps(fn)
     def checked(*args: Any, **kwargs: Any) -> Any:
         if on_io_thread():
-            raise WrongThread(
-                f"{fn.__qualname__} may block and must not run on the IO thread"
-            )
+            raise WrongThread(f"{fn.__qualname__} may block and must not run on the IO thread")
         return fn(*args, **kwargs)
 
     return checked  # type: ignore[return-value]
@@ -77,3 +75,34 @@ def user_thread(fn: F) -> F:
 def any_thread(fn: F) -> F:
     """Declare that ``fn`` is safe on any thread (documentation only)."""
     return fn
+
+
+def new_io_loop(catch_up: Callable[[], object]) -> Any:
+    """The IO thread's event loop (uvloop when installed), able to defer a wake-up.
+
+    A user thread that hands work over which the IO thread may take later (a call it
+    already wrote through an actor's direct lane: the reply wakes the IO thread, which
+    catches up then) sets ``loop.behind = True`` instead of waking it. Every later hand-off
+    through ``call_soon_threadsafe`` then runs ``catch_up`` first, so nothing a user
+    thread hands over afterwards (a cancel, a released ref) reaches the IO thread before
+    the work it refers to. ``catch_up`` clears ``behind`` before it takes the work.
+    """
+    try:
+        import uvloop
+
+        base: type[Any] = uvloop.Loop
+    except ImportError:  # pragma: no cover - uvloop is a declared dependency
+        import asyncio
+
+        base = type(asyncio.new_event_loop())
+
+    class IoLoop(base):  # type: ignore[misc,valid-type]
+        behind = False
+
+        def call_soon_threadsafe(self, callback: Any, *args: Any, context: Any = None) -> Any:
+            if self.behind:
+                self.behind = False
+                super().call_soon_threadsafe(catch_up)
+            return super().call_soon_threadsafe(callback, *args, context=context)
+
+    return IoLoop()

@@ -189,6 +189,44 @@ def test_each_threads_calls_run_in_its_order(ray: Any) -> None:
         assert [i for who, i in seen if who == k] == list(range(per_thread)), k
 
 
+def test_hand_offs_right_after_a_direct_call_find_it(ray: Any) -> None:
+    """A call written through the direct lane is taken on the caller's IO thread late (when
+    its reply arrives); a cancel or a dropped ref handed over right after it must still find
+    it (threads.new_io_loop makes the IO thread catch up first)."""
+
+    @rayops.remote(max_concurrency=2)
+    class Sleeper:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def nap(self, s: float) -> int:
+            self.calls += 1
+            deadline = time.monotonic() + s
+            while time.monotonic() < deadline:
+                if rayops.get_runtime_context().is_canceled():
+                    return -1
+                time.sleep(0.01)
+            return self.calls
+
+        def count(self) -> int:
+            return self.calls
+
+    a = Sleeper.remote()
+    assert rayops.get(a.nap.remote(0)) == 1  # connected: the lane is open
+    for i in range(50):  # each result dropped at once, its reply arriving later
+        a.nap.remote(0)
+        if i % 10 == 0:
+            rayops.get(a.nap.remote(0))
+    assert rayops.get(a.count.remote()) == 1 + 50 + 5
+    ref = a.nap.remote(30)  # direct: nothing pending
+    rayops.cancel(ref)
+    start = time.monotonic()
+    with pytest.raises(rex.TaskCancelledError):
+        rayops.get(ref, timeout=20)
+    assert time.monotonic() - start < 5
+    assert rayops.get(a.nap.remote(0)) >= 57
+
+
 def test_max_concurrency_really_overlaps(ray: Any) -> None:
     @rayops.remote(max_concurrency=4)
     class Barrier:
