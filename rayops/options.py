@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from rayops.raylet.scheduling_policy import parse_label_selector
+from rayops.scheduling.labels import parse_label_selector
 from rayops.util.scheduling_strategies import (
     NodeAffinitySchedulingStrategy,
     PlacementGroupSchedulingStrategy,

@@ -22,14 +22,14 @@ from rayops.protocol import raylet_messages as rm
 from rayops.protocol import worker_messages as wm
 from rayops.protocol.node_snapshot import PLACEMENT_BOUNDS_S, LatencyRecorder
 from rayops.raylet.resources import format_shape
-from rayops.raylet.scheduling_policy import (
+from rayops.rpc import framed
+from rayops.rpc.framed_settings import FramedSettings
+from rayops.scheduling.labels import (
     LabelSelector,
     format_selector,
     labels_match,
     parse_label_selector,
 )
-from rayops.rpc import framed
-from rayops.rpc.framed_settings import FramedSettings
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rayops.raylet.scheduling_policy import NodeView, choose_node
+from rayops.scheduling.policy import NodeView, choose_node
 from rayops.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 
