@@ -6,7 +6,8 @@ and the autoscaler can all decide the same way, and the tests check decisions as
 
 - ``labels``: Ray's ``label_selector`` syntax, matching, a node's default labels;
 - ``strategy``: node affinity as data, a strategy scoped by a label selector;
-- ``policy``: ``NodeView``, ``Decision`` and ``choose_node`` (tasks and actors).
+- ``policy``: ``NodeView``, ``Decision`` and ``choose_node`` (tasks and actors);
+- ``bundles``: ``place_bundles`` and ``validate_bundles`` (placement groups).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Pure: no I/O. A selector (Ray's syntax: ``{"region": "us"}``, ``"!us"``, ``"in(us,eu)"``,
 ``"!in(us,eu)"``) is parsed once where the option is given (``options.py`` refuses a bad one
 at once) and travels as a tuple of ``LabelCondition``; the placement functions
-(``policy.choose_node``) narrow their candidate nodes with it.
+(``policy.choose_node``, ``bundles.place_bundles``) narrow their candidate nodes with it.
 Every node carries Ray's default labels: ``ray.io/node-id`` and, with an accelerator,
 ``ray.io/accelerator-type``.
 """
