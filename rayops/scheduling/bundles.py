@@ -67,7 +67,7 @@ def validate_bundles(bundles: object, strategy: object) -> None:
         )
     for index, bundle in enumerate(bundles):
         if not isinstance(bundle, dict) or not all(
-            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+            isinstance(k, str) and isinstance(v, int | float)  # bool is an int, as in Ray
             for k, v in bundle.items()
         ):
             raise ValueError(
@@ -157,13 +157,20 @@ class _Group:
     def infeasible(self) -> str:
         """Why some bundle to place fits no live node's totals ("" when each fits one)."""
         for i in self.todo:
-            if not any(n.feasible(self.bundles[i]) for n in self.candidates(i)):
-                where = self.selector(i)
-                matching = f" matching {format_selector(where)}" if where else ""
+            candidates = self.candidates(i)
+            if any(n.feasible(self.bundles[i]) for n in candidates):
+                continue
+            shape, where = _fmt(self.bundles[i]), self.selector(i)
+            if where and not candidates:
                 return (
-                    f"bundle {i} {_fmt(self.bundles[i])} fits no live node{matching}: no node "
-                    "has that much in total. Add a node that has it, or ask for less."
+                    f"bundle {i} {shape}: no live node matches its label selector "
+                    f"{format_selector(where)}. Add such a node, or change the selector."
                 )
+            matching = f" matching {format_selector(where)}" if where else ""
+            return (
+                f"bundle {i} {shape} fits no live node{matching}: none has that much in "
+                "total. Add a node that has it, or ask for less."
+            )
         return ""
 
 

@@ -207,6 +207,10 @@ def test_reasons_say_what_to_wait_for() -> None:
     assert "{CPU: 6}" in one_node.reason
     too_big = place_bundles([{"CPU": 5}], "PACK", IDLE)
     assert "bundle 0 {CPU: 5}" in too_big.reason
+    no_label = place_bundles([ONE], "PACK", IDLE, bundle_label_selectors=[MARS])
+    assert "no live node matches its label selector {'region': 'mars'}" in no_label.reason
+    small = place_bundles([ONE, THREE], "PACK", IDLE, bundle_label_selectors=[(), EU])
+    assert "bundle 1 {CPU: 3} fits no live node matching {'region': 'eu'}" in small.reason
 
 
 def test_same_view_same_answer_whatever_the_order() -> None:
@@ -247,3 +251,4 @@ def test_validate_bundles_accepts_rays_examples() -> None:
     for strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
         validate_bundles([{"CPU": 1.0}, {"GPU": 1.0}], strategy)
     validate_bundles([{"CPU": 1, "GPU": 0}], "PACK")  # zero amounts beside a non-zero one
+    validate_bundles([{"CPU": True}], "PACK")  # a bool is a number to Ray's check too
