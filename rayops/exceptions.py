@@ -602,8 +602,8 @@ class ActorUnschedulableError(_MessageError):
 
     def __init__(self, error_message: str) -> None:
         super().__init__(
-            f"The actor cannot be scheduled: {error_message}. Check that the resources, node "
-            "affinity or placement group it asks for exist in the cluster."
+            f"The actor cannot be scheduled: {error_message.rstrip('.')}. Check that the "
+            "resources, node affinity or placement group it asks for exist in the cluster."
         )
 
 
@@ -842,8 +842,8 @@ class TaskUnschedulableError(_MessageError):
 
     def __init__(self, error_message: str) -> None:
         super().__init__(
-            f"The task cannot be scheduled: {error_message}. Check that the resources, node "
-            "affinity or placement group it asks for exist in the cluster."
+            f"The task cannot be scheduled: {error_message.rstrip('.')}. Check that the "
+            "resources, node affinity or placement group it asks for exist in the cluster."
         )
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from rayops.raylet.scheduling_policy import parse_label_selector
+from rayops.scheduling.labels import parse_label_selector
 from rayops.util.scheduling_strategies import (
     NodeAffinitySchedulingStrategy,
     PlacementGroupSchedulingStrategy,
@@ -286,10 +286,6 @@ def _concurrency_groups(v: Any) -> bool:
     )
 
 
-def _default_placement(v: Any) -> bool:
-    return v is None or v == "DEFAULT"
-
-
 _ACTOR_TABLE: dict[str, Option] = {
     "num_cpus": _NUM_CPUS,
     "num_gpus": _NUM_GPUS,
@@ -309,12 +305,9 @@ _ACTOR_TABLE: dict[str, Option] = {
         _STRATEGY.check,
         _STRATEGY.expected,
         NotYet(
-            _default_placement,
-            "actors are placed first-fit by the GCS until one scheduler places tasks and "
-            "actors alike (rayops issue 10), so SPREAD, node affinity and placement groups "
-            "are not honoured for actors yet",
-            "remove it; pin an actor to a node with a custom resource (resources={'name': 1}) "
-            "meanwhile",
+            _not_a_placement_group_strategy,
+            _PLACEMENT_GROUPS.why,
+            _PLACEMENT_GROUPS.meanwhile,
         ),
     ),
     "concurrency_groups": Option(

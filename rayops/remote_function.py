@@ -15,7 +15,8 @@ from rayops import call_signature, serialization
 from rayops.core_worker import state
 from rayops.options import merged_options, validate_task_options
 from rayops.protocol.task_messages import DYNAMIC, STREAMING
-from rayops.raylet.scheduling_policy import parse_label_selector, scoped_strategy
+from rayops.scheduling.labels import parse_label_selector
+from rayops.scheduling.strategy import scoped_strategy
 
 
 class RemoteFunction:
@@ -133,8 +134,7 @@ class RemoteFunction:
             n = 1 if num_returns is None else int(num_returns)
         if n in (STREAMING, DYNAMIC) and not self._is_generator:
             raise TypeError(
-                f"{self.__name__} has num_returns={num_returns!r} but is not a generator "
-                "function."
+                f"{self.__name__} has num_returns={num_returns!r} but is not a generator function."
             )
         return (
             opts.get("name") or self.__name__,

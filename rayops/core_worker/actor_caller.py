@@ -67,6 +67,7 @@ def create_actor(
     options: dict[str, Any],
 ) -> HandleParts:
     from rayops.gcs import calls
+    from rayops.gcs.actor_placement import strategy_to_wire
     from rayops.gcs.client import GcsRefused
 
     actor_id = ids.new_actor_id()
@@ -117,6 +118,8 @@ def create_actor(
                 handle_meta=pickle.dumps(meta),
                 owner_address=f"{cw.address[0]}:{cw.address[1]}",
                 label_selector=dict(options.get("label_selector") or {}),
+                owner_node_id=cw.node_id,
+                **strategy_to_wire(options.get("scheduling_strategy")),
             )
         )
     except ValueError as err:

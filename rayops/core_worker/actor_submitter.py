@@ -434,6 +434,8 @@ def _death_error(info: Any) -> BaseException:
             cause = pickle.loads(info.death_error)
         except Exception:
             cause = None
+    if isinstance(cause, rex.ActorUnschedulableError):
+        return cause  # never placed: Ray raises this error itself, not an ActorDiedError
     msg = f"The actor {info.class_name} ({info.actor_id.hex()}) died: {info.death_cause}."
     if cause is not None:
         return rex.ActorDiedError(cause=cause, actor_id=info.actor_id.hex(), error_msg=msg)

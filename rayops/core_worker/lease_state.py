@@ -59,7 +59,7 @@ from rayops.core_worker.lease_events import (
     WorkerLost,
 )
 from rayops.protocol.task_messages import TaskReply, TaskSpec
-from rayops.raylet.scheduling_policy import LabelScoped, split_strategy
+from rayops.scheduling.strategy import LabelScoped, split_strategy
 
 LEASE_IDLE_S = 0.05
 MAX_PENDING_LEASE_REQUESTS = 4

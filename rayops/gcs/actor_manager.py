@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 import time
 from collections.abc import Callable
 from typing import Any
 
+from rayops import exceptions as rex
+from rayops.gcs.actor_placement import SPREAD, place_actor
 from rayops.gcs.actor_table import Action, ActorRecord, ActorState, ActorTable
 from rayops.gcs.node_table import NodeTable
 from rayops.gcs.types import NodeInfo
@@ -22,35 +25,11 @@ from rayops.protocol import raylet_messages as rm
 from rayops.protocol import worker_messages as wm
 from rayops.protocol.node_snapshot import PLACEMENT_BOUNDS_S, LatencyRecorder
 from rayops.raylet.resources import format_shape
-from rayops.raylet.scheduling_policy import (
-    LabelSelector,
-    format_selector,
-    labels_match,
-    parse_label_selector,
-)
 from rayops.rpc import framed
 from rayops.rpc.framed_settings import FramedSettings
+from rayops.scheduling.labels import LabelSelector, format_selector, parse_label_selector
 
 logger = logging.getLogger(__name__)
-
-
-def pick_node(
-    shape: dict[str, float], nodes: list[NodeInfo], label_selector: LabelSelector = ()
-) -> NodeInfo | None:
-    """Where to place an actor: among the live nodes whose labels match ``label_selector``,
-    one with the resources free now, else one that has them."""
-
-    def has(avail: Any) -> bool:
-        return all(avail.get(k, 0.0) + 1e-9 >= v for k, v in shape.items())
-
-    alive = [n for n in nodes if n.state == "ALIVE" and labels_match(label_selector, n.labels)]
-    for n in alive:
-        if has(n.resources_available):
-            return n
-    for n in alive:
-        if has(n.resources_total):
-            return n
-    return None
 
 
 class ActorManager:
@@ -73,6 +52,8 @@ class ActorManager:
         self.changed = asyncio.Condition()
         # Registration -> ALIVE of each actor's first creation (exported by the head's agent).
         self.placement_time = LatencyRecorder(PLACEMENT_BOUNDS_S)
+        # SPREAD actors placed so far: the rotation over nodes, as a raylet keeps for tasks.
+        self._spread_counter = 0
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -122,8 +103,13 @@ class ActorManager:
         warned = False
         selector = parse_label_selector(rec.label_selector)
         while rec.generation == generation and rec.state != ActorState.DEAD:
-            node = pick_node(
-                rec.placement_resources, self._nodes.all_nodes(alive_only=True), selector
+            nodes = self._nodes.all_nodes(alive_only=True)
+            decision = place_actor(rec, nodes, spread_counter=self._spread_counter)
+            if decision.kind == "fail":
+                self._unschedulable(rec, decision.reason)
+                return
+            node = next(
+                (n for n in nodes if decision.node and n.node_id == decision.node.node_id), None
             )
             if node is None:
                 if not warned:  # infeasible: stays pending; say so once, as the raylet does
@@ -132,6 +118,8 @@ class ActorManager:
                 await asyncio.sleep(min(delay, 1.0))
                 delay *= 2
                 continue
+            if rec.scheduling_strategy == SPREAD:
+                self._spread_counter += 1
             try:
                 await self._create_on(rec, node, generation)
                 return
@@ -144,6 +132,13 @@ class ActorManager:
                 )
                 await asyncio.sleep(min(delay, 1.0))
                 delay *= 2
+
+    def _unschedulable(self, rec: ActorRecord, reason: str) -> None:
+        """The actor can never be placed as asked: it dies, and its callers get Ray's
+        ActorUnschedulableError (pickled here, raised by each caller's core worker)."""
+        logger.warning("actor %s cannot be scheduled: %s", rec.actor_id.hex()[:12], reason)
+        error = pickle.dumps(rex.ActorUnschedulableError(reason))
+        self._apply(rec, self.table.unschedulable(rec, reason, error))
 
     async def _warn_infeasible(self, rec: ActorRecord, selector: LabelSelector) -> None:
         where = (

@@ -8,6 +8,7 @@ import grpc
 import grpc.aio
 
 from rayops.gcs.actor_manager import ActorManager
+from rayops.gcs.actor_placement import strategy_from_wire
 from rayops.gcs.actor_table import ActorNameTaken, ActorRecord, ActorState, ActorTable
 from rayops.protocol import gcs_actor_pb2, gcs_actor_pb2_grpc
 
@@ -68,7 +69,15 @@ class ActorInfoService(gcs_actor_pb2_grpc.ActorInfoGcsServiceServicer):
             handle_meta=request.handle_meta,
             owner_address=request.owner_address,
             label_selector=dict(request.label_selector),
+            owner_node_id=request.owner_node_id,
         )
+        try:
+            rec.scheduling_strategy = strategy_from_wire(
+                request.scheduling_strategy, request.affinity_node_id, request.affinity_soft
+            )
+        except ValueError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            raise AssertionError("abort returned") from err
         try:
             stored, existed = self._table.register(rec, get_if_exists=request.get_if_exists)
         except ActorNameTaken as err:

@@ -7,12 +7,17 @@ each transition returns. Legal transitions, one per edge:
     PENDING_CREATION -creation_failed-> DEAD   the constructor raised (it would again)
     PENDING_CREATION -worker_died-> RESTARTING (restarts left) died before it finished
     PENDING_CREATION -worker_died-> DEAD       (no restarts left)
+    PENDING_CREATION -unschedulable-> DEAD     no node can ever take it as asked (hard node
+                                               affinity to a dead or unknown node, or to one
+                                               that lacks the resources): Ray's
+                                               ActorUnschedulableError
     ALIVE -worker_died-> RESTARTING            (restarts left) crash, node loss, kill
                                                without no_restart
     ALIVE -worker_died-> DEAD                  (no restarts left)
     RESTARTING -created-> ALIVE                the constructor ran again on a new worker
     RESTARTING -creation_failed-> DEAD
     RESTARTING -worker_died-> RESTARTING/DEAD  as from ALIVE
+    RESTARTING -unschedulable-> DEAD           its affinity node died with it
     any but DEAD -killed-> DEAD                kill(no_restart=True)
     any but DEAD -exited-> DEAD                exit_actor() / __ray_terminate__: no restart
     any but DEAD -owner_died-> DEAD            non-detached actors die with their owner
@@ -54,6 +59,10 @@ class ActorRecord:
     handle_meta: bytes
     owner_address: str
     label_selector: dict[str, str] = field(default_factory=dict)
+    # None (DEFAULT), "SPREAD" or a scheduling.strategy.NodeAffinity
+    scheduling_strategy: object = None
+    # the creator's node: the default policy's "local" node ("" if unknown)
+    owner_node_id: str = ""
     state: ActorState = ActorState.PENDING_CREATION
     version: int = 1
     num_restarts: int = 0
@@ -143,6 +152,13 @@ class ActorTable:
         if rec.state == ActorState.DEAD:
             return Action.NONE
         return self._die(rec, f"the actor's constructor failed: {cause}", error)
+
+    def unschedulable(self, rec: ActorRecord, reason: str, error: bytes) -> Action:
+        """No node can ever take the actor as it asks; ``error`` is the pickled
+        ActorUnschedulableError its callers get."""
+        if rec.state not in (ActorState.PENDING_CREATION, ActorState.RESTARTING):
+            return Action.NONE
+        return self._die(rec, f"the actor cannot be scheduled: {reason}", error)
 
     def worker_died(self, rec: ActorRecord, cause: str) -> Action:
         if rec.state == ActorState.DEAD:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from rayops.raylet.scheduling_policy import NodeView
+from rayops.scheduling.policy import NodeView
 
 logger = logging.getLogger(__name__)
 

@@ -36,18 +36,17 @@ from rayops.raylet.agent_process import AgentProcess, AgentSettings
 from rayops.raylet.cluster_view import ClusterView, poll_gcs
 from rayops.raylet.object_manager import ObjectManager
 from rayops.raylet.resources import Allocation, NodeResources, format_shape, normalize_shape
-from rayops.raylet.scheduling_policy import (
-    LabelSelector,
-    NodeView,
-    choose_node,
-    default_node_labels,
-    format_selector,
-    labels_match,
-    split_strategy,
-)
 from rayops.raylet.worker_pool import WorkerHandle, WorkerPool
 from rayops.rpc import framed
 from rayops.rpc.framed_settings import FramedSettings
+from rayops.scheduling.labels import (
+    LabelSelector,
+    default_node_labels,
+    format_selector,
+    labels_match,
+)
+from rayops.scheduling.policy import NodeView, choose_node
+from rayops.scheduling.strategy import split_strategy
 
 logger = logging.getLogger(__name__)
 

@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 
 import rayops
+from rayops import exceptions as rex
+from rayops.gcs import calls
 from rayops.gcs.client import GcsClient
 from rayops.node.processes import free_port
 from rayops.testing.cluster import Cluster, ClusterNode
+from rayops.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +209,88 @@ def test_actor_label_selector_restricts_placement(cluster: Cluster, capfd: Any) 
         assert len(warnings) == 1 and "No node can place actor Seer" in warnings[0], err
     finally:
         for h in (a, b, pending):
+            rayops.kill(h)
+
+
+# ------------------------------------------------------------------------------ actor strategies
+GHOST = "ab" * 28  # a node id no node has
+
+
+def test_actor_hard_affinity_to_an_unknown_node_is_not_placed(cluster: Cluster) -> None:
+    """As Ray 2.60: the actor is never placed, and calling it raises ActorUnschedulableError
+    (not ActorDiedError); soft affinity to the same id places it elsewhere."""
+    hard = Seer.options(scheduling_strategy=NodeAffinitySchedulingStrategy(GHOST, soft=False))
+    a = hard.remote()
+    with pytest.raises(
+        rex.ActorUnschedulableError, match=f"node {GHOST}, which is dead or unknown"
+    ):
+        rayops.get(a.seen.remote(), timeout=60)
+    assert not isinstance(rex.ActorUnschedulableError("x"), rex.ActorDiedError)
+    with GcsClient(cluster.address, cluster.token, timeout=5) as gcs:
+        info = gcs.call(calls.get_actor_info(a._actor_id, False, 0, 0))
+    assert info is not None
+    assert (info.state, info.node_id, info.pid, info.address) == ("DEAD", "", 0, None)
+    assert "cannot be scheduled" in info.death_cause
+    soft = Seer.options(scheduling_strategy=NodeAffinitySchedulingStrategy(GHOST, soft=True))
+    b = soft.remote()
+    try:
+        assert rayops.get(b.seen.remote(), timeout=60)["node"]
+    finally:
+        rayops.kill(b)
+
+
+def test_actor_node_affinity_hard_and_soft(cluster: Cluster) -> None:
+    eu = eu_node(cluster).node_id
+    pinned = [
+        Seer.options(scheduling_strategy=NodeAffinitySchedulingStrategy(eu, soft=soft)).remote()
+        for soft in (False, True)
+    ]
+    # hard affinity to a live node that could never hold the actor: unschedulable, as in Ray
+    no_gpu = Seer.options(
+        num_gpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(eu, soft=False)
+    ).remote()
+    # soft: the eu node has no GPU, so it goes where one is
+    elsewhere = Seer.options(
+        num_gpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(eu, soft=True)
+    ).remote()
+    try:
+        got = rayops.get([h.seen.remote() for h in pinned], timeout=60)
+        assert [g["node"] for g in got] == [eu, eu]
+        with pytest.raises(rex.ActorUnschedulableError, match="lacks the resources"):
+            rayops.get(no_gpu.seen.remote(), timeout=60)
+        assert rayops.get(elsewhere.seen.remote(), timeout=60)["node"] == gpu_node(cluster).node_id
+    finally:
+        for h in (*pinned, no_gpu, elsewhere):
+            rayops.kill(h)
+
+
+def test_spread_actors_go_to_distinct_nodes(cluster: Cluster) -> None:
+    actors = [Seer.options(scheduling_strategy="SPREAD").remote() for _ in range(3)]
+    try:
+        got = rayops.get([a.seen.remote() for a in actors], timeout=60)
+        assert len({g["node"] for g in got}) == 3, got
+    finally:
+        for a in actors:
+            rayops.kill(a)
+
+
+def test_actor_strategy_with_label_selector(cluster: Cluster) -> None:
+    """The selector narrows first: hard affinity to a node it excludes is unschedulable."""
+    us = {"region": "us"}
+    spread = [
+        Seer.options(scheduling_strategy="SPREAD", label_selector=us).remote() for _ in range(2)
+    ]
+    excluded = Seer.options(
+        label_selector=us,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(eu_node(cluster).node_id, soft=False),
+    ).remote()
+    try:
+        got = rayops.get([a.seen.remote() for a in spread], timeout=60)
+        assert {g["node"] for g in got} == {gpu_node(cluster).node_id}
+        with pytest.raises(rex.ActorUnschedulableError, match="does not match the label_selector"):
+            rayops.get(excluded.seen.remote(), timeout=60)
+    finally:
+        for h in (*spread, excluded):
             rayops.kill(h)
 
 

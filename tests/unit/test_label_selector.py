@@ -6,17 +6,14 @@ from __future__ import annotations
 import pytest
 
 from rayops.options import validate_actor_options, validate_task_options
-from rayops.raylet.scheduling_policy import (
+from rayops.scheduling.labels import (
     LabelCondition,
-    LabelScoped,
-    NodeView,
-    choose_node,
     default_node_labels,
     labels_match,
     parse_label_selector,
-    scoped_strategy,
-    split_strategy,
 )
+from rayops.scheduling.policy import NodeView, choose_node
+from rayops.scheduling.strategy import LabelScoped, scoped_strategy, split_strategy
 from rayops.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 

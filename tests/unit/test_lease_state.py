@@ -11,7 +11,8 @@ import pytest
 from rayops import exceptions as rex
 from rayops.core_worker import lease_state as ls
 from rayops.protocol.task_messages import TaskReply, TaskSpec
-from rayops.raylet.scheduling_policy import parse_label_selector, scoped_strategy
+from rayops.scheduling.labels import parse_label_selector
+from rayops.scheduling.strategy import scoped_strategy
 from rayops.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 OWNER = ("127.0.0.1", 1)
@@ -378,6 +379,4 @@ def test_a_shape_leaves_no_entry_once_its_last_lease_goes() -> None:
         "pushed": 0, "queued": 0, "keys": 0, "requests": 0, "leases": 0, "cancelled": 0
     }  # fmt: skip
     # The same shape later starts afresh.
-    assert [show(i) for i in m.handle(ls.TaskQueued(spec("t3")))] == [
-        ("request", 3, None, False)
-    ]
+    assert [show(i) for i in m.handle(ls.TaskQueued(spec("t3")))] == [("request", 3, None, False)]

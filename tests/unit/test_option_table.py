@@ -87,7 +87,9 @@ ACTOR_ROWS: dict[str, Row] = {
     "max_concurrency": Row(ACTORS + "test_max_concurrency_really_overlaps"),
     "max_pending_calls": Row(ACTORS + "test_max_pending_calls"),
     "concurrency_groups": Row(ACTORS + "test_concurrency_groups"),
-    "scheduling_strategy": Row(_NOT_USED_ACTOR, refused="SPREAD"),
+    "scheduling_strategy": Row(
+        PLACE + "test_actor_node_affinity_hard_and_soft", refused=_PG_STRATEGY
+    ),
     "accelerator_type": Row(OPT + "test_actor_accelerator_type_is_placed_only_where_advertised"),
     "runtime_env": Row(_NOT_USED_ACTOR, refused={"env_vars": {"A": "1"}}),
     "label_selector": Row(PLACE + "test_actor_label_selector_restricts_placement"),

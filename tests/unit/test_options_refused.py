@@ -76,18 +76,15 @@ def test_placement_group_options_are_refused(key: str, value: Any) -> None:
         rayops.remote(C).options(**{key: value})
 
 
-def test_actor_placement_other_than_default_is_refused() -> None:
-    """Actors are placed first-fit by the GCS today; until one scheduler places them
-    (issue 10), SPREAD and node affinity on an actor raise instead of being ignored."""
+def test_actor_and_task_strategies_are_accepted() -> None:
+    """One scheduler places tasks and actors alike (issue 10): SPREAD and node affinity are
+    taken by both (tests/integration/test_placement_semantics.py, test_multinode.py); only
+    placement-group strategies wait for placement groups."""
     affinity = NodeAffinitySchedulingStrategy("ab" * 28, soft=False)
-    for strategy in ("SPREAD", affinity):
-        with pytest.raises(NotImplementedError, match=r"scheduling_strategy=.*rayops issue 10"):
-            rayops.remote(scheduling_strategy=strategy)(C)
-    rayops.remote(scheduling_strategy="DEFAULT")(C)
-    rayops.remote(scheduling_strategy=None)(C)
-    # Tasks honour both (tests/integration/test_multinode.py).
-    rayops.remote(f).options(scheduling_strategy="SPREAD")
-    rayops.remote(f).options(scheduling_strategy=affinity)
+    for strategy in ("SPREAD", affinity, "DEFAULT", None):
+        rayops.remote(scheduling_strategy=strategy)(C)
+        rayops.remote(C).options(scheduling_strategy=strategy)
+        rayops.remote(f).options(scheduling_strategy=strategy)
 
 
 def test_max_calls_checks() -> None:
