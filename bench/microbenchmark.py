@@ -358,6 +358,28 @@ def _actor_creation(wl: Workload) -> tuple[Callable[[], object], float]:
     return run, float(ACTOR_CREATION_BATCH)
 
 
+PG_BATCH = 100  # groups created, waited for and removed per round (as Ray's row)
+
+
+def _pg_create_removal(wl: Workload) -> tuple[Callable[[], object], float]:
+    """Ray's "placement group create/removal": a batch of one-bundle groups created, each
+    waited for, then all removed. The bundles take a sliver of a CPU (Ray's row uses a
+    custom resource the same way), so the row measures the control plane, not packing."""
+    import importlib
+
+    pg_mod = importlib.import_module(f"{wl.rt.__name__}.util.placement_group")
+
+    def run() -> object:
+        pgs = [pg_mod.placement_group([{"CPU": 0.001}]) for _ in range(PG_BATCH)]
+        for pg in pgs:
+            pg.wait(timeout_seconds=30)
+        for pg in pgs:
+            pg_mod.remove_placement_group(pg)
+        return None
+
+    return run, float(PG_BATCH)
+
+
 TIMED_ROWS: dict[str, tuple[TimedSetup, str]] = {
     "single_client_tasks_sync": (_tasks_sync, "tasks/s"),
     "single_client_tasks_async": (_tasks_async, "tasks/s"),
@@ -389,6 +411,7 @@ TIMED_ROWS: dict[str, tuple[TimedSetup, str]] = {
         "calls/s",
     ),
     "actor_creation_rate": (_actor_creation, "actors/s"),
+    "placement_group_create_removal": (_pg_create_removal, "groups/s"),
 }
 
 

@@ -175,6 +175,11 @@ class ActorClass:
         accelerator = accelerator_resource(opts.get("accelerator_type"))
         if accelerator:
             opts = {**opts, "resources": {**(opts.get("resources") or {}), **accelerator}}
+        from rayops.util.placement_group_handle import captured, placement_of
+
+        where = placement_of(opts)
+        if where is None and opts.get("scheduling_strategy") in (None, "DEFAULT"):
+            where = captured(cw)  # created by a task of a group that captures its children
         parts = actor_caller.create_actor(
             cw,
             class_bytes=self._pickled,
@@ -184,6 +189,7 @@ class ActorClass:
             args=args,
             kwargs=kwargs,
             options=opts,
+            placement=where,
         )
         return ActorHandle._from_parts(parts)
 

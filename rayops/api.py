@@ -20,6 +20,7 @@ from rayops.core_worker.object_ref import GeneratorWaitable, ObjectRef, ObjectRe
 from rayops.node import node_args
 from rayops.node import session as sess
 from rayops.options import check_init_options
+from rayops.protocol.bundle_resources import is_bundle_resource
 from rayops.rpc.framed_settings import FramedSettings
 
 logger = logging.getLogger(__name__)
@@ -304,6 +305,9 @@ def shutdown() -> None:
     """Disconnect; if ``init()`` started the cluster, stop it and remove its files."""
     cw = state.current()
     if cw is not None:
+        from rayops.util.placement_group_handle import flush_removals
+
+        flush_removals(cw)  # remove_placement_group is asynchronous: let them arrive
         state.set_core_worker(None)
         cw.shutdown()
     _stop_started()
@@ -473,11 +477,14 @@ def nodes() -> list[dict[str, Any]]:
 
 
 def cluster_resources() -> dict[str, float]:
+    """The live nodes' resources added up; a placement group's bundle resources are left out
+    (its reservation shows as plain resources taken, as in Ray)."""
     total: dict[str, float] = {}
     for n in nodes():
         if n["Alive"]:
             for k, v in n["Resources"].items():
-                total[k] = total.get(k, 0.0) + v
+                if not is_bundle_resource(k):
+                    total[k] = total.get(k, 0.0) + v
     return total
 
 
@@ -486,7 +493,7 @@ def available_resources() -> dict[str, float]:
     for n in nodes():
         if n["Alive"]:
             for k, v in n["AvailableResources"].items():
-                if v > 0:
+                if v > 0 and not is_bundle_resource(k):
                     total[k] = total.get(k, 0.0) + v
     return total
 

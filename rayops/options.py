@@ -143,23 +143,10 @@ def _empty(v: Any) -> bool:
     return v is None or v == {}
 
 
-def _no_placement_group(v: Any) -> bool:
-    return v is None or v == "default"
-
-
-def _not_a_placement_group_strategy(v: Any) -> bool:
-    return not isinstance(v, PlacementGroupSchedulingStrategy)
-
-
 _RUNTIME_ENV = NotYet(
     _empty,
     "runtime environments do not exist yet (rayops issue 11)",
     "remove it, or set the environment on the nodes (env vars, installed packages) meanwhile",
-)
-_PLACEMENT_GROUPS = NotYet(
-    _no_placement_group,
-    "placement groups do not exist yet (rayops issue 10)",
-    "remove it; request resources with num_cpus/num_gpus/resources meanwhile",
 )
 
 _OPT_NUMBER = (*_NUMBER, _NoneType)
@@ -191,19 +178,10 @@ _RUNTIME_ENV_OPTION = Option(
     _RUNTIME_ENV,
     type_check=lambda v: v is None or (isinstance(v, dict) and all(map(_is_str, v))),
 )
-_PG = Option((object,), _any, "a placement group, 'default' or None", _PLACEMENT_GROUPS)
-_PG_INDEX = Option(
-    _INT,
-    _any,
-    "an int (-1: any bundle)",
-    NotYet(lambda v: v == -1, _PLACEMENT_GROUPS.why, _PLACEMENT_GROUPS.meanwhile),
-)
-_PG_CAPTURE = Option(
-    (bool, _NoneType),
-    _any,
-    "a bool",
-    NotYet(lambda v: not v, _PLACEMENT_GROUPS.why, _PLACEMENT_GROUPS.meanwhile),
-)
+# Ray takes any value here and fails at submission: so does rayops (placement_of).
+_PG = Option((object,), _any, "a PlacementGroup, 'default' or None")
+_PG_INDEX = Option(_INT, lambda v: v >= -1, "an int >= -1 (-1: any bundle)")
+_PG_CAPTURE = Option((bool, _NoneType), _any, "a bool")
 _FALLBACK = Option(
     (list, _NoneType),
     _any,
@@ -247,16 +225,7 @@ _TASK_TABLE: dict[str, Option] = {
         (bool, list, tuple), _retry_exceptions, "a bool or a list of exception classes"
     ),
     "name": Option(_OPT_STR, _any, "a string"),
-    "scheduling_strategy": Option(
-        _STRATEGY.types,
-        _STRATEGY.check,
-        _STRATEGY.expected,
-        NotYet(
-            _not_a_placement_group_strategy,
-            _PLACEMENT_GROUPS.why,
-            _PLACEMENT_GROUPS.meanwhile,
-        ),
-    ),
+    "scheduling_strategy": _STRATEGY,
     "runtime_env": _RUNTIME_ENV_OPTION,
     "max_calls": Option(
         _OPT_INT,
@@ -300,16 +269,7 @@ _ACTOR_TABLE: dict[str, Option] = {
     # Ray takes 0 here and fails later; rayops refuses it at once.
     "max_concurrency": Option(_OPT_INT, lambda v: v is None or v > 0, "an int >= 1"),
     "max_pending_calls": Option(_OPT_INT, _retries, "-1 (no limit) or an int >= 0"),
-    "scheduling_strategy": Option(
-        _STRATEGY.types,
-        _STRATEGY.check,
-        _STRATEGY.expected,
-        NotYet(
-            _not_a_placement_group_strategy,
-            _PLACEMENT_GROUPS.why,
-            _PLACEMENT_GROUPS.meanwhile,
-        ),
-    ),
+    "scheduling_strategy": _STRATEGY,
     "concurrency_groups": Option(
         (dict, list, _NoneType),
         _concurrency_groups,

@@ -96,6 +96,12 @@ class RemoteFunction:
             self._plans[id(opts)] = plan
         name, n, resources, max_retries, retry_exceptions, strategy = plan[1]
         cw = state.current() or _auto_init()
+        if strategy in (None, "DEFAULT") and cw.mode == "worker":
+            from rayops.util.placement_group_handle import captured, shape_in_group
+
+            where = captured(cw)  # a parent scheduled with capture_child_tasks: its group
+            if where is not None:
+                resources, strategy = shape_in_group(resources, where), where
         if self._pickled is None:
             self._ensure_pickled()
             assert self._pickled is not None
@@ -136,15 +142,20 @@ class RemoteFunction:
             raise TypeError(
                 f"{self.__name__} has num_returns={num_returns!r} but is not a generator function."
             )
+        from rayops.util.placement_group_handle import placement_of, shape_in_group
+
+        resources = task_resources(opts)
+        strategy = opts.get("scheduling_strategy")
+        where = placement_of(opts)  # in a placement group: its bundle's resources instead
+        if where is not None:
+            resources, strategy = shape_in_group(resources, where), where
         return (
             opts.get("name") or self.__name__,
             n,
-            task_resources(opts),
+            resources,
             opts.get("max_retries", 3),
             opts.get("retry_exceptions", False),
-            scoped_strategy(
-                opts.get("scheduling_strategy"), parse_label_selector(opts.get("label_selector"))
-            ),
+            scoped_strategy(strategy, parse_label_selector(opts.get("label_selector"))),
         )
 
 

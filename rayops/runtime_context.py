@@ -6,6 +6,7 @@ from typing import Any
 
 from rayops import ids
 from rayops.core_worker import state
+from rayops.protocol.bundle_resources import InPlacementGroup, plain_shape
 
 
 class RuntimeContext:
@@ -89,8 +90,24 @@ class RuntimeContext:
         return ActorHandle._from_parts(actor_caller.handle_by_id(self._cw, actor.actor_id))
 
     def get_assigned_resources(self) -> dict[str, float]:
+        """The resources the running task holds, in plain names (a task in a placement group
+        holds its bundle's resources: ``CPU``, not the group's resource names), as Ray."""
         ctx = self._cw.task_context()
-        return dict(ctx.resources) if self._cw.mode == "worker" else {}
+        return plain_shape(ctx.resources) if self._cw.mode == "worker" else {}
+
+    @property
+    def current_placement_group_id(self) -> str | None:
+        return self.get_placement_group_id()
+
+    def should_capture_child_tasks_in_placement_group(self) -> bool:
+        """Whether tasks started here without a strategy of their own run in its group."""
+        where = self._cw.task_context().placement if self._cw.mode == "worker" else None
+        return isinstance(where, InPlacementGroup) and where.capture_child_tasks
+
+    def get_placement_group_id(self) -> str | None:
+        """The hex id of the placement group the current task or actor runs in, if any."""
+        where = self._cw.task_context().placement if self._cw.mode == "worker" else None
+        return where.pg_id.hex() if isinstance(where, InPlacementGroup) else None
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
         """The task's accelerator ids as strings: the node's physical GPU ids (its own

@@ -16,6 +16,7 @@ from rayops import exceptions as rex
 from rayops import ids
 from rayops.core_worker.object_ref import ObjectRef
 from rayops.core_worker.threads import user_thread
+from rayops.protocol.bundle_resources import InPlacementGroup, demand_in_bundle
 from rayops.protocol.task_messages import DYNAMIC, STREAMING
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def create_actor(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     options: dict[str, Any],
+    placement: InPlacementGroup | None = None,
 ) -> HandleParts:
     from rayops.gcs import calls
     from rayops.gcs.actor_placement import strategy_to_wire
@@ -72,7 +74,13 @@ def create_actor(
 
     actor_id = ids.new_actor_id()
     entries, deps = cw._prepare_args(args, kwargs)
-    placement, hold = _shapes(options)
+    placement_shape, hold = _shapes(options)
+    wire_strategy = strategy_to_wire(options.get("scheduling_strategy"))
+    if placement is not None:  # in a placement group: its bundle's resources instead
+        pg_hex = placement.pg_id.hex()
+        placement_shape = demand_in_bundle(placement_shape, pg_hex, placement.bundle_index)
+        hold = demand_in_bundle(hold, pg_hex, placement.bundle_index)
+        wire_strategy = {}
     max_concurrency = options.get("max_concurrency") or (1000 if is_async else 1)
     namespace = options.get("namespace") or job_namespace(cw)
     meta = {
@@ -94,6 +102,7 @@ def create_actor(
             "methods": methods,
             "job_id": cw.job_id,
             "owner": cw.address,
+            "placement": placement,
         },
         protocol=5,
     )
@@ -112,14 +121,14 @@ def create_actor(
                 get_if_exists=bool(options.get("get_if_exists")),
                 is_detached=options.get("lifetime") == "detached",
                 max_restarts=options.get("max_restarts", 0),
-                placement_resources=placement,
+                placement_resources=placement_shape,
                 hold_resources=hold,
                 creation_spec=creation,
                 handle_meta=pickle.dumps(meta),
                 owner_address=f"{cw.address[0]}:{cw.address[1]}",
                 label_selector=dict(options.get("label_selector") or {}),
                 owner_node_id=cw.node_id,
-                **strategy_to_wire(options.get("scheduling_strategy")),
+                **wire_strategy,
             )
         )
     except ValueError as err:

@@ -68,6 +68,7 @@ class ActorRuntime:
         self.gcs_conn = gcs_conn
         self.num_restarts = num_restarts
         self.instances = instances
+        self.placement = spec.get("placement")  # its placement group, if any
         self.lease_id = lease_id
         self.instance: Any = None
         self._pools: dict[str, ThreadPoolExecutor] = {}
@@ -103,6 +104,7 @@ class ActorRuntime:
                 instances=instances,
                 lease_id=lease_id,
                 actor_id=actor_id,
+                placement=spec.get("placement"),
             )
             cw.set_task_context(ctx)
             executor.show_devices(instances)  # once: its calls run with the same devices
@@ -266,6 +268,7 @@ class ActorRuntime:
                 lease_id=None,
                 actor_id=self.actor_id,
                 metric_key=metric_key,
+                placement=self.placement,
             )
             cw.set_task_context(ctx)
             cw.metrics.executor_counts.started(spec.task_id, metric_key)

@@ -62,6 +62,8 @@ class TaskContext:
     put_index: int = 0
     actor_id: bytes | None = None
     metric_key: tuple[str, bool] | None = None  # (name, is_retry) while a task runs
+    # the placement group it was scheduled in (protocol.bundle_resources.InPlacementGroup)
+    placement: Any = None
 
 
 class CoreWorker:

@@ -27,6 +27,7 @@ from rayops.core_worker.core_worker import TaskContext, resolve
 from rayops.core_worker.results import Results
 from rayops.core_worker.task_metrics import executor_key
 from rayops.protocol import worker_messages as wm
+from rayops.protocol.bundle_resources import in_group
 from rayops.protocol.framed_message import Refusal, RefusalCode
 from rayops.protocol.task_messages import STREAMING, TaskReply, TaskSpec
 from rayops.rpc import framed
@@ -252,6 +253,7 @@ class Executor:
             instances=instances,
             lease_id=lease_id,
             metric_key=metric_key,
+            placement=in_group(spec.strategy) if self.actor is None else self.actor.placement,
         )
         cw.set_task_context(ctx)
         counts = cw.metrics.executor_counts

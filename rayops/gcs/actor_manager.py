@@ -23,6 +23,7 @@ from rayops.gcs.node_table import NodeTable
 from rayops.gcs.types import NodeInfo
 from rayops.protocol import raylet_messages as rm
 from rayops.protocol import worker_messages as wm
+from rayops.protocol.bundle_resources import group_of
 from rayops.protocol.node_snapshot import PLACEMENT_BOUNDS_S, LatencyRecorder
 from rayops.raylet.resources import format_shape
 from rayops.rpc import framed
@@ -112,7 +113,9 @@ class ActorManager:
                 (n for n in nodes if decision.node and n.node_id == decision.node.node_id), None
             )
             if node is None:
-                if not warned:  # infeasible: stays pending; say so once, as the raylet does
+                # infeasible: stays pending; say so once, as the raylet does (not while it
+                # waits for its placement group's bundles)
+                if not warned and not any(group_of(k) for k in rec.placement_resources):
                     warned = True
                     self._spawn(self._warn_infeasible(rec, selector))
                 await asyncio.sleep(min(delay, 1.0))
@@ -228,6 +231,20 @@ class ActorManager:
     async def ping(self, node: NodeInfo) -> bool:
         conn = await self._raylet(node)
         return isinstance(await conn.request(rm.Ping()), rm.Pong)
+
+    @property
+    def raylet_pool(self) -> framed.ConnectionPool:
+        """The GCS's connections to raylets (the placement-group manager shares them)."""
+        return self._raylets
+
+    def on_pg_removed(self, pg_id: bytes) -> None:
+        """Actors scheduled in a removed placement group die, without restarts (Ray)."""
+        pg_hex = pg_id.hex()
+        for rec in self.table.all():
+            if rec.state != ActorState.DEAD and any(
+                group_of(k) == pg_hex for k in rec.placement_resources
+            ):
+                self._apply(rec, self.table.pg_removed(rec))
 
     def on_node_dead(self, node: NodeInfo) -> None:
         """Actors on a dead node: their worker connections may hang (a partition), so

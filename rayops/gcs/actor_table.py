@@ -22,6 +22,7 @@ each transition returns. Legal transitions, one per edge:
     any but DEAD -exited-> DEAD                exit_actor() / __ray_terminate__: no restart
     any but DEAD -owner_died-> DEAD            non-detached actors die with their owner
     any but DEAD -out_of_scope-> DEAD          the owner dropped every handle (non-detached)
+    any but DEAD -pg_removed-> DEAD            its placement group was removed
 """
 
 from __future__ import annotations
@@ -190,6 +191,12 @@ class ActorTable:
         if rec.state == ActorState.DEAD or rec.is_detached:
             return Action.NONE
         self._die(rec, f"the actor's owner ({rec.owner_address}) died")
+        return Action.STOP_WORKER
+
+    def pg_removed(self, rec: ActorRecord) -> Action:
+        if rec.state == ActorState.DEAD:
+            return Action.NONE
+        self._die(rec, "the placement group the actor was scheduled in was removed")
         return Action.STOP_WORKER
 
     def out_of_scope(self, rec: ActorRecord) -> Action:

@@ -33,13 +33,14 @@ from rayops.protocol import (
     gcs_kv_pb2,
     gcs_metrics_pb2,
     gcs_node_pb2,
+    gcs_pg_pb2,
 )
 from rayops.protocol.node_snapshot import ClusterSnapshot
 
 __all__ = ["GcsCall", "Service"]
 
 R = TypeVar("R")
-Service = Literal["node", "job", "kv", "actor", "metrics"]
+Service = Literal["node", "job", "kv", "actor", "metrics", "pg"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,3 +285,53 @@ def kill_actor(actor_id: bytes, no_restart: bool) -> GcsCall[bool]:
 def report_actor_out_of_scope(actor_id: bytes) -> GcsCall[None]:
     request = gcs_actor_pb2.ReportActorOutOfScopeRequest(actor_id=actor_id)
     return GcsCall("actor", "ReportActorOutOfScope", request, lambda r: None)
+
+
+# Placement groups (replies are gcs_pg_pb2 messages: rayops.util.placement_group reads them).
+
+
+def create_placement_group(spec: gcs_pg_pb2.PlacementGroupInfo, wait_ms: int = 0) -> GcsCall[str]:
+    """Create a group; the reply (its state) comes once it is created or removed, or after
+    ``wait_ms`` (0: at once)."""
+    request = gcs_pg_pb2.CreatePlacementGroupRequest(spec=spec, wait_ms=wait_ms)
+    return GcsCall("pg", "CreatePlacementGroup", request, lambda r: str(r.state))
+
+
+def create_placement_groups(
+    specs: list[gcs_pg_pb2.PlacementGroupInfo], wait_ms: int
+) -> GcsCall[gcs_pg_pb2.CreatePlacementGroupsReply]:
+    """Create a batch of groups; the reply (their states, in order) comes once every one is
+    created or removed, or after ``wait_ms``."""
+    request = gcs_pg_pb2.CreatePlacementGroupsRequest(specs=specs, wait_ms=wait_ms)
+    return GcsCall("pg", "CreatePlacementGroups", request, lambda r: r)
+
+
+def remove_placement_groups(pg_ids: list[bytes]) -> GcsCall[None]:
+    request = gcs_pg_pb2.RemovePlacementGroupsRequest(placement_group_ids=pg_ids)
+    return GcsCall("pg", "RemovePlacementGroups", request, lambda r: None)
+
+
+def remove_placement_group(pg_id: bytes) -> GcsCall[bool]:
+    request = gcs_pg_pb2.RemovePlacementGroupRequest(placement_group_id=pg_id)
+    return GcsCall("pg", "RemovePlacementGroup", request, lambda r: bool(r.found))
+
+
+def get_placement_group(
+    pg_id: bytes, name: str, namespace: str
+) -> GcsCall[gcs_pg_pb2.PlacementGroupInfo | None]:
+    request = gcs_pg_pb2.GetPlacementGroupRequest(
+        placement_group_id=pg_id, name=name, ray_namespace=namespace
+    )
+    return GcsCall("pg", "GetPlacementGroup", request, lambda r: r.info if r.found else None)
+
+
+def get_all_placement_groups() -> GcsCall[list[gcs_pg_pb2.PlacementGroupInfo]]:
+    request = gcs_pg_pb2.GetAllPlacementGroupRequest()
+    return GcsCall("pg", "GetAllPlacementGroup", request, lambda r: list(r.groups))
+
+
+def wait_placement_group(
+    pg_id: bytes, timeout_ms: int
+) -> GcsCall[gcs_pg_pb2.WaitPlacementGroupReply]:
+    request = gcs_pg_pb2.WaitPlacementGroupRequest(placement_group_id=pg_id, timeout_ms=timeout_ms)
+    return GcsCall("pg", "WaitPlacementGroupUntilReady", request, lambda r: r)

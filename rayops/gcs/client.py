@@ -33,6 +33,7 @@ from rayops.protocol import (
     gcs_kv_pb2_grpc,
     gcs_metrics_pb2_grpc,
     gcs_node_pb2_grpc,
+    gcs_pg_pb2_grpc,
 )
 from rayops.rpc.grpc_channel import token_aio_channel, token_channel
 
@@ -106,6 +107,7 @@ def _stubs(channel: Any) -> dict[Service, Any]:
         "kv": gcs_kv_pb2_grpc.InternalKVGcsServiceStub(channel),
         "actor": gcs_actor_pb2_grpc.ActorInfoGcsServiceStub(channel),
         "metrics": gcs_metrics_pb2_grpc.MetricsGcsServiceStub(channel),
+        "pg": gcs_pg_pb2_grpc.PlacementGroupInfoGcsServiceStub(channel),
     }
 
 

@@ -33,6 +33,7 @@ from rayops.gcs.errors import GcsRequestError
 from rayops.gcs.job_table import JobTable
 from rayops.gcs.kv_store import KVStore
 from rayops.gcs.node_table import NodeTable, check_version_compatible, validate_node_id
+from rayops.gcs.pg_table import PgTable
 from rayops.gcs.types import JobInfo, job_id_hex
 from rayops.protocol import (
     common_pb2,
@@ -70,9 +71,19 @@ class GcsState:
     jobs: JobTable = field(init=False)
     kv: KVStore = field(init=False)
     actors: ActorTable = field(init=False)
+    pgs: PgTable = field(init=False)
+    # Called with (what, node_id) when a node is "added", "changed" (its resources) or "dead",
+    # and with a job id when a job finishes: the placement-group manager listens.
+    node_listeners: list[Callable[[str, str], None]] = field(default_factory=list)
+    job_listeners: list[Callable[[int], None]] = field(default_factory=list)
+
+    def node_event(self, what: str, node_id: str) -> None:
+        for listener in self.node_listeners:
+            listener(what, node_id)
 
     def __post_init__(self) -> None:
         self.actors = ActorTable()
+        self.pgs = PgTable()
         self.start_time_ms = self.start_time_ms or self.clock_ms()
         self.nodes = NodeTable(self.clock_ms)
         self.jobs = JobTable(self.clock_ms)
@@ -116,6 +127,7 @@ class NodeInfoService(gcs_node_pb2_grpc.NodeInfoGcsServiceServicer):
             dict(stored.resources_total),
             stored.is_head_node,
         )
+        self._state.node_event("added", stored.node_id)
         return gcs_node_pb2.RegisterNodeReply(node_info=node_to_proto(stored))
 
     @_refusals_to_status
@@ -125,6 +137,8 @@ class NodeInfoService(gcs_node_pb2_grpc.NodeInfoGcsServiceServicer):
         node_id = validate_node_id(request.node_id)
         found = self._state.nodes.unregister(node_id, request.reason)
         logger.info("node %s unregistered (found=%s): %s", node_id, found, request.reason)
+        if found:
+            self._state.node_event("dead", node_id)
         return gcs_node_pb2.UnregisterNodeReply(found=found)
 
     @_refusals_to_status
@@ -145,7 +159,9 @@ class NodeInfoService(gcs_node_pb2_grpc.NodeInfoGcsServiceServicer):
             store_stats_from_proto(request.object_store_stats),
             demand_from_proto(request.pending_demand),
         )
-        if not outcome.accepted:
+        if outcome.accepted:
+            self._state.node_event("changed", request.node_id)
+        else:
             logger.info(
                 "usage report from node %s ignored: node is %s",
                 request.node_id,
@@ -210,6 +226,9 @@ class JobInfoService(gcs_job_pb2_grpc.JobInfoGcsServiceServicer):
     ) -> gcs_job_pb2.MarkJobFinishedReply:
         found = self._state.jobs.mark_finished(request.job_id)
         logger.info("job %s finished (found=%s)", job_id_hex(request.job_id), found)
+        if found:
+            for listener in self._state.job_listeners:
+                listener(request.job_id)
         return gcs_job_pb2.MarkJobFinishedReply(found=found)
 
     async def GetAllJobInfo(
@@ -284,10 +303,17 @@ class GcsServer:
         self._health_task: Any = None
         from rayops.gcs.actor_service import ActorInfoService
         from rayops.gcs.metrics_service import LatencyInterceptor, MetricsService
-        from rayops.protocol import gcs_actor_pb2_grpc, gcs_metrics_pb2_grpc
+        from rayops.gcs.pg_manager import PgManager
+        from rayops.gcs.pg_service import PlacementGroupService
+        from rayops.protocol import gcs_actor_pb2_grpc, gcs_metrics_pb2_grpc, gcs_pg_pb2_grpc
 
         self.state = state
         self.actors = ActorManager(state.actors, state.nodes, token.encode())
+        self.pgs = PgManager(
+            state.pgs, state.nodes, self.actors.raylet_pool, on_removed=self.actors.on_pg_removed
+        )
+        state.node_listeners.append(self._on_node_event)
+        state.job_listeners.append(self.pgs.job_ended)
         latency = LatencyInterceptor()  # after the token check: refused calls are not timed
         self._server = grpc.aio.server(
             interceptors=[TokenAuthServerInterceptor(token), latency], options=list(SERVER_OPTIONS)
@@ -307,6 +333,14 @@ class GcsServer:
         gcs_actor_pb2_grpc.add_ActorInfoGcsServiceServicer_to_server(
             ActorInfoService(state.actors, self.actors), self._server
         )
+        gcs_pg_pb2_grpc.add_PlacementGroupInfoGcsServiceServicer_to_server(
+            PlacementGroupService(self.pgs), self._server
+        )
+
+    def _on_node_event(self, what: str, node_id: str) -> None:
+        if what == "dead":
+            self.pgs.node_dead(node_id)
+        self.pgs.nodes_changed()
 
     async def start(self, host: str, port: int) -> int:
         """Bind exactly `host` (port 0 picks a free one), start serving, return the port."""
@@ -328,6 +362,7 @@ class GcsServer:
         """Stop accepting calls; let running ones finish for up to `grace` seconds."""
         if self._health_task is not None:
             self._health_task.cancel()
+        await self.pgs.shutdown()
         await self.actors.shutdown()
         await self._server.stop(grace)
 
@@ -346,6 +381,7 @@ class GcsServer:
             )
             self.state.nodes.unregister(node.node_id, reason)
             self.actors.on_node_dead(node)
+            self.state.node_event("dead", node.node_id)
 
         self._health_task = asyncio.ensure_future(
             health_loop(

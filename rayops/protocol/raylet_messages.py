@@ -122,6 +122,44 @@ class WorkerUnblocked(Message):
     lease_id: int
 
 
+# ------------------------------------------------------------ placement groups
+@dataclass(frozen=True, slots=True)
+class PrepareBundles(Message):
+    """From the GCS, phase one: reserve these bundles of a group, all or none.
+    Reply: ``BundlesDone``."""
+
+    METHOD: ClassVar[str] = "prepare_bundles"
+    pg_id: bytes
+    bundles: list[tuple[int, dict[str, float]]]  # (bundle index, resources)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitBundles(Message):
+    """From the GCS, phase two: turn prepared bundles into the group's resources.
+    Reply: ``BundlesDone`` (not ok if one was never prepared here)."""
+
+    METHOD: ClassVar[str] = "commit_bundles"
+    pg_id: bytes
+    indexes: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseBundles(Message):
+    """From the GCS: give bundles of a group back (prepared or committed), ending the leases
+    that hold their resources. Reply: ``BundlesDone``."""
+
+    METHOD: ClassVar[str] = "release_bundles"
+    pg_id: bytes
+    indexes: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class BundlesDone(Message):
+    METHOD: ClassVar[str] = "bundles_done"
+    ok: bool
+    reason: str = ""
+
+
 # ------------------------------------------------------------------- the store
 @dataclass(frozen=True, slots=True)
 class StoreReserve(Message):

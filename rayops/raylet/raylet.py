@@ -25,6 +25,7 @@ from rayops.node.log_rotation import LogRotationConfig
 from rayops.objectstore import StoreClient, StoreManager
 from rayops.protocol import node_messages as nm
 from rayops.protocol import raylet_messages as rm
+from rayops.protocol.bundle_resources import INFIX, group_of, plain_resources
 from rayops.protocol.framed_message import Refusal, RefusalCode
 from rayops.protocol.node_snapshot import (
     PLACEMENT_BOUNDS_S,
@@ -33,6 +34,7 @@ from rayops.protocol.node_snapshot import (
     RayletSnapshot,
 )
 from rayops.raylet.agent_process import AgentProcess, AgentSettings
+from rayops.raylet.bundles import BundleBook
 from rayops.raylet.cluster_view import ClusterView, poll_gcs
 from rayops.raylet.object_manager import ObjectManager
 from rayops.raylet.resources import Allocation, NodeResources, format_shape, normalize_shape
@@ -118,6 +120,7 @@ class Raylet:
         self.pool: WorkerPool | None = None
         self.pending: deque[LeaseRequest] = deque()
         self.leases: dict[int, Lease] = {}
+        self.bundles = BundleBook(self.resources)
         self._lease_ids = itertools.count(1)
         self.drivers: dict[framed.Connection, int] = {}
         self._server: framed.FramedServer | None = None
@@ -148,6 +151,9 @@ class Raylet:
             rm.RequestLease: self._h_request_lease,
             rm.ReturnLease: self._h_return_lease,
             rm.ResizeLease: self._h_resize_lease,
+            rm.PrepareBundles: self._h_prepare_bundles,
+            rm.CommitBundles: self._h_commit_bundles,
+            rm.ReleaseBundles: self._h_release_bundles,
             rm.WorkerBlocked: self._h_worker_blocked,
             rm.WorkerUnblocked: self._h_worker_unblocked,
             rm.StoreReserve: self._h_store_reserve,
@@ -471,6 +477,47 @@ class Raylet:
         self._report_dirty = True
         self._schedule()
 
+    # --------------------------------------------------------- placement groups
+    def _h_prepare_bundles(self, conn: framed.Connection, msg: rm.PrepareBundles) -> Any:
+        """Phase one of a group's reservation (from the GCS): all of its bundles here, or
+        none."""
+        shapes = [(i, normalize_shape(shape)) for i, shape in msg.bundles]
+        if not self.bundles.prepare(msg.pg_id.hex(), shapes):
+            return rm.BundlesDone(False, f"resources taken meanwhile (free: {self._free()})")
+        self._report_dirty = True
+        return rm.BundlesDone(True)
+
+    def _h_commit_bundles(self, conn: framed.Connection, msg: rm.CommitBundles) -> Any:
+        """Phase two: the prepared bundles become the group's resources, which the leases
+        waiting for them can now take."""
+        if not self.bundles.commit(msg.pg_id.hex(), msg.indexes):
+            return rm.BundlesDone(False, "bundles not prepared here")
+        self._report_dirty = True
+        self._schedule()
+        return rm.BundlesDone(True)
+
+    def _h_release_bundles(self, conn: framed.Connection, msg: rm.ReleaseBundles) -> Any:
+        """Give bundles of a group back; the workers leased with their resources are
+        killed first (what runs in a removed group dies with it, as in Ray)."""
+        pg_hex = msg.pg_id.hex()
+        indexes = set(msg.indexes)
+        assert self.pool is not None
+        for lease in list(self.leases.values()):
+            if any(
+                group_of(k) == pg_hex and _bundle_index(k, pg_hex) in (None, *indexes)
+                for k in lease.alloc.shape
+            ):
+                logger.info("placement group %s removed: killing lease %d", pg_hex, lease.lease_id)
+                self.pool.kill(lease.worker)
+                self._end_lease(lease, reuse_worker=False)
+        self.bundles.release(pg_hex, sorted(indexes))
+        self._report_dirty = True
+        self._schedule()
+        return rm.BundlesDone(True)
+
+    def _free(self) -> str:
+        return format_shape(plain_resources(self.resources.available_dict()))
+
     def _h_worker_blocked(self, conn: framed.Connection, msg: rm.WorkerBlocked) -> None:
         lease = self.leases.get(msg.lease_id)
         if lease is not None and not lease.blocked:
@@ -768,6 +815,8 @@ class Raylet:
     def _warn_infeasible(self, req: LeaseRequest) -> None:
         if req.warned:
             return
+        if any(group_of(k) for k in req.shape):
+            return  # waits for its placement group's bundles: pending, not infeasible
         req.warned = True
         if req.label_selector:
             msg = (
@@ -786,6 +835,13 @@ class Raylet:
             )
         logger.warning(msg)
         req.conn.notify(rm.ShowWarning(msg))
+
+
+def _bundle_index(resource: str, pg_hex: str) -> int | None:
+    """The bundle index a group resource names (None: the group's wildcard resource)."""
+    head = resource[: -len(pg_hex) - 1]  # "CPU_group_1" or "CPU_group"
+    _, sep, index = head.rpartition(INFIX)
+    return int(index) if sep and index.isdigit() else None
 
 
 async def _wait_port_open(address: str, timeout: float) -> None:

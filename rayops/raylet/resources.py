@@ -220,6 +220,21 @@ class NodeResources:
         for k, v in shape.items():
             self.available[k] = self.available.get(k, 0) - _fx(v)
 
+    def add_capacity(self, shape: Mapping[str, float]) -> None:
+        """Grow the node by ``shape`` (a committed placement-group bundle's resources)."""
+        for k, v in shape.items():
+            self.total[k] = self.total.get(k, 0) + _fx(v)
+            self.available[k] = self.available.get(k, 0) + _fx(v)
+
+    def remove_capacity(self, shape: Mapping[str, float]) -> None:
+        """Shrink the node by ``shape`` (a released bundle); names that reach zero go."""
+        for k, v in shape.items():
+            self.total[k] = self.total.get(k, 0) - _fx(v)
+            self.available[k] = self.available.get(k, 0) - _fx(v)
+            if self.total[k] <= 0:
+                del self.total[k]
+                self.available.pop(k, None)
+
     def total_dict(self) -> dict[str, float]:
         return {k: _fl(v) for k, v in self.total.items()}
 

@@ -1,5 +1,6 @@
 """Scheduling strategies (Ray's names). On one node every strategy places locally;
-the multi-node policy reads these objects. Placement groups are not there yet (issue 10)."""
+the multi-node policy reads these objects; a placement-group strategy turns a task's
+resources into its group's bundle resources (``rayops.util.placement_group``)."""
 
 from __future__ import annotations
 
@@ -34,12 +35,9 @@ class NodeAffinitySchedulingStrategy:
 
 
 class PlacementGroupSchedulingStrategy:
-    """Ray's strategy for running in a placement group's bundle.
-
-    Placement groups do not exist yet (rayops issue 10): constructing one raises
-    NotImplementedError, so no task or actor runs outside the group it asked for. The class is
-    here so that code importing it loads, and so its signature stays Ray's.
-    """
+    """Run in ``placement_group``'s bundle ``placement_group_bundle_index`` (-1: any bundle);
+    with ``placement_group_capture_child_tasks`` the tasks it starts without a strategy of
+    their own run in the group too (Ray's semantics)."""
 
     def __init__(
         self,
@@ -47,10 +45,29 @@ class PlacementGroupSchedulingStrategy:
         placement_group_bundle_index: int = -1,
         placement_group_capture_child_tasks: bool | None = None,
     ) -> None:
-        raise NotImplementedError(
-            "PlacementGroupSchedulingStrategy is not supported yet: placement groups do not "
-            "exist yet (rayops issue 10); request resources with num_cpus/num_gpus/resources "
-            "meanwhile."
+        from rayops.util.placement_group_handle import PlacementGroup
+
+        if placement_group is not None and not isinstance(placement_group, PlacementGroup):
+            raise TypeError(
+                "placement_group must be a PlacementGroup (from rayops.util.placement_group) "
+                f"or None, got {type(placement_group).__name__} {placement_group!r}"
+            )
+        if isinstance(placement_group_bundle_index, bool) or not isinstance(
+            placement_group_bundle_index, int
+        ):
+            raise TypeError(
+                f"placement_group_bundle_index must be an int, got {placement_group_bundle_index!r}"
+            )
+        self.placement_group = placement_group
+        self.placement_group_bundle_index = placement_group_bundle_index
+        self.placement_group_capture_child_tasks = placement_group_capture_child_tasks
+
+    def __repr__(self) -> str:
+        return (
+            f"PlacementGroupSchedulingStrategy({self.placement_group!r}, "
+            f"placement_group_bundle_index={self.placement_group_bundle_index}, "
+            "placement_group_capture_child_tasks="
+            f"{self.placement_group_capture_child_tasks})"
         )
 
 

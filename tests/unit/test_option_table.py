@@ -21,7 +21,6 @@ import pytest
 import rayops
 from rayops import api, options
 from rayops.job_config import JobConfig
-from rayops.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 ROOT = Path(__file__).resolve().parents[2]
 _NONE = object()
@@ -47,8 +46,7 @@ MAX_CALLS = "tests/integration/test_max_calls.py::"
 
 _NOT_USED_TASK = OPT + "test_task_not_used_values_run"
 _NOT_USED_ACTOR = OPT + "test_actor_not_used_values_run"
-_PG = object()  # stands for a placement group
-_PG_STRATEGY = object()  # stands for a PlacementGroupSchedulingStrategy (its constructor raises)
+PGS = "tests/integration/test_placement_groups.py::test_tasks_and_actors_run_on_their_bundles_node"
 
 TASK_ROWS: dict[str, Row] = {
     "num_cpus": Row(OPT + "test_task_resource_options_are_assigned"),
@@ -59,15 +57,15 @@ TASK_ROWS: dict[str, Row] = {
     "num_returns": Row(GENERATORS + "test_dynamic_returns_a_ref_to_a_dynamic_generator"),
     "max_retries": Row(TASKS + "test_worker_killed_mid_task_is_retried"),
     "retry_exceptions": Row(TASKS + "test_retry_exceptions"),
-    "scheduling_strategy": Row(MULTI + "test_node_affinity", refused=_PG_STRATEGY),
+    "scheduling_strategy": Row(MULTI + "test_node_affinity"),
     "accelerator_type": Row(OPT + "test_task_accelerator_type_runs_only_where_advertised"),
     "runtime_env": Row(_NOT_USED_TASK, refused={"env_vars": {"A": "1"}}),
     "max_calls": Row(MAX_CALLS + "test_max_calls_one_gives_a_new_process_each_call"),
     "label_selector": Row(PLACE + "test_task_label_selector_restricts_placement"),
     "enable_task_events": Row(REFUSED + "test_unknown_and_bad_options_are_value_errors"),
-    "placement_group": Row(_NOT_USED_TASK, refused=_PG),
-    "placement_group_bundle_index": Row(_NOT_USED_TASK, refused=0),
-    "placement_group_capture_child_tasks": Row(_NOT_USED_TASK, refused=True),
+    "placement_group": Row(PGS),
+    "placement_group_bundle_index": Row(PGS),
+    "placement_group_capture_child_tasks": Row(PGS),
     "fallback_strategy": Row(_NOT_USED_TASK, refused=[{"label_selector": {"a": "b"}}]),
     # Ray refuses it for tasks (ValueError; an actor option): only None runs.
     "object_store_memory": Row(_NOT_USED_TASK),
@@ -87,16 +85,14 @@ ACTOR_ROWS: dict[str, Row] = {
     "max_concurrency": Row(ACTORS + "test_max_concurrency_really_overlaps"),
     "max_pending_calls": Row(ACTORS + "test_max_pending_calls"),
     "concurrency_groups": Row(ACTORS + "test_concurrency_groups"),
-    "scheduling_strategy": Row(
-        PLACE + "test_actor_node_affinity_hard_and_soft", refused=_PG_STRATEGY
-    ),
+    "scheduling_strategy": Row(PLACE + "test_actor_node_affinity_hard_and_soft"),
     "accelerator_type": Row(OPT + "test_actor_accelerator_type_is_placed_only_where_advertised"),
     "runtime_env": Row(_NOT_USED_ACTOR, refused={"env_vars": {"A": "1"}}),
     "label_selector": Row(PLACE + "test_actor_label_selector_restricts_placement"),
     "enable_task_events": Row(_NOT_USED_ACTOR),
-    "placement_group": Row(_NOT_USED_ACTOR, refused=_PG),
-    "placement_group_bundle_index": Row(_NOT_USED_ACTOR, refused=0),
-    "placement_group_capture_child_tasks": Row(_NOT_USED_ACTOR, refused=True),
+    "placement_group": Row(PGS),
+    "placement_group_bundle_index": Row(PGS),
+    "placement_group_capture_child_tasks": Row(PGS),
     "fallback_strategy": Row(_NOT_USED_ACTOR, refused=[{"label_selector": {"a": "b"}}]),
     "object_store_memory": Row(_NOT_USED_ACTOR, refused=2**20),
     "allow_out_of_order_execution": Row(_NOT_USED_ACTOR, refused=True),
@@ -188,10 +184,6 @@ def _refuse(kind: str, key: str, value: Any) -> Callable[[], Any]:
 
     class C: ...
 
-    if value is _PG:
-        value = object()
-    if value is _PG_STRATEGY:
-        value = PlacementGroupSchedulingStrategy.__new__(PlacementGroupSchedulingStrategy)
     if kind == "task":
         return lambda: rayops.remote(**{key: value})(f)
     if kind == "actor":

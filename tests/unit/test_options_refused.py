@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -48,38 +47,26 @@ def test_runtime_env_is_refused_on_tasks_actors_and_init(tmp_path: Path) -> None
         rayops.remote(runtime_env="env")(f)  # a wrong type: TypeError, as in Ray
 
 
-def test_placement_group_strategy_is_refused_when_made() -> None:
-    with pytest.raises(NotImplementedError, match=r"placement groups.*rayops issue 10"):
+def test_placement_group_strategy_and_options_check_their_types() -> None:
+    """A placement-group strategy takes a PlacementGroup (or None) and an int index; the older
+    placement_group= option takes anything when given (as Ray) and refuses a non-group with
+    TypeError at .remote(), before anything is submitted (placement groups run in
+    tests/integration/test_placement_groups.py)."""
+    with pytest.raises(TypeError, match="PlacementGroup"):
         PlacementGroupSchedulingStrategy(object())
-    with pytest.raises(NotImplementedError, match="rayops issue 10"):
-        PlacementGroupSchedulingStrategy(None, placement_group_bundle_index=0)
-    # One made without its constructor (unpickled, say) is refused as an option too.
-    made = PlacementGroupSchedulingStrategy.__new__(PlacementGroupSchedulingStrategy)
-    with pytest.raises(NotImplementedError, match=r"scheduling_strategy=.*rayops issue 10"):
-        rayops.remote(f).options(scheduling_strategy=made)
-    with pytest.raises(NotImplementedError, match=r"scheduling_strategy=.*rayops issue 10"):
-        rayops.remote(scheduling_strategy=made)(C)
-
-
-@pytest.mark.parametrize(
-    ("key", "value"),
-    [
-        ("placement_group", object()),
-        ("placement_group_bundle_index", 0),
-        ("placement_group_capture_child_tasks", True),
-    ],
-)
-def test_placement_group_options_are_refused(key: str, value: Any) -> None:
-    with pytest.raises(NotImplementedError, match=rf"option {key}=.*rayops issue 10"):
-        rayops.remote(**{key: value})(f)
-    with pytest.raises(NotImplementedError, match=rf"option {key}=.*rayops issue 10"):
-        rayops.remote(C).options(**{key: value})
+    with pytest.raises(TypeError, match="placement_group_bundle_index must be an int"):
+        PlacementGroupSchedulingStrategy(None, placement_group_bundle_index="0")  # type: ignore[arg-type]
+    # None: no group, as in Ray.
+    assert PlacementGroupSchedulingStrategy(None).placement_group is None
+    task = rayops.remote(placement_group=object())(f)
+    with pytest.raises(TypeError, match="placement_group must be a PlacementGroup"):
+        task.remote()
 
 
 def test_actor_and_task_strategies_are_accepted() -> None:
     """One scheduler places tasks and actors alike (issue 10): SPREAD and node affinity are
     taken by both (tests/integration/test_placement_semantics.py, test_multinode.py); only
-    placement-group strategies wait for placement groups."""
+    placement-group strategies need a placement group."""
     affinity = NodeAffinitySchedulingStrategy("ab" * 28, soft=False)
     for strategy in ("SPREAD", affinity, "DEFAULT", None):
         rayops.remote(scheduling_strategy=strategy)(C)
