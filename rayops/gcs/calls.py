@@ -39,7 +39,7 @@ from rayops.protocol.node_snapshot import ClusterSnapshot
 __all__ = ["GcsCall", "Service"]
 
 R = TypeVar("R")
-Service = Literal["node", "job", "kv", "actor", "metrics"]
+Service = Literal["node", "job", "kv", "actor", "metrics", "pubsub"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The GCS's gRPC server: the node, job and internal-KV services over the in-memory tables.
+"""The GCS's gRPC server: the node, job, KV and pubsub services over the in-memory tables.
 
 A thin shell: each handler converts the request (`rayops.gcs.codec`), asks a table
 (`node_table`, `job_table`, `kv_store`) and converts the answer back. Decisions live in the
@@ -32,8 +32,10 @@ from rayops.gcs.codec import (
 from rayops.gcs.errors import GcsRequestError
 from rayops.gcs.job_table import JobTable
 from rayops.gcs.kv_store import KVStore
+from rayops.gcs.node_events import MarkNodeDead, NodeResourcesChanged, RegisterNode, ReportUsage
 from rayops.gcs.node_table import NodeTable, check_version_compatible, validate_node_id
-from rayops.gcs.types import JobInfo, job_id_hex
+from rayops.gcs.pubsub import ChannelSpec, Publisher
+from rayops.gcs.types import JobInfo, NodeState, job_id_hex
 from rayops.protocol import (
     common_pb2,
     gcs_job_pb2,
@@ -66,6 +68,7 @@ class GcsState:
     rayops_version: str = ""
     cluster_id: str = field(default_factory=lambda: secrets.token_hex(28))
     start_time_ms: int = 0
+    publisher: Publisher = field(init=False)
     nodes: NodeTable = field(init=False)
     jobs: JobTable = field(init=False)
     kv: KVStore = field(init=False)
@@ -74,7 +77,19 @@ class GcsState:
     def __post_init__(self) -> None:
         self.actors = ActorTable()
         self.start_time_ms = self.start_time_ms or self.clock_ms()
-        self.nodes = NodeTable(self.clock_ms)
+        from rayops.gcs.pubsub_service import NODES_CHANNEL
+
+        self.publisher = Publisher()
+        # Every change of the node table goes out on the spine's "nodes" channel.
+        self.nodes = NodeTable(self.clock_ms, sink=self.publisher.sink(NODES_CHANNEL))
+        self.publisher.add_channel(
+            NODES_CHANNEL,
+            ChannelSpec(
+                snapshot=lambda: (self.nodes.version, self.nodes.snapshot()),
+                urgent=lambda e: not isinstance(e, NodeResourcesChanged),
+                key=lambda e: e.node_id if isinstance(e, NodeResourcesChanged) else None,
+            ),
+        )
         self.jobs = JobTable(self.clock_ms)
         self.kv = KVStore()
 
@@ -106,7 +121,8 @@ class NodeInfoService(gcs_node_pb2_grpc.NodeInfoGcsServiceServicer):
     ) -> gcs_node_pb2.RegisterNodeReply:
         info = node_from_proto(request.node_info)
         check_version_compatible(self._state.rayops_version, info.rayops_version, info.node_id)
-        stored = self._state.nodes.register(info)
+        stored = self._state.nodes.apply(RegisterNode(info)).node
+        assert stored is not None
         logger.info(
             "node %s registered: %s:%d (%s), resources %s, head=%s",
             stored.node_id,
@@ -123,7 +139,7 @@ class NodeInfoService(gcs_node_pb2_grpc.NodeInfoGcsServiceServicer):
         self, request: gcs_node_pb2.UnregisterNodeRequest, context: grpc.aio.ServicerContext
     ) -> gcs_node_pb2.UnregisterNodeReply:
         node_id = validate_node_id(request.node_id)
-        found = self._state.nodes.unregister(node_id, request.reason)
+        found = self._state.nodes.apply(MarkNodeDead(node_id, request.reason)).before is not None
         logger.info("node %s unregistered (found=%s): %s", node_id, found, request.reason)
         return gcs_node_pb2.UnregisterNodeReply(found=found)
 
@@ -138,25 +154,28 @@ class NodeInfoService(gcs_node_pb2_grpc.NodeInfoGcsServiceServicer):
     async def ReportResourceUsage(
         self, request: gcs_node_pb2.ReportResourceUsageRequest, context: grpc.aio.ServicerContext
     ) -> gcs_node_pb2.ReportResourceUsageReply:
-        outcome = self._state.nodes.report_usage(
-            validate_node_id(request.node_id),
-            dict(request.resources_total),
-            dict(request.resources_available),
-            store_stats_from_proto(request.object_store_stats),
-            demand_from_proto(request.pending_demand),
+        applied = self._state.nodes.apply(
+            ReportUsage(
+                validate_node_id(request.node_id),
+                dict(request.resources_total),
+                dict(request.resources_available),
+                store_stats_from_proto(request.object_store_stats),
+                demand_from_proto(request.pending_demand),
+            )
         )
-        if not outcome.accepted:
+        accepted = applied.before is NodeState.ALIVE
+        if not accepted:
             logger.info(
                 "usage report from node %s ignored: node is %s",
                 request.node_id,
-                outcome.state or "unknown",
+                applied.before or "unknown",
             )
         state = (
             common_pb2.NodeInfo.NODE_STATE_UNSPECIFIED
-            if outcome.state is None
-            else state_to_proto(outcome.state)
+            if applied.before is None
+            else state_to_proto(applied.before)
         )
-        return gcs_node_pb2.ReportResourceUsageReply(accepted=outcome.accepted, node_state=state)
+        return gcs_node_pb2.ReportResourceUsageReply(accepted=accepted, node_state=state)
 
     async def CheckAlive(
         self, request: gcs_node_pb2.CheckAliveRequest, context: grpc.aio.ServicerContext
@@ -284,7 +303,8 @@ class GcsServer:
         self._health_task: Any = None
         from rayops.gcs.actor_service import ActorInfoService
         from rayops.gcs.metrics_service import LatencyInterceptor, MetricsService
-        from rayops.protocol import gcs_actor_pb2_grpc, gcs_metrics_pb2_grpc
+        from rayops.gcs.pubsub_service import PubSubService
+        from rayops.protocol import gcs_actor_pb2_grpc, gcs_metrics_pb2_grpc, gcs_pubsub_pb2_grpc
 
         self.state = state
         self.actors = ActorManager(state.actors, state.nodes, token.encode())
@@ -306,6 +326,9 @@ class GcsServer:
         )
         gcs_actor_pb2_grpc.add_ActorInfoGcsServiceServicer_to_server(
             ActorInfoService(state.actors, self.actors), self._server
+        )
+        gcs_pubsub_pb2_grpc.add_PubSubGcsServiceServicer_to_server(
+            PubSubService(state.publisher), self._server
         )
 
     async def start(self, host: str, port: int) -> int:
@@ -329,6 +352,7 @@ class GcsServer:
         if self._health_task is not None:
             self._health_task.cancel()
         await self.actors.shutdown()
+        self.state.publisher.close()
         await self._server.stop(grace)
 
     def _start_health_checks(self) -> None:
@@ -344,7 +368,7 @@ class GcsServer:
                 node.raylet_port,
                 reason,
             )
-            self.state.nodes.unregister(node.node_id, reason)
+            self.state.nodes.apply(MarkNodeDead(node.node_id, reason))
             self.actors.on_node_dead(node)
 
         self._health_task = asyncio.ensure_future(
