@@ -131,20 +131,54 @@ def measure_idle(cluster: Cluster, idle_s: float) -> None:
     row("idle_gcs_rpcs_per_s", sum(rates.values()), "calls/s", str(sorted(rates.items())))
 
 
-def measure_tasks(tasks: int, repeat: int) -> None:
+def measure_tasks(cluster: Cluster, tasks: int, repeat: int) -> None:
     @rayops.remote
     def noop() -> int:
         return 0
 
+    gcs = psutil.Process(cluster.head.started.procs["gcs"].pid)
     for name, opts in (("tasks_default", {}), ("tasks_spread", {"scheduling_strategy": "SPREAD"})):
         f: Any = noop.options(**opts)
         rayops.get([f.remote() for _ in range(200)])  # warm-up (leases, workers, functions)
         rates = []
+        calls0, cpu0, t0 = _gcs_calls(cluster), _cpu_s(gcs), time.monotonic()
         for _ in range(repeat):
-            t0 = time.perf_counter()
+            start = time.perf_counter()
             rayops.get([f.remote() for _ in range(tasks)])
-            rates.append(tasks / (time.perf_counter() - t0))
+            rates.append(tasks / (time.perf_counter() - start))
+        wall = time.monotonic() - t0
+        cpu = 100 * (_cpu_s(gcs) - cpu0) / wall
+        reports = (
+            _gcs_calls(cluster).get("ReportResourceUsage", 0) - calls0.get("ReportResourceUsage", 0)
+        ) / wall
         row(name, statistics.mean(rates), "tasks/s", f"+- {statistics.pstdev(rates):.0f}")
+        print(
+            f"#   during {name}: GCS {cpu:.0f}% of a core, {reports:.0f} usage reports/s",
+            flush=True,
+        )
+
+
+def message_sizes(cluster: Cluster) -> None:
+    """Bytes on the wire per event kind, for extrapolating the spine's traffic."""
+    from rayops.gcs.client import GcsClient
+    from rayops.gcs.codec import node_to_proto
+
+    with GcsClient(cluster.address, cluster.token, timeout=10) as gcs:
+        nodes = gcs.get_all_nodes()
+    try:
+        from rayops.gcs.codec import node_event_to_proto
+        from rayops.gcs.node_events import NodeAdded, NodeResourcesChanged
+    except ImportError:  # the code before the spine: what a poll carries
+        size = sum(node_to_proto(n).ByteSize() for n in nodes)
+        print(f"# bytes: one node-list poll {size} ({len(nodes)} nodes)", flush=True)
+        return
+    n = nodes[-1]
+    added = node_event_to_proto(NodeAdded(1, n)).ByteSize()
+    usage = node_event_to_proto(
+        NodeResourcesChanged(1, n.node_id, n.resources_total, n.resources_available)
+    ).ByteSize()
+    snap = sum(node_to_proto(m).ByteSize() for m in nodes)
+    print(f"# bytes: NodeAdded {added}, usage event {usage}, snapshot {snap} ({len(nodes)} nodes)")
 
 
 def memory_line(cluster: Cluster) -> None:
@@ -173,9 +207,10 @@ def main() -> None:
             measure_idle(cluster, args.idle_s)
             measure_joins(cluster, args.joins)
             memory_line(cluster)
+            message_sizes(cluster)
             cluster.connect()
             try:
-                measure_tasks(args.tasks, args.repeat)
+                measure_tasks(cluster, args.tasks, args.repeat)
             finally:
                 rayops.shutdown()
         finally:
