@@ -8,8 +8,9 @@ The rate is the control plane's (a batch per subscriber per change or usage wind
 below where DESIGN.md §6 found gRPC to cost too much. Batches carry several events each.
 
 The shell only: `rayops.gcs.pubsub.Publisher` decides what each subscriber gets;
-`rayops.gcs.codec` converts. An event's protobuf form is built once and reused for every
-subscriber (`_EventProtos`), so fan-out costs a copy per subscriber, not a conversion.
+`rayops.gcs.codec` converts, one converter per channel. An event's protobuf form is built once
+and reused for every subscriber (`_NodeBatches`), so fan-out costs a copy per subscriber, not
+a conversion.
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ logger = logging.getLogger(__name__)
 NODES_CHANNEL = "nodes"
 
 
-class _EventProtos:
-    """The protobuf form of recent events, by version (a bounded cache)."""
+class _NodeBatches:
+    """The "nodes" channel's batches as stream messages; recent events' protobuf form is
+    kept by version (a bounded cache), so each event is converted once for all subscribers.
+
+    Another table's channel brings its own converter with a `batch` method (and its own
+    payload fields in `SubscribeBatch`).
+    """
 
     def __init__(self, size: int = 4096) -> None:
         self._size = size
@@ -65,16 +71,18 @@ class PubSubService(gcs_pubsub_pb2_grpc.PubSubGcsServiceServicer):
 
     def __init__(self, publisher: Publisher) -> None:
         self._publisher = publisher
-        self._protos = _EventProtos()
+        self._converters = {NODES_CHANNEL: _NodeBatches()}
 
     async def Subscribe(
         self, request: gcs_pubsub_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[gcs_pubsub_pb2.SubscribeBatch]:
-        if request.channel not in self._publisher.channels():
+        converter = self._converters.get(request.channel)
+        if converter is None or request.channel not in self._publisher.channels():
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"no channel {request.channel!r}; channels: {self._publisher.channels()}",
             )
+            raise AssertionError("context.abort returned")
         sub = self._publisher.subscribe(request.channel, request.epoch, request.after_version)
         first = sub.first
         logger.info(
@@ -87,6 +95,6 @@ class PubSubService(gcs_pubsub_pb2_grpc.PubSubGcsServiceServicer):
         )
         try:
             async for batch in sub:
-                yield self._protos.batch(batch)
+                yield converter.batch(batch)
         finally:
             sub.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
+import grpc
 import pytest
 
 from rayops.exceptions import AuthenticationError
@@ -18,7 +19,9 @@ from rayops.gcs.node_events import NodeAdded, NodeDead, NodeResourcesChanged, No
 from rayops.gcs.pubsub import Batch
 from rayops.gcs.server import GcsServer, GcsState
 from rayops.gcs.types import NodeInfo
+from rayops.protocol import gcs_pubsub_pb2, gcs_pubsub_pb2_grpc
 from rayops.rpc.auth import generate_token
+from rayops.rpc.grpc_channel import token_aio_channel
 from rayops.version import __version__
 
 
@@ -32,14 +35,14 @@ def _node(node_id: str) -> NodeInfo:
     )
 
 
-def _run(test: Callable[[GcsServer, AsyncGcsClient], Awaitable[None]]) -> None:
+def _run(test: Callable[[GcsServer, AsyncGcsClient, str], Awaitable[None]]) -> None:
     async def main() -> None:
         token = generate_token()
         server = GcsServer(GcsState(rayops_version=__version__), token)
         port = await server.start("127.0.0.1", 0)
         client = AsyncGcsClient(f"127.0.0.1:{port}", token, timeout=10)
         try:
-            await asyncio.wait_for(test(server, client), 30)
+            await asyncio.wait_for(test(server, client, token), 30)
         finally:
             await client.close()
             await server.stop(None)
@@ -52,7 +55,7 @@ async def _take(stream: AsyncGenerator[Batch, None]) -> Batch:
 
 
 def test_snapshot_then_deltas_as_the_table_changes() -> None:
-    async def test(server: GcsServer, client: AsyncGcsClient) -> None:
+    async def test(server: GcsServer, client: AsyncGcsClient, token: str) -> None:
         await client.register_node(_node("aa"))
         stream = client.subscribe_nodes("", 0, "test")
         first = await _take(stream)
@@ -84,7 +87,7 @@ def test_snapshot_then_deltas_as_the_table_changes() -> None:
 
 
 def test_a_reconnecting_subscriber_resyncs_from_its_version() -> None:
-    async def test(server: GcsServer, client: AsyncGcsClient) -> None:
+    async def test(server: GcsServer, client: AsyncGcsClient, token: str) -> None:
         await client.register_node(_node("aa"))
         stream = client.subscribe_nodes()
         first = await _take(stream)
@@ -113,7 +116,7 @@ def test_a_reconnecting_subscriber_resyncs_from_its_version() -> None:
 
 
 def test_subscribing_without_the_token_is_refused() -> None:
-    async def test(server: GcsServer, client: AsyncGcsClient) -> None:
+    async def test(server: GcsServer, client: AsyncGcsClient, token: str) -> None:
         await client.register_node(_node("aa"))
         stranger = AsyncGcsClient(client.address, "not-the-token", timeout=10)
         try:
@@ -127,12 +130,28 @@ def test_subscribing_without_the_token_is_refused() -> None:
 
 
 def test_stopping_the_gcs_ends_the_streams() -> None:
-    async def test(server: GcsServer, client: AsyncGcsClient) -> None:
+    async def test(server: GcsServer, client: AsyncGcsClient, token: str) -> None:
         stream = client.subscribe_nodes()
         await _take(stream)
         assert server.state.publisher.subscriber_count("nodes") == 1
         server.state.publisher.close()
         with pytest.raises(StopAsyncIteration):
             await _take(stream)
+
+    _run(test)
+
+
+def test_an_unknown_channel_is_not_found() -> None:
+    async def test(server: GcsServer, client: AsyncGcsClient, token: str) -> None:
+        channel = token_aio_channel(client.address, token)
+        try:
+            stub = gcs_pubsub_pb2_grpc.PubSubGcsServiceStub(channel)
+            stream = stub.Subscribe(gcs_pubsub_pb2.SubscribeRequest(channel="actors"))
+            with pytest.raises(grpc.RpcError) as info:
+                await stream.read()
+            assert info.value.code() is grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+            assert "nodes" in (info.value.details() or "")  # type: ignore[attr-defined]
+        finally:
+            await channel.close(None)
 
     _run(test)
