@@ -30,6 +30,8 @@ import psutil
 import rayops
 from rayops.testing.cluster import Cluster
 
+JOIN_SPACING_S = 2.0
+
 
 def row(name: str, value: float, unit: str, extra: str = "") -> None:
     print(f"{name:<36} {value:>12.2f}  {unit}  {extra}", flush=True)
@@ -76,6 +78,9 @@ def measure_joins(cluster: Cluster, joins: int) -> None:
     lags: list[float] = []
     with GcsClient(cluster.address, cluster.token, timeout=10) as gcs:
         for _ in range(joins):
+            # Space the joins: a node's agent starts 1 s after it registers and takes a few
+            # hundred ms of CPU, which on one machine would land on the next join.
+            time.sleep(JOIN_SPACING_S)
             node = cluster.add_node(num_cpus=1, object_store_memory=64 * 2**20)
             cluster.wait_for_nodes(len(cluster.nodes), timeout=60)
             start = next(n.start_time_ms for n in gcs.get_all_nodes() if n.node_id == node.node_id)
@@ -84,6 +89,12 @@ def measure_joins(cluster: Cluster, joins: int) -> None:
                 print("# node_join_visible_ms: not seen by every raylet within 10 s", flush=True)
                 continue
             lags.append(max(seen) - start)
+            later = sorted(s - start for s in seen)
+            print(
+                f"#   join {len(lags)}: seen by half the raylets after {later[len(later) // 2]} ms,"
+                f" by 90% after {later[int(len(later) * 0.9)]} ms, by all after {later[-1]} ms",
+                flush=True,
+            )
     if lags:
         row(
             "node_join_visible_ms",
