@@ -31,6 +31,9 @@ from rayops.gcs.pubsub import Batch
 from rayops.gcs.types import NodeInfo
 from rayops.raylet.scheduling_policy import NodeView
 
+# NodeView is re-exported: what the view holds per node, for the view's callers.
+__all__ = ["ClusterView", "NodeView", "follow_gcs"]
+
 logger = logging.getLogger(__name__)
 
 # Wait before subscribing again after the stream broke (doubling up to the cap).

@@ -2,7 +2,8 @@
 
 The server runs in the test's event loop (the same `GcsServer` the GCS process runs, behind
 the same token interceptor); the client is the one raylets use. Snapshot then deltas, resync
-after a reconnect, refusal without the token, and streams ended when the GCS stops.
+after a reconnect, refusal without the token, streams ended when the GCS stops, and a
+raylet's `ClusterView` kept by `follow_gcs` across a broken stream until its own death.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rayops.gcs.pubsub import Batch
 from rayops.gcs.server import GcsServer, GcsState
 from rayops.gcs.types import NodeInfo
 from rayops.protocol import gcs_pubsub_pb2, gcs_pubsub_pb2_grpc
+from rayops.raylet.cluster_view import ClusterView, NodeView, follow_gcs
 from rayops.rpc.auth import generate_token
 from rayops.rpc.grpc_channel import token_aio_channel
 from rayops.version import __version__
@@ -153,5 +155,45 @@ def test_an_unknown_channel_is_not_found() -> None:
             assert "nodes" in (info.value.details() or "")  # type: ignore[attr-defined]
         finally:
             await channel.close(None)
+
+    _run(test)
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+def test_a_raylet_view_follows_the_gcs_across_a_broken_stream_until_its_own_death() -> None:
+    async def test(server: GcsServer, client: AsyncGcsClient, token: str) -> None:
+        local = "11"
+        await client.register_node(_node(local))
+        await client.register_node(_node("aa"))
+        view = ClusterView(
+            local, lambda: NodeView(local, ("127.0.0.1", 7000), {"CPU": 2.0}, {"CPU": 2.0})
+        )
+        dead: list[str] = []
+        stopped = asyncio.Event()
+        task = asyncio.ensure_future(
+            follow_gcs(
+                view, lambda: client, dead.extend, stopped.set, lambda: None, asyncio.Event()
+            )
+        )
+        try:
+            await _until(lambda: "aa" in view.remote, "the snapshot holds aa")
+            server.state.publisher.close()  # every stream ends: the view subscribes again
+            await client.register_node(_node("bb"))
+            await client.unregister_node("aa", "left")
+            await _until(lambda: "bb" in view.remote, "bb seen after the stream broke")
+            await _until(lambda: dead == ["aa"], "aa's death announced once")
+            assert not view.remote["aa"].alive
+            await client.unregister_node(local, "missed health checks")
+            await asyncio.wait_for(stopped.wait(), 10)  # no split brain: the raylet stops
+            await asyncio.wait_for(task, 10)
+        finally:
+            task.cancel()
 
     _run(test)

@@ -11,8 +11,7 @@ from rayops.gcs.node_events import MarkNodeDead, RegisterNode, ReportUsage
 from rayops.gcs.node_table import NodeTable
 from rayops.gcs.pubsub import Batch
 from rayops.gcs.types import NodeInfo
-from rayops.raylet.cluster_view import ClusterView
-from rayops.raylet.scheduling_policy import NodeView
+from rayops.raylet.cluster_view import ClusterView, NodeView
 
 LOCAL = "11"
 
