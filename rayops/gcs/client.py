@@ -17,7 +17,7 @@ module imports grpc; `import rayops` must not import it (load it lazily).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -26,6 +26,8 @@ import grpc.aio
 from rayops.exceptions import AuthenticationError, RpcError
 from rayops.gcs import calls
 from rayops.gcs.calls import GcsCall, Service
+from rayops.gcs.codec import batch_from_proto
+from rayops.gcs.pubsub import Batch
 from rayops.gcs.types import GcsInfo, JobInfo, NodeInfo, ObjectStoreStats, UsageReportOutcome
 from rayops.protocol import (
     gcs_actor_pb2_grpc,
@@ -34,6 +36,8 @@ from rayops.protocol import (
     gcs_metrics_pb2_grpc,
     gcs_node_pb2_grpc,
     gcs_pg_pb2_grpc,
+    gcs_pubsub_pb2,
+    gcs_pubsub_pb2_grpc,
 )
 from rayops.rpc.grpc_channel import token_aio_channel, token_channel
 
@@ -108,6 +112,7 @@ def _stubs(channel: Any) -> dict[Service, Any]:
         "actor": gcs_actor_pb2_grpc.ActorInfoGcsServiceStub(channel),
         "metrics": gcs_metrics_pb2_grpc.MetricsGcsServiceStub(channel),
         "pg": gcs_pg_pb2_grpc.PlacementGroupInfoGcsServiceStub(channel),
+        "pubsub": gcs_pubsub_pb2_grpc.PubSubGcsServiceStub(channel),
     }
 
 
@@ -309,6 +314,28 @@ class AsyncGcsClient:
 
     async def check_alive(self) -> GcsInfo:
         return await self._call(calls.check_alive())
+
+    async def subscribe_nodes(
+        self, epoch: str = "", after_version: int = 0, subscriber_id: str = ""
+    ) -> AsyncGenerator[Batch, None]:
+        """Follow the GCS's "nodes" channel (the event spine): the first batch brings the
+        caller from (`epoch`, `after_version`) to the current version (a snapshot when new or
+        too far behind), then batches of change events as they happen. Ends when the GCS
+        stops; errors as for every call (no deadline: the stream is meant to stay open)."""
+        if self._channel is None:
+            self._channel = token_aio_channel(self.address, self._token)
+            self._stubs = _stubs(self._channel)
+        request = gcs_pubsub_pb2.SubscribeRequest(
+            channel="nodes", epoch=epoch, after_version=after_version, subscriber_id=subscriber_id
+        )
+        stream = self._stubs["pubsub"].Subscribe(request, wait_for_ready=True)
+        try:
+            async for msg in stream:
+                yield batch_from_proto(msg)
+        except grpc.RpcError as err:
+            raise _translate(err, self.address, "Subscribe", self.timeout) from err
+        finally:
+            stream.cancel()
 
     # Job table.
 

@@ -9,15 +9,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from rayops.gcs.node_events import (
+    NodeAdded,
+    NodeDead,
+    NodeEvent,
+    NodeRemoved,
+    NodeResourcesChanged,
+    NodeSnapshot,
+)
+from rayops.gcs.pubsub import Batch
 from rayops.gcs.types import JobInfo, NodeInfo, NodeState, ObjectStoreStats
-from rayops.protocol import common_pb2, gcs_metrics_pb2
+from rayops.protocol import common_pb2, gcs_metrics_pb2, gcs_pubsub_pb2
 from rayops.protocol.node_snapshot import ClusterSnapshot, Histogram
 
 __all__ = [
+    "batch_from_proto",
+    "batch_to_proto",
     "cluster_snapshot_from_proto",
     "cluster_snapshot_to_proto",
     "job_from_proto",
     "job_to_proto",
+    "node_event_from_proto",
+    "node_event_to_proto",
     "node_from_proto",
     "node_to_proto",
     "state_from_proto",
@@ -186,3 +199,68 @@ def cluster_snapshot_from_proto(msg: gcs_metrics_pb2.GetClusterMetricsReply) -> 
         grpc_latency_ms=histograms_from_proto(msg.grpc_latency_ms),
         placement_time_s=histograms_from_proto(msg.placement_time_s),
     )
+
+
+def node_event_to_proto(event: NodeEvent) -> gcs_pubsub_pb2.NodeEvent:
+    if isinstance(event, NodeAdded):
+        return gcs_pubsub_pb2.NodeEvent(version=event.version, added=node_to_proto(event.node))
+    if isinstance(event, NodeResourcesChanged):
+        usage = gcs_pubsub_pb2.NodeUsage(
+            node_id=event.node_id,
+            resources_total=event.resources_total,
+            resources_available=event.resources_available,
+            object_store_stats=store_stats_to_proto(event.object_store_stats),
+            pending_demand=demand_to_proto(event.pending_demand),
+        )
+        return gcs_pubsub_pb2.NodeEvent(version=event.version, usage=usage)
+    if isinstance(event, NodeDead):
+        death = gcs_pubsub_pb2.NodeDeath(
+            node_id=event.node_id, death_reason=event.death_reason, end_time_ms=event.end_time_ms
+        )
+        return gcs_pubsub_pb2.NodeEvent(version=event.version, dead=death)
+    return gcs_pubsub_pb2.NodeEvent(version=event.version, removed_node_id=event.node_id)
+
+
+def node_event_from_proto(msg: gcs_pubsub_pb2.NodeEvent) -> NodeEvent:
+    kind = msg.WhichOneof("change")
+    if kind == "added":
+        return NodeAdded(msg.version, node_from_proto(msg.added))
+    if kind == "usage":
+        u = msg.usage
+        return NodeResourcesChanged(
+            msg.version,
+            u.node_id,
+            dict(u.resources_total),
+            dict(u.resources_available),
+            store_stats_from_proto(u.object_store_stats),
+            demand_from_proto(u.pending_demand),
+        )
+    if kind == "dead":
+        return NodeDead(msg.version, msg.dead.node_id, msg.dead.death_reason, msg.dead.end_time_ms)
+    if kind == "removed_node_id":
+        return NodeRemoved(msg.version, msg.removed_node_id)
+    raise ValueError(f"node event {msg.version} carries no change")
+
+
+def batch_to_proto(batch: Batch) -> gcs_pubsub_pb2.SubscribeBatch:
+    """A pubsub batch of the "nodes" channel as its stream message."""
+    msg = gcs_pubsub_pb2.SubscribeBatch(
+        channel=batch.channel,
+        epoch=batch.epoch,
+        version=batch.version,
+        is_snapshot=batch.is_snapshot,
+    )
+    if batch.is_snapshot:
+        snapshot: NodeSnapshot = batch.snapshot
+        msg.node_snapshot.extend(node_to_proto(n) for n in snapshot.nodes)
+    else:
+        msg.node_events.extend(node_event_to_proto(e) for e in batch.events)
+    return msg
+
+
+def batch_from_proto(msg: gcs_pubsub_pb2.SubscribeBatch) -> Batch:
+    if msg.is_snapshot:
+        nodes = tuple(node_from_proto(n) for n in msg.node_snapshot)
+        return Batch(msg.channel, msg.epoch, msg.version, NodeSnapshot(msg.version, nodes))
+    events = tuple(node_event_from_proto(e) for e in msg.node_events)
+    return Batch(msg.channel, msg.epoch, msg.version, None, events)

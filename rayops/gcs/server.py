@@ -1,4 +1,4 @@
-"""The GCS's gRPC server: the node, job and internal-KV services over the in-memory tables.
+"""The GCS's gRPC server: the node, job, KV and pubsub services over the in-memory tables.
 
 A thin shell: each handler converts the request (`rayops.gcs.codec`), asks a table
 (`node_table`, `job_table`, `kv_store`) and converts the answer back. Decisions live in the
@@ -13,7 +13,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,9 +32,17 @@ from rayops.gcs.codec import (
 from rayops.gcs.errors import GcsRequestError
 from rayops.gcs.job_table import JobTable
 from rayops.gcs.kv_store import KVStore
+from rayops.gcs.node_events import (
+    MarkNodeDead,
+    NodeDead,
+    NodeResourcesChanged,
+    RegisterNode,
+    ReportUsage,
+)
 from rayops.gcs.node_table import NodeTable, check_version_compatible, validate_node_id
 from rayops.gcs.pg_table import PgTable
-from rayops.gcs.types import JobInfo, job_id_hex
+from rayops.gcs.pubsub import ChannelSpec, Publisher
+from rayops.gcs.types import JobInfo, NodeState, job_id_hex
 from rayops.protocol import (
     common_pb2,
     gcs_job_pb2,
@@ -67,25 +75,33 @@ class GcsState:
     rayops_version: str = ""
     cluster_id: str = field(default_factory=lambda: secrets.token_hex(28))
     start_time_ms: int = 0
+    publisher: Publisher = field(init=False)
     nodes: NodeTable = field(init=False)
     jobs: JobTable = field(init=False)
     kv: KVStore = field(init=False)
     actors: ActorTable = field(init=False)
     pgs: PgTable = field(init=False)
-    # Called with (what, node_id) when a node is "added", "changed" (its resources) or "dead",
-    # and with a job id when a job finishes: the placement-group manager listens.
-    node_listeners: list[Callable[[str, str], None]] = field(default_factory=list)
+    # Called with a job id when a job finishes (the placement-group manager listens; jobs are
+    # not on the spine yet).
     job_listeners: list[Callable[[int], None]] = field(default_factory=list)
-
-    def node_event(self, what: str, node_id: str) -> None:
-        for listener in self.node_listeners:
-            listener(what, node_id)
 
     def __post_init__(self) -> None:
         self.actors = ActorTable()
         self.pgs = PgTable()
         self.start_time_ms = self.start_time_ms or self.clock_ms()
-        self.nodes = NodeTable(self.clock_ms)
+        from rayops.gcs.pubsub_service import NODES_CHANNEL
+
+        self.publisher = Publisher()
+        # Every change of the node table goes out on the spine's "nodes" channel.
+        self.nodes = NodeTable(self.clock_ms, sink=self.publisher.sink(NODES_CHANNEL))
+        self.publisher.add_channel(
+            NODES_CHANNEL,
+            ChannelSpec(
+                snapshot=lambda: (self.nodes.version, self.nodes.snapshot()),
+                urgent=lambda e: not isinstance(e, NodeResourcesChanged),
+                key=lambda e: e.node_id if isinstance(e, NodeResourcesChanged) else None,
+            ),
+        )
         self.jobs = JobTable(self.clock_ms)
         self.kv = KVStore()
 
@@ -117,7 +133,8 @@ class NodeInfoService(gcs_node_pb2_grpc.NodeInfoGcsServiceServicer):
     ) -> gcs_node_pb2.RegisterNodeReply:
         info = node_from_proto(request.node_info)
         check_version_compatible(self._state.rayops_version, info.rayops_version, info.node_id)
-        stored = self._state.nodes.register(info)
+        stored = self._state.nodes.apply(RegisterNode(info)).node
+        assert stored is not None
         logger.info(
             "node %s registered: %s:%d (%s), resources %s, head=%s",
             stored.node_id,
@@ -127,7 +144,6 @@ class NodeInfoService(gcs_node_pb2_grpc.NodeInfoGcsServiceServicer):
             dict(stored.resources_total),
             stored.is_head_node,
         )
-        self._state.node_event("added", stored.node_id)
         return gcs_node_pb2.RegisterNodeReply(node_info=node_to_proto(stored))
 
     @_refusals_to_status
@@ -135,10 +151,8 @@ class NodeInfoService(gcs_node_pb2_grpc.NodeInfoGcsServiceServicer):
         self, request: gcs_node_pb2.UnregisterNodeRequest, context: grpc.aio.ServicerContext
     ) -> gcs_node_pb2.UnregisterNodeReply:
         node_id = validate_node_id(request.node_id)
-        found = self._state.nodes.unregister(node_id, request.reason)
+        found = self._state.nodes.apply(MarkNodeDead(node_id, request.reason)).before is not None
         logger.info("node %s unregistered (found=%s): %s", node_id, found, request.reason)
-        if found:
-            self._state.node_event("dead", node_id)
         return gcs_node_pb2.UnregisterNodeReply(found=found)
 
     @_refusals_to_status
@@ -152,27 +166,28 @@ class NodeInfoService(gcs_node_pb2_grpc.NodeInfoGcsServiceServicer):
     async def ReportResourceUsage(
         self, request: gcs_node_pb2.ReportResourceUsageRequest, context: grpc.aio.ServicerContext
     ) -> gcs_node_pb2.ReportResourceUsageReply:
-        outcome = self._state.nodes.report_usage(
-            validate_node_id(request.node_id),
-            dict(request.resources_total),
-            dict(request.resources_available),
-            store_stats_from_proto(request.object_store_stats),
-            demand_from_proto(request.pending_demand),
+        applied = self._state.nodes.apply(
+            ReportUsage(
+                validate_node_id(request.node_id),
+                dict(request.resources_total),
+                dict(request.resources_available),
+                store_stats_from_proto(request.object_store_stats),
+                demand_from_proto(request.pending_demand),
+            )
         )
-        if outcome.accepted:
-            self._state.node_event("changed", request.node_id)
-        else:
+        accepted = applied.before is NodeState.ALIVE
+        if not accepted:
             logger.info(
                 "usage report from node %s ignored: node is %s",
                 request.node_id,
-                outcome.state or "unknown",
+                applied.before or "unknown",
             )
         state = (
             common_pb2.NodeInfo.NODE_STATE_UNSPECIFIED
-            if outcome.state is None
-            else state_to_proto(outcome.state)
+            if applied.before is None
+            else state_to_proto(applied.before)
         )
-        return gcs_node_pb2.ReportResourceUsageReply(accepted=outcome.accepted, node_state=state)
+        return gcs_node_pb2.ReportResourceUsageReply(accepted=accepted, node_state=state)
 
     async def CheckAlive(
         self, request: gcs_node_pb2.CheckAliveRequest, context: grpc.aio.ServicerContext
@@ -305,14 +320,20 @@ class GcsServer:
         from rayops.gcs.metrics_service import LatencyInterceptor, MetricsService
         from rayops.gcs.pg_manager import PgManager
         from rayops.gcs.pg_service import PlacementGroupService
-        from rayops.protocol import gcs_actor_pb2_grpc, gcs_metrics_pb2_grpc, gcs_pg_pb2_grpc
+        from rayops.gcs.pubsub_service import NODES_CHANNEL, PubSubService
+        from rayops.protocol import (
+            gcs_actor_pb2_grpc,
+            gcs_metrics_pb2_grpc,
+            gcs_pg_pb2_grpc,
+            gcs_pubsub_pb2_grpc,
+        )
 
         self.state = state
         self.actors = ActorManager(state.actors, state.nodes, token.encode())
         self.pgs = PgManager(
             state.pgs, state.nodes, self.actors.raylet_pool, on_removed=self.actors.on_pg_removed
         )
-        state.node_listeners.append(self._on_node_event)
+        state.publisher.listen(NODES_CHANNEL, self._on_node_events)
         state.job_listeners.append(self.pgs.job_ended)
         latency = LatencyInterceptor()  # after the token check: refused calls are not timed
         self._server = grpc.aio.server(
@@ -336,10 +357,16 @@ class GcsServer:
         gcs_pg_pb2_grpc.add_PlacementGroupInfoGcsServiceServicer_to_server(
             PlacementGroupService(self.pgs), self._server
         )
+        gcs_pubsub_pb2_grpc.add_PubSubGcsServiceServicer_to_server(
+            PubSubService(state.publisher), self._server
+        )
 
-    def _on_node_event(self, what: str, node_id: str) -> None:
-        if what == "dead":
-            self.pgs.node_dead(node_id)
+    def _on_node_events(self, events: Sequence[Any]) -> None:
+        """The node channel of the spine, in process: a node that died loses its bundles;
+        any join, death or freed resources may let a waiting group in."""
+        for event in events:
+            if isinstance(event, NodeDead):
+                self.pgs.node_dead(event.node_id)
         self.pgs.nodes_changed()
 
     async def start(self, host: str, port: int) -> int:
@@ -364,6 +391,7 @@ class GcsServer:
             self._health_task.cancel()
         await self.pgs.shutdown()
         await self.actors.shutdown()
+        self.state.publisher.close()
         await self._server.stop(grace)
 
     def _start_health_checks(self) -> None:
@@ -379,9 +407,8 @@ class GcsServer:
                 node.raylet_port,
                 reason,
             )
-            self.state.nodes.unregister(node.node_id, reason)
+            self.state.nodes.apply(MarkNodeDead(node.node_id, reason))
             self.actors.on_node_dead(node)
-            self.state.node_event("dead", node.node_id)
 
         self._health_task = asyncio.ensure_future(
             health_loop(

@@ -8,7 +8,7 @@ the versioning rules (append only, with defaults). Imports nothing of rayops out
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from rayops.protocol.framed_message import Message
@@ -286,6 +286,9 @@ class NodeInfoReply(Message):
     resources_total: dict[str, float]
     resources_available: dict[str, float]
     num_workers: int
+    # When (wall-clock ms) this raylet's cluster view first held each other node ALIVE:
+    # how fast a join spreads (bench/scale_benchmark.py reads it).
+    view_seen_ms: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

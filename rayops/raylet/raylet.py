@@ -35,9 +35,10 @@ from rayops.protocol.node_snapshot import (
 )
 from rayops.raylet.agent_process import AgentProcess, AgentSettings
 from rayops.raylet.bundles import BundleBook
-from rayops.raylet.cluster_view import ClusterView, poll_gcs
+from rayops.raylet.cluster_view import ClusterView, follow_gcs
 from rayops.raylet.object_manager import ObjectManager
 from rayops.raylet.resources import Allocation, NodeResources, format_shape, normalize_shape
+from rayops.raylet.usage_reporter import UsageReport, UsageReporter
 from rayops.raylet.worker_pool import WorkerHandle, WorkerPool
 from rayops.rpc import framed
 from rayops.rpc.framed_settings import FramedSettings
@@ -52,8 +53,8 @@ from rayops.scheduling.strategy import split_strategy
 
 logger = logging.getLogger(__name__)
 
-# How often resource changes are pushed to the GCS at most (batching).
-RESOURCE_REPORT_PERIOD_S = 0.1
+# How often the raylet looks for workers that died starting and restarts a dead agent.
+HOUSEKEEPING_PERIOD_S = 0.5
 # How long after start-up the raylet starts its node agent (see `_start_agent`).
 AGENT_START_DELAY_S = 1.0
 
@@ -125,7 +126,7 @@ class Raylet:
         self.drivers: dict[framed.Connection, int] = {}
         self._server: framed.FramedServer | None = None
         self._gcs: Any = None
-        self._report_dirty = True
+        self._usage = UsageReporter(self._read_usage, self._send_usage)
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = config.port
@@ -199,15 +200,18 @@ class Raylet:
             self.pool.start_worker()
         self._spawn(self._housekeeping())
         await self._register_with_gcs()
+        self._spawn(self._usage.run(self._stopping))
+        self._usage.mark()
         self._spawn(self._start_agent(delay=AGENT_START_DELAY_S))
         self._spawn(
-            poll_gcs(
+            follow_gcs(
                 self.view,
                 lambda: self._gcs,
                 self._on_nodes_dead,
                 self.request_stop,
                 self._schedule,
                 self._stopping,
+                self.config.node_id,
             )
         )
         return self.port
@@ -257,9 +261,9 @@ class Raylet:
                 await asyncio.sleep(0.05)
 
     async def _housekeeping(self) -> None:
-        """Report resource changes to the GCS and notice workers that died on start-up."""
+        """Notice workers that died on start-up and an agent that died."""
         while not self._stopping.is_set():
-            await asyncio.sleep(RESOURCE_REPORT_PERIOD_S)
+            await asyncio.sleep(HOUSEKEEPING_PERIOD_S)
             assert self.pool is not None
             if self.agent is not None:
                 self.agent.poll()
@@ -271,22 +275,28 @@ class Raylet:
                     handle.log_path,
                 )
                 self._schedule()
-            if self._report_dirty and self._gcs is not None:
-                self._report_dirty = False
-                stats = self.store.stats()
-                try:
-                    await self._gcs.report_resource_usage(
-                        self.config.node_id,
-                        self.resources.total_dict(),
-                        self.resources.available_dict(),
-                        stats.used_bytes,
-                        stats.capacity,
-                        stats.spilled_bytes,
-                        self._pending_demand(),
-                    )
-                except Exception as err:
-                    self._report_dirty = True
-                    logger.warning("resource report to the GCS failed: %s", err)
+
+    def _read_usage(self) -> UsageReport:
+        stats = self.store.stats()
+        return UsageReport(
+            self.resources.total_dict(),
+            self.resources.available_dict(),
+            stats.used_bytes,
+            stats.capacity,
+            stats.spilled_bytes,
+            self._pending_demand(),
+        )
+
+    async def _send_usage(self, report: UsageReport) -> None:
+        await self._gcs.report_resource_usage(
+            self.config.node_id,
+            report.resources_total,
+            report.resources_available,
+            report.store_used,
+            report.store_capacity,
+            report.store_spilled,
+            report.pending_demand,
+        )
 
     async def wait_stopped(self) -> None:
         await self._stopping.wait()
@@ -414,7 +424,7 @@ class Raylet:
                 )
                 return fut
         self.pending.append(req)
-        self._report_dirty = True
+        self._usage.mark()
         self._schedule()
         return fut
 
@@ -474,7 +484,7 @@ class Raylet:
         self.resources.release(lease.alloc)
         # Keep the devices the worker was told it owns (its CUDA_VISIBLE_DEVICES).
         lease.alloc = self.resources.acquire(normalize_shape(shape), keep=lease.alloc.instances)
-        self._report_dirty = True
+        self._usage.mark()
         self._schedule()
 
     # --------------------------------------------------------- placement groups
@@ -484,7 +494,7 @@ class Raylet:
         shapes = [(i, normalize_shape(shape)) for i, shape in msg.bundles]
         if not self.bundles.prepare(msg.pg_id.hex(), shapes):
             return rm.BundlesDone(False, f"resources taken meanwhile (free: {self._free()})")
-        self._report_dirty = True
+        self._usage.mark()
         return rm.BundlesDone(True)
 
     def _h_commit_bundles(self, conn: framed.Connection, msg: rm.CommitBundles) -> Any:
@@ -492,7 +502,7 @@ class Raylet:
         waiting for them can now take."""
         if not self.bundles.commit(msg.pg_id.hex(), msg.indexes):
             return rm.BundlesDone(False, "bundles not prepared here")
-        self._report_dirty = True
+        self._usage.mark()
         self._schedule()
         return rm.BundlesDone(True)
 
@@ -511,7 +521,7 @@ class Raylet:
                 self.pool.kill(lease.worker)
                 self._end_lease(lease, reuse_worker=False)
         self.bundles.release(pg_hex, sorted(indexes))
-        self._report_dirty = True
+        self._usage.mark()
         self._schedule()
         return rm.BundlesDone(True)
 
@@ -524,7 +534,7 @@ class Raylet:
             lease.blocked = True
             cpu = {"CPU": lease.alloc.shape["CPU"]} if "CPU" in lease.alloc.shape else {}
             self.resources.release_quantities(cpu)
-            self._report_dirty = True
+            self._usage.mark()
             self._schedule()
 
     def _h_worker_unblocked(self, conn: framed.Connection, msg: rm.WorkerUnblocked) -> None:
@@ -533,11 +543,11 @@ class Raylet:
             lease.blocked = False
             cpu = {"CPU": lease.alloc.shape["CPU"]} if "CPU" in lease.alloc.shape else {}
             self.resources.take_quantities(cpu)
-            self._report_dirty = True
+            self._usage.mark()
 
     def _h_store_reserve(self, conn: framed.Connection, msg: rm.StoreReserve) -> rm.StoreReserved:
         where: str = self.store.reserve(msg.object_id, msg.size)
-        self._report_dirty = True
+        self._usage.mark()
         return rm.StoreReserved(where)
 
     def _h_store_seal(self, conn: framed.Connection, msg: rm.StoreSeal) -> None:
@@ -552,7 +562,7 @@ class Raylet:
     def _h_store_delete(self, conn: framed.Connection, msg: rm.StoreDelete) -> None:
         object_ids = msg.object_ids
         self.store.delete(object_ids)
-        self._report_dirty = True
+        self._usage.mark()
         for node_id, oids in self.objects.forget(list(object_ids)).items():
             address = self._address_of(node_id)
             if address is not None:
@@ -619,6 +629,7 @@ class Raylet:
             resources_total=self.resources.total_dict(),
             resources_available=self.resources.available_dict(),
             num_workers=len(self.pool.workers) if self.pool else 0,
+            view_seen_ms=dict(self.view.seen_ms),
         )
 
     # ------------------------------------------------------------- node agent
@@ -754,7 +765,7 @@ class Raylet:
         for alloc in tentative:
             self.resources.release(alloc)
         if len(still) != len(self.pending):
-            self._report_dirty = True
+            self._usage.mark()
         self.pending = still
         shortfall = len(tentative) - self.pool.num_starting
         for _ in range(max(0, shortfall)):
@@ -766,7 +777,7 @@ class Raylet:
         lease_id = next(self._lease_ids)
         worker.lease_id = lease_id
         self.leases[lease_id] = Lease(lease_id, worker, alloc, req.conn)
-        self._report_dirty = True
+        self._usage.mark()
         assert worker.address is not None
         req.future.set_result(
             rm.LeaseGranted(
@@ -784,7 +795,7 @@ class Raylet:
             cpu = {"CPU": lease.alloc.shape["CPU"]} if "CPU" in lease.alloc.shape else {}
             self.resources.take_quantities(cpu)
         self.resources.release(lease.alloc)
-        self._report_dirty = True
+        self._usage.mark()
         assert self.pool is not None
         if reuse_worker and lease.worker.worker_id in self.pool.workers:
             self.pool.push_idle(lease.worker)

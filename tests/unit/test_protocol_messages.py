@@ -29,6 +29,7 @@ _SAMPLES: dict[str, Any] = {
     "Any": ("v", (b"", b"\x80", [])),
     "Address": ("127.0.0.1", 4242),
     "dict[str, float]": {"CPU": 1.0},
+    "dict[str, int]": {"n1": 1_700_000_000_000},
     "dict[str, Any]": {"GPU": [0]},
     "tuple[str, ...]": ("n1", "n2"),
     "list[bytes]": [b"a", b"b"],

@@ -1,0 +1,276 @@
+"""The GCS's publisher: a table's change events streamed to subscribers (the event spine).
+
+A *channel* is one table's event stream ("nodes" today; actors, jobs, placement groups
+later). The table's state machine hands every change event to `Publisher.publish`; each
+subscriber says which channel, which *epoch* and the last version it saw, and gets:
+
+* a snapshot of the whole table (`Batch.snapshot`) when it is new (version 0), from another
+  epoch (another GCS process: versions restarted), or further behind than the kept delta
+  log (`DeltaLog.since` returns None), or when it fell so far behind while connected that
+  its queue overflowed;
+* then the events after that version, as they happen, several per batch when several are
+  ready. Membership events (a node added, dead, removed) go out at once; usage-only events
+  are held up to `USAGE_FLUSH_S` so a busy cluster sends one batch per subscriber per window
+  instead of one per report, and a node's newer usage replaces its older usage still queued.
+
+A subscriber that reconnects passes the epoch and version it holds and resyncs from there.
+`DeltaLog` is pure (no I/O, no asyncio); `Publisher` and `Subscription` are the asyncio part
+the gRPC service (`rayops.gcs.pubsub_service`) drives. Nothing here knows protobuf: channels
+give their events and snapshots as Python values and the service converts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = [
+    "DEFAULT_LOG_SIZE",
+    "USAGE_FLUSH_S",
+    "Batch",
+    "ChannelSpec",
+    "DeltaLog",
+    "Publisher",
+    "Subscription",
+]
+
+# Events kept per channel for subscribers that come back after a short disconnect.
+DEFAULT_LOG_SIZE = 10_000
+# A subscriber further behind than this many events while connected gets a snapshot instead.
+MAX_QUEUED = 10_000
+# How long usage-only events may wait to share a batch with later ones. Raylets read other
+# nodes' usage only to pick a spillback target, and 100 ms is the staleness the polling this
+# replaced had; a busy cluster then costs each subscriber at most 10 batches/s.
+USAGE_FLUSH_S = 0.1
+
+
+class Versioned(Protocol):
+    """An event: carries the version its table had right after the change."""
+
+    @property
+    def version(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    """How a table joins the spine.
+
+    `snapshot()` returns (version, state) of the whole table; `urgent(event)` says whether an
+    event must go out at once (membership) or may wait for the usage window; `key(event)`
+    names what an event updates, so a newer event with the same key replaces an older one
+    still queued (None: never replaced).
+    """
+
+    snapshot: Callable[[], tuple[int, Any]]
+    urgent: Callable[[Any], bool] = lambda event: True
+    key: Callable[[Any], object | None] = lambda event: None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one stream message carries: a snapshot (replace everything) or events (apply).
+
+    `version` is the channel's version once the batch is applied.
+    """
+
+    channel: str
+    epoch: str
+    version: int
+    snapshot: Any = None
+    events: tuple[Any, ...] = ()
+
+    @property
+    def is_snapshot(self) -> bool:
+        return self.snapshot is not None
+
+
+class DeltaLog:
+    """The newest events of one channel, by version. Pure: no I/O, no clock."""
+
+    def __init__(self, max_events: int = DEFAULT_LOG_SIZE) -> None:
+        self._events: deque[Any] = deque(maxlen=max_events)
+        self.version = 0
+
+    def append(self, events: Sequence[Versioned]) -> None:
+        for event in events:
+            if event.version <= self.version:
+                raise ValueError(
+                    f"event version {event.version} does not follow the log's {self.version}"
+                )
+            self._events.append(event)
+            self.version = event.version
+
+    def since(self, version: int) -> list[Any] | None:
+        """The events after `version`, or None when the log no longer holds all of them."""
+        if version == self.version:
+            return []
+        if version > self.version or version <= 0:
+            return None
+        if not self._events or self._events[0].version > version + 1:
+            return None
+        return [e for e in self._events if e.version > version]
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One subscriber's queue; iterate it for batches (the service writes each to a stream)."""
+
+    publisher: Publisher
+    channel: str
+    _pending: list[Any] = field(default_factory=list)
+    _resync: bool = False
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _urgent: asyncio.Event = field(default_factory=asyncio.Event)
+    _last_sent: float = 0.0
+    _closed: bool = False
+    first: Batch | None = None
+
+    def offer(self, events: Sequence[Any], spec: ChannelSpec) -> None:
+        if self._resync:
+            return
+        for event in events:
+            key = spec.key(event)
+            if key is not None:
+                self._pending = [e for e in self._pending if spec.key(e) != key]
+            self._pending.append(event)
+            if spec.urgent(event):
+                self._urgent.set()
+        if len(self._pending) > self.publisher.max_queued:
+            self._pending.clear()
+            self._resync = True
+            self._urgent.set()
+        self._wake.set()
+
+    def end(self) -> None:
+        """End the stream (the GCS is stopping): iteration stops after the current batch."""
+        self._closed = True
+        self._urgent.set()
+        self._wake.set()
+
+    async def next_batch(self) -> Batch:
+        """The next batch to send: the first (snapshot or catch-up), then the queued events.
+
+        StopAsyncIteration once the subscription was ended.
+        """
+        if self._closed:
+            raise StopAsyncIteration
+        if self.first is not None:
+            batch, self.first = self.first, None
+            self._last_sent = time.monotonic()
+            return batch
+        while True:
+            await self._wake.wait()
+            if not self._urgent.is_set():
+                delay = self._last_sent + USAGE_FLUSH_S - time.monotonic()
+                if delay > 0:
+                    try:
+                        await asyncio.wait_for(self._urgent.wait(), delay)
+                    except TimeoutError:
+                        pass
+            if self._closed:
+                raise StopAsyncIteration
+            self._wake.clear()
+            self._urgent.clear()
+            self._last_sent = time.monotonic()
+            if self._resync:
+                self._resync = False
+                self._pending.clear()
+                return self.publisher.snapshot_batch(self.channel)
+            if self._pending:
+                events, self._pending = tuple(self._pending), []
+                return Batch(self.channel, self.publisher.epoch, events[-1].version, None, events)
+
+    def close(self) -> None:
+        self.publisher.unsubscribe(self)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Batch:
+        return await self.next_batch()
+
+
+class Publisher:
+    """Channels, their delta logs and their subscribers. Use from the GCS's event loop."""
+
+    def __init__(
+        self,
+        *,
+        log_size: int = DEFAULT_LOG_SIZE,
+        max_queued: int = MAX_QUEUED,
+        epoch: str | None = None,
+    ) -> None:
+        # Versions restart with the process; the epoch tells a subscriber that they did.
+        self.epoch = epoch or secrets.token_hex(8)
+        self._log_size = log_size
+        self.max_queued = max_queued
+        self._specs: dict[str, ChannelSpec] = {}
+        self._logs: dict[str, DeltaLog] = {}
+        self._subs: dict[str, set[Subscription]] = {}
+        self._listeners: dict[str, list[Callable[[Sequence[Any]], None]]] = {}
+        self.published = 0  # events, for the metrics and the bench
+        self.batches_built = 0
+
+    def add_channel(self, channel: str, spec: ChannelSpec) -> None:
+        self._specs[channel] = spec
+        log = DeltaLog(self._log_size)
+        log.version = spec.snapshot()[0]
+        self._logs[channel] = log
+        self._subs[channel] = set()
+
+    def channels(self) -> list[str]:
+        return list(self._specs)
+
+    def sink(self, channel: str) -> Callable[[Sequence[Any]], None]:
+        """A function the channel's table calls with each change's events."""
+        return lambda events: self.publish(channel, events)
+
+    def listen(self, channel: str, listener: Callable[[Sequence[Any]], None]) -> None:
+        """Subscribe in process (the placement-group manager): ``listener`` gets each
+        change's events as they are published, before any remote subscriber."""
+        self._listeners.setdefault(channel, []).append(listener)
+
+    def publish(self, channel: str, events: Sequence[Any]) -> None:
+        for listener in self._listeners.get(channel, ()):
+            listener(events)
+        self._logs[channel].append(events)
+        self.published += len(events)
+        spec = self._specs[channel]
+        for sub in self._subs[channel]:
+            sub.offer(events, spec)
+
+    def snapshot_batch(self, channel: str) -> Batch:
+        version, state = self._specs[channel].snapshot()
+        return Batch(channel, self.epoch, version, state, ())
+
+    def subscribe(self, channel: str, epoch: str, after_version: int) -> Subscription:
+        """A subscription whose first batch brings the subscriber to the current version.
+
+        KeyError for an unknown channel.
+        """
+        log = self._logs[channel]
+        sub = Subscription(self, channel)
+        missed = log.since(after_version) if epoch == self.epoch else None
+        if missed is None:
+            sub.first = self.snapshot_batch(channel)
+        else:
+            sub.first = Batch(channel, self.epoch, log.version, None, tuple(missed))
+        self._subs[channel].add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        self._subs[sub.channel].discard(sub)
+
+    def close(self) -> None:
+        """End every subscription (before the server stops: streams would hold it open)."""
+        for subs in self._subs.values():
+            for sub in list(subs):
+                sub.end()
+
+    def subscriber_count(self, channel: str) -> int:
+        return len(self._subs[channel])

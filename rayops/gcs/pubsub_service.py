@@ -1,0 +1,100 @@
+"""PubSubGcsService: the event spine over the GCS's gRPC server (a server-streaming call).
+
+Why gRPC and not the framed transport: the GCS is a grpc.aio server and every one of its
+clients already holds a token-checked channel to it; one more call on that channel needs no
+second listener, port, handshake or token path (the interceptor in `rayops.rpc.auth`
+refuses an unauthenticated `Subscribe` before the request is read, as for every GCS call).
+The rate is the control plane's (a batch per subscriber per change or usage window), far
+below where DESIGN.md §6 found gRPC to cost too much. Batches carry several events each.
+
+The shell only: `rayops.gcs.pubsub.Publisher` decides what each subscriber gets;
+`rayops.gcs.codec` converts, one converter per channel. An event's protobuf form is built once
+and reused for every subscriber (`_NodeBatches`), so fan-out costs a copy per subscriber, not
+a conversion.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+
+import grpc
+import grpc.aio
+
+from rayops.gcs.codec import batch_to_proto, node_event_to_proto
+from rayops.gcs.node_events import NodeEvent, NodeSnapshot
+from rayops.gcs.pubsub import Batch, Publisher
+from rayops.protocol import gcs_pubsub_pb2, gcs_pubsub_pb2_grpc
+
+__all__ = ["NODES_CHANNEL", "PubSubService"]
+
+logger = logging.getLogger(__name__)
+
+NODES_CHANNEL = "nodes"
+
+
+class _NodeBatches:
+    """The "nodes" channel's batches as stream messages; recent events' protobuf form is
+    kept by version (a bounded cache), so each event is converted once for all subscribers.
+
+    Another table's channel brings its own converter with a `batch` method (and its own
+    payload fields in `SubscribeBatch`).
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._protos: OrderedDict[int, gcs_pubsub_pb2.NodeEvent] = OrderedDict()
+
+    def get(self, event: NodeEvent) -> gcs_pubsub_pb2.NodeEvent:
+        msg = self._protos.get(event.version)
+        if msg is None:
+            msg = self._protos[event.version] = node_event_to_proto(event)
+            if len(self._protos) > self._size:
+                self._protos.popitem(last=False)
+        return msg
+
+    def batch(self, batch: Batch) -> gcs_pubsub_pb2.SubscribeBatch:
+        if batch.is_snapshot:
+            assert isinstance(batch.snapshot, NodeSnapshot)
+            return batch_to_proto(batch)
+        return gcs_pubsub_pb2.SubscribeBatch(
+            channel=batch.channel,
+            epoch=batch.epoch,
+            version=batch.version,
+            node_events=[self.get(e) for e in batch.events],
+        )
+
+
+class PubSubService(gcs_pubsub_pb2_grpc.PubSubGcsServiceServicer):
+    """Subscribe: one stream per subscriber, fed by its `Subscription`."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+        self._converters = {NODES_CHANNEL: _NodeBatches()}
+
+    async def Subscribe(
+        self, request: gcs_pubsub_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[gcs_pubsub_pb2.SubscribeBatch]:
+        converter = self._converters.get(request.channel)
+        if converter is None or request.channel not in self._publisher.channels():
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"no channel {request.channel!r}; channels: {self._publisher.channels()}",
+            )
+            raise AssertionError("context.abort returned")
+        sub = self._publisher.subscribe(request.channel, request.epoch, request.after_version)
+        first = sub.first
+        logger.info(
+            "%s subscribed to %s after version %d: %s to version %d",
+            request.subscriber_id[:12] or "a subscriber",
+            request.channel,
+            request.after_version,
+            "snapshot" if first is not None and first.is_snapshot else "deltas",
+            first.version if first is not None else 0,
+        )
+        try:
+            async for batch in sub:
+                yield converter.batch(batch)
+        finally:
+            sub.close()
