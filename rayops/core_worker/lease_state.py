@@ -6,7 +6,10 @@ spillback hops), the leases held, which task is in flight on which lease, and wh
 back to its raylet. Tasks of one key reuse its leases while any are queued; a lease idle for
 ``LEASE_IDLE_S`` is returned; functions measured to run under ``FAST_TASK_S`` are pipelined
 ``PIPELINE_DEPTH`` deep per lease, but never onto a lease whose in-flight task was cancelled
-(until that task answers); a ``SPREAD`` lease runs one task, so each task is placed anew; a
+(until that task answers); a ``SPREAD`` key asks for up to ``SPREAD_PENDING_LEASE_REQUESTS``
+leases (each placed by the raylets' SPREAD rotation, so they land on different nodes) and
+deals its tasks out round robin over them, one per lease per round, reusing them as a
+``DEFAULT`` key does (as Ray reuses a scheduling class's workers); a
 worker that says it exits after a reply (``max_calls`` reached) gets nothing more and its
 lease goes back with ``worker_ok=False``.
 
@@ -353,25 +356,33 @@ class LeaseState:
         """Push queued tasks onto the key's leases, return spent ones, request more."""
         queue = ks.queue
         spread = ks.spread
-        depth = 1 if spread or ks.max_calls or not queue else self._depth(queue[0])
+        depth = 1 if ks.max_calls or not queue else self._depth(queue[0])
         spent: list[tuple[Lease, bool]] | None = None
+        usable: list[Lease] = []
         for lease in ks.leases:
-            inflight = lease.inflight
-            if lease.retiring or (spread and lease.used):
-                # A worker exiting after max_calls, or SPREAD's one task per lease.
-                if not inflight:
+            if lease.retiring:
+                # A worker exiting after max_calls.
+                if not lease.inflight:
                     spent = spent or []
-                    spent.append((lease, not lease.retiring))
+                    spent.append((lease, False))
                 continue
             if lease.cancelled:
                 continue  # a cancelled task in flight on it: nothing behind it (see above)
-            while queue and len(inflight) < depth:
-                spec = queue.popleft()
-                inflight[spec.task_id] = spec
-                self._where[spec.task_id] = lease
-                lease.used = True
-                lease.idle_since = None
-                out.append(PushTask(lease, spec))
+            usable.append(lease)
+        if spread:  # one task per lease per round: the tasks spread as the leases do
+            pushed = True
+            while queue and pushed:
+                pushed = False
+                for lease in usable:
+                    if queue and len(lease.inflight) < depth:
+                        self._push(lease, queue.popleft(), out)
+                        pushed = True
+        else:
+            for lease in usable:
+                while queue and len(lease.inflight) < depth:
+                    self._push(lease, queue.popleft(), out)
+        for lease in usable:
+            inflight = lease.inflight
             if not inflight and lease.idle_since is None:
                 lease.idle_since = self._now
                 if not lease.timer_armed:
@@ -391,6 +402,13 @@ class LeaseState:
             out.append(
                 RequestLease(request_id, key, ks.shape, ks.strategy, preferred=_arg_nodes(queue[0]))
             )
+
+    def _push(self, lease: Lease, spec: TaskSpec, out: list[Instruction]) -> None:
+        lease.inflight[spec.task_id] = spec
+        self._where[spec.task_id] = lease
+        lease.used = True
+        lease.idle_since = None
+        out.append(PushTask(lease, spec))
 
     def _depth(self, spec: TaskSpec) -> int:
         ema = self._exec_ema.get(spec.function_id)

@@ -251,15 +251,21 @@ SCENARIOS: dict[str, list[Step]] = {
         (ls.PushReplied(b"t1", reply(FAST), now=1.0), [("push", 10, "t2"), ("push", 10, "t3")]),
         (grant(2, 11), [("return", 11, True)]),
     ],
-    # SPREAD: one task per lease, so each task gets its own placement.
-    "SPREAD gives each task its own lease": [
+    # SPREAD: a lease per task asked for (the raylets' rotation places each on another node),
+    # then the tasks dealt out round robin over the leases held, which are reused.
+    "SPREAD deals its tasks out round robin over reused leases": [
         (
-            queued("t1", "t2", strategy="SPREAD"),
-            [("request", 1, None, False), ("request", 2, None, False)],
+            queued("t1", "t2", "t3", "t4", "t5", strategy="SPREAD"),
+            [("request", i, None, False) for i in range(1, 6)],
         ),
         (grant(1, 10), [("push", 10, "t1")]),
-        (ls.PushReplied(b"t1", reply(FAST), now=1.0), [("return", 10, True)]),
-        (grant(2, 11), [("push", 11, "t2")]),
+        (grant(2, 11, node="n2"), [("push", "n2/11", "t2")]),
+        # t1 was fast: pipelined now, and t3, t4, t5 go one lease at a time.
+        (
+            ls.PushReplied(b"t1", reply(FAST), now=1.0),
+            [("push", 10, "t3"), ("push", "n2/11", "t4"), ("push", 10, "t5")],
+        ),
+        (grant(3, 12, node="n3"), [("return", "n3/12", True)]),
     ],
     # max_calls: the worker's last reply says it exits; nothing more goes to it.
     "max_calls: an exiting worker's lease goes back not reusable": [
