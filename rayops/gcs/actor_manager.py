@@ -48,6 +48,10 @@ class ActorManager:
         self._settings = settings or FramedSettings.from_env()
         self._raylets = framed.ConnectionPool(token, {}, settings=self._settings)
         self._workers: dict[bytes, framed.Connection] = {}
+        # worker id -> (actor id, generation, node id) of the worker each actor was given:
+        # a raylet's report of that worker's death is the actor's (liveness never comes from
+        # the GCS's own connection to the worker).
+        self._by_worker: dict[bytes, tuple[bytes, int, str]] = {}
         self._owners: dict[str, asyncio.Future[framed.Connection] | None] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self.changed = asyncio.Condition()
@@ -182,6 +186,8 @@ class ActorManager:
             settings=self._settings,
         )
         conn.context["actor_id"] = rec.actor_id
+        # From here the worker is the actor's: its raylet reports its death to us.
+        self._by_worker[worker_id] = (rec.actor_id, generation, node_id)
         try:
             created = await conn.request(
                 wm.CreateActor(
@@ -189,8 +195,12 @@ class ActorManager:
                 )
             )
         except framed.ConnectionLost:
-            return  # _on_worker_closed handles the death
+            # It died while being created (its raylet's report may have come first, before
+            # the worker was known to be this actor's: a second one finds nothing).
+            self.on_worker_dead(worker_id, "the process died while the actor was being created")
+            return
         if isinstance(created, wm.ActorCreationFailed):
+            self._by_worker.pop(worker_id, None)
             conn.close()
             raylet.notify(rm.ReturnLease(lease_id, worker_ok=False))
             self._apply(rec, self.table.creation_failed(rec, created.message, created.error))
@@ -216,17 +226,33 @@ class ActorManager:
         self._apply(rec, action)
 
     def _on_worker_closed(self, rec: ActorRecord, conn: framed.Connection, generation: int) -> None:
+        """Only a connection gone: whether the worker lives is its raylet's to say."""
         if self._workers.get(rec.actor_id) is conn:
             del self._workers[rec.actor_id]
-        if rec.generation != generation:
+
+    def on_worker_dead(self, worker_id: bytes, reason: str) -> None:
+        """A raylet reports one of its workers gone: if it ran an actor (this generation of
+        it), the actor exited, or restarts or dies per its max_restarts."""
+        held = self._by_worker.pop(worker_id, None)
+        if held is None:
             return
-        if conn.context.get("exiting"):
+        actor_id, generation, _node = held
+        rec = self.table.get(actor_id)
+        if rec is None or rec.generation != generation:
+            return
+        conn = self._workers.pop(actor_id, None)
+        if conn is not None:
+            conn.close()
+        if rec.extra.pop("exiting_generation", None) == generation:
             self._apply(rec, self.table.exited(rec))
             return
-        self._apply(rec, self.table.worker_died(rec, "the process exited or was killed"))
+        self._apply(rec, self.table.worker_died(rec, reason or "the process exited or was killed"))
 
     def _h_actor_exiting(self, conn: framed.Connection, msg: wm.ActorExiting) -> None:
-        conn.context["exiting"] = True
+        aid = conn.context.get("actor_id")
+        rec = self.table.get(aid) if aid is not None else None
+        if rec is not None:
+            rec.extra["exiting_generation"] = rec.generation
 
     async def ping(self, node: NodeInfo) -> bool:
         conn = await self._raylet(node)
@@ -247,14 +273,12 @@ class ActorManager:
                 self._apply(rec, self.table.pg_removed(rec))
 
     def on_node_dead(self, node: NodeInfo) -> None:
-        """Actors on a dead node: their worker connections may hang (a partition), so
-        cut them; each actor then restarts or dies per max_restarts."""
+        """A dead node's workers are dead (no raylet is left to report them): each actor it
+        ran, or was being created on, restarts or dies per max_restarts."""
         self._raylets.drop((node.node_ip, node.raylet_port))
-        for rec in self.table.all():
-            if rec.node_id == node.node_id and rec.state == ActorState.ALIVE:
-                conn = self._workers.get(rec.actor_id)
-                if conn is not None:
-                    conn.close()
+        gone = [w for w, (_a, _g, n) in self._by_worker.items() if n == node.node_id]
+        for worker_id in gone:
+            self.on_worker_dead(worker_id, f"its node {node.node_id[:12]} died")
 
     # ------------------------------------------------------------------ owners
     async def _watch_owner(self, owner: str) -> None:

@@ -146,3 +146,11 @@ class ActorInfoService(gcs_actor_pb2_grpc.ActorInfoGcsServiceServicer):
         if rec is not None:
             self._manager.out_of_scope(rec)
         return gcs_actor_pb2.ReportActorOutOfScopeReply()
+
+    async def ReportWorkerDeath(
+        self,
+        request: gcs_actor_pb2.ReportWorkerDeathRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> gcs_actor_pb2.ReportWorkerDeathReply:
+        self._manager.on_worker_dead(request.worker_id, request.reason)
+        return gcs_actor_pb2.ReportWorkerDeathReply()

@@ -282,6 +282,14 @@ def kill_actor(actor_id: bytes, no_restart: bool) -> GcsCall[bool]:
     return GcsCall("actor", "KillActor", request, lambda r: bool(r.found))
 
 
+def report_worker_death(node_id: str, worker_id: bytes, reason: str) -> GcsCall[None]:
+    """A raylet's report that one of its worker processes is gone."""
+    request = gcs_actor_pb2.ReportWorkerDeathRequest(
+        node_id=node_id, worker_id=worker_id, reason=reason
+    )
+    return GcsCall("actor", "ReportWorkerDeath", request, lambda r: None)
+
+
 def report_actor_out_of_scope(actor_id: bytes) -> GcsCall[None]:
     request = gcs_actor_pb2.ReportActorOutOfScopeRequest(actor_id=actor_id)
     return GcsCall("actor", "ReportActorOutOfScope", request, lambda r: None)

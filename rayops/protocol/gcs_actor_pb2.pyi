@@ -210,3 +210,17 @@ class ReportActorOutOfScopeRequest(_message.Message):
 class ReportActorOutOfScopeReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ReportWorkerDeathRequest(_message.Message):
+    __slots__ = ("node_id", "worker_id", "reason")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    worker_id: bytes
+    reason: str
+    def __init__(self, node_id: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ReportWorkerDeathReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

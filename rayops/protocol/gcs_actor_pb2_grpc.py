@@ -66,6 +66,11 @@ class ActorInfoGcsServiceStub:
                 request_serializer=rayops_dot_protocol_dot_gcs__actor__pb2.ReportActorOutOfScopeRequest.SerializeToString,
                 response_deserializer=rayops_dot_protocol_dot_gcs__actor__pb2.ReportActorOutOfScopeReply.FromString,
                 _registered_method=True)
+        self.ReportWorkerDeath = channel.unary_unary(
+                '/rayops.protocol.ActorInfoGcsService/ReportWorkerDeath',
+                request_serializer=rayops_dot_protocol_dot_gcs__actor__pb2.ReportWorkerDeathRequest.SerializeToString,
+                response_deserializer=rayops_dot_protocol_dot_gcs__actor__pb2.ReportWorkerDeathReply.FromString,
+                _registered_method=True)
 
 
 class ActorInfoGcsServiceServicer:
@@ -118,6 +123,15 @@ class ActorInfoGcsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportWorkerDeath(self, request, context):
+        """From a raylet: one of its worker processes is gone (exited, killed, crashed). The GCS
+        learns actor deaths from these reports (and from node deaths), never from a connection
+        of its own to the worker.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ActorInfoGcsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +164,11 @@ def add_ActorInfoGcsServiceServicer_to_server(servicer, server):
                     servicer.ReportActorOutOfScope,
                     request_deserializer=rayops_dot_protocol_dot_gcs__actor__pb2.ReportActorOutOfScopeRequest.FromString,
                     response_serializer=rayops_dot_protocol_dot_gcs__actor__pb2.ReportActorOutOfScopeReply.SerializeToString,
+            ),
+            'ReportWorkerDeath': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportWorkerDeath,
+                    request_deserializer=rayops_dot_protocol_dot_gcs__actor__pb2.ReportWorkerDeathRequest.FromString,
+                    response_serializer=rayops_dot_protocol_dot_gcs__actor__pb2.ReportWorkerDeathReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +334,33 @@ class ActorInfoGcsService:
             '/rayops.protocol.ActorInfoGcsService/ReportActorOutOfScope',
             rayops_dot_protocol_dot_gcs__actor__pb2.ReportActorOutOfScopeRequest.SerializeToString,
             rayops_dot_protocol_dot_gcs__actor__pb2.ReportActorOutOfScopeReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportWorkerDeath(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rayops.protocol.ActorInfoGcsService/ReportWorkerDeath',
+            rayops_dot_protocol_dot_gcs__actor__pb2.ReportWorkerDeathRequest.SerializeToString,
+            rayops_dot_protocol_dot_gcs__actor__pb2.ReportWorkerDeathReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -354,9 +354,26 @@ class Raylet:
         if handle is None:
             return
         logger.info("worker %s pid=%d disconnected", worker_id.hex()[:12], handle.pid)
+        # The GCS learns actor deaths from here, not from connections of its own.
+        self._spawn(self._report_worker_death(worker_id, handle.pid))
         if handle.lease_id is not None and handle.lease_id in self.leases:
             self._end_lease(self.leases[handle.lease_id], reuse_worker=False)
         self._schedule()
+
+    async def _report_worker_death(self, worker_id: bytes, pid: int) -> None:
+        from rayops.gcs.calls import report_worker_death
+
+        reason = f"the worker process (pid {pid}) exited or was killed"
+        for attempt in range(5):  # the GCS may be restarting: a few tries, then give up
+            if self._gcs is not None:
+                try:
+                    await self._gcs.call(
+                        report_worker_death(self.config.node_id, worker_id, reason)
+                    )
+                    return
+                except Exception as err:
+                    logger.warning("reporting worker %s's death failed: %s", worker_id.hex(), err)
+            await asyncio.sleep(0.2 * 2**attempt)
 
     # ----------------------------------------------------------------- handlers
     def _h_register_worker(
