@@ -174,7 +174,7 @@ class CoreWorker:
         )
         if self.mode == "driver":
             view: rm.NodeDescription = await self.raylet.request(
-                rm.RegisterDriver(os.getpid(), self.namespace, self.entrypoint)
+                rm.RegisterDriver(os.getpid(), self.namespace, self.entrypoint, self.address[1])
             )
         else:
             view = await self.raylet.request(

@@ -52,7 +52,6 @@ class ActorManager:
         # a raylet's report of that worker's death is the actor's (liveness never comes from
         # the GCS's own connection to the worker).
         self._by_worker: dict[bytes, tuple[bytes, int, str]] = {}
-        self._owners: dict[str, asyncio.Future[framed.Connection] | None] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self.changed = asyncio.Condition()
         # Registration -> ALIVE of each actor's first creation (exported by the head's agent).
@@ -82,8 +81,6 @@ class ActorManager:
     def on_registered(self, rec: ActorRecord) -> None:
         rec.extra["registered_at"] = time.monotonic()
         self._apply(rec, Action.SCHEDULE)
-        if not rec.is_detached and rec.owner_address:
-            self._spawn(self._watch_owner(rec.owner_address))
 
     def kill(self, rec: ActorRecord, no_restart: bool) -> None:
         self._apply(rec, self.table.killed(rec, no_restart=no_restart))
@@ -279,33 +276,16 @@ class ActorManager:
         gone = [w for w, (_a, _g, n) in self._by_worker.items() if n == node.node_id]
         for worker_id in gone:
             self.on_worker_dead(worker_id, f"its node {node.node_id[:12]} died")
+        # Owners on the dead node are dead too: their actors (not detached) die with them.
+        for rec in self.table.all():
+            owned_there = rec.owner_node_id == node.node_id and not rec.is_detached
+            if owned_there and rec.state != ActorState.DEAD:
+                self._apply(rec, self.table.owner_died(rec))
 
     # ------------------------------------------------------------------ owners
-    async def _watch_owner(self, owner: str) -> None:
-        if owner in self._owners:
-            return
-        self._owners[owner] = None
-        host, _, port = owner.rpartition(":")
-        closed = asyncio.get_running_loop().create_future()
-        try:
-            await framed.connect(
-                host,
-                int(port),
-                self._token,
-                {},
-                on_close=lambda c: _resolve(closed),
-                settings=self._settings,
-            )
-        except (TimeoutError, OSError, framed.ConnectionLost):
-            pass
-        else:
-            await closed
-        self._owners.pop(owner, None)
+    def on_owner_dead(self, owner: str) -> None:
+        """A raylet reports a worker or driver gone: the actors it owned (not detached) die
+        with it, as in Ray."""
         for rec in self.table.owned_by(owner):
             logger.info("owner %s of actor %s died", owner, rec.actor_id.hex()[:12])
             self._apply(rec, self.table.owner_died(rec))
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

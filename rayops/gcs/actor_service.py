@@ -152,5 +152,8 @@ class ActorInfoService(gcs_actor_pb2_grpc.ActorInfoGcsServiceServicer):
         request: gcs_actor_pb2.ReportWorkerDeathRequest,
         context: grpc.aio.ServicerContext,
     ) -> gcs_actor_pb2.ReportWorkerDeathReply:
-        self._manager.on_worker_dead(request.worker_id, request.reason)
+        if request.worker_id:
+            self._manager.on_worker_dead(request.worker_id, request.reason)
+        if request.worker_address:
+            self._manager.on_owner_dead(request.worker_address)
         return gcs_actor_pb2.ReportWorkerDeathReply()

@@ -282,10 +282,12 @@ def kill_actor(actor_id: bytes, no_restart: bool) -> GcsCall[bool]:
     return GcsCall("actor", "KillActor", request, lambda r: bool(r.found))
 
 
-def report_worker_death(node_id: str, worker_id: bytes, reason: str) -> GcsCall[None]:
-    """A raylet's report that one of its worker processes is gone."""
+def report_worker_death(
+    node_id: str, worker_id: bytes, reason: str, worker_address: str
+) -> GcsCall[None]:
+    """A raylet's report that one of its worker (or driver) processes is gone."""
     request = gcs_actor_pb2.ReportWorkerDeathRequest(
-        node_id=node_id, worker_id=worker_id, reason=reason
+        node_id=node_id, worker_id=worker_id, reason=reason, worker_address=worker_address
     )
     return GcsCall("actor", "ReportWorkerDeath", request, lambda r: None)
 

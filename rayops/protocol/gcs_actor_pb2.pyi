@@ -212,14 +212,16 @@ class ReportActorOutOfScopeReply(_message.Message):
     def __init__(self) -> None: ...
 
 class ReportWorkerDeathRequest(_message.Message):
-    __slots__ = ("node_id", "worker_id", "reason")
+    __slots__ = ("node_id", "worker_id", "reason", "worker_address")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     worker_id: bytes
     reason: str
-    def __init__(self, node_id: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., reason: _Optional[str] = ...) -> None: ...
+    worker_address: str
+    def __init__(self, node_id: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., reason: _Optional[str] = ..., worker_address: _Optional[str] = ...) -> None: ...
 
 class ReportWorkerDeathReply(_message.Message):
     __slots__ = ()

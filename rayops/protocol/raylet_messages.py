@@ -52,6 +52,7 @@ class RegisterDriver(Message):
     pid: int
     namespace: str
     entrypoint: str
+    port: int = 0  # where its core worker serves (its actors die with it: raylet reports)
 
 
 # ------------------------------------------------------------------------ leases

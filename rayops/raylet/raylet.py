@@ -337,6 +337,9 @@ class Raylet:
         job_id = self.drivers.pop(conn, None)
         if job_id is not None and self._gcs is not None:
             self._spawn(self._gcs.mark_job_finished(job_id))
+            address = conn.context.get("address")
+            if address:  # the driver's actors (not detached) die with it
+                self._spawn(self._report_worker_death(b"", conn.context.get("pid", 0), address))
         # Requests and leases of a client that went away.
         self.pending = deque(r for r in self.pending if r.conn is not conn)
         for lease in [le for le in self.leases.values() if le.conn is conn]:
@@ -355,20 +358,22 @@ class Raylet:
             return
         logger.info("worker %s pid=%d disconnected", worker_id.hex()[:12], handle.pid)
         # The GCS learns actor deaths from here, not from connections of its own.
-        self._spawn(self._report_worker_death(worker_id, handle.pid))
+        address = f"{handle.address[0]}:{handle.address[1]}" if handle.address else ""
+        self._spawn(self._report_worker_death(worker_id, handle.pid, address))
         if handle.lease_id is not None and handle.lease_id in self.leases:
             self._end_lease(self.leases[handle.lease_id], reuse_worker=False)
         self._schedule()
 
-    async def _report_worker_death(self, worker_id: bytes, pid: int) -> None:
+    async def _report_worker_death(self, worker_id: bytes, pid: int, address: str) -> None:
         from rayops.gcs.calls import report_worker_death
 
-        reason = f"the worker process (pid {pid}) exited or was killed"
+        what = "worker" if worker_id else "driver"
+        reason = f"the {what} process (pid {pid}) exited or was killed"
         for attempt in range(5):  # the GCS may be restarting: a few tries, then give up
             if self._gcs is not None:
                 try:
                     await self._gcs.call(
-                        report_worker_death(self.config.node_id, worker_id, reason)
+                        report_worker_death(self.config.node_id, worker_id, reason, address)
                     )
                     return
                 except Exception as err:
@@ -396,6 +401,9 @@ class Raylet:
             )
         self.drivers[conn] = job_id
         conn.context["job_id"] = job_id
+        conn.context["pid"] = msg.pid
+        if msg.port:
+            conn.context["address"] = f"{self.config.node_ip}:{msg.port}"
         return self._node_view(job_id)
 
     def _node_view(self, job_id: int = 0) -> rm.NodeDescription:
