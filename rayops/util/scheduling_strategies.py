@@ -25,6 +25,14 @@ class NodeAffinitySchedulingStrategy:
     ) -> None:
         if not isinstance(node_id, str) or not node_id:
             raise ValueError(f"node_id must be a node id hex string, got {node_id!r}")
+        if _spill_on_unavailable or _fail_on_unavailable:
+            # Ray's private knobs for soft affinity; honoured by no rayops scheduler yet, so
+            # refused rather than silently dropped.
+            raise NotImplementedError(
+                "NodeAffinitySchedulingStrategy's _spill_on_unavailable and "
+                "_fail_on_unavailable are not supported by rayops (no issue plans them yet); "
+                "leave them False"
+            )
         self.node_id = node_id
         self.soft = bool(soft)
         self._spill_on_unavailable = _spill_on_unavailable

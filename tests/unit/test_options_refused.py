@@ -167,3 +167,10 @@ def test_an_option_given_as_none_goes_back_to_its_default() -> None:
         pass
 
     assert "num_cpus" not in A.options(num_cpus=None)._options
+
+
+def test_node_affinity_private_knobs_are_refused_not_dropped() -> None:
+    with pytest.raises(NotImplementedError, match="_spill_on_unavailable"):
+        NodeAffinitySchedulingStrategy("ab" * 28, soft=True, _spill_on_unavailable=True)
+    with pytest.raises(NotImplementedError, match="_fail_on_unavailable"):
+        NodeAffinitySchedulingStrategy("ab" * 28, soft=True, _fail_on_unavailable=True)
