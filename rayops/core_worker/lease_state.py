@@ -9,7 +9,8 @@ back to its raylet. Tasks of one key reuse its leases while any are queued; a le
 (until that task answers); a ``SPREAD`` key asks for up to ``SPREAD_PENDING_LEASE_REQUESTS``
 leases (each placed by the raylets' SPREAD rotation, so they land on different nodes) and
 deals its tasks out round robin over them, one per lease per round, reusing them as a
-``DEFAULT`` key does (as Ray reuses a scheduling class's workers); a
+``DEFAULT`` key does (as Ray reuses a scheduling class's workers) but pipelined at most
+``SPREAD_DEPTH`` deep, so leases granted later on other nodes still get part of a burst; a
 worker that says it exits after a reply (``max_calls`` reached) gets nothing more and its
 lease goes back with ``worker_ok=False``.
 
@@ -67,6 +68,7 @@ from rayops.scheduling.strategy import LabelScoped, split_strategy
 LEASE_IDLE_S = 0.05
 MAX_PENDING_LEASE_REQUESTS = 4
 SPREAD_PENDING_LEASE_REQUESTS = 16
+SPREAD_DEPTH = 2  # how deep a SPREAD lease is pipelined (fast functions only)
 PIPELINE_DEPTH = 8
 FAST_TASK_S = 0.002
 LEASE_RETRY_S = 0.2  # after a lease request failed (raylet unreachable, ...)
@@ -78,6 +80,7 @@ __all__ = [
     "LEASE_RETRY_S",
     "MAX_PENDING_LEASE_REQUESTS",
     "PIPELINE_DEPTH",
+    "SPREAD_DEPTH",
     "SPREAD_PENDING_LEASE_REQUESTS",
     "Address",
     "ArmIdleTimer",
@@ -357,6 +360,10 @@ class LeaseState:
         queue = ks.queue
         spread = ks.spread
         depth = 1 if ks.max_calls or not queue else self._depth(queue[0])
+        if spread:
+            # Pipelined at most SPREAD_DEPTH deep, so that the leases still being granted on
+            # other nodes get their share of a burst of fast tasks.
+            depth = min(depth, SPREAD_DEPTH)
         spent: list[tuple[Lease, bool]] | None = None
         usable: list[Lease] = []
         for lease in ks.leases:

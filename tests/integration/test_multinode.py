@@ -66,6 +66,20 @@ def test_spread_really_spreads(cluster: Cluster) -> None:
     assert len(set(got)) == 3
 
 
+def test_spread_spreads_a_burst_of_fast_tasks(cluster: Cluster) -> None:
+    """SPREAD leases are reused but pipelined only two deep, so a burst of tasks that each take
+    microseconds still reaches every node (the leases on other nodes take their share)."""
+
+    @rayops.remote(scheduling_strategy="SPREAD")
+    def square(x: int) -> tuple[int, str]:
+        return x * x, rayops.get_runtime_context().get_node_id()
+
+    for _ in range(3):
+        got = rayops.get([square.remote(i) for i in range(30)], timeout=60)
+        assert sum(v for v, _ in got) == sum(i * i for i in range(30))
+        assert len({node for _, node in got}) == 3
+
+
 def test_node_affinity(cluster: Cluster) -> None:
     target = cluster.nodes[2].node_id
     hard = NodeAffinitySchedulingStrategy(target, soft=False)

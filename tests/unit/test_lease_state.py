@@ -253,19 +253,21 @@ SCENARIOS: dict[str, list[Step]] = {
     ],
     # SPREAD: a lease per task asked for (the raylets' rotation places each on another node),
     # then the tasks dealt out round robin over the leases held, which are reused.
-    "SPREAD deals its tasks out round robin over reused leases": [
+    "SPREAD deals its tasks out round robin over reused leases, two deep at most": [
         (
-            queued("t1", "t2", "t3", "t4", "t5", strategy="SPREAD"),
-            [("request", i, None, False) for i in range(1, 6)],
+            queued("t1", "t2", "t3", "t4", "t5", "t6", "t7", strategy="SPREAD"),
+            [("request", i, None, False) for i in range(1, 8)],
         ),
         (grant(1, 10), [("push", 10, "t1")]),
         (grant(2, 11, node="n2"), [("push", "n2/11", "t2")]),
-        # t1 was fast: pipelined now, and t3, t4, t5 go one lease at a time.
+        # t1 was fast: pipelined now, but SPREAD_DEPTH (2) deep only, one lease at a time,
+        # so t6 and t7 wait for a lease on another node.
         (
             ls.PushReplied(b"t1", reply(FAST), now=1.0),
             [("push", 10, "t3"), ("push", "n2/11", "t4"), ("push", 10, "t5")],
         ),
-        (grant(3, 12, node="n3"), [("return", "n3/12", True)]),
+        (grant(3, 12, node="n3"), [("push", "n3/12", "t6"), ("push", "n3/12", "t7")]),
+        (grant(4, 13, node="n4"), [("return", "n4/13", True)]),
     ],
     # max_calls: the worker's last reply says it exits; nothing more goes to it.
     "max_calls: an exiting worker's lease goes back not reusable": [
