@@ -84,6 +84,19 @@ def group_of(resource: str) -> str | None:
     return pg_hex
 
 
+def split_bundle_resource(resource: str) -> tuple[str, int, str] | None:
+    """(plain name, bundle index or -1 for the group's wildcard, group hex) of a bundle
+    resource; None for any other name. The markers split as ("bundle", ...)."""
+    pg_hex = group_of(resource)
+    if pg_hex is None:
+        return None
+    head = resource[: -len(pg_hex) - 1]  # "CPU_group_1" or "CPU_group"
+    base, sep, index = head.rpartition(INFIX)
+    if sep and index.isdigit():
+        return base, int(index), pg_hex
+    return head[: -len(INFIX) + 1], -1, pg_hex
+
+
 def is_bundle_resource(resource: str) -> bool:
     return group_of(resource) is not None
 

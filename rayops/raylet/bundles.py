@@ -16,10 +16,10 @@ whether the node's resources changed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from rayops.protocol.bundle_resources import bundle_resources
-from rayops.raylet.resources import Allocation, NodeResources
+from rayops.protocol.bundle_resources import bundle_resources, split_bundle_resource
+from rayops.raylet.resources import Allocation, NodeResources, pick_instances
 
 
 @dataclass
@@ -29,6 +29,19 @@ class Bundle:
     shape: dict[str, float]
     alloc: Allocation  # what the reservation took from the node's own resources
     committed: bool = False
+    # The GPUs the reservation holds (node instance indexes) and how much of each is free
+    # for the leases of the group's tasks: they are told exactly these devices.
+    devices: list[int] = field(default_factory=list)
+    free: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BundleDevices:
+    """GPUs a lease took from a bundle: given back when the lease ends."""
+
+    key: tuple[str, int]
+    picks: tuple[tuple[int, float], ...]  # (position in the bundle's devices, amount)
+    instances: tuple[tuple[int, float], ...]  # (node instance index, amount)
 
 
 class BundleBook:
@@ -54,6 +67,9 @@ class BundleBook:
                     del self._bundles[(pg_hex, b.index)]
                 return False
             b = Bundle(pg_hex, index, shape, self._res.acquire(shape))
+            gpus = b.alloc.instances.get("GPU", [])
+            b.devices = [idx for idx, _ in gpus]
+            b.free = [amount for _, amount in gpus]
             self._bundles[(pg_hex, index)] = b
             taken.append(b)
         return True
@@ -82,6 +98,48 @@ class BundleBook:
             self._res.release(b.alloc)
             out.append(b)
         return out
+
+    def take_devices(self, shape: Mapping[str, float]) -> BundleDevices | None:
+        """The GPUs of its bundle for a lease that asks for a group's GPUs (the bundle it
+        names, or for the group's wildcard the first bundle here with room); None when the
+        shape asks for none or no bundle here can give them."""
+        want: dict[int, float] = {}
+        pg = ""
+        for name, qty in shape.items():
+            parts = split_bundle_resource(name)
+            if parts is not None and parts[0] == "GPU":
+                pg = parts[2]
+                want[parts[1]] = qty
+        if not want:
+            return None
+        if any(i >= 0 for i in want):
+            index = max(want)
+            candidates = [(pg, index)]
+        else:
+            index = -1
+            candidates = sorted(k for k in self._bundles if k[0] == pg)
+        qty = want[index]
+        for key in candidates:
+            b = self._bundles.get(key)
+            if b is None or not b.committed or not b.devices:
+                continue
+            picks = pick_instances(b.free, qty)
+            if picks is None:
+                continue
+            for pos, amount in picks:
+                b.free[pos] -= amount
+            return BundleDevices(
+                key, tuple(picks), tuple((b.devices[pos], amount) for pos, amount in picks)
+            )
+        return None
+
+    def give_back(self, taken: BundleDevices) -> None:
+        """A lease ended: its bundle's GPUs are free again (if the bundle is still here)."""
+        b = self._bundles.get(taken.key)
+        if b is None:
+            return
+        for pos, amount in taken.picks:
+            b.free[pos] = min(1.0, b.free[pos] + amount)
 
     def groups(self) -> set[str]:
         return {pg for pg, _ in self._bundles}

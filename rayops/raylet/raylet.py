@@ -25,7 +25,7 @@ from rayops.node.log_rotation import LogRotationConfig
 from rayops.objectstore import StoreClient, StoreManager
 from rayops.protocol import node_messages as nm
 from rayops.protocol import raylet_messages as rm
-from rayops.protocol.bundle_resources import INFIX, group_of, plain_resources
+from rayops.protocol.bundle_resources import group_of, plain_resources, split_bundle_resource
 from rayops.protocol.framed_message import Refusal, RefusalCode
 from rayops.protocol.node_snapshot import (
     PLACEMENT_BOUNDS_S,
@@ -34,10 +34,16 @@ from rayops.protocol.node_snapshot import (
     RayletSnapshot,
 )
 from rayops.raylet.agent_process import AgentProcess, AgentSettings
-from rayops.raylet.bundles import BundleBook
+from rayops.raylet.bundles import BundleBook, BundleDevices
 from rayops.raylet.cluster_view import ClusterView, follow_gcs
 from rayops.raylet.object_manager import ObjectManager
-from rayops.raylet.resources import Allocation, NodeResources, format_shape, normalize_shape
+from rayops.raylet.resources import (
+    Allocation,
+    NodeResources,
+    device_assignment,
+    format_shape,
+    normalize_shape,
+)
 from rayops.raylet.usage_reporter import UsageReport, UsageReporter
 from rayops.raylet.worker_pool import WorkerHandle, WorkerPool
 from rayops.rpc import framed
@@ -107,6 +113,7 @@ class Lease:
     alloc: Allocation
     conn: framed.Connection
     blocked: bool = False
+    devices: BundleDevices | None = None  # GPUs taken from a placement-group bundle
 
 
 class Raylet:
@@ -539,8 +546,7 @@ class Raylet:
         assert self.pool is not None
         for lease in list(self.leases.values()):
             if any(
-                group_of(k) == pg_hex and _bundle_index(k, pg_hex) in (None, *indexes)
-                for k in lease.alloc.shape
+                group_of(k) == pg_hex and _index_of(k) in (-1, *indexes) for k in lease.alloc.shape
             ):
                 logger.info("placement group %s removed: killing lease %d", pg_hex, lease.lease_id)
                 self.pool.kill(lease.worker)
@@ -798,10 +804,15 @@ class Raylet:
 
     def _grant(self, req: LeaseRequest, worker: WorkerHandle) -> None:
         alloc = self.resources.acquire(req.shape)
+        devices = self.bundles.take_devices(req.shape)
         self.placement_time.observe("Task", time.monotonic() - req.created)
         lease_id = next(self._lease_ids)
         worker.lease_id = lease_id
-        self.leases[lease_id] = Lease(lease_id, worker, alloc, req.conn)
+        self.leases[lease_id] = Lease(lease_id, worker, alloc, req.conn, devices=devices)
+        instances = self.resources.assigned_ids(alloc)
+        if devices is not None:  # a task in a GPU bundle is told that bundle's devices
+            gpus = {"GPU": list(devices.instances)}
+            instances.update(device_assignment(gpus, self.resources.device_ids))
         self._usage.mark()
         assert worker.address is not None
         req.future.set_result(
@@ -809,7 +820,7 @@ class Raylet:
                 lease_id=lease_id,
                 worker_id=worker.worker_id,
                 worker_address=worker.address,
-                instances=self.resources.assigned_ids(alloc),
+                instances=instances,
                 node_id=self.config.node_id,
             )
         )
@@ -820,6 +831,8 @@ class Raylet:
             cpu = {"CPU": lease.alloc.shape["CPU"]} if "CPU" in lease.alloc.shape else {}
             self.resources.take_quantities(cpu)
         self.resources.release(lease.alloc)
+        if lease.devices is not None:
+            self.bundles.give_back(lease.devices)
         self._usage.mark()
         assert self.pool is not None
         if reuse_worker and lease.worker.worker_id in self.pool.workers:
@@ -873,11 +886,10 @@ class Raylet:
         req.conn.notify(rm.ShowWarning(msg))
 
 
-def _bundle_index(resource: str, pg_hex: str) -> int | None:
-    """The bundle index a group resource names (None: the group's wildcard resource)."""
-    head = resource[: -len(pg_hex) - 1]  # "CPU_group_1" or "CPU_group"
-    _, sep, index = head.rpartition(INFIX)
-    return int(index) if sep and index.isdigit() else None
+def _index_of(resource: str) -> int:
+    """The bundle index a group resource names (-1: the group's wildcard resource)."""
+    parts = split_bundle_resource(resource)
+    return -1 if parts is None else parts[1]
 
 
 async def _wait_port_open(address: str, timeout: float) -> None:

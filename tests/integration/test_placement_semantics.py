@@ -112,6 +112,34 @@ def test_gpu_task_sees_the_nodes_physical_device(cluster: Cluster) -> None:
     assert both["env"] == "2,3" and both["gpu_ids"] == ["2", "3"]
 
 
+def test_a_task_in_a_gpu_bundle_sees_the_bundles_device(cluster: Cluster) -> None:
+    """A placement-group bundle holds particular GPUs of its node; a task in that bundle is
+    told exactly those (CUDA_VISIBLE_DEVICES, get_gpu_ids), as a plain GPU task is."""
+    from rayops.util.placement_group import placement_group, remove_placement_group
+    from rayops.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    pg = placement_group([{"GPU": 1}, {"GPU": 1}], strategy="STRICT_PACK")
+    assert pg.wait(60)
+    try:
+        seen_by = {}
+        for index in (0, 1):
+            strategy = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=index)
+            got = rayops.get(
+                seen.options(num_gpus=1, scheduling_strategy=strategy).remote(), timeout=60
+            )
+            assert got["node"] == gpu_node(cluster).node_id
+            assert got["env"] in ("2", "3") and got["gpu_ids"] == [got["env"]], got
+            seen_by[index] = got["env"]
+        assert sorted(seen_by.values()) == ["2", "3"]  # each bundle its own device
+        anywhere = PlacementGroupSchedulingStrategy(pg)
+        got = rayops.get(
+            seen.options(num_gpus=1, scheduling_strategy=anywhere).remote(), timeout=60
+        )
+        assert got["env"] in ("2", "3")
+    finally:
+        remove_placement_group(pg)
+
+
 def test_task_without_gpus_sees_the_nodes_devices(cluster: Cluster) -> None:
     """A zero-GPU task on the GPU node sees the node's variable untouched (Ray leaves it), even
     on a worker that ran a GPU task before."""

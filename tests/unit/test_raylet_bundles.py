@@ -77,3 +77,22 @@ def test_a_demand_in_a_bundle_reads_back_as_its_plain_shape() -> None:
     # A zero-resource task still asks for the marker, so it lands on a node of the group.
     assert br.demand_in_bundle({}, PG, -1) == {f"bundle_group_{PG}": br.MARKER_DEMAND}
     assert br.plain_resources({"CPU": 2.0, f"CPU_group_{PG}": 1.0}) == {"CPU": 2.0}
+
+
+def test_a_lease_in_a_gpu_bundle_is_given_that_bundles_devices() -> None:
+    _res, book = _node()  # GPU instances 0 and 1
+    book.prepare(PG, [(0, {"GPU": 1.0}), (1, {"GPU": 1.0})])
+    book.commit(PG, [0, 1])
+    first = book.take_devices(br.demand_in_bundle({"GPU": 1.0}, PG, 1))
+    assert first is not None and first.instances == ((1, 1.0),)  # bundle 1 took device 1
+    assert book.take_devices(br.demand_in_bundle({"GPU": 1.0}, PG, 1)) is None  # in use
+    # Any bundle: the first with room (bundle 0, device 0); halves share a device.
+    halves = [book.take_devices(br.demand_in_bundle({"GPU": 0.5}, PG, -1)) for _ in range(2)]
+    assert [h.instances for h in halves if h] == [((0, 0.5),), ((0, 0.5),)]
+    assert book.take_devices(br.demand_in_bundle({"CPU": 1.0}, PG, 0)) is None  # no GPU asked
+    book.give_back(first)
+    again = book.take_devices(br.demand_in_bundle({"GPU": 1.0}, PG, 1))
+    assert again is not None and again.instances == ((1, 1.0),)
+    assert br.split_bundle_resource(f"GPU_group_1_{PG}") == ("GPU", 1, PG)
+    assert br.split_bundle_resource(f"GPU_group_{PG}") == ("GPU", -1, PG)
+    assert br.split_bundle_resource("GPU") is None
