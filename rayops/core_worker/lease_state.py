@@ -6,11 +6,7 @@ spillback hops), the leases held, which task is in flight on which lease, and wh
 back to its raylet. Tasks of one key reuse its leases while any are queued; a lease idle for
 ``LEASE_IDLE_S`` is returned; functions measured to run under ``FAST_TASK_S`` are pipelined
 ``PIPELINE_DEPTH`` deep per lease, but never onto a lease whose in-flight task was cancelled
-(until that task answers); a ``SPREAD`` key asks for up to ``SPREAD_PENDING_LEASE_REQUESTS``
-leases (each placed by the raylets' SPREAD rotation, so they land on different nodes) and
-deals its tasks out round robin over them, one per lease per round, reusing them as a
-``DEFAULT`` key does (as Ray reuses a scheduling class's workers) but pipelined at most
-``SPREAD_DEPTH`` deep, so leases granted later on other nodes still get part of a burst; a
+(until that task answers); a ``SPREAD`` lease runs one task, so each task is placed anew; a
 worker that says it exits after a reply (``max_calls`` reached) gets nothing more and its
 lease goes back with ``worker_ok=False``.
 
@@ -68,7 +64,6 @@ from rayops.scheduling.strategy import LabelScoped, split_strategy
 LEASE_IDLE_S = 0.05
 MAX_PENDING_LEASE_REQUESTS = 4
 SPREAD_PENDING_LEASE_REQUESTS = 16
-SPREAD_DEPTH = 2  # how deep a SPREAD lease is pipelined (fast functions only)
 PIPELINE_DEPTH = 8
 FAST_TASK_S = 0.002
 LEASE_RETRY_S = 0.2  # after a lease request failed (raylet unreachable, ...)
@@ -80,7 +75,6 @@ __all__ = [
     "LEASE_RETRY_S",
     "MAX_PENDING_LEASE_REQUESTS",
     "PIPELINE_DEPTH",
-    "SPREAD_DEPTH",
     "SPREAD_PENDING_LEASE_REQUESTS",
     "Address",
     "ArmIdleTimer",
@@ -359,37 +353,25 @@ class LeaseState:
         """Push queued tasks onto the key's leases, return spent ones, request more."""
         queue = ks.queue
         spread = ks.spread
-        depth = 1 if ks.max_calls or not queue else self._depth(queue[0])
-        if spread:
-            # Pipelined at most SPREAD_DEPTH deep, so that the leases still being granted on
-            # other nodes get their share of a burst of fast tasks.
-            depth = min(depth, SPREAD_DEPTH)
+        depth = 1 if spread or ks.max_calls or not queue else self._depth(queue[0])
         spent: list[tuple[Lease, bool]] | None = None
-        usable: list[Lease] = []
         for lease in ks.leases:
-            if lease.retiring:
-                # A worker exiting after max_calls.
-                if not lease.inflight:
+            inflight = lease.inflight
+            if lease.retiring or (spread and lease.used):
+                # A worker exiting after max_calls, or SPREAD's one task per lease.
+                if not inflight:
                     spent = spent or []
-                    spent.append((lease, False))
+                    spent.append((lease, not lease.retiring))
                 continue
             if lease.cancelled:
                 continue  # a cancelled task in flight on it: nothing behind it (see above)
-            usable.append(lease)
-        if spread:  # one task per lease per round: the tasks spread as the leases do
-            pushed = True
-            while queue and pushed:
-                pushed = False
-                for lease in usable:
-                    if queue and len(lease.inflight) < depth:
-                        self._push(lease, queue.popleft(), out)
-                        pushed = True
-        else:
-            for lease in usable:
-                while queue and len(lease.inflight) < depth:
-                    self._push(lease, queue.popleft(), out)
-        for lease in usable:
-            inflight = lease.inflight
+            while queue and len(inflight) < depth:
+                spec = queue.popleft()
+                inflight[spec.task_id] = spec
+                self._where[spec.task_id] = lease
+                lease.used = True
+                lease.idle_since = None
+                out.append(PushTask(lease, spec))
             if not inflight and lease.idle_since is None:
                 lease.idle_since = self._now
                 if not lease.timer_armed:
@@ -409,13 +391,6 @@ class LeaseState:
             out.append(
                 RequestLease(request_id, key, ks.shape, ks.strategy, preferred=_arg_nodes(queue[0]))
             )
-
-    def _push(self, lease: Lease, spec: TaskSpec, out: list[Instruction]) -> None:
-        lease.inflight[spec.task_id] = spec
-        self._where[spec.task_id] = lease
-        lease.used = True
-        lease.idle_since = None
-        out.append(PushTask(lease, spec))
 
     def _depth(self, spec: TaskSpec) -> int:
         ema = self._exec_ema.get(spec.function_id)

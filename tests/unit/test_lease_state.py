@@ -251,23 +251,15 @@ SCENARIOS: dict[str, list[Step]] = {
         (ls.PushReplied(b"t1", reply(FAST), now=1.0), [("push", 10, "t2"), ("push", 10, "t3")]),
         (grant(2, 11), [("return", 11, True)]),
     ],
-    # SPREAD: a lease per task asked for (the raylets' rotation places each on another node),
-    # then the tasks dealt out round robin over the leases held, which are reused.
-    "SPREAD deals its tasks out round robin over reused leases, two deep at most": [
+    # SPREAD: one task per lease, so each task gets its own placement.
+    "SPREAD gives each task its own lease": [
         (
-            queued("t1", "t2", "t3", "t4", "t5", "t6", "t7", strategy="SPREAD"),
-            [("request", i, None, False) for i in range(1, 8)],
+            queued("t1", "t2", strategy="SPREAD"),
+            [("request", 1, None, False), ("request", 2, None, False)],
         ),
         (grant(1, 10), [("push", 10, "t1")]),
-        (grant(2, 11, node="n2"), [("push", "n2/11", "t2")]),
-        # t1 was fast: pipelined now, but SPREAD_DEPTH (2) deep only, one lease at a time,
-        # so t6 and t7 wait for a lease on another node.
-        (
-            ls.PushReplied(b"t1", reply(FAST), now=1.0),
-            [("push", 10, "t3"), ("push", "n2/11", "t4"), ("push", 10, "t5")],
-        ),
-        (grant(3, 12, node="n3"), [("push", "n3/12", "t6"), ("push", "n3/12", "t7")]),
-        (grant(4, 13, node="n4"), [("return", "n4/13", True)]),
+        (ls.PushReplied(b"t1", reply(FAST), now=1.0), [("return", 10, True)]),
+        (grant(2, 11), [("push", 11, "t2")]),
     ],
     # max_calls: the worker's last reply says it exits; nothing more goes to it.
     "max_calls: an exiting worker's lease goes back not reusable": [
