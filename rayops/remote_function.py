@@ -96,7 +96,11 @@ class RemoteFunction:
             self._plans[id(opts)] = plan
         name, n, resources, max_retries, retry_exceptions, strategy = plan[1]
         cw = state.current() or _auto_init()
-        if strategy in (None, "DEFAULT") and cw.mode == "worker":
+        if (
+            strategy in (None, "DEFAULT")
+            and cw.mode == "worker"
+            and cw.task_context().placement is not None  # the caller runs in a group
+        ):
             from rayops.util.placement_group_handle import captured, shape_in_group
 
             where = captured(cw)  # a parent scheduled with capture_child_tasks: its group

@@ -300,11 +300,10 @@ def report_actor_out_of_scope(actor_id: bytes) -> GcsCall[None]:
 # Placement groups (replies are gcs_pg_pb2 messages: rayops.util.placement_group reads them).
 
 
-def create_placement_group(spec: gcs_pg_pb2.PlacementGroupInfo, wait_ms: int = 0) -> GcsCall[str]:
-    """Create a group; the reply (its state) comes once it is created or removed, or after
-    ``wait_ms`` (0: at once)."""
-    request = gcs_pg_pb2.CreatePlacementGroupRequest(spec=spec, wait_ms=wait_ms)
-    return GcsCall("pg", "CreatePlacementGroup", request, lambda r: str(r.state))
+def create_placement_group(spec: gcs_pg_pb2.PlacementGroupInfo) -> GcsCall[None]:
+    """Create one group (refused with ALREADY_EXISTS if its name is taken)."""
+    request = gcs_pg_pb2.CreatePlacementGroupRequest(spec=spec)
+    return GcsCall("pg", "CreatePlacementGroup", request, lambda r: None)
 
 
 def create_placement_groups(
@@ -319,11 +318,6 @@ def create_placement_groups(
 def remove_placement_groups(pg_ids: list[bytes]) -> GcsCall[None]:
     request = gcs_pg_pb2.RemovePlacementGroupsRequest(placement_group_ids=pg_ids)
     return GcsCall("pg", "RemovePlacementGroups", request, lambda r: None)
-
-
-def remove_placement_group(pg_id: bytes) -> GcsCall[bool]:
-    request = gcs_pg_pb2.RemovePlacementGroupRequest(placement_group_id=pg_id)
-    return GcsCall("pg", "RemovePlacementGroup", request, lambda r: bool(r.found))
 
 
 def get_placement_group(

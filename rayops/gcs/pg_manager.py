@@ -18,6 +18,7 @@ freed resources: waiting groups try again), ``job_ended``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -25,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rayops.gcs import pg_table as pt
+from rayops.gcs.actor_placement import node_views
 from rayops.gcs.node_table import NodeTable
 from rayops.gcs.pg_table import PgRecord, PgState, PgTable
 from rayops.gcs.types import NodeInfo
@@ -148,7 +150,7 @@ class PgManager:
         waiting = self.table.waiting()
         if not waiting:
             return
-        views = {n.node_id: _view(n) for n in self._nodes.all_nodes(alive_only=True)}
+        views = {v.node_id: _plain(v) for v in node_views(self._nodes.all_nodes(alive_only=True))}
         for rec in waiting:
             placement = place_bundles(
                 [rec.bundles[i] for i in range(rec.bundle_count)],
@@ -243,14 +245,11 @@ class PgManager:
         self.nodes_changed()
 
 
-def _view(node: NodeInfo) -> NodeView:
-    return NodeView(
-        node.node_id,
-        (node.node_ip, node.raylet_port),
-        plain_resources(node.resources_total),
-        plain_resources(node.resources_available),
-        node.state == "ALIVE",
-        dict(node.labels),
+def _plain(view: NodeView) -> NodeView:
+    """A node without the bundle resources of groups already there (bundles reserve plain
+    resources)."""
+    return dataclasses.replace(
+        view, total=plain_resources(view.total), available=plain_resources(view.available)
     )
 
 
@@ -258,7 +257,7 @@ def _minus(view: NodeView, shape: Mapping[str, float]) -> NodeView:
     available = dict(view.available)
     for k, v in shape.items():
         available[k] = available.get(k, 0.0) - v
-    return NodeView(view.node_id, view.address, view.total, available, view.alive, view.labels)
+    return dataclasses.replace(view, available=available)
 
 
 def _by_node(nodes: Mapping[int, str]) -> dict[str, list[int]]:

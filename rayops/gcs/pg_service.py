@@ -55,12 +55,7 @@ class PlacementGroupService(gcs_pg_pb2_grpc.PlacementGroupInfoGcsServiceServicer
             self._manager.create(rec)
         except PgNameTaken as err:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(err))
-        if request.wait_ms:
-            wait_s = min(request.wait_ms, MAX_WAIT_MS) / 1000.0
-            state = await self._manager.wait_ready(rec.pg_id, wait_s)
-        else:
-            state = str(rec.state)
-        return gcs_pg_pb2.CreatePlacementGroupReply(state=state)
+        return gcs_pg_pb2.CreatePlacementGroupReply()
 
     async def CreatePlacementGroups(
         self,
@@ -95,14 +90,6 @@ class PlacementGroupService(gcs_pg_pb2_grpc.PlacementGroupInfoGcsServiceServicer
         for pg_id in request.placement_group_ids:
             self._manager.remove(pg_id)
         return gcs_pg_pb2.RemovePlacementGroupsReply()
-
-    async def RemovePlacementGroup(
-        self,
-        request: gcs_pg_pb2.RemovePlacementGroupRequest,
-        context: grpc.aio.ServicerContext,
-    ) -> gcs_pg_pb2.RemovePlacementGroupReply:
-        found = self._manager.remove(request.placement_group_id)
-        return gcs_pg_pb2.RemovePlacementGroupReply(found=found)
 
     async def GetPlacementGroup(
         self, request: gcs_pg_pb2.GetPlacementGroupRequest, context: grpc.aio.ServicerContext

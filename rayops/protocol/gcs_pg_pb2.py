@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crayops/protocol/gcs_pg.proto\x12\x0frayops.protocol\"\xef\x01\n\x06\x42undle\x12\x39\n\tresources\x18\x01 \x03(\x0b\x32&.rayops.protocol.Bundle.ResourcesEntry\x12\x42\n\x0elabel_selector\x18\x02 \x03(\x0b\x32*.rayops.protocol.Bundle.LabelSelectorEntry\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa1\x03\n\x12PlacementGroupInfo\x12\x1a\n\x12placement_group_id\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rray_namespace\x18\x03 \x01(\t\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12(\n\x07\x62undles\x18\x05 \x03(\x0b\x32\x17.rayops.protocol.Bundle\x12J\n\x0c\x62undle_nodes\x18\x06 \x03(\x0b\x32\x34.rayops.protocol.PlacementGroupInfo.BundleNodesEntry\x12\r\n\x05state\x18\x07 \x01(\t\x12\x16\n\x0e\x63reator_job_id\x18\x08 \x01(\r\x12\x13\n\x0bis_detached\x18\t \x01(\x08\x12\x18\n\x10scheduling_state\x18\n \x01(\t\x12\x1b\n\x13scheduling_attempts\x18\x0b \x01(\r\x12\x1b\n\x13\x63reation_latency_ms\x18\x0c \x01(\x01\x1a\x32\n\x10\x42undleNodesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"a\n\x1b\x43reatePlacementGroupRequest\x12\x31\n\x04spec\x18\x01 \x01(\x0b\x32#.rayops.protocol.PlacementGroupInfo\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"*\n\x19\x43reatePlacementGroupReply\x12\r\n\x05state\x18\x01 \x01(\t\"c\n\x1c\x43reatePlacementGroupsRequest\x12\x32\n\x05specs\x18\x01 \x03(\x0b\x32#.rayops.protocol.PlacementGroupInfo\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"<\n\x1a\x43reatePlacementGroupsReply\x12\x0e\n\x06states\x18\x01 \x03(\t\x12\x0e\n\x06\x65rrors\x18\x02 \x03(\t\";\n\x1cRemovePlacementGroupsRequest\x12\x1b\n\x13placement_group_ids\x18\x01 \x03(\x0c\"\x1c\n\x1aRemovePlacementGroupsReply\"9\n\x1bRemovePlacementGroupRequest\x12\x1a\n\x12placement_group_id\x18\x01 \x01(\x0c\"*\n\x19RemovePlacementGroupReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"[\n\x18GetPlacementGroupRequest\x12\x1a\n\x12placement_group_id\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rray_namespace\x18\x03 \x01(\t\"Z\n\x16GetPlacementGroupReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x31\n\x04info\x18\x02 \x01(\x0b\x32#.rayops.protocol.PlacementGroupInfo\"\x1d\n\x1bGetAllPlacementGroupRequest\"P\n\x19GetAllPlacementGroupReply\x12\x33\n\x06groups\x18\x01 \x03(\x0b\x32#.rayops.protocol.PlacementGroupInfo\"K\n\x19WaitPlacementGroupRequest\x12\x1a\n\x12placement_group_id\x18\x01 \x01(\x0c\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\"(\n\x17WaitPlacementGroupReply\x12\r\n\x05state\x18\x01 \x01(\t2\xbd\x06\n\x1cPlacementGroupInfoGcsService\x12p\n\x14\x43reatePlacementGroup\x12,.rayops.protocol.CreatePlacementGroupRequest\x1a*.rayops.protocol.CreatePlacementGroupReply\x12s\n\x15\x43reatePlacementGroups\x12-.rayops.protocol.CreatePlacementGroupsRequest\x1a+.rayops.protocol.CreatePlacementGroupsReply\x12p\n\x14RemovePlacementGroup\x12,.rayops.protocol.RemovePlacementGroupRequest\x1a*.rayops.protocol.RemovePlacementGroupReply\x12s\n\x15RemovePlacementGroups\x12-.rayops.protocol.RemovePlacementGroupsRequest\x1a+.rayops.protocol.RemovePlacementGroupsReply\x12g\n\x11GetPlacementGroup\x12).rayops.protocol.GetPlacementGroupRequest\x1a\'.rayops.protocol.GetPlacementGroupReply\x12p\n\x14GetAllPlacementGroup\x12,.rayops.protocol.GetAllPlacementGroupRequest\x1a*.rayops.protocol.GetAllPlacementGroupReply\x12t\n\x1cWaitPlacementGroupUntilReady\x12*.rayops.protocol.WaitPlacementGroupRequest\x1a(.rayops.protocol.WaitPlacementGroupReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crayops/protocol/gcs_pg.proto\x12\x0frayops.protocol\"\xef\x01\n\x06\x42undle\x12\x39\n\tresources\x18\x01 \x03(\x0b\x32&.rayops.protocol.Bundle.ResourcesEntry\x12\x42\n\x0elabel_selector\x18\x02 \x03(\x0b\x32*.rayops.protocol.Bundle.LabelSelectorEntry\x1a\x30\n\x0eResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa1\x03\n\x12PlacementGroupInfo\x12\x1a\n\x12placement_group_id\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rray_namespace\x18\x03 \x01(\t\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12(\n\x07\x62undles\x18\x05 \x03(\x0b\x32\x17.rayops.protocol.Bundle\x12J\n\x0c\x62undle_nodes\x18\x06 \x03(\x0b\x32\x34.rayops.protocol.PlacementGroupInfo.BundleNodesEntry\x12\r\n\x05state\x18\x07 \x01(\t\x12\x16\n\x0e\x63reator_job_id\x18\x08 \x01(\r\x12\x13\n\x0bis_detached\x18\t \x01(\x08\x12\x18\n\x10scheduling_state\x18\n \x01(\t\x12\x1b\n\x13scheduling_attempts\x18\x0b \x01(\r\x12\x1b\n\x13\x63reation_latency_ms\x18\x0c \x01(\x01\x1a\x32\n\x10\x42undleNodesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"P\n\x1b\x43reatePlacementGroupRequest\x12\x31\n\x04spec\x18\x01 \x01(\x0b\x32#.rayops.protocol.PlacementGroupInfo\"\x1b\n\x19\x43reatePlacementGroupReply\"c\n\x1c\x43reatePlacementGroupsRequest\x12\x32\n\x05specs\x18\x01 \x03(\x0b\x32#.rayops.protocol.PlacementGroupInfo\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"<\n\x1a\x43reatePlacementGroupsReply\x12\x0e\n\x06states\x18\x01 \x03(\t\x12\x0e\n\x06\x65rrors\x18\x02 \x03(\t\";\n\x1cRemovePlacementGroupsRequest\x12\x1b\n\x13placement_group_ids\x18\x01 \x03(\x0c\"\x1c\n\x1aRemovePlacementGroupsReply\"[\n\x18GetPlacementGroupRequest\x12\x1a\n\x12placement_group_id\x18\x01 \x01(\x0c\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x15\n\rray_namespace\x18\x03 \x01(\t\"Z\n\x16GetPlacementGroupReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12\x31\n\x04info\x18\x02 \x01(\x0b\x32#.rayops.protocol.PlacementGroupInfo\"\x1d\n\x1bGetAllPlacementGroupRequest\"P\n\x19GetAllPlacementGroupReply\x12\x33\n\x06groups\x18\x01 \x03(\x0b\x32#.rayops.protocol.PlacementGroupInfo\"K\n\x19WaitPlacementGroupRequest\x12\x1a\n\x12placement_group_id\x18\x01 \x01(\x0c\x12\x12\n\ntimeout_ms\x18\x02 \x01(\r\"(\n\x17WaitPlacementGroupReply\x12\r\n\x05state\x18\x01 \x01(\t2\xcb\x05\n\x1cPlacementGroupInfoGcsService\x12p\n\x14\x43reatePlacementGroup\x12,.rayops.protocol.CreatePlacementGroupRequest\x1a*.rayops.protocol.CreatePlacementGroupReply\x12s\n\x15\x43reatePlacementGroups\x12-.rayops.protocol.CreatePlacementGroupsRequest\x1a+.rayops.protocol.CreatePlacementGroupsReply\x12s\n\x15RemovePlacementGroups\x12-.rayops.protocol.RemovePlacementGroupsRequest\x1a+.rayops.protocol.RemovePlacementGroupsReply\x12g\n\x11GetPlacementGroup\x12).rayops.protocol.GetPlacementGroupRequest\x1a\'.rayops.protocol.GetPlacementGroupReply\x12p\n\x14GetAllPlacementGroup\x12,.rayops.protocol.GetAllPlacementGroupRequest\x1a*.rayops.protocol.GetAllPlacementGroupReply\x12t\n\x1cWaitPlacementGroupUntilReady\x12*.rayops.protocol.WaitPlacementGroupRequest\x1a(.rayops.protocol.WaitPlacementGroupReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,33 +49,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLACEMENTGROUPINFO_BUNDLENODESENTRY']._serialized_start=659
   _globals['_PLACEMENTGROUPINFO_BUNDLENODESENTRY']._serialized_end=709
   _globals['_CREATEPLACEMENTGROUPREQUEST']._serialized_start=711
-  _globals['_CREATEPLACEMENTGROUPREQUEST']._serialized_end=808
-  _globals['_CREATEPLACEMENTGROUPREPLY']._serialized_start=810
-  _globals['_CREATEPLACEMENTGROUPREPLY']._serialized_end=852
-  _globals['_CREATEPLACEMENTGROUPSREQUEST']._serialized_start=854
-  _globals['_CREATEPLACEMENTGROUPSREQUEST']._serialized_end=953
-  _globals['_CREATEPLACEMENTGROUPSREPLY']._serialized_start=955
-  _globals['_CREATEPLACEMENTGROUPSREPLY']._serialized_end=1015
-  _globals['_REMOVEPLACEMENTGROUPSREQUEST']._serialized_start=1017
-  _globals['_REMOVEPLACEMENTGROUPSREQUEST']._serialized_end=1076
-  _globals['_REMOVEPLACEMENTGROUPSREPLY']._serialized_start=1078
-  _globals['_REMOVEPLACEMENTGROUPSREPLY']._serialized_end=1106
-  _globals['_REMOVEPLACEMENTGROUPREQUEST']._serialized_start=1108
-  _globals['_REMOVEPLACEMENTGROUPREQUEST']._serialized_end=1165
-  _globals['_REMOVEPLACEMENTGROUPREPLY']._serialized_start=1167
-  _globals['_REMOVEPLACEMENTGROUPREPLY']._serialized_end=1209
-  _globals['_GETPLACEMENTGROUPREQUEST']._serialized_start=1211
-  _globals['_GETPLACEMENTGROUPREQUEST']._serialized_end=1302
-  _globals['_GETPLACEMENTGROUPREPLY']._serialized_start=1304
-  _globals['_GETPLACEMENTGROUPREPLY']._serialized_end=1394
-  _globals['_GETALLPLACEMENTGROUPREQUEST']._serialized_start=1396
-  _globals['_GETALLPLACEMENTGROUPREQUEST']._serialized_end=1425
-  _globals['_GETALLPLACEMENTGROUPREPLY']._serialized_start=1427
-  _globals['_GETALLPLACEMENTGROUPREPLY']._serialized_end=1507
-  _globals['_WAITPLACEMENTGROUPREQUEST']._serialized_start=1509
-  _globals['_WAITPLACEMENTGROUPREQUEST']._serialized_end=1584
-  _globals['_WAITPLACEMENTGROUPREPLY']._serialized_start=1586
-  _globals['_WAITPLACEMENTGROUPREPLY']._serialized_end=1626
-  _globals['_PLACEMENTGROUPINFOGCSSERVICE']._serialized_start=1629
-  _globals['_PLACEMENTGROUPINFOGCSSERVICE']._serialized_end=2458
+  _globals['_CREATEPLACEMENTGROUPREQUEST']._serialized_end=791
+  _globals['_CREATEPLACEMENTGROUPREPLY']._serialized_start=793
+  _globals['_CREATEPLACEMENTGROUPREPLY']._serialized_end=820
+  _globals['_CREATEPLACEMENTGROUPSREQUEST']._serialized_start=822
+  _globals['_CREATEPLACEMENTGROUPSREQUEST']._serialized_end=921
+  _globals['_CREATEPLACEMENTGROUPSREPLY']._serialized_start=923
+  _globals['_CREATEPLACEMENTGROUPSREPLY']._serialized_end=983
+  _globals['_REMOVEPLACEMENTGROUPSREQUEST']._serialized_start=985
+  _globals['_REMOVEPLACEMENTGROUPSREQUEST']._serialized_end=1044
+  _globals['_REMOVEPLACEMENTGROUPSREPLY']._serialized_start=1046
+  _globals['_REMOVEPLACEMENTGROUPSREPLY']._serialized_end=1074
+  _globals['_GETPLACEMENTGROUPREQUEST']._serialized_start=1076
+  _globals['_GETPLACEMENTGROUPREQUEST']._serialized_end=1167
+  _globals['_GETPLACEMENTGROUPREPLY']._serialized_start=1169
+  _globals['_GETPLACEMENTGROUPREPLY']._serialized_end=1259
+  _globals['_GETALLPLACEMENTGROUPREQUEST']._serialized_start=1261
+  _globals['_GETALLPLACEMENTGROUPREQUEST']._serialized_end=1290
+  _globals['_GETALLPLACEMENTGROUPREPLY']._serialized_start=1292
+  _globals['_GETALLPLACEMENTGROUPREPLY']._serialized_end=1372
+  _globals['_WAITPLACEMENTGROUPREQUEST']._serialized_start=1374
+  _globals['_WAITPLACEMENTGROUPREQUEST']._serialized_end=1449
+  _globals['_WAITPLACEMENTGROUPREPLY']._serialized_start=1451
+  _globals['_WAITPLACEMENTGROUPREPLY']._serialized_end=1491
+  _globals['_PLACEMENTGROUPINFOGCSSERVICE']._serialized_start=1494
+  _globals['_PLACEMENTGROUPINFOGCSSERVICE']._serialized_end=2209
 # @@protoc_insertion_point(module_scope)

@@ -65,18 +65,14 @@ class PlacementGroupInfo(_message.Message):
     def __init__(self, placement_group_id: _Optional[bytes] = ..., name: _Optional[str] = ..., ray_namespace: _Optional[str] = ..., strategy: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[Bundle, _Mapping]]] = ..., bundle_nodes: _Optional[_Mapping[int, str]] = ..., state: _Optional[str] = ..., creator_job_id: _Optional[int] = ..., is_detached: _Optional[bool] = ..., scheduling_state: _Optional[str] = ..., scheduling_attempts: _Optional[int] = ..., creation_latency_ms: _Optional[float] = ...) -> None: ...
 
 class CreatePlacementGroupRequest(_message.Message):
-    __slots__ = ("spec", "wait_ms")
+    __slots__ = ("spec",)
     SPEC_FIELD_NUMBER: _ClassVar[int]
-    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     spec: PlacementGroupInfo
-    wait_ms: int
-    def __init__(self, spec: _Optional[_Union[PlacementGroupInfo, _Mapping]] = ..., wait_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, spec: _Optional[_Union[PlacementGroupInfo, _Mapping]] = ...) -> None: ...
 
 class CreatePlacementGroupReply(_message.Message):
-    __slots__ = ("state",)
-    STATE_FIELD_NUMBER: _ClassVar[int]
-    state: str
-    def __init__(self, state: _Optional[str] = ...) -> None: ...
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class CreatePlacementGroupsRequest(_message.Message):
     __slots__ = ("specs", "wait_ms")
@@ -103,18 +99,6 @@ class RemovePlacementGroupsRequest(_message.Message):
 class RemovePlacementGroupsReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
-
-class RemovePlacementGroupRequest(_message.Message):
-    __slots__ = ("placement_group_id",)
-    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
-    placement_group_id: bytes
-    def __init__(self, placement_group_id: _Optional[bytes] = ...) -> None: ...
-
-class RemovePlacementGroupReply(_message.Message):
-    __slots__ = ("found",)
-    FOUND_FIELD_NUMBER: _ClassVar[int]
-    found: bool
-    def __init__(self, found: _Optional[bool] = ...) -> None: ...
 
 class GetPlacementGroupRequest(_message.Message):
     __slots__ = ("placement_group_id", "name", "ray_namespace")

@@ -46,11 +46,6 @@ class PlacementGroupInfoGcsServiceStub:
                 request_serializer=rayops_dot_protocol_dot_gcs__pg__pb2.CreatePlacementGroupsRequest.SerializeToString,
                 response_deserializer=rayops_dot_protocol_dot_gcs__pg__pb2.CreatePlacementGroupsReply.FromString,
                 _registered_method=True)
-        self.RemovePlacementGroup = channel.unary_unary(
-                '/rayops.protocol.PlacementGroupInfoGcsService/RemovePlacementGroup',
-                request_serializer=rayops_dot_protocol_dot_gcs__pg__pb2.RemovePlacementGroupRequest.SerializeToString,
-                response_deserializer=rayops_dot_protocol_dot_gcs__pg__pb2.RemovePlacementGroupReply.FromString,
-                _registered_method=True)
         self.RemovePlacementGroups = channel.unary_unary(
                 '/rayops.protocol.PlacementGroupInfoGcsService/RemovePlacementGroups',
                 request_serializer=rayops_dot_protocol_dot_gcs__pg__pb2.RemovePlacementGroupsRequest.SerializeToString,
@@ -78,8 +73,9 @@ class PlacementGroupInfoGcsServiceServicer:
     """
 
     def CreatePlacementGroup(self, request, context):
-        """Register a group; the GCS places and reserves it in the background. Refused with
-        ALREADY_EXISTS when a live group has the same name in the namespace.
+        """Register one group (a named one: the call answers whether its name is free); the GCS
+        places and reserves it in the background. Refused with ALREADY_EXISTS when a live group
+        has the same name in the namespace.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,15 +89,8 @@ class PlacementGroupInfoGcsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def RemovePlacementGroup(self, request, context):
-        """Remove a group: its bundles are released and what runs in them is killed.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def RemovePlacementGroups(self, request, context):
-        """Remove many groups at once.
+        """Remove groups: their bundles are released and what runs in them is killed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,11 +129,6 @@ def add_PlacementGroupInfoGcsServiceServicer_to_server(servicer, server):
                     servicer.CreatePlacementGroups,
                     request_deserializer=rayops_dot_protocol_dot_gcs__pg__pb2.CreatePlacementGroupsRequest.FromString,
                     response_serializer=rayops_dot_protocol_dot_gcs__pg__pb2.CreatePlacementGroupsReply.SerializeToString,
-            ),
-            'RemovePlacementGroup': grpc.unary_unary_rpc_method_handler(
-                    servicer.RemovePlacementGroup,
-                    request_deserializer=rayops_dot_protocol_dot_gcs__pg__pb2.RemovePlacementGroupRequest.FromString,
-                    response_serializer=rayops_dot_protocol_dot_gcs__pg__pb2.RemovePlacementGroupReply.SerializeToString,
             ),
             'RemovePlacementGroups': grpc.unary_unary_rpc_method_handler(
                     servicer.RemovePlacementGroups,
@@ -222,33 +206,6 @@ class PlacementGroupInfoGcsService:
             '/rayops.protocol.PlacementGroupInfoGcsService/CreatePlacementGroups',
             rayops_dot_protocol_dot_gcs__pg__pb2.CreatePlacementGroupsRequest.SerializeToString,
             rayops_dot_protocol_dot_gcs__pg__pb2.CreatePlacementGroupsReply.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RemovePlacementGroup(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/rayops.protocol.PlacementGroupInfoGcsService/RemovePlacementGroup',
-            rayops_dot_protocol_dot_gcs__pg__pb2.RemovePlacementGroupRequest.SerializeToString,
-            rayops_dot_protocol_dot_gcs__pg__pb2.RemovePlacementGroupReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -103,6 +103,8 @@ class BundleBook:
         """The GPUs of its bundle for a lease that asks for a group's GPUs (the bundle it
         names, or for the group's wildcard the first bundle here with room); None when the
         shape asks for none or no bundle here can give them."""
+        if not self._bundles:  # every lease is granted through here: no groups, no work
+            return None
         want: dict[int, float] = {}
         pg = ""
         for name, qty in shape.items():

@@ -16,7 +16,12 @@ from rayops.protocol import gcs_pg_pb2
 from rayops.protocol.bundle_resources import InPlacementGroup
 from rayops.scheduling.bundles import validate_bundles
 from rayops.scheduling.labels import parse_label_selector
-from rayops.util.placement_group_handle import PlacementGroup, PlacementGroupID, _get, groups_of
+from rayops.util.placement_group_handle import (
+    PlacementGroup,
+    PlacementGroupID,
+    group_info,
+    groups_of,
+)
 
 __all__ = [
     "PlacementGroup",
@@ -107,7 +112,7 @@ def get_placement_group(placement_group_name: str) -> PlacementGroup:
 def placement_group_table(placement_group: PlacementGroup | None = None) -> dict[str, Any]:
     """Ray's table: one group's record, or every group's by hex id."""
     if placement_group is not None:
-        info = _get(placement_group.id.binary())
+        info = group_info(placement_group.id.binary())
         return _table_row(info) if info is not None else {}
     from rayops.gcs.calls import get_all_placement_groups
 

@@ -99,7 +99,7 @@ class PlacementGroup:
     def bundle_specs(self) -> list[dict[str, float]]:
         """The bundles, as given at creation."""
         if self._bundle_cache is None:
-            info = _get(self.id.binary())
+            info = group_info(self.id.binary())
             if info is None:
                 raise ValueError(f"placement group {self.id.hex()} does not exist")
             self._bundle_cache = [dict(b.resources) for b in info.bundles]
@@ -182,7 +182,8 @@ def check_bundle_index(placement_group: PlacementGroup, index: Any) -> None:
         )
 
 
-def _get(pg_id: bytes) -> Any:
+def group_info(pg_id: bytes) -> Any:
+    """The GCS's record of a group (a ``PlacementGroupInfo``), or None."""
     from rayops.gcs.calls import get_placement_group as get_call
 
     return groups_of(state.require()).call(get_call(pg_id, "", ""))
