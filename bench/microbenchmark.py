@@ -180,6 +180,13 @@ def _tasks_async(wl: Workload) -> tuple[Callable[[], object], float]:
     return _tasks_batch(wl), float(SMALL_BATCH)
 
 
+def _tasks_async_spread(wl: Workload) -> tuple[Callable[[], object], float]:
+    """single_client_tasks_async with scheduling_strategy="SPREAD" (not a row of Ray's own)."""
+    rt = wl.rt
+    spread = wl.small_value.options(scheduling_strategy="SPREAD")
+    return lambda: rt.get([spread.remote() for _ in range(SMALL_BATCH)]), float(SMALL_BATCH)
+
+
 def _tasks_async_10k(wl: Workload) -> tuple[Callable[[], object], float]:
     rt, small_value = wl.rt, wl.small_value
     return lambda: rt.get([small_value.remote() for _ in range(BATCH_10K)]), float(BATCH_10K)
@@ -384,6 +391,7 @@ TIMED_ROWS: dict[str, tuple[TimedSetup, str]] = {
     "single_client_tasks_sync": (_tasks_sync, "tasks/s"),
     "single_client_tasks_async": (_tasks_async, "tasks/s"),
     "single_client_tasks_async_10k": (_tasks_async_10k, "tasks/s"),
+    "single_client_tasks_async_spread": (_tasks_async_spread, "tasks/s"),
     "multi_client_tasks_async": (_multi_client, "tasks/s"),
     "single_client_put_calls": (_put_calls, "puts/s"),
     "single_client_get_calls": (_get_calls, "gets/s"),

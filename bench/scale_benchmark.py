@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import statistics
 import tempfile
 import time
@@ -147,6 +148,10 @@ def measure_tasks(cluster: Cluster, tasks: int, repeat: int) -> None:
     def noop() -> int:
         return 0
 
+    @rayops.remote
+    def where() -> str:
+        return rayops.get_runtime_context().get_node_id()
+
     gcs = psutil.Process(cluster.head.started.procs["gcs"].pid)
     for name, opts in (("tasks_default", {}), ("tasks_spread", {"scheduling_strategy": "SPREAD"})):
         f: Any = noop.options(**opts)
@@ -167,6 +172,15 @@ def measure_tasks(cluster: Cluster, tasks: int, repeat: int) -> None:
             f"#   during {name}: GCS {cpu:.0f}% of a core, {reports:.0f} usage reports/s",
             flush=True,
         )
+    # Where one batch of SPREAD tasks ran: every node should get a share.
+    counts = collections.Counter(
+        rayops.get([where.options(scheduling_strategy="SPREAD").remote() for _ in range(tasks)])
+    )
+    print(
+        f"#   one batch of {tasks} SPREAD tasks reached {len(counts)} of {len(cluster.nodes)}"
+        f" nodes, {min(counts.values())}-{max(counts.values())} tasks per node",
+        flush=True,
+    )
 
 
 def message_sizes(cluster: Cluster) -> None:

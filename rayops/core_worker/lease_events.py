@@ -32,7 +32,6 @@ class Lease:
     raylet: Any = None
     conn: Any = None
     inflight: dict[bytes, TaskSpec] = field(default_factory=dict)
-    used: bool = False  # has run a task
     retiring: bool = False  # the worker exits after its in-flight tasks (max_calls)
     dead: bool = False  # returned or lost: never used again
     idle_since: float | None = None
@@ -57,6 +56,7 @@ class TaskQueued:
     """A task whose arguments are ready, to run under a lease of its key."""
 
     spec: TaskSpec
+    now: float | None = None  # the owner's loop time (None: no newer than the last event's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,7 @@ class LeaseGranted:
     grant: Grant
     raylet: Any
     conn: Any
+    now: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

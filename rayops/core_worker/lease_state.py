@@ -6,9 +6,18 @@ spillback hops), the leases held, which task is in flight on which lease, and wh
 back to its raylet. Tasks of one key reuse its leases while any are queued; a lease idle for
 ``LEASE_IDLE_S`` is returned; functions measured to run under ``FAST_TASK_S`` are pipelined
 ``PIPELINE_DEPTH`` deep per lease, but never onto a lease whose in-flight task was cancelled
-(until that task answers); a ``SPREAD`` lease runs one task, so each task is placed anew; a
-worker that says it exits after a reply (``max_calls`` reached) gets nothing more and its
-lease goes back with ``worker_ok=False``.
+(until that task answers); a worker that says it exits after a reply (``max_calls`` reached)
+gets nothing more and its lease goes back with ``worker_ok=False``.
+
+``SPREAD`` keys bind tasks to lease requests, so reuse cannot starve a node: each request
+(up to ``SPREAD_PENDING_LEASE_REQUESTS`` outstanding) takes the next queued task with it,
+and the raylets' SPREAD rotation places each request on another node; the lease a request
+gets runs its own task first. The tasks not bound to a request are dealt out round robin
+over the key's leases, pipelined at most ``SPREAD_DEPTH`` deep. A lease with nothing left
+to do takes (*steals*) a task bound to a request still waiting *on its own node* (spilled
+there, or never spilled and older than ``SPREAD_STEAL_S``, i.e. queued by the owner's own
+raylet, which answers a spill at once): the task runs where the rotation put it, without
+waiting for the request, whose lease is returned at once when granted with nothing to do.
 
 What it must not do: any I/O. No sockets, no asyncio, no clock (time comes in on events), no
 threads; the shell (``submitter.TaskSubmitter``) feeds events in on the IO thread and carries
@@ -64,10 +73,14 @@ from rayops.scheduling.strategy import LabelScoped, split_strategy
 LEASE_IDLE_S = 0.05
 MAX_PENDING_LEASE_REQUESTS = 4
 SPREAD_PENDING_LEASE_REQUESTS = 16
+SPREAD_DEPTH = 2  # how deep a SPREAD lease is pipelined (fast functions only)
+# A SPREAD request the owner's raylet has not spilled after this long is queued there.
+SPREAD_STEAL_S = 0.02
 PIPELINE_DEPTH = 8
 FAST_TASK_S = 0.002
 LEASE_RETRY_S = 0.2  # after a lease request failed (raylet unreachable, ...)
 _EMA_WEIGHT = 0.2
+_SLACK = 0.001  # a loop timer may fire this much before the time it was set for
 
 __all__ = [
     "FAST_TASK_S",
@@ -75,7 +88,9 @@ __all__ = [
     "LEASE_RETRY_S",
     "MAX_PENDING_LEASE_REQUESTS",
     "PIPELINE_DEPTH",
+    "SPREAD_DEPTH",
     "SPREAD_PENDING_LEASE_REQUESTS",
+    "SPREAD_STEAL_S",
     "Address",
     "ArmIdleTimer",
     "CancelPushed",
@@ -109,6 +124,17 @@ __all__ = [
 
 
 @dataclass(slots=True)
+class _Request:
+    """A SPREAD key's outstanding lease request: the task bound to it (None once stolen or
+    cancelled), the node it waits on (None: the owner's raylet has not spilled it) and when
+    it was made."""
+
+    spec: TaskSpec | None
+    since: float
+    node: str | None = None
+
+
+@dataclass(slots=True)
 class _KeyState:
     shape: dict[str, float]
     strategy: Any
@@ -118,6 +144,8 @@ class _KeyState:
     leases: list[Lease] = field(default_factory=list)
     pending_requests: int = 0
     backing_off: bool = False
+    # SPREAD only: outstanding requests by id, in the order made.
+    bound: dict[int, _Request] = field(default_factory=dict)
 
 
 class LeaseState:
@@ -133,6 +161,7 @@ class LeaseState:
         self._cancelled: set[bytes] = set()  # in-flight tasks the owner cancelled
         self._exec_ema: dict[bytes, float] = {}  # function id -> smoothed run time
         self._now = 0.0  # the latest time an event brought
+        self._local_node: str | None = None  # the owner's raylet's node, once it granted
 
     # ---------------------------------------------------------------------- queries
     def lease_of(self, task_id: bytes) -> Lease | None:
@@ -140,7 +169,7 @@ class LeaseState:
         return self._where.get(task_id)
 
     def is_queued(self, task_id: bytes) -> bool:
-        return any(s.task_id == task_id for ks in self._keys.values() for s in ks.queue)
+        return any(s.task_id == task_id for ks in self._keys.values() for s in _waiting(ks))
 
     def leases(self) -> Iterator[Lease]:
         """Live leases."""
@@ -154,7 +183,7 @@ class LeaseState:
         """How many entries each of the machine's tables holds (for leak checks)."""
         return {
             "pushed": len(self._where),
-            "queued": sum(len(ks.queue) for ks in self._keys.values()),
+            "queued": sum(len(ks.queue) + _bound_count(ks) for ks in self._keys.values()),
             "keys": len(self._keys),
             "requests": len(self._requests),
             "leases": len(self._leases),
@@ -170,7 +199,9 @@ class LeaseState:
         """Any event, as a frozen dataclass (the typed methods below do the work)."""
         return _DISPATCH[type(event)](self, event)
 
-    def on_task_queued(self, spec: TaskSpec) -> list[Instruction]:
+    def on_task_queued(self, spec: TaskSpec, now: float | None = None) -> list[Instruction]:
+        if now is not None:
+            self._now = now
         key = key_of(spec)
         ks = self._keys.get(key)
         if ks is None:
@@ -184,11 +215,19 @@ class LeaseState:
         return out
 
     def on_lease_granted(
-        self, request_id: int, grant: Grant, raylet: Any, conn: Any
+        self, request_id: int, grant: Grant, raylet: Any, conn: Any, now: float | None = None
     ) -> list[Instruction]:
+        if now is not None:
+            self._now = now
         key = self._requests.pop(request_id)
         ks = self._keys[key]
         ks.pending_requests -= 1
+        own: TaskSpec | None = None  # the task bound to the request (SPREAD)
+        if ks.spread:
+            req = ks.bound.pop(request_id)
+            own = req.spec
+            if req.node is None:
+                self._local_node = grant.node_id  # granted by the owner's own raylet
         lease = Lease(
             grant.lease_id,
             grant.worker_id,
@@ -203,14 +242,22 @@ class LeaseState:
         if conn is None:  # the leased worker could not be reached
             lease.dead = True
             out.append(ReturnLease(lease, False))
-        elif not ks.queue:  # nothing left to run (ran on other leases, or cancelled)
-            lease.dead = True
-            out.append(ReturnLease(lease, True))
-            if self._forget_if_unused(key, ks):
-                return out
+            if own is not None:
+                ks.queue.appendleft(own)
         else:
-            ks.leases.append(lease)
-            self._leases.add(lease)
+            if own is None and not ks.queue and ks.bound:
+                own = self._steal(ks, grant.node_id)
+            if own is None and not ks.queue:
+                # Nothing left to run (ran on other leases, or cancelled).
+                lease.dead = True
+                out.append(ReturnLease(lease, True))
+                if self._forget_if_unused(key, ks):
+                    return out
+            else:
+                ks.leases.append(lease)
+                self._leases.add(lease)
+                if own is not None:
+                    self._push(lease, own, out)
         self._pump(key, ks, out)
         return out
 
@@ -220,6 +267,10 @@ class LeaseState:
         key = self._requests[request_id]
         ks = self._keys[key]
         preferred = _arg_nodes(ks.queue[0]) if ks.queue else ()
+        if ks.spread:
+            req = ks.bound[request_id]
+            req.node = node_id
+            preferred = _arg_nodes(req.spec) if req.spec is not None else ()
         return [
             RequestLease(request_id, key, ks.shape, ks.strategy, raylet_address, True, preferred)
         ]
@@ -229,6 +280,12 @@ class LeaseState:
         ks = self._keys[key]
         ks.pending_requests -= 1
         out: list[Instruction] = []
+        refused = ks.bound.pop(request_id, None)
+        # The key's other requests would be refused too.
+        for req in (refused, *ks.bound.values()) if refused is not None else ():
+            if req.spec is not None:
+                out.append(TaskFailed(req.spec, rex.TaskUnschedulableError(message)))
+                req.spec = None
         while ks.queue:
             spec = ks.queue.popleft()
             out.append(TaskFailed(spec, rex.TaskUnschedulableError(message)))
@@ -238,6 +295,10 @@ class LeaseState:
         key = self._requests.pop(request_id)
         ks = self._keys[key]
         ks.pending_requests -= 1
+        if ks.spread:
+            req = ks.bound.pop(request_id)
+            if req.spec is not None:
+                ks.queue.appendleft(req.spec)
         if ks.backing_off:
             return []
         ks.backing_off = True
@@ -309,11 +370,16 @@ class LeaseState:
         lease.timer_armed = False
         if lease.idle_since is None:
             return []  # busy again; re-armed when it next goes idle
-        due = lease.idle_since + LEASE_IDLE_S
-        if now < due:
-            lease.timer_armed = True
-            return [ArmIdleTimer(lease, due)]
         ks = self._keys[lease.key]
+        out: list[Instruction] = []
+        if ks.bound:
+            spec = self._steal(ks, lease.node_id)
+            if spec is not None:
+                self._push(lease, spec, out)
+                return out
+        if now < lease.idle_since + LEASE_IDLE_S:
+            self._arm(ks, lease, out)
+            return out
         self._drop(lease, ks)
         self._forget_if_unused(lease.key, ks)
         return [ReturnLease(lease, True)]
@@ -323,6 +389,10 @@ class LeaseState:
             for spec in ks.queue:
                 if spec.task_id == task_id:
                     ks.queue.remove(spec)
+                    return [TaskDequeued(spec)]
+            for req in ks.bound.values():
+                if req.spec is not None and req.spec.task_id == task_id:
+                    spec, req.spec = req.spec, None  # its request's lease is returned unused
                     return [TaskDequeued(spec)]
         return []
 
@@ -353,44 +423,105 @@ class LeaseState:
         """Push queued tasks onto the key's leases, return spent ones, request more."""
         queue = ks.queue
         spread = ks.spread
-        depth = 1 if spread or ks.max_calls or not queue else self._depth(queue[0])
+        depth = 1 if ks.max_calls or not queue else self._depth(queue[0])
+        if spread:
+            depth = min(depth, SPREAD_DEPTH)
         spent: list[tuple[Lease, bool]] | None = None
+        usable: list[Lease] = []
         for lease in ks.leases:
-            inflight = lease.inflight
-            if lease.retiring or (spread and lease.used):
-                # A worker exiting after max_calls, or SPREAD's one task per lease.
-                if not inflight:
+            if lease.retiring:
+                # A worker exiting after max_calls.
+                if not lease.inflight:
                     spent = spent or []
-                    spent.append((lease, not lease.retiring))
+                    spent.append((lease, False))
                 continue
             if lease.cancelled:
                 continue  # a cancelled task in flight on it: nothing behind it (see above)
-            while queue and len(inflight) < depth:
-                spec = queue.popleft()
-                inflight[spec.task_id] = spec
-                self._where[spec.task_id] = lease
-                lease.used = True
-                lease.idle_since = None
-                out.append(PushTask(lease, spec))
-            if not inflight and lease.idle_since is None:
+            usable.append(lease)
+        if spread:  # one task per lease per round: the tasks spread as the leases do
+            pushed = True
+            while queue and pushed:
+                pushed = False
+                for lease in usable:
+                    if queue and len(lease.inflight) < depth:
+                        self._push(lease, queue.popleft(), out)
+                        pushed = True
+        else:
+            for lease in usable:
+                while queue and len(lease.inflight) < depth:
+                    self._push(lease, queue.popleft(), out)
+        for lease in usable:
+            if lease.inflight:
+                continue
+            if ks.bound:
+                spec = self._steal(ks, lease.node_id)
+                if spec is not None:
+                    self._push(lease, spec, out)
+                    continue
+            if lease.idle_since is None:
                 lease.idle_since = self._now
-                if not lease.timer_armed:
-                    lease.timer_armed = True
-                    out.append(ArmIdleTimer(lease, self._now + LEASE_IDLE_S))
+            if not lease.timer_armed:
+                self._arm(ks, lease, out)
         for lease, worker_ok in spent or ():
             self._drop(lease, ks)
             out.append(ReturnLease(lease, worker_ok))
         if ks.backing_off:
             return
-        cap = SPREAD_PENDING_LEASE_REQUESTS if spread else MAX_PENDING_LEASE_REQUESTS
-        want = min(len(queue), cap)
+        if spread:  # each request takes the next queued task with it
+            while queue and ks.pending_requests < SPREAD_PENDING_LEASE_REQUESTS:
+                spec = queue.popleft()
+                request_id = self._new_request(key, ks)
+                ks.bound[request_id] = _Request(spec, self._now)
+                out.append(
+                    RequestLease(request_id, key, ks.shape, ks.strategy, preferred=_arg_nodes(spec))
+                )
+            return
+        want = min(len(queue), MAX_PENDING_LEASE_REQUESTS)
         while ks.pending_requests < want:
-            ks.pending_requests += 1
-            request_id = self._next_request = self._next_request + 1
-            self._requests[request_id] = key
+            request_id = self._new_request(key, ks)
             out.append(
                 RequestLease(request_id, key, ks.shape, ks.strategy, preferred=_arg_nodes(queue[0]))
             )
+
+    def _new_request(self, key: Key, ks: _KeyState) -> int:
+        ks.pending_requests += 1
+        request_id = self._next_request = self._next_request + 1
+        self._requests[request_id] = key
+        return request_id
+
+    def _push(self, lease: Lease, spec: TaskSpec, out: list[Instruction]) -> None:
+        lease.inflight[spec.task_id] = spec
+        self._where[spec.task_id] = lease
+        lease.idle_since = None
+        out.append(PushTask(lease, spec))
+
+    def _steal(self, ks: _KeyState, node_id: str) -> TaskSpec | None:
+        """A task bound to a request of ``ks`` that waits on ``node_id`` (see the module
+        docstring), taken from its request; the oldest first. None if there is none."""
+        local = node_id == self._local_node
+        for req in ks.bound.values():
+            spec = req.spec
+            if spec is None:
+                continue
+            if req.node == node_id or (
+                local and req.node is None and req.since + SPREAD_STEAL_S <= self._now + _SLACK
+            ):
+                req.spec = None
+                return spec
+        return None
+
+    def _arm(self, ks: _KeyState, lease: Lease, out: list[Instruction]) -> None:
+        """Arm an idle lease's timer: when it is due back, or sooner when a task bound to a
+        request on the owner's raylet becomes its to steal."""
+        assert lease.idle_since is not None
+        at = lease.idle_since + LEASE_IDLE_S
+        if ks.bound and lease.node_id == self._local_node:
+            for req in ks.bound.values():
+                if req.spec is not None and req.node is None:
+                    at = min(at, req.since + SPREAD_STEAL_S)
+                    break
+        lease.timer_armed = True
+        out.append(ArmIdleTimer(lease, at))
 
     def _depth(self, spec: TaskSpec) -> int:
         ema = self._exec_ema.get(spec.function_id)
@@ -413,8 +544,8 @@ class LeaseState:
 
 
 _DISPATCH: dict[type, Any] = {
-    TaskQueued: lambda m, e: m.on_task_queued(e.spec),
-    LeaseGranted: lambda m, e: m.on_lease_granted(e.request_id, e.grant, e.raylet, e.conn),
+    TaskQueued: lambda m, e: m.on_task_queued(e.spec, e.now),
+    LeaseGranted: lambda m, e: m.on_lease_granted(e.request_id, e.grant, e.raylet, e.conn, e.now),
     LeaseSpilled: lambda m, e: m.on_lease_spilled(e.request_id, e.node_id, e.raylet_address),
     LeaseRefused: lambda m, e: m.on_lease_refused(e.request_id, e.code, e.message),
     LeaseRequestFailed: lambda m, e: m.on_lease_request_failed(e.request_id, e.error),
@@ -451,3 +582,15 @@ def _strategy_key(strategy: Any) -> Any:
 def _arg_nodes(spec: TaskSpec) -> tuple[str, ...]:
     """Nodes holding the task's arguments that live in a store (large ones)."""
     return tuple(a[2] for a in spec.args if a[0] == "s")
+
+
+def _waiting(ks: _KeyState) -> Iterator[TaskSpec]:
+    """A key's tasks not pushed yet: queued, or bound to a lease request (SPREAD)."""
+    yield from ks.queue
+    for req in ks.bound.values():
+        if req.spec is not None:
+            yield req.spec
+
+
+def _bound_count(ks: _KeyState) -> int:
+    return sum(1 for req in ks.bound.values() if req.spec is not None)

@@ -53,7 +53,7 @@ class TaskSubmitter:
     @io_thread
     def submit(self, spec: TaskSpec) -> None:
         """Queue a task whose own arguments are ready; it runs on a lease of its key."""
-        self._run(self._state.on_task_queued(spec))
+        self._run(self._state.on_task_queued(spec, self._cw.loop.time()))
 
     @io_thread
     def cancel_queued(self, task_id: bytes) -> bool:
@@ -156,7 +156,7 @@ class TaskSubmitter:
         except Exception as err:
             logger.warning("could not reach leased worker at %s: %r", grant.address, err)
             conn = None
-        self._run(self._state.on_lease_granted(rid, grant, raylet, conn))
+        self._run(self._state.on_lease_granted(rid, grant, raylet, conn, cw.loop.time()))
 
     def _return(self, ins: ls.ReturnLease) -> None:
         raylet = ins.lease.raylet or self._cw.raylet

@@ -67,8 +67,8 @@ def test_spread_really_spreads(cluster: Cluster) -> None:
 
 
 def test_spread_spreads_a_burst_of_fast_tasks(cluster: Cluster) -> None:
-    """SPREAD leases are reused but pipelined only two deep, so a burst of tasks that each take
-    microseconds still reaches every node (the leases on other nodes take their share)."""
+    """SPREAD leases are reused, but each lease request carries a task of its own, so a burst
+    of tasks that each take microseconds still reaches every node the rotation picks."""
 
     @rayops.remote(scheduling_strategy="SPREAD")
     def square(x: int) -> tuple[int, str]:

@@ -45,13 +45,23 @@ def reply(run_s: float = SLOW, *, exiting: bool = False) -> TaskReply:
 CANCELLED = TaskReply("cancelled", [], [], ("127.0.0.1", 2), 0.0)
 
 
-def grant(request_id: int, lease_id: int, node: str = "n1", conn: Any = "conn") -> ls.LeaseGranted:
+def grant(
+    request_id: int,
+    lease_id: int,
+    node: str = "n1",
+    conn: Any = "conn",
+    now: float | None = None,
+) -> ls.LeaseGranted:
     g = ls.Grant(lease_id, b"w%d" % lease_id, ("127.0.0.1", 3000 + lease_id), {}, node)
-    return ls.LeaseGranted(request_id, g, raylet=f"raylet-{node}", conn=conn)
+    return ls.LeaseGranted(request_id, g, raylet=f"raylet-{node}", conn=conn, now=now)
 
 
 def queued(*names: str, **kw: Any) -> list[ls.TaskQueued]:
     return [ls.TaskQueued(spec(n, **kw)) for n in names]
+
+
+def spread_queued(*names: str, now: float = 0.0) -> list[ls.TaskQueued]:
+    return [ls.TaskQueued(spec(n, strategy="SPREAD"), now) for n in names]
 
 
 @dataclass(frozen=True)
@@ -251,15 +261,92 @@ SCENARIOS: dict[str, list[Step]] = {
         (ls.PushReplied(b"t1", reply(FAST), now=1.0), [("push", 10, "t2"), ("push", 10, "t3")]),
         (grant(2, 11), [("return", 11, True)]),
     ],
-    # SPREAD: one task per lease, so each task gets its own placement.
-    "SPREAD gives each task its own lease": [
+    # SPREAD: each lease request takes a task with it (the raylets' rotation places each
+    # request on another node), so every node a request reaches runs at least its task;
+    # tasks not bound to a request go round robin over the leases held, two deep at most.
+    "SPREAD binds tasks to requests and deals the rest round robin, two deep": [
         (
-            queued("t1", "t2", strategy="SPREAD"),
+            spread_queued(*[f"t{i}" for i in range(1, 21)]),
+            [("request", i, None, False) for i in range(1, 17)],
+        ),
+        # A granted request makes room for another, which takes the next task with it.
+        (grant(1, 10, now=0.001), [("push", 10, "t1"), ("request", 17, None, False)]),
+        (ls.LeaseSpilled(2, "n2", FAR), [("request", 2, FAR, True)]),
+        (
+            grant(2, 11, node="n2", now=0.002),
+            [("push", "n2/11", "t2"), ("request", 18, None, False)],
+        ),
+        # t1 was fast: the unbound t19 and t20 go one per lease per round.
+        (
+            ls.PushReplied(b"t1", reply(FAST), now=1.0),
+            [("push", 10, "t19"), ("push", "n2/11", "t20")],
+        ),
+        # Nothing unbound is left: the idle local lease takes the oldest task bound to a
+        # request its own raylet holds (never spilled, older than SPREAD_STEAL_S).
+        (ls.PushReplied(b"t19", reply(FAST), now=1.001), [("push", 10, "t3")]),
+        # Request 3 lost its task; its lease takes the next one its raylet holds.
+        (grant(3, 12, now=1.002), [("push", 12, "t4")]),
+    ],
+    "SPREAD: a task bound to a request spilled elsewhere waits for that node": [
+        (
+            spread_queued("t1", "t2"),
             [("request", 1, None, False), ("request", 2, None, False)],
         ),
-        (grant(1, 10), [("push", 10, "t1")]),
-        (ls.PushReplied(b"t1", reply(FAST), now=1.0), [("return", 10, True)]),
-        (grant(2, 11), [("push", 11, "t2")]),
+        (ls.LeaseSpilled(2, "n2", FAR), [("request", 2, FAR, True)]),
+        (grant(1, 10, now=0.001), [("push", 10, "t1")]),
+        (ls.PushReplied(b"t1", reply(), now=1.0), [("arm", 10, 1.0 + IDLE)]),
+        (Idle(10, 1.0 + IDLE), [("return", 10, True)]),
+        (grant(2, 11, node="n2", now=1.1), [("push", "n2/11", "t2")]),
+    ],
+    "SPREAD: a lease on the node a request was spilled to takes its task": [
+        (spread_queued("t1"), [("request", 1, None, False)]),
+        (ls.LeaseSpilled(1, "n2", FAR), [("request", 1, FAR, True)]),
+        (grant(1, 11, node="n2", now=0.001), [("push", "n2/11", "t1")]),
+        (spread_queued("t2", now=0.002), [("request", 2, None, False)]),
+        (ls.LeaseSpilled(2, "n2", FAR), [("request", 2, FAR, True)]),
+        (ls.PushReplied(b"t1", reply(), now=0.003), [("push", "n2/11", "t2")]),
+        (grant(2, 12, node="n2", now=0.004), [("return", "n2/12", True)]),
+    ],
+    "SPREAD: a local lease waits SPREAD_STEAL_S before taking a task its raylet holds": [
+        (spread_queued("t1"), [("request", 1, None, False)]),
+        (grant(1, 10, now=0.001), [("push", 10, "t1")]),
+        (spread_queued("t2", now=0.002), [("request", 2, None, False)]),
+        (
+            ls.PushReplied(b"t1", reply(), now=0.005),
+            [("arm", 10, round(0.002 + ls.SPREAD_STEAL_S, 6))],
+        ),
+        (Idle(10, 0.002 + ls.SPREAD_STEAL_S), [("push", 10, "t2")]),
+        (grant(2, 11, now=0.03), [("return", 11, True)]),
+    ],
+    "SPREAD: a cancelled task leaves its request, whose lease goes back unused": [
+        (spread_queued("t1"), [("request", 1, None, False)]),
+        (ls.CancelQueued(b"t1"), [("dequeued", "t1")]),
+        (grant(1, 10), [("return", 10, True)]),
+    ],
+    "SPREAD: a request that failed gives its task back to the queue": [
+        (spread_queued("t1"), [("request", 1, None, False)]),
+        (ls.LeaseRequestFailed(1, "ConnectionError()"), [("retry", ls.LEASE_RETRY_S)]),
+        (ls.RetryDue(ls.key_of(spec("t1", strategy="SPREAD"))), [("request", 2, None, False)]),
+        (grant(2, 10), [("push", 10, "t1")]),
+    ],
+    "SPREAD: a refusal fails the tasks bound to every request of the key": [
+        (
+            spread_queued("t1", "t2"),
+            [("request", 1, None, False), ("request", 2, None, False)],
+        ),
+        (
+            ls.LeaseRefused(2, "unschedulable", "no node has label x"),
+            [
+                ("failed", "t2", "TaskUnschedulableError"),
+                ("failed", "t1", "TaskUnschedulableError"),
+            ],
+        ),
+        (grant(1, 10), [("return", 10, True)]),
+    ],
+    "SPREAD: a worker that cannot be reached gives its task back": [
+        (spread_queued("t1"), [("request", 1, None, False)]),
+        (grant(1, 10, conn=None), [("return", 10, False), ("request", 2, None, False)]),
+        (grant(2, 11), [("push", 11, "t1")]),
     ],
     # max_calls: the worker's last reply says it exits; nothing more goes to it.
     "max_calls: an exiting worker's lease goes back not reusable": [
