@@ -13,11 +13,11 @@ gets nothing more and its lease goes back with ``worker_ok=False``.
 (up to ``SPREAD_PENDING_LEASE_REQUESTS`` outstanding) takes the next queued task with it,
 and the raylets' SPREAD rotation places each request on another node; the lease a request
 gets runs its own task first. The tasks not bound to a request are dealt out round robin
-over the key's leases, pipelined at most ``SPREAD_DEPTH`` deep. A lease with nothing left
-to do takes (*steals*) a task bound to a request still waiting *on its own node* (spilled
-there, or never spilled and older than ``SPREAD_STEAL_S``, i.e. queued by the owner's own
-raylet, which answers a spill at once): the task runs where the rotation put it, without
-waiting for the request, whose lease is returned at once when granted with nothing to do.
+over the key's leases, one per lease per round (pipelined as ``DEFAULT``'s). A lease with
+nothing left to do takes (*steals*) a task bound to a request still waiting *on its own
+node* (spilled there, or never spilled and older than ``SPREAD_STEAL_S``, i.e. queued by the
+owner's own raylet, which answers a spill at once): the task runs where the rotation put it,
+without waiting for the request, whose lease is returned at once when granted with nothing to do.
 
 What it must not do: any I/O. No sockets, no asyncio, no clock (time comes in on events), no
 threads; the shell (``submitter.TaskSubmitter``) feeds events in on the IO thread and carries
@@ -73,7 +73,6 @@ from rayops.scheduling.strategy import LabelScoped, split_strategy
 LEASE_IDLE_S = 0.05
 MAX_PENDING_LEASE_REQUESTS = 4
 SPREAD_PENDING_LEASE_REQUESTS = 16
-SPREAD_DEPTH = 2  # how deep a SPREAD lease is pipelined (fast functions only)
 # A SPREAD request the owner's raylet has not spilled after this long is queued there.
 SPREAD_STEAL_S = 0.02
 PIPELINE_DEPTH = 8
@@ -88,7 +87,6 @@ __all__ = [
     "LEASE_RETRY_S",
     "MAX_PENDING_LEASE_REQUESTS",
     "PIPELINE_DEPTH",
-    "SPREAD_DEPTH",
     "SPREAD_PENDING_LEASE_REQUESTS",
     "SPREAD_STEAL_S",
     "Address",
@@ -424,8 +422,6 @@ class LeaseState:
         queue = ks.queue
         spread = ks.spread
         depth = 1 if ks.max_calls or not queue else self._depth(queue[0])
-        if spread:
-            depth = min(depth, SPREAD_DEPTH)
         spent: list[tuple[Lease, bool]] | None = None
         usable: list[Lease] = []
         for lease in ks.leases:

@@ -263,8 +263,8 @@ SCENARIOS: dict[str, list[Step]] = {
     ],
     # SPREAD: each lease request takes a task with it (the raylets' rotation places each
     # request on another node), so every node a request reaches runs at least its task;
-    # tasks not bound to a request go round robin over the leases held, two deep at most.
-    "SPREAD binds tasks to requests and deals the rest round robin, two deep": [
+    # tasks not bound to a request go round robin over the leases held.
+    "SPREAD binds tasks to requests and deals the rest round robin": [
         (
             spread_queued(*[f"t{i}" for i in range(1, 21)]),
             [("request", i, None, False) for i in range(1, 17)],
