@@ -178,9 +178,11 @@ class ActorDirectory:
             except asyncio.CancelledError:
                 raise
             except Exception as err:
-                self._stream = None
                 if stream is not None:
                     stream.cancel()
+                if self._stream is not None:  # it was up until now
+                    self._stream = None
+                    failing_since = time.monotonic()
                 failing_since = failing_since or started
                 if time.monotonic() - failing_since >= gcs.timeout:
                     self._fail_all(err)
