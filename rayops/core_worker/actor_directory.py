@@ -90,8 +90,14 @@ class ActorDirectory:
             self._to_add.add(actor_id)
             self._kick()
             return
+        # Handed over on the next turn of the loop, not inside the machine's instructions.
+        asyncio.get_running_loop().call_soon(self._hand_over, actor_id)
+
+    def _hand_over(self, actor_id: bytes) -> None:
         latest = self._latest.get(actor_id)
-        if latest is not None and self._fed.get(actor_id) != (latest[0], latest[1].version):
+        if latest is None or actor_id not in self._keys or not self._wants(actor_id):
+            return  # not answered yet: the answer is handed over when it comes
+        if self._fed.get(actor_id) != (latest[0], latest[1].version):
             self._feed(actor_id, latest[0], latest[1])
         else:
             self._refeed_later(actor_id)

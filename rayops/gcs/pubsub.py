@@ -361,20 +361,22 @@ class KeyedSubscription:
 
     def add(self, keys: Sequence[Any], epoch: str = "", after_version: int = 0) -> None:
         """Follow `keys`: each one's current state is queued (unless the subscriber holds
-        it: same epoch and no change after `after_version`), or `KeyMissing` for a key the
-        table does not hold (which is not followed)."""
+        it: same epoch and no change after `after_version`), also for a key followed already
+        (the subscriber asks again), or `KeyMissing` for a key the table does not hold
+        (which is not followed)."""
         same_epoch = epoch == self.publisher.epoch
         for key in keys:
-            if key in self.keys:
-                continue
             event = self._current(key)
             if event is None:
+                self.remove((key,))
                 self._pending[key] = KeyMissing(key)
                 self._wake.set()
                 continue
-            self.keys.add(key)
-            self.publisher._follow(self, key, True)
+            if key not in self.keys:
+                self.keys.add(key)
+                self.publisher._follow(self, key, True)
             if not (same_epoch and event.version <= after_version):
+                self._pending.pop(key, None)
                 self._pending[key] = event
                 self._wake.set()
 

@@ -5,7 +5,9 @@ The server runs in the test's event loop (the same `GcsServer` the GCS process r
 the same token interceptor); its actor table is driven through the table's own calls (no
 workers). Each key's first message is its current state, an unknown key is "not found",
 only followed keys' changes arrive, a reconnect with the epoch and version held gets only
-what changed, and the GCS holds nothing for keys no one follows.
+what changed, and the GCS holds nothing for keys no one follows. Then a core worker's
+`ActorDirectory` (its one stream) over the same server: each state handed over once, dropped
+actors no longer followed, and wanted actors failed when the GCS is gone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from rayops.exceptions import AuthenticationError
+from rayops.core_worker.actor_directory import ActorDirectory
+from rayops.exceptions import ActorDiedError, AuthenticationError
 from rayops.gcs.actor_events import ActorChange, ActorChanged, ActorSnapshot
 from rayops.gcs.actor_table import ActorRecord
 from rayops.gcs.client import AsyncGcsClient, GcsRefused, KeyedStream
@@ -201,5 +204,78 @@ def test_keyed_subscriptions_need_the_token_and_a_keyed_channel() -> None:
         with pytest.raises(GcsRefused, match="no keyed channel 'nodes'") as info:
             await _take(nodes)
         assert info.value.status == "NOT_FOUND"
+
+    _run(test)
+
+
+class _Caller:
+    """What a core worker's actor submitter gives its directory: which actors it still
+    resolves, and what it was handed."""
+
+    def __init__(self, client: AsyncGcsClient) -> None:
+        self.client = client
+        self.wanted: set[bytes] = set()
+        self.got: list[tuple[bytes, str]] = []
+        self.failed: list[tuple[bytes, BaseException]] = []
+        self.directory = ActorDirectory(
+            self._gcs, asyncio.ensure_future, self.wanted.__contains__, self._deliver, self._fail
+        )
+
+    async def _gcs(self) -> AsyncGcsClient:
+        return self.client
+
+    def _deliver(self, actor_id: bytes, info: ActorChanged | None) -> None:
+        self.got.append((actor_id[:1], "missing" if info is None else info.state))
+
+    def _fail(self, actor_id: bytes, err: BaseException) -> None:
+        self.failed.append((actor_id, err))
+
+    def want(self, actor_id: bytes) -> None:
+        self.wanted.add(actor_id)
+        self.directory.want(actor_id)
+
+    def drop(self, actor_id: bytes) -> None:
+        self.wanted.discard(actor_id)
+        self.directory.drop(actor_id)
+
+
+def test_a_core_workers_directory_hands_over_each_state_once_and_drops_what_it_has() -> None:
+    async def test(server: GcsServer, client: AsyncGcsClient, token: str) -> None:
+        a, b = _register(server, 1), _register(server, 2)
+        caller = _Caller(client)
+        caller.want(a.actor_id)
+        caller.want(b"\x07" * 16)  # unknown to the GCS
+        await _until(lambda: len(caller.got) == 2)
+        assert sorted(caller.got) == [(b"\x01", "PENDING_CREATION"), (b"\x07", "missing")]
+        _create(server, a, 7001)
+        await _until(lambda: caller.got[-1] == (b"\x01", "ALIVE"))
+        caller.drop(a.actor_id)  # the caller has the address: the GCS stops sending a
+        await _until(lambda: server.state.publisher.keyed_count("actors") == (1, 0))
+        server.state.actors.worker_died(a, "crash")
+        caller.want(b.actor_id)
+        await _until(lambda: caller.got[-1] == (b"\x02", "PENDING_CREATION"))
+        assert len(caller.got) == 4  # nothing about a since it was dropped
+        assert caller.failed == []
+
+    _run(test)
+
+
+def test_a_core_workers_directory_fails_what_it_wants_when_the_gcs_is_gone() -> None:
+    async def test(server: GcsServer, client: AsyncGcsClient, token: str) -> None:
+        a = _register(server, 1)
+        impatient = AsyncGcsClient(client.address, token, timeout=0.5)
+        try:
+            caller = _Caller(impatient)
+            caller.want(a.actor_id)
+            await _until(lambda: caller.got == [(b"\x01", "PENDING_CREATION")])
+            await server.stop(None)  # the stream ends; the GCS does not come back
+            await _until(lambda: len(caller.failed) == 1)
+            actor_id, err = caller.failed[0]
+            assert actor_id == a.actor_id
+            assert isinstance(err, ActorDiedError)
+            assert "could not reach the GCS" in str(err)
+            assert caller.directory.following() == 0
+        finally:
+            await impatient.close()
 
     _run(test)
