@@ -181,7 +181,10 @@ class ActorDirectory:
                     self._kick()
                 while True:
                     self._apply(await stream.next())
-            except asyncio.CancelledError:
+            except asyncio.CancelledError:  # the core worker is shutting down
+                self._stream = None
+                if stream is not None:
+                    stream.cancel()
                 raise
             except Exception as err:
                 if stream is not None:

@@ -269,8 +269,7 @@ class AsyncGcsClient:
         return call.parse(reply)
 
     async def call(self, call: GcsCall[R], timeout: float | None = None) -> R:
-        """Make any call built in rayops.gcs.calls (used for the actor directory);
-        ``timeout`` overrides the client's (long polls wait longer)."""
+        """Make any call built in rayops.gcs.calls; ``timeout`` overrides the client's."""
         return await self._call(call, timeout)
 
     async def close(self) -> None:
