@@ -192,7 +192,7 @@ def handle_by_id(cw: CoreWorker, actor_id: bytes) -> HandleParts:
     """A handle to the actor with this id, as the GCS knows it."""
     from rayops.gcs import calls
 
-    info = cw.gcs().call(calls.get_actor_info(actor_id, False, 0, 0))
+    info = cw.gcs().call(calls.get_actor_info(actor_id))
     if info is None:
         raise ValueError(f"actor {actor_id.hex()} is not known to the GCS.")
     return handle_from_info(cw, info)

@@ -2,9 +2,10 @@
 
 Feeds ``actor_queue.ActorQueues`` (the state machine that decides the order, the retries
 and the failures of actor calls) with what happens, and carries out what it says: sends a
-call on the actor's connection, connects to the actor's address, asks the GCS where the
-actor is (a long poll that answers when the actor's state changes; the calls themselves
-never touch the GCS), fails a call. It also holds the calls' specs (the machine only
+call on the actor's connection, connects to the actor's address, follows where the
+actor is while it needs to know (``actor_directory``: one subscription per process to the
+GCS's actors channel, keyed by the actors being resolved; the calls themselves never touch
+the GCS), fails a call. It also holds the calls' specs (the machine only
 knows their ids) and counts each actor's pending calls for ``max_pending_calls``.
 
 Threads: user threads count pending calls (``admit``, ``pending_calls``) and hand new
@@ -37,7 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 from rayops import exceptions as rex
 from rayops.core_worker import actor_queue as aq
+from rayops.core_worker.actor_directory import ActorDirectory
 from rayops.core_worker.threads import any_thread, io_thread
+from rayops.gcs.actor_events import ActorChanged
 from rayops.protocol import worker_messages as wm
 from rayops.protocol.framed_message import RefusalCode
 from rayops.protocol.task_messages import TaskReply, TaskSpec
@@ -47,8 +50,6 @@ if TYPE_CHECKING:
     from rayops.core_worker.core_worker import CoreWorker
 
 logger = logging.getLogger(__name__)
-
-WATCH_TIMEOUT_MS = 10_000
 
 
 class ActorSubmitter:
@@ -60,7 +61,15 @@ class ActorSubmitter:
         self._specs: dict[bytes, TaskSpec] = {}  # calls the machine knows, by task id
         self._conns: dict[bytes, framed.Connection] = {}  # actor id -> its connection
         self._node_ids: dict[bytes, str] = {}  # actor id -> the node it lives on
-        self._watching: set[bytes] = set()
+        # The one subscription to the GCS's actors channel, for the actors being resolved.
+        self._directory = ActorDirectory(
+            cw.async_gcs,
+            cw.spawn,
+            self._machine.wants_address,
+            self._on_info,
+            self._on_unreachable,
+            subscriber_id=lambda: f"core worker {cw.address[0]}:{cw.address[1]}",
+        )
         # Between hold() and flush(): the connections corked with calls not yet written.
         self._holding = False
         self._unflushed: set[framed.Connection] = set()
@@ -236,6 +245,7 @@ class ActorSubmitter:
         """This process killed the actor: fail its calls now instead of racing the exit."""
         self._forget_conn(actor_id)
         self._handle(aq.ActorDead(actor_id, err))
+        self._directory.drop(actor_id)
 
     @io_thread
     def on_nodes_dead(self, node_ids: set[str]) -> None:
@@ -384,35 +394,19 @@ class ActorSubmitter:
 
     # ---------------------------------------------------------------- the GCS
     def _watch(self, actor_id: bytes) -> None:
-        if actor_id in self._watching:
-            return
-        self._watching.add(actor_id)
-        self._cw.spawn(self._watch_loop(actor_id))
+        self._directory.want(actor_id)
 
-    async def _watch_loop(self, actor_id: bytes) -> None:
-        from rayops.gcs import calls
+    def _on_info(self, actor_id: bytes, info: ActorChanged | None) -> None:
+        """The GCS's word on an actor the machine is resolving (None: it has no such actor)."""
+        self._handle(self._event_of(actor_id, info))
+        if not self._machine.wants_address(actor_id):
+            self._directory.drop(actor_id)
 
-        cw = self._cw
-        machine = self._machine
-        try:
-            while machine.wants_address(actor_id):
-                gcs = await cw.async_gcs()
-                info = await gcs.call(
-                    calls.get_actor_info(
-                        actor_id, True, machine.version(actor_id), WATCH_TIMEOUT_MS
-                    ),
-                    timeout=WATCH_TIMEOUT_MS / 1000 + 20,
-                )
-                self._handle(self._event_of(actor_id, info))
-        except Exception as err:  # GCS unreachable: calls cannot be delivered
-            if cw.is_shut_down:
-                return
-            cause = rex.ActorDiedError(error_msg=f"could not reach the GCS: {err}")
+    def _on_unreachable(self, actor_id: bytes, cause: BaseException) -> None:
+        if not self._cw.is_shut_down:
             self._handle(aq.ActorDead(actor_id, cause))
-        finally:
-            self._watching.discard(actor_id)
 
-    def _event_of(self, actor_id: bytes, info: Any) -> aq.Event:
+    def _event_of(self, actor_id: bytes, info: ActorChanged | None) -> aq.Event:
         """The machine's event for the GCS's answer about an actor."""
         if info is None:
             return aq.ActorDead(
@@ -421,13 +415,14 @@ class ActorSubmitter:
             )
         if info.state == "DEAD":
             return aq.ActorDead(actor_id, _death_error(info))
-        if info.state == "ALIVE" and info.address is not None:
+        address = info.address
+        if info.state == "ALIVE" and address is not None:
             self._node_ids[actor_id] = info.node_id
-            return aq.ActorAddressKnown(actor_id, tuple(info.address), info.version)
+            return aq.ActorAddressKnown(actor_id, address, info.version)
         return aq.ActorRestarting(actor_id, info.version)
 
 
-def _death_error(info: Any) -> BaseException:
+def _death_error(info: ActorChanged) -> BaseException:
     cause: Any = None
     if info.death_error:
         try:

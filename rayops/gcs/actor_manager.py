@@ -53,7 +53,6 @@ class ActorManager:
         # the GCS's own connection to the worker).
         self._by_worker: dict[bytes, tuple[bytes, int, str]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
-        self.changed = asyncio.Condition()
         # Registration -> ALIVE of each actor's first creation (exported by the head's agent).
         self.placement_time = LatencyRecorder(PLACEMENT_BOUNDS_S)
         # SPREAD actors placed so far: the rotation over nodes, as a raylet keeps for tasks.
@@ -64,12 +63,8 @@ class ActorManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def notify_changed(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
-
     def _apply(self, rec: ActorRecord, action: Action) -> None:
-        self._spawn(self.notify_changed())
+        # The table published the change already (the event spine's actors channel).
         if action == Action.SCHEDULE:
             self._spawn(self._schedule(rec))
         elif action == Action.STOP_WORKER:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 import grpc.aio
 
@@ -18,7 +16,6 @@ _STATE_TO_PROTO = {
     ActorState.RESTARTING: gcs_actor_pb2.ActorInfo.RESTARTING,
     ActorState.DEAD: gcs_actor_pb2.ActorInfo.DEAD,
 }
-MAX_WAIT_MS = 30_000
 
 
 def actor_to_proto(rec: ActorRecord) -> gcs_actor_pb2.ActorInfo:
@@ -93,16 +90,6 @@ class ActorInfoService(gcs_actor_pb2_grpc.ActorInfoGcsServiceServicer):
         rec = self._table.get(request.actor_id)
         if rec is None:
             return gcs_actor_pb2.GetActorInfoReply(found=False)
-        if request.wait_for_change and rec.version == request.known_version:
-            timeout = min(max(request.timeout_ms, 0), MAX_WAIT_MS) / 1000
-            cond = self._manager.changed
-            try:
-                async with cond:
-                    await asyncio.wait_for(
-                        cond.wait_for(lambda: rec.version != request.known_version), timeout
-                    )
-            except TimeoutError:
-                pass
         return gcs_actor_pb2.GetActorInfoReply(found=True, actor_info=actor_to_proto(rec))
 
     async def GetNamedActor(

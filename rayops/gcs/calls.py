@@ -243,15 +243,9 @@ def register_actor(**fields: Any) -> GcsCall[tuple[ActorInfo, bool]]:
     )
 
 
-def get_actor_info(
-    actor_id: bytes, wait_for_change: bool, known_version: int, timeout_ms: int
-) -> GcsCall[ActorInfo | None]:
-    request = gcs_actor_pb2.GetActorInfoRequest(
-        actor_id=actor_id,
-        wait_for_change=wait_for_change,
-        known_version=known_version,
-        timeout_ms=timeout_ms,
-    )
+def get_actor_info(actor_id: bytes) -> GcsCall[ActorInfo | None]:
+    """The actor's info now (None if the GCS never knew it)."""
+    request = gcs_actor_pb2.GetActorInfoRequest(actor_id=actor_id)
     return GcsCall(
         "actor",
         "GetActorInfo",

@@ -26,7 +26,7 @@ import grpc.aio
 from rayops.exceptions import AuthenticationError, RpcError
 from rayops.gcs import calls
 from rayops.gcs.calls import GcsCall, Service
-from rayops.gcs.codec import batch_from_proto
+from rayops.gcs.codec import actor_batch_from_proto, batch_from_proto
 from rayops.gcs.pubsub import Batch
 from rayops.gcs.types import GcsInfo, JobInfo, NodeInfo, ObjectStoreStats, UsageReportOutcome
 from rayops.protocol import (
@@ -41,7 +41,7 @@ from rayops.protocol import (
 )
 from rayops.rpc.grpc_channel import token_aio_channel, token_channel
 
-__all__ = ["AsyncGcsClient", "GcsClient", "GcsRefused", "GcsUnreachableError"]
+__all__ = ["AsyncGcsClient", "GcsClient", "GcsRefused", "GcsUnreachableError", "KeyedStream"]
 
 R = TypeVar("R")
 
@@ -269,8 +269,7 @@ class AsyncGcsClient:
         return call.parse(reply)
 
     async def call(self, call: GcsCall[R], timeout: float | None = None) -> R:
-        """Make any call built in rayops.gcs.calls (used for the actor directory);
-        ``timeout`` overrides the client's (long polls wait longer)."""
+        """Make any call built in rayops.gcs.calls; ``timeout`` overrides the client's."""
         return await self._call(call, timeout)
 
     async def close(self) -> None:
@@ -337,6 +336,28 @@ class AsyncGcsClient:
         finally:
             stream.cancel()
 
+    def subscribe_keys(
+        self,
+        channel: str,
+        epoch: str = "",
+        after_version: int = 0,
+        keys: Iterable[bytes] = (),
+        subscriber_id: str = "",
+    ) -> KeyedStream:
+        """Follow some keys of a keyed channel ("actors": actor ids) on one stream; see
+        `KeyedStream`. Nothing is sent until the stream is first read or updated."""
+        if self._channel is None:
+            self._channel = token_aio_channel(self.address, self._token)
+            self._stubs = _stubs(self._channel)
+        first = gcs_pubsub_pb2.SubscribeRequest(
+            channel=channel,
+            epoch=epoch,
+            after_version=after_version,
+            subscriber_id=subscriber_id,
+            add_keys=list(keys),
+        )
+        return KeyedStream(self._stubs["pubsub"].SubscribeKeys(wait_for_ready=True), first, self)
+
     # Job table.
 
     async def next_job_id(self) -> int:
@@ -388,3 +409,52 @@ class AsyncGcsClient:
 
     async def kv_exists(self, key: bytes, *, namespace: str = "") -> bool:
         return await self._call(calls.kv_exists(key, namespace))
+
+
+class KeyedStream:
+    """A `SubscribeKeys` stream: read batches with `next` (or `async for`), add and remove
+    keys with `update`. The first batch comes at once (empty if the keys hold nothing new),
+    so a reader can put a deadline on it to tell an unreachable GCS. Errors as for every
+    call; `cancel` ends it."""
+
+    def __init__(self, call: Any, first: gcs_pubsub_pb2.SubscribeRequest, client: Any) -> None:
+        self._call = call
+        self._first: gcs_pubsub_pb2.SubscribeRequest | None = first
+        self._client = client
+
+    def _error(self, err: grpc.RpcError) -> Exception:
+        return _translate(err, self._client.address, "SubscribeKeys", self._client.timeout)
+
+    async def _start(self) -> None:
+        if self._first is not None:
+            first, self._first = self._first, None
+            await self._write(first)
+
+    async def _write(self, request: gcs_pubsub_pb2.SubscribeRequest) -> None:
+        try:
+            await self._call.write(request)
+        except grpc.RpcError as err:
+            raise self._error(err) from err
+
+    async def update(self, add: Iterable[bytes] = (), remove: Iterable[bytes] = ()) -> None:
+        await self._start()
+        await self._write(gcs_pubsub_pb2.SubscribeRequest(add_keys=add, remove_keys=remove))
+
+    async def next(self) -> Batch:
+        await self._start()
+        try:
+            msg = await self._call.read()
+        except grpc.RpcError as err:
+            raise self._error(err) from err
+        if msg is grpc.aio.EOF:
+            raise ConnectionError("the GCS ended the stream")
+        return actor_batch_from_proto(msg)
+
+    def __aiter__(self) -> KeyedStream:
+        return self
+
+    async def __anext__(self) -> Batch:
+        return await self.next()
+
+    def cancel(self) -> None:
+        self._call.cancel()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from rayops.gcs.actor_events import ActorChange, ActorChanged, ActorSnapshot
 from rayops.gcs.node_events import (
     NodeAdded,
     NodeDead,
@@ -17,12 +18,15 @@ from rayops.gcs.node_events import (
     NodeResourcesChanged,
     NodeSnapshot,
 )
-from rayops.gcs.pubsub import Batch
+from rayops.gcs.pubsub import Batch, KeyMissing
 from rayops.gcs.types import JobInfo, NodeInfo, NodeState, ObjectStoreStats
 from rayops.protocol import common_pb2, gcs_metrics_pb2, gcs_pubsub_pb2
 from rayops.protocol.node_snapshot import ClusterSnapshot, Histogram
 
 __all__ = [
+    "actor_batch_from_proto",
+    "actor_event_from_proto",
+    "actor_event_to_proto",
     "batch_from_proto",
     "batch_to_proto",
     "cluster_snapshot_from_proto",
@@ -264,3 +268,68 @@ def batch_from_proto(msg: gcs_pubsub_pb2.SubscribeBatch) -> Batch:
         return Batch(msg.channel, msg.epoch, msg.version, NodeSnapshot(msg.version, nodes))
     events = tuple(node_event_from_proto(e) for e in msg.node_events)
     return Batch(msg.channel, msg.epoch, msg.version, None, events)
+
+
+# The "actors" channel.
+
+_ACTOR_STATE_TO_PROTO = {
+    "PENDING_CREATION": gcs_pubsub_pb2.ActorEvent.PENDING_CREATION,
+    "ALIVE": gcs_pubsub_pb2.ActorEvent.ALIVE,
+    "RESTARTING": gcs_pubsub_pb2.ActorEvent.RESTARTING,
+    "DEAD": gcs_pubsub_pb2.ActorEvent.DEAD,
+}
+_ACTOR_STATE_FROM_PROTO = {v: k for k, v in _ACTOR_STATE_TO_PROTO.items()}
+
+
+def actor_event_to_proto(event: ActorChanged) -> gcs_pubsub_pb2.ActorEvent:
+    return gcs_pubsub_pb2.ActorEvent(
+        version=event.version,
+        change=event.change.value,
+        actor_id=event.actor_id,
+        state=_ACTOR_STATE_TO_PROTO[event.state],
+        address_ip=event.address_ip,
+        address_port=event.address_port,
+        node_id=event.node_id,
+        worker_id=event.worker_id,
+        pid=event.pid,
+        num_restarts=event.num_restarts,
+        max_restarts=event.max_restarts,
+        death_cause=event.death_cause,
+        death_error=event.death_error,
+        name=event.name,
+        ray_namespace=event.namespace,
+        class_name=event.class_name,
+        job_id=event.job_id,
+    )
+
+
+def actor_event_from_proto(msg: gcs_pubsub_pb2.ActorEvent) -> ActorChanged:
+    return ActorChanged(
+        version=msg.version,
+        change=ActorChange(msg.change),
+        actor_id=msg.actor_id,
+        state=_ACTOR_STATE_FROM_PROTO.get(msg.state, "UNKNOWN"),
+        address_ip=msg.address_ip,
+        address_port=msg.address_port,
+        node_id=msg.node_id,
+        worker_id=msg.worker_id,
+        pid=msg.pid,
+        num_restarts=msg.num_restarts,
+        max_restarts=msg.max_restarts,
+        death_cause=msg.death_cause,
+        death_error=msg.death_error,
+        name=msg.name,
+        namespace=msg.ray_namespace,
+        class_name=msg.class_name,
+        job_id=msg.job_id,
+    )
+
+
+def actor_batch_from_proto(msg: gcs_pubsub_pb2.SubscribeBatch) -> Batch:
+    """A batch of the "actors" channel: a snapshot (every actor), or events, where a key a
+    keyed subscription added and the table does not hold is a `KeyMissing`."""
+    events = tuple(actor_event_from_proto(e) for e in msg.actor_events)
+    if msg.is_snapshot:
+        return Batch(msg.channel, msg.epoch, msg.version, ActorSnapshot(msg.version, events))
+    missing = tuple(KeyMissing(bytes(k)) for k in msg.not_found_keys)
+    return Batch(msg.channel, msg.epoch, msg.version, None, events + missing)

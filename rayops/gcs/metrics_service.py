@@ -25,11 +25,8 @@ __all__ = ["LatencyInterceptor", "MetricsService", "cluster_snapshot"]
 
 
 class LatencyInterceptor(grpc.aio.ServerInterceptor):
-    """Records each unary-unary call's handling time (ms) under its method name.
-
-    Long polls (GetActorInfo waiting for a state change) are recorded too: their time is how
-    long the caller waited, as in Ray's ``grpc_server_req_process_time_ms``.
-    """
+    """Records each unary-unary call's handling time (ms) under its method name (streams,
+    such as the event spine's subscriptions, are not timed)."""
 
     def __init__(self) -> None:
         self.recorder = LatencyRecorder(GRPC_LATENCY_BOUNDS_MS)

@@ -14,6 +14,13 @@ subscriber says which channel, which *epoch* and the last version it saw, and ge
   instead of one per report, and a node's newer usage replaces its older usage still queued.
 
 A subscriber that reconnects passes the epoch and version it holds and resyncs from there.
+
+*Keyed* subscriptions (`KeyedSubscription`, for channels given a `current` lookup through
+`Publisher.enable_keys`: "actors") follow only some keys of a channel (a core worker: the
+actors it calls), so the GCS's work grows with what subscribers follow, not with
+subscribers x table. A key added gets its current state first (or `KeyMissing`), then each
+event that updates it, the newest only if several wait; a subscriber that comes back with the
+same epoch gets only the keys that changed after the version it holds.
 `DeltaLog` is pure (no I/O, no asyncio); `Publisher` and `Subscription` are the asyncio part
 the gRPC service (`rayops.gcs.pubsub_service`) drives. Nothing here knows protobuf: channels
 give their events and snapshots as Python values and the service converts them.
@@ -35,6 +42,8 @@ __all__ = [
     "Batch",
     "ChannelSpec",
     "DeltaLog",
+    "KeyMissing",
+    "KeyedSubscription",
     "Publisher",
     "Subscription",
 ]
@@ -213,6 +222,10 @@ class Publisher:
         self._logs: dict[str, DeltaLog] = {}
         self._subs: dict[str, set[Subscription]] = {}
         self._listeners: dict[str, list[Callable[[Sequence[Any]], None]]] = {}
+        # Keyed channels: their current-state lookup, and key -> the subscriptions following it.
+        self._current: dict[str, Callable[[Any], Any | None]] = {}
+        self._keyed: dict[str, dict[Any, set[KeyedSubscription]]] = {}
+        self._keyed_subs: set[KeyedSubscription] = set()
         self.published = 0  # events, for the metrics and the bench
         self.batches_built = 0
 
@@ -243,6 +256,12 @@ class Publisher:
         spec = self._specs[channel]
         for sub in self._subs[channel]:
             sub.offer(events, spec)
+        keyed = self._keyed.get(channel)
+        if keyed:
+            for event in events:
+                key = spec.key(event)
+                for ksub in keyed.get(key, ()):
+                    ksub.offer(key, event)
 
     def snapshot_batch(self, channel: str) -> Batch:
         version, state = self._specs[channel].snapshot()
@@ -271,6 +290,128 @@ class Publisher:
         for subs in self._subs.values():
             for sub in list(subs):
                 sub.end()
+        for ksub in list(self._keyed_subs):
+            ksub.end()
+
+    def enable_keys(self, channel: str, current: Callable[[Any], Any | None]) -> None:
+        """Let subscribers follow single keys of `channel` (`subscribe_keys`); `current(key)`
+        is the key's state as an event (None: the table does not hold it), and the channel's
+        `ChannelSpec.key` names the key each event updates."""
+        self._current[channel] = current
+        self._keyed[channel] = {}
+
+    def subscribe_keys(
+        self, channel: str, epoch: str, after_version: int, keys: Sequence[Any] = ()
+    ) -> KeyedSubscription:
+        """A keyed subscription; `keys` are added as by `KeyedSubscription.add` with the
+        subscriber's (`epoch`, `after_version`), so a subscriber that comes back gets only
+        what changed. KeyError for a channel without keys."""
+        sub = KeyedSubscription(self, channel, self._current[channel])
+        self._keyed_subs.add(sub)
+        sub.add(keys, epoch, after_version)
+        return sub
+
+    def _follow(self, sub: KeyedSubscription, key: Any, on: bool) -> None:
+        index = self._keyed[sub.channel]
+        if on:
+            index.setdefault(key, set()).add(sub)
+            return
+        subs = index.get(key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del index[key]
+
+    def keyed_count(self, channel: str) -> tuple[int, int]:
+        """(keyed subscriptions, keys followed) on `channel`, for tests and the bench."""
+        index = self._keyed[channel]
+        subs = sum(1 for s in self._keyed_subs if s.channel == channel)
+        return subs, len(index)
 
     def subscriber_count(self, channel: str) -> int:
         return len(self._subs[channel])
+
+
+@dataclass(frozen=True, slots=True)
+class KeyMissing:
+    """In a keyed batch: a key added that the table does not hold."""
+
+    key: Any
+
+
+class KeyedSubscription:
+    """One subscriber's keys of one channel and what it has not been sent yet.
+
+    At most one item waits per key (the newest event, or `KeyMissing`), so what waits is
+    bounded by the keys followed. Iterate it for batches; its first batch is sent at once
+    (empty when nothing waits) so the subscriber learns the epoch and version.
+    """
+
+    def __init__(
+        self, publisher: Publisher, channel: str, current: Callable[[Any], Any | None]
+    ) -> None:
+        self.publisher = publisher
+        self.channel = channel
+        self._current = current
+        self.keys: set[Any] = set()
+        self._pending: dict[Any, Any] = {}
+        self._wake = asyncio.Event()
+        self._wake.set()  # the first batch goes out at once
+        self._closed = False
+
+    def add(self, keys: Sequence[Any], epoch: str = "", after_version: int = 0) -> None:
+        """Follow `keys`: each one's current state is queued (unless the subscriber holds
+        it: same epoch and no change after `after_version`), also for a key followed already
+        (the subscriber asks again), or `KeyMissing` for a key the table does not hold
+        (which is not followed)."""
+        same_epoch = epoch == self.publisher.epoch
+        for key in keys:
+            event = self._current(key)
+            if event is None:
+                self.remove((key,))
+                self._pending[key] = KeyMissing(key)
+                self._wake.set()
+                continue
+            if key not in self.keys:
+                self.keys.add(key)
+                self.publisher._follow(self, key, True)
+            if not (same_epoch and event.version <= after_version):
+                self._pending.pop(key, None)
+                self._pending[key] = event
+                self._wake.set()
+
+    def remove(self, keys: Sequence[Any]) -> None:
+        for key in keys:
+            self._pending.pop(key, None)
+            if key in self.keys:
+                self.keys.discard(key)
+                self.publisher._follow(self, key, False)
+
+    def offer(self, key: Any, event: Any) -> None:
+        self._pending.pop(key, None)  # the newest goes last, in publish order
+        self._pending[key] = event
+        self._wake.set()
+
+    def end(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    def close(self) -> None:
+        self.remove(list(self.keys))
+        self.publisher._keyed_subs.discard(self)
+
+    async def next_batch(self) -> Batch:
+        while True:
+            await self._wake.wait()
+            if self._closed:
+                raise StopAsyncIteration
+            self._wake.clear()
+            events, self._pending = tuple(self._pending.values()), {}
+            version = self.publisher._logs[self.channel].version
+            return Batch(self.channel, self.publisher.epoch, version, None, events)
+
+    def __aiter__(self) -> KeyedSubscription:
+        return self
+
+    async def __anext__(self) -> Batch:
+        return await self.next_batch()

@@ -15,6 +15,7 @@ a conversion.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -22,16 +23,18 @@ from collections.abc import AsyncIterator
 import grpc
 import grpc.aio
 
-from rayops.gcs.codec import batch_to_proto, node_event_to_proto
+from rayops.gcs.actor_events import ActorChanged, ActorSnapshot
+from rayops.gcs.codec import actor_event_to_proto, batch_to_proto, node_event_to_proto
 from rayops.gcs.node_events import NodeEvent, NodeSnapshot
-from rayops.gcs.pubsub import Batch, Publisher
+from rayops.gcs.pubsub import Batch, KeyMissing, Publisher
 from rayops.protocol import gcs_pubsub_pb2, gcs_pubsub_pb2_grpc
 
-__all__ = ["NODES_CHANNEL", "PubSubService"]
+__all__ = ["ACTORS_CHANNEL", "NODES_CHANNEL", "PubSubService"]
 
 logger = logging.getLogger(__name__)
 
 NODES_CHANNEL = "nodes"
+ACTORS_CHANNEL = "actors"
 
 
 class _NodeBatches:
@@ -66,12 +69,50 @@ class _NodeBatches:
         )
 
 
+class _ActorBatches:
+    """The "actors" channel's batches as stream messages (each event converted once, as for
+    nodes): a snapshot lists every actor, a keyed batch the changed keys and the missing."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._protos: OrderedDict[int, gcs_pubsub_pb2.ActorEvent] = OrderedDict()
+
+    def get(self, event: ActorChanged) -> gcs_pubsub_pb2.ActorEvent:
+        msg = self._protos.get(event.version)
+        if msg is None:
+            msg = self._protos[event.version] = actor_event_to_proto(event)
+            if len(self._protos) > self._size:
+                self._protos.popitem(last=False)
+        return msg
+
+    def batch(self, batch: Batch) -> gcs_pubsub_pb2.SubscribeBatch:
+        msg = gcs_pubsub_pb2.SubscribeBatch(
+            channel=batch.channel,
+            epoch=batch.epoch,
+            version=batch.version,
+            is_snapshot=batch.is_snapshot,
+        )
+        if batch.is_snapshot:
+            assert isinstance(batch.snapshot, ActorSnapshot)
+            msg.actor_events.extend(self.get(e) for e in batch.snapshot.actors)
+            return msg
+        for event in batch.events:
+            if isinstance(event, KeyMissing):
+                msg.not_found_keys.append(event.key)
+            else:
+                msg.actor_events.append(self.get(event))
+        return msg
+
+
 class PubSubService(gcs_pubsub_pb2_grpc.PubSubGcsServiceServicer):
     """Subscribe: one stream per subscriber, fed by its `Subscription`."""
 
     def __init__(self, publisher: Publisher) -> None:
         self._publisher = publisher
-        self._converters = {NODES_CHANNEL: _NodeBatches()}
+        self._converters: dict[str, _NodeBatches | _ActorBatches] = {
+            NODES_CHANNEL: _NodeBatches(),
+            ACTORS_CHANNEL: _ActorBatches(),
+        }
 
     async def Subscribe(
         self, request: gcs_pubsub_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
@@ -97,4 +138,49 @@ class PubSubService(gcs_pubsub_pb2_grpc.PubSubGcsServiceServicer):
             async for batch in sub:
                 yield converter.batch(batch)
         finally:
+            sub.close()
+
+    async def SubscribeKeys(
+        self,
+        request_iterator: AsyncIterator[gcs_pubsub_pb2.SubscribeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[gcs_pubsub_pb2.SubscribeBatch]:
+        try:
+            first = await anext(aiter(request_iterator))
+        except StopAsyncIteration:
+            return
+        converter = self._converters.get(first.channel)
+        try:
+            assert converter is not None
+            sub = self._publisher.subscribe_keys(
+                first.channel, first.epoch, first.after_version, list(first.add_keys)
+            )
+        except (KeyError, AssertionError):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no keyed channel {first.channel!r}")
+            raise AssertionError("context.abort returned") from None
+        logger.debug(
+            "%s follows %d keys of %s after version %d",
+            first.subscriber_id[:12] or "a subscriber",
+            len(first.add_keys),
+            first.channel,
+            first.after_version,
+        )
+
+        async def read() -> None:
+            # Later requests add and remove keys; the subscriber closing its side ends it.
+            try:
+                async for request in request_iterator:
+                    sub.remove(list(request.remove_keys))
+                    sub.add(list(request.add_keys))
+            except Exception as err:  # the subscriber went away mid-request
+                logger.debug("keyed subscription to %s ended: %r", first.channel, err)
+            finally:
+                sub.end()
+
+        reader = asyncio.ensure_future(read())
+        try:
+            async for batch in sub:
+                yield converter.batch(batch)
+        finally:
+            reader.cancel()
             sub.close()

@@ -86,12 +86,22 @@ class GcsState:
     job_listeners: list[Callable[[int], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.actors = ActorTable()
         self.pgs = PgTable()
         self.start_time_ms = self.start_time_ms or self.clock_ms()
-        from rayops.gcs.pubsub_service import NODES_CHANNEL
+        from rayops.gcs.pubsub_service import ACTORS_CHANNEL, NODES_CHANNEL
 
         self.publisher = Publisher()
+        # Every change of the actor table goes out on the "actors" channel; callers follow
+        # only the actors they call (keyed subscriptions).
+        self.actors = ActorTable(sink=self.publisher.sink(ACTORS_CHANNEL))
+        self.publisher.add_channel(
+            ACTORS_CHANNEL,
+            ChannelSpec(
+                snapshot=lambda: (self.actors.version, self.actors.snapshot()),
+                key=lambda e: e.actor_id,
+            ),
+        )
+        self.publisher.enable_keys(ACTORS_CHANNEL, self.actors.current)
         # Every change of the node table goes out on the spine's "nodes" channel.
         self.nodes = NodeTable(self.clock_ms, sink=self.publisher.sink(NODES_CHANNEL))
         self.publisher.add_channel(

@@ -132,16 +132,10 @@ class RegisterActorReply(_message.Message):
     def __init__(self, actor_info: _Optional[_Union[ActorInfo, _Mapping]] = ..., existed: _Optional[bool] = ...) -> None: ...
 
 class GetActorInfoRequest(_message.Message):
-    __slots__ = ("actor_id", "wait_for_change", "known_version", "timeout_ms")
+    __slots__ = ("actor_id",)
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
-    WAIT_FOR_CHANGE_FIELD_NUMBER: _ClassVar[int]
-    KNOWN_VERSION_FIELD_NUMBER: _ClassVar[int]
-    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     actor_id: bytes
-    wait_for_change: bool
-    known_version: int
-    timeout_ms: int
-    def __init__(self, actor_id: _Optional[bytes] = ..., wait_for_change: _Optional[bool] = ..., known_version: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, actor_id: _Optional[bytes] = ...) -> None: ...
 
 class GetActorInfoReply(_message.Message):
     __slots__ = ("found", "actor_info")

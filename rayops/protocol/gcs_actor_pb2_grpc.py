@@ -87,9 +87,8 @@ class ActorInfoGcsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetActorInfo(self, request, context):
-        """An actor's current info. With wait_for_change, the reply waits (up to timeout_ms) until
-        the actor's state version differs from known_version: callers use it to learn when an
-        actor becomes ALIVE, restarts or dies.
+        """An actor's current info, at once. (Callers follow actors' changes on the event spine:
+        PubSubGcsService.SubscribeKeys on the "actors" channel.)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

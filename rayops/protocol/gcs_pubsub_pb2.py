@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as rayops_dot_protocol_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n rayops/protocol/gcs_pubsub.proto\x12\x0frayops.protocol\x1a\x1crayops/protocol/common.proto\"`\n\x10SubscribeRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x15\n\rafter_version\x18\x03 \x01(\x03\x12\x15\n\rsubscriber_id\x18\x04 \x01(\t\"\xb9\x01\n\x0eSubscribeBatch\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x13\n\x0bis_snapshot\x18\x04 \x01(\x08\x12\x30\n\rnode_snapshot\x18\x05 \x03(\x0b\x32\x19.rayops.protocol.NodeInfo\x12/\n\x0bnode_events\x18\x06 \x03(\x0b\x32\x1a.rayops.protocol.NodeEvent\"\xc6\x01\n\tNodeEvent\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12*\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x0b\x32\x19.rayops.protocol.NodeInfoH\x00\x12+\n\x05usage\x18\x03 \x01(\x0b\x32\x1a.rayops.protocol.NodeUsageH\x00\x12*\n\x04\x64\x65\x61\x64\x18\x04 \x01(\x0b\x32\x1a.rayops.protocol.NodeDeathH\x00\x12\x19\n\x0fremoved_node_id\x18\x05 \x01(\tH\x00\x42\x08\n\x06\x63hange\"\xa0\x03\n\tNodeUsage\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12G\n\x0fresources_total\x18\x02 \x03(\x0b\x32..rayops.protocol.NodeUsage.ResourcesTotalEntry\x12O\n\x13resources_available\x18\x03 \x03(\x0b\x32\x32.rayops.protocol.NodeUsage.ResourcesAvailableEntry\x12=\n\x12object_store_stats\x18\x04 \x01(\x0b\x32!.rayops.protocol.ObjectStoreStats\x12\x37\n\x0epending_demand\x18\x05 \x03(\x0b\x32\x1f.rayops.protocol.ResourceDemand\x1a\x35\n\x13ResourcesTotalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x39\n\x17ResourcesAvailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"G\n\tNodeDeath\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65\x61th_reason\x18\x02 \x01(\t\x12\x13\n\x0b\x65nd_time_ms\x18\x03 \x01(\x03\x32\x65\n\x10PubSubGcsService\x12Q\n\tSubscribe\x12!.rayops.protocol.SubscribeRequest\x1a\x1f.rayops.protocol.SubscribeBatch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n rayops/protocol/gcs_pubsub.proto\x12\x0frayops.protocol\x1a\x1crayops/protocol/common.proto\"\x87\x01\n\x10SubscribeRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x15\n\rafter_version\x18\x03 \x01(\x03\x12\x15\n\rsubscriber_id\x18\x04 \x01(\t\x12\x10\n\x08\x61\x64\x64_keys\x18\x05 \x03(\x0c\x12\x13\n\x0bremove_keys\x18\x06 \x03(\x0c\"\x84\x02\n\x0eSubscribeBatch\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x13\n\x0bis_snapshot\x18\x04 \x01(\x08\x12\x30\n\rnode_snapshot\x18\x05 \x03(\x0b\x32\x19.rayops.protocol.NodeInfo\x12/\n\x0bnode_events\x18\x06 \x03(\x0b\x32\x1a.rayops.protocol.NodeEvent\x12\x31\n\x0c\x61\x63tor_events\x18\x07 \x03(\x0b\x32\x1b.rayops.protocol.ActorEvent\x12\x16\n\x0enot_found_keys\x18\x08 \x03(\x0c\"\xc6\x01\n\tNodeEvent\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12*\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x0b\x32\x19.rayops.protocol.NodeInfoH\x00\x12+\n\x05usage\x18\x03 \x01(\x0b\x32\x1a.rayops.protocol.NodeUsageH\x00\x12*\n\x04\x64\x65\x61\x64\x18\x04 \x01(\x0b\x32\x1a.rayops.protocol.NodeDeathH\x00\x12\x19\n\x0fremoved_node_id\x18\x05 \x01(\tH\x00\x42\x08\n\x06\x63hange\"\xa0\x03\n\tNodeUsage\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12G\n\x0fresources_total\x18\x02 \x03(\x0b\x32..rayops.protocol.NodeUsage.ResourcesTotalEntry\x12O\n\x13resources_available\x18\x03 \x03(\x0b\x32\x32.rayops.protocol.NodeUsage.ResourcesAvailableEntry\x12=\n\x12object_store_stats\x18\x04 \x01(\x0b\x32!.rayops.protocol.ObjectStoreStats\x12\x37\n\x0epending_demand\x18\x05 \x03(\x0b\x32\x1f.rayops.protocol.ResourceDemand\x1a\x35\n\x13ResourcesTotalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x39\n\x17ResourcesAvailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"G\n\tNodeDeath\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65\x61th_reason\x18\x02 \x01(\t\x12\x13\n\x0b\x65nd_time_ms\x18\x03 \x01(\x03\"\xc6\x03\n\nActorEvent\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06\x63hange\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x03 \x01(\x0c\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32!.rayops.protocol.ActorEvent.State\x12\x12\n\naddress_ip\x18\x05 \x01(\t\x12\x14\n\x0c\x61\x64\x64ress_port\x18\x06 \x01(\x05\x12\x0f\n\x07node_id\x18\x07 \x01(\t\x12\x11\n\tworker_id\x18\x08 \x01(\x0c\x12\x0b\n\x03pid\x18\t \x01(\x05\x12\x14\n\x0cnum_restarts\x18\n \x01(\x05\x12\x14\n\x0cmax_restarts\x18\x0b \x01(\x05\x12\x13\n\x0b\x64\x65\x61th_cause\x18\x0c \x01(\t\x12\x13\n\x0b\x64\x65\x61th_error\x18\r \x01(\x0c\x12\x0c\n\x04name\x18\x0e \x01(\t\x12\x15\n\rray_namespace\x18\x0f \x01(\t\x12\x12\n\nclass_name\x18\x10 \x01(\t\x12\x0e\n\x06job_id\x18\x11 \x01(\r\"Y\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10PENDING_CREATION\x10\x01\x12\t\n\x05\x41LIVE\x10\x02\x12\x0e\n\nRESTARTING\x10\x03\x12\x08\n\x04\x44\x45\x41\x44\x10\x04\x32\xbe\x01\n\x10PubSubGcsService\x12Q\n\tSubscribe\x12!.rayops.protocol.SubscribeRequest\x1a\x1f.rayops.protocol.SubscribeBatch0\x01\x12W\n\rSubscribeKeys\x12!.rayops.protocol.SubscribeRequest\x1a\x1f.rayops.protocol.SubscribeBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,20 +37,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODEUSAGE_RESOURCESTOTALENTRY']._serialized_options = b'8\001'
   _globals['_NODEUSAGE_RESOURCESAVAILABLEENTRY']._loaded_options = None
   _globals['_NODEUSAGE_RESOURCESAVAILABLEENTRY']._serialized_options = b'8\001'
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=83
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=179
-  _globals['_SUBSCRIBEBATCH']._serialized_start=182
-  _globals['_SUBSCRIBEBATCH']._serialized_end=367
-  _globals['_NODEEVENT']._serialized_start=370
-  _globals['_NODEEVENT']._serialized_end=568
-  _globals['_NODEUSAGE']._serialized_start=571
-  _globals['_NODEUSAGE']._serialized_end=987
-  _globals['_NODEUSAGE_RESOURCESTOTALENTRY']._serialized_start=875
-  _globals['_NODEUSAGE_RESOURCESTOTALENTRY']._serialized_end=928
-  _globals['_NODEUSAGE_RESOURCESAVAILABLEENTRY']._serialized_start=930
-  _globals['_NODEUSAGE_RESOURCESAVAILABLEENTRY']._serialized_end=987
-  _globals['_NODEDEATH']._serialized_start=989
-  _globals['_NODEDEATH']._serialized_end=1060
-  _globals['_PUBSUBGCSSERVICE']._serialized_start=1062
-  _globals['_PUBSUBGCSSERVICE']._serialized_end=1163
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=84
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=219
+  _globals['_SUBSCRIBEBATCH']._serialized_start=222
+  _globals['_SUBSCRIBEBATCH']._serialized_end=482
+  _globals['_NODEEVENT']._serialized_start=485
+  _globals['_NODEEVENT']._serialized_end=683
+  _globals['_NODEUSAGE']._serialized_start=686
+  _globals['_NODEUSAGE']._serialized_end=1102
+  _globals['_NODEUSAGE_RESOURCESTOTALENTRY']._serialized_start=990
+  _globals['_NODEUSAGE_RESOURCESTOTALENTRY']._serialized_end=1043
+  _globals['_NODEUSAGE_RESOURCESAVAILABLEENTRY']._serialized_start=1045
+  _globals['_NODEUSAGE_RESOURCESAVAILABLEENTRY']._serialized_end=1102
+  _globals['_NODEDEATH']._serialized_start=1104
+  _globals['_NODEDEATH']._serialized_end=1175
+  _globals['_ACTOREVENT']._serialized_start=1178
+  _globals['_ACTOREVENT']._serialized_end=1632
+  _globals['_ACTOREVENT_STATE']._serialized_start=1543
+  _globals['_ACTOREVENT_STATE']._serialized_end=1632
+  _globals['_PUBSUBGCSSERVICE']._serialized_start=1635
+  _globals['_PUBSUBGCSSERVICE']._serialized_end=1825
 # @@protoc_insertion_point(module_scope)

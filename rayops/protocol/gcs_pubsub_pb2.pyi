@@ -1,6 +1,7 @@
 # ruff: noqa
 from . import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -9,32 +10,40 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("channel", "epoch", "after_version", "subscriber_id")
+    __slots__ = ("channel", "epoch", "after_version", "subscriber_id", "add_keys", "remove_keys")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     AFTER_VERSION_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBER_ID_FIELD_NUMBER: _ClassVar[int]
+    ADD_KEYS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_KEYS_FIELD_NUMBER: _ClassVar[int]
     channel: str
     epoch: str
     after_version: int
     subscriber_id: str
-    def __init__(self, channel: _Optional[str] = ..., epoch: _Optional[str] = ..., after_version: _Optional[int] = ..., subscriber_id: _Optional[str] = ...) -> None: ...
+    add_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    remove_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, channel: _Optional[str] = ..., epoch: _Optional[str] = ..., after_version: _Optional[int] = ..., subscriber_id: _Optional[str] = ..., add_keys: _Optional[_Iterable[bytes]] = ..., remove_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class SubscribeBatch(_message.Message):
-    __slots__ = ("channel", "epoch", "version", "is_snapshot", "node_snapshot", "node_events")
+    __slots__ = ("channel", "epoch", "version", "is_snapshot", "node_snapshot", "node_events", "actor_events", "not_found_keys")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     IS_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     NODE_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     NODE_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NOT_FOUND_KEYS_FIELD_NUMBER: _ClassVar[int]
     channel: str
     epoch: str
     version: int
     is_snapshot: bool
     node_snapshot: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeInfo]
     node_events: _containers.RepeatedCompositeFieldContainer[NodeEvent]
-    def __init__(self, channel: _Optional[str] = ..., epoch: _Optional[str] = ..., version: _Optional[int] = ..., is_snapshot: _Optional[bool] = ..., node_snapshot: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ..., node_events: _Optional[_Iterable[_Union[NodeEvent, _Mapping]]] = ...) -> None: ...
+    actor_events: _containers.RepeatedCompositeFieldContainer[ActorEvent]
+    not_found_keys: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, channel: _Optional[str] = ..., epoch: _Optional[str] = ..., version: _Optional[int] = ..., is_snapshot: _Optional[bool] = ..., node_snapshot: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ..., node_events: _Optional[_Iterable[_Union[NodeEvent, _Mapping]]] = ..., actor_events: _Optional[_Iterable[_Union[ActorEvent, _Mapping]]] = ..., not_found_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class NodeEvent(_message.Message):
     __slots__ = ("version", "added", "usage", "dead", "removed_node_id")
@@ -87,3 +96,53 @@ class NodeDeath(_message.Message):
     death_reason: str
     end_time_ms: int
     def __init__(self, node_id: _Optional[str] = ..., death_reason: _Optional[str] = ..., end_time_ms: _Optional[int] = ...) -> None: ...
+
+class ActorEvent(_message.Message):
+    __slots__ = ("version", "change", "actor_id", "state", "address_ip", "address_port", "node_id", "worker_id", "pid", "num_restarts", "max_restarts", "death_cause", "death_error", "name", "ray_namespace", "class_name", "job_id")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[ActorEvent.State]
+        PENDING_CREATION: _ClassVar[ActorEvent.State]
+        ALIVE: _ClassVar[ActorEvent.State]
+        RESTARTING: _ClassVar[ActorEvent.State]
+        DEAD: _ClassVar[ActorEvent.State]
+    STATE_UNSPECIFIED: ActorEvent.State
+    PENDING_CREATION: ActorEvent.State
+    ALIVE: ActorEvent.State
+    RESTARTING: ActorEvent.State
+    DEAD: ActorEvent.State
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_IP_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_PORT_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    NUM_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    DEATH_CAUSE_FIELD_NUMBER: _ClassVar[int]
+    DEATH_ERROR_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RAY_NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    change: str
+    actor_id: bytes
+    state: ActorEvent.State
+    address_ip: str
+    address_port: int
+    node_id: str
+    worker_id: bytes
+    pid: int
+    num_restarts: int
+    max_restarts: int
+    death_cause: str
+    death_error: bytes
+    name: str
+    ray_namespace: str
+    class_name: str
+    job_id: int
+    def __init__(self, version: _Optional[int] = ..., change: _Optional[str] = ..., actor_id: _Optional[bytes] = ..., state: _Optional[_Union[ActorEvent.State, str]] = ..., address_ip: _Optional[str] = ..., address_port: _Optional[int] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., pid: _Optional[int] = ..., num_restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., death_cause: _Optional[str] = ..., death_error: _Optional[bytes] = ..., name: _Optional[str] = ..., ray_namespace: _Optional[str] = ..., class_name: _Optional[str] = ..., job_id: _Optional[int] = ...) -> None: ...

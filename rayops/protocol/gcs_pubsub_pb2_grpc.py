@@ -41,6 +41,11 @@ class PubSubGcsServiceStub:
                 request_serializer=rayops_dot_protocol_dot_gcs__pubsub__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=rayops_dot_protocol_dot_gcs__pubsub__pb2.SubscribeBatch.FromString,
                 _registered_method=True)
+        self.SubscribeKeys = channel.stream_stream(
+                '/rayops.protocol.PubSubGcsService/SubscribeKeys',
+                request_serializer=rayops_dot_protocol_dot_gcs__pubsub__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=rayops_dot_protocol_dot_gcs__pubsub__pb2.SubscribeBatch.FromString,
+                _registered_method=True)
 
 
 class PubSubGcsServiceServicer:
@@ -57,11 +62,28 @@ class PubSubGcsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubscribeKeys(self, request_iterator, context):
+        """Follow only some keys of one channel ("actors": actor ids) on one stream per process.
+        The first request names the channel, the epoch and version the subscriber holds and its
+        keys; every request may add and remove keys. Each key added gets its current state first
+        (or is listed in `not_found_keys`), then its changes as they happen; after a reconnect
+        with the same epoch, only keys changed after `after_version`. Fails with NOT_FOUND for a
+        channel without keyed subscriptions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PubSubGcsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
+                    request_deserializer=rayops_dot_protocol_dot_gcs__pubsub__pb2.SubscribeRequest.FromString,
+                    response_serializer=rayops_dot_protocol_dot_gcs__pubsub__pb2.SubscribeBatch.SerializeToString,
+            ),
+            'SubscribeKeys': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubscribeKeys,
                     request_deserializer=rayops_dot_protocol_dot_gcs__pubsub__pb2.SubscribeRequest.FromString,
                     response_serializer=rayops_dot_protocol_dot_gcs__pubsub__pb2.SubscribeBatch.SerializeToString,
             ),
@@ -92,6 +114,33 @@ class PubSubGcsService:
             request,
             target,
             '/rayops.protocol.PubSubGcsService/Subscribe',
+            rayops_dot_protocol_dot_gcs__pubsub__pb2.SubscribeRequest.SerializeToString,
+            rayops_dot_protocol_dot_gcs__pubsub__pb2.SubscribeBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeKeys(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/rayops.protocol.PubSubGcsService/SubscribeKeys',
             rayops_dot_protocol_dot_gcs__pubsub__pb2.SubscribeRequest.SerializeToString,
             rayops_dot_protocol_dot_gcs__pubsub__pb2.SubscribeBatch.FromString,
             options,

@@ -90,7 +90,10 @@ class _WithToken:
         self._inner = inner
         self._metadata = metadata
 
-    def __call__(self, request: Any, *args: Any, metadata: Metadata = None, **kwargs: Any) -> Any:
+    def __call__(
+        self, request: Any = None, *args: Any, metadata: Metadata = None, **kwargs: Any
+    ) -> Any:
+        # request None: a grpc.aio stream whose requests are written with `write`.
         return self._inner(request, *args, metadata=_merge(self._metadata, metadata), **kwargs)
 
     def with_call(self, request: Any, *args: Any, metadata: Metadata = None, **kw: Any) -> Any:

@@ -78,7 +78,7 @@ def test_a_cut_connection_is_not_a_death_but_the_reported_death_is(cluster: Clus
     # actor (no restarts) was declared DEAD although its process was alive.
     time.sleep(1.0)
     with GcsClient(cluster.address, cluster.token, timeout=10) as gcs:
-        assert gcs.call(calls.get_actor_info(a._actor_id, False, 0, 0)).state == "ALIVE"
+        assert gcs.call(calls.get_actor_info(a._actor_id)).state == "ALIVE"
     for _ in range(10):
         assert rayops.get(a.ping.remote(), timeout=30) == "pong"
     assert psutil.pid_exists(pid)

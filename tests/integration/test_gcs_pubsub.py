@@ -148,7 +148,7 @@ def test_an_unknown_channel_is_not_found() -> None:
         channel = token_aio_channel(client.address, token)
         try:
             stub = gcs_pubsub_pb2_grpc.PubSubGcsServiceStub(channel)
-            stream = stub.Subscribe(gcs_pubsub_pb2.SubscribeRequest(channel="actors"))
+            stream = stub.Subscribe(gcs_pubsub_pb2.SubscribeRequest(channel="no-such-channel"))
             with pytest.raises(grpc.RpcError) as info:
                 await stream.read()
             assert info.value.code() is grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]

@@ -255,7 +255,7 @@ def test_actor_hard_affinity_to_an_unknown_node_is_not_placed(cluster: Cluster) 
         rayops.get(a.seen.remote(), timeout=60)
     assert not isinstance(rex.ActorUnschedulableError("x"), rex.ActorDiedError)
     with GcsClient(cluster.address, cluster.token, timeout=5) as gcs:
-        info = gcs.call(calls.get_actor_info(a._actor_id, False, 0, 0))
+        info = gcs.call(calls.get_actor_info(a._actor_id))
     assert info is not None
     assert (info.state, info.node_id, info.pid, info.address) == ("DEAD", "", 0, None)
     assert "cannot be scheduled" in info.death_cause

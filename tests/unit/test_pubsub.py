@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from rayops.gcs.actor_table import ActorRecord, ActorTable
 from rayops.gcs.node_events import (
     MarkNodeDead,
     NodeAdded,
@@ -21,7 +22,15 @@ from rayops.gcs.node_events import (
     ReportUsage,
 )
 from rayops.gcs.node_table import NodeTable
-from rayops.gcs.pubsub import USAGE_FLUSH_S, Batch, ChannelSpec, DeltaLog, Publisher, Subscription
+from rayops.gcs.pubsub import (
+    USAGE_FLUSH_S,
+    Batch,
+    ChannelSpec,
+    DeltaLog,
+    KeyMissing,
+    Publisher,
+    Subscription,
+)
 from rayops.gcs.types import NodeInfo
 
 
@@ -198,3 +207,94 @@ def test_closing_the_publisher_ends_every_stream() -> None:
         assert [b async for b in sub] == []
 
     asyncio.run(main())
+
+
+# Keyed subscriptions (the actors channel: callers follow only the actors they call).
+
+
+def _actor_spine() -> tuple[Publisher, ActorTable, list[ActorRecord]]:
+    publisher = Publisher(epoch="e1")
+    table = ActorTable(sink=publisher.sink("actors"))
+    publisher.add_channel(
+        "actors",
+        ChannelSpec(snapshot=lambda: (table.version, table.snapshot()), key=lambda e: e.actor_id),
+    )
+    publisher.enable_keys("actors", table.current)
+    recs = []
+    for n in (1, 2, 3):
+        rec = ActorRecord(
+            actor_id=bytes([n]) * 16,
+            class_name="A",
+            job_id=1,
+            name="",
+            namespace="",
+            is_detached=False,
+            max_restarts=-1,
+            placement_resources={},
+            hold_resources={},
+            creation_spec=b"",
+            handle_meta=b"",
+            owner_address="",
+        )
+        recs.append(table.register(rec, get_if_exists=False)[0])
+    return publisher, table, recs
+
+
+def _keyed(batch: Batch) -> list[tuple[int, str]]:
+    return [
+        (e.key[0], "missing") if isinstance(e, KeyMissing) else (e.actor_id[0], e.state)
+        for e in batch.events
+    ]
+
+
+def test_a_keyed_subscriber_gets_its_keys_states_then_only_their_newest_changes() -> None:
+    async def main() -> None:
+        publisher, table, (a, b, _c) = _actor_spine()
+        sub = publisher.subscribe_keys("actors", "", 0, [a.actor_id, bytes([9]) * 16])
+        first = await sub.next_batch()
+        assert _keyed(first) == [(1, "PENDING_CREATION"), (9, "missing")]
+        assert first.version == table.version == 3
+        # b and c are not followed; a changes three times before the subscriber reads.
+        table.created(a, ip="h", port=1, node_id="n", pid=1, worker_id=b"w")
+        table.created(b, ip="h", port=2, node_id="n", pid=2, worker_id=b"w")
+        table.worker_died(a, "crash")
+        table.created(a, ip="h", port=3, node_id="n", pid=3, worker_id=b"w")
+        newest = await sub.next_batch()
+        assert _keyed(newest) == [(1, "ALIVE")]
+        assert newest.events[0].address_port == 3 and newest.version == table.version
+        # Added again (the subscriber asks again): its current state again.
+        sub.add([a.actor_id])
+        assert _keyed(await sub.next_batch()) == [(1, "ALIVE")]
+        sub.remove([a.actor_id])
+        table.worker_died(a, "crash")
+        assert publisher.keyed_count("actors") == (1, 0)
+        sub.close()
+        assert publisher.keyed_count("actors") == (0, 0)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("epoch", "after", "expected"),
+    [
+        ("e1", 3, [(2, "ALIVE")]),  # same epoch: only what changed after version 3
+        ("e1", 4, []),  # the subscriber holds the newest of both
+        ("e0", 4, [(1, "PENDING_CREATION"), (2, "ALIVE")]),  # another GCS: everything
+    ],
+)
+def test_a_keyed_subscriber_that_comes_back_gets_what_changed(
+    epoch: str, after: int, expected: list[tuple[int, str]]
+) -> None:
+    async def main() -> None:
+        publisher, table, (a, b, _c) = _actor_spine()
+        table.created(b, ip="h", port=2, node_id="n", pid=2, worker_id=b"w")  # version 4
+        sub = publisher.subscribe_keys("actors", epoch, after, [a.actor_id, b.actor_id])
+        assert _keyed(await sub.next_batch()) == expected
+
+    asyncio.run(main())
+
+
+def test_only_channels_with_keys_take_keyed_subscribers() -> None:
+    publisher, _table = _spine()
+    with pytest.raises(KeyError):
+        publisher.subscribe_keys("nodes", "", 0, ["aa"])
