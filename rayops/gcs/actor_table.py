@@ -64,6 +64,7 @@ class ActorRecord:
     scheduling_strategy: object = None
     # the creator's node: the default policy's "local" node ("" if unknown)
     owner_node_id: str = ""
+    runtime_env: str = ""  # the wire form its worker runs in (rayops/envs/spec.py)
     state: ActorState = ActorState.PENDING_CREATION
     version: int = 1
     num_restarts: int = 0
