@@ -226,19 +226,24 @@ def _from_job_config(
 
 
 def _job_and_init_env(job: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:
-    """JobConfig's runtime_env and init's together, as Ray 2.60 merges them: a field set in
-    both to different values raises, naming it."""
+    """JobConfig's runtime_env and init's together, as Ray 2.60 merges them: fields and
+    env_vars keys are combined, and one set in both raises, naming it."""
     if not given:
         return dict(job)
     if not isinstance(given, dict):
         raise TypeError(f"init(runtime_env=...) must be a dict, got {given!r}")
-    conflicts = sorted(k for k in set(job) & set(given) if job[k] != given[k])
-    if conflicts:
+    job_vars, given_vars = dict(job.get("env_vars") or {}), dict(given.get("env_vars") or {})
+    both = sorted((set(job) & set(given)) - {"env_vars"})
+    both += [f"env_vars[{k!r}]" for k in sorted(set(job_vars) & set(given_vars))]
+    if both:
         raise ValueError(
             f"init(runtime_env=...) and init(job_config=...)'s runtime_env both set "
-            f"{', '.join(conflicts)} to different values; set each field in one place."
+            f"{', '.join(both)}; set each in one place."
         )
-    return {**job, **given}
+    merged = {**job, **given}
+    if job_vars or given_vars:
+        merged["env_vars"] = {**job_vars, **given_vars}
+    return merged
 
 
 def _context(cw: CoreWorker) -> RayContext:

@@ -141,11 +141,6 @@ def _label_selector(v: Any) -> bool:
     return True
 
 
-def _empty(v: Any) -> bool:
-    """Ray's "not given" for a dict option: None and {} mean the same."""
-    return v is None or v == {}
-
-
 _OPT_NUMBER = (*_NUMBER, _NoneType)
 _OPT_INT = (*_INT, _NoneType)
 _OPT_STR = (str, _NoneType)

@@ -14,6 +14,7 @@ object is cached by identity, so resubmitting with the same options dict costs a
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,11 @@ class RuntimeEnvs:
             uri = self._uploaded.get(key)
             if uri is not None:
                 return uri
+            if not os.path.exists(path):  # e.g. a driver's path, submitted from a worker
+                raise ValueError(
+                    f"runtime_env path {path!r} does not exist on this machine "
+                    f"({self._cw.node_ip}); give it where the path exists (the driver)."
+                )
             package = packaging.make_package(path, excludes=excludes, as_module=as_module)
             gcs = self._cw.gcs()
             ns = packaging.PACKAGE_NAMESPACE

@@ -35,6 +35,10 @@ from rayops.node.log_rotation import LogRotationConfig
 logger = logging.getLogger(__name__)
 
 LOG_CAP_PERIOD_S = 1.0
+# A worker of a runtime_env idle this long is stopped while the node has more workers than
+# CPUs (Ray kills idle workers past its soft limit after 1 s; longer here, so a program that
+# alternates envs keeps its workers warm). Workers without an env are never stopped so.
+IDLE_ENV_WORKER_S = 10.0
 
 
 @dataclass
@@ -48,6 +52,7 @@ class WorkerHandle:
     log_path: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     env_hash: str = ""  # the runtime_env it runs in ("" for none)
+    idle_since: float = 0.0  # time.monotonic() when it last became idle
 
 
 class WorkerPool:
@@ -187,6 +192,7 @@ class WorkerPool:
             handle = WorkerHandle(worker_id, None, pid)
         handle.conn = conn
         handle.address = address
+        handle.idle_since = time.monotonic()
         self.workers[worker_id] = handle
         self.idle.setdefault(handle.env_hash, deque()).append(worker_id)
         return handle
@@ -203,11 +209,38 @@ class WorkerPool:
 
     def push_idle(self, handle: WorkerHandle) -> None:
         handle.lease_id = None
+        handle.idle_since = time.monotonic()
         if handle.worker_id in self.workers:
             self.idle.setdefault(handle.env_hash, deque()).append(handle.worker_id)
 
     def idle_count(self) -> int:
         return sum(len(q) for q in self.idle.values())
+
+    def stop_idle_env_workers(self, soft_limit: int, now: float) -> list[WorkerHandle]:
+        """Stop (SIGTERM) idle workers of runtime_envs that have been idle for
+        ``IDLE_ENV_WORKER_S`` while the node has more than ``soft_limit`` workers; they are
+        taken out of the idle pool at once, and their connection's close cleans up."""
+        candidates = [
+            (h.idle_since, h.worker_id)
+            for env_hash, queue in self.idle.items()
+            if env_hash
+            for wid in queue
+            if (h := self.workers.get(wid)) is not None and h.lease_id is None
+        ]
+        doomed = plan_idle_stops(
+            candidates, len(self.workers) + len(self.starting), soft_limit, now
+        )
+        stopped = []
+        for wid in doomed:
+            handle = self.workers[wid]
+            queue = self.idle.get(handle.env_hash)
+            if queue is not None:
+                queue.remove(wid)
+                if not queue:
+                    del self.idle[handle.env_hash]
+            self.kill(handle, signal.SIGTERM)
+            stopped.append(handle)
+        return stopped
 
     def remove(self, worker_id: bytes) -> WorkerHandle | None:
         handle = self.workers.pop(worker_id, None) or self.starting.pop(worker_id, None)
@@ -304,6 +337,21 @@ class WorkerPool:
         self.workers.clear()
         self.starting.clear()
         self.idle.clear()
+
+
+def plan_idle_stops(
+    candidates: list[tuple[float, bytes]], workers: int, soft_limit: int, now: float
+) -> list[bytes]:
+    """Which idle env workers ``(idle_since, worker_id)`` to stop: the longest idle first,
+    only those idle for ``IDLE_ENV_WORKER_S``, and no more than the node is over its limit."""
+    over = workers - soft_limit
+    out = []
+    for since, wid in sorted(candidates):
+        if over <= 0 or now - since < IDLE_ENV_WORKER_S:
+            break
+        out.append(wid)
+        over -= 1
+    return out
 
 
 def _running(pid: int) -> bool:

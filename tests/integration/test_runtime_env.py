@@ -216,3 +216,40 @@ def test_a_missing_working_dir_raises_at_the_call(cluster: Cluster, tmp_path: Pa
     missing = str(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="nowhere"):
         env_of.options(runtime_env={"working_dir": missing})
+
+
+DRIVER = """
+import os, sys
+import rayops
+from rayops.job_config import JobConfig
+job = JobConfig(runtime_env={"env_vars": {"FROM_JOB_CONFIG": "yes"}})
+rayops.init(sys.argv[1], _temp_dir=sys.argv[2], job_config=job,
+            runtime_env={"working_dir": sys.argv[3], "env_vars": {"FROM_INIT": "yes"}})
+
+@rayops.remote(resources={"other": 1})
+def task():
+    import jobpkg
+    return jobpkg.WHO, os.environ["FROM_INIT"], os.environ["FROM_JOB_CONFIG"], os.getcwd()
+
+who, a, b, cwd = rayops.get(task.remote())
+print(who, a, b, "_ray_pkg_" in cwd)
+print(sorted(rayops.get_runtime_context().runtime_env))
+"""
+
+
+def test_init_working_dir_is_the_jobs_on_every_node(cluster: Cluster, tmp_path: Path) -> None:
+    """A second driver's job env (init's runtime_env merged with its JobConfig's): its
+    working_dir is uploaded at init and is every task's cwd, here on the other node."""
+    wd = _write(tmp_path / "job", {"jobpkg/__init__.py": "WHO = 'job package'\n"})
+    out = subprocess.run(
+        [sys.executable, "-c", DRIVER, cluster.address, cluster.head.temp_dir, str(wd)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(tmp_path),
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "job package yes yes True",
+        "['env_vars', 'working_dir']",
+    ]

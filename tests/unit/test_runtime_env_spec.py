@@ -213,3 +213,38 @@ def test_node_cache_failures_are_reported_and_never_cached(tmp_path: Path) -> No
     timed = envspec.wire_form({"working_dir": pkg.uri, "config": {"setup_timeout_seconds": 1}})
     with pytest.raises(SetupFailed, match="longer than setup_timeout_seconds=1"):
         asyncio.run(PackageCache(str(tmp_path / "n2"), slow).prepare(timed))
+
+
+def test_idle_env_workers_are_stopped_only_past_the_limit_and_the_idle_time() -> None:
+    from rayops.raylet.worker_pool import IDLE_ENV_WORKER_S, plan_idle_stops
+
+    old, older, fresh = 100.0, 50.0, 200.0 - IDLE_ENV_WORKER_S / 2
+    idle = [(old, b"a"), (fresh, b"b"), (older, b"c")]
+    assert plan_idle_stops(idle, workers=5, soft_limit=2, now=200.0) == [b"c", b"a"]
+    assert plan_idle_stops(idle, workers=3, soft_limit=2, now=200.0) == [b"c"]
+    assert plan_idle_stops(idle, workers=2, soft_limit=2, now=200.0) == []
+
+
+def test_job_config_validates_its_runtime_env_when_asked() -> None:
+    from rayops.job_config import JobConfig
+
+    jc = JobConfig()
+    jc.set_runtime_env({"pip": ["x"]})  # as Ray: not checked unless validate=True ...
+    with pytest.raises(NotImplementedError, match="'pip' is not supported yet"):
+        jc.set_runtime_env({"pip": ["x"]}, validate=True)  # ... and init() checks it anyway
+    jc.set_runtime_env({"env_vars": {"A": "1"}}, validate=True)
+    assert jc.runtime_env == {"env_vars": {"A": "1"}}
+
+
+def test_init_and_job_config_envs_merge_and_conflicts_raise() -> None:
+    from rayops.api import _job_and_init_env
+
+    job = {"env_vars": {"A": "1"}, "working_dir": "gcs://_ray_pkg_1.zip"}
+    assert _job_and_init_env(job, {"env_vars": {"B": "2"}}) == {
+        "env_vars": {"A": "1", "B": "2"},
+        "working_dir": "gcs://_ray_pkg_1.zip",
+    }
+    with pytest.raises(ValueError, match=r"both set env_vars\['A'\]"):
+        _job_and_init_env(job, {"env_vars": {"A": "other"}})
+    with pytest.raises(ValueError, match="both set working_dir"):
+        _job_and_init_env(job, {"working_dir": "gcs://_ray_pkg_2.zip"})
