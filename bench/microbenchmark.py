@@ -171,6 +171,14 @@ def _tasks_sync(wl: Workload) -> tuple[Callable[[], object], float]:
     return lambda: rt.get(small_value.remote()), 1.0
 
 
+def _tasks_sync_runtime_env(wl: Workload) -> tuple[Callable[[], object], float]:
+    """single_client_tasks_sync in a runtime_env with env_vars (warm: its workers exist after
+    the first call), to show what an env costs a task (not a row of Ray's own)."""
+    rt = wl.rt
+    in_env = wl.small_value.options(runtime_env={"env_vars": {"RAYOPS_BENCH_ENV": "1"}})
+    return lambda: rt.get(in_env.remote()), 1.0
+
+
 def _tasks_batch(wl: Workload) -> Callable[[], object]:
     rt, small_value = wl.rt, wl.small_value
     return lambda: rt.get([small_value.remote() for _ in range(SMALL_BATCH)])
@@ -389,6 +397,7 @@ def _pg_create_removal(wl: Workload) -> tuple[Callable[[], object], float]:
 
 TIMED_ROWS: dict[str, tuple[TimedSetup, str]] = {
     "single_client_tasks_sync": (_tasks_sync, "tasks/s"),
+    "single_client_tasks_sync_runtime_env": (_tasks_sync_runtime_env, "tasks/s"),
     "single_client_tasks_async": (_tasks_async, "tasks/s"),
     "single_client_tasks_async_10k": (_tasks_async_10k, "tasks/s"),
     "single_client_tasks_async_spread": (_tasks_async_spread, "tasks/s"),

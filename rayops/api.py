@@ -17,6 +17,7 @@ from rayops import exceptions as rex
 from rayops.core_worker import state
 from rayops.core_worker.core_worker import CoreWorker
 from rayops.core_worker.object_ref import GeneratorWaitable, ObjectRef, ObjectRefGenerator
+from rayops.envs import spec as runtime_env_spec
 from rayops.node import node_args
 from rayops.node import session as sess
 from rayops.options import check_init_options
@@ -87,6 +88,7 @@ def init(
             "_node_ip_address": _node_ip_address,
         },
     )
+    job_env = runtime_env_spec.validate(runtime_env, where="init(runtime_env=...)")
     cw = state.current()
     if cw is not None:
         if ignore_reinit_error:
@@ -181,7 +183,24 @@ def init(
         raise
     state.set_core_worker(cw)
     atexit.register(shutdown)
+    if job_env:
+        _set_job_env(cw, job_env)
     return _context(cw)
+
+
+def _set_job_env(cw: CoreWorker, job_env: dict[str, Any]) -> None:
+    """The job's runtime_env: packages uploaded now (a bad one fails init), and with
+    ``eager_install`` (the default) the local node sets it up before the first task asks."""
+    try:
+        wire = cw.runtime_envs.set_job_env(job_env)
+    except BaseException:
+        shutdown()
+        raise
+    eager = (job_env.get("config") or {}).get("eager_install", True)
+    if wire and eager and runtime_env_spec.package_uris(cw.runtime_envs.own):
+        from rayops.protocol import raylet_messages as rm
+
+        cw.loop.call_soon_threadsafe(cw.raylet.notify, rm.PrepareRuntimeEnv(wire))
 
 
 def _from_job_config(
@@ -201,9 +220,30 @@ def _from_job_config(
         raise NotImplementedError("init(job_config=...): not supported yet: " + "; ".join(refused))
     if namespace is None:
         namespace = job_config.ray_namespace
-    if runtime_env is None and job_config.runtime_env:
-        runtime_env = job_config.runtime_env
+    if job_config.runtime_env:
+        runtime_env = _job_and_init_env(job_config.runtime_env, runtime_env)
     return namespace, runtime_env
+
+
+def _job_and_init_env(job: dict[str, Any], given: dict[str, Any] | None) -> dict[str, Any]:
+    """JobConfig's runtime_env and init's together, as Ray 2.60 merges them: fields and
+    env_vars keys are combined, and one set in both raises, naming it."""
+    if not given:
+        return dict(job)
+    if not isinstance(given, dict):
+        raise TypeError(f"init(runtime_env=...) must be a dict, got {given!r}")
+    job_vars, given_vars = dict(job.get("env_vars") or {}), dict(given.get("env_vars") or {})
+    both = sorted((set(job) & set(given)) - {"env_vars"})
+    both += [f"env_vars[{k!r}]" for k in sorted(set(job_vars) & set(given_vars))]
+    if both:
+        raise ValueError(
+            f"init(runtime_env=...) and init(job_config=...)'s runtime_env both set "
+            f"{', '.join(both)}; set each in one place."
+        )
+    merged = {**job, **given}
+    if job_vars or given_vars:
+        merged["env_vars"] = {**job_vars, **given_vars}
+    return merged
 
 
 def _context(cw: CoreWorker) -> RayContext:

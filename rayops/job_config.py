@@ -70,6 +70,10 @@ class JobConfig:
             raise TypeError(
                 f"JobConfig(runtime_env=...) must be a dict or None, got {runtime_env!r}"
             )
+        if validate:  # else checked by init(), as Ray (paths may be given before they exist)
+            from rayops.envs.spec import validate as validate_env
+
+            validate_env(runtime_env, where="JobConfig.set_runtime_env(...)")
         self.runtime_env = dict(runtime_env or {})
 
     def set_default_actor_lifetime(self, default_actor_lifetime: str) -> None:

@@ -12,7 +12,7 @@ Which exception, as Ray 2.60 (``scripts/probe_option_errors.py`` compares the tw
 - a value of a type Ray does not take for the option: ``TypeError``;
 - an unknown keyword, or a value of the right type that Ray refuses (a negative count, a
   ``.options()`` keyword Ray takes only at decoration): ``ValueError``;
-- a value Ray accepts but rayops cannot honour yet (a non-empty ``runtime_env``, a placement
+- a value Ray accepts but rayops cannot honour yet (a ``runtime_env`` with ``pip``, a placement
   group, ...): ``NotImplementedError``, whose message names the option, the issue that
   brings it, and what to do meanwhile. Ray's "not used" values (``None``, ``{}``, ...) keep
   working, as Ray treats them.
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from rayops.envs import spec as runtime_env_spec
 from rayops.scheduling.labels import parse_label_selector
 from rayops.util.scheduling_strategies import (
     NodeAffinitySchedulingStrategy,
@@ -91,6 +92,8 @@ class Option:
     not_yet: NotYet | None = None
     decoration_only: bool = False
     type_check: Callable[[Any], bool] | None = None  # instead of ``types``, where it is finer
+    # the value checked in depth and normalized (raising its own errors), or None: not given
+    normalize: Callable[[Any, str], Any] | None = None
 
 
 def _any(v: Any) -> bool:
@@ -138,17 +141,6 @@ def _label_selector(v: Any) -> bool:
     return True
 
 
-def _empty(v: Any) -> bool:
-    """Ray's "not given" for a dict option: None and {} mean the same."""
-    return v is None or v == {}
-
-
-_RUNTIME_ENV = NotYet(
-    _empty,
-    "runtime environments do not exist yet (rayops issue 11)",
-    "remove it, or set the environment on the nodes (env vars, installed packages) meanwhile",
-)
-
 _OPT_NUMBER = (*_NUMBER, _NoneType)
 _OPT_INT = (*_INT, _NoneType)
 _OPT_STR = (str, _NoneType)
@@ -175,8 +167,9 @@ _RUNTIME_ENV_OPTION = Option(
     (dict, _NoneType),
     _any,
     "a dict with string keys",
-    _RUNTIME_ENV,
     type_check=lambda v: v is None or (isinstance(v, dict) and all(map(_is_str, v))),
+    # Each field checked (envs/spec.py): a missing path or an unsupported field raises here.
+    normalize=lambda v, where: runtime_env_spec.validate(v, where=where) or None,
 )
 # Ray takes any value here and fails at submission: so does rayops (placement_of).
 _PG = Option((object,), _any, "a PlacementGroup, 'default' or None")
@@ -394,6 +387,8 @@ def _validate(
                 f"{where}: option {key}={value!r} is not supported yet: {spec.not_yet.why}; "
                 f"{spec.not_yet.meanwhile}."
             )
+        if spec.normalize is not None and value is not None:
+            value = spec.normalize(value, f"{where}: option {key!r}")
         if value is not None:  # Ray's None: not given (the default applies)
             out[key] = value
     if kind == "actor" and options.get("get_if_exists") and not options.get("name"):
@@ -468,11 +463,7 @@ def check_init_options(
     if runtime_env is not None and not isinstance(runtime_env, dict):
         # A wrong type: TypeError, as the runtime_env option of @remote (and Ray).
         raise TypeError(f"init(runtime_env=...) must be a dict, got {runtime_env!r}")
-    if not _RUNTIME_ENV.honoured(runtime_env):
-        raise NotImplementedError(
-            f"init(runtime_env={runtime_env!r}) is not supported yet: {_RUNTIME_ENV.why}; "
-            f"{_RUNTIME_ENV.meanwhile}."
-        )
+    runtime_env_spec.validate(runtime_env, where="init(runtime_env=...)")
     return logging_level_number(logging_level)
 
 

@@ -123,6 +123,7 @@ class RemoteFunction:
             retry_exceptions=retry_exceptions,
             strategy=strategy,
             max_calls=self._max_calls,
+            runtime_env=cw.runtime_envs.wire_for(opts.get("runtime_env")),
         )
         if n == STREAMING:
             return result

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rayops import ids
 from rayops.core_worker import state
+from rayops.envs.spec import RuntimeEnv
 from rayops.protocol.bundle_resources import InPlacementGroup, plain_shape
 
 
@@ -135,6 +137,16 @@ class RuntimeContext:
     @property
     def worker(self) -> Any:
         return self._cw
+
+    @property
+    def runtime_env(self) -> RuntimeEnv:
+        """The runtime_env this driver's job or this worker runs in (packages as their
+        ``gcs://`` URIs), as Ray's."""
+        return RuntimeEnv(_validate=False, **self._cw.runtime_envs.current())
+
+    def get_runtime_env_string(self) -> str:
+        """The same, as a JSON string (Ray's)."""
+        return json.dumps(self._cw.runtime_envs.current(), sort_keys=True)
 
     def get(self) -> dict[str, Any]:
         return {

@@ -128,6 +128,7 @@ def create_actor(
                 owner_address=f"{cw.address[0]}:{cw.address[1]}",
                 label_selector=dict(options.get("label_selector") or {}),
                 owner_node_id=cw.node_id,
+                runtime_env=cw.runtime_envs.wire_for(options.get("runtime_env")),
                 **wire_strategy,
             )
         )

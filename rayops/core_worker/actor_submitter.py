@@ -429,8 +429,10 @@ def _death_error(info: ActorChanged) -> BaseException:
             cause = pickle.loads(info.death_error)
         except Exception:
             cause = None
-    if isinstance(cause, rex.ActorUnschedulableError):
-        return cause  # never placed: Ray raises this error itself, not an ActorDiedError
+    if isinstance(cause, (rex.ActorUnschedulableError, rex.RuntimeEnvSetupError)):
+        # never placed, or its runtime_env failed: Ray raises these themselves, not an
+        # ActorDiedError
+        return cause
     msg = f"The actor {info.class_name} ({info.actor_id.hex()}) died: {info.death_cause}."
     if cause is not None:
         return rex.ActorDiedError(cause=cause, actor_id=info.actor_id.hex(), error_msg=msg)

@@ -29,6 +29,7 @@ from rayops.core_worker.memory_store import MemoryStore
 from rayops.core_worker.metrics_reporter import MetricsReporter
 from rayops.core_worker.object_access import ObjectAccess
 from rayops.core_worker.object_ref import ObjectRef, ObjectRefGenerator
+from rayops.core_worker.runtime_envs import RuntimeEnvs
 from rayops.core_worker.submitter import TaskSubmitter
 from rayops.core_worker.tasks import Tasks
 from rayops.objectstore import StoreClient
@@ -80,6 +81,7 @@ class CoreWorker:
         entrypoint: str = "",
         agent_address: Address | None = None,
         framed_settings: FramedSettings | None = None,
+        runtime_env: str = "",
     ) -> None:
         assert mode in ("driver", "worker")
         self.mode = mode
@@ -96,6 +98,8 @@ class CoreWorker:
         # (threads.new_io_loop); any other hand-off makes it catch up first.
         self.loop = threads.new_io_loop(lambda: self.tasks.drain_pending())
         self.memory_store = MemoryStore()
+        # A worker's env (its raylet's --runtime-env); a driver's is set by init().
+        self.runtime_envs = RuntimeEnvs(self, runtime_env)
         self.references = References(self)
         self.objects = ObjectAccess(self)
         self.submitter = TaskSubmitter(self)
@@ -380,6 +384,7 @@ class CoreWorker:
         retry_exceptions: Any,
         strategy: Any = None,
         max_calls: int = 0,
+        runtime_env: str = "",
     ) -> list[ObjectRef] | ObjectRefGenerator:
         spec, deps = self.build_spec(
             name=name,
@@ -390,6 +395,7 @@ class CoreWorker:
             resources=resources,
             strategy=strategy,
             max_calls=max_calls,
+            runtime_env=runtime_env,
         )
         return self.tasks.submit(spec, deps, max_retries, retry_exceptions)
 

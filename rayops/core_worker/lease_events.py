@@ -187,6 +187,7 @@ class RequestLease:
     target: Address | None = None
     spilled: bool = False
     preferred: tuple[str, ...] = ()
+    runtime_env: str = ""  # the wire form the leased worker must run in
 
 
 @dataclass(frozen=True, slots=True)

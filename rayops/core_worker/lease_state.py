@@ -138,6 +138,7 @@ class _KeyState:
     strategy: Any
     spread: bool
     max_calls: int
+    runtime_env: str
     queue: deque[TaskSpec] = field(default_factory=deque)
     leases: list[Lease] = field(default_factory=list)
     pending_requests: int = 0
@@ -205,7 +206,7 @@ class LeaseState:
         if ks is None:
             plain, _ = split_strategy(spec.strategy)
             ks = self._keys[key] = _KeyState(
-                dict(spec.resources), spec.strategy, plain == "SPREAD", key[-1]
+                dict(spec.resources), spec.strategy, plain == "SPREAD", key[-1], spec.runtime_env
             )
         ks.queue.append(spec)
         out: list[Instruction] = []
@@ -270,7 +271,16 @@ class LeaseState:
             req.node = node_id
             preferred = _arg_nodes(req.spec) if req.spec is not None else ()
         return [
-            RequestLease(request_id, key, ks.shape, ks.strategy, raylet_address, True, preferred)
+            RequestLease(
+                request_id,
+                key,
+                ks.shape,
+                ks.strategy,
+                raylet_address,
+                True,
+                preferred,
+                ks.runtime_env,
+            )
         ]
 
     def on_lease_refused(self, request_id: int, code: str, message: str) -> list[Instruction]:
@@ -279,14 +289,20 @@ class LeaseState:
         ks.pending_requests -= 1
         out: list[Instruction] = []
         refused = ks.bound.pop(request_id, None)
+
+        def error() -> rex.RayError:
+            if code == "runtime_env_setup_failed":  # the env failed on that node: not retried
+                return rex.RuntimeEnvSetupError(message)
+            return rex.TaskUnschedulableError(message)
+
         # The key's other requests would be refused too.
         for req in (refused, *ks.bound.values()) if refused is not None else ():
             if req.spec is not None:
-                out.append(TaskFailed(req.spec, rex.TaskUnschedulableError(message)))
+                out.append(TaskFailed(req.spec, error()))
                 req.spec = None
         while ks.queue:
             spec = ks.queue.popleft()
-            out.append(TaskFailed(spec, rex.TaskUnschedulableError(message)))
+            out.append(TaskFailed(spec, error()))
         return out
 
     def on_lease_request_failed(self, request_id: int, error: str) -> list[Instruction]:
@@ -469,14 +485,28 @@ class LeaseState:
                 request_id = self._new_request(key, ks)
                 ks.bound[request_id] = _Request(spec, self._now)
                 out.append(
-                    RequestLease(request_id, key, ks.shape, ks.strategy, preferred=_arg_nodes(spec))
+                    RequestLease(
+                        request_id,
+                        key,
+                        ks.shape,
+                        ks.strategy,
+                        preferred=_arg_nodes(spec),
+                        runtime_env=ks.runtime_env,
+                    )
                 )
             return
         want = min(len(queue), MAX_PENDING_LEASE_REQUESTS)
         while ks.pending_requests < want:
             request_id = self._new_request(key, ks)
             out.append(
-                RequestLease(request_id, key, ks.shape, ks.strategy, preferred=_arg_nodes(queue[0]))
+                RequestLease(
+                    request_id,
+                    key,
+                    ks.shape,
+                    ks.strategy,
+                    preferred=_arg_nodes(queue[0]),
+                    runtime_env=ks.runtime_env,
+                )
             )
 
     def _new_request(self, key: Key, ks: _KeyState) -> int:
@@ -558,7 +588,12 @@ _DISPATCH: dict[type, Any] = {
 
 def key_of(spec: TaskSpec) -> Key:
     """The scheduling key: tasks sharing it may run on one another's leases."""
-    return (*sorted(spec.resources.items()), _strategy_key(spec.strategy), spec.max_calls)
+    return (
+        *sorted(spec.resources.items()),
+        _strategy_key(spec.strategy),
+        spec.runtime_env,  # a worker serves one env: leases never cross envs
+        spec.max_calls,
+    )
 
 
 def _strategy_key(strategy: Any) -> Any:

@@ -128,7 +128,9 @@ class TaskSubmitter:
         try:
             raylet = cw.raylet if ins.target is None else await cw.peer(ins.target)
             reply = await raylet.request(
-                rm.RequestLease(ins.resources, ins.strategy, ins.spilled, ins.preferred)
+                rm.RequestLease(
+                    ins.resources, ins.strategy, ins.spilled, ins.preferred, ins.runtime_env
+                )
             )
         except framed.Refused as err:  # the policy refused (e.g. hard affinity to a dead node)
             refusal = err.refusal

@@ -29,7 +29,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--worker-id", required=True)
     p.add_argument("--node-ip", required=True)
     p.add_argument("--log-file", help="the log file fds 1/2 point at; rotated by size")
+    p.add_argument("--runtime-env", default="", help="the runtime_env's wire form")
+    p.add_argument("--working-dir", help="the runtime_env's unpacked working_dir")
+    p.add_argument("--sys-path", action="append", default=[], help="a py_modules directory")
     args = p.parse_args(argv)
+    # The env's files before any user code runs (its env vars are set by whoever started
+    # this process): the working_dir is the cwd and first on sys.path, then py_modules.
+    if args.working_dir:
+        os.chdir(args.working_dir)
+    sys.path[0:0] = [p for p in (args.working_dir, *args.sys_path) if p]
     logs = None
     if args.log_file:
         # No watchdog thread: the core worker's IO loop runs the check (attach below).
@@ -58,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         worker_id=bytes.fromhex(args.worker_id),
         agent_address=parse_agent_address(os.environ.get("RAYOPS_AGENT_ADDRESS")),
         framed_settings=FramedSettings.from_env(),
+        runtime_env=args.runtime_env,
     )
     executor = Executor(cw)
     cw.executor = executor

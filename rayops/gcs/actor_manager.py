@@ -24,6 +24,7 @@ from rayops.gcs.types import NodeInfo
 from rayops.protocol import raylet_messages as rm
 from rayops.protocol import worker_messages as wm
 from rayops.protocol.bundle_resources import group_of
+from rayops.protocol.framed_message import RefusalCode
 from rayops.protocol.node_snapshot import PLACEMENT_BOUNDS_S, LatencyRecorder
 from rayops.raylet.resources import format_shape
 from rayops.rpc import framed
@@ -159,9 +160,24 @@ class ActorManager:
     async def _create_on(self, rec: ActorRecord, node: NodeInfo, generation: int) -> None:
         raylet = await self._raylet(node)
         # spilled=True: the GCS already chose this node; its raylet must not send it on.
-        grant = await raylet.request(
-            rm.RequestLease(rec.placement_resources, strategy=None, spilled=True)
-        )
+        try:
+            grant = await raylet.request(
+                rm.RequestLease(
+                    rec.placement_resources,
+                    strategy=None,
+                    spilled=True,
+                    runtime_env=rec.runtime_env,
+                )
+            )
+        except framed.Refused as err:
+            if err.refusal.code != RefusalCode.RUNTIME_ENV_SETUP_FAILED:
+                raise
+            # Its env cannot be set up: the actor dies, and callers get RuntimeEnvSetupError.
+            reason = err.refusal.message
+            logger.warning("actor %s: runtime_env setup failed: %s", rec.actor_id.hex(), reason)
+            error = pickle.dumps(rex.RuntimeEnvSetupError(reason))
+            self._apply(rec, self.table.unschedulable(rec, reason, error))
+            return
         assert isinstance(grant, rm.LeaseGranted), grant  # spilled=True: never sent on
         lease_id, worker_id, address = grant.lease_id, grant.worker_id, grant.worker_address
         instances, node_id = grant.instances, grant.node_id

@@ -67,6 +67,7 @@ class ActorInfoService(gcs_actor_pb2_grpc.ActorInfoGcsServiceServicer):
             owner_address=request.owner_address,
             label_selector=dict(request.label_selector),
             owner_node_id=request.owner_node_id,
+            runtime_env=request.runtime_env,
         )
         try:
             rec.scheduling_strategy = strategy_from_wire(

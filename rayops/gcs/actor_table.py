@@ -104,6 +104,7 @@ class ActorRecord:
     scheduling_strategy: object = None
     # the creator's node: the default policy's "local" node ("" if unknown)
     owner_node_id: str = ""
+    runtime_env: str = ""  # the wire form its worker runs in (rayops/envs/spec.py)
     state: ActorState = ActorState.PENDING_CREATION
     # the table's version after the actor's last change
     version: int = 1

@@ -111,6 +111,8 @@ class RefusalCode(enum.IntEnum):
     NOT_HOSTED = 4
     # The peer refused for a reason of its own; ``message`` says which.
     REFUSED = 5
+    # The lease's runtime_env could not be set up on the node; ``message`` says why.
+    RUNTIME_ENV_SETUP_FAILED = 6
 
 
 @dataclass(frozen=True, slots=True)

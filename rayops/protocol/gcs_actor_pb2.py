@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frayops/protocol/gcs_actor.proto\x12\x0frayops.protocol\"\x85\x04\n\tActorInfo\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0c\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\r\x12\x12\n\naddress_ip\x18\x04 \x01(\t\x12\x14\n\x0c\x61\x64\x64ress_port\x18\x05 \x01(\x05\x12\x0f\n\x07node_id\x18\x06 \x01(\t\x12\x0b\n\x03pid\x18\x07 \x01(\x05\x12\x11\n\tworker_id\x18\x08 \x01(\x0c\x12\x34\n\x05state\x18\t \x01(\x0e\x32%.rayops.protocol.ActorInfo.ActorState\x12\x0f\n\x07version\x18\n \x01(\x03\x12\x14\n\x0cnum_restarts\x18\x0b \x01(\x05\x12\x14\n\x0cmax_restarts\x18\x0c \x01(\x05\x12\x13\n\x0b\x64\x65\x61th_cause\x18\r \x01(\t\x12\x13\n\x0b\x64\x65\x61th_error\x18\x0e \x01(\x0c\x12\x0c\n\x04name\x18\x0f \x01(\t\x12\x15\n\rray_namespace\x18\x10 \x01(\t\x12\x13\n\x0bis_detached\x18\x11 \x01(\x08\x12\x13\n\x0bhandle_meta\x18\x12 \x01(\x0c\x12\x15\n\rowner_address\x18\x13 \x01(\t\"d\n\nActorState\x12\x1b\n\x17\x41\x43TOR_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10PENDING_CREATION\x10\x01\x12\t\n\x05\x41LIVE\x10\x02\x12\x0e\n\nRESTARTING\x10\x03\x12\x08\n\x04\x44\x45\x41\x44\x10\x04\"\x82\x06\n\x14RegisterActorRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0c\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\r\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x15\n\rray_namespace\x18\x05 \x01(\t\x12\x15\n\rget_if_exists\x18\x06 \x01(\x08\x12\x13\n\x0bis_detached\x18\x07 \x01(\x08\x12\x14\n\x0cmax_restarts\x18\x08 \x01(\x05\x12Z\n\x13placement_resources\x18\t \x03(\x0b\x32=.rayops.protocol.RegisterActorRequest.PlacementResourcesEntry\x12P\n\x0ehold_resources\x18\n \x03(\x0b\x32\x38.rayops.protocol.RegisterActorRequest.HoldResourcesEntry\x12\x15\n\rcreation_spec\x18\x0b \x01(\x0c\x12\x13\n\x0bhandle_meta\x18\x0c \x01(\x0c\x12\x15\n\rowner_address\x18\r \x01(\t\x12P\n\x0elabel_selector\x18\x0e \x03(\x0b\x32\x38.rayops.protocol.RegisterActorRequest.LabelSelectorEntry\x12\x1b\n\x13scheduling_strategy\x18\x0f \x01(\t\x12\x18\n\x10\x61\x66\x66inity_node_id\x18\x10 \x01(\t\x12\x15\n\raffinity_soft\x18\x11 \x01(\x08\x12\x15\n\rowner_node_id\x18\x12 \x01(\t\x1a\x39\n\x17PlacementResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12HoldResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x12RegisterActorReply\x12.\n\nactor_info\x18\x01 \x01(\x0b\x32\x1a.rayops.protocol.ActorInfo\x12\x0f\n\x07\x65xisted\x18\x02 \x01(\x08\"e\n\x13GetActorInfoRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0cJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05R\x0fwait_for_changeR\rknown_versionR\ntimeout_ms\"R\n\x11GetActorInfoReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12.\n\nactor_info\x18\x02 \x01(\x0b\x32\x1a.rayops.protocol.ActorInfo\";\n\x14GetNamedActorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rray_namespace\x18\x02 \x01(\t\"D\n\x12GetNamedActorReply\x12.\n\nactor_info\x18\x01 \x01(\x0b\x32\x1a.rayops.protocol.ActorInfo\"G\n\x16ListNamedActorsRequest\x12\x16\n\x0e\x61ll_namespaces\x18\x01 \x01(\x08\x12\x15\n\rray_namespace\x18\x02 \x01(\t\"1\n\nNamedActor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rray_namespace\x18\x02 \x01(\t\"C\n\x14ListNamedActorsReply\x12+\n\x06\x61\x63tors\x18\x01 \x03(\x0b\x32\x1b.rayops.protocol.NamedActor\"8\n\x10KillActorRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0c\x12\x12\n\nno_restart\x18\x02 \x01(\x08\"\x1f\n\x0eKillActorReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"0\n\x1cReportActorOutOfScopeRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0c\"\x1c\n\x1aReportActorOutOfScopeReply\"f\n\x18ReportWorkerDeathRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x16\n\x0eworker_address\x18\x04 \x01(\t\"\x18\n\x16ReportWorkerDeathReply2\xbb\x05\n\x13\x41\x63torInfoGcsService\x12[\n\rRegisterActor\x12%.rayops.protocol.RegisterActorRequest\x1a#.rayops.protocol.RegisterActorReply\x12X\n\x0cGetActorInfo\x12$.rayops.protocol.GetActorInfoRequest\x1a\".rayops.protocol.GetActorInfoReply\x12[\n\rGetNamedActor\x12%.rayops.protocol.GetNamedActorRequest\x1a#.rayops.protocol.GetNamedActorReply\x12\x61\n\x0fListNamedActors\x12\'.rayops.protocol.ListNamedActorsRequest\x1a%.rayops.protocol.ListNamedActorsReply\x12O\n\tKillActor\x12!.rayops.protocol.KillActorRequest\x1a\x1f.rayops.protocol.KillActorReply\x12s\n\x15ReportActorOutOfScope\x12-.rayops.protocol.ReportActorOutOfScopeRequest\x1a+.rayops.protocol.ReportActorOutOfScopeReply\x12g\n\x11ReportWorkerDeath\x12).rayops.protocol.ReportWorkerDeathRequest\x1a\'.rayops.protocol.ReportWorkerDeathReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1frayops/protocol/gcs_actor.proto\x12\x0frayops.protocol\"\x85\x04\n\tActorInfo\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0c\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\r\x12\x12\n\naddress_ip\x18\x04 \x01(\t\x12\x14\n\x0c\x61\x64\x64ress_port\x18\x05 \x01(\x05\x12\x0f\n\x07node_id\x18\x06 \x01(\t\x12\x0b\n\x03pid\x18\x07 \x01(\x05\x12\x11\n\tworker_id\x18\x08 \x01(\x0c\x12\x34\n\x05state\x18\t \x01(\x0e\x32%.rayops.protocol.ActorInfo.ActorState\x12\x0f\n\x07version\x18\n \x01(\x03\x12\x14\n\x0cnum_restarts\x18\x0b \x01(\x05\x12\x14\n\x0cmax_restarts\x18\x0c \x01(\x05\x12\x13\n\x0b\x64\x65\x61th_cause\x18\r \x01(\t\x12\x13\n\x0b\x64\x65\x61th_error\x18\x0e \x01(\x0c\x12\x0c\n\x04name\x18\x0f \x01(\t\x12\x15\n\rray_namespace\x18\x10 \x01(\t\x12\x13\n\x0bis_detached\x18\x11 \x01(\x08\x12\x13\n\x0bhandle_meta\x18\x12 \x01(\x0c\x12\x15\n\rowner_address\x18\x13 \x01(\t\"d\n\nActorState\x12\x1b\n\x17\x41\x43TOR_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10PENDING_CREATION\x10\x01\x12\t\n\x05\x41LIVE\x10\x02\x12\x0e\n\nRESTARTING\x10\x03\x12\x08\n\x04\x44\x45\x41\x44\x10\x04\"\x97\x06\n\x14RegisterActorRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0c\x12\x12\n\nclass_name\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\r\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x15\n\rray_namespace\x18\x05 \x01(\t\x12\x15\n\rget_if_exists\x18\x06 \x01(\x08\x12\x13\n\x0bis_detached\x18\x07 \x01(\x08\x12\x14\n\x0cmax_restarts\x18\x08 \x01(\x05\x12Z\n\x13placement_resources\x18\t \x03(\x0b\x32=.rayops.protocol.RegisterActorRequest.PlacementResourcesEntry\x12P\n\x0ehold_resources\x18\n \x03(\x0b\x32\x38.rayops.protocol.RegisterActorRequest.HoldResourcesEntry\x12\x15\n\rcreation_spec\x18\x0b \x01(\x0c\x12\x13\n\x0bhandle_meta\x18\x0c \x01(\x0c\x12\x15\n\rowner_address\x18\r \x01(\t\x12P\n\x0elabel_selector\x18\x0e \x03(\x0b\x32\x38.rayops.protocol.RegisterActorRequest.LabelSelectorEntry\x12\x1b\n\x13scheduling_strategy\x18\x0f \x01(\t\x12\x18\n\x10\x61\x66\x66inity_node_id\x18\x10 \x01(\t\x12\x15\n\raffinity_soft\x18\x11 \x01(\x08\x12\x15\n\rowner_node_id\x18\x12 \x01(\t\x12\x13\n\x0bruntime_env\x18\x13 \x01(\t\x1a\x39\n\x17PlacementResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12HoldResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"U\n\x12RegisterActorReply\x12.\n\nactor_info\x18\x01 \x01(\x0b\x32\x1a.rayops.protocol.ActorInfo\x12\x0f\n\x07\x65xisted\x18\x02 \x01(\x08\"e\n\x13GetActorInfoRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0cJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05R\x0fwait_for_changeR\rknown_versionR\ntimeout_ms\"R\n\x11GetActorInfoReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12.\n\nactor_info\x18\x02 \x01(\x0b\x32\x1a.rayops.protocol.ActorInfo\";\n\x14GetNamedActorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rray_namespace\x18\x02 \x01(\t\"D\n\x12GetNamedActorReply\x12.\n\nactor_info\x18\x01 \x01(\x0b\x32\x1a.rayops.protocol.ActorInfo\"G\n\x16ListNamedActorsRequest\x12\x16\n\x0e\x61ll_namespaces\x18\x01 \x01(\x08\x12\x15\n\rray_namespace\x18\x02 \x01(\t\"1\n\nNamedActor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rray_namespace\x18\x02 \x01(\t\"C\n\x14ListNamedActorsReply\x12+\n\x06\x61\x63tors\x18\x01 \x03(\x0b\x32\x1b.rayops.protocol.NamedActor\"8\n\x10KillActorRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0c\x12\x12\n\nno_restart\x18\x02 \x01(\x08\"\x1f\n\x0eKillActorReply\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\"0\n\x1cReportActorOutOfScopeRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\x0c\"\x1c\n\x1aReportActorOutOfScopeReply\"f\n\x18ReportWorkerDeathRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\x0c\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x16\n\x0eworker_address\x18\x04 \x01(\t\"\x18\n\x16ReportWorkerDeathReply2\xbb\x05\n\x13\x41\x63torInfoGcsService\x12[\n\rRegisterActor\x12%.rayops.protocol.RegisterActorRequest\x1a#.rayops.protocol.RegisterActorReply\x12X\n\x0cGetActorInfo\x12$.rayops.protocol.GetActorInfoRequest\x1a\".rayops.protocol.GetActorInfoReply\x12[\n\rGetNamedActor\x12%.rayops.protocol.GetNamedActorRequest\x1a#.rayops.protocol.GetNamedActorReply\x12\x61\n\x0fListNamedActors\x12\'.rayops.protocol.ListNamedActorsRequest\x1a%.rayops.protocol.ListNamedActorsReply\x12O\n\tKillActor\x12!.rayops.protocol.KillActorRequest\x1a\x1f.rayops.protocol.KillActorReply\x12s\n\x15ReportActorOutOfScope\x12-.rayops.protocol.ReportActorOutOfScopeRequest\x1a+.rayops.protocol.ReportActorOutOfScopeReply\x12g\n\x11ReportWorkerDeath\x12).rayops.protocol.ReportWorkerDeathRequest\x1a\'.rayops.protocol.ReportWorkerDeathReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,41 +43,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACTORINFO_ACTORSTATE']._serialized_start=470
   _globals['_ACTORINFO_ACTORSTATE']._serialized_end=570
   _globals['_REGISTERACTORREQUEST']._serialized_start=573
-  _globals['_REGISTERACTORREQUEST']._serialized_end=1343
-  _globals['_REGISTERACTORREQUEST_PLACEMENTRESOURCESENTRY']._serialized_start=1178
-  _globals['_REGISTERACTORREQUEST_PLACEMENTRESOURCESENTRY']._serialized_end=1235
-  _globals['_REGISTERACTORREQUEST_HOLDRESOURCESENTRY']._serialized_start=1237
-  _globals['_REGISTERACTORREQUEST_HOLDRESOURCESENTRY']._serialized_end=1289
-  _globals['_REGISTERACTORREQUEST_LABELSELECTORENTRY']._serialized_start=1291
-  _globals['_REGISTERACTORREQUEST_LABELSELECTORENTRY']._serialized_end=1343
-  _globals['_REGISTERACTORREPLY']._serialized_start=1345
-  _globals['_REGISTERACTORREPLY']._serialized_end=1430
-  _globals['_GETACTORINFOREQUEST']._serialized_start=1432
-  _globals['_GETACTORINFOREQUEST']._serialized_end=1533
-  _globals['_GETACTORINFOREPLY']._serialized_start=1535
-  _globals['_GETACTORINFOREPLY']._serialized_end=1617
-  _globals['_GETNAMEDACTORREQUEST']._serialized_start=1619
-  _globals['_GETNAMEDACTORREQUEST']._serialized_end=1678
-  _globals['_GETNAMEDACTORREPLY']._serialized_start=1680
-  _globals['_GETNAMEDACTORREPLY']._serialized_end=1748
-  _globals['_LISTNAMEDACTORSREQUEST']._serialized_start=1750
-  _globals['_LISTNAMEDACTORSREQUEST']._serialized_end=1821
-  _globals['_NAMEDACTOR']._serialized_start=1823
-  _globals['_NAMEDACTOR']._serialized_end=1872
-  _globals['_LISTNAMEDACTORSREPLY']._serialized_start=1874
-  _globals['_LISTNAMEDACTORSREPLY']._serialized_end=1941
-  _globals['_KILLACTORREQUEST']._serialized_start=1943
-  _globals['_KILLACTORREQUEST']._serialized_end=1999
-  _globals['_KILLACTORREPLY']._serialized_start=2001
-  _globals['_KILLACTORREPLY']._serialized_end=2032
-  _globals['_REPORTACTOROUTOFSCOPEREQUEST']._serialized_start=2034
-  _globals['_REPORTACTOROUTOFSCOPEREQUEST']._serialized_end=2082
-  _globals['_REPORTACTOROUTOFSCOPEREPLY']._serialized_start=2084
-  _globals['_REPORTACTOROUTOFSCOPEREPLY']._serialized_end=2112
-  _globals['_REPORTWORKERDEATHREQUEST']._serialized_start=2114
-  _globals['_REPORTWORKERDEATHREQUEST']._serialized_end=2216
-  _globals['_REPORTWORKERDEATHREPLY']._serialized_start=2218
-  _globals['_REPORTWORKERDEATHREPLY']._serialized_end=2242
-  _globals['_ACTORINFOGCSSERVICE']._serialized_start=2245
-  _globals['_ACTORINFOGCSSERVICE']._serialized_end=2944
+  _globals['_REGISTERACTORREQUEST']._serialized_end=1364
+  _globals['_REGISTERACTORREQUEST_PLACEMENTRESOURCESENTRY']._serialized_start=1199
+  _globals['_REGISTERACTORREQUEST_PLACEMENTRESOURCESENTRY']._serialized_end=1256
+  _globals['_REGISTERACTORREQUEST_HOLDRESOURCESENTRY']._serialized_start=1258
+  _globals['_REGISTERACTORREQUEST_HOLDRESOURCESENTRY']._serialized_end=1310
+  _globals['_REGISTERACTORREQUEST_LABELSELECTORENTRY']._serialized_start=1312
+  _globals['_REGISTERACTORREQUEST_LABELSELECTORENTRY']._serialized_end=1364
+  _globals['_REGISTERACTORREPLY']._serialized_start=1366
+  _globals['_REGISTERACTORREPLY']._serialized_end=1451
+  _globals['_GETACTORINFOREQUEST']._serialized_start=1453
+  _globals['_GETACTORINFOREQUEST']._serialized_end=1554
+  _globals['_GETACTORINFOREPLY']._serialized_start=1556
+  _globals['_GETACTORINFOREPLY']._serialized_end=1638
+  _globals['_GETNAMEDACTORREQUEST']._serialized_start=1640
+  _globals['_GETNAMEDACTORREQUEST']._serialized_end=1699
+  _globals['_GETNAMEDACTORREPLY']._serialized_start=1701
+  _globals['_GETNAMEDACTORREPLY']._serialized_end=1769
+  _globals['_LISTNAMEDACTORSREQUEST']._serialized_start=1771
+  _globals['_LISTNAMEDACTORSREQUEST']._serialized_end=1842
+  _globals['_NAMEDACTOR']._serialized_start=1844
+  _globals['_NAMEDACTOR']._serialized_end=1893
+  _globals['_LISTNAMEDACTORSREPLY']._serialized_start=1895
+  _globals['_LISTNAMEDACTORSREPLY']._serialized_end=1962
+  _globals['_KILLACTORREQUEST']._serialized_start=1964
+  _globals['_KILLACTORREQUEST']._serialized_end=2020
+  _globals['_KILLACTORREPLY']._serialized_start=2022
+  _globals['_KILLACTORREPLY']._serialized_end=2053
+  _globals['_REPORTACTOROUTOFSCOPEREQUEST']._serialized_start=2055
+  _globals['_REPORTACTOROUTOFSCOPEREQUEST']._serialized_end=2103
+  _globals['_REPORTACTOROUTOFSCOPEREPLY']._serialized_start=2105
+  _globals['_REPORTACTOROUTOFSCOPEREPLY']._serialized_end=2133
+  _globals['_REPORTWORKERDEATHREQUEST']._serialized_start=2135
+  _globals['_REPORTWORKERDEATHREQUEST']._serialized_end=2237
+  _globals['_REPORTWORKERDEATHREPLY']._serialized_start=2239
+  _globals['_REPORTWORKERDEATHREPLY']._serialized_end=2263
+  _globals['_ACTORINFOGCSSERVICE']._serialized_start=2266
+  _globals['_ACTORINFOGCSSERVICE']._serialized_end=2965
 # @@protoc_insertion_point(module_scope)

@@ -63,7 +63,7 @@ class ActorInfo(_message.Message):
     def __init__(self, actor_id: _Optional[bytes] = ..., class_name: _Optional[str] = ..., job_id: _Optional[int] = ..., address_ip: _Optional[str] = ..., address_port: _Optional[int] = ..., node_id: _Optional[str] = ..., pid: _Optional[int] = ..., worker_id: _Optional[bytes] = ..., state: _Optional[_Union[ActorInfo.ActorState, str]] = ..., version: _Optional[int] = ..., num_restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., death_cause: _Optional[str] = ..., death_error: _Optional[bytes] = ..., name: _Optional[str] = ..., ray_namespace: _Optional[str] = ..., is_detached: _Optional[bool] = ..., handle_meta: _Optional[bytes] = ..., owner_address: _Optional[str] = ...) -> None: ...
 
 class RegisterActorRequest(_message.Message):
-    __slots__ = ("actor_id", "class_name", "job_id", "name", "ray_namespace", "get_if_exists", "is_detached", "max_restarts", "placement_resources", "hold_resources", "creation_spec", "handle_meta", "owner_address", "label_selector", "scheduling_strategy", "affinity_node_id", "affinity_soft", "owner_node_id")
+    __slots__ = ("actor_id", "class_name", "job_id", "name", "ray_namespace", "get_if_exists", "is_detached", "max_restarts", "placement_resources", "hold_resources", "creation_spec", "handle_meta", "owner_address", "label_selector", "scheduling_strategy", "affinity_node_id", "affinity_soft", "owner_node_id", "runtime_env")
     class PlacementResourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class RegisterActorRequest(_message.Message):
     AFFINITY_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     AFFINITY_SOFT_FIELD_NUMBER: _ClassVar[int]
     OWNER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_ENV_FIELD_NUMBER: _ClassVar[int]
     actor_id: bytes
     class_name: str
     job_id: int
@@ -121,7 +122,8 @@ class RegisterActorRequest(_message.Message):
     affinity_node_id: str
     affinity_soft: bool
     owner_node_id: str
-    def __init__(self, actor_id: _Optional[bytes] = ..., class_name: _Optional[str] = ..., job_id: _Optional[int] = ..., name: _Optional[str] = ..., ray_namespace: _Optional[str] = ..., get_if_exists: _Optional[bool] = ..., is_detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., placement_resources: _Optional[_Mapping[str, float]] = ..., hold_resources: _Optional[_Mapping[str, float]] = ..., creation_spec: _Optional[bytes] = ..., handle_meta: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., label_selector: _Optional[_Mapping[str, str]] = ..., scheduling_strategy: _Optional[str] = ..., affinity_node_id: _Optional[str] = ..., affinity_soft: _Optional[bool] = ..., owner_node_id: _Optional[str] = ...) -> None: ...
+    runtime_env: str
+    def __init__(self, actor_id: _Optional[bytes] = ..., class_name: _Optional[str] = ..., job_id: _Optional[int] = ..., name: _Optional[str] = ..., ray_namespace: _Optional[str] = ..., get_if_exists: _Optional[bool] = ..., is_detached: _Optional[bool] = ..., max_restarts: _Optional[int] = ..., placement_resources: _Optional[_Mapping[str, float]] = ..., hold_resources: _Optional[_Mapping[str, float]] = ..., creation_spec: _Optional[bytes] = ..., handle_meta: _Optional[bytes] = ..., owner_address: _Optional[str] = ..., label_selector: _Optional[_Mapping[str, str]] = ..., scheduling_strategy: _Optional[str] = ..., affinity_node_id: _Optional[str] = ..., affinity_soft: _Optional[bool] = ..., owner_node_id: _Optional[str] = ..., runtime_env: _Optional[str] = ...) -> None: ...
 
 class RegisterActorReply(_message.Message):
     __slots__ = ("actor_info", "existed")

@@ -66,6 +66,19 @@ class RequestLease(Message):
     strategy: Any = None  # None/"DEFAULT", "SPREAD", a strategy object, or (strategy, labels)
     spilled: bool = False  # another raylet chose this node: do not send it on again
     preferred: tuple[str, ...] = ()  # node ids holding the task's arguments
+    # the resolved runtime_env's wire form (canonical JSON, rayops/envs/spec.py; "" for none):
+    # the leased worker runs in that env. Refused with RUNTIME_ENV_SETUP_FAILED when the
+    # node cannot set it up.
+    runtime_env: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareRuntimeEnv(Message):
+    """Set up a job's runtime_env now (``eager_install``), before its first lease asks for it.
+    Notification; a failure is reported to the leases that ask for the env."""
+
+    METHOD: ClassVar[str] = "prepare_runtime_env"
+    runtime_env: str  # the wire form (rayops/envs/spec.py)
 
 
 @dataclass(frozen=True, slots=True)

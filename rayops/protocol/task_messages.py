@@ -41,6 +41,8 @@ class TaskSpec(NamedTuple):
     strategy: Any = None
     # normal tasks: the worker exits after running this function this many times (0: never)
     max_calls: int = 0
+    # normal tasks: the resolved runtime_env's wire form (rayops/envs/spec.py; "" for none)
+    runtime_env: str = ""
 
 
 class TaskReply(NamedTuple):

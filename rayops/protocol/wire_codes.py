@@ -89,6 +89,7 @@ MESSAGE_CODES: dict[type[Message], int] = {
     wm.Hello: 235,
     wm.CancelOwnedTask: 236,
     wm.CancelAccepted: 237,
+    rm.PrepareRuntimeEnv: 239,
 }
 # Not messages, but inside them (replies, reports).
 OTHER_CODES: dict[type, int] = {

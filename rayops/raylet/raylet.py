@@ -44,6 +44,7 @@ from rayops.raylet.resources import (
     format_shape,
     normalize_shape,
 )
+from rayops.raylet.runtime_envs import NodeEnvs
 from rayops.raylet.usage_reporter import UsageReport, UsageReporter
 from rayops.raylet.worker_pool import WorkerHandle, WorkerPool
 from rayops.rpc import framed
@@ -104,6 +105,8 @@ class LeaseRequest:
     spilled: bool = False  # sent here by another raylet's decision: never spill again
     label_selector: LabelSelector = ()
     created: float = field(default_factory=time.monotonic)
+    runtime_env: str = ""  # the wire form its worker runs in
+    env_hash: str = ""
 
 
 @dataclass
@@ -150,6 +153,7 @@ class Raylet:
         self.agent: AgentProcess | None = None
         self.session_name = os.path.basename(config.session_dir.rstrip("/"))
         self.placement_time = LatencyRecorder(PLACEMENT_BOUNDS_S)
+        self.envs = NodeEnvs(config.session_dir, config.node_id, lambda: self._gcs)
 
     # --------------------------------------------------------------- lifecycle
     async def start(self) -> int:
@@ -176,6 +180,7 @@ class Raylet:
             nm.ObjectSize: self.objects.h_object_size,
             nm.ReadChunk: self.objects.h_read_chunk,
             rm.Ping: lambda conn, msg: rm.Pong(),
+            rm.PrepareRuntimeEnv: self._h_prepare_runtime_env,
         }
         self._server = await framed.serve(
             self.config.node_ip,
@@ -274,6 +279,9 @@ class Raylet:
             assert self.pool is not None
             if self.agent is not None:
                 self.agent.poll()
+            soft_limit = max(1, int(self.config.resources.get("CPU", 1)))
+            for handle in self.pool.stop_idle_env_workers(soft_limit, time.monotonic()):
+                logger.info("stopped idle worker %s of env %s", handle.pid, handle.env_hash)
             for handle in self.pool.reap_exited():
                 logger.error(
                     "worker pid %d exited during start-up (code %s); see %s",
@@ -314,6 +322,7 @@ class Raylet:
     async def shutdown(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        self.envs.close()
         if self._gcs is not None:
             try:
                 await asyncio.wait_for(
@@ -444,6 +453,8 @@ class Raylet:
             strategy=strategy,
             spilled=spilled,
             label_selector=selector,
+            runtime_env=msg.runtime_env,
+            env_hash=self.envs.hash_of(msg.runtime_env) if msg.runtime_env else "",
         )
         if not spilled:
             decision = self._decide(req, msg.preferred)
@@ -456,9 +467,26 @@ class Raylet:
                 )
                 return fut
         self.pending.append(req)
+        if req.env_hash:
+            self.envs.ensure(req.runtime_env, req.env_hash, self._env_setup_done)
         self._usage.mark()
         self._schedule()
         return fut
+
+    def _h_prepare_runtime_env(self, conn: framed.Connection, msg: rm.PrepareRuntimeEnv) -> None:
+        if msg.runtime_env:  # eager_install: set the job's env up before its first lease
+            h = self.envs.hash_of(msg.runtime_env)
+            self.envs.ensure(msg.runtime_env, h, self._env_setup_done)
+
+    def _env_setup_done(self, env_hash: str, error: str | None) -> None:
+        """An env's setup ended: start its workers, or fail the leases waiting for it."""
+        if error is not None:
+            refusal = Refusal(RefusalCode.RUNTIME_ENV_SETUP_FAILED, error)
+            for req in self.pending:
+                if req.env_hash == env_hash and not req.future.done():
+                    req.future.set_exception(framed.Refused(refusal))
+        if self.pool is not None:
+            self._schedule()
 
     def _decide(self, req: LeaseRequest, preferred: tuple[str, ...] = ()) -> Any:
         self._spread_counter += 1
@@ -765,6 +793,7 @@ class Raylet:
         # tentatively for the rest of this pass, so we start exactly as many
         # workers as could be used.
         tentative: list[Allocation] = []
+        wanted: dict[str, int] = {}  # env hash -> workers to start for it
         for req in self.pending:
             if req.future.done():
                 continue
@@ -787,9 +816,14 @@ class Raylet:
                     self._warn_infeasible(req)
                 still.append(req)
                 continue
-            worker = self.pool.pop_idle()
+            if not self.envs.is_ready(req.env_hash):  # its env is being set up
+                self.envs.ensure(req.runtime_env, req.env_hash, self._env_setup_done)
+                still.append(req)
+                continue
+            worker = self.pool.pop_idle(req.env_hash)
             if worker is None:
                 tentative.append(self.resources.acquire(req.shape))
+                wanted[req.env_hash] = wanted.get(req.env_hash, 0) + 1
                 still.append(req)
                 continue
             self._grant(req, worker)
@@ -798,9 +832,10 @@ class Raylet:
         if len(still) != len(self.pending):
             self._usage.mark()
         self.pending = still
-        shortfall = len(tentative) - self.pool.num_starting
-        for _ in range(max(0, shortfall)):
-            self.pool.start_worker()
+        for env_hash, count in wanted.items():  # workers are per env: never another env's
+            shortfall = count - self.pool.num_starting_for(env_hash)
+            for _ in range(max(0, shortfall)):
+                self.pool.start_worker(env_hash, self.envs.ready.get(env_hash))
 
     def _grant(self, req: LeaseRequest, worker: WorkerHandle) -> None:
         alloc = self.resources.acquire(req.shape)

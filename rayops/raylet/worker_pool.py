@@ -2,8 +2,13 @@
 
 Owns the OS processes of workers on this node. Decides nothing about leases:
 the raylet asks for an idle worker and tells the pool when one is leased,
-returned or gone. Also keeps the node's ``logs/`` directory under its total cap
-(``enforce_log_cap``): the pool knows which worker logs are still being written.
+returned or gone. Workers are pooled per runtime_env (by its hash, "" for
+none): a worker is started in one env (its env vars set, its cwd and
+``sys.path`` prepared before any task runs) and only ever serves that env.
+The zygote never imports user code; each forked child applies its env itself,
+so no env's modules or variables reach another's workers. Also keeps the node's
+``logs/`` directory under its total cap (``enforce_log_cap``): the pool knows which
+worker logs are still being written.
 """
 
 from __future__ import annotations
@@ -22,12 +27,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayops import ids
+from rayops.envs.node_cache import PreparedEnv
+from rayops.envs.spec import env_hash as hash_of_wire
 from rayops.node import log_rotation
 from rayops.node.log_rotation import LogRotationConfig
 
 logger = logging.getLogger(__name__)
 
 LOG_CAP_PERIOD_S = 1.0
+# A worker of a runtime_env idle this long is stopped while the node has more workers than
+# CPUs (Ray kills idle workers past its soft limit after 1 s; longer here, so a program that
+# alternates envs keeps its workers warm). Workers without an env are never stopped so.
+IDLE_ENV_WORKER_S = 10.0
 
 
 @dataclass
@@ -40,6 +51,8 @@ class WorkerHandle:
     lease_id: int | None = None
     log_path: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    env_hash: str = ""  # the runtime_env it runs in ("" for none)
+    idle_since: float = 0.0  # time.monotonic() when it last became idle
 
 
 class WorkerPool:
@@ -65,12 +78,15 @@ class WorkerPool:
         self._log_rotation = log_rotation or LogRotationConfig()
         self.starting: dict[bytes, WorkerHandle] = {}
         self.workers: dict[bytes, WorkerHandle] = {}
-        self.idle: deque[bytes] = deque()
+        self.idle: dict[str, deque[bytes]] = {}  # env hash -> idle workers of that env
         self._zygote: Zygote | None = None
 
     @property
     def num_starting(self) -> int:
         return len(self.starting)
+
+    def num_starting_for(self, env_hash: str) -> int:
+        return sum(1 for h in self.starting.values() if h.env_hash == env_hash)
 
     def start_zygote(self, loop: Any) -> None:
         """Start the fork server; workers started from now on are forked from it."""
@@ -92,13 +108,21 @@ class WorkerPool:
                 "the zygote could not fork worker %s; spawning it directly", worker_id.hex()[:12]
             )
             del self.starting[worker_id]
-            self._spawn_direct(worker_id, handle.log_path)
+            self._spawn_direct(worker_id, handle.log_path, handle.extra.get("env"))
             return
         handle.pid = pid
         logger.info("forked worker %s pid=%d", worker_id.hex()[:12], pid)
 
-    def _argv(self, worker_id: bytes, log_path: str) -> list[str]:
+    def _argv(self, worker_id: bytes, log_path: str, env: PreparedEnv | None) -> list[str]:
+        extra: list[str] = []
+        if env is not None:
+            extra += ["--runtime-env", env.wire]
+            if env.working_dir:
+                extra += ["--working-dir", env.working_dir]
+            for path in env.sys_paths:
+                extra += ["--sys-path", path]
         return [
+            *extra,
             "--raylet-address",
             f"{self._node_ip}:{self._raylet_port}",
             "--token-file",
@@ -111,24 +135,38 @@ class WorkerPool:
             log_path,
         ]
 
-    def start_worker(self) -> WorkerHandle:
+    def start_worker(self, env_hash: str = "", env: PreparedEnv | None = None) -> WorkerHandle:
+        """A new worker for the env ``env_hash`` (``env`` prepared on this node)."""
         worker_id = ids.random_id(16)
         log_path = os.path.join(self._log_dir, f"worker-{worker_id.hex()[:12]}.log")
         if self._zygote is not None and self._zygote.alive:
-            handle = WorkerHandle(worker_id, None, 0, log_path=log_path)
+            handle = WorkerHandle(worker_id, None, 0, log_path=log_path, env_hash=env_hash)
+            handle.extra["env"] = env
             self.starting[worker_id] = handle
-            self._zygote.request(worker_id, self._argv(worker_id, log_path), log_path)
+            env_vars = env.env_vars if env is not None else {}
+            self._zygote.request(
+                worker_id, self._argv(worker_id, log_path, env), log_path, env_vars
+            )
             return handle
-        return self._spawn_direct(worker_id, log_path)
+        return self._spawn_direct(worker_id, log_path, env, env_hash)
 
-    def _spawn_direct(self, worker_id: bytes, log_path: str) -> WorkerHandle:
+    def _spawn_direct(
+        self,
+        worker_id: bytes,
+        log_path: str,
+        runtime_env: PreparedEnv | None,
+        env_hash: str = "",
+    ) -> WorkerHandle:
         env = dict(os.environ)
+        if runtime_env is not None:
+            env.update(runtime_env.env_vars)
+            env_hash = env_hash or hash_of_wire(runtime_env.wire)
         env["PYTHONUNBUFFERED"] = "1"
         cmd = [
             sys.executable,
             "-m",
             "rayops.core_worker.worker_main",
-            *self._argv(worker_id, log_path),
+            *self._argv(worker_id, log_path, runtime_env),
         ]
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
@@ -139,7 +177,8 @@ class WorkerPool:
                 env=env,
                 close_fds=True,
             )
-        handle = WorkerHandle(worker_id, proc, proc.pid, log_path=log_path)
+        handle = WorkerHandle(worker_id, proc, proc.pid, log_path=log_path, env_hash=env_hash)
+        handle.extra["env"] = runtime_env
         self.starting[worker_id] = handle
         logger.info("started worker %s pid=%d", worker_id.hex()[:12], proc.pid)
         return handle
@@ -153,13 +192,16 @@ class WorkerPool:
             handle = WorkerHandle(worker_id, None, pid)
         handle.conn = conn
         handle.address = address
+        handle.idle_since = time.monotonic()
         self.workers[worker_id] = handle
-        self.idle.append(worker_id)
+        self.idle.setdefault(handle.env_hash, deque()).append(worker_id)
         return handle
 
-    def pop_idle(self) -> WorkerHandle | None:
-        while self.idle:
-            wid = self.idle.popleft()
+    def pop_idle(self, env_hash: str = "") -> WorkerHandle | None:
+        """An idle worker of the env ``env_hash``, never one of another env."""
+        idle = self.idle.get(env_hash)
+        while idle:
+            wid = idle.popleft()
             handle = self.workers.get(wid)
             if handle is not None and handle.lease_id is None:
                 return handle
@@ -167,16 +209,50 @@ class WorkerPool:
 
     def push_idle(self, handle: WorkerHandle) -> None:
         handle.lease_id = None
+        handle.idle_since = time.monotonic()
         if handle.worker_id in self.workers:
-            self.idle.append(handle.worker_id)
+            self.idle.setdefault(handle.env_hash, deque()).append(handle.worker_id)
+
+    def idle_count(self) -> int:
+        return sum(len(q) for q in self.idle.values())
+
+    def stop_idle_env_workers(self, soft_limit: int, now: float) -> list[WorkerHandle]:
+        """Stop (SIGTERM) idle workers of runtime_envs that have been idle for
+        ``IDLE_ENV_WORKER_S`` while the node has more than ``soft_limit`` workers; they are
+        taken out of the idle pool at once, and their connection's close cleans up."""
+        candidates = [
+            (h.idle_since, h.worker_id)
+            for env_hash, queue in self.idle.items()
+            if env_hash
+            for wid in queue
+            if (h := self.workers.get(wid)) is not None and h.lease_id is None
+        ]
+        doomed = plan_idle_stops(
+            candidates, len(self.workers) + len(self.starting), soft_limit, now
+        )
+        stopped = []
+        for wid in doomed:
+            handle = self.workers[wid]
+            queue = self.idle.get(handle.env_hash)
+            if queue is not None:
+                queue.remove(wid)
+                if not queue:
+                    del self.idle[handle.env_hash]
+            self.kill(handle, signal.SIGTERM)
+            stopped.append(handle)
+        return stopped
 
     def remove(self, worker_id: bytes) -> WorkerHandle | None:
         handle = self.workers.pop(worker_id, None) or self.starting.pop(worker_id, None)
         if handle is not None:
-            try:
-                self.idle.remove(worker_id)
-            except ValueError:
-                pass
+            idle = self.idle.get(handle.env_hash)
+            if idle is not None:
+                try:
+                    idle.remove(worker_id)
+                except ValueError:
+                    pass
+                if not idle and handle.env_hash:
+                    del self.idle[handle.env_hash]
             self._reap(handle)
         return handle
 
@@ -263,6 +339,21 @@ class WorkerPool:
         self.idle.clear()
 
 
+def plan_idle_stops(
+    candidates: list[tuple[float, bytes]], workers: int, soft_limit: int, now: float
+) -> list[bytes]:
+    """Which idle env workers ``(idle_since, worker_id)`` to stop: the longest idle first,
+    only those idle for ``IDLE_ENV_WORKER_S``, and no more than the node is over its limit."""
+    over = workers - soft_limit
+    out = []
+    for since, wid in sorted(candidates):
+        if over <= 0 or now - since < IDLE_ENV_WORKER_S:
+            break
+        out.append(wid)
+        over -= 1
+    return out
+
+
 def _running(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -295,9 +386,13 @@ class Zygote:
         self._loop = loop
         loop.add_reader(self.proc.stdout.fileno(), self._readable)
 
-    def request(self, worker_id: bytes, argv: list[str], log: str) -> None:
+    def request(
+        self, worker_id: bytes, argv: list[str], log: str, env_vars: dict[str, str]
+    ) -> None:
+        """Fork a worker; the child sets ``env_vars`` before the worker code runs."""
         assert self.proc.stdin is not None
-        line = json.dumps({"argv": argv, "log": log, "env": {"PYTHONUNBUFFERED": "1"}})
+        env = {**env_vars, "PYTHONUNBUFFERED": "1"}
+        line = json.dumps({"argv": argv, "log": log, "env": env})
         try:
             self.proc.stdin.write(line.encode() + b"\n")
             self.proc.stdin.flush()

@@ -29,16 +29,30 @@ class C:
         return 1
 
 
-def test_runtime_env_is_refused_on_tasks_actors_and_init(tmp_path: Path) -> None:
-    env = {"env_vars": {"A": "1"}}
-    with pytest.raises(NotImplementedError, match=r"runtime_env=.*rayops issue 11"):
-        rayops.remote(runtime_env=env)(f)
-    with pytest.raises(NotImplementedError, match=r"runtime_env=.*rayops issue 11"):
+def test_runtime_env_fields_not_supported_are_refused_naming_them(tmp_path: Path) -> None:
+    """pip and uv come with issue 11's phase 2; conda, containers and image_uri are not
+    supported; a missing path or an unknown field raises too, all before anything starts."""
+    rayops.remote(runtime_env={"env_vars": {"A": "1"}})(f)  # supported
+    with pytest.raises(NotImplementedError, match=r"'pip' is not supported yet.*issue 11, phase 2"):
         rayops.remote(f).options(runtime_env={"pip": ["nonexistent-package"]})
-    with pytest.raises(NotImplementedError, match=r"runtime_env=.*rayops issue 11"):
-        rayops.remote(C).options(runtime_env={"working_dir": "."})
-    with pytest.raises(NotImplementedError, match=r"init\(runtime_env=.*rayops issue 11"):
+    with pytest.raises(NotImplementedError, match=r"'uv' is not supported yet.*issue 11, phase 2"):
+        rayops.remote(runtime_env={"uv": ["x"]})(C)
+    for field in ("conda", "container", "image_uri"):
+        with pytest.raises(NotImplementedError, match=rf"'{field}' is not supported by rayops"):
+            rayops.remote(C).options(runtime_env={field: "x"})
+    with pytest.raises(ValueError, match=r"unknown runtime_env field 'colour'"):
+        rayops.remote(runtime_env={"colour": "x"})(f)
+    missing = str(tmp_path / "no-such-dir")
+    with pytest.raises(ValueError, match=rf"\['working_dir'\] '{missing}' is not an existing"):
+        rayops.remote(C).options(runtime_env={"working_dir": missing})
+    with pytest.raises(NotImplementedError, match=r"init\(runtime_env=.*'pip'.*issue 11"):
+        rayops.init(runtime_env={"pip": ["x"]}, _temp_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"init\(runtime_env=.*py_modules.*'x'"):
         rayops.init(runtime_env={"py_modules": ["x"]}, _temp_dir=str(tmp_path))
+    with pytest.raises(TypeError, match=r"env_vars'\] must be a dict of str to str"):
+        rayops.remote(runtime_env={"env_vars": {"A": 1}})(f)
+    with pytest.raises(ValueError, match=r"setup_timeout_seconds' must be > 0 or -1"):
+        rayops.remote(runtime_env={"config": {"setup_timeout_seconds": 0}})(f)
     assert not rayops.is_initialized()
     for empty in (None, {}):
         rayops.remote(runtime_env=empty)(f)

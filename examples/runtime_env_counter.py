@@ -1,0 +1,50 @@
+"""The seed's first example: a Counter actor that reads its name from its runtime_env.
+
+``runtime_env={"env_vars": {"counter_name": "seed"}}`` sets ``counter_name`` in the actor's
+worker before the class is loaded, so the actor prints ``seed got 1`` ... ``seed got 5``.
+The seed also prints the ``requests`` version, which its runtime_env would install with
+``pip``: that comes with rayops issue 11's phase 2, so here it is printed only when
+``requests`` is installed on the node already.
+"""
+
+from __future__ import annotations
+
+import os
+
+import rayops as ray
+
+
+@ray.remote
+class Counter:
+    def __init__(self) -> None:
+        self.name = os.getenv("counter_name")  # noqa: SIM112 (the seed names it so)
+        self.counter = 0
+
+    def inc(self) -> None:
+        self.counter += 1
+
+    def get_counter(self) -> str:
+        return f"{self.name} got {self.counter}"
+
+    def requests_version(self) -> str | None:
+        try:
+            import requests  # type: ignore[import-untyped]
+        except ImportError:
+            return None
+        return str(requests.__version__)
+
+
+def main() -> None:
+    ray.init()
+    counter = Counter.options(runtime_env={"env_vars": {"counter_name": "seed"}}).remote()
+    for _ in range(5):
+        ray.get(counter.inc.remote())
+        print(ray.get(counter.get_counter.remote()))
+    version = ray.get(counter.requests_version.remote())
+    if version is not None:
+        print(version)
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
