@@ -21,13 +21,20 @@ of legal edges (a command that is not legal in a group's state changes nothing):
 did not: why, and whether no current node could ever hold a bundle) do not change the state:
 they start an attempt, or record why none started (``scheduling_state``, Ray's names).
 Attempts are numbered; what a raylet answers about an older attempt is ignored.
+
+Followers see the table through its change events (``rayops.gcs.pg_events``: ``PgAdded``,
+``PgStateChanged`` on every state edge, ``PgForgotten``), each stamped with the table's next
+version and handed, per command, to a *sink*: in the GCS, the event spine's
+"placement_groups" channel. ``StateChanged`` actions stay what the manager acts on.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+from rayops.gcs.pg_events import PgAdded, PgEvent, PgForgotten, PgSnapshot, PgStateChanged, PgView
 
 
 class PgState(enum.StrEnum):
@@ -213,12 +220,21 @@ class PgNameTaken(Exception):
 class PgTable:
     """Every placement group the GCS knows (removed ones too, for ``placement_group_table``)."""
 
-    def __init__(self, max_removed_kept: int = MAX_REMOVED_KEPT) -> None:
+    def __init__(
+        self,
+        max_removed_kept: int = MAX_REMOVED_KEPT,
+        *,
+        sink: Callable[[Sequence[PgEvent]], None] | None = None,
+    ) -> None:
         self._groups: dict[bytes, PgRecord] = {}
         self._names: dict[tuple[str, str], bytes] = {}
         self._removed: dict[bytes, None] = {}  # removed groups, oldest first
         self._waiting: dict[bytes, None] = {}  # groups to place, no attempt under way, in order
         self._max_removed = max_removed_kept
+        self._sink = sink
+        self.version = 0  # of the last change event
+        self._events: list[PgEvent] = []  # of the command being handled
+        self._depth = 0  # commands handle() is inside (JobEnded and NodeLost nest them)
 
     def get(self, pg_id: bytes) -> PgRecord | None:
         return self._groups.get(pg_id)
@@ -239,15 +255,32 @@ class PgTable:
         """How many groups are not removed."""
         return len(self._groups) - len(self._removed)
 
+    def snapshot(self) -> PgSnapshot:
+        """Every group as of the current version (what a new follower starts from)."""
+        return PgSnapshot(self.version, tuple(view_of(rec) for rec in self._groups.values()))
+
     # ------------------------------------------------------------------ commands
     def handle(self, cmd: Command) -> list[Action]:
-        """Apply one command; returns what the shell must do, in order."""
-        actions = self._handle(cmd)
-        pg_id = cmd.record.pg_id if isinstance(cmd, Create) else getattr(cmd, "pg_id", b"")
-        rec = self._groups.get(pg_id)
-        if rec is not None:
-            self._sync_waiting(rec)
+        """Apply one command; returns what the shell must do, in order. Its change events go
+        to the sink, in one call, once the command is done."""
+        self._depth += 1
+        try:
+            actions = self._handle(cmd)
+            pg_id = cmd.record.pg_id if isinstance(cmd, Create) else getattr(cmd, "pg_id", b"")
+            rec = self._groups.get(pg_id)
+            if rec is not None:
+                self._sync_waiting(rec)
+        finally:
+            self._depth -= 1
+            if not self._depth and self._events:
+                events, self._events = tuple(self._events), []
+                if self._sink is not None:
+                    self._sink(events)
         return actions
+
+    def _stamp(self) -> int:
+        self.version += 1
+        return self.version
 
     def _sync_waiting(self, rec: PgRecord) -> None:
         if rec.state in (PgState.PENDING, PgState.RESCHEDULING) and not rec.attempt_nodes:
@@ -319,6 +352,7 @@ class PgTable:
                 )
             self._names[(rec.namespace, rec.name)] = rec.pg_id
         self._groups[rec.pg_id] = rec
+        self._events.append(PgAdded(self._stamp(), view_of(rec)))
         return [Schedule(rec.pg_id)]
 
     def _placed(self, rec: PgRecord, cmd: Placed) -> list[Action]:
@@ -369,9 +403,32 @@ class PgTable:
             del self._removed[oldest]
             self._groups.pop(oldest, None)
             self._waiting.pop(oldest, None)
+            self._events.append(PgForgotten(self._stamp(), oldest))
 
     def _move(self, rec: PgRecord, cmd: Command, state: PgState) -> None:
         allowed = TRANSITIONS.get((rec.state, type(cmd)), frozenset())
         assert state in allowed, f"{rec.state} -{type(cmd).__name__}-> {state} is not an edge"
+        changed = rec.state != state
         rec.state = state
         rec.version += 1
+        if changed:
+            nodes = {} if state == PgState.REMOVED else dict(rec.bundle_nodes)
+            self._events.append(PgStateChanged(self._stamp(), rec.pg_id, str(state), nodes))
+
+
+def view_of(rec: PgRecord) -> PgView:
+    """An immutable copy of what followers see of ``rec`` (a record's bundles and selectors
+    are never changed after creation, so they are shared, not copied)."""
+    removed = rec.state == PgState.REMOVED
+    return PgView(
+        rec.pg_id,
+        rec.name,
+        rec.namespace,
+        rec.strategy,
+        tuple(rec.bundles),
+        tuple(rec.bundle_label_selectors),
+        rec.creator_job_id,
+        rec.is_detached,
+        str(rec.state),
+        {} if removed else dict(rec.bundle_nodes),
+    )

@@ -1,8 +1,8 @@
 """The GCS's publisher: a table's change events streamed to subscribers (the event spine).
 
-A *channel* is one table's event stream ("nodes" today; actors, jobs, placement groups
-later). The table's state machine hands every change event to `Publisher.publish`; each
-subscriber says which channel, which *epoch* and the last version it saw, and gets:
+A *channel* is one table's event stream ("nodes", "jobs", "kv", "placement_groups"). The
+table's state machine hands every change event to `Publisher.publish`; each subscriber
+says which channel, which *epoch* and the last version it saw, and gets:
 
 * a snapshot of the whole table (`Batch.snapshot`) when it is new (version 0), from another
   epoch (another GCS process: versions restarted), or further behind than the kept delta
@@ -31,6 +31,10 @@ from typing import Any, Protocol
 
 __all__ = [
     "DEFAULT_LOG_SIZE",
+    "JOBS_CHANNEL",
+    "KV_CHANNEL",
+    "NODES_CHANNEL",
+    "PG_CHANNEL",
     "USAGE_FLUSH_S",
     "Batch",
     "ChannelSpec",
@@ -38,6 +42,12 @@ __all__ = [
     "Publisher",
     "Subscription",
 ]
+
+# The channels, one per GCS table.
+NODES_CHANNEL = "nodes"
+JOBS_CHANNEL = "jobs"
+KV_CHANNEL = "kv"
+PG_CHANNEL = "placement_groups"
 
 # Events kept per channel for subscribers that come back after a short disconnect.
 DEFAULT_LOG_SIZE = 10_000
@@ -63,12 +73,15 @@ class ChannelSpec:
     `snapshot()` returns (version, state) of the whole table; `urgent(event)` says whether an
     event must go out at once (membership) or may wait for the usage window; `key(event)`
     names what an event updates, so a newer event with the same key replaces an older one
-    still queued (None: never replaced).
+    still queued (None: never replaced). `size(event)`, with `log_max_bytes`, bounds the
+    kept delta log by bytes as well as by count (a channel whose events vary in size).
     """
 
     snapshot: Callable[[], tuple[int, Any]]
     urgent: Callable[[Any], bool] = lambda event: True
     key: Callable[[Any], object | None] = lambda event: None
+    size: Callable[[Any], int] | None = None
+    log_max_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +103,23 @@ class Batch:
 
 
 class DeltaLog:
-    """The newest events of one channel, by version. Pure: no I/O, no clock."""
+    """The newest events of one channel, by version. Pure: no I/O, no clock.
 
-    def __init__(self, max_events: int = DEFAULT_LOG_SIZE) -> None:
+    Holds at most `max_events` events and, when `size` is given, at most `max_bytes` of them
+    as `size` counts (the newest event is always kept, whatever its size)."""
+
+    def __init__(
+        self,
+        max_events: int = DEFAULT_LOG_SIZE,
+        *,
+        max_bytes: int = 0,
+        size: Callable[[Any], int] | None = None,
+    ) -> None:
         self._events: deque[Any] = deque(maxlen=max_events)
+        self._max_bytes = max_bytes if size is not None else 0
+        self._size = size
+        self._sizes: deque[int] = deque()
+        self.bytes = 0
         self.version = 0
 
     def append(self, events: Sequence[Versioned]) -> None:
@@ -102,8 +128,23 @@ class DeltaLog:
                 raise ValueError(
                     f"event version {event.version} does not follow the log's {self.version}"
                 )
-            self._events.append(event)
+            if self._max_bytes:
+                self._append_sized(event)
+            else:
+                self._events.append(event)
             self.version = event.version
+
+    def _append_sized(self, event: Any) -> None:
+        assert self._size is not None
+        if len(self._events) == self._events.maxlen:
+            self.bytes -= self._sizes.popleft()
+        n = self._size(event)
+        self._events.append(event)
+        self._sizes.append(n)
+        self.bytes += n
+        while self.bytes > self._max_bytes and len(self._events) > 1:
+            self._events.popleft()
+            self.bytes -= self._sizes.popleft()
 
     def since(self, version: int) -> list[Any] | None:
         """The events after `version`, or None when the log no longer holds all of them."""
@@ -218,7 +259,7 @@ class Publisher:
 
     def add_channel(self, channel: str, spec: ChannelSpec) -> None:
         self._specs[channel] = spec
-        log = DeltaLog(self._log_size)
+        log = DeltaLog(self._log_size, max_bytes=spec.log_max_bytes, size=spec.size)
         log.version = spec.snapshot()[0]
         self._logs[channel] = log
         self._subs[channel] = set()
