@@ -64,8 +64,15 @@ async def follow_channel(
                     epoch, version = batch.epoch, batch.version
                     if not keep_going:
                         return
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as err:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                # Not us: grpc.aio raises CancelledError when the call itself was cancelled
+                # (its channel closed under it); that is a lost stream like any other.
+                logger.info(
+                    "%s channel from the GCS cancelled (%r); subscribing again", channel, err
+                )
             except Exception as err:  # GCS briefly unreachable: keep what was applied
                 logger.info("%s channel from the GCS lost (%r); subscribing again", channel, err)
             finally:
