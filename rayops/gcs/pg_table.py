@@ -33,6 +33,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from rayops.gcs.pg_events import PgAdded, PgEvent, PgForgotten, PgSnapshot, PgStateChanged, PgView
 
@@ -208,6 +209,9 @@ TRANSITIONS: dict[tuple[PgState, type], frozenset[PgState]] = {
     (PgState.RESCHEDULING, Removed): frozenset({PgState.REMOVED}),
 }
 
+_REMOVED = PgState.REMOVED
+_NO_NODES: Mapping[int, str] = MappingProxyType({})  # shared by events of groups with none
+
 MAX_REMOVED_KEPT = 1000  # removed groups kept for placement_group_table, oldest forgotten first
 RETRY_DELAY_S = 0.1  # after an aborted attempt: the node view catches up meanwhile
 MAX_RETRY_DELAY_S = 2.0
@@ -234,7 +238,6 @@ class PgTable:
         self._sink = sink
         self.version = 0  # of the last change event
         self._events: list[PgEvent] = []  # of the command being handled
-        self._depth = 0  # commands handle() is inside (JobEnded and NodeLost nest them)
 
     def get(self, pg_id: bytes) -> PgRecord | None:
         return self._groups.get(pg_id)
@@ -263,19 +266,22 @@ class PgTable:
     def handle(self, cmd: Command) -> list[Action]:
         """Apply one command; returns what the shell must do, in order. Its change events go
         to the sink, in one call, once the command is done."""
-        self._depth += 1
-        try:
-            actions = self._handle(cmd)
-            pg_id = cmd.record.pg_id if isinstance(cmd, Create) else getattr(cmd, "pg_id", b"")
-            rec = self._groups.get(pg_id)
-            if rec is not None:
-                self._sync_waiting(rec)
-        finally:
-            self._depth -= 1
-            if not self._depth and self._events:
-                events, self._events = tuple(self._events), []
-                if self._sink is not None:
-                    self._sink(events)
+        actions = self._apply(cmd)
+        if self._events:
+            events, self._events = self._events, []
+            if self._sink is not None:
+                self._sink(events)
+        return actions
+
+    def _apply(self, cmd: Command) -> list[Action]:
+        """`handle` without publishing: commands that a command causes (a job's end removes
+        its groups, a lost node aborts attempts) go through here, so the events of the whole
+        cascade reach the sink together."""
+        actions = self._handle(cmd)
+        pg_id = cmd.record.pg_id if isinstance(cmd, Create) else getattr(cmd, "pg_id", b"")
+        rec = self._groups.get(pg_id)
+        if rec is not None:
+            self._sync_waiting(rec)
         return actions
 
     def _stamp(self) -> int:
@@ -297,7 +303,7 @@ class PgTable:
             ended: list[Action] = []
             for group in list(self._groups.values()):
                 if group.creator_job_id == cmd.job_id and not group.is_detached:
-                    ended += self.handle(Removed(group.pg_id))
+                    ended += self._apply(Removed(group.pg_id))
             return ended
         rec = self._groups.get(cmd.pg_id)
         if rec is None:
@@ -380,7 +386,7 @@ class PgTable:
                 continue
             if node_id in rec.attempt_nodes.values():
                 # The attempt cannot finish: release what the other nodes reserved.
-                out += self.handle(Aborted(rec.pg_id, rec.attempt, f"node {node_id} died"))
+                out += self._apply(Aborted(rec.pg_id, rec.attempt, f"node {node_id} died"))
             lost = [i for i, n in rec.bundle_nodes.items() if n == node_id]
             if not lost:
                 self._sync_waiting(rec)
@@ -408,12 +414,12 @@ class PgTable:
     def _move(self, rec: PgRecord, cmd: Command, state: PgState) -> None:
         allowed = TRANSITIONS.get((rec.state, type(cmd)), frozenset())
         assert state in allowed, f"{rec.state} -{type(cmd).__name__}-> {state} is not an edge"
-        changed = rec.state != state
+        changed = rec.state is not state
         rec.state = state
         rec.version += 1
         if changed:
-            nodes = {} if state == PgState.REMOVED else dict(rec.bundle_nodes)
-            self._events.append(PgStateChanged(self._stamp(), rec.pg_id, str(state), nodes))
+            nodes = dict(rec.bundle_nodes) if rec.bundle_nodes and state != _REMOVED else _NO_NODES
+            self._events.append(PgStateChanged(self._stamp(), rec.pg_id, state, nodes))
 
 
 def view_of(rec: PgRecord) -> PgView:
@@ -429,6 +435,6 @@ def view_of(rec: PgRecord) -> PgView:
         tuple(rec.bundle_label_selectors),
         rec.creator_job_id,
         rec.is_detached,
-        str(rec.state),
+        rec.state,
         {} if removed else dict(rec.bundle_nodes),
     )
