@@ -15,7 +15,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["PgAdded", "PgEvent", "PgForgotten", "PgSnapshot", "PgStateChanged", "PgView"]
+__all__ = [
+    "LOG_MAX_EVENTS",
+    "PgAdded",
+    "PgEvent",
+    "PgForgotten",
+    "PgSnapshot",
+    "PgStateChanged",
+    "PgView",
+]
+
+# The "placement_groups" channel keeps this many events for followers that come back (not the
+# publisher's 10,000): groups churn fast (thousands a second under the create/removal bench),
+# kept events cost the GCS's garbage collector, and a follower further behind gets a snapshot
+# (at most the live groups and the 1,000 newest removed ones).
+LOG_MAX_EVENTS = 1_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,7 +102,7 @@ class GcsState:
         # The job table, the internal KV and the placement-group table publish every change on
         # their own channels: "jobs", "kv" (keys and value sizes, never values) and
         # "placement_groups".
-        from rayops.gcs import kv_events
+        from rayops.gcs import kv_events, pg_events
         from rayops.gcs.pubsub_service import JOBS_CHANNEL, KV_CHANNEL, PG_CHANNEL
 
         self.jobs = JobTable(self.clock_ms, sink=self.publisher.sink(JOBS_CHANNEL))
@@ -120,7 +120,11 @@ class GcsState:
         )
         self.pgs = PgTable(sink=self.publisher.sink(PG_CHANNEL))
         self.publisher.add_channel(
-            PG_CHANNEL, ChannelSpec(snapshot=lambda: (self.pgs.version, self.pgs.snapshot()))
+            PG_CHANNEL,
+            ChannelSpec(
+                snapshot=lambda: (self.pgs.version, self.pgs.snapshot()),
+                log_max_events=pg_events.LOG_MAX_EVENTS,
+            ),
         )
 
 

@@ -165,6 +165,7 @@ def test_a_late_kv_subscriber_past_the_byte_bound_gets_a_snapshot() -> None:
         snapshot=lambda: (kv.version, kv.snapshot()), size=event_bytes, log_max_bytes=2_000
     )
     pub.add_channel("kv", spec)
+    pub.subscribe("kv", "", 0)  # a follower: the channel keeps its log
     kv.put("", b"first", b"v", overwrite=True)
     for i in range(20):
         kv.put("", b"%04d" % i + b"k" * 500, b"v", overwrite=True)
