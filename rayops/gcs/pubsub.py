@@ -14,6 +14,8 @@ says which channel, which *epoch* and the last version it saw, and gets:
   instead of one per report, and a node's newer usage replaces its older usage still queued.
 
 A subscriber that reconnects passes the epoch and version it holds and resyncs from there.
+The delta log is kept only while someone follows the channel (and for `UNFOLLOWED_LOG_S`
+after its last subscriber left): before, and after that, there is nobody to come back.
 `DeltaLog` is pure (no I/O, no asyncio); `Publisher` and `Subscription` are the asyncio part
 the gRPC service (`rayops.gcs.pubsub_service`) drives. Nothing here knows protobuf: channels
 give their events and snapshots as Python values and the service converts them.
@@ -148,10 +150,14 @@ class DeltaLog:
         """Move past `events` without keeping any (and drop what is kept): whoever asks for
         an older version afterwards is told to take a snapshot."""
         if events:
-            self.append(events[-1:])
-        self._events.clear()
-        self._sizes.clear()
-        self.bytes = 0
+            last = events[-1].version
+            if last <= self.version:
+                raise ValueError(f"event version {last} does not follow the log's {self.version}")
+            self.version = last
+        if self._events:
+            self._events.clear()
+            self._sizes.clear()
+            self.bytes = 0
 
     def _append_sized(self, event: Any) -> None:
         assert self._size is not None
