@@ -71,13 +71,17 @@ def cluster_families(snap: ClusterSnapshot, base: tuple[str, str]) -> list[Metri
 
 
 def gcs_reachable_family(reachable: bool, base: tuple[str, str]) -> Metric:
-    """``ray_gcs_reachable`` (rayops only): 1 while the head's agent gets answers from the GCS.
+    """``ray_gcs_reachable`` (rayops only): 1 while the head's agent gets answers from the GCS:
+    its stream of the GCS's node table (the event spine) is connected and the GCS answered
+    (a batch on that stream, or the cluster-metrics read every 2 s) in the last few seconds.
 
     Exported from the head's agent rather than the GCS, so it still reads 0 when the GCS is
-    down or hung; the cluster families above keep their last known values meanwhile."""
+    down or hung (a hung GCS keeps the stream's connection open, hence the answer too); the
+    cluster families above keep their last known values meanwhile."""
     fam = GaugeMetricFamily(
         "ray_gcs_reachable",
-        "1 if the GCS answered the head agent's polls in the last few seconds, else 0",
+        "1 if the head agent's node stream from the GCS is connected and the GCS answered "
+        "it in the last few seconds, else 0",
         labels=list(BASE_LABELS),
     )
     fam.add_metric(list(base), 1.0 if reachable else 0.0)

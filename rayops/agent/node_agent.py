@@ -5,8 +5,9 @@
 * a framed connection to its raylet, read every `SAMPLE_PERIOD_S` (``metrics_snapshot``);
   when it closes, the raylet is gone and the agent stops;
 * psutil samples of the machine and of the node's processes, taken off the event loop;
-* on the head: the GCS's cluster counts every `SAMPLE_PERIOD_S`, and the node table every
-  `discovery.POLL_PERIOD_S` for service discovery (the file and the HTTP list);
+* on the head: the GCS's cluster counts every `SAMPLE_PERIOD_S`, and the GCS's "nodes"
+  channel (the event spine, followed, not polled) for service discovery (the file and the
+  HTTP list) and for whether the GCS is reachable;
 * the HTTP server (``rayops.agent.server``), whose /metrics only renders what these loops
   cached, so a scrape never waits on another process.
 """
@@ -41,7 +42,10 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_PERIOD_S = 2.0
 _RAYLET_TIMEOUT_S = 5.0
-# The GCS counts as unreachable once none of the head agent's polls got an answer this long.
+# The GCS counts as reachable while the head agent's node stream is connected and the GCS
+# answered (a batch on the stream, or the cluster-metrics read every `sample_period_s`) within
+# this long, or twice the sample period if that is longer. The answer matters besides the
+# connection: a hung GCS (SIGSTOPped, deadlocked) keeps its TCP connections open.
 GCS_SILENCE_S = 3.0
 
 
@@ -59,7 +63,7 @@ class AgentConfig:
     temp_dir: str
     is_head: bool
     sample_period_s: float = SAMPLE_PERIOD_S
-    discovery_period_s: float = discovery.POLL_PERIOD_S
+    discovery_period_s: float = discovery.RETRY_PERIOD_S  # retrying a failed file write
     framed: FramedSettings = field(default_factory=FramedSettings)
 
     @property
@@ -86,8 +90,12 @@ class NodeAgent:
         self._raylet: framed.Connection | None = None
         self._http: AgentHttp | None = None
         self._gcs: Any = None
-        # When the head's agent last had an answer from the GCS (monotonic; None: never).
+        # When the head's agent last had an answer from the GCS (monotonic; None: never), and
+        # whether its node stream is connected.
         self._gcs_ok_at: float | None = None
+        self._gcs_connected = False
+        self._nodes = discovery.NodeMembership()
+        self._sd_changed = asyncio.Event()
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -119,7 +127,8 @@ class NodeAgent:
 
             self._gcs = AsyncGcsClient(c.gcs_address, c.token, timeout=5.0)
             self._spawn(self._cluster_loop())
-            self._spawn(self._discovery_loop())
+            self._spawn(self._follow_nodes())
+            self._spawn(self._sd_file_loop())
         logger.info(
             "agent serving /metrics on %s:%d and reports on :%d (head=%s)",
             c.node_ip,
@@ -175,10 +184,10 @@ class NodeAgent:
         return fams
 
     def _gcs_reachable(self) -> bool:
-        """The GCS answered one of this agent's polls (every `discovery_period_s`) lately."""
-        if self._gcs_ok_at is None:
+        """The node stream from the GCS is connected and the GCS answered lately."""
+        if not self._gcs_connected or self._gcs_ok_at is None:
             return False
-        window = max(GCS_SILENCE_S, 4 * self.config.discovery_period_s)
+        window = max(GCS_SILENCE_S, 2 * self.config.sample_period_s)
         return time.monotonic() - self._gcs_ok_at < window
 
     def sd_list(self) -> list[dict[str, Any]]:
@@ -215,26 +224,52 @@ class NodeAgent:
                 logger.warning("could not read cluster metrics from the GCS: %s", err)
             await self._sleep(self.config.sample_period_s)
 
-    async def _discovery_loop(self) -> None:
+    async def _follow_nodes(self) -> None:
+        """Service discovery from the GCS's "nodes" channel: snapshot, then events; resynced
+        (events missed, or a snapshot) after a reconnect."""
+        from rayops.gcs.follower import follow_channel
+        from rayops.gcs.pubsub import NODES_CHANNEL
+
+        def apply(batch: Any) -> bool:
+            self._gcs_ok_at = time.monotonic()
+            if self._nodes.apply(batch):
+                alive = self._nodes.alive()
+                self._sd_groups = discovery.sd_targets(alive, self.config.session_name)
+                self._sd_changed.set()
+            return True
+
+        def connected(up: bool) -> None:
+            self._gcs_connected = up
+            if not up:
+                logger.warning("service discovery: the node stream from the GCS broke")
+
+        await follow_channel(
+            lambda: self._gcs,
+            NODES_CHANNEL,
+            apply,
+            stopping=self._stopping,
+            subscriber_id=f"agent {self.config.node_id[:12]}",
+            on_connected=connected,
+        )
+
+    async def _sd_file_loop(self) -> None:
+        """Write the file_sd file whenever the list changed (retrying a failed write)."""
         path = self.config.sd_file
         written: list[dict[str, Any]] | None = None
         while not self._stopping.is_set():
+            await self._sd_changed.wait()
+            self._sd_changed.clear()
+            groups = self._sd_groups
+            if groups == written:
+                continue
             try:
-                nodes = await self._gcs.get_all_nodes(alive_only=True)
-            except Exception as err:
-                logger.warning("service discovery: could not list nodes: %s", err)
-            else:
-                self._gcs_ok_at = time.monotonic()
-                groups = discovery.sd_targets(nodes, self.config.session_name)
-                self._sd_groups = groups
-                if groups != written:
-                    try:
-                        await asyncio.to_thread(discovery.write_file_sd, path, groups)
-                        written = groups
-                        logger.info("service discovery: %d target(s) in %s", len(groups), path)
-                    except OSError as err:
-                        logger.warning("service discovery: could not write %s: %s", path, err)
-            await self._sleep(self.config.discovery_period_s)
+                await asyncio.to_thread(discovery.write_file_sd, path, groups)
+                written = groups
+                logger.info("service discovery: %d target(s) in %s", len(groups), path)
+            except OSError as err:
+                logger.warning("service discovery: could not write %s: %s", path, err)
+                self._sd_changed.set()
+                await self._sleep(self.config.discovery_period_s)
 
     async def _sleep(self, seconds: float) -> None:
         try:

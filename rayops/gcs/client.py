@@ -314,18 +314,20 @@ class AsyncGcsClient:
     async def check_alive(self) -> GcsInfo:
         return await self._call(calls.check_alive())
 
-    async def subscribe_nodes(
-        self, epoch: str = "", after_version: int = 0, subscriber_id: str = ""
+    async def subscribe(
+        self, channel: str, epoch: str = "", after_version: int = 0, subscriber_id: str = ""
     ) -> AsyncGenerator[Batch, None]:
-        """Follow the GCS's "nodes" channel (the event spine): the first batch brings the
-        caller from (`epoch`, `after_version`) to the current version (a snapshot when new or
-        too far behind), then batches of change events as they happen. Ends when the GCS
-        stops; errors as for every call (no deadline: the stream is meant to stay open)."""
+        """Follow one channel of the GCS's event spine ("nodes", "jobs", "kv",
+        "placement_groups"): the first batch brings the caller from (`epoch`, `after_version`)
+        to the current version (a snapshot when new or too far behind), then batches of change
+        events as they happen. Ends when the GCS stops; errors as for every call (no deadline:
+        the stream is meant to stay open; an unknown channel is `GcsRefused` NOT_FOUND).
+        `rayops.gcs.follower.follow_channel` adds the resubscribing."""
         if self._channel is None:
             self._channel = token_aio_channel(self.address, self._token)
             self._stubs = _stubs(self._channel)
         request = gcs_pubsub_pb2.SubscribeRequest(
-            channel="nodes", epoch=epoch, after_version=after_version, subscriber_id=subscriber_id
+            channel=channel, epoch=epoch, after_version=after_version, subscriber_id=subscriber_id
         )
         stream = self._stubs["pubsub"].Subscribe(request, wait_for_ready=True)
         try:
@@ -357,6 +359,12 @@ class AsyncGcsClient:
             add_keys=list(keys),
         )
         return KeyedStream(self._stubs["pubsub"].SubscribeKeys(wait_for_ready=True), first, self)
+
+    def subscribe_nodes(
+        self, epoch: str = "", after_version: int = 0, subscriber_id: str = ""
+    ) -> AsyncGenerator[Batch, None]:
+        """`subscribe` to the "nodes" channel."""
+        return self.subscribe("nodes", epoch, after_version, subscriber_id)
 
     # Job table.
 

@@ -6,10 +6,13 @@ here and nowhere else. Used by the GCS server and by both GCS clients.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from rayops.gcs.actor_events import ActorChange, ActorChanged, ActorSnapshot
+from rayops.gcs.job_events import JobAdded, JobEvent, JobFinished, JobSnapshot
+from rayops.gcs.kv_events import KeyPut, KeysDeleted, KvEntry, KvEvent, KvSnapshot
 from rayops.gcs.node_events import (
     NodeAdded,
     NodeDead,
@@ -18,12 +21,23 @@ from rayops.gcs.node_events import (
     NodeResourcesChanged,
     NodeSnapshot,
 )
-from rayops.gcs.pubsub import Batch, KeyMissing
+from rayops.gcs.pg_events import PgAdded, PgEvent, PgForgotten, PgSnapshot, PgStateChanged, PgView
+from rayops.gcs.pubsub import (
+    ACTORS_CHANNEL,
+    JOBS_CHANNEL,
+    KV_CHANNEL,
+    NODES_CHANNEL,
+    PG_CHANNEL,
+    Batch,
+    KeyMissing,
+)
 from rayops.gcs.types import JobInfo, NodeInfo, NodeState, ObjectStoreStats
-from rayops.protocol import common_pb2, gcs_metrics_pb2, gcs_pubsub_pb2
+from rayops.protocol import common_pb2, gcs_metrics_pb2, gcs_pg_pb2, gcs_pubsub_pb2
 from rayops.protocol.node_snapshot import ClusterSnapshot, Histogram
 
 __all__ = [
+    "CHANNEL_CODECS",
+    "ChannelCodec",
     "actor_batch_from_proto",
     "actor_event_from_proto",
     "actor_event_to_proto",
@@ -31,12 +45,20 @@ __all__ = [
     "batch_to_proto",
     "cluster_snapshot_from_proto",
     "cluster_snapshot_to_proto",
+    "job_event_from_proto",
+    "job_event_to_proto",
     "job_from_proto",
     "job_to_proto",
+    "kv_event_from_proto",
+    "kv_event_to_proto",
     "node_event_from_proto",
     "node_event_to_proto",
     "node_from_proto",
     "node_to_proto",
+    "pg_event_from_proto",
+    "pg_event_to_proto",
+    "pg_view_from_proto",
+    "pg_view_to_proto",
     "state_from_proto",
     "state_to_proto",
     "store_stats_from_proto",
@@ -246,8 +268,159 @@ def node_event_from_proto(msg: gcs_pubsub_pb2.NodeEvent) -> NodeEvent:
     raise ValueError(f"node event {msg.version} carries no change")
 
 
+def job_event_to_proto(event: JobEvent) -> gcs_pubsub_pb2.JobEvent:
+    if isinstance(event, JobAdded):
+        return gcs_pubsub_pb2.JobEvent(version=event.version, added=job_to_proto(event.job))
+    end = gcs_pubsub_pb2.JobEnd(job_id=event.job_id, end_time_ms=event.end_time_ms)
+    return gcs_pubsub_pb2.JobEvent(version=event.version, finished=end)
+
+
+def job_event_from_proto(msg: gcs_pubsub_pb2.JobEvent) -> JobEvent:
+    kind = msg.WhichOneof("change")
+    if kind == "added":
+        return JobAdded(msg.version, job_from_proto(msg.added))
+    if kind == "finished":
+        return JobFinished(msg.version, msg.finished.job_id, msg.finished.end_time_ms)
+    raise ValueError(f"job event {msg.version} carries no change")
+
+
+def kv_event_to_proto(event: KvEvent) -> gcs_pubsub_pb2.KvEvent:
+    msg = gcs_pubsub_pb2.KvEvent(version=event.version, namespace=event.namespace, key=event.key)
+    if isinstance(event, KeyPut):
+        msg.put.value_size = event.value_size
+        msg.put.created = event.created
+    else:
+        msg.delete.by_prefix = event.by_prefix
+        msg.delete.count = event.count
+    return msg
+
+
+def kv_event_from_proto(msg: gcs_pubsub_pb2.KvEvent) -> KvEvent:
+    kind = msg.WhichOneof("op")
+    if kind == "put":
+        return KeyPut(msg.version, msg.namespace, msg.key, msg.put.value_size, msg.put.created)
+    if kind == "delete":
+        d = msg.delete
+        return KeysDeleted(msg.version, msg.namespace, msg.key, d.by_prefix, d.count)
+    raise ValueError(f"kv event {msg.version} carries no operation")
+
+
+def pg_view_to_proto(view: PgView) -> gcs_pg_pb2.PlacementGroupInfo:
+    selectors: Any = view.bundle_label_selectors or [{} for _ in view.bundles]
+    return gcs_pg_pb2.PlacementGroupInfo(
+        placement_group_id=view.pg_id,
+        name=view.name,
+        ray_namespace=view.namespace,
+        strategy=view.strategy,
+        bundles=[
+            gcs_pg_pb2.Bundle(resources=b, label_selector=s)
+            for b, s in zip(view.bundles, selectors, strict=True)
+        ],
+        bundle_nodes=dict(view.bundle_nodes),
+        state=view.state,
+        creator_job_id=view.creator_job_id,
+        is_detached=view.is_detached,
+    )
+
+
+def pg_view_from_proto(msg: gcs_pg_pb2.PlacementGroupInfo) -> PgView:
+    selectors = tuple(dict(b.label_selector) for b in msg.bundles)
+    return PgView(
+        pg_id=msg.placement_group_id,
+        name=msg.name,
+        namespace=msg.ray_namespace,
+        strategy=msg.strategy,
+        bundles=tuple(dict(b.resources) for b in msg.bundles),
+        bundle_label_selectors=selectors if any(selectors) else (),
+        creator_job_id=msg.creator_job_id,
+        is_detached=msg.is_detached,
+        state=msg.state,
+        bundle_nodes=dict(msg.bundle_nodes),
+    )
+
+
+def pg_event_to_proto(event: PgEvent) -> gcs_pubsub_pb2.PlacementGroupEvent:
+    if isinstance(event, PgAdded):
+        return gcs_pubsub_pb2.PlacementGroupEvent(
+            version=event.version, added=pg_view_to_proto(event.group)
+        )
+    if isinstance(event, PgStateChanged):
+        change = gcs_pubsub_pb2.PlacementGroupStateChange(
+            placement_group_id=event.pg_id, state=event.state, bundle_nodes=event.bundle_nodes
+        )
+        return gcs_pubsub_pb2.PlacementGroupEvent(version=event.version, state_changed=change)
+    return gcs_pubsub_pb2.PlacementGroupEvent(version=event.version, forgotten_id=event.pg_id)
+
+
+def pg_event_from_proto(msg: gcs_pubsub_pb2.PlacementGroupEvent) -> PgEvent:
+    kind = msg.WhichOneof("change")
+    if kind == "added":
+        return PgAdded(msg.version, pg_view_from_proto(msg.added))
+    if kind == "state_changed":
+        c = msg.state_changed
+        return PgStateChanged(msg.version, c.placement_group_id, c.state, dict(c.bundle_nodes))
+    if kind == "forgotten_id":
+        return PgForgotten(msg.version, msg.forgotten_id)
+    raise ValueError(f"placement-group event {msg.version} carries no change")
+
+
+@dataclass(frozen=True)
+class ChannelCodec:
+    """How one channel's batches travel in `SubscribeBatch`: its two payload fields (the
+    snapshot's items, the events) and the converters of each."""
+
+    snapshot_field: str
+    events_field: str
+    event_to_proto: Callable[[Any], Any]
+    event_from_proto: Callable[[Any], Any]
+    snapshot_to_proto: Callable[[Any], list[Any]]
+    snapshot_from_proto: Callable[[int, Any], Any]
+
+
+CHANNEL_CODECS: dict[str, ChannelCodec] = {
+    NODES_CHANNEL: ChannelCodec(
+        "node_snapshot",
+        "node_events",
+        node_event_to_proto,
+        node_event_from_proto,
+        lambda snap: [node_to_proto(n) for n in snap.nodes],
+        lambda version, msgs: NodeSnapshot(version, tuple(node_from_proto(m) for m in msgs)),
+    ),
+    JOBS_CHANNEL: ChannelCodec(
+        "job_snapshot",
+        "job_events",
+        job_event_to_proto,
+        job_event_from_proto,
+        lambda snap: [job_to_proto(j) for j in snap.jobs],
+        lambda version, msgs: JobSnapshot(version, tuple(job_from_proto(m) for m in msgs)),
+    ),
+    KV_CHANNEL: ChannelCodec(
+        "kv_snapshot",
+        "kv_events",
+        kv_event_to_proto,
+        kv_event_from_proto,
+        lambda snap: [
+            gcs_pubsub_pb2.KvKey(namespace=e.namespace, key=e.key, value_size=e.value_size)
+            for e in snap.entries
+        ],
+        lambda version, msgs: KvSnapshot(
+            version, tuple(KvEntry(m.namespace, m.key, m.value_size) for m in msgs)
+        ),
+    ),
+    PG_CHANNEL: ChannelCodec(
+        "pg_snapshot",
+        "pg_events",
+        pg_event_to_proto,
+        pg_event_from_proto,
+        lambda snap: [pg_view_to_proto(g) for g in snap.groups],
+        lambda version, msgs: PgSnapshot(version, tuple(pg_view_from_proto(m) for m in msgs)),
+    ),
+}
+
+
 def batch_to_proto(batch: Batch) -> gcs_pubsub_pb2.SubscribeBatch:
-    """A pubsub batch of the "nodes" channel as its stream message."""
+    """A pubsub batch of any channel as its stream message."""
+    codec = CHANNEL_CODECS[batch.channel]
     msg = gcs_pubsub_pb2.SubscribeBatch(
         channel=batch.channel,
         epoch=batch.epoch,
@@ -255,18 +428,21 @@ def batch_to_proto(batch: Batch) -> gcs_pubsub_pb2.SubscribeBatch:
         is_snapshot=batch.is_snapshot,
     )
     if batch.is_snapshot:
-        snapshot: NodeSnapshot = batch.snapshot
-        msg.node_snapshot.extend(node_to_proto(n) for n in snapshot.nodes)
+        getattr(msg, codec.snapshot_field).extend(codec.snapshot_to_proto(batch.snapshot))
     else:
-        msg.node_events.extend(node_event_to_proto(e) for e in batch.events)
+        getattr(msg, codec.events_field).extend(codec.event_to_proto(e) for e in batch.events)
     return msg
 
 
 def batch_from_proto(msg: gcs_pubsub_pb2.SubscribeBatch) -> Batch:
+    """A stream message as the pubsub batch it carries (ValueError for an unknown channel)."""
+    codec = CHANNEL_CODECS.get(msg.channel)
+    if codec is None:
+        raise ValueError(f"a batch of unknown channel {msg.channel!r}")
     if msg.is_snapshot:
-        nodes = tuple(node_from_proto(n) for n in msg.node_snapshot)
-        return Batch(msg.channel, msg.epoch, msg.version, NodeSnapshot(msg.version, nodes))
-    events = tuple(node_event_from_proto(e) for e in msg.node_events)
+        snapshot = codec.snapshot_from_proto(msg.version, getattr(msg, codec.snapshot_field))
+        return Batch(msg.channel, msg.epoch, msg.version, snapshot)
+    events = tuple(codec.event_from_proto(e) for e in getattr(msg, codec.events_field))
     return Batch(msg.channel, msg.epoch, msg.version, None, events)
 
 
@@ -333,3 +509,13 @@ def actor_batch_from_proto(msg: gcs_pubsub_pb2.SubscribeBatch) -> Batch:
         return Batch(msg.channel, msg.epoch, msg.version, ActorSnapshot(msg.version, events))
     missing = tuple(KeyMissing(bytes(k)) for k in msg.not_found_keys)
     return Batch(msg.channel, msg.epoch, msg.version, None, events + missing)
+
+
+CHANNEL_CODECS[ACTORS_CHANNEL] = ChannelCodec(
+    "actor_events",
+    "actor_events",
+    actor_event_to_proto,
+    actor_event_from_proto,
+    lambda snap: [actor_event_to_proto(e) for e in snap.actors],
+    lambda version, msgs: ActorSnapshot(version, tuple(actor_event_from_proto(m) for m in msgs)),
+)

@@ -21,13 +21,21 @@ of legal edges (a command that is not legal in a group's state changes nothing):
 did not: why, and whether no current node could ever hold a bundle) do not change the state:
 they start an attempt, or record why none started (``scheduling_state``, Ray's names).
 Attempts are numbered; what a raylet answers about an older attempt is ignored.
+
+Followers see the table through its change events (``rayops.gcs.pg_events``: ``PgAdded``,
+``PgStateChanged`` on every state edge, ``PgForgotten``), each stamped with the table's next
+version and handed, per command, to a *sink*: in the GCS, the event spine's
+"placement_groups" channel. ``StateChanged`` actions stay what the manager acts on.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from rayops.gcs.pg_events import PgAdded, PgEvent, PgForgotten, PgSnapshot, PgStateChanged, PgView
 
 
 class PgState(enum.StrEnum):
@@ -201,6 +209,9 @@ TRANSITIONS: dict[tuple[PgState, type], frozenset[PgState]] = {
     (PgState.RESCHEDULING, Removed): frozenset({PgState.REMOVED}),
 }
 
+_REMOVED = PgState.REMOVED
+_NO_NODES: Mapping[int, str] = MappingProxyType({})  # shared by events of groups with none
+
 MAX_REMOVED_KEPT = 1000  # removed groups kept for placement_group_table, oldest forgotten first
 RETRY_DELAY_S = 0.1  # after an aborted attempt: the node view catches up meanwhile
 MAX_RETRY_DELAY_S = 2.0
@@ -213,12 +224,20 @@ class PgNameTaken(Exception):
 class PgTable:
     """Every placement group the GCS knows (removed ones too, for ``placement_group_table``)."""
 
-    def __init__(self, max_removed_kept: int = MAX_REMOVED_KEPT) -> None:
+    def __init__(
+        self,
+        max_removed_kept: int = MAX_REMOVED_KEPT,
+        *,
+        sink: Callable[[Sequence[PgEvent]], None] | None = None,
+    ) -> None:
         self._groups: dict[bytes, PgRecord] = {}
         self._names: dict[tuple[str, str], bytes] = {}
         self._removed: dict[bytes, None] = {}  # removed groups, oldest first
         self._waiting: dict[bytes, None] = {}  # groups to place, no attempt under way, in order
         self._max_removed = max_removed_kept
+        self._sink = sink
+        self.version = 0  # of the last change event
+        self._events: list[PgEvent] = []  # of the command being handled
 
     def get(self, pg_id: bytes) -> PgRecord | None:
         return self._groups.get(pg_id)
@@ -239,15 +258,35 @@ class PgTable:
         """How many groups are not removed."""
         return len(self._groups) - len(self._removed)
 
+    def snapshot(self) -> PgSnapshot:
+        """Every group as of the current version (what a new follower starts from)."""
+        return PgSnapshot(self.version, tuple(view_of(rec) for rec in self._groups.values()))
+
     # ------------------------------------------------------------------ commands
     def handle(self, cmd: Command) -> list[Action]:
-        """Apply one command; returns what the shell must do, in order."""
+        """Apply one command; returns what the shell must do, in order. Its change events go
+        to the sink, in one call, once the command is done."""
+        actions = self._apply(cmd)
+        if self._events:
+            events, self._events = self._events, []
+            if self._sink is not None:
+                self._sink(events)
+        return actions
+
+    def _apply(self, cmd: Command) -> list[Action]:
+        """`handle` without publishing: commands that a command causes (a job's end removes
+        its groups, a lost node aborts attempts) go through here, so the events of the whole
+        cascade reach the sink together."""
         actions = self._handle(cmd)
         pg_id = cmd.record.pg_id if isinstance(cmd, Create) else getattr(cmd, "pg_id", b"")
         rec = self._groups.get(pg_id)
         if rec is not None:
             self._sync_waiting(rec)
         return actions
+
+    def _stamp(self) -> int:
+        self.version += 1
+        return self.version
 
     def _sync_waiting(self, rec: PgRecord) -> None:
         if rec.state in (PgState.PENDING, PgState.RESCHEDULING) and not rec.attempt_nodes:
@@ -264,7 +303,7 @@ class PgTable:
             ended: list[Action] = []
             for group in list(self._groups.values()):
                 if group.creator_job_id == cmd.job_id and not group.is_detached:
-                    ended += self.handle(Removed(group.pg_id))
+                    ended += self._apply(Removed(group.pg_id))
             return ended
         rec = self._groups.get(cmd.pg_id)
         if rec is None:
@@ -319,6 +358,7 @@ class PgTable:
                 )
             self._names[(rec.namespace, rec.name)] = rec.pg_id
         self._groups[rec.pg_id] = rec
+        self._events.append(PgAdded(self._stamp(), view_of(rec)))
         return [Schedule(rec.pg_id)]
 
     def _placed(self, rec: PgRecord, cmd: Placed) -> list[Action]:
@@ -346,7 +386,7 @@ class PgTable:
                 continue
             if node_id in rec.attempt_nodes.values():
                 # The attempt cannot finish: release what the other nodes reserved.
-                out += self.handle(Aborted(rec.pg_id, rec.attempt, f"node {node_id} died"))
+                out += self._apply(Aborted(rec.pg_id, rec.attempt, f"node {node_id} died"))
             lost = [i for i, n in rec.bundle_nodes.items() if n == node_id]
             if not lost:
                 self._sync_waiting(rec)
@@ -369,9 +409,32 @@ class PgTable:
             del self._removed[oldest]
             self._groups.pop(oldest, None)
             self._waiting.pop(oldest, None)
+            self._events.append(PgForgotten(self._stamp(), oldest))
 
     def _move(self, rec: PgRecord, cmd: Command, state: PgState) -> None:
         allowed = TRANSITIONS.get((rec.state, type(cmd)), frozenset())
         assert state in allowed, f"{rec.state} -{type(cmd).__name__}-> {state} is not an edge"
+        changed = rec.state is not state
         rec.state = state
         rec.version += 1
+        if changed:
+            nodes = dict(rec.bundle_nodes) if rec.bundle_nodes and state != _REMOVED else _NO_NODES
+            self._events.append(PgStateChanged(self._stamp(), rec.pg_id, state, nodes))
+
+
+def view_of(rec: PgRecord) -> PgView:
+    """An immutable copy of what followers see of ``rec`` (a record's bundles and selectors
+    are never changed after creation, so they are shared, not copied)."""
+    removed = rec.state == PgState.REMOVED
+    return PgView(
+        rec.pg_id,
+        rec.name,
+        rec.namespace,
+        rec.strategy,
+        tuple(rec.bundles),
+        tuple(rec.bundle_label_selectors),
+        rec.creator_job_id,
+        rec.is_detached,
+        rec.state,
+        {} if removed else dict(rec.bundle_nodes),
+    )

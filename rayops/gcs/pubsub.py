@@ -1,8 +1,8 @@
 """The GCS's publisher: a table's change events streamed to subscribers (the event spine).
 
-A *channel* is one table's event stream ("nodes" today; actors, jobs, placement groups
-later). The table's state machine hands every change event to `Publisher.publish`; each
-subscriber says which channel, which *epoch* and the last version it saw, and gets:
+A *channel* is one table's event stream ("nodes", "jobs", "kv", "placement_groups"). The
+table's state machine hands every change event to `Publisher.publish`; each subscriber
+says which channel, which *epoch* and the last version it saw, and gets:
 
 * a snapshot of the whole table (`Batch.snapshot`) when it is new (version 0), from another
   epoch (another GCS process: versions restarted), or further behind than the kept delta
@@ -21,6 +21,9 @@ actors it calls), so the GCS's work grows with what subscribers follow, not with
 subscribers x table. A key added gets its current state first (or `KeyMissing`), then each
 event that updates it, the newest only if several wait; a subscriber that comes back with the
 same epoch gets only the keys that changed after the version it holds.
+
+The delta log is kept only while someone follows the channel (and for `UNFOLLOWED_LOG_S`
+after its last subscriber left): before, and after that, there is nobody to come back.
 `DeltaLog` is pure (no I/O, no asyncio); `Publisher` and `Subscription` are the asyncio part
 the gRPC service (`rayops.gcs.pubsub_service`) drives. Nothing here knows protobuf: channels
 give their events and snapshots as Python values and the service converts them.
@@ -29,6 +32,7 @@ give their events and snapshots as Python values and the service converts them.
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 from collections import deque
@@ -38,6 +42,11 @@ from typing import Any, Protocol
 
 __all__ = [
     "DEFAULT_LOG_SIZE",
+    "JOBS_CHANNEL",
+    "KV_CHANNEL",
+    "NODES_CHANNEL",
+    "PG_CHANNEL",
+    "UNFOLLOWED_LOG_S",
     "USAGE_FLUSH_S",
     "Batch",
     "ChannelSpec",
@@ -48,8 +57,20 @@ __all__ = [
     "Subscription",
 ]
 
+# The channels, one per GCS table.
+NODES_CHANNEL = "nodes"
+ACTORS_CHANNEL = "actors"
+JOBS_CHANNEL = "jobs"
+KV_CHANNEL = "kv"
+PG_CHANNEL = "placement_groups"
+
 # Events kept per channel for subscribers that come back after a short disconnect.
 DEFAULT_LOG_SIZE = 10_000
+# A channel nobody follows keeps no events once its last subscriber has been gone this long
+# (nor before its first): there is nobody to come back, and one that does gets a snapshot.
+# Kept events are not free: 10,000 of a fast-churning table (placement groups) cost the
+# GCS's garbage collector enough to slow `placement_group_create_removal` by a third.
+UNFOLLOWED_LOG_S = 60.0
 # A subscriber further behind than this many events while connected gets a snapshot instead.
 MAX_QUEUED = 10_000
 # How long usage-only events may wait to share a batch with later ones. Raylets read other
@@ -72,12 +93,18 @@ class ChannelSpec:
     `snapshot()` returns (version, state) of the whole table; `urgent(event)` says whether an
     event must go out at once (membership) or may wait for the usage window; `key(event)`
     names what an event updates, so a newer event with the same key replaces an older one
-    still queued (None: never replaced).
+    still queued (None: never replaced). `log_max_events` bounds the kept delta log by count
+    (default: the publisher's); `size(event)`, with `log_max_bytes`, bounds it by bytes as
+    well (a channel whose events vary in size).
     """
 
     snapshot: Callable[[], tuple[int, Any]]
     urgent: Callable[[Any], bool] = lambda event: True
     key: Callable[[Any], object | None] = lambda event: None
+    size: Callable[[Any], int] | None = None
+    log_max_bytes: int = 0
+    # Events kept for subscribers that come back (0: the publisher's `log_size`).
+    log_max_events: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +126,23 @@ class Batch:
 
 
 class DeltaLog:
-    """The newest events of one channel, by version. Pure: no I/O, no clock."""
+    """The newest events of one channel, by version. Pure: no I/O, no clock.
 
-    def __init__(self, max_events: int = DEFAULT_LOG_SIZE) -> None:
+    Holds at most `max_events` events and, when `size` is given, at most `max_bytes` of them
+    as `size` counts (the newest event is always kept, whatever its size)."""
+
+    def __init__(
+        self,
+        max_events: int = DEFAULT_LOG_SIZE,
+        *,
+        max_bytes: int = 0,
+        size: Callable[[Any], int] | None = None,
+    ) -> None:
         self._events: deque[Any] = deque(maxlen=max_events)
+        self._max_bytes = max_bytes if size is not None else 0
+        self._size = size
+        self._sizes: deque[int] = deque()
+        self.bytes = 0
         self.version = 0
 
     def append(self, events: Sequence[Versioned]) -> None:
@@ -111,8 +151,36 @@ class DeltaLog:
                 raise ValueError(
                     f"event version {event.version} does not follow the log's {self.version}"
                 )
-            self._events.append(event)
+            if self._max_bytes:
+                self._append_sized(event)
+            else:
+                self._events.append(event)
             self.version = event.version
+
+    def skip(self, events: Sequence[Versioned]) -> None:
+        """Move past `events` without keeping any (and drop what is kept): whoever asks for
+        an older version afterwards is told to take a snapshot."""
+        if events:
+            last = events[-1].version
+            if last <= self.version:
+                raise ValueError(f"event version {last} does not follow the log's {self.version}")
+            self.version = last
+        if self._events:
+            self._events.clear()
+            self._sizes.clear()
+            self.bytes = 0
+
+    def _append_sized(self, event: Any) -> None:
+        assert self._size is not None
+        if len(self._events) == self._events.maxlen:
+            self.bytes -= self._sizes.popleft()
+        n = self._size(event)
+        self._events.append(event)
+        self._sizes.append(n)
+        self.bytes += n
+        while self.bytes > self._max_bytes and len(self._events) > 1:
+            self._events.popleft()
+            self.bytes -= self._sizes.popleft()
 
     def since(self, version: int) -> list[Any] | None:
         """The events after `version`, or None when the log no longer holds all of them."""
@@ -213,9 +281,13 @@ class Publisher:
         log_size: int = DEFAULT_LOG_SIZE,
         max_queued: int = MAX_QUEUED,
         epoch: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # Versions restart with the process; the epoch tells a subscriber that they did.
         self.epoch = epoch or secrets.token_hex(8)
+        self._clock = clock
+        # Per channel, since when nobody follows it (None: someone does).
+        self._unfollowed_since: dict[str, float | None] = {}
         self._log_size = log_size
         self.max_queued = max_queued
         self._specs: dict[str, ChannelSpec] = {}
@@ -231,10 +303,13 @@ class Publisher:
 
     def add_channel(self, channel: str, spec: ChannelSpec) -> None:
         self._specs[channel] = spec
-        log = DeltaLog(self._log_size)
+        max_events = spec.log_max_events or self._log_size
+        log = DeltaLog(max_events, max_bytes=spec.log_max_bytes, size=spec.size)
         log.version = spec.snapshot()[0]
         self._logs[channel] = log
         self._subs[channel] = set()
+        # Never followed yet: nobody can come back, so nothing is kept until someone subscribes.
+        self._unfollowed_since[channel] = -math.inf
 
     def channels(self) -> list[str]:
         return list(self._specs)
@@ -251,10 +326,15 @@ class Publisher:
     def publish(self, channel: str, events: Sequence[Any]) -> None:
         for listener in self._listeners.get(channel, ()):
             listener(events)
-        self._logs[channel].append(events)
+        subs = self._subs[channel]
+        idle_since = self._unfollowed_since[channel]
+        if idle_since is not None and self._clock() - idle_since > UNFOLLOWED_LOG_S:
+            self._logs[channel].skip(events)
+        else:
+            self._logs[channel].append(events)
         self.published += len(events)
         spec = self._specs[channel]
-        for sub in self._subs[channel]:
+        for sub in subs:
             sub.offer(events, spec)
         keyed = self._keyed.get(channel)
         if keyed:
@@ -280,10 +360,14 @@ class Publisher:
         else:
             sub.first = Batch(channel, self.epoch, log.version, None, tuple(missed))
         self._subs[channel].add(sub)
+        self._unfollowed_since[channel] = None
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        self._subs[sub.channel].discard(sub)
+        subs = self._subs[sub.channel]
+        subs.discard(sub)
+        if not subs and self._unfollowed_since[sub.channel] is None:
+            self._unfollowed_since[sub.channel] = self._clock()
 
     def close(self) -> None:
         """End every subscription (before the server stops: streams would hold it open)."""

@@ -8,9 +8,9 @@ The rate is the control plane's (a batch per subscriber per change or usage wind
 below where DESIGN.md §6 found gRPC to cost too much. Batches carry several events each.
 
 The shell only: `rayops.gcs.pubsub.Publisher` decides what each subscriber gets;
-`rayops.gcs.codec` converts, one converter per channel. An event's protobuf form is built once
-and reused for every subscriber (`_NodeBatches`), so fan-out costs a copy per subscriber, not
-a conversion.
+`rayops.gcs.codec` converts, one codec per channel (`CHANNEL_CODECS`). An event's protobuf
+form is built once and reused for every subscriber (`_ChannelBatches`), so fan-out costs a
+copy per subscriber, not a conversion.
 """
 
 from __future__ import annotations
@@ -19,54 +19,62 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import grpc.aio
 
 from rayops.gcs.actor_events import ActorChanged, ActorSnapshot
-from rayops.gcs.codec import actor_event_to_proto, batch_to_proto, node_event_to_proto
-from rayops.gcs.node_events import NodeEvent, NodeSnapshot
-from rayops.gcs.pubsub import Batch, KeyMissing, Publisher
+from rayops.gcs.codec import CHANNEL_CODECS, ChannelCodec, actor_event_to_proto, batch_to_proto
+from rayops.gcs.pubsub import (
+    ACTORS_CHANNEL,
+    JOBS_CHANNEL,
+    KV_CHANNEL,
+    NODES_CHANNEL,
+    PG_CHANNEL,
+    Batch,
+    KeyMissing,
+    Publisher,
+)
 from rayops.protocol import gcs_pubsub_pb2, gcs_pubsub_pb2_grpc
 
-__all__ = ["ACTORS_CHANNEL", "NODES_CHANNEL", "PubSubService"]
+__all__ = [
+    "ACTORS_CHANNEL",
+    "JOBS_CHANNEL",
+    "KV_CHANNEL",
+    "NODES_CHANNEL",
+    "PG_CHANNEL",
+    "PubSubService",
+]
 
 logger = logging.getLogger(__name__)
 
-NODES_CHANNEL = "nodes"
-ACTORS_CHANNEL = "actors"
 
+class _ChannelBatches:
+    """One channel's batches as stream messages; recent events' protobuf form is kept by
+    version (a bounded cache), so each event is converted once for all subscribers."""
 
-class _NodeBatches:
-    """The "nodes" channel's batches as stream messages; recent events' protobuf form is
-    kept by version (a bounded cache), so each event is converted once for all subscribers.
-
-    Another table's channel brings its own converter with a `batch` method (and its own
-    payload fields in `SubscribeBatch`).
-    """
-
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(self, codec: ChannelCodec, size: int = 4096) -> None:
+        self._codec = codec
         self._size = size
-        self._protos: OrderedDict[int, gcs_pubsub_pb2.NodeEvent] = OrderedDict()
+        self._protos: OrderedDict[int, Any] = OrderedDict()
 
-    def get(self, event: NodeEvent) -> gcs_pubsub_pb2.NodeEvent:
+    def get(self, event: Any) -> Any:
         msg = self._protos.get(event.version)
         if msg is None:
-            msg = self._protos[event.version] = node_event_to_proto(event)
+            msg = self._protos[event.version] = self._codec.event_to_proto(event)
             if len(self._protos) > self._size:
                 self._protos.popitem(last=False)
         return msg
 
     def batch(self, batch: Batch) -> gcs_pubsub_pb2.SubscribeBatch:
         if batch.is_snapshot:
-            assert isinstance(batch.snapshot, NodeSnapshot)
             return batch_to_proto(batch)
-        return gcs_pubsub_pb2.SubscribeBatch(
-            channel=batch.channel,
-            epoch=batch.epoch,
-            version=batch.version,
-            node_events=[self.get(e) for e in batch.events],
+        msg = gcs_pubsub_pb2.SubscribeBatch(
+            channel=batch.channel, epoch=batch.epoch, version=batch.version
         )
+        getattr(msg, self._codec.events_field).extend(self.get(e) for e in batch.events)
+        return msg
 
 
 class _ActorBatches:
@@ -109,10 +117,11 @@ class PubSubService(gcs_pubsub_pb2_grpc.PubSubGcsServiceServicer):
 
     def __init__(self, publisher: Publisher) -> None:
         self._publisher = publisher
-        self._converters: dict[str, _NodeBatches | _ActorBatches] = {
-            NODES_CHANNEL: _NodeBatches(),
-            ACTORS_CHANNEL: _ActorBatches(),
+        self._converters: dict[str, _ChannelBatches | _ActorBatches] = {
+            name: _ChannelBatches(codec) for name, codec in CHANNEL_CODECS.items()
         }
+        # Keyed batches carry the keys a subscriber added that the table does not hold.
+        self._converters[ACTORS_CHANNEL] = _ActorBatches()
 
     async def Subscribe(
         self, request: gcs_pubsub_pb2.SubscribeRequest, context: grpc.aio.ServicerContext

@@ -30,6 +30,7 @@ from rayops.gcs.codec import (
     store_stats_from_proto,
 )
 from rayops.gcs.errors import GcsRequestError
+from rayops.gcs.job_events import JobFinished
 from rayops.gcs.job_table import JobTable
 from rayops.gcs.kv_store import KVStore
 from rayops.gcs.node_events import (
@@ -81,14 +82,10 @@ class GcsState:
     kv: KVStore = field(init=False)
     actors: ActorTable = field(init=False)
     pgs: PgTable = field(init=False)
-    # Called with a job id when a job finishes (the placement-group manager listens; jobs are
-    # not on the spine yet).
-    job_listeners: list[Callable[[int], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.pgs = PgTable()
         self.start_time_ms = self.start_time_ms or self.clock_ms()
-        from rayops.gcs.pubsub_service import ACTORS_CHANNEL, NODES_CHANNEL
+        from rayops.gcs.pubsub import ACTORS_CHANNEL, NODES_CHANNEL
 
         self.publisher = Publisher()
         # Every change of the actor table goes out on the "actors" channel; callers follow
@@ -112,8 +109,33 @@ class GcsState:
                 key=lambda e: e.node_id if isinstance(e, NodeResourcesChanged) else None,
             ),
         )
-        self.jobs = JobTable(self.clock_ms)
-        self.kv = KVStore()
+        # The job table, the internal KV and the placement-group table publish every change on
+        # their own channels: "jobs", "kv" (keys and value sizes, never values) and
+        # "placement_groups".
+        from rayops.gcs import kv_events, pg_events
+        from rayops.gcs.pubsub_service import JOBS_CHANNEL, KV_CHANNEL, PG_CHANNEL
+
+        self.jobs = JobTable(self.clock_ms, sink=self.publisher.sink(JOBS_CHANNEL))
+        self.publisher.add_channel(
+            JOBS_CHANNEL, ChannelSpec(snapshot=lambda: (self.jobs.version, self.jobs.snapshot()))
+        )
+        self.kv = KVStore(sink=self.publisher.sink(KV_CHANNEL))
+        self.publisher.add_channel(
+            KV_CHANNEL,
+            ChannelSpec(
+                snapshot=lambda: (self.kv.version, self.kv.snapshot()),
+                size=kv_events.event_bytes,
+                log_max_bytes=kv_events.LOG_MAX_BYTES,
+            ),
+        )
+        self.pgs = PgTable(sink=self.publisher.sink(PG_CHANNEL))
+        self.publisher.add_channel(
+            PG_CHANNEL,
+            ChannelSpec(
+                snapshot=lambda: (self.pgs.version, self.pgs.snapshot()),
+                log_max_events=pg_events.LOG_MAX_EVENTS,
+            ),
+        )
 
 
 def _refusals_to_status(handler: _Handler[_Reply]) -> _Handler[_Reply]:
@@ -251,9 +273,6 @@ class JobInfoService(gcs_job_pb2_grpc.JobInfoGcsServiceServicer):
     ) -> gcs_job_pb2.MarkJobFinishedReply:
         found = self._state.jobs.mark_finished(request.job_id)
         logger.info("job %s finished (found=%s)", job_id_hex(request.job_id), found)
-        if found:
-            for listener in self._state.job_listeners:
-                listener(request.job_id)
         return gcs_job_pb2.MarkJobFinishedReply(found=found)
 
     async def GetAllJobInfo(
@@ -330,7 +349,7 @@ class GcsServer:
         from rayops.gcs.metrics_service import LatencyInterceptor, MetricsService
         from rayops.gcs.pg_manager import PgManager
         from rayops.gcs.pg_service import PlacementGroupService
-        from rayops.gcs.pubsub_service import NODES_CHANNEL, PubSubService
+        from rayops.gcs.pubsub_service import JOBS_CHANNEL, NODES_CHANNEL, PubSubService
         from rayops.protocol import (
             gcs_actor_pb2_grpc,
             gcs_metrics_pb2_grpc,
@@ -344,7 +363,7 @@ class GcsServer:
             state.pgs, state.nodes, self.actors.raylet_pool, on_removed=self.actors.on_pg_removed
         )
         state.publisher.listen(NODES_CHANNEL, self._on_node_events)
-        state.job_listeners.append(self.pgs.job_ended)
+        state.publisher.listen(JOBS_CHANNEL, self._on_job_events)
         latency = LatencyInterceptor()  # after the token check: refused calls are not timed
         self._server = grpc.aio.server(
             interceptors=[TokenAuthServerInterceptor(token), latency], options=list(SERVER_OPTIONS)
@@ -378,6 +397,12 @@ class GcsServer:
             if isinstance(event, NodeDead):
                 self.pgs.node_dead(event.node_id)
         self.pgs.nodes_changed()
+
+    def _on_job_events(self, events: Sequence[Any]) -> None:
+        """The jobs channel, in process: a finished job's placement groups go with it."""
+        for event in events:
+            if isinstance(event, JobFinished):
+                self.pgs.job_ended(event.job_id)
 
     async def start(self, host: str, port: int) -> int:
         """Bind exactly `host` (port 0 picks a free one), start serving, return the port."""

@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 
 from . import common_pb2 as rayops_dot_protocol_dot_common__pb2
+from . import gcs_pg_pb2 as rayops_dot_protocol_dot_gcs__pg__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n rayops/protocol/gcs_pubsub.proto\x12\x0frayops.protocol\x1a\x1crayops/protocol/common.proto\"\x87\x01\n\x10SubscribeRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x15\n\rafter_version\x18\x03 \x01(\x03\x12\x15\n\rsubscriber_id\x18\x04 \x01(\t\x12\x10\n\x08\x61\x64\x64_keys\x18\x05 \x03(\x0c\x12\x13\n\x0bremove_keys\x18\x06 \x03(\x0c\"\x84\x02\n\x0eSubscribeBatch\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x13\n\x0bis_snapshot\x18\x04 \x01(\x08\x12\x30\n\rnode_snapshot\x18\x05 \x03(\x0b\x32\x19.rayops.protocol.NodeInfo\x12/\n\x0bnode_events\x18\x06 \x03(\x0b\x32\x1a.rayops.protocol.NodeEvent\x12\x31\n\x0c\x61\x63tor_events\x18\x07 \x03(\x0b\x32\x1b.rayops.protocol.ActorEvent\x12\x16\n\x0enot_found_keys\x18\x08 \x03(\x0c\"\xc6\x01\n\tNodeEvent\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12*\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x0b\x32\x19.rayops.protocol.NodeInfoH\x00\x12+\n\x05usage\x18\x03 \x01(\x0b\x32\x1a.rayops.protocol.NodeUsageH\x00\x12*\n\x04\x64\x65\x61\x64\x18\x04 \x01(\x0b\x32\x1a.rayops.protocol.NodeDeathH\x00\x12\x19\n\x0fremoved_node_id\x18\x05 \x01(\tH\x00\x42\x08\n\x06\x63hange\"\xa0\x03\n\tNodeUsage\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12G\n\x0fresources_total\x18\x02 \x03(\x0b\x32..rayops.protocol.NodeUsage.ResourcesTotalEntry\x12O\n\x13resources_available\x18\x03 \x03(\x0b\x32\x32.rayops.protocol.NodeUsage.ResourcesAvailableEntry\x12=\n\x12object_store_stats\x18\x04 \x01(\x0b\x32!.rayops.protocol.ObjectStoreStats\x12\x37\n\x0epending_demand\x18\x05 \x03(\x0b\x32\x1f.rayops.protocol.ResourceDemand\x1a\x35\n\x13ResourcesTotalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x39\n\x17ResourcesAvailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"G\n\tNodeDeath\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65\x61th_reason\x18\x02 \x01(\t\x12\x13\n\x0b\x65nd_time_ms\x18\x03 \x01(\x03\"\xc6\x03\n\nActorEvent\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06\x63hange\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x03 \x01(\x0c\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32!.rayops.protocol.ActorEvent.State\x12\x12\n\naddress_ip\x18\x05 \x01(\t\x12\x14\n\x0c\x61\x64\x64ress_port\x18\x06 \x01(\x05\x12\x0f\n\x07node_id\x18\x07 \x01(\t\x12\x11\n\tworker_id\x18\x08 \x01(\x0c\x12\x0b\n\x03pid\x18\t \x01(\x05\x12\x14\n\x0cnum_restarts\x18\n \x01(\x05\x12\x14\n\x0cmax_restarts\x18\x0b \x01(\x05\x12\x13\n\x0b\x64\x65\x61th_cause\x18\x0c \x01(\t\x12\x13\n\x0b\x64\x65\x61th_error\x18\r \x01(\x0c\x12\x0c\n\x04name\x18\x0e \x01(\t\x12\x15\n\rray_namespace\x18\x0f \x01(\t\x12\x12\n\nclass_name\x18\x10 \x01(\t\x12\x0e\n\x06job_id\x18\x11 \x01(\r\"Y\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10PENDING_CREATION\x10\x01\x12\t\n\x05\x41LIVE\x10\x02\x12\x0e\n\nRESTARTING\x10\x03\x12\x08\n\x04\x44\x45\x41\x44\x10\x04\x32\xbe\x01\n\x10PubSubGcsService\x12Q\n\tSubscribe\x12!.rayops.protocol.SubscribeRequest\x1a\x1f.rayops.protocol.SubscribeBatch0\x01\x12W\n\rSubscribeKeys\x12!.rayops.protocol.SubscribeRequest\x1a\x1f.rayops.protocol.SubscribeBatch(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n rayops/protocol/gcs_pubsub.proto\x12\x0frayops.protocol\x1a\x1crayops/protocol/common.proto\x1a\x1crayops/protocol/gcs_pg.proto\"\x87\x01\n\x10SubscribeRequest\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x15\n\rafter_version\x18\x03 \x01(\x03\x12\x15\n\rsubscriber_id\x18\x04 \x01(\t\x12\x10\n\x08\x61\x64\x64_keys\x18\x05 \x03(\x0c\x12\x13\n\x0bremove_keys\x18\x06 \x03(\x0c\"\xb0\x04\n\x0eSubscribeBatch\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x13\n\x0bis_snapshot\x18\x04 \x01(\x08\x12\x30\n\rnode_snapshot\x18\x05 \x03(\x0b\x32\x19.rayops.protocol.NodeInfo\x12/\n\x0bnode_events\x18\x06 \x03(\x0b\x32\x1a.rayops.protocol.NodeEvent\x12\x31\n\x0c\x61\x63tor_events\x18\x07 \x03(\x0b\x32\x1b.rayops.protocol.ActorEvent\x12\x16\n\x0enot_found_keys\x18\x08 \x03(\x0c\x12.\n\x0cjob_snapshot\x18\n \x03(\x0b\x32\x18.rayops.protocol.JobInfo\x12-\n\njob_events\x18\x0b \x03(\x0b\x32\x19.rayops.protocol.JobEvent\x12+\n\x0bkv_snapshot\x18\x0c \x03(\x0b\x32\x16.rayops.protocol.KvKey\x12+\n\tkv_events\x18\r \x03(\x0b\x32\x18.rayops.protocol.KvEvent\x12\x38\n\x0bpg_snapshot\x18\x0e \x03(\x0b\x32#.rayops.protocol.PlacementGroupInfo\x12\x37\n\tpg_events\x18\x0f \x03(\x0b\x32$.rayops.protocol.PlacementGroupEvent\"\xc6\x01\n\tNodeEvent\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12*\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x0b\x32\x19.rayops.protocol.NodeInfoH\x00\x12+\n\x05usage\x18\x03 \x01(\x0b\x32\x1a.rayops.protocol.NodeUsageH\x00\x12*\n\x04\x64\x65\x61\x64\x18\x04 \x01(\x0b\x32\x1a.rayops.protocol.NodeDeathH\x00\x12\x19\n\x0fremoved_node_id\x18\x05 \x01(\tH\x00\x42\x08\n\x06\x63hange\"\xa0\x03\n\tNodeUsage\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12G\n\x0fresources_total\x18\x02 \x03(\x0b\x32..rayops.protocol.NodeUsage.ResourcesTotalEntry\x12O\n\x13resources_available\x18\x03 \x03(\x0b\x32\x32.rayops.protocol.NodeUsage.ResourcesAvailableEntry\x12=\n\x12object_store_stats\x18\x04 \x01(\x0b\x32!.rayops.protocol.ObjectStoreStats\x12\x37\n\x0epending_demand\x18\x05 \x03(\x0b\x32\x1f.rayops.protocol.ResourceDemand\x1a\x35\n\x13ResourcesTotalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x39\n\x17ResourcesAvailableEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"G\n\tNodeDeath\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64\x65\x61th_reason\x18\x02 \x01(\t\x12\x13\n\x0b\x65nd_time_ms\x18\x03 \x01(\x03\"\xc6\x03\n\nActorEvent\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06\x63hange\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x03 \x01(\x0c\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32!.rayops.protocol.ActorEvent.State\x12\x12\n\naddress_ip\x18\x05 \x01(\t\x12\x14\n\x0c\x61\x64\x64ress_port\x18\x06 \x01(\x05\x12\x0f\n\x07node_id\x18\x07 \x01(\t\x12\x11\n\tworker_id\x18\x08 \x01(\x0c\x12\x0b\n\x03pid\x18\t \x01(\x05\x12\x14\n\x0cnum_restarts\x18\n \x01(\x05\x12\x14\n\x0cmax_restarts\x18\x0b \x01(\x05\x12\x13\n\x0b\x64\x65\x61th_cause\x18\x0c \x01(\t\x12\x13\n\x0b\x64\x65\x61th_error\x18\r \x01(\x0c\x12\x0c\n\x04name\x18\x0e \x01(\t\x12\x15\n\rray_namespace\x18\x0f \x01(\t\x12\x12\n\nclass_name\x18\x10 \x01(\t\x12\x0e\n\x06job_id\x18\x11 \x01(\r\"Y\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10PENDING_CREATION\x10\x01\x12\t\n\x05\x41LIVE\x10\x02\x12\x0e\n\nRESTARTING\x10\x03\x12\x08\n\x04\x44\x45\x41\x44\x10\x04\"}\n\x08JobEvent\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12)\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x0b\x32\x18.rayops.protocol.JobInfoH\x00\x12+\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x17.rayops.protocol.JobEndH\x00\x42\x08\n\x06\x63hange\"-\n\x06JobEnd\x12\x0e\n\x06job_id\x18\x01 \x01(\r\x12\x13\n\x0b\x65nd_time_ms\x18\x02 \x01(\x03\";\n\x05KvKey\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x12\n\nvalue_size\x18\x03 \x01(\x03\"\x94\x01\n\x07KvEvent\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12%\n\x03put\x18\x04 \x01(\x0b\x32\x16.rayops.protocol.KvPutH\x00\x12+\n\x06\x64\x65lete\x18\x05 \x01(\x0b\x32\x19.rayops.protocol.KvDeleteH\x00\x42\x04\n\x02op\",\n\x05KvPut\x12\x12\n\nvalue_size\x18\x01 \x01(\x03\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\",\n\x08KvDelete\x12\x11\n\tby_prefix\x18\x01 \x01(\x08\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xc3\x01\n\x13PlacementGroupEvent\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x34\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x0b\x32#.rayops.protocol.PlacementGroupInfoH\x00\x12\x43\n\rstate_changed\x18\x03 \x01(\x0b\x32*.rayops.protocol.PlacementGroupStateChangeH\x00\x12\x16\n\x0c\x66orgotten_id\x18\x04 \x01(\x0cH\x00\x42\x08\n\x06\x63hange\"\xcd\x01\n\x19PlacementGroupStateChange\x12\x1a\n\x12placement_group_id\x18\x01 \x01(\x0c\x12\r\n\x05state\x18\x02 \x01(\t\x12Q\n\x0c\x62undle_nodes\x18\x03 \x03(\x0b\x32;.rayops.protocol.PlacementGroupStateChange.BundleNodesEntry\x1a\x32\n\x10\x42undleNodesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xbe\x01\n\x10PubSubGcsService\x12Q\n\tSubscribe\x12!.rayops.protocol.SubscribeRequest\x1a\x1f.rayops.protocol.SubscribeBatch0\x01\x12W\n\rSubscribeKeys\x12!.rayops.protocol.SubscribeRequest\x1a\x1f.rayops.protocol.SubscribeBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,24 +38,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODEUSAGE_RESOURCESTOTALENTRY']._serialized_options = b'8\001'
   _globals['_NODEUSAGE_RESOURCESAVAILABLEENTRY']._loaded_options = None
   _globals['_NODEUSAGE_RESOURCESAVAILABLEENTRY']._serialized_options = b'8\001'
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=84
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=219
-  _globals['_SUBSCRIBEBATCH']._serialized_start=222
-  _globals['_SUBSCRIBEBATCH']._serialized_end=482
-  _globals['_NODEEVENT']._serialized_start=485
-  _globals['_NODEEVENT']._serialized_end=683
-  _globals['_NODEUSAGE']._serialized_start=686
-  _globals['_NODEUSAGE']._serialized_end=1102
-  _globals['_NODEUSAGE_RESOURCESTOTALENTRY']._serialized_start=990
-  _globals['_NODEUSAGE_RESOURCESTOTALENTRY']._serialized_end=1043
-  _globals['_NODEUSAGE_RESOURCESAVAILABLEENTRY']._serialized_start=1045
-  _globals['_NODEUSAGE_RESOURCESAVAILABLEENTRY']._serialized_end=1102
-  _globals['_NODEDEATH']._serialized_start=1104
-  _globals['_NODEDEATH']._serialized_end=1175
-  _globals['_ACTOREVENT']._serialized_start=1178
-  _globals['_ACTOREVENT']._serialized_end=1632
-  _globals['_ACTOREVENT_STATE']._serialized_start=1543
-  _globals['_ACTOREVENT_STATE']._serialized_end=1632
-  _globals['_PUBSUBGCSSERVICE']._serialized_start=1635
-  _globals['_PUBSUBGCSSERVICE']._serialized_end=1825
+  _globals['_PLACEMENTGROUPSTATECHANGE_BUNDLENODESENTRY']._loaded_options = None
+  _globals['_PLACEMENTGROUPSTATECHANGE_BUNDLENODESENTRY']._serialized_options = b'8\001'
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=114
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=249
+  _globals['_SUBSCRIBEBATCH']._serialized_start=252
+  _globals['_SUBSCRIBEBATCH']._serialized_end=812
+  _globals['_NODEEVENT']._serialized_start=815
+  _globals['_NODEEVENT']._serialized_end=1013
+  _globals['_NODEUSAGE']._serialized_start=1016
+  _globals['_NODEUSAGE']._serialized_end=1432
+  _globals['_NODEUSAGE_RESOURCESTOTALENTRY']._serialized_start=1320
+  _globals['_NODEUSAGE_RESOURCESTOTALENTRY']._serialized_end=1373
+  _globals['_NODEUSAGE_RESOURCESAVAILABLEENTRY']._serialized_start=1375
+  _globals['_NODEUSAGE_RESOURCESAVAILABLEENTRY']._serialized_end=1432
+  _globals['_NODEDEATH']._serialized_start=1434
+  _globals['_NODEDEATH']._serialized_end=1505
+  _globals['_ACTOREVENT']._serialized_start=1508
+  _globals['_ACTOREVENT']._serialized_end=1962
+  _globals['_ACTOREVENT_STATE']._serialized_start=1873
+  _globals['_ACTOREVENT_STATE']._serialized_end=1962
+  _globals['_JOBEVENT']._serialized_start=1964
+  _globals['_JOBEVENT']._serialized_end=2089
+  _globals['_JOBEND']._serialized_start=2091
+  _globals['_JOBEND']._serialized_end=2136
+  _globals['_KVKEY']._serialized_start=2138
+  _globals['_KVKEY']._serialized_end=2197
+  _globals['_KVEVENT']._serialized_start=2200
+  _globals['_KVEVENT']._serialized_end=2348
+  _globals['_KVPUT']._serialized_start=2350
+  _globals['_KVPUT']._serialized_end=2394
+  _globals['_KVDELETE']._serialized_start=2396
+  _globals['_KVDELETE']._serialized_end=2440
+  _globals['_PLACEMENTGROUPEVENT']._serialized_start=2443
+  _globals['_PLACEMENTGROUPEVENT']._serialized_end=2638
+  _globals['_PLACEMENTGROUPSTATECHANGE']._serialized_start=2641
+  _globals['_PLACEMENTGROUPSTATECHANGE']._serialized_end=2846
+  _globals['_PLACEMENTGROUPSTATECHANGE_BUNDLENODESENTRY']._serialized_start=2796
+  _globals['_PLACEMENTGROUPSTATECHANGE_BUNDLENODESENTRY']._serialized_end=2846
+  _globals['_PUBSUBGCSSERVICE']._serialized_start=2849
+  _globals['_PUBSUBGCSSERVICE']._serialized_end=3039
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 # ruff: noqa
 from . import common_pb2 as _common_pb2
+from . import gcs_pg_pb2 as _gcs_pg_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -26,7 +27,7 @@ class SubscribeRequest(_message.Message):
     def __init__(self, channel: _Optional[str] = ..., epoch: _Optional[str] = ..., after_version: _Optional[int] = ..., subscriber_id: _Optional[str] = ..., add_keys: _Optional[_Iterable[bytes]] = ..., remove_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class SubscribeBatch(_message.Message):
-    __slots__ = ("channel", "epoch", "version", "is_snapshot", "node_snapshot", "node_events", "actor_events", "not_found_keys")
+    __slots__ = ("channel", "epoch", "version", "is_snapshot", "node_snapshot", "node_events", "actor_events", "not_found_keys", "job_snapshot", "job_events", "kv_snapshot", "kv_events", "pg_snapshot", "pg_events")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +36,12 @@ class SubscribeBatch(_message.Message):
     NODE_EVENTS_FIELD_NUMBER: _ClassVar[int]
     ACTOR_EVENTS_FIELD_NUMBER: _ClassVar[int]
     NOT_FOUND_KEYS_FIELD_NUMBER: _ClassVar[int]
+    JOB_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    JOB_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    KV_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    KV_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    PG_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    PG_EVENTS_FIELD_NUMBER: _ClassVar[int]
     channel: str
     epoch: str
     version: int
@@ -43,7 +50,13 @@ class SubscribeBatch(_message.Message):
     node_events: _containers.RepeatedCompositeFieldContainer[NodeEvent]
     actor_events: _containers.RepeatedCompositeFieldContainer[ActorEvent]
     not_found_keys: _containers.RepeatedScalarFieldContainer[bytes]
-    def __init__(self, channel: _Optional[str] = ..., epoch: _Optional[str] = ..., version: _Optional[int] = ..., is_snapshot: _Optional[bool] = ..., node_snapshot: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ..., node_events: _Optional[_Iterable[_Union[NodeEvent, _Mapping]]] = ..., actor_events: _Optional[_Iterable[_Union[ActorEvent, _Mapping]]] = ..., not_found_keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+    job_snapshot: _containers.RepeatedCompositeFieldContainer[_common_pb2.JobInfo]
+    job_events: _containers.RepeatedCompositeFieldContainer[JobEvent]
+    kv_snapshot: _containers.RepeatedCompositeFieldContainer[KvKey]
+    kv_events: _containers.RepeatedCompositeFieldContainer[KvEvent]
+    pg_snapshot: _containers.RepeatedCompositeFieldContainer[_gcs_pg_pb2.PlacementGroupInfo]
+    pg_events: _containers.RepeatedCompositeFieldContainer[PlacementGroupEvent]
+    def __init__(self, channel: _Optional[str] = ..., epoch: _Optional[str] = ..., version: _Optional[int] = ..., is_snapshot: _Optional[bool] = ..., node_snapshot: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ..., node_events: _Optional[_Iterable[_Union[NodeEvent, _Mapping]]] = ..., actor_events: _Optional[_Iterable[_Union[ActorEvent, _Mapping]]] = ..., not_found_keys: _Optional[_Iterable[bytes]] = ..., job_snapshot: _Optional[_Iterable[_Union[_common_pb2.JobInfo, _Mapping]]] = ..., job_events: _Optional[_Iterable[_Union[JobEvent, _Mapping]]] = ..., kv_snapshot: _Optional[_Iterable[_Union[KvKey, _Mapping]]] = ..., kv_events: _Optional[_Iterable[_Union[KvEvent, _Mapping]]] = ..., pg_snapshot: _Optional[_Iterable[_Union[_gcs_pg_pb2.PlacementGroupInfo, _Mapping]]] = ..., pg_events: _Optional[_Iterable[_Union[PlacementGroupEvent, _Mapping]]] = ...) -> None: ...
 
 class NodeEvent(_message.Message):
     __slots__ = ("version", "added", "usage", "dead", "removed_node_id")
@@ -146,3 +159,90 @@ class ActorEvent(_message.Message):
     class_name: str
     job_id: int
     def __init__(self, version: _Optional[int] = ..., change: _Optional[str] = ..., actor_id: _Optional[bytes] = ..., state: _Optional[_Union[ActorEvent.State, str]] = ..., address_ip: _Optional[str] = ..., address_port: _Optional[int] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., pid: _Optional[int] = ..., num_restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., death_cause: _Optional[str] = ..., death_error: _Optional[bytes] = ..., name: _Optional[str] = ..., ray_namespace: _Optional[str] = ..., class_name: _Optional[str] = ..., job_id: _Optional[int] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("version", "added", "finished")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    added: _common_pb2.JobInfo
+    finished: JobEnd
+    def __init__(self, version: _Optional[int] = ..., added: _Optional[_Union[_common_pb2.JobInfo, _Mapping]] = ..., finished: _Optional[_Union[JobEnd, _Mapping]] = ...) -> None: ...
+
+class JobEnd(_message.Message):
+    __slots__ = ("job_id", "end_time_ms")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    job_id: int
+    end_time_ms: int
+    def __init__(self, job_id: _Optional[int] = ..., end_time_ms: _Optional[int] = ...) -> None: ...
+
+class KvKey(_message.Message):
+    __slots__ = ("namespace", "key", "value_size")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    key: bytes
+    value_size: int
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[bytes] = ..., value_size: _Optional[int] = ...) -> None: ...
+
+class KvEvent(_message.Message):
+    __slots__ = ("version", "namespace", "key", "put", "delete")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PUT_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    namespace: str
+    key: bytes
+    put: KvPut
+    delete: KvDelete
+    def __init__(self, version: _Optional[int] = ..., namespace: _Optional[str] = ..., key: _Optional[bytes] = ..., put: _Optional[_Union[KvPut, _Mapping]] = ..., delete: _Optional[_Union[KvDelete, _Mapping]] = ...) -> None: ...
+
+class KvPut(_message.Message):
+    __slots__ = ("value_size", "created")
+    VALUE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    value_size: int
+    created: bool
+    def __init__(self, value_size: _Optional[int] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class KvDelete(_message.Message):
+    __slots__ = ("by_prefix", "count")
+    BY_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    by_prefix: bool
+    count: int
+    def __init__(self, by_prefix: _Optional[bool] = ..., count: _Optional[int] = ...) -> None: ...
+
+class PlacementGroupEvent(_message.Message):
+    __slots__ = ("version", "added", "state_changed", "forgotten_id")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    STATE_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    FORGOTTEN_ID_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    added: _gcs_pg_pb2.PlacementGroupInfo
+    state_changed: PlacementGroupStateChange
+    forgotten_id: bytes
+    def __init__(self, version: _Optional[int] = ..., added: _Optional[_Union[_gcs_pg_pb2.PlacementGroupInfo, _Mapping]] = ..., state_changed: _Optional[_Union[PlacementGroupStateChange, _Mapping]] = ..., forgotten_id: _Optional[bytes] = ...) -> None: ...
+
+class PlacementGroupStateChange(_message.Message):
+    __slots__ = ("placement_group_id", "state", "bundle_nodes")
+    class BundleNodesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: str
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[str] = ...) -> None: ...
+    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_NODES_FIELD_NUMBER: _ClassVar[int]
+    placement_group_id: bytes
+    state: str
+    bundle_nodes: _containers.ScalarMap[int, str]
+    def __init__(self, placement_group_id: _Optional[bytes] = ..., state: _Optional[str] = ..., bundle_nodes: _Optional[_Mapping[int, str]] = ...) -> None: ...

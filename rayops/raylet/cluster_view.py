@@ -4,7 +4,8 @@ Kept from the GCS's "nodes" channel (the event spine, `rayops.gcs.pubsub`): `fol
 subscribes with the epoch and version the view holds, applies the first batch (a snapshot,
 or the events missed while disconnected) and then each batch of events as the GCS streams
 it; nothing is polled. On a lost stream it subscribes again from where it was (the GCS
-sends a snapshot if it cannot send the missing events, e.g. after a GCS restart). The
+sends a snapshot if it cannot send the missing events, e.g. after a GCS restart): that part
+is `rayops.gcs.follower.follow_channel`, which every follower of the spine shares. The
 raylet's own node is always taken from its live numbers. When a node turns DEAD in the
 view, the raylet tells its core workers so they stop waiting on connections into that node;
 when its own node turns DEAD it stops (no split brain).
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from rayops.gcs.follower import follow_channel
 from rayops.gcs.node_events import (
     NodeAdded,
     NodeDead,
@@ -27,7 +29,7 @@ from rayops.gcs.node_events import (
     NodeResourcesChanged,
     NodeSnapshot,
 )
-from rayops.gcs.pubsub import Batch
+from rayops.gcs.pubsub import NODES_CHANNEL, Batch
 from rayops.gcs.types import NodeInfo
 from rayops.scheduling.policy import NodeView
 
@@ -35,10 +37,6 @@ from rayops.scheduling.policy import NodeView
 __all__ = ["ClusterView", "NodeView", "follow_gcs"]
 
 logger = logging.getLogger(__name__)
-
-# Wait before subscribing again after the stream broke (doubling up to the cap).
-RESUBSCRIBE_MIN_S = 0.05
-RESUBSCRIBE_MAX_S = 1.0
 
 
 def _wall_ms() -> int:
@@ -150,24 +148,24 @@ async def follow_gcs(
     subscriber_id: str = "",
 ) -> None:
     """Keep `view` current from the GCS's node channel until `stopping` or our own death."""
-    delay = RESUBSCRIBE_MIN_S
-    while not stopping.is_set():
-        client = gcs()
-        if client is not None:
-            try:
-                async for batch in client.subscribe_nodes(view.epoch, view.version, subscriber_id):
-                    delay = RESUBSCRIBE_MIN_S
-                    dead, me_dead = view.apply(batch)
-                    if me_dead:
-                        logger.error("the GCS declared this node dead; stopping (no split brain)")
-                        on_self_dead()
-                        return
-                    if dead:
-                        on_dead(dead)
-                    on_change()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # GCS briefly unreachable: keep the last view
-                logger.info("node channel from the GCS lost (%r); subscribing again", err)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, RESUBSCRIBE_MAX_S)
+
+    def apply(batch: Batch) -> bool:
+        dead, me_dead = view.apply(batch)
+        if me_dead:
+            logger.error("the GCS declared this node dead; stopping (no split brain)")
+            on_self_dead()
+            return False
+        if dead:
+            on_dead(dead)
+        on_change()
+        return True
+
+    await follow_channel(
+        gcs,
+        NODES_CHANNEL,
+        apply,
+        stopping=stopping,
+        subscriber_id=subscriber_id,
+        epoch=view.epoch,
+        version=view.version,
+    )

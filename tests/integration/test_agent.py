@@ -296,6 +296,36 @@ def test_discovery_follows_nodes_joining_and_dying(tmp_path: Any) -> None:
         cluster.shutdown()
 
 
+def _gcs_reachable(url: str, token: str) -> float | None:
+    got = _metrics_ready(url, token, ("ray_gcs_reachable",))
+    return None if got is None else got["ray_gcs_reachable"][0][1]
+
+
+def test_gcs_reachable_needs_the_node_stream_and_answers_from_the_gcs(tmp_path: Any) -> None:
+    """ray_gcs_reachable on the head's agent: 1 with the node stream connected, 0 while the
+    GCS is stopped (SIGSTOP keeps its connections open: the stream alone would not show it),
+    1 again once it answers."""
+    cluster = Cluster(str(tmp_path), head_cpus=1, object_store_memory=64 * 2**20)
+    try:
+        with GcsClient(cluster.address, cluster.token) as gcs:
+            (head,) = gcs.get_all_nodes(alive_only=True)
+        url = f"http://127.0.0.1:{head.metrics_export_port}"
+        token = cluster.token
+        _wait(lambda: _gcs_reachable(url, token) == 1.0, 20, "reachable at start")
+        gcs_pid = cluster.head.started.procs["gcs"].pid
+        os.kill(gcs_pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            _wait(lambda: _gcs_reachable(url, token) == 0.0, 15, "unreachable while stopped")
+            stopped_s = time.monotonic() - t0
+        finally:
+            os.kill(gcs_pid, signal.SIGCONT)
+        _wait(lambda: _gcs_reachable(url, token) == 1.0, 20, "reachable again")
+        print(f"\nray_gcs_reachable fell to 0 {stopped_s:.1f} s after SIGSTOP of the GCS")
+    finally:
+        cluster.shutdown()
+
+
 def _zombie(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

@@ -6,7 +6,15 @@ import json
 import os
 import threading
 
-from rayops.agent.discovery import sd_targets, write_file_sd
+from rayops.agent.discovery import NodeMembership, sd_targets, write_file_sd
+from rayops.gcs.node_events import (
+    NodeAdded,
+    NodeDead,
+    NodeRemoved,
+    NodeResourcesChanged,
+    NodeSnapshot,
+)
+from rayops.gcs.pubsub import Batch
 from rayops.gcs.types import NodeInfo, NodeState
 
 
@@ -105,3 +113,37 @@ def test_file_is_replaced_atomically(tmp_path: object) -> None:
     assert not bad
     assert _load(path) == small
     assert [n for n in os.listdir(os.path.dirname(path)) if n.endswith(".tmp")] == []
+
+
+# The membership the head's agent keeps from the "nodes" channel.
+
+
+def _events(version: int, *events: object) -> Batch:
+    return Batch("nodes", "e", version, None, events)
+
+
+def test_membership_from_a_snapshot_then_events_gives_the_polled_list() -> None:
+    """What the agent lists from the stream equals what GetAllNodeInfo(alive_only) gave."""
+    head, worker = _node("aa", "10.0.0.1", 9001, head=True), _node("bb", "10.0.0.2", 9002)
+    m = NodeMembership()
+    assert m.apply(Batch("nodes", "e", 2, NodeSnapshot(2, (head, worker))))
+    assert sd_targets(m.alive(), "s") == sd_targets([head, worker], "s")
+    joined = _node("cc", "10.0.0.3", 9003)
+    assert m.apply(_events(3, NodeAdded(3, joined)))
+    assert [g["labels"]["NodeId"] for g in sd_targets(m.alive(), "s")] == ["aa", "bb", "cc"]
+    # Usage changes nothing discovery reads.
+    assert not m.apply(_events(4, NodeResourcesChanged(4, "bb", {"CPU": 1.0}, {"CPU": 0.0})))
+    assert m.apply(_events(5, NodeDead(5, "bb", "missed health checks", 77)))
+    assert [n.node_id for n in m.alive()] == ["aa", "cc"]
+    assert m.nodes["bb"].death_reason == "missed health checks"
+    assert m.apply(_events(6, NodeRemoved(6, "bb")))
+    assert "bb" not in m.nodes
+    # Events about nodes it never held change nothing.
+    assert not m.apply(_events(7, NodeDead(7, "zz", "x", 1), NodeRemoved(8, "yy")))
+
+
+def test_a_snapshot_after_a_reconnect_replaces_everything() -> None:
+    m = NodeMembership()
+    m.apply(Batch("nodes", "e", 1, NodeSnapshot(1, (_node("aa", "10.0.0.1", 9001),))))
+    m.apply(Batch("nodes", "f", 9, NodeSnapshot(9, (_node("bb", "10.0.0.2", 9002),))))
+    assert [n.node_id for n in m.alive()] == ["bb"]

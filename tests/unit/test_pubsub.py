@@ -23,6 +23,7 @@ from rayops.gcs.node_events import (
 )
 from rayops.gcs.node_table import NodeTable
 from rayops.gcs.pubsub import (
+    UNFOLLOWED_LOG_S,
     USAGE_FLUSH_S,
     Batch,
     ChannelSpec,
@@ -139,6 +140,7 @@ def test_another_epoch_or_an_unknown_version_gets_a_snapshot(epoch: str, version
 def test_a_subscriber_behind_the_kept_log_gets_a_snapshot() -> None:
     async def main() -> None:
         publisher, table = _spine(log_size=2)
+        publisher.subscribe("nodes", "", 0)  # a follower: the channel keeps its log
         for node_id in ("aa", "bb", "cc", "dd"):
             table.apply(RegisterNode(_node(node_id)))
         first = await _next(publisher.subscribe("nodes", "e1", 1))
@@ -298,3 +300,51 @@ def test_only_channels_with_keys_take_keyed_subscribers() -> None:
     publisher, _table = _spine()
     with pytest.raises(KeyError):
         publisher.subscribe_keys("nodes", "", 0, ["aa"])
+
+
+# Nobody to come back: a channel nobody follows keeps no log.
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _followed_spine(clock: FakeClock) -> tuple[Publisher, NodeTable]:
+    publisher = Publisher(epoch="e1", clock=clock)
+    table = NodeTable(lambda: 1_000, sink=publisher.sink("nodes"))
+    publisher.add_channel("nodes", ChannelSpec(snapshot=lambda: (table.version, table.snapshot())))
+    return publisher, table
+
+
+def test_a_channel_never_followed_keeps_no_events() -> None:
+    publisher, table = _followed_spine(FakeClock())
+    for node_id in ("aa", "bb", "cc"):
+        table.apply(RegisterNode(_node(node_id)))
+    first = publisher.subscribe("nodes", "e1", 1).first
+    assert first is not None and first.is_snapshot and first.version == 3
+    # Once followed, the log keeps what happens next.
+    table.apply(RegisterNode(_node("dd")))
+    again = publisher.subscribe("nodes", "e1", 3).first
+    assert again is not None and not again.is_snapshot
+    assert [e.version for e in again.events] == [4]
+
+
+def test_a_channel_unfollowed_for_a_while_drops_its_log() -> None:
+    clock = FakeClock()
+    publisher, table = _followed_spine(clock)
+    sub = publisher.subscribe("nodes", "", 0)
+    table.apply(RegisterNode(_node("aa")))
+    sub.close()
+    clock.now += UNFOLLOWED_LOG_S - 1  # a follower that comes back soon gets the deltas
+    table.apply(RegisterNode(_node("bb")))
+    back = publisher.subscribe("nodes", "e1", 1)
+    assert back.first is not None and [e.version for e in back.first.events] == [2]
+    back.close()
+    clock.now += UNFOLLOWED_LOG_S + 1  # gone too long: nothing kept, a snapshot
+    table.apply(RegisterNode(_node("cc")))
+    late = publisher.subscribe("nodes", "e1", 2).first
+    assert late is not None and late.is_snapshot and late.version == 3
