@@ -56,6 +56,10 @@ class SetupFailed(Exception):
     """A runtime_env could not be set up on this node; ``str()`` says why."""
 
 
+class SetupTimedOut(SetupFailed):
+    """The setup ran past its ``setup_timeout_seconds``."""
+
+
 def find_uv() -> str | None:
     """The uv binary of the ``uv`` package (a rayops dependency), else one on PATH."""
     try:
@@ -184,15 +188,45 @@ class VenvCache:
                 [uv, "pip", "install", "--python", python, *index, spec], "uv", deadline, timeout
             )
             uv = os.path.join(tmp, "bin", "uv")
+        uv_failed: SetupFailed | None = None
         if uv is not None and not (field == "pip" and options.get("pip_version")):
             extra = list(options.get("uv_pip_install_options", [])) if field == "uv" else []
             cmd = [uv, "pip", "install", "--python", python, *index, *extra, "-r", req]
-            await self._run(cmd, "uv pip install", deadline, timeout)
-            if options.get("pip_check") or options.get("uv_check"):
-                await self._run(
-                    [uv, "pip", "check", "--python", python], "uv pip check", deadline, timeout
-                )
-            return
+            try:
+                await self._run(cmd, "uv pip install", deadline, timeout)
+            except SetupTimedOut:
+                raise
+            except SetupFailed as err:
+                # uv sees only the env's own site-packages, not the node's (the .pth adds
+                # those at run time): a requirement only the node's install satisfies fails
+                # with uv when the index lacks it. pip, run in the env's interpreter, sees
+                # them; a `pip` field tries it before giving up (a `uv` field's options are
+                # uv's, so it does not).
+                if field != "pip":
+                    raise
+                uv_failed = err
+            else:
+                if options.get("pip_check") or options.get("uv_check"):
+                    check = [uv, "pip", "check", "--python", python]
+                    await self._run(check, "uv pip check", deadline, timeout)
+                return
+        try:
+            await self._pip_install(tmp, options, index, req, deadline, timeout)
+        except SetupFailed as err:
+            if uv_failed is None or isinstance(err, SetupTimedOut):
+                raise
+            raise SetupFailed(f"{uv_failed}\n\nthen, with pip instead:\n{err}") from err
+
+    async def _pip_install(
+        self,
+        tmp: str,
+        options: dict[str, Any],
+        index: list[str],
+        req: str,
+        deadline: float | None,
+        timeout: float | None,
+    ) -> None:
+        python = venv_python(tmp)
         pip = [self._base_python, "-m", "pip", "--python", python]
         quiet = ["--disable-pip-version-check", "--no-input"]
         if options.get("pip_version"):
@@ -227,7 +261,7 @@ class VenvCache:
         except subprocess.TimeoutExpired as err:
             proc.kill()
             await asyncio.to_thread(proc.communicate)
-            raise SetupFailed(
+            raise SetupTimedOut(
                 f"runtime_env setup took longer than setup_timeout_seconds={timeout:g}: {what} "
                 f"was killed (installing from {self.settings.describe()}); raise it in "
                 "runtime_env['config'] or install fewer packages."

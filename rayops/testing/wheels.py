@@ -15,18 +15,25 @@ def _record_hash(data: bytes) -> str:
 
 
 def write_wheel(
-    wheelhouse: str, name: str, version: str, files: dict[str, str] | None = None
+    wheelhouse: str,
+    name: str,
+    version: str,
+    files: dict[str, str] | None = None,
+    requires: tuple[str, ...] = (),
 ) -> str:
     """Write ``<name>-<version>-py3-none-any.whl`` into ``wheelhouse`` and return its path.
 
     ``files`` maps paths inside the wheel to their text; by default a package ``name`` whose
-    ``__init__`` sets ``__version__``.
+    ``__init__`` sets ``__version__``. ``requires``: its ``Requires-Dist`` lines.
     """
     os.makedirs(wheelhouse, exist_ok=True)
     dist = name.replace("-", "_")
     files = dict(files or {f"{dist}/__init__.py": f"__version__ = {version!r}\n"})
     info = f"{dist}-{version}.dist-info"
-    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    files[f"{info}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+        + "".join(f"Requires-Dist: {r}\n" for r in requires)
+    )
     files[f"{info}/WHEEL"] = (
         "Wheel-Version: 1.0\nGenerator: rayops.testing\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     )

@@ -131,3 +131,23 @@ def test_concurrent_requests_share_one_build_and_eviction_skips_used_envs(
     assert cache.evict({path_one, path_two}) == []  # both in use: kept
     assert cache.evict({path_two}) == [path_one]  # over the size and unused: deleted
     assert not os.path.exists(path_one) and os.path.isdir(path_two)
+
+
+def test_a_requirement_only_the_node_install_satisfies_is_not_installed_again(
+    tmp_path: Path,
+) -> None:
+    # pyyaml is a rayops dependency: installed on the node, absent from the wheelhouse.
+    house = tmp_path / "wheels"
+    write_wheel(str(house), "rayops-needs-yaml", "1.0", requires=("pyyaml>=6",))
+    cache = VenvCache(str(tmp_path / "venvs"), InstallSettings(find_links=(str(house),)))
+    path = asyncio.run(cache.ensure("pip", {"packages": ["rayops-needs-yaml"]}, 120))
+    site = subprocess.run(
+        [venv_python(path), "-c", "import yaml, rayops_needs_yaml; print(yaml.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert not site.startswith(path)  # the node's pyyaml, not a copy in the env
+    # A uv field resolves with uv alone, which sees only the env: it names what is missing.
+    with pytest.raises(SetupFailed, match=r"(?s)find-links.*pyyaml was not found"):
+        asyncio.run(cache.ensure("uv", {"packages": ["rayops-needs-yaml"]}, 120))
