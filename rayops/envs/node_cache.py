@@ -9,7 +9,8 @@ unpack never leaves a directory that a later call would take as ready. The block
 (writing, unzipping) runs in a thread, off the caller's event loop.
 
 ``prepare(spec)`` turns a resolved spec (see ``spec.py``) into what a worker starts with:
-env vars, the working directory (its cwd, first on ``sys.path``) and the py_modules paths,
+env vars, the working directory (its cwd, first on ``sys.path``), the py_modules paths and,
+for a ``pip`` or ``uv`` env, the virtualenv whose python runs the worker (``venv_cache.py``),
 within the spec's ``setup_timeout_seconds``.
 """
 
@@ -26,11 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rayops.envs import packaging
-from rayops.envs.spec import from_wire, package_uris, setup_timeout_s
+from rayops.envs.spec import from_wire, installer_of, package_uris, setup_timeout_s
+from rayops.envs.venv_cache import SetupFailed, VenvCache, venv_python
 
-
-class SetupFailed(Exception):
-    """A runtime_env could not be set up on this node; ``str()`` says why."""
+__all__ = ["PackageCache", "PreparedEnv", "SetupFailed"]
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,23 @@ class PreparedEnv:
     env_vars: dict[str, str]
     working_dir: str | None
     sys_paths: tuple[str, ...]  # py_modules' directories (the working dir goes first)
+    venv: str | None = None  # a pip/uv env's virtualenv: its python runs the worker
+
+    @property
+    def python(self) -> str | None:
+        return venv_python(self.venv) if self.venv else None
 
 
 class PackageCache:
-    def __init__(self, root: str, fetch: Callable[[bytes], Awaitable[bytes | None]]) -> None:
+    def __init__(
+        self,
+        root: str,
+        fetch: Callable[[bytes], Awaitable[bytes | None]],
+        venvs: VenvCache | None = None,
+    ) -> None:
         self.root = root
         self._fetch = fetch
+        self.venvs = venvs
         self._inflight: dict[str, asyncio.Task[str]] = {}
         self.downloads = 0  # packages downloaded by this cache (a test reads it)
 
@@ -92,11 +103,11 @@ class PackageCache:
         """The env of ``wire`` ready on this node; raises SetupFailed with the reason."""
         try:
             spec = from_wire(wire)
-        except ValueError as err:
+        except (ValueError, TypeError) as err:
             raise SetupFailed(f"bad runtime_env: {err}") from err
         timeout = setup_timeout_s(spec)
         try:
-            return await asyncio.wait_for(self._prepare(wire, spec), timeout)
+            return await asyncio.wait_for(self._prepare(wire, spec, timeout), timeout)
         except TimeoutError as err:
             raise SetupFailed(
                 f"runtime_env setup took longer than setup_timeout_seconds={timeout:g}; raise "
@@ -107,13 +118,20 @@ class PackageCache:
         except (OSError, zipfile.BadZipFile, ValueError) as err:
             raise SetupFailed(f"runtime_env setup failed: {err!r}") from err
 
-    async def _prepare(self, wire: str, spec: dict[str, Any]) -> PreparedEnv:
+    async def _prepare(self, wire: str, spec: dict[str, Any], timeout: float | None) -> PreparedEnv:
+        venv = None
+        installer = installer_of(spec)
+        if installer is not None:
+            if self.venvs is None:
+                raise SetupFailed("this node builds no pip/uv runtime_envs")
+            venv = await self.venvs.ensure(*installer, timeout)
         working_dir = None
         if spec.get("working_dir"):
             working_dir = await self.ensure(spec["working_dir"])
         modules = [await self.ensure(uri) for uri in spec.get("py_modules") or []]
         assert len(package_uris(spec)) == len(modules) + (working_dir is not None)
-        return PreparedEnv(wire, dict(spec.get("env_vars") or {}), working_dir, tuple(modules))
+        env_vars = dict(spec.get("env_vars") or {})
+        return PreparedEnv(wire, env_vars, working_dir, tuple(modules), venv)
 
 
 def _unpack(data: bytes, path: str, strip_top: bool) -> None:

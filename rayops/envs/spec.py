@@ -8,9 +8,13 @@ A spec is checked where it is given (``@remote``, ``.options()``, ``init()``, ``
   directories, ``.zip`` or ``.whl`` files, imported modules, or such URIs), ``excludes``
   (gitignore-style patterns), ``config`` (``setup_timeout_seconds``, ``eager_install``) work
   as in Ray 2.60;
-- ``pip`` and ``uv`` raise NotImplementedError (rayops issue 11, phase 2); ``conda``,
-  ``container``, ``image_uri`` and Ray's other known fields raise NotImplementedError (not
-  supported); any other field raises ValueError.
+- ``pip`` (a list of requirements, a requirements file, or a dict of ``packages``,
+  ``pip_check``, ``pip_version``) and ``uv`` (a list, a file, or a dict of ``packages``,
+  ``uv_version``, ``uv_check``, ``uv_pip_install_options``) are normalized to their dict form
+  (a requirements file is read at the call, as Ray does); giving both raises ValueError naming
+  both;
+- ``conda``, ``container``, ``image_uri`` and Ray's other known fields raise
+  NotImplementedError (not supported); any other field raises ValueError.
 
 Merging (Ray's rules): an inner spec (a task's or actor's) overrides the outer one (the job's,
 or the parent task's) field by field, except ``env_vars``, which are merged key by key with
@@ -29,20 +33,19 @@ import json
 import os
 import types
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 PKG_URI_PREFIX = "gcs://_ray_pkg_"
 DEFAULT_SETUP_TIMEOUT_S = 600
 
 # Fields that work, in Ray's order.
-SUPPORTED_FIELDS = ("py_modules", "working_dir", "env_vars", "excludes", "config")
+SUPPORTED_FIELDS = ("py_modules", "working_dir", "pip", "uv", "env_vars", "excludes", "config")
+# The fields that install packages: at most one per env.
+INSTALLER_FIELDS = ("pip", "uv", "conda")
 # Ray's fields rayops does not support; each raises NotImplementedError naming it.
-_PHASE_2 = "is not supported yet (rayops issue 11, phase 2 brings pip and uv)"
-_NOT_SUPPORTED = "is not supported by rayops (no issue plans it)"
+_NOT_SUPPORTED = "is not supported by rayops (not planned by any rayops issue)"
 UNSUPPORTED_FIELDS: Mapping[str, str] = types.MappingProxyType(
     {
-        "pip": _PHASE_2,
-        "uv": _PHASE_2,
         "conda": _NOT_SUPPORTED,
         "container": _NOT_SUPPORTED,
         "image_uri": _NOT_SUPPORTED,
@@ -149,10 +152,16 @@ class RuntimeEnv(dict):  # type: ignore[type-arg]
         return []  # rayops has no runtime_env plugins
 
     def has_pip(self) -> bool:
-        return False  # pip is refused (phase 2)
+        return bool(self.get("pip"))
 
     def has_uv(self) -> bool:
-        return False  # uv is refused (phase 2)
+        return bool(self.get("uv"))
+
+    def pip_config(self) -> dict[str, Any]:
+        return dict(self.get("pip") or {})
+
+    def uv_config(self) -> dict[str, Any]:
+        return dict(self.get("uv") or {})
 
     def has_conda(self) -> bool:
         return False  # conda is not supported
@@ -176,14 +185,20 @@ def validate(value: Any, *, where: str) -> dict[str, Any]:
         return {}
     if not isinstance(value, dict):
         raise TypeError(f"{where}: runtime_env must be a dict or a RuntimeEnv, got {value!r}")
+    installers = [k for k in INSTALLER_FIELDS if value.get(k) is not None]
+    if len(installers) > 1:
+        raise ValueError(
+            f"{where}: runtime_env fields {' and '.join(map(repr, installers))} cannot both be "
+            "given (each installs the packages of the env); keep one."
+        )
     for key in value:
         if not isinstance(key, str):
             raise TypeError(f"{where}: runtime_env keys must be strings, got {key!r}")
         if key in UNSUPPORTED_FIELDS:
             raise NotImplementedError(
                 f"{where}: runtime_env field {key!r} {UNSUPPORTED_FIELDS[key]}; supported "
-                f"fields: {', '.join(SUPPORTED_FIELDS)}. Meanwhile install the packages on "
-                "the nodes, or ship them with working_dir or py_modules."
+                f"fields: {', '.join(SUPPORTED_FIELDS)}. Install packages with 'pip' or 'uv', "
+                "or ship code with working_dir or py_modules."
             )
         if key not in SUPPORTED_FIELDS:
             raise ValueError(
@@ -197,6 +212,10 @@ def validate(value: Any, *, where: str) -> dict[str, Any]:
         out["working_dir"] = _check_working_dir(value["working_dir"], where)
     if value.get("py_modules") is not None:
         out["py_modules"] = _check_py_modules(value["py_modules"], where)
+    if value.get("pip") is not None:
+        out["pip"] = _check_installer("pip", value["pip"], where)
+    if value.get("uv") is not None:
+        out["uv"] = _check_installer("uv", value["uv"], where)
     if value.get("excludes") is not None:
         out["excludes"] = _check_excludes(value["excludes"], where)
     if value.get("config") is not None:
@@ -281,6 +300,75 @@ def _check_py_modules(py_modules: Any, where: str) -> list[str]:
     return out
 
 
+# Each installer's dict form: its option keys, their types and defaults (Ray 2.60's).
+_INSTALLER_OPTIONS: Mapping[str, Mapping[str, tuple[type, Any]]] = types.MappingProxyType(
+    {
+        "pip": {"pip_check": (bool, False), "pip_version": (str, None)},
+        "uv": {
+            "uv_version": (str, None),
+            "uv_check": (bool, False),
+            "uv_pip_install_options": (list, ["--no-cache"]),
+        },
+    }
+)
+
+
+def _check_installer(field: str, given: Any, where: str) -> dict[str, Any]:
+    """A ``pip`` or ``uv`` field in its dict form: ``packages`` (a list of requirement
+    lines) and the installer's options with their defaults filled in."""
+    name = f"runtime_env[{field!r}]"
+    options = _INSTALLER_OPTIONS[field]
+    if isinstance(given, (str, list)):
+        given = {"packages": given}
+    if not isinstance(given, dict):
+        raise TypeError(
+            f"{where}: {name} must be a list of requirements, a requirements file path or a "
+            f"dict with 'packages', got {given!r}"
+        )
+    for key in given:
+        if key != "packages" and key not in options:
+            raise ValueError(
+                f"{where}: unknown {name} key {key!r}; known keys: packages, {', '.join(options)}."
+            )
+    if "packages" not in given:
+        raise ValueError(f"{where}: {name} needs 'packages' (a list or a requirements file)")
+    out: dict[str, Any] = {"packages": _requirements(given["packages"], name, where)}
+    for key, (kind, default) in options.items():
+        value: Any = given.get(key, default)
+        if value is None:
+            continue
+        ok = isinstance(value, kind)
+        if kind is list:
+            ok = ok and all(isinstance(v, str) for v in cast("list[Any]", value))
+        if not ok:
+            raise TypeError(
+                f"{where}: {name}[{key!r}] must be a {kind.__name__}"
+                f"{' of strings' if kind is list else ''}, got {value!r}"
+            )
+        out[key] = list(cast("list[str]", value)) if kind is list else value
+    return out
+
+
+def _requirements(packages: Any, name: str, where: str) -> list[str]:
+    if isinstance(packages, str):  # a requirements file, read here as Ray does
+        path = os.path.abspath(os.path.expanduser(packages))
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError as err:
+            raise ValueError(
+                f"{where}: {name} requirements file {packages!r} cannot be read ({err}); give "
+                "a path that exists on this machine or a list of requirements."
+            ) from err
+        packages = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    if not isinstance(packages, list) or not all(isinstance(p, str) for p in packages):
+        raise TypeError(
+            f"{where}: {name} packages must be a list of requirement strings or a "
+            f"requirements file path, got {packages!r}"
+        )
+    return [p.strip() for p in packages if p.strip()]
+
+
 def _check_excludes(excludes: Any, where: str) -> list[str]:
     if not isinstance(excludes, list) or not all(isinstance(e, str) for e in excludes):
         raise TypeError(
@@ -322,6 +410,9 @@ def merge(outer: Mapping[str, Any] | None, inner: Mapping[str, Any] | None) -> d
     if not inner:
         return dict(outer or {})
     out = dict(outer or {})
+    if any(k in inner for k in INSTALLER_FIELDS):  # the inner env's installer replaces the outer's
+        for key in INSTALLER_FIELDS:
+            out.pop(key, None)
     for key, value in inner.items():
         if key == "env_vars" and out.get("env_vars"):
             out["env_vars"] = {**out["env_vars"], **value}
@@ -359,6 +450,9 @@ def from_wire(wire: str) -> dict[str, Any]:
         if not is_package_uri(uri):
             raise ValueError(f"runtime_env package {uri!r} is not a {PKG_URI_PREFIX}... URI")
     _check_env_vars(spec.get("env_vars", {}), "runtime_env wire form")
+    for field in ("pip", "uv"):
+        if spec.get(field) is not None:
+            spec[field] = _check_installer(field, spec[field], "runtime_env wire form")
     return spec
 
 
@@ -366,6 +460,14 @@ def package_uris(spec: Mapping[str, Any]) -> list[str]:
     """The package URIs a resolved spec needs, working_dir first."""
     uris = [spec["working_dir"]] if spec.get("working_dir") else []
     return uris + list(spec.get("py_modules") or [])
+
+
+def installer_of(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """``("pip", options)`` or ``("uv", options)`` of a resolved spec; None without one."""
+    for field in ("pip", "uv"):
+        if spec.get(field):
+            return field, dict(spec[field])
+    return None
 
 
 def setup_timeout_s(spec: Mapping[str, Any]) -> float | None:

@@ -101,6 +101,21 @@ def node_config(
         "labels": spec.labels_for(role),
         "object_store_memory": spec.rayops.object_store_memory,
         "process_manager": process_manager,
+        **_runtime_env_index(spec, install_dir),
+    }
+
+
+def _runtime_env_index(spec: ClusterSpec, install_dir: str) -> dict[str, Any]:
+    """Where the node's pip/uv runtime_envs install from: the spec's index and links, else
+    the cluster's own wheelhouse on the host with no index (hosts have no package index)."""
+    r = spec.rayops
+    links = r.runtime_env_find_links
+    if links is None and r.runtime_env_index_url is None:
+        links = [f"{install_dir.rstrip('/')}/wheelhouse"]
+    return {
+        "runtime_env_index_url": r.runtime_env_index_url,
+        "runtime_env_find_links": list(links or []),
+        "runtime_env_cache_mb": r.runtime_env_cache_mb,
     }
 
 

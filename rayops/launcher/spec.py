@@ -173,6 +173,34 @@ class RayopsSpec(_Model):
     object_store_memory: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="bytes of shared memory per node for objects"
     )
+    runtime_env_index_url: str | None = Field(
+        default=None,
+        description="the package index pip/uv runtime_envs install from (http(s):// or "
+        "file://); default: none (air-gapped: only runtime_env_find_links)",
+    )
+    runtime_env_find_links: list[str] | None = Field(
+        default=None,
+        description="wheelhouse directories or URLs pip/uv runtime_envs install from; default: "
+        "the cluster's wheelhouse on each host (<install_dir>/wheelhouse)",
+    )
+    runtime_env_cache_mb: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="MiB of disk each node's pip/uv envs may take (default 10240)"
+    )
+
+    @field_validator("runtime_env_index_url")
+    @classmethod
+    def _index_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://", "file://")):
+            raise ValueError(f"expected an http://, https:// or file:// URL, found {v!r}")
+        return v
+
+    @field_validator("runtime_env_find_links")
+    @classmethod
+    def _find_links(cls, v: list[str] | None) -> list[str] | None:
+        for link in v or []:
+            if not link.strip() or any(c in link for c in " ,"):
+                raise ValueError(f"expected paths or URLs without spaces or commas, found {link!r}")
+        return v
 
 
 class ClusterSpec(_Model):

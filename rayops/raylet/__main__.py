@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def amain(args: argparse.Namespace, log_rotation: LogRotationConfig) -> None:
+    from rayops.envs.install_settings import InstallSettings
     from rayops.rpc.auth import read_token_file
 
     token = read_token_file(args.token_file)
@@ -65,6 +66,7 @@ async def amain(args: argparse.Namespace, log_rotation: LogRotationConfig) -> No
         agent_port=args.agent_port,
         log_rotation=log_rotation,
         framed=FramedSettings.from_env(),
+        runtime_env_install=InstallSettings.from_env(),
     )
     raylet = Raylet(config)
     try:

@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from rayops.envs.install_settings import InstallSettings
 from rayops.exceptions import AuthenticationError
 from rayops.node.log_rotation import LogRotationConfig
 from rayops.objectstore import StoreClient, StoreManager
@@ -93,6 +94,7 @@ class RayletConfig:
     agent_port: int = 0
     log_rotation: LogRotationConfig = field(default_factory=LogRotationConfig)
     framed: FramedSettings = field(default_factory=FramedSettings)
+    runtime_env_install: InstallSettings = field(default_factory=InstallSettings)
 
 
 @dataclass
@@ -153,7 +155,14 @@ class Raylet:
         self.agent: AgentProcess | None = None
         self.session_name = os.path.basename(config.session_dir.rstrip("/"))
         self.placement_time = LatencyRecorder(PLACEMENT_BOUNDS_S)
-        self.envs = NodeEnvs(config.session_dir, config.node_id, lambda: self._gcs)
+        self.envs = NodeEnvs(
+            config.session_dir,
+            config.node_id,
+            lambda: self._gcs,
+            config.runtime_env_install,
+            in_use=self._envs_in_use,
+            on_evicted=self._env_evicted,
+        )
 
     # --------------------------------------------------------------- lifecycle
     async def start(self) -> int:
@@ -477,6 +486,24 @@ class Raylet:
         if msg.runtime_env:  # eager_install: set the job's env up before its first lease
             h = self.envs.hash_of(msg.runtime_env)
             self.envs.ensure(msg.runtime_env, h, self._env_setup_done)
+
+    def _envs_in_use(self) -> set[str]:
+        """Env hashes something on this node uses: a leased or starting worker, a waiting
+        lease request. Idle workers do not hold their env (deleting it stops them)."""
+        used = {req.env_hash for req in self.pending if req.env_hash}
+        if self.pool is not None:
+            used.update(h.env_hash for h in self.pool.starting.values() if h.env_hash)
+            used.update(
+                h.env_hash
+                for h in self.pool.workers.values()
+                if h.env_hash and h.lease_id is not None
+            )
+        return used
+
+    def _env_evicted(self, env_hash: str) -> None:
+        if self.pool is not None:
+            for handle in self.pool.stop_idle_of_env(env_hash):
+                logger.info("stopped idle worker %s of deleted env %s", handle.pid, env_hash)
 
     def _env_setup_done(self, env_hash: str, error: str | None) -> None:
         """An env's setup ended: start its workers, or fail the leases waiting for it."""

@@ -1,16 +1,19 @@
 """The runtime_envs of a node's workers: set up once per env, before its first worker starts.
 
-The raylet, not the node agent, sets envs up in phase 1 (no package installs): a
-``working_dir`` or ``py_modules`` package is a download from the GCS and an unzip, which the
-raylet does off its event loop (``envs/node_cache.py``), and the raylet's worker pool must have
-the unpacked paths before it forks a worker. Going through the agent would add a process hop
-to every first lease of an env and make leases depend on the agent, which starts a second
-after the raylet and restarts on its own. Phase 2 (pip/uv builds: long subprocesses) moves
-the building into the agent behind the same ``prepare(wire)`` call.
+The raylet, not the node agent, sets envs up: a ``working_dir`` or ``py_modules`` package is
+a download from the GCS and an unzip, done off the event loop (``envs/node_cache.py``); a
+``pip``/``uv`` env is a virtualenv built by installer subprocesses (uv, else pip) that the
+raylet's loop only awaits (``envs/venv_cache.py``). The raylet's worker pool needs the paths
+(and the venv's python) before it starts a worker, and going through the agent would add a
+process hop to every first lease of an env and make leases depend on a process that starts
+a second after the raylet and restarts on its own; see docs/architecture.md.
 
 ``NodeEnvs`` keeps which envs are ready (by hash), runs one setup per env however many lease
 requests wait for it, and forgets a failed setup once it has been reported to the waiting
-requests, so a later request tries again (nothing failed is cached).
+requests, so a later request tries again (nothing failed is cached). After each pip/uv build
+it deletes built envs nothing on the node uses (``in_use``: hashes of leased or starting
+workers and waiting requests) while the node's envs are over the cache size, and tells the
+raylet (``on_evicted``) so it stops their idle workers.
 """
 
 from __future__ import annotations
@@ -22,17 +25,31 @@ from collections.abc import Callable
 from typing import Any
 
 from rayops.envs import packaging
+from rayops.envs.install_settings import InstallSettings
 from rayops.envs.node_cache import PackageCache, PreparedEnv, SetupFailed
 from rayops.envs.spec import env_hash
+from rayops.envs.venv_cache import VenvCache
 
 logger = logging.getLogger(__name__)
 
 
 class NodeEnvs:
-    def __init__(self, session_dir: str, node_id: str, gcs: Callable[[], Any]) -> None:
-        root = os.path.join(session_dir, "runtime_resources", node_id[:12], "packages")
+    def __init__(
+        self,
+        session_dir: str,
+        node_id: str,
+        gcs: Callable[[], Any],
+        install: InstallSettings | None = None,
+        *,
+        in_use: Callable[[], set[str]] = set,
+        on_evicted: Callable[[str], None] = lambda _h: None,
+    ) -> None:
+        node_root = os.path.join(session_dir, "runtime_resources", node_id[:12])
         self._gcs = gcs
-        self.cache = PackageCache(root, self._fetch)
+        self._in_use = in_use
+        self._on_evicted = on_evicted
+        self.venvs = VenvCache(os.path.join(node_root, "venvs"), install or InstallSettings())
+        self.cache = PackageCache(os.path.join(node_root, "packages"), self._fetch, self.venvs)
         self._hashes: dict[str, str] = {}
         self.ready: dict[str, PreparedEnv] = {}
         self._setups: dict[str, asyncio.Task[None]] = {}
@@ -58,8 +75,10 @@ class NodeEnvs:
     async def _setup(self, wire: str, h: str, done: Callable[[str, str | None], None]) -> None:
         error: str | None = None
         try:
-            self.ready[h] = await self.cache.prepare(wire)
+            self.ready[h] = prepared = await self.cache.prepare(wire)
             logger.info("runtime_env %s ready", h)
+            if prepared.venv:
+                await self._evict(keep=prepared.venv)
         except SetupFailed as err:
             error = str(err)
             logger.warning("runtime_env %s setup failed: %s", h, error)
@@ -69,6 +88,16 @@ class NodeEnvs:
         finally:
             self._setups.pop(h, None)
         done(h, error)
+
+    async def _evict(self, keep: str) -> None:
+        hashes = self._in_use()
+        used = {env.venv for h, env in self.ready.items() if h in hashes and env.venv}
+        used.add(keep)
+        deleted = set(await asyncio.to_thread(self.venvs.evict, used))
+        for h, env in list(self.ready.items()):
+            if env.venv in deleted:
+                del self.ready[h]
+                self._on_evicted(h)
 
     async def _fetch(self, key: bytes) -> bytes | None:
         gcs = self._gcs()
@@ -81,3 +110,4 @@ class NodeEnvs:
         for task in self._setups.values():
             task.cancel()
         self._setups.clear()
+        self.venvs.close()

@@ -139,7 +139,8 @@ class WorkerPool:
         """A new worker for the env ``env_hash`` (``env`` prepared on this node)."""
         worker_id = ids.random_id(16)
         log_path = os.path.join(self._log_dir, f"worker-{worker_id.hex()[:12]}.log")
-        if self._zygote is not None and self._zygote.alive:
+        # A pip/uv env's worker runs its venv's python: the zygote's imports are the node's.
+        if self._zygote is not None and self._zygote.alive and (env is None or not env.venv):
             handle = WorkerHandle(worker_id, None, 0, log_path=log_path, env_hash=env_hash)
             handle.extra["env"] = env
             self.starting[worker_id] = handle
@@ -162,8 +163,9 @@ class WorkerPool:
             env.update(runtime_env.env_vars)
             env_hash = env_hash or hash_of_wire(runtime_env.wire)
         env["PYTHONUNBUFFERED"] = "1"
+        python = runtime_env.python if runtime_env is not None else None
         cmd = [
-            sys.executable,
+            python or sys.executable,
             "-m",
             "rayops.core_worker.worker_main",
             *self._argv(worker_id, log_path, runtime_env),
@@ -240,6 +242,16 @@ class WorkerPool:
                     del self.idle[handle.env_hash]
             self.kill(handle, signal.SIGTERM)
             stopped.append(handle)
+        return stopped
+
+    def stop_idle_of_env(self, env_hash: str) -> list[WorkerHandle]:
+        """Stop (SIGTERM) every idle worker of ``env_hash`` (its env is being deleted)."""
+        stopped = []
+        for wid in self.idle.pop(env_hash, deque()):
+            handle = self.workers.get(wid)
+            if handle is not None and handle.lease_id is None:
+                self.kill(handle, signal.SIGTERM)
+                stopped.append(handle)
         return stopped
 
     def remove(self, worker_id: bytes) -> WorkerHandle | None:

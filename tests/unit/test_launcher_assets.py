@@ -39,7 +39,9 @@ def _node_config(tmp_path: Path, role: str) -> dict[str, Any]:
         "gcs_port": 6379, "metrics_export_port": 8080, "install_dir": str(tmp_path / "inst dir"),
         "temp_dir": str(tmp_path / "inst dir/sessions"), "num_cpus": 2.0, "num_gpus": None,
         "resources": {"accel": 1.0}, "labels": {"zone": "a b"}, "object_store_memory": None,
-        "process_manager": "plain",
+        "process_manager": "plain", "runtime_env_index_url": None,
+        "runtime_env_find_links": [str(tmp_path / "inst dir/wheelhouse"), "/srv/w"],
+        "runtime_env_cache_mb": 512,
     }  # fmt: skip
 
 
@@ -54,6 +56,10 @@ def test_node_control_script_renders_to_valid_sh(tmp_path: Path, role: str) -> N
     assert "--metrics-export-port 8080" in text
     assert "--resources '{\"accel\": 1.0}'" in text and "--num-cpus 2.0" in text
     assert '--labels \'{"zone": "a b"}\'' in text and "--num-gpus" not in text
+    links = f"{tmp_path}/inst dir/wheelhouse /srv/w"
+    assert f"export RAYOPS_RUNTIME_ENV_FIND_LINKS='{links}'" in text
+    assert "RAYOPS_RUNTIME_ENV_INDEX_URL" not in text
+    assert "export RAYOPS_RUNTIME_ENV_CACHE_MB=512" in text
     bad = subprocess.run(["sh", str(script), "bogus"], capture_output=True, text=True)
     assert bad.returncode == 2 and "usage" in bad.stderr
 

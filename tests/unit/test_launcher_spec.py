@@ -309,3 +309,33 @@ def test_valid_node_labels_load(tmp_path: Path, home: Path) -> None:
     )
     spec, _ = load_spec(write(tmp_path, text))
     assert spec.labels_for("worker") == {"region": "us-east", "example.com/tier": "gold"}
+
+
+def test_runtime_env_index_keys_default_to_the_wheelhouse_and_are_checked(home: Path) -> None:
+    from rayops.launcher.desired import node_config
+    from rayops.launcher.facts import HostFacts
+
+    base = {
+        "cluster_name": "c",
+        "provider": {"type": "local", "head_ip": "10.0.0.1", "worker_ips": []},
+        "auth": {"ssh_user": "u"},
+    }
+    facts = HostFacts(
+        address="10.0.0.1",
+        python="/usr/bin/python3",
+        python_version="3.11.2",
+        home="/home/u",
+        user="u",
+    )
+    config = node_config(ClusterSpec.model_validate(base), "head", facts, "plain")
+    assert config["runtime_env_find_links"] == ["/home/u/rayops/c/wheelhouse"]  # no index
+    assert config["runtime_env_index_url"] is None and config["runtime_env_cache_mb"] is None
+    given = {"runtime_env_index_url": "https://idx.internal/simple", "runtime_env_cache_mb": 64}
+    spec = ClusterSpec.model_validate({**base, "rayops": given})
+    config = node_config(spec, "head", facts, "plain")
+    assert config["runtime_env_find_links"] == [] and config["runtime_env_cache_mb"] == 64
+    assert config["runtime_env_index_url"] == "https://idx.internal/simple"
+    with pytest.raises(ValueError, match="expected an http://, https:// or file:// URL"):
+        ClusterSpec.model_validate({**base, "rayops": {"runtime_env_index_url": "idx"}})
+    with pytest.raises(ValueError, match="without spaces or commas"):
+        ClusterSpec.model_validate({**base, "rayops": {"runtime_env_find_links": ["a b"]}})

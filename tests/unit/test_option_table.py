@@ -44,6 +44,7 @@ REFUSED = "tests/unit/test_options_refused.py::"
 GENERATORS = "tests/integration/test_generators.py::"
 MAX_CALLS = "tests/integration/test_max_calls.py::"
 RENV = "tests/integration/test_runtime_env.py::"
+RENV_PIP = "tests/integration/test_runtime_env_pip.py::"
 
 _NOT_USED_TASK = OPT + "test_task_not_used_values_run"
 _NOT_USED_ACTOR = OPT + "test_actor_not_used_values_run"
@@ -60,7 +61,9 @@ TASK_ROWS: dict[str, Row] = {
     "retry_exceptions": Row(TASKS + "test_retry_exceptions"),
     "scheduling_strategy": Row(MULTI + "test_node_affinity"),
     "accelerator_type": Row(OPT + "test_task_accelerator_type_runs_only_where_advertised"),
-    "runtime_env": Row(RENV + "test_env_vars_on_tasks_merge_over_the_job", refused={"pip": ["x"]}),
+    "runtime_env": Row(
+        RENV_PIP + "test_pip_env_from_a_local_wheelhouse_on_another_node", refused={"conda": "x"}
+    ),
     "max_calls": Row(MAX_CALLS + "test_max_calls_one_gives_a_new_process_each_call"),
     "label_selector": Row(PLACE + "test_task_label_selector_restricts_placement"),
     "enable_task_events": Row(REFUSED + "test_unknown_and_bad_options_are_value_errors"),
@@ -88,7 +91,7 @@ ACTOR_ROWS: dict[str, Row] = {
     "concurrency_groups": Row(ACTORS + "test_concurrency_groups"),
     "scheduling_strategy": Row(PLACE + "test_actor_node_affinity_hard_and_soft"),
     "accelerator_type": Row(OPT + "test_actor_accelerator_type_is_placed_only_where_advertised"),
-    "runtime_env": Row(RENV + "test_seed_counter_actor_reads_its_env_var", refused={"uv": ["x"]}),
+    "runtime_env": Row(RENV + "test_seed_counter_actor_reads_its_env_var", refused={"conda": "x"}),
     "label_selector": Row(PLACE + "test_actor_label_selector_restricts_placement"),
     "enable_task_events": Row(_NOT_USED_ACTOR),
     "placement_group": Row(PGS),
@@ -120,7 +123,7 @@ INIT_ROWS: dict[str, Row] = {
     "ignore_reinit_error": Row(OPT + "test_init_twice"),
     "log_to_driver": Row("tests/integration/test_processes.py::test_log_to_driver_false"),
     "include_dashboard": Row(_INIT, refused=True),
-    "runtime_env": Row(RENV + "test_env_vars_on_tasks_merge_over_the_job", refused={"pip": ["x"]}),
+    "runtime_env": Row(RENV + "test_env_vars_on_tasks_merge_over_the_job", refused={"conda": "x"}),
     "logging_level": Row(_INIT),
     "_temp_dir": Row(_INIT),
     "_node_ip_address": Row(_INIT),

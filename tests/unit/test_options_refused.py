@@ -30,13 +30,15 @@ class C:
 
 
 def test_runtime_env_fields_not_supported_are_refused_naming_them(tmp_path: Path) -> None:
-    """pip and uv come with issue 11's phase 2; conda, containers and image_uri are not
-    supported; a missing path or an unknown field raises too, all before anything starts."""
+    """conda, containers and image_uri are not supported; pip with uv, a missing path or an
+    unknown field raises too, all before anything starts."""
     rayops.remote(runtime_env={"env_vars": {"A": "1"}})(f)  # supported
-    with pytest.raises(NotImplementedError, match=r"'pip' is not supported yet.*issue 11, phase 2"):
-        rayops.remote(f).options(runtime_env={"pip": ["nonexistent-package"]})
-    with pytest.raises(NotImplementedError, match=r"'uv' is not supported yet.*issue 11, phase 2"):
-        rayops.remote(runtime_env={"uv": ["x"]})(C)
+    rayops.remote(f).options(runtime_env={"pip": ["nonexistent-package"]})  # checked at get()
+    rayops.remote(runtime_env={"uv": ["x"]})(C)
+    with pytest.raises(ValueError, match=r"fields 'pip' and 'uv' cannot both be given"):
+        rayops.remote(runtime_env={"pip": ["x"], "uv": ["x"]})(C)
+    with pytest.raises(ValueError, match=r"fields 'pip' and 'conda' cannot both be given"):
+        rayops.remote(f).options(runtime_env={"pip": ["x"], "conda": "x"})
     for field in ("conda", "container", "image_uri"):
         with pytest.raises(NotImplementedError, match=rf"'{field}' is not supported by rayops"):
             rayops.remote(C).options(runtime_env={field: "x"})
@@ -45,8 +47,8 @@ def test_runtime_env_fields_not_supported_are_refused_naming_them(tmp_path: Path
     missing = str(tmp_path / "no-such-dir")
     with pytest.raises(ValueError, match=rf"\['working_dir'\] '{missing}' is not an existing"):
         rayops.remote(C).options(runtime_env={"working_dir": missing})
-    with pytest.raises(NotImplementedError, match=r"init\(runtime_env=.*'pip'.*issue 11"):
-        rayops.init(runtime_env={"pip": ["x"]}, _temp_dir=str(tmp_path))
+    with pytest.raises(NotImplementedError, match=r"init\(runtime_env=.*'conda'.*not supported"):
+        rayops.init(runtime_env={"conda": "x"}, _temp_dir=str(tmp_path))
     with pytest.raises(ValueError, match=r"init\(runtime_env=.*py_modules.*'x'"):
         rayops.init(runtime_env={"py_modules": ["x"]}, _temp_dir=str(tmp_path))
     with pytest.raises(TypeError, match=r"env_vars'\] must be a dict of str to str"):

@@ -26,8 +26,8 @@ def test_runtime_env_is_a_checked_dict(tmp_path: Path) -> None:
     assert RuntimeEnv.deserialize(env.serialize()) == env
     env.set("py_modules", [str(tmp_path)])
     assert env.py_modules() == [str(tmp_path)]
-    with pytest.raises(NotImplementedError, match="'pip' is not supported yet"):
-        RuntimeEnv(pip=["requests"])
+    with pytest.raises(NotImplementedError, match="'conda' is not supported by rayops"):
+        RuntimeEnv(conda="myenv")
     with pytest.raises(ValueError, match="unknown runtime_env field 'bogus'"):
         RuntimeEnv(bogus=1)
     assert RuntimeEnvConfig() == {"setup_timeout_seconds": 600, "eager_install": True}
@@ -229,9 +229,9 @@ def test_job_config_validates_its_runtime_env_when_asked() -> None:
     from rayops.job_config import JobConfig
 
     jc = JobConfig()
-    jc.set_runtime_env({"pip": ["x"]})  # as Ray: not checked unless validate=True ...
-    with pytest.raises(NotImplementedError, match="'pip' is not supported yet"):
-        jc.set_runtime_env({"pip": ["x"]}, validate=True)  # ... and init() checks it anyway
+    jc.set_runtime_env({"conda": "x"})  # as Ray: not checked unless validate=True ...
+    with pytest.raises(NotImplementedError, match="'conda' is not supported by rayops"):
+        jc.set_runtime_env({"conda": "x"}, validate=True)  # ... and init() checks it anyway
     jc.set_runtime_env({"env_vars": {"A": "1"}}, validate=True)
     assert jc.runtime_env == {"env_vars": {"A": "1"}}
 
