@@ -13,7 +13,7 @@ actors no longer followed, and wanted actors failed when the GCS is gone.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -23,26 +23,12 @@ from rayops.gcs.actor_events import ActorChange, ActorChanged, ActorSnapshot
 from rayops.gcs.actor_table import ActorRecord
 from rayops.gcs.client import AsyncGcsClient, GcsRefused, KeyedStream
 from rayops.gcs.pubsub import Batch, KeyMissing
-from rayops.gcs.server import GcsServer, GcsState
+from rayops.gcs.server import GcsServer
 from rayops.protocol import gcs_pubsub_pb2, gcs_pubsub_pb2_grpc
-from rayops.rpc.auth import generate_token
 from rayops.rpc.grpc_channel import token_aio_channel
-from rayops.version import __version__
+from rayops.testing.gcs import run_against_gcs
 
-
-def _run(test: Callable[[GcsServer, AsyncGcsClient, str], Awaitable[None]]) -> None:
-    async def main() -> None:
-        token = generate_token()
-        server = GcsServer(GcsState(rayops_version=__version__), token)
-        port = await server.start("127.0.0.1", 0)
-        client = AsyncGcsClient(f"127.0.0.1:{port}", token, timeout=10)
-        try:
-            await asyncio.wait_for(test(server, client, token), 30)
-        finally:
-            await client.close()
-            await server.stop(None)
-
-    asyncio.run(main())
+_run = run_against_gcs
 
 
 def _register(server: GcsServer, n: int) -> ActorRecord:

@@ -9,7 +9,7 @@ raylet's `ClusterView` kept by `follow_gcs` across a broken stream until its own
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 
 import grpc
 import pytest
@@ -18,12 +18,12 @@ from rayops.exceptions import AuthenticationError
 from rayops.gcs.client import AsyncGcsClient
 from rayops.gcs.node_events import NodeAdded, NodeDead, NodeResourcesChanged, NodeSnapshot
 from rayops.gcs.pubsub import Batch
-from rayops.gcs.server import GcsServer, GcsState
+from rayops.gcs.server import GcsServer
 from rayops.gcs.types import NodeInfo
 from rayops.protocol import gcs_pubsub_pb2, gcs_pubsub_pb2_grpc
 from rayops.raylet.cluster_view import ClusterView, NodeView, follow_gcs
-from rayops.rpc.auth import generate_token
 from rayops.rpc.grpc_channel import token_aio_channel
+from rayops.testing.gcs import run_against_gcs
 from rayops.version import __version__
 
 
@@ -37,19 +37,7 @@ def _node(node_id: str) -> NodeInfo:
     )
 
 
-def _run(test: Callable[[GcsServer, AsyncGcsClient, str], Awaitable[None]]) -> None:
-    async def main() -> None:
-        token = generate_token()
-        server = GcsServer(GcsState(rayops_version=__version__), token)
-        port = await server.start("127.0.0.1", 0)
-        client = AsyncGcsClient(f"127.0.0.1:{port}", token, timeout=10)
-        try:
-            await asyncio.wait_for(test(server, client, token), 30)
-        finally:
-            await client.close()
-            await server.stop(None)
-
-    asyncio.run(main())
+_run = run_against_gcs
 
 
 async def _take(stream: AsyncGenerator[Batch, None]) -> Batch:
