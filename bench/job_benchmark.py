@@ -49,15 +49,6 @@ def _report(name: str, times: list[float]) -> None:
     )
 
 
-def _rss_mb(match: str) -> list[tuple[int, float, str]]:
-    found = []
-    for p in psutil.process_iter(["pid", "cmdline", "memory_info"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if match in cmd and p.info["memory_info"] is not None:
-            found.append((p.info["pid"], p.info["memory_info"].rss / 2**20, cmd[:100]))
-    return found
-
-
 def bench_rayops(runs: int) -> None:
     with tempfile.TemporaryDirectory(prefix="rayops-jobbench-") as temp:
         env = {**os.environ, "RAYOPS_TEMP_DIR": temp}
@@ -88,16 +79,24 @@ def _free_port() -> int:
         return port
 
 
-def _stop_ray_started_in(temp: str) -> None:
-    """SIGTERM (then SIGKILL) only the Ray processes naming our temp dir and their children:
-    ``ray stop`` would stop every Ray cluster on the machine."""
-    procs = []
+def _ray_tree(temp: str, gcs_port: int) -> list[psutil.Process]:
+    """The Ray processes naming our temp dir or our GCS port, and their children."""
+    procs: dict[int, psutil.Process] = {}
     for p in psutil.process_iter(["cmdline"]):
-        if temp in " ".join(p.info["cmdline"] or []):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if temp in cmd or f":{gcs_port} " in cmd + " " or f":{gcs_port}," in cmd:
             try:
-                procs += [p, *p.children(recursive=True)]
+                for q in [p, *p.children(recursive=True)]:
+                    procs[q.pid] = q
             except psutil.NoSuchProcess:
                 pass
+    return list(procs.values())
+
+
+def _stop_ray_started_in(temp: str, gcs_port: int) -> None:
+    """SIGTERM (then SIGKILL) only our Ray cluster's processes: ``ray stop`` would stop every
+    Ray cluster on the machine."""
+    procs = _ray_tree(temp, gcs_port)
     for p in procs:
         try:
             p.terminate()
@@ -119,26 +118,38 @@ def bench_ray(ray: str, runs: int) -> None:
             "PATH": os.path.dirname(ray) + os.pathsep + os.environ.get("PATH", ""),
             "RAY_ADDRESS": f"http://127.0.0.1:{dashboard_port}",
         }
+        if os.path.exists(os.path.expanduser("~/.ray/auth_token")):
+            # Ray 2.60's dashboard then checks a token; its CLI sends it only in token mode.
+            env.setdefault("RAY_AUTH_MODE", "token")
         env.pop("VIRTUAL_ENV", None)
-        start = subprocess.run(
-            [ray, "start", "--head", "--temp-dir", temp, "--port", str(_free_port()),
-             "--include-dashboard", "true", "--dashboard-port", str(dashboard_port),
-             "--disable-usage-stats"],
-            env=env,
-            capture_output=True,
-            text=True,
-        )  # fmt: skip
-        if start.returncode != 0:
-            print(f"ray start failed; skipping Ray:\n{start.stderr[-2000:]}")
-            return
+        gcs_port = _free_port()
         try:
+            start = subprocess.run(
+                [ray, "start", "--head", "--temp-dir", temp, "--port", str(gcs_port),
+                 "--include-dashboard", "true", "--dashboard-port", str(dashboard_port),
+                 "--disable-usage-stats"],
+                env=env,
+                capture_output=True,
+                text=True,
+            )  # fmt: skip
+            if start.returncode != 0:
+                print(f"ray start failed; skipping Ray:\n{start.stderr[-2000:]}")
+                return
             times = _time([ray, "job", "submit", "--", *ENTRYPOINT], env, runs)
             _report("ray job submit -- python -c 'print(1)'", times)
-            for pid, rss, cmd in _rss_mb("dashboard"):
-                if temp in cmd:
-                    print(f"Ray dashboard process {pid} RSS: {rss:.1f} MiB ({cmd})")
+            total = 0.0
+            for p in _ray_tree(temp, gcs_port):
+                try:
+                    cmd = " ".join(p.cmdline())
+                    rss = p.memory_info().rss / 2**20
+                except psutil.NoSuchProcess:
+                    continue
+                if "dashboard" in cmd.lower() and "raylet/raylet" not in cmd:
+                    total += rss
+                    print(f"Ray dashboard process {p.pid} RSS: {rss:.1f} MiB ({cmd[:80]})")
+            print(f"Ray dashboard processes, total RSS: {total:.1f} MiB")
         finally:
-            _stop_ray_started_in(temp)
+            _stop_ray_started_in(temp, gcs_port)
 
 
 def main() -> None:

@@ -48,6 +48,14 @@ class HttpTokenCheck:
             ok |= hmac.compare_digest(c.encode("utf-8", "replace"), self._token)
         return ok
 
+    @staticmethod
+    def presented(headers: Mapping[str, str], cookies: Mapping[str, str]) -> bool:
+        """Did the request carry any credential? (Ray answers 401 without one, 403 for a
+        wrong one.)"""
+        return bool(
+            headers.get("Authorization") or headers.get(RAY_AUTH_HEADER) or cookies.get(AUTH_COOKIE)
+        )
+
     def allows(
         self, headers: Mapping[str, str], cookies: Mapping[str, str], peer: str, path: str
     ) -> bool:

@@ -15,7 +15,8 @@
 | ``GET /metrics`` | this server's own Prometheus metrics (refused requests) |
 
 Every route but the health check passes the token check (``auth.py``) first; a refused
-request gets 401 JSON and its body is never read.
+request gets 401 JSON (no credential) or 403 (a wrong one), as Ray's, and its body is never
+read.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ __all__ = ["JOBS_API_VERSION", "ApiServer"]
 logger = logging.getLogger(__name__)
 
 JOBS_API_VERSION = "4"
+# Ray's clients compare ``ray_version`` with the release that brought an API (1.9 for Jobs):
+# the server reports the Ray release whose API rayops implements, and its own version as
+# ``ray_commit``.
+RAY_API_RELEASE = "2.60.0"
 HEALTH_PATH = "/api/gcs_healthz"
 _PKG_NAME = re.compile(r"^_ray_pkg_[A-Za-z0-9]{1,64}\.zip$")
 TAIL_POLL_S = 0.1
@@ -128,13 +133,15 @@ class ApiServer:
         if request.path != HEALTH_PATH and not self.check.allows(
             request.headers, request.cookies, str(request.remote), request.path
         ):
-            self._requests.labels(name, "401").inc()
+            # As Ray's: 401 without a credential, 403 with a wrong one.
+            status = 403 if self.check.presented(request.headers, request.cookies) else 401
+            self._requests.labels(name, str(status)).inc()
             return web.json_response(
                 {
                     "error": "missing or wrong cluster token: send 'Authorization: Bearer "
                     "<token>' (the head's <session>/cluster_token)"
                 },
-                status=401,
+                status=status,
                 headers={"WWW-Authenticate": 'Bearer realm="rayops"'},
             )
         try:
@@ -170,8 +177,8 @@ class ApiServer:
         return _json(
             {
                 "version": JOBS_API_VERSION,
-                "ray_version": __version__,
-                "ray_commit": "rayops",
+                "ray_version": RAY_API_RELEASE,
+                "ray_commit": f"rayops-{__version__}",
                 "session_name": self.session_name,
             }
         )

@@ -71,14 +71,14 @@ def test_unauthenticated_submit_is_refused_and_nothing_runs(
 ) -> None:
     marker = tmp_path / "pwned"
     body = {"entrypoint": f"touch {marker}"}
-    for headers in (
-        {},
-        {"Authorization": "Bearer wrong"},
-        {"x-ray-authorization": "Bearer wrong"},
-        {"Cookie": "ray-authentication-token=wrong"},
+    for headers, code in (
+        ({}, 401),
+        ({"Authorization": "Bearer wrong"}, 403),
+        ({"x-ray-authorization": "Bearer wrong"}, 403),
+        ({"Cookie": "ray-authentication-token=wrong"}, 403),
     ):
         status, answer = _http("POST", url + "/api/jobs/", json=body, headers=headers)
-        assert status == 401, (headers, status, answer)
+        assert status == code, (headers, status, answer)
         assert "cluster token" in answer["error"]
     for path in ("/api/jobs/", "/api/version", "/api/packages/gcs/_ray_pkg_ab.zip", "/metrics"):
         assert _http("GET", url + path)[0] == 401, path
