@@ -349,3 +349,50 @@ def test_init_dashboard_options(tmp_path: Path) -> None:
         assert ctx.dashboard_url is None
     finally:
         rayops.shutdown()
+
+
+def test_jobs_outlive_a_restart_of_the_server(
+    cluster: Cluster, url: str, client: JobSubmissionClient, tmp_path: Path
+) -> None:
+    """Records are in the GCS, supervisors are not the server's threads: a new server lists the
+    jobs of the one before it and stops them (through the stop key the supervisor polls)."""
+    from rayops.node.processes import free_port
+
+    sid = client.submit_job(entrypoint="echo up; sleep 300")
+    deadline = time.monotonic() + 30
+    while client.get_job_status(sid) != JobStatus.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    rec = cluster.head.started.record
+    old = cluster.head.started.procs["dashboard"]
+    old.kill()
+    old.wait(10)
+    port = free_port("127.0.0.1")
+    new = subprocess.Popen(
+        [sys.executable, "-m", "rayops.dashboard", "--host", "127.0.0.1", "--port", str(port),
+         "--gcs-address", rec.gcs_address, "--token-file", cluster.token_file,
+         "--session-dir", rec.session_dir, "--node-ip", rec.node_ip,
+         "--temp-dir", rec.temp_dir],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        again = JobSubmissionClient(
+            f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {cluster.token}"}
+        )
+        assert again.get_job_status(sid) == JobStatus.RUNNING
+        assert again.get_job_logs(sid) == "up\n"
+        assert again.stop_job(sid) is True
+        assert _wait_terminal(again, sid).status == JobStatus.STOPPED
+        again.delete_job(sid)
+    finally:
+        new.terminate()
+        new.wait(10)
+        # The module's other tests talk to the old address: serve it again there.
+        restored = subprocess.Popen(
+            [sys.executable, "-m", "rayops.dashboard", "--host", "127.0.0.1",
+             "--port", url.rsplit(":", 1)[1], "--gcs-address", rec.gcs_address,
+             "--token-file", cluster.token_file, "--session-dir", rec.session_dir,
+             "--node-ip", rec.node_ip, "--temp-dir", rec.temp_dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        cluster.head.started.procs["dashboard"] = restored
