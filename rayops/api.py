@@ -35,7 +35,8 @@ class RayContext(dict[str, Any]):
     def __init__(self, info: dict[str, Any]) -> None:
         super().__init__(info)
         self.address_info = info
-        self.dashboard_url = None
+        # Ray's form: "HOST:PORT" of the head's API server, None without one.
+        self.dashboard_url: str | None = info.get("webui_url") or None
 
     def __enter__(self) -> RayContext:
         return self
@@ -63,6 +64,8 @@ def init(
     ignore_reinit_error: bool = False,
     log_to_driver: bool = True,
     include_dashboard: bool | None = None,
+    dashboard_host: str = "127.0.0.1",
+    dashboard_port: int | None = None,
     runtime_env: dict[str, Any] | None = None,
     logging_level: int | str = logging.INFO,
     _temp_dir: str | None = None,
@@ -86,8 +89,19 @@ def init(
             "namespace": namespace,
             "_temp_dir": _temp_dir,
             "_node_ip_address": _node_ip_address,
+            "dashboard_host": dashboard_host,
         },
     )
+    if dashboard_port is not None and not (
+        isinstance(dashboard_port, int)
+        and not isinstance(dashboard_port, bool)
+        and 0 <= dashboard_port < 65536
+    ):
+        raise ValueError(
+            f"init(dashboard_port=...) must be a port in 0..65535, got {dashboard_port!r}"
+        )
+    if runtime_env is None and job_config is None:
+        runtime_env = _submitted_job_env()
     job_env = runtime_env_spec.validate(runtime_env, where="init(runtime_env=...)")
     cw = state.current()
     if cw is not None:
@@ -133,6 +147,11 @@ def init(
                 temp_dir=temp_dir,
                 labels=node_labels,
                 metrics_export_port=_metrics_export_port or 0,
+                include_dashboard=include_dashboard is not False,
+                dashboard_host=dashboard_host,
+                dashboard_port=dashboard_port,
+                # Off init()'s critical path: the URL is known before the server listens.
+                wait_dashboard=False,
             )
         )
         _started = node
@@ -157,6 +176,12 @@ def init(
                 "When connecting to an existing cluster, num_cpus, num_gpus, resources, "
                 "object_store_memory and labels must not be provided: they are set when the "
                 "node starts (rayops start --num-cpus ...)."
+            )
+        if include_dashboard or dashboard_port is not None:
+            raise ValueError(
+                "When connecting to an existing cluster, include_dashboard and dashboard_port "
+                "must not be provided: the head's API server is set when the head starts "
+                "(rayops start --head --dashboard-port ...)."
             )
         raylet, token, node_ip = _find_cluster(address, temp_dir, _node_ip_address)
     # Ray's logging_level sets its library logger's level in the driver.
@@ -203,6 +228,23 @@ def _set_job_env(cw: CoreWorker, job_env: dict[str, Any]) -> None:
         cw.loop.call_soon_threadsafe(cw.raylet.notify, rm.PrepareRuntimeEnv(wire))
 
 
+def _submitted_job_env() -> dict[str, Any] | None:
+    """The runtime_env of the submitted job this driver is the entrypoint of (its supervisor
+    sets ``RAYOPS_JOB_RUNTIME_ENV``), used as the job's runtime_env as in Ray."""
+    import json
+
+    raw = os.environ.get("RAYOPS_JOB_RUNTIME_ENV")
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"RAYOPS_JOB_RUNTIME_ENV is not valid JSON: {err}") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"RAYOPS_JOB_RUNTIME_ENV must be a JSON object, got {raw!r}")
+    return value
+
+
 def _from_job_config(
     job_config: Any, namespace: str | None, runtime_env: dict[str, Any] | None
 ) -> tuple[str | None, dict[str, Any] | None]:
@@ -246,9 +288,21 @@ def _job_and_init_env(job: dict[str, Any], given: dict[str, Any] | None) -> dict
     return merged
 
 
+def _dashboard_url(cw: CoreWorker) -> str:
+    """The head's API server as recorded by the node this driver started or joined."""
+    if _started is not None:
+        return str(_started.record.dashboard_url)
+    try:
+        rec = sess.NodeRecord.load(cw.session_dir)
+    except (OSError, ValueError, TypeError):
+        return ""
+    return rec.dashboard_url if rec.gcs_address == cw.gcs_address else ""
+
+
 def _context(cw: CoreWorker) -> RayContext:
     return RayContext(
         {
+            "webui_url": _dashboard_url(cw),
             "node_ip_address": cw.node_ip,
             "address": cw.gcs_address,
             "gcs_address": cw.gcs_address,
@@ -362,6 +416,13 @@ def _stop_started() -> None:
 
     from rayops.node.processes import _remove_tree, wait_procs
 
+    # The API server needs nothing on its way out: signalled first, collected last.
+    dashboard = node.procs.get("dashboard")
+    if dashboard is not None and dashboard.poll() is None:
+        try:
+            dashboard.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     # Raylet first, and let it exit before the GCS goes: it unregisters from the GCS on
     # the way out, which would otherwise wait out its timeout on a GCS that is stopping.
     for name in ("raylet", "gcs"):

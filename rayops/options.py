@@ -402,8 +402,6 @@ def _validate(
 INIT_NOT_YET: Mapping[str, str] = MappingProxyType(
     {
         "local_mode": "local mode is deprecated in Ray and not planned; run init() without it",
-        "dashboard_host": "the dashboard comes with rayops issue 12",
-        "dashboard_port": "the dashboard comes with rayops issue 12",
         "configure_logging": "driver logging configuration is not planned by any rayops issue "
         "yet; configure the 'rayops' logger with the logging module",
         "logging_format": "driver logging configuration is not planned by any rayops issue "
@@ -454,11 +452,6 @@ def check_init_options(
     if include_dashboard not in (None, False, True):
         raise ValueError(
             f"init(include_dashboard=...) must be a bool or None, got {include_dashboard!r}"
-        )
-    if include_dashboard:
-        raise NotImplementedError(
-            "init(include_dashboard=True) is not supported yet: the dashboard comes with rayops "
-            "issue 12; pass None or False (no dashboard is started)."
         )
     if runtime_env is not None and not isinstance(runtime_env, dict):
         # A wrong type: TypeError, as the runtime_env option of @remote (and Ray).

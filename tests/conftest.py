@@ -9,7 +9,13 @@ from collections.abc import Iterator
 import psutil
 import pytest
 
-_MARKERS = ("rayops.raylet", "rayops.gcs", "rayops.core_worker", "rayops.agent")
+_MARKERS = (
+    "rayops.raylet",
+    "rayops.gcs",
+    "rayops.core_worker",
+    "rayops.agent",
+    "rayops.dashboard",
+)
 
 
 def _cmdline(p: psutil.Process) -> str:

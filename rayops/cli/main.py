@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from rayops.cli import launcher_cmds, metrics_cmds
+from rayops.cli import job_cmds, launcher_cmds, metrics_cmds
 from rayops.exceptions import AuthenticationError, RpcError
 from rayops.node import session as sess
 
@@ -71,6 +71,14 @@ def _port(text: str) -> int:
     return v
 
 
+def _bool_flag(text: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rayops", description="Run and operate rayops clusters.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -110,6 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="port of the node agent's Prometheus /metrics (default: a free port)",
     )
 
+    s.add_argument(
+        "--include-dashboard",
+        type=_bool_flag,
+        default=True,
+        help="start the head's API server (Jobs REST API; default true)",
+    )
+    s.add_argument(
+        "--dashboard-host",
+        default="127.0.0.1",
+        help="address the head's API server binds to (default 127.0.0.1: this machine only)",
+    )
+    s.add_argument(
+        "--dashboard-port",
+        type=_port,
+        default=None,
+        help="port of the head's API server (default 8265, or the next free one after it)",
+    )
+
     st = sub.add_parser("stop", help="stop the daemons started from this temp dir")
     st.add_argument("--temp-dir", default=None)
     st.add_argument("-f", "--force", action="store_true", help="SIGKILL at once")
@@ -121,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     launcher_cmds.register(sub)
     launcher_cmds.add_status_config(ss)
     metrics_cmds.register(sub)
+    job_cmds.register(sub)
     return p
 
 
@@ -194,6 +221,10 @@ def cmd_start(args: argparse.Namespace) -> int:
         token=token,
         detached=True,
         metrics_export_port=args.metrics_export_port,
+        include_dashboard=args.head and args.include_dashboard,
+        dashboard_host=args.dashboard_host,
+        dashboard_port=args.dashboard_port,
+        wait_dashboard=True,
     )
     try:
         node = start_node(opts)
@@ -205,6 +236,12 @@ def cmd_start(args: argparse.Namespace) -> int:
     if args.head:
         print(f"  GCS address: {rec.gcs_address}")
         print("  To connect a driver on this machine: rayops.init('auto')")
+        if rec.dashboard_url:
+            print(f"  Dashboard (Jobs API): http://{rec.dashboard_url}")
+            print(
+                f"  To submit a job: rayops job submit --address http://{rec.dashboard_url} "
+                "-- python script.py"
+            )
         print("  To add a node: copy the token file (mode 0600) to it, then run")
         print(
             f"    RAYOPS_TOKEN_FILE=<copy of {token_path}> rayops start --address {rec.gcs_address}"
@@ -401,6 +438,7 @@ COMMANDS = {
     "status": cmd_status,
     **launcher_cmds.HANDLERS,
     **metrics_cmds.HANDLERS,
+    **job_cmds.HANDLERS,
 }
 
 
@@ -413,6 +451,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"rayops {args.command}: error: {err}", file=sys.stderr)
         sys.exit(1)
     except (
+        job_cmds.JobCommandError,
         ConnectionError,
         PermissionError,
         FileNotFoundError,

@@ -22,6 +22,41 @@ from rayops.node import session as sess
 from rayops.raylet.resources import check_gpu_count, visible_device_ids
 
 STARTUP_TIMEOUT_S = 30.0
+DEFAULT_DASHBOARD_PORT = 8265  # Ray's
+DASHBOARD_PORT_RETRIES = 50  # Ray tries this many ports after the default one
+
+
+def pick_dashboard_port(host: str, port: int | None) -> int:
+    """The API server's port, as Ray picks it: a port given explicitly must be free (else
+    ValueError naming it); the default 8265 moves on to the next free one of the 50 after it."""
+    if port is not None:
+        if port == 0:
+            return free_port(host)
+        if not _can_bind(host, port):
+            raise ValueError(
+                f"the dashboard port {host}:{port} is already in use; pick another with "
+                "`rayops start --dashboard-port ...` or `init(dashboard_port=...)`"
+            )
+        return port
+    for candidate in range(
+        DEFAULT_DASHBOARD_PORT, DEFAULT_DASHBOARD_PORT + DASHBOARD_PORT_RETRIES + 1
+    ):
+        if _can_bind(host, candidate):
+            return candidate
+    raise ValueError(
+        f"ports {DEFAULT_DASHBOARD_PORT}..{DEFAULT_DASHBOARD_PORT + DASHBOARD_PORT_RETRIES} on "
+        f"{host} are all in use; pick a dashboard port with --dashboard-port"
+    )
+
+
+def _can_bind(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 class NodeStartError(RuntimeError):
@@ -43,6 +78,10 @@ class NodeOptions:
     token: str | None = None  # joining nodes: the cluster token
     detached: bool = False  # outlive the calling process (``rayops start``)
     metrics_export_port: int = 0  # the node agent's /metrics port; 0: the raylet picks one
+    include_dashboard: bool = True  # the head's API server (rayops.dashboard)
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int | None = None  # None: Ray's 8265, or the next free of 50 after it
+    wait_dashboard: bool = True  # wait until it listens (``rayops start``); init() does not
 
 
 @dataclass
@@ -134,6 +173,7 @@ def start_node(opts: NodeOptions) -> StartedNode:
     logs = os.path.join(session_dir, "logs")
 
     watch_r, watch_w = (None, None) if opts.detached else os.pipe()
+    dashboard_url = ""
     procs: dict[str, subprocess.Popen[bytes]] = {}
     ready: dict[str, int] = {}
     try:
@@ -159,6 +199,12 @@ def start_node(opts: NodeOptions) -> StartedNode:
             ]
             procs["gcs"] = _spawn(cmd, [w], watch_r, os.path.join(logs, "gcs.out"), opts.detached)
             os.close(w)
+            if opts.include_dashboard:
+                dashboard_port = pick_dashboard_port(opts.dashboard_host, opts.dashboard_port)
+                dashboard_url = f"{opts.dashboard_host}:{dashboard_port}"
+                procs["dashboard"] = _spawn_dashboard(
+                    opts, dashboard_port, gcs_address, token_file, session_dir, watch_r, ready
+                )
         else:
             if not opts.gcs_address:
                 raise ValueError("a non-head node needs the GCS address (--address HEAD:PORT)")
@@ -238,6 +284,7 @@ def start_node(opts: NodeOptions) -> StartedNode:
         raylet_port=int(answers["raylet"]),
         shm_dir=shm_dir,
         is_head=opts.head,
+        dashboard_url=dashboard_url,
         pids={name: p.pid for name, p in procs.items()},
         started_by_pid=os.getpid(),
         detached=opts.detached,
@@ -245,6 +292,50 @@ def start_node(opts: NodeOptions) -> StartedNode:
     record.save()
     sess.link_latest(opts.temp_dir, session_dir)
     return StartedNode(record, token, procs, watch_w)
+
+
+def _spawn_dashboard(
+    opts: NodeOptions,
+    port: int,
+    gcs_address: str,
+    token_file: str,
+    session_dir: str,
+    watch_r: int | None,
+    ready: dict[str, int],
+) -> subprocess.Popen[bytes]:
+    logs = os.path.join(session_dir, "logs")
+    cmd = [
+        sys.executable,
+        "-m",
+        "rayops.dashboard",
+        "--host",
+        opts.dashboard_host,
+        "--port",
+        str(port),
+        "--gcs-address",
+        gcs_address,
+        "--token-file",
+        token_file,
+        "--session-dir",
+        session_dir,
+        "--node-ip",
+        opts.node_ip,
+        "--temp-dir",
+        opts.temp_dir,
+        "--log-file",
+        os.path.join(logs, "dashboard.log"),
+    ]
+    fds: list[int] = []
+    if opts.wait_dashboard:
+        r, w = os.pipe()
+        ready["dashboard"] = r
+        cmd += ["--ready-fd", str(w)]
+        fds.append(w)
+    try:
+        return _spawn(cmd, fds, watch_r, os.path.join(logs, "dashboard.out"), opts.detached)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _spawn(

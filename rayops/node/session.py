@@ -44,6 +44,7 @@ class NodeRecord:
     raylet_port: int
     shm_dir: str
     is_head: bool
+    dashboard_url: str = ""  # HOST:PORT of the head's API server; "" without one
     pids: dict[str, int] = field(default_factory=dict)
     started_by_pid: int = 0
     detached: bool = False

@@ -74,6 +74,9 @@ class Cluster:
                 temp_dir=temp_dir,
                 labels=kw.get("labels") or {},
                 token=None if head else self.token,
+                # Any free port (tests run side by side); a JobSubmissionClient waits for it.
+                dashboard_port=0,
+                wait_dashboard=False,
             )
         )
         node = ClusterNode(started, temp_dir)
@@ -133,7 +136,7 @@ class Cluster:
         import shutil
 
         for node in reversed(self.nodes):
-            for name in ("raylet", "gcs"):
+            for name in ("raylet", "gcs", "dashboard"):
                 p = node.started.procs.get(name)
                 if p is not None and p.poll() is None:
                     p.send_signal(signal.SIGTERM)

@@ -112,6 +112,7 @@ ACTOR_METHOD_ROWS: dict[str, Row] = {
 }
 
 _INIT = OPT + "test_init_keywords_take_effect"
+JOBS = "tests/integration/test_jobs_api.py::"
 INIT_ROWS: dict[str, Row] = {
     "address": Row(ACTORS + "test_detached_named_actor_outlives_its_driver"),
     "num_cpus": Row(_INIT),
@@ -122,7 +123,9 @@ INIT_ROWS: dict[str, Row] = {
     "namespace": Row(_INIT),
     "ignore_reinit_error": Row(OPT + "test_init_twice"),
     "log_to_driver": Row("tests/integration/test_processes.py::test_log_to_driver_false"),
-    "include_dashboard": Row(_INIT, refused=True),
+    "include_dashboard": Row(JOBS + "test_init_dashboard_options"),
+    "dashboard_host": Row(JOBS + "test_init_dashboard_options"),
+    "dashboard_port": Row(JOBS + "test_init_dashboard_options"),
     "runtime_env": Row(RENV + "test_env_vars_on_tasks_merge_over_the_job", refused={"conda": "x"}),
     "logging_level": Row(_INIT),
     "_temp_dir": Row(_INIT),

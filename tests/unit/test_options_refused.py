@@ -138,12 +138,12 @@ def test_init_refuses_before_anything_starts(tmp_path: Path) -> None:
         rayops.init(_system_config={"x": 1}, _temp_dir=temp)
     with pytest.raises(TypeError, match=r"unexpected keyword argument.*num_cpu"):
         rayops.init(num_cpu=1, _temp_dir=temp)
-    with pytest.raises(NotImplementedError, match=r"init\(dashboard_port=...\).*issue 12"):
-        rayops.init(dashboard_port=8265, _temp_dir=temp)
+    with pytest.raises(ValueError, match=r"init\(dashboard_port=...\) must be a port"):
+        rayops.init(dashboard_port=70000, _temp_dir=temp)
     with pytest.raises(TypeError, match=r"init\(job_config=...\) expects a .*JobConfig"):
         rayops.init(job_config=object(), _temp_dir=temp)
-    with pytest.raises(NotImplementedError, match=r"include_dashboard=True.*issue 12"):
-        rayops.init(include_dashboard=True, _temp_dir=temp)
+    with pytest.raises(TypeError, match=r"init\(dashboard_host=...\) must be a string"):
+        rayops.init(dashboard_host=1, _temp_dir=temp)
     with pytest.raises(ValueError, match=r"include_dashboard=\.\.\.\) must be a bool or None"):
         rayops.init(include_dashboard="yes", _temp_dir=temp)
     with pytest.raises(ValueError, match=r"logging_level=\.\.\.\) must be a logging level"):
