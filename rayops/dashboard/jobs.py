@@ -124,6 +124,14 @@ def parse_submit(body: Any) -> dict[str, Any]:
         runtime_env = env_spec.validate(runtime_env, where="runtime_env")
     except (TypeError, ValueError, NotImplementedError) as err:
         raise BadRequest(str(err)) from err
+    # The entrypoint itself gets env_vars and working_dir (and its init() the whole env);
+    # a venv or py_modules the entrypoint process would not see are refused, not dropped.
+    unapplied = sorted(k for k in ("pip", "uv", "py_modules") if runtime_env.get(k))
+    if unapplied:
+        raise BadRequest(
+            f"'runtime_env.{unapplied[0]}' is not applied to a job's entrypoint yet (rayops "
+            "issue 12): give it to the driver's rayops.init(runtime_env=...) or to its tasks"
+        )
     for key in ("working_dir",):
         value = runtime_env.get(key)
         if value and not env_spec.is_package_uri(value):

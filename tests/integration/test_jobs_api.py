@@ -135,7 +135,8 @@ def test_job_lifecycle_over_raw_http(cluster: Cluster, url: str) -> None:
         ({"entrypoint": "true", "entrypoint_num_cpus": -1}, "'entrypoint_num_cpus'"),
         ({"entrypoint": "true", "entrypoint_resources": {"CPU": 1}}, "'entrypoint_resources'"),
         ({"entrypoint": "true", "colour": 1}, "'colour'"),
-        ({"entrypoint": "true", "runtime_env": {"pip": ["x"]}}, "'pip'"),
+        ({"entrypoint": "true", "runtime_env": {"conda": "x"}}, "'conda'"),
+        ({"entrypoint": "true", "runtime_env": {"pip": ["x"]}}, "'runtime_env.pip'"),
         ({"entrypoint": "true", "runtime_env": {"working_dir": "/etc"}}, "runtime_env.working_dir"),
     ):
         status, answer = _http("POST", url + "/api/jobs/", json=bad, headers=auth)

@@ -57,6 +57,8 @@ def test_a_good_submission_is_normalized() -> None:
         ({"entrypoint": "x", "runtime_env": {"conda": "env"}}, "'conda'"),
         ({"entrypoint": "x", "runtime_env": {"working_dir": "/tmp"}}, "runtime_env.working_dir"),
         ({"entrypoint": "x", "runtime_env": {"py_modules": ["/tmp"]}}, "py_modules"),
+        ({"entrypoint": "x", "runtime_env": {"pip": ["requests"]}}, "'runtime_env.pip'"),
+        ({"entrypoint": "x", "runtime_env": {"uv": ["requests"]}}, "'runtime_env.uv'"),
         ({"entrypoint": "x", "extra": 1}, "'extra'"),
     ],
 )
