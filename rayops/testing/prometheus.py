@@ -94,9 +94,16 @@ class PrometheusServer:
     def start(self, timeout: float = 20.0) -> None:
         assert self.binary is not None
         self.write_config()
+        # Prometheus dies with this process: setpriv sets the parent-death signal, so nothing
+        # runs in the child between fork and exec (Popen then uses vfork). Python code there
+        # (preexec_fn forces a plain fork) runs the fork handlers of a gRPC event engine this
+        # process may hold, whose restarted poller broke the child before it could exec.
+        setpriv = shutil.which("setpriv")
+        wrapper = [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [
+                    *wrapper,
                     self.binary,
                     f"--config.file={self.config_path}",
                     f"--storage.tsdb.path={os.path.join(self.base_dir, 'data')}",
@@ -107,7 +114,7 @@ class PrometheusServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=None if setpriv else _die_with_parent,
             )
         deadline = time.monotonic() + timeout
         while True:
