@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 
-from rayops.node.daemon import setup_logging, watch_parent
+from rayops.node.daemon import run_with_token, setup_logging, watch_parent
 
 logger = logging.getLogger("rayops.agent")
 
@@ -81,19 +81,7 @@ async def amain(args: argparse.Namespace, token: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_file, f"agent[{os.getpid()}]")
-    from rayops.rpc import framed
-    from rayops.rpc.auth import TokenFileError, read_token_file
-
-    try:
-        token = read_token_file(args.token_file)
-    except TokenFileError as err:
-        logger.error("%s", err)
-        return 2
-    loop = framed.new_event_loop()
-    try:
-        return loop.run_until_complete(amain(args, token))
-    finally:
-        loop.close()
+    return run_with_token(args.token_file, lambda token: amain(args, token))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from rayops.rpc.refusal_log import RequestRefusals
+
 __all__ = ["AgentHttp", "TokenCheck"]
 
 logger = logging.getLogger(__name__)
@@ -34,27 +36,17 @@ class TokenCheck:
 
     def __init__(self, token: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._expected = f"Bearer {token}".encode()
-        self._clock = clock
-        self.refused = 0
-        self._unlogged = 0
-        self._last_log = float("-inf")
+        self._refusals = RequestRefusals(logger, _LOG_EVERY_S, clock)
+
+    @property
+    def refused(self) -> int:
+        return self._refusals.count
 
     def allows(self, header: str | None, peer: str, path: str) -> bool:
         given = (header or "").encode("utf-8", "replace")
         if hmac.compare_digest(given, self._expected):
             return True
-        self.refused += 1
-        self._unlogged += 1
-        now = self._clock()
-        if now - self._last_log >= _LOG_EVERY_S:
-            logger.warning(
-                "refused %d request(s) without the cluster token (latest: %s from %s)",
-                self._unlogged,
-                path,
-                peer,
-            )
-            self._unlogged = 0
-            self._last_log = now
+        self._refusals.refused(peer, path)
         return False
 
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import pprint
 import shlex
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from rayops.cli.arg_types import nonneg
 
 Handler = Callable[[argparse.Namespace], int]
 _LINE = "-" * 55
@@ -41,21 +42,6 @@ def _json_object(what: str) -> Callable[[str], dict[str, Any]]:
         if not isinstance(value, dict):
             raise argparse.ArgumentTypeError(f"{what} must be a JSON object, got {text!r}")
         return value
-
-    return parse
-
-
-def _nonneg(kind: type) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            v = kind(text)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(
-                f"expected a {kind.__name__} >= 0, got {text!r}"
-            ) from err
-        if not math.isfinite(v) or v < 0:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} >= 0, got {text!r}")
-        return v
 
     return parse
 
@@ -82,9 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     s.add_argument("--working-dir", help="a local directory uploaded as the job's working_dir")
     s.add_argument("--metadata-json", type=_json_object("--metadata-json"), help="JSON metadata")
-    s.add_argument("--entrypoint-num-cpus", type=_nonneg(float))
-    s.add_argument("--entrypoint-num-gpus", type=_nonneg(float))
-    s.add_argument("--entrypoint-memory", type=_nonneg(int), help="bytes")
+    s.add_argument("--entrypoint-num-cpus", type=nonneg(float))
+    s.add_argument("--entrypoint-num-gpus", type=nonneg(float))
+    s.add_argument("--entrypoint-memory", type=nonneg(int), help="bytes")
     s.add_argument(
         "--entrypoint-resources",
         type=_json_object("--entrypoint-resources"),

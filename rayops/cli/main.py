@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from typing import Any
 
 from rayops.cli import job_cmds, launcher_cmds, metrics_cmds
+from rayops.cli.arg_types import nonneg
 from rayops.exceptions import AuthenticationError, RpcError
 from rayops.node import session as sess
 
@@ -35,21 +35,6 @@ def _json_resources(text: str) -> dict[str, float]:
         return check_resources(f"the JSON {text}", value)
     except (TypeError, ValueError) as err:
         raise argparse.ArgumentTypeError(str(err)) from err
-
-
-def _nonneg(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            v = kind(text)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(
-                f"expected a {kind.__name__} >= 0, got {text!r}"
-            ) from err
-        if not math.isfinite(v) or v < 0:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} >= 0, got {text!r}")
-        return v
-
-    return parse
 
 
 def _labels(text: str) -> dict[str, str]:
@@ -87,13 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--head", action="store_true", help="start the head node (GCS + raylet)")
     s.add_argument("--address", help="HEAD:PORT of the GCS to join (worker nodes)")
     s.add_argument("--port", type=_port, default=6379, help="GCS port on the head (default 6379)")
-    s.add_argument("--num-cpus", type=_nonneg(float))
-    s.add_argument("--num-gpus", type=_nonneg(float))
+    s.add_argument("--num-cpus", type=nonneg(float))
+    s.add_argument("--num-gpus", type=nonneg(float))
     s.add_argument(
         "--resources", type=_json_resources, default={}, help="JSON, e.g. '{\"accel\": 2}'"
     )
     s.add_argument(
-        "--object-store-memory", type=_nonneg(int), help="bytes of shared memory for objects"
+        "--object-store-memory", type=nonneg(int), help="bytes of shared memory for objects"
     )
     s.add_argument(
         "--temp-dir",

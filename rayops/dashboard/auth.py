@@ -15,6 +15,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+from rayops.rpc.refusal_log import RequestRefusals
+
 __all__ = ["AUTH_COOKIE", "RAY_AUTH_HEADER", "HttpTokenCheck"]
 
 logger = logging.getLogger(__name__)
@@ -29,10 +31,11 @@ class HttpTokenCheck:
 
     def __init__(self, token: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._token = token.encode()
-        self._clock = clock
-        self.refused = 0
-        self._unlogged = 0
-        self._last_log = float("-inf")
+        self._refusals = RequestRefusals(logger, LOG_EVERY_S, clock)
+
+    @property
+    def refused(self) -> int:
+        return self._refusals.count
 
     def _matches(self, given: str | None, *, bearer: bool, bare: bool) -> bool:
         if not given:
@@ -65,16 +68,5 @@ class HttpTokenCheck:
             or self._matches(cookies.get(AUTH_COOKIE), bearer=False, bare=True)
         ):
             return True
-        self.refused += 1
-        self._unlogged += 1
-        now = self._clock()
-        if now - self._last_log >= LOG_EVERY_S:
-            logger.warning(
-                "refused %d request(s) without the cluster token (latest: %s from %s)",
-                self._unlogged,
-                path,
-                peer,
-            )
-            self._unlogged = 0
-            self._last_log = now
+        self._refusals.refused(peer, path)
         return False

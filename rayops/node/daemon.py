@@ -1,4 +1,4 @@
-"""Start-up plumbing shared by the node daemons (GCS, raylet, agent).
+"""Start-up plumbing shared by the node daemons (GCS, raylet, agent, API server).
 
 Owns: logging to rotating files (the mechanics are in ``log_rotation.py``), the
 ready pipe (a daemon writes its bound port to an inherited fd once it serves), and
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from rayops.node.log_rotation import (
     LogRotationConfig,
@@ -77,3 +77,21 @@ def watch_parent(
             on_eof()
 
     loop.add_reader(watch_fd, readable)
+
+
+def run_with_token(token_file: str, amain: Callable[[str], Awaitable[int]]) -> int:
+    """Read the cluster token from ``token_file`` (exit status 2, logged, if it cannot be
+    read), then run ``amain(token)`` on a new uvloop event loop; its exit status."""
+    from rayops.rpc import framed
+    from rayops.rpc.auth import TokenFileError, read_token_file
+
+    try:
+        token = read_token_file(token_file)
+    except TokenFileError as err:
+        logging.getLogger(__name__).error("%s", err)
+        return 2
+    loop = framed.new_event_loop()
+    try:
+        return loop.run_until_complete(amain(token))
+    finally:
+        loop.close()

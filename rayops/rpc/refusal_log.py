@@ -83,3 +83,37 @@ class RefusalLog:
                 host,
                 why,
             )
+
+
+class RequestRefusals:
+    """HTTP requests refused for want of the cluster token (the agent's and the API
+    server's): ``count`` of them all, and a WARNING at most once every ``interval_s`` with
+    how many since the last line and the latest path and peer, so a scanner cannot fill
+    the log."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._interval = interval_s
+        self._clock = clock
+        self.count = 0
+        self._unlogged = 0
+        self._last_log = float("-inf")
+
+    def refused(self, peer: str, path: str) -> None:
+        self.count += 1
+        self._unlogged += 1
+        now = self._clock()
+        if now - self._last_log >= self._interval:
+            self._logger.warning(
+                "refused %d request(s) without the cluster token (latest: %s from %s)",
+                self._unlogged,
+                path,
+                peer,
+            )
+            self._unlogged = 0
+            self._last_log = now
