@@ -354,6 +354,55 @@ def test_accept_new_adds_unknown_host_keys(launcher: Any, tmp_path: Path) -> Non
     assert known.read_text() == "\n".join(forged) + "\n"
 
 
+def test_pip_runtime_env_installs_from_the_wheelhouse_with_no_index(
+    launcher: Any, tmp_path: Path
+) -> None:
+    """Issue 11: hosts have no package index (no route out of their namespaces); a `pip`
+    runtime_env resolves from the wheelhouse the spec names, on a worker host, and a package
+    not there fails at get() naming what was tried."""
+    from rayops.testing.wheels import write_wheel
+
+    # The hosts share this machine's filesystem, so one directory is every host's wheelhouse
+    # (as an NFS-mounted one would be).
+    wheels = launcher.base / "renv-wheels"
+    write_wheel(str(wheels), "rayops-hosttiny", "1.0")
+    rayops_section = {**launcher.spec_data()["rayops"], "runtime_env_find_links": [str(wheels)]}
+    spec = launcher.spec("renv.yaml", rayops=rayops_section)
+    res = launcher.up(spec)
+    assert res.rc == 0, res.text
+    script = tmp_path / "renv_driver.py"
+    script.write_text(
+        "import socket\n"
+        "import rayops as ray\n"
+        "from rayops.exceptions import RuntimeEnvSetupError\n"
+        "from rayops.util.scheduling_strategies import NodeAffinitySchedulingStrategy\n"
+        "ray.init()\n"
+        "head = ray.get_runtime_context().get_node_id()\n"
+        "worker = next(n['NodeID'] for n in ray.nodes() if n['Alive'] and n['NodeID'] != head)\n"
+        "on_worker = NodeAffinitySchedulingStrategy(worker, soft=False)\n"
+        "@ray.remote(scheduling_strategy=on_worker)\n"
+        "def tiny():\n"
+        "    import rayops_hosttiny\n"
+        "    return rayops_hosttiny.__version__, socket.gethostname(), rayops_hosttiny.__file__\n"
+        "env = {'pip': ['rayops-hosttiny==1.0']}\n"
+        "print('TINY', *ray.get(tiny.options(runtime_env=env).remote(), timeout=180))\n"
+        "missing = {'pip': ['rayops-hostmissing==1.0']}\n"
+        "try:\n"
+        "    ray.get(tiny.options(runtime_env=missing).remote(), timeout=180)\n"
+        "except RuntimeEnvSetupError as err:\n"
+        "    print('FAILED', str(err).replace(chr(10), ' | '))\n"
+    )
+    res = launcher.run("submit", str(spec), str(script), timeout=400)
+    assert res.rc == 0, res.text
+    version, host, path = res.out.split("TINY ", 1)[1].split()[:3]
+    assert version == "1.0" and host in ("h2", "h3"), res.out
+    # Installed into the env's virtualenv on that host, not found on the node's own path.
+    assert f"/hosts/{host}/" in path and "/venvs/pip-" in path, path
+    failed = res.out.split("FAILED ", 1)[1].splitlines()[0]
+    assert "rayops-hostmissing" in failed, failed
+    assert f"find-links {wheels}" in failed and "no index" in failed, failed
+
+
 def test_a_partitioned_host_fails_in_bounded_time(launcher: Any) -> None:
     # Late in the file: a partition this long gets h3's node marked dead by the GCS.
     launcher.ensure_up()
