@@ -6,7 +6,10 @@ runs in this process's env (Ray's inheritance); one given a ``runtime_env`` runs
 over this process's env (``envs.spec.merge``). Resolving uploads local ``working_dir`` and
 ``py_modules`` paths to the GCS's package store once per process (by path and excludes; a
 file changed afterwards is not uploaded again, as a ``working_dir`` given to ``init`` is
-uploaded once in Ray) and replaces them by their URIs.
+uploaded once in Ray) and replaces them by their URIs. Each package a job resolves (a URI
+given as it is included) is first reported to the GCS as the job's (once per job and URI):
+the GCS keeps it until the job finishes (``rayops.gcs.package_refs``). Reported before the
+upload's "is it there already?" check, so the package cannot be collected in between.
 
 Called on user threads (it may block on the GCS); the wire form of each ``runtime_env``
 object is cached by identity, so resubmitting with the same options dict costs a dict lookup.
@@ -34,6 +37,7 @@ class RuntimeEnvs:
         self.own: dict[str, Any] = envspec.from_wire(own_wire)
         self._wires: dict[int, tuple[Any, str]] = {}
         self._uploaded: dict[tuple[str, tuple[str, ...], bool], str] = {}
+        self._referenced: set[tuple[int, str]] = set()  # (job id, URI) reported to the GCS
         self._lock = threading.Lock()
 
     @user_thread
@@ -74,13 +78,25 @@ class RuntimeEnvs:
             ]
         return out
 
+    def _reference(self, uri: str) -> None:
+        """Report ``uri`` as used by the current job (once per job); called under the lock."""
+        job_id = self._cw.task_context().job_id or self._cw.job_id
+        if not job_id or (job_id, uri) in self._referenced:
+            return
+        from rayops.gcs import calls as gcs_calls  # lazily: protobuf is not imported with rayops
+
+        self._cw.gcs().call(gcs_calls.add_job_package_references(job_id, [uri]))
+        self._referenced.add((job_id, uri))
+
     def _upload(self, path: str, excludes: list[str], *, as_module: bool) -> str:
-        if envspec.is_package_uri(path):
-            return path
         key = (path, tuple(excludes), as_module)
         with self._lock:
+            if envspec.is_package_uri(path):
+                self._reference(path)
+                return path
             uri = self._uploaded.get(key)
             if uri is not None:
+                self._reference(uri)
                 return uri
             if not os.path.exists(path):  # e.g. a driver's path, submitted from a worker
                 raise ValueError(
@@ -88,6 +104,7 @@ class RuntimeEnvs:
                     f"({self._cw.node_ip}); give it where the path exists (the driver)."
                 )
             package = packaging.make_package(path, excludes=excludes, as_module=as_module)
+            self._reference(package.uri)
             gcs = self._cw.gcs()
             ns = packaging.PACKAGE_NAMESPACE
             packaging.upload(

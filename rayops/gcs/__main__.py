@@ -69,13 +69,15 @@ async def _serve(args: argparse.Namespace, token: str) -> int:
     )
 
     from rayops.gcs.health import HealthSettings
+    from rayops.gcs.package_refs import PackageStoreSettings
 
     try:
         health = HealthSettings.from_env()
+        packages = PackageStoreSettings.from_env()
     except ValueError as err:
         print(f"rayops gcs: {err}", file=sys.stderr)
         return 2
-    server = GcsServer(GcsState(rayops_version=__version__), token, health)
+    server = GcsServer(GcsState(rayops_version=__version__), token, health, packages)
     try:
         port = await server.start(args.host, args.port)
     except OSError as err:

@@ -34,13 +34,14 @@ from rayops.protocol import (
     gcs_metrics_pb2,
     gcs_node_pb2,
     gcs_pg_pb2,
+    gcs_runtime_env_pb2,
 )
 from rayops.protocol.node_snapshot import ClusterSnapshot
 
 __all__ = ["GcsCall", "Service"]
 
 R = TypeVar("R")
-Service = Literal["node", "job", "kv", "actor", "metrics", "pg", "pubsub"]
+Service = Literal["node", "job", "kv", "actor", "metrics", "pg", "pubsub", "runtime_env"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +208,23 @@ def kv_keys(prefix: bytes, namespace: str) -> GcsCall[list[bytes]]:
 def kv_exists(key: bytes, namespace: str) -> GcsCall[bool]:
     request = gcs_kv_pb2.InternalKVExistsRequest(namespace=namespace, key=key)
     return GcsCall("kv", "InternalKVExists", request, lambda r: bool(r.exists))
+
+
+def add_job_package_references(job_id: int, uris: Iterable[str]) -> GcsCall[bool]:
+    """Job ``job_id`` uses these runtime_env packages; the reply: whether it is running."""
+    request = gcs_runtime_env_pb2.AddJobPackageReferencesRequest(job_id=job_id, uris=list(uris))
+    return GcsCall("runtime_env", "AddJobPackageReferences", request, lambda r: bool(r.job_running))
+
+
+def get_package_references() -> GcsCall[tuple[dict[str, list[str]], int]]:
+    """({package URI: its holders}, packages deleted so far) of the GCS's package store."""
+    request = gcs_runtime_env_pb2.GetPackageReferencesRequest()
+    return GcsCall(
+        "runtime_env",
+        "GetPackageReferences",
+        request,
+        lambda r: ({p.uri: list(p.holders) for p in r.packages}, int(r.deleted_total)),
+    )
 
 
 # Actor directory.

@@ -339,7 +339,9 @@ class InternalKVService(gcs_kv_pb2_grpc.InternalKVGcsServiceServicer):
 class GcsServer:
     """The GCS services on one grpc.aio server, behind the token interceptor."""
 
-    def __init__(self, state: GcsState, token: str, health: Any = None) -> None:
+    def __init__(
+        self, state: GcsState, token: str, health: Any = None, packages: Any = None
+    ) -> None:
         from rayops.gcs.actor_manager import ActorManager
         from rayops.gcs.health import HealthSettings
 
@@ -364,6 +366,10 @@ class GcsServer:
         )
         state.publisher.listen(NODES_CHANNEL, self._on_node_events)
         state.publisher.listen(JOBS_CHANNEL, self._on_job_events)
+        from rayops.gcs.package_refs_service import PackageReferences, RuntimeEnvService
+        from rayops.protocol import gcs_runtime_env_pb2_grpc
+
+        self.packages = PackageReferences(state, packages)
         latency = LatencyInterceptor()  # after the token check: refused calls are not timed
         self._server = grpc.aio.server(
             interceptors=[TokenAuthServerInterceptor(token), latency], options=list(SERVER_OPTIONS)
@@ -388,6 +394,9 @@ class GcsServer:
         )
         gcs_pubsub_pb2_grpc.add_PubSubGcsServiceServicer_to_server(
             PubSubService(state.publisher), self._server
+        )
+        gcs_runtime_env_pb2_grpc.add_RuntimeEnvGcsServiceServicer_to_server(
+            RuntimeEnvService(self.packages), self._server
         )
 
     def _on_node_events(self, events: Sequence[Any]) -> None:
@@ -415,6 +424,7 @@ class GcsServer:
             raise OSError(f"the GCS could not listen on {address} (address in use?)")
         await self._server.start()
         self._start_health_checks()
+        self.packages.start()
         logger.info(
             "GCS serving on %s (cluster %s)", format_address(host, bound), self.state.cluster_id
         )
@@ -424,6 +434,7 @@ class GcsServer:
         """Stop accepting calls; let running ones finish for up to `grace` seconds."""
         if self._health_task is not None:
             self._health_task.cancel()
+        await self.packages.stop()
         await self.pgs.shutdown()
         await self.actors.shutdown()
         self.state.publisher.close()
