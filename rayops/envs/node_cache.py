@@ -21,14 +21,16 @@ import io
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from rayops.envs import packaging
+from rayops.envs.eviction import CacheEntry
 from rayops.envs.spec import from_wire, installer_of, package_uris, setup_timeout_s
-from rayops.envs.venv_cache import SetupFailed, VenvCache, venv_python
+from rayops.envs.venv_cache import SetupFailed, VenvCache, disk_use, venv_python
 
 __all__ = ["PackageCache", "PreparedEnv", "SetupFailed"]
 
@@ -47,6 +49,12 @@ class PreparedEnv:
     def python(self) -> str | None:
         return venv_python(self.venv) if self.venv else None
 
+    @property
+    def paths(self) -> set[str]:
+        """The node's cached directories this env's workers use."""
+        found = {self.venv, self.working_dir, *self.sys_paths}
+        return {p for p in found if p}
+
 
 class PackageCache:
     def __init__(
@@ -59,6 +67,8 @@ class PackageCache:
         self._fetch = fetch
         self.venvs = venvs
         self._inflight: dict[str, asyncio.Task[str]] = {}
+        self._sizes: dict[str, int] = {}  # unpacked directory -> bytes on disk
+        self._last_used: dict[str, float] = {}
         self.downloads = 0  # packages downloaded by this cache (a test reads it)
 
     def local_path(self, uri: str) -> str:
@@ -67,6 +77,7 @@ class PackageCache:
 
     async def ensure(self, uri: str) -> str:
         path = self.local_path(uri)
+        self._last_used[path] = time.monotonic()
         if os.path.isdir(path):
             return path
         task = self._inflight.get(uri)
@@ -96,8 +107,26 @@ class PackageCache:
         if len(data) != size:
             raise SetupFailed(f"package {uri}: got {len(data)} bytes, expected {size}")
         await asyncio.to_thread(_unpack, data, path, strip_top)
+        self._sizes[path] = await asyncio.to_thread(disk_use, path)
         self.downloads += 1
         return path
+
+    def entries(self, in_use: set[str]) -> list[CacheEntry]:
+        """The unpacked packages, as eviction sees them."""
+        return [
+            CacheEntry(path, size, self._last_used.get(path, 0.0), path in in_use)
+            for path, size in self._sizes.items()
+            if os.path.isdir(path)
+        ]
+
+    def delete(self, path: str) -> None:
+        """Delete an unpacked package (renamed away first, so no worker starts in a
+        half-deleted directory; a later ``ensure`` downloads it again). Blocking."""
+        doomed = tempfile.mkdtemp(prefix=".deleting-", dir=self.root)
+        os.rename(path, os.path.join(doomed, os.path.basename(path)))
+        shutil.rmtree(doomed, ignore_errors=True)
+        self._sizes.pop(path, None)
+        self._last_used.pop(path, None)
 
     async def prepare(self, wire: str) -> PreparedEnv:
         """The env of ``wire`` ready on this node; raises SetupFailed with the reason."""

@@ -23,8 +23,10 @@ failure or a timeout kills the installer, deletes the temporary directory and ra
 The installers run as subprocesses whose output a thread collects, awaited on the caller's
 event loop; blocking file work goes to a thread too.
 
-*Eviction.* ``evict(in_use)`` deletes envs not in ``in_use``, least recently used first,
-while the envs' disk use is over ``InstallSettings.cache_bytes``.
+*Eviction.* ``entries(in_use)`` lists the built envs and the installers' download caches
+(uv's and pip's, under ``root`` unless the node's environment sets ``UV_CACHE_DIR`` /
+``PIP_CACHE_DIR``) with their sizes and last use; ``delete(path)`` removes one. What to
+delete is ``eviction.plan_evictions``'s, over the node's packages too (``raylet/runtime_envs``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import tempfile
 import time
 from typing import Any
 
+from rayops.envs.eviction import CacheEntry
 from rayops.envs.install_settings import InstallSettings
 
 logger = logging.getLogger(__name__)
@@ -92,6 +95,7 @@ class VenvCache:
         self._inflight: dict[str, asyncio.Task[str]] = {}
         self._last_used: dict[str, float] = {}
         self._sizes: dict[str, int] = {}
+        self._installer_used = 0.0
         self.builds = 0  # envs built by this cache (a test reads it)
 
     def key(self, field: str, options: dict[str, Any]) -> str:
@@ -244,7 +248,11 @@ class VenvCache:
     ) -> str:
         env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONNOUSERSITE": "1"}
         env.pop("VIRTUAL_ENV", None)
+        # The installers' download caches live with the envs and count in the node's cache
+        # size, unless the node's environment names its own (then they are the operator's).
         env.setdefault("UV_CACHE_DIR", os.path.join(self.root, ".uv-cache"))
+        env.setdefault("PIP_CACHE_DIR", os.path.join(self.root, ".pip-cache"))
+        self._installer_used = time.monotonic()
         # subprocess (vfork/posix_spawn), not the event loop's spawn (fork): a forked child
         # of a daemon runs gRPC's at-fork handlers, whose restarted threads crashed uv
         # (SIGSEGV) before it could exec.
@@ -283,27 +291,37 @@ class VenvCache:
         for task in self._inflight.values():
             task.cancel()
 
-    def evict(self, in_use: set[str]) -> list[str]:
-        """Delete built envs not in ``in_use`` (their directories), least recently used
-        first, while the envs take more than the cache size. Blocking: call in a thread."""
-        built = [k for k in self._sizes if os.path.isdir(self.path(k))]
-        total = sum(self._sizes[k] for k in built)
-        deleted: list[str] = []
-        for key in sorted(built, key=lambda k: self._last_used.get(k, 0.0)):
-            if total <= self.settings.cache_bytes:
-                break
-            path = self.path(key)
-            if path in in_use:
-                continue
-            # Rename first: a worker starting now finds no half-deleted env.
-            doomed = tempfile.mkdtemp(prefix=f".deleting-{key}-", dir=self.root)
-            os.rename(path, os.path.join(doomed, key))
-            shutil.rmtree(doomed, ignore_errors=True)
-            total -= self._sizes.pop(key)
-            self._last_used.pop(key, None)
-            deleted.append(path)
-            logger.info("runtime_env %s deleted (cache over its size)", key)
-        return deleted
+    def installer_caches(self) -> list[str]:
+        """The installers' download caches this node bounds (uv's, pip's, under ``root``;
+        not there when the node's environment names its own ``UV_CACHE_DIR``/``PIP_CACHE_DIR``)."""
+        return [os.path.join(self.root, ".uv-cache"), os.path.join(self.root, ".pip-cache")]
+
+    def entries(self, in_use: set[str]) -> list[CacheEntry]:
+        """The built envs and the installer caches, as eviction sees them. Blocking (it
+        measures the caches): call in a thread, with no build under way."""
+        out = [
+            CacheEntry(self.path(k), self._sizes[k], self._last_used.get(k, 0.0),
+                       self.path(k) in in_use)
+            for k in self._sizes
+            if os.path.isdir(self.path(k))
+        ]  # fmt: skip
+        for cache in self.installer_caches():
+            if os.path.isdir(cache):
+                # Files uv linked into an env are counted with the env (one link here too).
+                size = disk_use(cache, only_unlinked=True)
+                out.append(CacheEntry(cache, size, self._installer_used, cache in in_use))
+        return out
+
+    def delete(self, path: str) -> None:
+        """Delete a built env or an installer cache (renamed away first: a worker starting
+        now finds no half-deleted env). Blocking: call in a thread."""
+        name = os.path.basename(path)
+        doomed = tempfile.mkdtemp(prefix=f".deleting-{name.lstrip('.')}-", dir=self.root)
+        os.rename(path, os.path.join(doomed, name))
+        shutil.rmtree(doomed, ignore_errors=True)
+        self._sizes.pop(name, None)
+        self._last_used.pop(name, None)
+        logger.info("runtime_env cache entry %s deleted (the node's cache is over its size)", name)
 
 
 def _base_site_dirs() -> list[str]:
@@ -323,10 +341,13 @@ def _finish(tmp: str, path: str) -> None:
             raise
 
 
-def disk_use(path: str) -> int:
+def disk_use(path: str, *, only_unlinked: bool = False) -> int:
+    """Bytes the files under ``path`` take; ``only_unlinked``: files with no other link."""
     total = 0
     for dirpath, _dirs, files in os.walk(path):
         for name in files:
             with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+                st = os.lstat(os.path.join(dirpath, name))
+                if not only_unlinked or st.st_nlink <= 1:
+                    total += st.st_blocks * 512
     return total

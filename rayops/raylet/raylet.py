@@ -291,6 +291,7 @@ class Raylet:
             soft_limit = max(1, int(self.config.resources.get("CPU", 1)))
             for handle in self.pool.stop_idle_env_workers(soft_limit, time.monotonic()):
                 logger.info("stopped idle worker %s of env %s", handle.pid, handle.env_hash)
+            self.envs.housekeep()
             for handle in self.pool.reap_exited():
                 logger.error(
                     "worker pid %d exited during start-up (code %s); see %s",

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rayops.envs import packaging
+from rayops.envs.eviction import plan_evictions
 from rayops.envs.install_settings import InstallSettings
 from rayops.envs.node_cache import PackageCache, PreparedEnv, SetupFailed
 from rayops.envs.spec import env_hash
@@ -53,6 +54,9 @@ class NodeEnvs:
         self._hashes: dict[str, str] = {}
         self.ready: dict[str, PreparedEnv] = {}
         self._setups: dict[str, asyncio.Task[None]] = {}
+        self._evicting: asyncio.Future[tuple[set[str], bool]] | None = None
+        self._over = False  # the last eviction left the cache over its size
+        self._retry: asyncio.Task[None] | None = None
 
     def hash_of(self, wire: str) -> str:
         h = self._hashes.get(wire)
@@ -75,10 +79,11 @@ class NodeEnvs:
     async def _setup(self, wire: str, h: str, done: Callable[[str, str | None], None]) -> None:
         error: str | None = None
         try:
+            while self._evicting is not None:  # never assemble an env while files go
+                await asyncio.shield(self._evicting)
             self.ready[h] = prepared = await self.cache.prepare(wire)
             logger.info("runtime_env %s ready", h)
-            if prepared.venv:
-                await self._evict(keep=prepared.venv)
+            await self._evict(keep=prepared)
         except SetupFailed as err:
             error = str(err)
             logger.warning("runtime_env %s setup failed: %s", h, error)
@@ -89,15 +94,48 @@ class NodeEnvs:
             self._setups.pop(h, None)
         done(h, error)
 
-    async def _evict(self, keep: str) -> None:
+    def housekeep(self) -> None:
+        """Called periodically by the raylet: when the last eviction left the cache over its
+        size (what it held was in use then), try again once no setup is under way."""
+        if self._over and not self._setups and self._evicting is None:
+            self._over = False
+            self._retry = asyncio.ensure_future(self._evict(None))
+
+    async def _evict(self, keep: PreparedEnv | None) -> None:
+        # Only with no other setup under way (one may be assembling parts not yet ready: it
+        # evicts when it ends), and one eviction at a time; setups wait for it to end.
+        if len(self._setups) > (keep is not None) or self._evicting is not None:
+            return
         hashes = self._in_use()
-        used = {env.venv for h, env in self.ready.items() if h in hashes and env.venv}
-        used.add(keep)
-        deleted = set(await asyncio.to_thread(self.venvs.evict, used))
+        used = set(keep.paths) if keep is not None else set()
+        for h, env in self.ready.items():
+            if h in hashes:
+                used |= env.paths
+        self._evicting = asyncio.ensure_future(asyncio.to_thread(self._evict_blocking, used))
+        try:
+            deleted, self._over = await asyncio.shield(self._evicting)
+        finally:
+            self._evicting = None
         for h, env in list(self.ready.items()):
-            if env.venv in deleted:
+            if env.paths & deleted:
                 del self.ready[h]
                 self._on_evicted(h)
+
+    def _evict_blocking(self, used: set[str]) -> tuple[set[str], bool]:
+        """Measure, plan and delete (in a thread): (what was deleted, still over the size)."""
+        limit = self.venvs.settings.cache_bytes
+        try:
+            venv_entries = self.venvs.entries(used)
+            entries = self.cache.entries(used) + venv_entries
+            doomed = plan_evictions(entries, limit)
+            venv_paths = {e.path for e in venv_entries}
+            for path in doomed:
+                (self.venvs if path in venv_paths else self.cache).delete(path)
+        except OSError:
+            logger.exception("runtime_env cache eviction failed")
+            return set(), True
+        left = sum(e.size for e in entries if e.path not in doomed)
+        return set(doomed), left > limit
 
     async def _fetch(self, key: bytes) -> bytes | None:
         gcs = self._gcs()
@@ -110,4 +148,6 @@ class NodeEnvs:
         for task in self._setups.values():
             task.cancel()
         self._setups.clear()
+        if self._retry is not None:
+            self._retry.cancel()
         self.venvs.close()

@@ -9,6 +9,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,7 +163,9 @@ def test_pip_and_uv_together_raise_at_the_call(cluster: Cluster) -> None:
         probe.options(runtime_env={"pip": [PKG], "uv": [PKG]})
 
 
-def test_unused_envs_are_deleted_past_the_cache_size(temp_dir: str, wheelhouse: str) -> None:
+def test_unused_envs_are_deleted_past_the_cache_size(
+    temp_dir: str, wheelhouse: str, tmp_path: Path
+) -> None:
     rayops.shutdown()
     saved = _set_env(
         {"RAYOPS_RUNTIME_ENV_FIND_LINKS": wheelhouse, "RAYOPS_RUNTIME_ENV_CACHE_MB": "0"}
@@ -194,6 +197,36 @@ def test_unused_envs_are_deleted_past_the_cache_size(temp_dir: str, wheelhouse: 
             rayops.get(probe.options(runtime_env=env_a).remote(), timeout=120)["version"] == "1.0"
         )
         assert len(_builds(node, "pip")) == 3
+        # The installers' download caches count in the size too: with 0 MiB, uv's goes
+        # after each build (nothing uses it between builds).
+        assert not os.path.exists(os.path.join(_resources(node), "venvs", ".uv-cache"))
+        # Unpacked working_dir packages are cache entries like the venvs: A's goes once
+        # B's is set up and nothing uses A's; asked for again, it is downloaded again.
+        wd_a = tmp_path / "wd_a"
+        wd_b = tmp_path / "wd_b"
+        for wd in (wd_a, wd_b):
+            wd.mkdir()
+            (wd / "which.txt").write_text(wd.name)
+        read = rayops.remote(lambda: Path("which.txt").read_text())
+        assert rayops.get(read.options(runtime_env={"working_dir": str(wd_a)}).remote()) == "wd_a"
+        (pkg_a,) = _packages(node)
+        assert rayops.get(read.options(runtime_env={"working_dir": str(wd_b)}).remote()) == "wd_b"
+        deadline = time.monotonic() + 30
+        while pkg_a in _packages(node):
+            assert time.monotonic() < deadline, f"{pkg_a} still cached: {_packages(node)}"
+            time.sleep(0.1)
+        assert rayops.get(read.options(runtime_env={"working_dir": str(wd_a)}).remote()) == "wd_a"
+        assert pkg_a in _packages(node)
     finally:
         rayops.shutdown()
         c.shutdown()
+
+
+def _resources(node: ClusterNode) -> str:
+    record = node.started.record
+    return os.path.join(record.session_dir, "runtime_resources", node.node_id[:12])
+
+
+def _packages(node: ClusterNode) -> set[str]:
+    root = os.path.join(_resources(node), "packages")
+    return {n for n in os.listdir(root) if not n.startswith(".")} if os.path.isdir(root) else set()

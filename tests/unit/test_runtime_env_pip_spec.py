@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from rayops.envs import spec as envspec
+from rayops.envs.eviction import plan_evictions
 from rayops.envs.install_settings import InstallSettings
 from rayops.envs.venv_cache import READY_MARKER, SetupFailed, VenvCache, find_uv, venv_python
 from rayops.runtime_env import RuntimeEnv
@@ -128,9 +129,21 @@ def test_concurrent_requests_share_one_build_and_eviction_skips_used_envs(
     (path_one,) = asyncio.run(many())
     assert cache.builds == 1
     path_two = asyncio.run(cache.ensure("pip", two, 120))
-    assert cache.evict({path_one, path_two}) == []  # both in use: kept
-    assert cache.evict({path_two}) == [path_one]  # over the size and unused: deleted
-    assert not os.path.exists(path_one) and os.path.isdir(path_two)
+    uv_cache = os.path.join(cache.root, ".uv-cache")
+    entries = {e.path: e for e in cache.entries({path_one, path_two})}
+    assert set(entries) == {path_one, path_two, uv_cache}  # the uv cache counts too
+    assert entries[path_one].in_use and not entries[uv_cache].in_use
+    assert entries[path_one].size > 0 and entries[uv_cache].size > 0
+    # Over the size (0): what nothing uses goes, the least recently used first.
+    doomed = plan_evictions(cache.entries({path_two}), settings.cache_bytes)
+    assert doomed == [path_one, uv_cache]
+    for path in doomed:
+        cache.delete(path)
+    assert not os.path.exists(path_one) and not os.path.exists(uv_cache)
+    assert os.path.isdir(path_two)
+    assert [e.path for e in cache.entries(set())] == [path_two]
+    # Deleted, it is built again when asked for (the uv cache made again).
+    assert asyncio.run(cache.ensure("pip", one, 120)) == path_one and cache.builds == 3
 
 
 def test_a_requirement_only_the_node_install_satisfies_is_not_installed_again(
