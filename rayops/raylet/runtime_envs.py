@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,10 @@ from rayops.envs.spec import env_hash
 from rayops.envs.venv_cache import VenvCache
 
 logger = logging.getLogger(__name__)
+
+# Housekeeping retries an eviction that left the cache over its size at most this often (each
+# pass measures the installers' caches on disk).
+EVICT_RETRY_S = 2.0
 
 
 class NodeEnvs:
@@ -57,6 +62,7 @@ class NodeEnvs:
         self._evicting: asyncio.Future[tuple[set[str], bool]] | None = None
         self._over = False  # the last eviction left the cache over its size
         self._retry: asyncio.Task[None] | None = None
+        self._last_evict = 0.0
 
     def hash_of(self, wire: str) -> str:
         h = self._hashes.get(wire)
@@ -78,12 +84,12 @@ class NodeEnvs:
 
     async def _setup(self, wire: str, h: str, done: Callable[[str, str | None], None]) -> None:
         error: str | None = None
+        prepared: PreparedEnv | None = None
         try:
             while self._evicting is not None:  # never assemble an env while files go
                 await asyncio.shield(self._evicting)
             self.ready[h] = prepared = await self.cache.prepare(wire)
             logger.info("runtime_env %s ready", h)
-            await self._evict(keep=prepared)
         except SetupFailed as err:
             error = str(err)
             logger.warning("runtime_env %s setup failed: %s", h, error)
@@ -93,24 +99,34 @@ class NodeEnvs:
         finally:
             self._setups.pop(h, None)
         done(h, error)
+        if prepared is not None:  # after the waiting leases are served, not before
+            await self._evict(keep=prepared)
 
     def housekeep(self) -> None:
         """Called periodically by the raylet: when the last eviction left the cache over its
         size (what it held was in use then), try again once no setup is under way."""
-        if self._over and not self._setups and self._evicting is None:
+        now = time.monotonic()
+        if (
+            self._over
+            and not self._setups
+            and self._evicting is None
+            and now - self._last_evict >= EVICT_RETRY_S
+        ):
             self._over = False
             self._retry = asyncio.ensure_future(self._evict(None))
 
     async def _evict(self, keep: PreparedEnv | None) -> None:
-        # Only with no other setup under way (one may be assembling parts not yet ready: it
-        # evicts when it ends), and one eviction at a time; setups wait for it to end.
-        if len(self._setups) > (keep is not None) or self._evicting is not None:
+        # Only with no setup under way (one may be assembling parts not yet ready: it evicts
+        # when it ends), and one eviction at a time; setups wait for it to end.
+        if self._setups or self._evicting is not None:
+            self._over = True  # so housekeeping tries once they are done
             return
         hashes = self._in_use()
         used = set(keep.paths) if keep is not None else set()
         for h, env in self.ready.items():
             if h in hashes:
                 used |= env.paths
+        self._last_evict = time.monotonic()
         self._evicting = asyncio.ensure_future(asyncio.to_thread(self._evict_blocking, used))
         try:
             deleted, self._over = await asyncio.shield(self._evicting)
