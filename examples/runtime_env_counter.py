@@ -2,9 +2,10 @@
 
 ``runtime_env={"env_vars": {"counter_name": "seed"}}`` sets ``counter_name`` in the actor's
 worker before the class is loaded, so the actor prints ``seed got 1`` ... ``seed got 5``.
-The seed also prints the ``requests`` version, which its runtime_env would install with
-``pip``: that comes with rayops issue 11's phase 2, so here it is printed only when
-``requests`` is installed on the node already.
+The seed also prints the ``requests`` version; here it is printed when ``requests`` is
+installed on the node. To install it for the actor alone, add ``"pip": ["requests"]`` to its
+runtime_env (the node needs an index or a wheelhouse with it: ``RAYOPS_RUNTIME_ENV_INDEX_URL``
+or ``RAYOPS_RUNTIME_ENV_FIND_LINKS``).
 """
 
 from __future__ import annotations
