@@ -143,3 +143,66 @@ def test_settings_read_the_variable_and_name_it_when_bad() -> None:
             PackageStoreSettings.from_env({TTL_VAR: bad})
     with pytest.raises(ValueError, match="expiration must be >= 0"):
         PackageRefs(ttl_s=-1)
+
+
+# The shell over the GCS's real in-memory tables (no processes, no gRPC), with a fake clock:
+# table changes reach it through the publisher's in-process listeners.
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _put_package(state: object, uri: str) -> None:
+    from rayops.envs import packaging
+
+    data = b"PK" + uri.encode()
+    packaging.upload(
+        packaging.Package(uri, data, strip_top=False),
+        lambda k: state.kv.exists(packaging.PACKAGE_NAMESPACE, k),  # type: ignore[attr-defined]
+        lambda k, v: state.kv.put(packaging.PACKAGE_NAMESPACE, k, v, overwrite=True),  # type: ignore[attr-defined]
+    )
+
+
+def _stored(state: object, uri: str) -> bool:
+    from rayops.envs import packaging
+
+    return bool(state.kv.keys(packaging.PACKAGE_NAMESPACE, f"{uri}:".encode()))  # type: ignore[attr-defined]
+
+
+def test_the_shell_follows_the_tables_and_deletes_released_packages() -> None:
+    from rayops.gcs.actor_table import ActorRecord
+    from rayops.gcs.package_refs_service import PackageReferences
+    from rayops.gcs.server import GcsState
+    from rayops.gcs.types import JobInfo
+
+    state = GcsState()
+    clock = _Clock()
+    shell = PackageReferences(state, PackageStoreSettings(TTL), clock)
+    state.jobs.add(JobInfo(job_id=1, driver_pid=1, driver_ip="127.0.0.1", namespace="n"))
+    assert shell.add_job_references(1, [U1]) is True
+    assert shell.add_job_references(2, [U2]) is False  # never added
+    _put_package(state, U1)
+    _put_package(state, U2)
+    assert shell.refs.holders(U1) == {"job:1", "temporary"}
+    # A detached actor registered with an env holding U2 keeps it.
+    wire = '{"working_dir": "' + U2 + '"}'
+    rec = ActorRecord(
+        actor_id=A1, class_name="K", job_id=1, name="", namespace="n", is_detached=True,
+        max_restarts=0, placement_resources={}, hold_resources={}, creation_spec=b"",
+        handle_meta=b"", owner_address="", runtime_env=wire,
+    )  # fmt: skip
+    state.actors.register(rec, get_if_exists=False)
+    assert shell.refs.holders(U2) == {f"actor:{A1.hex()}", "temporary"}
+    clock.now += TTL
+    shell.apply(Tick(clock.now))
+    assert _stored(state, U1) and _stored(state, U2)
+    state.jobs.mark_finished(1)
+    assert not _stored(state, U1) and _stored(state, U2)
+    state.actors.killed(rec, no_restart=True)
+    assert not _stored(state, U2)
+    assert shell.deleted == 2 and shell.refs.tracked() == set()
