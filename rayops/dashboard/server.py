@@ -32,6 +32,7 @@ from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from rayops.dashboard.auth import HttpTokenCheck
+from rayops.dashboard.driver_jobs import driver_details, read_driver_jobs
 from rayops.dashboard.jobs import BadRequest, JobManager, parse_submit, read_log
 from rayops.envs import packaging
 from rayops.version import __version__
@@ -194,7 +195,12 @@ class ApiServer:
         return _json({"submission_id": sid, "job_id": sid})
 
     async def _list(self, request: web.Request) -> web.Response:
-        return _json([r.details() for r in await self.jobs.list()])
+        table, submission_of = await read_driver_jobs(self.jobs._gcs)
+        job_of = {sid: job_id for job_id, sid in submission_of.items()}
+        submitted = [r.details() for r in await self.jobs.list()]
+        for d in submitted:
+            d["job_id"] = job_of.get(d["submission_id"])
+        return _json(submitted + driver_details(table, submission_of))
 
     async def _get(self, request: web.Request) -> web.Response:
         record = await self._record_or_404(request)
