@@ -34,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from rayops.dashboard.auth import HttpTokenCheck
 from rayops.dashboard.driver_jobs import driver_details, read_driver_jobs
 from rayops.dashboard.jobs import BadRequest, JobManager, parse_submit, read_log
+from rayops.dashboard.log_routes import LogRoutes
 from rayops.envs import packaging
 from rayops.version import __version__
 
@@ -110,6 +111,7 @@ class ApiServer:
         r.add_delete("/api/jobs/{job_id}", self._delete)
         r.add_get("/api/packages/{protocol}/{package_name}", self._package_exists)
         r.add_put("/api/packages/{protocol}/{package_name}", self._package_upload)
+        LogRoutes(jobs._gcs, check.token).register(app)
         self.app = app
         self.port = 0
 
