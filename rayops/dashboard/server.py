@@ -5,7 +5,8 @@
 | ``GET /api/gcs_healthz`` | ``success`` (no token: the only open endpoint; says nothing else) |
 | ``GET /api/version`` | Ray's VersionResponse (``version`` "4", Ray's current Jobs API version) |
 | ``POST /api/jobs/`` | ``{"submission_id", "job_id"}``; 400 naming the bad field |
-| ``GET /api/jobs/``, ``GET /api/jobs/{id}`` | Ray's ``JobDetails`` (a list / one; 404) |
+| ``GET /api/jobs/``, ``GET /api/jobs/{id}`` | Ray's ``JobDetails`` (a list / one; 404); with |
+| | drivers started by hand (``DRIVER``, found by job id too) |
 | ``GET /api/jobs/{id}/logs`` | ``{"logs": text}`` |
 | ``GET /api/jobs/{id}/logs/tail`` | websocket: the log so far, then what is appended, |
 | | closed when the job has ended |
@@ -205,8 +206,16 @@ class ApiServer:
         return _json(submitted + driver_details(table, submission_of))
 
     async def _get(self, request: web.Request) -> web.Response:
-        record = await self._record_or_404(request)
-        return _json(record.details())
+        sid = request.match_info["job_id"]
+        record = await self.jobs.get(sid)
+        if record is not None:
+            return _json(record.details())
+        # As Ray's, a driver started by hand is found by its job id.
+        table, submission_of = await read_driver_jobs(self.jobs._gcs)
+        for details in driver_details(table, submission_of):
+            if details["job_id"] == sid:
+                return _json(details)
+        raise web.HTTPNotFound(reason=f"Job {sid} does not exist")
 
     async def _logs(self, request: web.Request) -> web.Response:
         record = await self._record_or_404(request)

@@ -81,6 +81,8 @@ def test_hand_started_driver_is_listed_running_then_succeeded(
         assert job.driver_info.node_ip_address == "127.0.0.1"
         assert str(script) in job.entrypoint
         assert job.start_time and job.end_time is None
+        # Found by its job id too, as Ray's get_job_info finds a driver.
+        assert client.get_job_info(job_id).driver_info.pid == str(proc.pid)  # type: ignore[union-attr]
         release.touch()
         assert proc.wait(30) == 0
     finally:
