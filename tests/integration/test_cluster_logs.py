@@ -83,6 +83,9 @@ def test_logs_of_every_node_are_listed(cluster: Cluster, url: str) -> None:
     assert list_logs(url, node_id=cluster.nodes[1].node_id, glob_filter="raylet.*") == {
         "raylet": ["raylet.log", "raylet.out"]
     }
+    # Ray's default format: each chunk starts with "1" (Ray's own client strips it).
+    code, body = _http(f"{url}/api/v0/logs/file?filename=raylet.log&lines=2", _auth(cluster))
+    assert code == 200 and body.startswith("1") and body.count("\n") == 2, body
     # The CLI: the head by default; one named file is printed.
     res = _cli(cluster, url)
     assert res.returncode == 0 and "[gcs_server]" in res.stdout and "  gcs.log" in res.stdout
