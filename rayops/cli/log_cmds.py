@@ -78,8 +78,6 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
 def _cluster(args: argparse.Namespace, glob: str | None) -> int:
     from rayops.util import state_logs
 
-    if args.log_id or args.pid:
-        raise LogCommandError("--id and --pid go with 'actor', 'worker', 'job' or 'task'")
     if glob and not any(c in glob for c in "*?["):
         # One file named: print it (as ray logs does when exactly one file matches).
         return _file(args, filename=glob)
@@ -117,6 +115,26 @@ def _need(args: argparse.Namespace, name: str, kind: str) -> Any:
     return value
 
 
+# Options that only some kinds use: given with another kind they are refused, not ignored.
+_ONLY_FOR = {
+    "log_id": ("--id", ("actor", "job", "task")),
+    "pid": ("--pid", ("worker",)),
+    "err": ("--err", ("actor", "worker")),
+    "attempt_number": ("--attempt-number", ("task",)),
+}
+
+
+def _check_flags(args: argparse.Namespace, kind: str) -> None:
+    for name, (flag, kinds) in _ONLY_FOR.items():
+        if getattr(args, name) not in (None, False, 0) and kind not in kinds:
+            raise LogCommandError(
+                f"{flag} goes with 'rayops logs {' | '.join(kinds)}', not with {kind!r}"
+            )
+    if kind in ("actor", "job") and (args.node_id or args.node_ip):
+        where = "the GCS actor table says where it runs" if kind == "actor" else "it is the head"
+        raise LogCommandError(f"--node-id/--node-ip do not go with {kind!r}: {where}")
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     from rayops.util.state_logs import RayStateApiException
 
@@ -124,6 +142,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     kind = words.pop(0) if words and words[0] in KINDS else "cluster"
     if len(words) > (1 if kind == "cluster" else 0):
         raise LogCommandError(f"unexpected argument(s) {' '.join(words)} for 'rayops logs {kind}'")
+    _check_flags(args, kind)
     try:
         if kind == "cluster":
             return _cluster(args, words[0] if words else None)

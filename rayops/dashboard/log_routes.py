@@ -179,6 +179,10 @@ class LogRoutes:
         if (query.get("attempt_number") or "0") != "0":
             raise LogRequestError(400, "'attempt_number' is for task logs, not served yet")
         kind = given[0]
+        if kind in ("actor_id", "submission_id") and (query.get("node_id") or query.get("node_ip")):
+            raise LogRequestError(
+                400, f"'node_id'/'node_ip' do not go with '{kind}': its node is looked up"
+            )
         if kind == "task_id":
             raise LogRequestError(
                 501,

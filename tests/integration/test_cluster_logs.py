@@ -197,6 +197,13 @@ def test_bad_parameters_are_named(cluster: Cluster, url: str) -> None:
     assert code == 400 and "'suffix'" in body
     with pytest.raises(RayStateApiException, match="no actor with actor_id"):
         _text(url, actor_id="00" * 16)
+    code, body = _http(
+        f"{url}/api/v0/logs/file?actor_id={'00' * 16}&node_id={cluster.head.node_id}",
+        _auth(cluster),
+    )
+    assert code == 400 and "'node_id'" in body, body
+    res = _cli(cluster, url, "worker", "--id", "x", "--pid", "1")
+    assert res.returncode == 1 and "--id goes with" in res.stderr, res.stderr
     res = _cli(cluster, url, "task", "--id", "ab" * 24)
     assert res.returncode == 1 and "task_id" in res.stderr and "Traceback" not in res.stderr
 
