@@ -210,7 +210,25 @@ def init(
     atexit.register(shutdown)
     if job_env:
         _set_job_env(cw, job_env)
+    if os.environ.get("RAYOPS_JOB_SUBMISSION_ID"):
+        _record_submission(cw, os.environ["RAYOPS_JOB_SUBMISSION_ID"])
     return _context(cw)
+
+
+def _record_submission(cw: CoreWorker, submission_id: str) -> None:
+    """Say which submitted job this driver is the entrypoint of (its supervisor sets
+    ``RAYOPS_JOB_SUBMISSION_ID``), so the Jobs list shows it once, as that submission, and
+    not also as a driver started by hand (see rayops/dashboard/driver_jobs.py)."""
+    from rayops.ids import job_id_hex
+    from rayops.protocol.job_messages import DRIVER_SUBMISSION_PREFIX, JOB_NAMESPACE
+
+    key = (DRIVER_SUBMISSION_PREFIX + job_id_hex(cw.job_id)).encode()
+    try:
+        cw.gcs().kv_put(key, submission_id.encode(), namespace=JOB_NAMESPACE)
+    except Exception as err:  # the job still runs; only its listing is affected
+        logging.getLogger(__name__).warning(
+            "could not record submission %s of job %s: %s", submission_id, cw.job_id, err
+        )
 
 
 def _set_job_env(cw: CoreWorker, job_env: dict[str, Any]) -> None:

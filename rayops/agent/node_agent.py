@@ -27,6 +27,7 @@ from prometheus_client.core import Metric
 from rayops.agent import discovery
 from rayops.agent.cluster_metrics import cluster_families, gcs_reachable_family
 from rayops.agent.families import SnapshotCollector
+from rayops.agent.log_routes import LogRoutes
 from rayops.agent.node_metrics import NodeFacts, NodeSampler, node_families
 from rayops.agent.reports import ReportCollector
 from rayops.agent.server import AgentHttp, TokenCheck
@@ -89,6 +90,11 @@ class NodeAgent:
         self._framed: framed.FramedServer | None = None
         self._raylet: framed.Connection | None = None
         self._http: AgentHttp | None = None
+        self.logs = LogRoutes(
+            os.path.join(config.session_dir, "logs"),
+            config.node_id,
+            lambda request: self._http is not None and self._http.authorized(request),
+        )
         self._gcs: Any = None
         # When the head's agent last had an answer from the GCS (monotonic; None: never), and
         # whether its node stream is connected.
@@ -120,6 +126,7 @@ class NodeAgent:
             on_close=lambda conn: self.request_stop("the raylet connection closed"),
         )
         self._http = AgentHttp(self.registry, self.check, self.sd_list if c.is_head else None)
+        self.logs.register(self._http.app)
         await self._http.start(c.node_ip, c.metrics_export_port)
         self._spawn(self._node_loop())
         if c.is_head:
@@ -208,6 +215,7 @@ class NodeAgent:
             procs = [ProcessRef("agent", os.getpid())]
             if self._raylet_snap is not None:
                 procs += self._raylet_snap.processes
+                self.logs.remember_workers(p.pid for p in procs if p.component == "workers")
             if self._cluster is not None and self._cluster.gcs_pid:
                 procs.append(ProcessRef("gcs", self._cluster.gcs_pid))
             self._facts = await sampler.sample(procs)

@@ -80,13 +80,13 @@ class AgentHttp:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def _authorized(self, request: web.Request) -> bool:
+    def authorized(self, request: web.Request) -> bool:
         return self._check.allows(
             request.headers.get("Authorization"), str(request.remote), request.path
         )
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
+        if not self.authorized(request):
             return _unauthorized()
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -95,7 +95,7 @@ class AgentHttp:
         return web.Response(text="ok")
 
     async def _sd(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
+        if not self.authorized(request):
             return _unauthorized()
         assert self._sd_list is not None
         return web.Response(text=json.dumps(self._sd_list()), content_type="application/json")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -98,15 +99,55 @@ def cmd_exec(args: argparse.Namespace) -> int:
         return run_exec(cluster, args.cmd, args.node, tty=tty)
 
 
+# ``ray submit``'s options rayops does not have, each refused by name.
+_SUBMIT_REFUSED = {
+    "stop": "run rayops down CONFIG afterwards",
+    "start": "run rayops up CONFIG first",
+    "screen": "use --no-wait: the job runs on without this command",
+    "tmux": "use --no-wait: the job runs on without this command",
+    "port_forward": "use rayops dashboard CONFIG --port PORT",
+    "no_config_cache": "",
+    "cluster_name": "the cluster is CONFIG's cluster_name",
+    "extra_screen_args": "",
+    "disable_usage_stats": "rayops collects no usage stats",
+}
+
+
 @_user_errors
 def cmd_submit(args: argparse.Namespace) -> int:
-    from rayops.launcher.operate import run_submit
+    from rayops.launcher.job_submit import run_submit
 
+    for name, hint in _SUBMIT_REFUSED.items():
+        if getattr(args, f"refused_{name}", None) not in (None, False):
+            flag = "--" + name.replace("_", "-")
+            raise LauncherError(
+                f"ray submit's option {flag} is not supported" + (f"; {hint}" if hint else "")
+            )
     script_args = list(args.script_args)
     if script_args[:1] == ["--"]:
         script_args = script_args[1:]
     with _cluster(args) as cluster:
-        return run_submit(cluster, args.script, script_args)
+        return run_submit(cluster, args.script, script_args, no_wait=args.no_wait)
+
+
+@_user_errors
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Forward a local port to the head's API server until interrupted (``ray dashboard``)."""
+    from rayops.launcher.job_submit import head_api, save_token
+
+    with (
+        _cluster(args) as cluster,
+        head_api(cluster, local_port=args.port, remote_port=args.remote_port) as (forward, api),
+    ):
+        token_file = save_token(cluster, api)
+        _out(f"The head's API server is at {forward.url} (Ctrl-C to stop forwarding); try:")
+        _out(f"  export RAYOPS_API_SERVER_ADDRESS={forward.url} RAYOPS_TOKEN_FILE={token_file}")
+        _out("  rayops job list")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            return 0
 
 
 @_user_errors
@@ -171,6 +212,7 @@ HANDLERS: dict[str, Handler] = {
     "down": cmd_down,
     "exec": cmd_exec,
     "submit": cmd_submit,
+    "dashboard": cmd_dashboard,
     "attach": cmd_attach,
     "rsync-up": cmd_rsync_up,
     "rsync-down": cmd_rsync_down,
@@ -212,11 +254,34 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("cmd", metavar="CMD", help="the shell command")
     p.add_argument("--node", default="head", help="head (default), workers, all, or a host address")
 
-    p = sub.add_parser("submit", help="upload a driver script to the head and run it there")
+    p = sub.add_parser(
+        "submit", help="run a driver script on the head as a job (Jobs API over SSH)"
+    )
     config(p)
+    p.add_argument(
+        "--no-wait", action="store_true", help="return once submitted; do not follow the job"
+    )
+    for name in _SUBMIT_REFUSED:
+        flag = "--" + name.replace("_", "-")
+        takes_value = name in ("port_forward", "cluster_name", "extra_screen_args")
+        p.add_argument(
+            flag,
+            dest=f"refused_{name}",
+            action="store" if takes_value else "store_true",
+            help=argparse.SUPPRESS,
+        )
     p.add_argument("script", metavar="SCRIPT")
     p.add_argument(
         "script_args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="arguments for the script"
+    )
+
+    p = sub.add_parser(
+        "dashboard", help="forward a local port to the head's API server (Jobs API, logs)"
+    )
+    config(p)
+    p.add_argument("-p", "--port", type=int, default=8265, help="local port (default 8265)")
+    p.add_argument(
+        "--remote-port", type=int, default=None, help="the head's port (default: its record)"
     )
 
     p = sub.add_parser("attach", help="open an interactive shell on the head")

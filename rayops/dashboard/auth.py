@@ -34,6 +34,11 @@ class HttpTokenCheck:
         self._refusals = RequestRefusals(logger, LOG_EVERY_S, clock)
 
     @property
+    def token(self) -> str:
+        """The cluster token (the API server sends it on to the nodes' agents)."""
+        return self._token.decode()
+
+    @property
     def refused(self) -> int:
         return self._refusals.count
 

@@ -5,7 +5,8 @@
 | ``GET /api/gcs_healthz`` | ``success`` (no token: the only open endpoint; says nothing else) |
 | ``GET /api/version`` | Ray's VersionResponse (``version`` "4", Ray's current Jobs API version) |
 | ``POST /api/jobs/`` | ``{"submission_id", "job_id"}``; 400 naming the bad field |
-| ``GET /api/jobs/``, ``GET /api/jobs/{id}`` | Ray's ``JobDetails`` (a list / one; 404) |
+| ``GET /api/jobs/``, ``GET /api/jobs/{id}`` | Ray's ``JobDetails`` (a list / one; 404); with |
+| | drivers started by hand (``DRIVER``, found by job id too) |
 | ``GET /api/jobs/{id}/logs`` | ``{"logs": text}`` |
 | ``GET /api/jobs/{id}/logs/tail`` | websocket: the log so far, then what is appended, |
 | | closed when the job has ended |
@@ -32,7 +33,9 @@ from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 
 from rayops.dashboard.auth import HttpTokenCheck
+from rayops.dashboard.driver_jobs import driver_details, read_driver_jobs
 from rayops.dashboard.jobs import BadRequest, JobManager, parse_submit, read_log
+from rayops.dashboard.log_routes import LogRoutes
 from rayops.envs import packaging
 from rayops.version import __version__
 
@@ -109,6 +112,7 @@ class ApiServer:
         r.add_delete("/api/jobs/{job_id}", self._delete)
         r.add_get("/api/packages/{protocol}/{package_name}", self._package_exists)
         r.add_put("/api/packages/{protocol}/{package_name}", self._package_upload)
+        LogRoutes(jobs._gcs, check.token).register(app)
         self.app = app
         self.port = 0
 
@@ -194,11 +198,24 @@ class ApiServer:
         return _json({"submission_id": sid, "job_id": sid})
 
     async def _list(self, request: web.Request) -> web.Response:
-        return _json([r.details() for r in await self.jobs.list()])
+        table, submission_of = await read_driver_jobs(self.jobs._gcs)
+        job_of = {sid: job_id for job_id, sid in submission_of.items()}
+        submitted = [r.details() for r in await self.jobs.list()]
+        for d in submitted:
+            d["job_id"] = job_of.get(d["submission_id"])
+        return _json(submitted + driver_details(table, submission_of))
 
     async def _get(self, request: web.Request) -> web.Response:
-        record = await self._record_or_404(request)
-        return _json(record.details())
+        sid = request.match_info["job_id"]
+        record = await self.jobs.get(sid)
+        if record is not None:
+            return _json(record.details())
+        # As Ray's, a driver started by hand is found by its job id.
+        table, submission_of = await read_driver_jobs(self.jobs._gcs)
+        for details in driver_details(table, submission_of):
+            if details["job_id"] == sid:
+                return _json(details)
+        raise web.HTTPNotFound(reason=f"Job {sid} does not exist")
 
     async def _logs(self, request: web.Request) -> web.Response:
         record = await self._record_or_404(request)

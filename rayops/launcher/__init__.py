@@ -66,7 +66,7 @@ _EXPORTS = {
     "teardown_cluster": ("rayops.launcher.down_status", "run_down"),
     "cluster_status": ("rayops.launcher.down_status", "run_status"),
     "run_on_cluster": ("rayops.launcher.operate", "run_exec"),
-    "submit": ("rayops.launcher.operate", "run_submit"),
+    "submit": ("rayops.launcher.job_submit", "run_submit"),
     "attach": ("rayops.launcher.operate", "run_attach"),
     "rsync_up": ("rayops.launcher.operate", "rsync_up"),
     "rsync_down": ("rayops.launcher.operate", "rsync_down"),

@@ -1,4 +1,5 @@
-"""The verbs that drive a running cluster: exec, submit, attach, rsync-up/down, the addresses.
+"""The verbs that drive a running cluster: exec, attach, rsync-up/down, the addresses (submit:
+``job_submit.py``).
 
 Commands run with the cluster in their environment (``RAYOPS_ADDRESS``, ``RAYOPS_TOKEN_FILE``,
 ``RAYOPS_TEMP_DIR``, the node's virtualenv first on ``PATH``), in the login user's home, and
@@ -11,14 +12,13 @@ from __future__ import annotations
 
 import posixpath
 import shlex
-from pathlib import Path
 
 from rayops.launcher.cluster import Cluster
 from rayops.launcher.desired import expand_home
 from rayops.launcher.errors import LauncherError
 from rayops.launcher.record import shell_path
 from rayops.launcher.ssh import SSH_ERROR_EXIT, SshError, Terminal
-from rayops.launcher.transfer import pull, push, remote_makedirs
+from rayops.launcher.transfer import pull, push
 
 
 def cluster_env_prefix(cluster: Cluster) -> str:
@@ -73,37 +73,6 @@ def _remote_abs(cluster: Cluster, address: str, path: str) -> str:
         home = cluster.pool.home(address)
         return expand_home(path, home) if path.startswith("~") else posixpath.join(home, path)
     return path
-
-
-def run_submit(cluster: Cluster, script: str, args: list[str], timeout: float | None = None
-               ) -> int:  # fmt: skip
-    """Upload ``script`` to the head and run it there as a driver, streaming its output."""
-    path = Path(script)
-    if not path.is_file():
-        raise LauncherError(f"cannot read the script to submit: no file at {script}")
-    head = cluster.head
-    try:
-        jobs = _remote_abs(cluster, head, cluster.spec.install_dir.rstrip("/") + "/jobs")
-        sftp = cluster.pool.sftp(head)
-        remote_makedirs(sftp, jobs)
-        push(sftp, str(path), f"{jobs}/{path.name}")
-    except SshError as err:
-        cluster.out(f"rayops submit: {err.failure.one_line()}")
-        return SSH_ERROR_EXIT
-    except OSError as err:
-        raise LauncherError(f"uploading {script} to the head failed: {err}") from err
-    target = shlex.quote(f"{jobs}/{path.name}")
-    argv = " ".join(shlex.quote(a) for a in args)
-    command = cluster_env_prefix(cluster) + f"exec python -u {target} {argv}".rstrip()
-    res = cluster.pool.run(
-        head, command, timeout=timeout,
-        on_stdout=lambda b: cluster.events.output(head, "stdout", b),
-        on_stderr=lambda b: cluster.events.output(head, "stderr", b),
-    )  # fmt: skip
-    if res.failure is not None:
-        cluster.out(f"rayops submit: {res.failure.one_line()}")
-        return SSH_ERROR_EXIT
-    return res.exit_code
 
 
 def attach_command(cluster: Cluster) -> str:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 __all__ = [
+    "DRIVER_SUBMISSION_PREFIX",
     "JOB_KEY_PREFIX",
     "JOB_NAMESPACE",
     "JOB_STATUSES",
@@ -28,6 +29,9 @@ __all__ = [
 
 JOB_NAMESPACE = "job"
 JOB_KEY_PREFIX = "_ray_internal_job_info_"
+# + a driver's job id (hex) -> the submission id it is the entrypoint of, written by the
+# driver's init() (RAYOPS_JOB_SUBMISSION_ID in its environment); see dashboard/driver_jobs.py.
+DRIVER_SUBMISSION_PREFIX = "_rayops_driver_submission_"
 JOB_STATUSES = ("PENDING", "RUNNING", "STOPPED", "SUCCEEDED", "FAILED")
 TERMINAL_STATUSES = frozenset({"STOPPED", "SUCCEEDED", "FAILED"})
 

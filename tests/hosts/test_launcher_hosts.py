@@ -8,9 +8,12 @@ that needs a running cluster first runs `up` (a no-op when it is already up).
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,12 +150,97 @@ def test_submit_runs_a_driver_on_the_head(launcher: Any, tmp_path: Path) -> None
         "print('ARGS', sys.argv[1:])\n"
         "sys.exit(int(sys.argv[1]))\n"
     )
-    res = launcher.run("submit", str(launcher.spec()), str(script), "--", "5", "x y")
+    spec = str(launcher.spec())
+    res = launcher.run("submit", spec, str(script), "--", "5", "x y")
     assert res.rc == 5, res.text
     assert "NODES 3" in res.out
     assert "ARGS ['5', 'x y']" in res.out
     hosts = res.out.split("HOSTS ", 1)[1].split()[0].split(",")
     assert hosts == ["h1", "h2", "h3"]  # SPREAD tasks landed on every host
+    # It went through the head's Jobs API: the job is there, FAILED with the script's code.
+    sid = res.err.split("rayops submit: job ", 1)[1].split()[0]
+    with _dashboard(launcher) as env:
+        status = _job_cli(launcher, env, "status", sid)
+        assert status.returncode == 0, status.stderr
+        assert f"Status for job '{sid}': FAILED" in status.stdout
+        assert "exit code 5" in status.stdout
+        jobs = _job_cli(launcher, env, "list")
+        assert f"'submission_id': '{sid}'" in jobs.stdout
+    # A script that succeeds: exit 0; timed against what submit did before (upload + exec).
+    ok = tmp_path / "ok.py"
+    ok.write_text("import rayops as ray\nray.init()\nprint('OK', ray.get(ray.put(7)))\n")
+    res = launcher.run("submit", spec, str(ok))
+    assert res.rc == 0 and "OK 7" in res.out, res.text
+    t0 = time.monotonic()
+    assert launcher.run("rsync-up", spec, str(ok), "ok.py").rc == 0
+    old = launcher.run("exec", spec, "python -u ok.py")
+    assert old.rc == 0 and "OK 7" in old.out, old.text
+    launcher.figures["submit_s"] = round(res.seconds, 2)
+    launcher.figures["upload_and_exec_s"] = round(time.monotonic() - t0, 2)
+
+
+@contextlib.contextmanager
+def _dashboard(launcher: Any) -> Iterator[dict[str, str]]:
+    """`rayops dashboard CONFIG --port 0` running; yields the environment it says to use."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", launcher.module, "dashboard", str(launcher.spec()), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=launcher.env,
+        cwd=launcher.base,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        env = dict(launcher.env)
+        for line in proc.stdout:
+            if line.strip().startswith("export "):
+                for pair in line.split()[1:]:
+                    name, _, value = pair.partition("=")
+                    env[name] = value
+                break
+        assert "RAYOPS_API_SERVER_ADDRESS" in env, proc.stderr.read() if proc.stderr else ""
+        yield env
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+
+
+def _job_cli(launcher: Any, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rayops.cli.main", "job", *args],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_submit_no_wait_then_ctrl_c_stops_the_job(launcher: Any, tmp_path: Path) -> None:
+    launcher.ensure_up()
+    spec = str(launcher.spec())
+    script = tmp_path / "slow.py"
+    script.write_text("import time\nprint('STARTED', flush=True)\ntime.sleep(600)\n")
+    res = launcher.run("submit", spec, "--no-wait", str(script))
+    assert res.rc == 0 and res.out == "", res.text
+    detached = res.err.split("rayops submit: job ", 1)[1].split()[0]
+    res = launcher.run("submit", spec, "--tmux", str(script))
+    assert res.rc == 1 and "--tmux" in res.err and "not supported" in res.err, res.text
+    # Ctrl-C while following: the job is stopped, as ray submit's session ends the script.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", launcher.module, "submit", spec, str(script)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=launcher.env,
+        cwd=launcher.base,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "STARTED"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    sid = err.split("rayops submit: job ", 1)[1].split()[0]
+    assert f"stopping job {sid}" in err
+    with _dashboard(launcher) as env:
+        assert f"'{sid}': STOPPED" in _job_cli(launcher, env, "status", sid).stdout
+        running = _job_cli(launcher, env, "status", detached)
+        assert f"'{detached}': RUNNING" in running.stdout, running.stdout + running.stderr
+        assert _job_cli(launcher, env, "stop", detached).returncode == 0
 
 
 def test_rsync_and_addresses(launcher: Any, tmp_path: Path) -> None:
