@@ -23,13 +23,11 @@ from rayops.job_submission import JobSubmissionClient
 from rayops.testing.browser import Browser, Page, find_chromium
 from rayops.testing.cluster import Cluster
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        find_chromium() is None,
-        reason="no Chromium on PATH (bash scripts/bootstrap-browser.sh installs Debian's)",
-    ),
-]
+# ~18 s with the cluster's start and stop: not in the slow tier.
+pytestmark = pytest.mark.skipif(
+    find_chromium() is None,
+    reason="no Chromium on PATH (bash scripts/bootstrap-browser.sh installs Debian's)",
+)
 
 JOB_SCRIPT = (
     "import time\n"
