@@ -229,3 +229,27 @@ def test_answers_are_encoded_once_per_change() -> None:
 )
 def test_open_paths(path: str, public: bool) -> None:
     assert is_public(path) is public
+
+
+def test_page_files_ship_in_the_wheel() -> None:
+    """Every file of the page is read from the package and matched by pyproject's package-data
+    (a wheel built with `pip wheel .` lists them under rayops/dashboard/static/)."""
+    import fnmatch
+    import tomllib
+    from importlib import resources
+    from pathlib import Path
+
+    from rayops.dashboard.page import _load_static
+
+    files = _load_static()
+    assert {"index.html", "app.js", "charts.js", "style.css"} <= set(files)
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text())
+    globs = data["tool"]["setuptools"]["package-data"]["rayops"]
+    for entry in (resources.files("rayops.dashboard") / "static").iterdir():
+        rel = f"dashboard/static/{entry.name}"
+        assert any(fnmatch.fnmatch(rel, g) for g in globs), rel
+    # The page loads only its own files: no CDN, no outside address.
+    for name, (body, _) in files.items():
+        assert b"http://" not in body.replace(b"http://www.w3.org/2000/svg", b""), name
+        assert b"https://" not in body, name
