@@ -11,6 +11,7 @@ server's RSS before the actors, after them and after the loads, and the size of 
 answer. Never fails.
 
     python bench/dashboard_benchmark.py [--actors 1000] [--alive 20] [--dead 80] [--loads 5]
+        [--screenshot PATH]
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def main() -> int:
     p.add_argument("--alive", type=int, default=20)
     p.add_argument("--dead", type=int, default=80)
     p.add_argument("--loads", type=int, default=5)
+    p.add_argument("--screenshot", help="save a PNG of the page's first screen here")
     args = p.parse_args()
     if find_chromium() is None:
         print("no Chromium on PATH: bash scripts/bootstrap-browser.sh installs it")
@@ -113,6 +115,9 @@ def main() -> int:
                 if int(shown) < args.actors:
                     print(f"  the page showed {shown} actors, expected {args.actors}")
             rows = page.evaluate("document.querySelectorAll('.vrow[data-actor-id]').length")
+            if args.screenshot:
+                page.screenshot(args.screenshot, full_page=False)
+                print(f"screenshot: {args.screenshot}")
         rss_after = _rss_mib(server_pid)
         print(
             f"first load, navigation start to the actors panel drawn ({args.loads} loads, "

@@ -33,6 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
+from rayops.dashboard.jobs import BadRequest
 from rayops.dashboard.overview_state import (
     CHANNELS,
     ClusterState,
@@ -137,19 +138,23 @@ class ClusterOverview:
         return self._encoded(channel, (state.version[channel], channel in state.synced), render)
 
     @staticmethod
-    def _json(body: bytes) -> web.Response:
+    def _json(request: web.Request, body: bytes) -> web.Response:
+        # These routes take no parameters: one given would be ignored, so it is refused.
+        if request.query:
+            names = ", ".join(sorted(request.query))
+            raise BadRequest(f"{request.path} takes no query parameters, got: {names}")
         return web.Response(
             body=body, content_type="application/json", headers={"Cache-Control": "no-store"}
         )
 
     async def _nodes(self, request: web.Request) -> web.Response:
-        return self._json(self._answer(NODES_CHANNEL, nodes_payload))
+        return self._json(request, self._answer(NODES_CHANNEL, nodes_payload))
 
     async def _actors(self, request: web.Request) -> web.Response:
-        return self._json(self._answer(ACTORS_CHANNEL, actors_payload))
+        return self._json(request, self._answer(ACTORS_CHANNEL, actors_payload))
 
     async def _groups(self, request: web.Request) -> web.Response:
-        return self._json(self._answer(PG_CHANNEL, groups_payload))
+        return self._json(request, self._answer(PG_CHANNEL, groups_payload))
 
     async def _usage(self, request: web.Request) -> web.Response:
         def render() -> dict[str, Any]:
@@ -158,4 +163,4 @@ class ClusterOverview:
             payload["max_samples"] = self.history.max_samples
             return payload
 
-        return self._json(self._encoded("usage", self._samples, render))
+        return self._json(request, self._encoded("usage", self._samples, render))

@@ -80,6 +80,8 @@ def test_data_routes_need_the_token(cluster: Cluster, url: str) -> None:
         assert _http("GET", url + route, headers=cookie)[0] == 403
         status, body, _ = _http("GET", url + route, headers=_bearer(cluster))
         assert status == 200 and isinstance(body, dict), route
+        status, body, _ = _http("GET", url + route + "?limit=5", headers=_bearer(cluster))
+        assert status == 400 and "limit" in body["error"], route
     cookie = {"Cookie": f"ray-authentication-token={cluster.token}"}
     deadline = time.monotonic() + 30
     while True:  # the server subscribes when it starts: "synced" once the snapshot is in
