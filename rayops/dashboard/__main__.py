@@ -80,6 +80,11 @@ async def amain(args: argparse.Namespace, token: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The server forks job supervisors (under uvloop, a plain fork) while its GCS streams
+    # (the dashboard's followed channels) are open on gRPC's threads; gRPC's fork handlers
+    # then crash the child before its exec (SIGSEGV). The child execs at once and never uses
+    # the parent's gRPC, so the handlers are not needed: off, before gRPC is first imported.
+    os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
     setup_logging(args.log_file, f"dashboard[{os.getpid()}]")
     return run_with_token(args.token_file, lambda token: amain(args, token))
 

@@ -9,6 +9,7 @@ the test skips, saying so, only where no Chromium is installed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shlex
 import time
@@ -64,6 +65,16 @@ def _status(url: str, token: str) -> int:
     return asyncio.run(go())
 
 
+@contextlib.contextmanager
+def _screenshot_on_failure(page: Page, tmp_path: Path) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            print(f"screenshot at the failure: {page.screenshot(str(tmp_path / 'failure.png'))}")
+        raise
+
+
 def _texts(page: Page, selector: str) -> list[str]:
     return page.evaluate(  # type: ignore[no-any-return]
         f"[...document.querySelectorAll({json.dumps(selector)})].map(e => e.textContent)"
@@ -96,105 +107,107 @@ def test_page_shows_the_cluster(cluster: Cluster, browser: Browser, tmp_path: Pa
         sid = client.submit_job(entrypoint=f"python -c {shlex.quote(JOB_SCRIPT)}")
 
         page = browser.new_page()
+        with _screenshot_on_failure(page, tmp_path):
+            # Without the token: the login form, no cluster data on the page, data routes refused.
+            page.navigate(url + "/")
+            page.wait_for("!document.getElementById('login').hidden", what="the login form")
+            assert page.evaluate("document.getElementById('dashboard').hidden") is True
+            html = page.evaluate("document.documentElement.outerHTML")
+            assert not any(n in html for n in node_ids) and sid not in html
+            assert _texts(page, "#nodes-body tr, .vrow[data-actor-id], #jobs-body tr") == []
+            assert page.evaluate("fetch('/api/dashboard/nodes').then(r => r.status)") == 401
+            # A wrong token in the link: refused, said so, and the token is gone from the address.
+            page.navigate(url + "/?token=not-the-token")
+            page.wait_for("!document.getElementById('login-error').hidden", what="the login error")
+            assert page.evaluate("location.search") == ""
 
-        # Without the token: the login form, no cluster data on the page, data routes refused.
-        page.navigate(url + "/")
-        page.wait_for("!document.getElementById('login').hidden", what="the login form")
-        assert page.evaluate("document.getElementById('dashboard').hidden") is True
-        html = page.evaluate("document.documentElement.outerHTML")
-        assert not any(n in html for n in node_ids) and sid not in html
-        assert _texts(page, "#nodes-body tr, .vrow[data-actor-id], #jobs-body tr") == []
-        assert page.evaluate("fetch('/api/dashboard/nodes').then(r => r.status)") == 401
-        # A wrong token in the link: refused, said so, and the token is gone from the address.
-        page.navigate(url + "/?token=not-the-token")
-        page.wait_for("!document.getElementById('login-error').hidden", what="the login error")
-        assert page.evaluate("location.search") == ""
-
-        # The login form with the right token.
-        page.evaluate(
-            f"document.getElementById('login-token').value = {json.dumps(cluster.token)}; "
-            "document.getElementById('login-form').requestSubmit()"
-        )
-        page.wait_for("document.getElementById('dashboard').hidden === false", what="the page")
-        assert page.evaluate("document.cookie") == "", "the token cookie must be HttpOnly"
-
-        # Nodes: both, alive, with their ids and the cluster's CPU total.
-        page.wait_for("document.getElementById('nodes-count').dataset.alive === '2'")
-        shown = set(
+            # The login form with the right token.
             page.evaluate(
-                "[...document.querySelectorAll('#nodes-body tr')].map(r => r.dataset.nodeId)"
+                f"document.getElementById('login-token').value = {json.dumps(cluster.token)}; "
+                "document.getElementById('login-form').requestSubmit()"
             )
-        )
-        assert shown == node_ids
-        assert page.evaluate("document.getElementById('total-cpu').textContent").endswith("/ 4")
-        assert len(_texts(page, "#store-bars .storerow")) == 2
+            page.wait_for("document.getElementById('dashboard').hidden === false", what="the page")
+            assert page.evaluate("document.cookie") == "", "the token cookie must be HttpOnly"
 
-        # Actors: 5 alive and 1 dead, the named one listed with its name.
-        page.wait_for(
-            "document.querySelector('#actors-states [data-state=DEAD]')?.dataset.count === '1'",
-            what="the killed actor shown DEAD",
-        )
-        counts = page.evaluate(
-            "Object.fromEntries([...document.querySelectorAll('#actors-states [data-state]')]"
-            ".map(e => [e.dataset.state, Number(e.dataset.count)]))"
-        )
-        assert counts == {"ALIVE": 5, "DEAD": 1}
-        rows = page.evaluate(
-            "[...document.querySelectorAll('.vrow[data-actor-id]')]"
-            ".map(r => [r.dataset.actorId, r.dataset.state, r.children[2].textContent])"
-        )
-        by_id = {r[0]: (r[1], r[2]) for r in rows}
-        assert by_id[doomed._actor_id_hex][0] == "DEAD"
-        assert by_id[named._actor_id_hex] == ("ALIVE", "dashboard-named")
-        assert all(by_id[a._actor_id_hex][0] == "ALIVE" for a in alive)
+            # Nodes: both, alive, with their ids and the cluster's CPU total.
+            page.wait_for("document.getElementById('nodes-count').dataset.alive === '2'")
+            shown = set(
+                page.evaluate(
+                    "[...document.querySelectorAll('#nodes-body tr')].map(r => r.dataset.nodeId)"
+                )
+            )
+            assert shown == node_ids
+            assert page.evaluate("document.getElementById('total-cpu').textContent").endswith("/ 4")
+            assert len(_texts(page, "#store-bars .storerow")) == 2
 
-        # The placement group, created, one bundle on each node.
-        pg_hex = pg.id.hex()
-        page.wait_for(
-            f"document.querySelector('#pgs-body tr[data-pg-id=\"{pg_hex}\"]')"
-            "?.dataset.state === 'CREATED'",
-            what="the placement group CREATED",
-        )
+            # Actors: 5 alive and 1 dead, the named one listed with its name.
+            page.wait_for(
+                "document.querySelector('#actors-states [data-state=DEAD]')?.dataset.count === '1'",
+                what="the killed actor shown DEAD",
+            )
+            counts = page.evaluate(
+                "Object.fromEntries([...document.querySelectorAll('#actors-states [data-state]')]"
+                ".map(e => [e.dataset.state, Number(e.dataset.count)]))"
+            )
+            assert counts == {"ALIVE": 5, "DEAD": 1}
+            rows = page.evaluate(
+                "[...document.querySelectorAll('.vrow[data-actor-id]')]"
+                ".map(r => [r.dataset.actorId, r.dataset.state, r.children[2].textContent])"
+            )
+            by_id = {r[0]: (r[1], r[2]) for r in rows}
+            assert by_id[doomed._actor_id_hex][0] == "DEAD"
+            assert by_id[named._actor_id_hex] == ("ALIVE", "dashboard-named")
+            assert all(by_id[a._actor_id_hex][0] == "ALIVE" for a in alive)
 
-        # Tasks summary: Ray's shape from the state API, or "unavailable" where it is absent.
-        page.wait_for("document.getElementById('tasks-summary').dataset.state")
-        if _status(url + "/api/v0/tasks/summarize", cluster.token) == 200:
-            assert page.evaluate("document.getElementById('tasks-summary').dataset.state") == "ok"
-        else:
-            assert page.evaluate("document.getElementById('tasks-summary').textContent") == (
-                "task summary unavailable"
+            # The placement group, created, one bundle on each node.
+            pg_hex = pg.id.hex()
+            page.wait_for(
+                f"document.querySelector('#pgs-body tr[data-pg-id=\"{pg_hex}\"]')"
+                "?.dataset.state === 'CREATED'",
+                what="the placement group CREATED",
             )
 
-        # The job: listed; a click shows its printed lines live, then SUCCEEDED.
-        row = f'#jobs-body tr[data-submission-id="{sid}"]'
-        page.wait_for(f"!!document.querySelector({json.dumps(row)})", what="the job's row")
-        page.click(row)
-        page.wait_for(
-            "document.getElementById('job-logs-text').textContent.includes('dashboard-line-4')",
-            what="the job's printed lines",
-        )
-        page.wait_for(
-            f"document.querySelector({json.dumps(row)})?.dataset.status === 'SUCCEEDED'",
-            timeout=60,
-            what="the job SUCCEEDED",
-        )
-        page.wait_for(
-            "document.getElementById('job-logs').dataset.ended === 'true'", what="the log's end"
-        )
-        text = page.evaluate("document.getElementById('job-logs-text').textContent")
-        assert all(f"dashboard-line-{i}" in text for i in range(5))
-        assert "dashboard-job-done" in text
+            # Tasks summary: Ray's shape from the state API, or "unavailable" where it is absent.
+            page.wait_for("document.getElementById('tasks-summary').dataset.state")
+            if _status(url + "/api/v0/tasks/summarize", cluster.token) == 200:
+                assert (
+                    page.evaluate("document.getElementById('tasks-summary').dataset.state") == "ok"
+                )
+            else:
+                assert page.evaluate("document.getElementById('tasks-summary').textContent") == (
+                    "task summary unavailable"
+                )
 
-        # Charts have samples by now (one every 2 s).
-        page.wait_for("document.querySelectorAll('#charts svg path.used').length === 4")
-        shot = page.screenshot(str(tmp_path / "dashboard.png"))
-        print(f"dashboard screenshot: {shot}")
+            # The job: listed; a click shows its printed lines live, then SUCCEEDED.
+            row = f'#jobs-body tr[data-submission-id="{sid}"]'
+            page.wait_for(f"!!document.querySelector({json.dumps(row)})", what="the job's row")
+            page.click(row)
+            page.wait_for(
+                "document.getElementById('job-logs-text').textContent.includes('dashboard-line-4')",
+                what="the job's printed lines",
+            )
+            page.wait_for(
+                f"document.querySelector({json.dumps(row)})?.dataset.status === 'SUCCEEDED'",
+                timeout=60,
+                what="the job SUCCEEDED",
+            )
+            page.wait_for(
+                "document.getElementById('job-logs').dataset.ended === 'true'", what="the log's end"
+            )
+            text = page.evaluate("document.getElementById('job-logs-text').textContent")
+            assert all(f"dashboard-line-{i}" in text for i in range(5))
+            assert "dashboard-job-done" in text
 
-        # Logging out removes the data from the page.
-        page.click("#logout")
-        page.wait_for("!document.getElementById('login').hidden", what="the login form")
-        assert _texts(page, "#nodes-body tr, .vrow[data-actor-id], #jobs-body tr") == []
-        page.send("Page.close")
+            # Charts have samples by now (one every 2 s).
+            page.wait_for("document.querySelectorAll('#charts svg path.used').length === 4")
+            shot = page.screenshot(str(tmp_path / "dashboard.png"))
+            print(f"dashboard screenshot: {shot}")
+
+            # Logging out removes the data from the page.
+            page.click("#logout")
+            page.wait_for("!document.getElementById('login').hidden", what="the login form")
+            assert _texts(page, "#nodes-body tr, .vrow[data-actor-id], #jobs-body tr") == []
+            page.send("Page.close")
         remove_placement_group(pg)
     finally:
         rayops.shutdown()
