@@ -135,11 +135,14 @@ const CHARTS = [
 
 function renderCharts(usage) {
   const cluster = usage.series?.cluster;
+  // Draw at the width the chart box had last time, so the SVG fills it (1 unit = 1 px).
+  const prev = $("charts").firstElementChild;
+  const width = prev ? Math.max(120, prev.clientWidth - 16) : 260;
   $("charts").replaceChildren(...CHARTS.map(([key, title, fmt]) => {
     const s = cluster?.[key] || { used: [], total: [] };
     return h("div", { class: "chart", dataset: { metric: key } },
       h("div", { class: "title" }, title),
-      usageChart(usage.times || [], s.used, s.total, fmt));
+      usageChart(usage.times || [], s.used, s.total, fmt, width));
   }));
 }
 
