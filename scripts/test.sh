@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 bash scripts/bootstrap-hosts.sh
 bash scripts/bootstrap-monitoring.sh
+bash scripts/bootstrap-browser.sh
 echo "== ruff"
 .venv/bin/ruff check rayops tests bench scripts examples
 echo "== mypy"

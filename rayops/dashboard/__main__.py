@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def amain(args: argparse.Namespace, token: str) -> int:
     from rayops.dashboard.auth import HttpTokenCheck
     from rayops.dashboard.jobs import JobManager, ServerConfig
+    from rayops.dashboard.overview import ClusterOverview
     from rayops.dashboard.server import ApiServer
     from rayops.gcs.client import AsyncGcsClient
 
@@ -55,7 +56,8 @@ async def amain(args: argparse.Namespace, token: str) -> int:
         temp_dir=args.temp_dir,
     )
     jobs = JobManager(gcs, config)
-    server = ApiServer(jobs, HttpTokenCheck(token), config.session_name)
+    overview = ClusterOverview(gcs)
+    server = ApiServer(jobs, HttpTokenCheck(token), config.session_name, overview)
     try:
         await server.start(args.host, args.port)
     except OSError as err:
@@ -63,11 +65,13 @@ async def amain(args: argparse.Namespace, token: str) -> int:
         await gcs.close()
         return 1
     logger.info("API server on http://%s:%d", args.host, server.port)
+    overview.start()
     if args.ready_fd is not None:
         os.write(args.ready_fd, f"{server.port}\n".encode())
         os.close(args.ready_fd)
     await stop.wait()
     await server.stop()
+    await overview.stop()
     await jobs.shutdown()
     await gcs.close()
     logger.info("API server stopped")
@@ -76,6 +80,11 @@ async def amain(args: argparse.Namespace, token: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The server forks job supervisors (under uvloop, a plain fork) while its GCS streams
+    # (the dashboard's followed channels) are open on gRPC's threads; gRPC's fork handlers
+    # then crash the child before its exec (SIGSEGV). The child execs at once and never uses
+    # the parent's gRPC, so the handlers are not needed: off, before gRPC is first imported.
+    os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
     setup_logging(args.log_file, f"dashboard[{os.getpid()}]")
     return run_with_token(args.token_file, lambda token: amain(args, token))
 

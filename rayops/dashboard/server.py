@@ -14,6 +14,8 @@
 | ``DELETE /api/jobs/{id}`` | ``{"deleted": true}``; 400 while the job runs |
 | ``GET/PUT /api/packages/{protocol}/{name}`` | 200/404, store a working_dir package |
 | ``GET /metrics`` | this server's own Prometheus metrics (refused requests) |
+| ``GET /``, ``/static/*``, ``/api/dashboard/*`` | the dashboard page (``page.py``, its shell and |
+| | login open) and its data (``overview.py``, token-checked) |
 
 Every route but the health check passes the token check (``auth.py``) first; a refused
 request gets 401 JSON (no credential) or 403 (a wrong one), as Ray's, and its body is never
@@ -36,6 +38,8 @@ from rayops.dashboard.auth import HttpTokenCheck
 from rayops.dashboard.driver_jobs import driver_details, read_driver_jobs
 from rayops.dashboard.jobs import BadRequest, JobManager, parse_submit, read_log
 from rayops.dashboard.log_routes import LogRoutes
+from rayops.dashboard.overview import ClusterOverview
+from rayops.dashboard.page import DashboardPage, is_public
 from rayops.envs import packaging
 from rayops.version import __version__
 
@@ -82,7 +86,13 @@ class _RefusedCounter:
 
 
 class ApiServer:
-    def __init__(self, jobs: JobManager, check: HttpTokenCheck, session_name: str) -> None:
+    def __init__(
+        self,
+        jobs: JobManager,
+        check: HttpTokenCheck,
+        session_name: str,
+        overview: ClusterOverview | None = None,
+    ) -> None:
         self.jobs = jobs
         self.check = check
         self.session_name = session_name
@@ -113,6 +123,11 @@ class ApiServer:
         r.add_get("/api/packages/{protocol}/{package_name}", self._package_exists)
         r.add_put("/api/packages/{protocol}/{package_name}", self._package_upload)
         LogRoutes(jobs._gcs, check.token).register(app)
+
+        # The dashboard page (page.py) and its data (overview.py).
+        DashboardPage(check).register(r)
+        if overview is not None:
+            overview.register(r)
         self.app = app
         self.port = 0
 
@@ -134,7 +149,8 @@ class ApiServer:
     async def _auth_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "unmatched"
-        if request.path != HEALTH_PATH and not self.check.allows(
+        public = request.path == HEALTH_PATH or is_public(request.path)
+        if not public and not self.check.allows(
             request.headers, request.cookies, str(request.remote), request.path
         ):
             # As Ray's: 401 without a credential, 403 with a wrong one.
