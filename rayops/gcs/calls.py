@@ -40,7 +40,7 @@ from rayops.protocol.node_snapshot import ClusterSnapshot
 __all__ = ["GcsCall", "Service"]
 
 R = TypeVar("R")
-Service = Literal["node", "job", "kv", "actor", "metrics", "pg", "pubsub"]
+Service = Literal["node", "job", "kv", "actor", "metrics", "pg", "pubsub", "task"]
 
 
 @dataclass(frozen=True, slots=True)

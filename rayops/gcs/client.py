@@ -38,6 +38,7 @@ from rayops.protocol import (
     gcs_pg_pb2_grpc,
     gcs_pubsub_pb2,
     gcs_pubsub_pb2_grpc,
+    gcs_task_pb2_grpc,
 )
 from rayops.rpc.grpc_channel import token_aio_channel, token_channel
 
@@ -113,6 +114,7 @@ def _stubs(channel: Any) -> dict[Service, Any]:
         "metrics": gcs_metrics_pb2_grpc.MetricsGcsServiceStub(channel),
         "pg": gcs_pg_pb2_grpc.PlacementGroupInfoGcsServiceStub(channel),
         "pubsub": gcs_pubsub_pb2_grpc.PubSubGcsServiceStub(channel),
+        "task": gcs_task_pb2_grpc.TaskInfoGcsServiceStub(channel),
     }
 
 
