@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayops import ids, serialization
-from rayops.core_worker import threads
+from rayops.core_worker import reference_report, threads
 from rayops.core_worker.borrowing import References
 from rayops.core_worker.generators import Generators
 from rayops.core_worker.memory_store import MemoryStore
@@ -35,6 +35,7 @@ from rayops.core_worker.task_events import FINISHED, RUNNING, TaskEventReporter,
 from rayops.core_worker.tasks import Tasks
 from rayops.objectstore import StoreClient
 from rayops.protocol import raylet_messages as rm
+from rayops.protocol import state_messages as sm
 from rayops.protocol import worker_messages as wm
 from rayops.protocol.framed_message import Message
 from rayops.protocol.task_messages import (
@@ -322,6 +323,8 @@ class CoreWorker:
                 lambda _none: wm.CancelAccepted(),
             ),
         }
+        # The state API asks what this process references (core_worker/reference_report.py).
+        h[sm.ListReferences] = lambda conn, m: reference_report.list_references(self)
         if self.executor is not None:
             h.update(self.executor.handlers())
         return h

@@ -58,7 +58,7 @@ PENDING_ARGS_AVAIL, PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER, RUNNING, FINIS
     len(TASK_STATES)
 )
 # task_metrics' owner state indices (ST_ARGS .. ST_FAILED) -> TASK_STATES indices
-_OWNER_STATE = (PENDING_ARGS_AVAIL, PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER, FINISHED, FAILED)
+OWNER_STATE = (PENDING_ARGS_AVAIL, PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER, FINISHED, FAILED)
 OWNER, EXECUTOR = 0, 1
 
 
@@ -174,7 +174,7 @@ class RecordingOwnerCounts(OwnerTaskCounts):
                 OWNER,
                 spec.task_id,
                 spec.attempt,
-                _OWNER_STATE[new],
+                OWNER_STATE[new],
                 time_ns(),
                 _info(record) if old == UNCOUNTED else None,
             )

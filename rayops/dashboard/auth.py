@@ -37,6 +37,11 @@ class HttpTokenCheck:
     def refused(self) -> int:
         return self._refusals.count
 
+    @property
+    def token(self) -> str:
+        """The cluster token (the state API connects to raylets and workers with it)."""
+        return self._token.decode()
+
     def _matches(self, given: str | None, *, bearer: bool, bare: bool) -> bool:
         if not given:
             return False

@@ -33,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 
 from rayops.dashboard.auth import HttpTokenCheck
 from rayops.dashboard.jobs import BadRequest, JobManager, parse_submit, read_log
+from rayops.dashboard.state_routes import add_state_routes
 from rayops.envs import packaging
 from rayops.version import __version__
 
@@ -109,6 +110,8 @@ class ApiServer:
         r.add_delete("/api/jobs/{job_id}", self._delete)
         r.add_get("/api/packages/{protocol}/{package_name}", self._package_exists)
         r.add_put("/api/packages/{protocol}/{package_name}", self._package_upload)
+        # The state API: /api/v0/... (state_routes.py).
+        add_state_routes(app, jobs._gcs, check.token, jobs)
         self.app = app
         self.port = 0
 
