@@ -1,13 +1,13 @@
 """What this process tells the state API about the object references it holds.
 
-Answers ``ListReferences`` (from the API server, over this core worker's framed server)
-with one ``ObjectReference`` per entry of the reference table, typed as Ray's
-``ray memory`` does: PINNED_IN_MEMORY (an owned value with a shared-memory copy, held by a
-local handle), LOCAL_REFERENCE (a local handle), USED_BY_PENDING_TASK (only pending tasks
-hold it), CAPTURED_IN_OBJECT (only other objects hold it), else UNKNOWN_STATUS. Sizes come
-from the node stores (the API server joins them); a task's return carries its task's state
-while the task is pending at this owner. Runs on the IO thread (the task records live
-there); the reference table is read under its own lock.
+Answers ``ListReferences`` (from the API server, over this core worker's framed server) with
+one ``ObjectReference`` per entry of the reference table, typed as Ray's ``ray memory``
+does: PINNED_IN_MEMORY (an owned value with a shared-memory copy, held by a local handle),
+ACTOR_HANDLE (an actor's handle token), LOCAL_REFERENCE (a local handle),
+USED_BY_PENDING_TASK (only pending tasks hold it), CAPTURED_IN_OBJECT (only other objects
+hold it), else UNKNOWN_STATUS. Sizes come from the node stores (the API server joins them);
+a task's return carries its task's state while the task is pending at this owner. Runs on
+the IO thread (the task records live there); the reference table is read under its own lock.
 """
 
 from __future__ import annotations
@@ -28,7 +28,12 @@ if TYPE_CHECKING:
 __all__ = ["list_references", "reference_type"]
 
 
-def reference_type(e: RefEntry) -> str:
+_HANDLE_SUFFIX = ids.ACTOR_HANDLE_INDEX.to_bytes(ids.OBJECT_ID_LEN - ids.TASK_ID_LEN, "little")
+
+
+def reference_type(oid: bytes, e: RefEntry) -> str:
+    if oid.endswith(_HANDLE_SUFFIX):  # an actor's handle token (its count is the handles)
+        return "ACTOR_HANDLE"
     if e.local > 0 and e.owned and e.in_store:
         return "PINNED_IN_MEMORY"
     if e.local > 0:
@@ -53,7 +58,7 @@ def list_references(cw: CoreWorker) -> sm.ReferencesReply:
                 status = "FINISHED"
         refs.append(
             sm.ObjectReference(
-                oid, reference_type(e), -1, e.owned, e.local, e.submitted, e.nested,
+                oid, reference_type(oid, e), -1, e.owned, e.local, e.submitted, e.nested,
                 len(e.borrowers or ()), status,
             )
         )  # fmt: skip

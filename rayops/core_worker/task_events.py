@@ -16,9 +16,10 @@ Recording is an append to a bounded deque (any thread; ``deque.append`` is atomi
 blocks, nothing waits, nothing is built but one tuple. When the buffer is full the event
 is dropped and counted; the count goes out with the next batch. ``TaskEventReporter`` runs
 on the IO loop: every ``report_interval_ms`` it drains the buffer, merges the events of one
-attempt into one ``TaskEvent`` (states and their times) and notifies the raylet over the
-connection the core worker already has (``ReportTaskEvents``); the raylet forwards to the
-GCS. ``RAYOPS_TASK_EVENTS_REPORT_INTERVAL_MS=0`` turns all of it off (no hook is installed).
+attempt into one record (its states' times) and notifies the raylet with the records as
+columns (``ReportTaskEvents``) over the connection the core worker already has; the raylet
+forwards them to the GCS. ``RAYOPS_TASK_EVENTS_REPORT_INTERVAL_MS=0`` turns all of it off
+(no hook is installed).
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ from time import time_ns
 from typing import TYPE_CHECKING, Any
 
 from rayops.core_worker.task_metrics import UNCOUNTED, OwnerTaskCounts
-from rayops.protocol.state_messages import TASK_STATES, ReportTaskEvents, TaskEvent, TaskInfo
+from rayops.protocol.state_messages import (
+    TASK_STATES,
+    ReportTaskEvents,
+    TaskDescriptor,
+    TaskError,
+)
 
 if TYPE_CHECKING:
     from rayops.core_worker.core_worker import CoreWorker
@@ -136,11 +142,12 @@ def error_type_of(error: BaseException | None) -> str:
     }.get(name, "TASK_EXECUTION_EXCEPTION" if error is not None else "DEPENDENCY_FAILED")
 
 
-def _info(record: Any) -> TaskInfo:
+def _info(record: Any) -> tuple[Any, ...]:
+    """What the task is, as TaskDescriptor's fields (a tuple: built on the hot path)."""
     spec = record.spec
     if spec.actor_id:
         cls = record.class_name
-        return TaskInfo(
+        return (
             spec.name,
             f"{cls}.{spec.name}" if cls else spec.name,
             "ACTOR_TASK",
@@ -149,8 +156,14 @@ def _info(record: Any) -> TaskInfo:
             spec.parent_task_id,
             spec.resources,
         )
-    return TaskInfo(
-        spec.name, spec.name, "NORMAL_TASK", spec.job_id, b"", spec.parent_task_id, spec.resources
+    return (
+        spec.name,
+        spec.name,
+        "NORMAL_TASK",
+        spec.job_id,
+        b"",
+        spec.parent_task_id,
+        spec.resources,
     )
 
 
@@ -171,9 +184,7 @@ class RecordingOwnerCounts(OwnerTaskCounts):
         spec = record.spec
         self._add(
             (
-                OWNER,
-                spec.task_id,
-                spec.attempt,
+                (OWNER, spec.task_id, spec.attempt),
                 OWNER_STATE[new],
                 time_ns(),
                 _info(record) if old == UNCOUNTED else None,
@@ -183,14 +194,14 @@ class RecordingOwnerCounts(OwnerTaskCounts):
     def retry(self, record: Any) -> None:
         attempt = record.spec.attempt
         if attempt > 0:  # a normal task's retry: the attempt before this one failed
-            self._add((OWNER, record.spec.task_id, attempt - 1, FAILED, time_ns(), None))
+            self._add(((OWNER, record.spec.task_id, attempt - 1), FAILED, time_ns(), None))
         super().retry(record)
 
     def failed(self, record: Any, error: BaseException | None) -> None:
         spec = record.spec
         message = "" if error is None else str(error)[:MAX_ERROR_MESSAGE]
         self._add(
-            (OWNER, spec.task_id, spec.attempt, FAILED, time_ns(), None, error_type_of(error),
+            ((OWNER, spec.task_id, spec.attempt), FAILED, time_ns(), None, error_type_of(error),
              message)
         )  # fmt: skip
 
@@ -210,9 +221,9 @@ class TaskEventReporter:
     def running(self, spec: Any, func_or_class_name: str, task_type: str = "") -> None:
         """A task starts on this worker (any thread). ``task_type`` is given for an actor's
         creation task only, which no owner records."""
-        info = None
+        info: tuple[Any, ...] | None = None
         if task_type:
-            info = TaskInfo(
+            info = (
                 spec.name,
                 func_or_class_name,
                 task_type,
@@ -221,27 +232,27 @@ class TaskEventReporter:
                 spec.parent_task_id,
                 spec.resources,
             )
-        self.buffer.add((EXECUTOR, spec.task_id, spec.attempt, RUNNING, time_ns(), info))
+        self.buffer.add(((EXECUTOR, spec.task_id, spec.attempt), RUNNING, time_ns(), info))
 
     def ended(self, spec: Any, error: BaseException | None, creation: bool = False) -> None:
         """A task this worker ran raised ``error`` (None: it returned; recorded only for an
         actor's creation task, whose owner is not a core worker)."""
         if error is None:
             if creation:
-                self.buffer.add((EXECUTOR, spec.task_id, spec.attempt, FINISHED, time_ns(), None))
+                self.buffer.add(((EXECUTOR, spec.task_id, spec.attempt), FINISHED, time_ns(), None))
             return
         self.buffer.add(
-            (EXECUTOR, spec.task_id, spec.attempt, FAILED, time_ns(), None,
+            ((EXECUTOR, spec.task_id, spec.attempt), FAILED, time_ns(), None,
              "TASK_EXECUTION_EXCEPTION", f"{type(error).__name__}: {error}"[:MAX_ERROR_MESSAGE])
         )  # fmt: skip
 
     # ------------------------------------------------------------- driver task
     def driver_task(self, task_id: bytes, state: int) -> None:
         """The driver's own task enters ``state`` (RUNNING at init, FINISHED at shutdown)."""
-        info = None
+        info: tuple[Any, ...] | None = None
         if state == RUNNING:
-            info = TaskInfo("driver", "driver", "DRIVER_TASK", self._cw.job_id)
-        self.buffer.add((EXECUTOR, task_id, 0, state, time_ns(), info))
+            info = ("driver", "driver", "DRIVER_TASK", self._cw.job_id, b"", b"", {})
+        self.buffer.add(((EXECUTOR, task_id, 0), state, time_ns(), info))
 
     # ------------------------------------------------------------- IO loop
     async def run(self) -> None:
@@ -255,49 +266,71 @@ class TaskEventReporter:
         items, dropped = self.buffer.drain()
         if not items and not dropped:
             return 0
-        events = self.merge(items)
         cw = self._cw
         raylet = cw.raylet
         if raylet is None or raylet.closed:
             self.dropped_total += len(items) + dropped
             return 0
-        raylet.notify(ReportTaskEvents(tuple(events), dropped, cw.job_id))
+        batch = self.merge(items, dropped)
+        raylet.notify(batch)
         self.sent_events += len(items)
         self.dropped_total += dropped
-        return len(events)
+        return len(batch)
 
-    def merge(self, items: list[tuple[Any, ...]]) -> list[TaskEvent]:
-        """One TaskEvent per (side, task, attempt): its states and times, in order."""
-        grouped: dict[tuple[int, bytes, int], list[Any]] = {}
+    def merge(self, items: list[tuple[Any, ...]], dropped: int = 0) -> ReportTaskEvents:
+        """One record per (side, task, attempt), as the batch's columns."""
+        n_states = len(TASK_STATES)
+        index: dict[tuple[int, bytes, int], int] = {}
+        task_ids: list[bytes] = []
+        attempts: list[int] = []
+        executor = bytearray()
+        times: list[int] = []
+        desc_of: list[int] = []
+        descs: dict[tuple[Any, ...], int] = {}
+        infos: list[tuple[Any, ...]] = []
+        zeros = [0] * n_states
+        errors: list[TaskError] = []
+        # An item: ((side, task id, attempt), state, time, info[, error type, message]).
         for item in items:
-            key = (item[0], item[1], item[2])
-            g = grouped.get(key)
-            if g is None:
-                # states, times, info, error type, error message
-                g = grouped[key] = [[], [], None, "", ""]
-            g[0].append(item[3])
-            g[1].append(item[4])
-            if item[5] is not None:
-                g[2] = item[5]
-            if len(item) > 6 and not g[3]:
-                g[3], g[4] = item[6], item[7]
+            key = item[0]
+            i = index.get(key)
+            if i is None:
+                i = index[key] = len(task_ids)
+                task_ids.append(key[1])
+                attempts.append(key[2])
+                executor.append(key[0])
+                times.extend(zeros)
+                desc_of.append(-1)
+            slot = i * n_states + item[1]
+            if not times[slot]:
+                times[slot] = item[2]
+            info = item[3]
+            if info is not None:
+                # The resources dict is shared by a function's calls; alive until sent, so
+                # its id names it within the batch.
+                dkey = (*info[:6], id(info[6]))
+                d = descs.get(dkey)
+                if d is None:
+                    d = descs[dkey] = len(descs)
+                    infos.append(info)
+                desc_of[i] = d
+            if len(item) > 4:
+                errors.append(TaskError(i, item[4], item[5]))
         cw = self._cw
-        pid = os.getpid()
-        out = []
-        for (side, task_id, attempt), (states, times, info, etype, emsg) in grouped.items():
-            if side == EXECUTOR:
-                out.append(
-                    TaskEvent(
-                        task_id, attempt, tuple(states), tuple(times), info,
-                        cw.node_id, cw.worker_id, pid, etype, emsg,
-                    )
-                )  # fmt: skip
-            else:
-                out.append(
-                    TaskEvent(task_id, attempt, tuple(states), tuple(times), info, "", b"", 0,
-                              etype, emsg)
-                )  # fmt: skip
-        return out
+        return ReportTaskEvents(
+            task_ids,
+            attempts,
+            bytes(executor),
+            times,
+            desc_of,
+            tuple(TaskDescriptor(k[0], k[1], k[2], k[3], k[4], k[5], dict(k[6])) for k in infos),
+            tuple(errors),
+            cw.node_id,
+            cw.worker_id,
+            os.getpid(),
+            cw.job_id,
+            dropped,
+        )
 
     def flush(self) -> None:
         """A last report at shutdown (the raylet connection is still open)."""

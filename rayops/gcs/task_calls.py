@@ -11,10 +11,10 @@ __all__ = ["add_task_event_data", "get_task_events", "list_actors"]
 
 
 def add_task_event_data(
-    events: Sequence[gcs_task_pb2.TaskStateEvent], dropped: Mapping[int, int]
+    batches: Sequence[gcs_task_pb2.TaskEventBatch], dropped: Mapping[int, int]
 ) -> GcsCall[None]:
     request = gcs_task_pb2.AddTaskEventDataRequest(
-        events=events,
+        batches=batches,
         dropped=[gcs_task_pb2.JobDrops(job_id=j, dropped=n) for j, n in dropped.items()],
     )
     return GcsCall("task", "AddTaskEventData", request, lambda r: None)

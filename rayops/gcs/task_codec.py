@@ -1,63 +1,73 @@
-"""Task events between their framed form (``state_messages.TaskEvent``) and protobuf.
+"""Task-event batches between their framed form (``state_messages.ReportTaskEvents``) and
+protobuf (``gcs_task_pb2.TaskEventBatch``).
 
-The raylet converts what its core workers report (``event_to_proto``); the GCS converts
-back (``event_from_proto``) for its store. Imports only the protocol.
+The raylet converts what its core workers report (``batch_to_proto``); the GCS converts
+back (``batch_from_proto``) for its store. Columns go across as whole lists (repeated
+fields filled and read in C), so a batch costs a few copies, not work per event.
 """
 
 from __future__ import annotations
 
 from rayops.protocol import gcs_task_pb2
-from rayops.protocol.state_messages import TaskEvent, TaskInfo
+from rayops.protocol.state_messages import ReportTaskEvents, TaskDescriptor, TaskError
 
-__all__ = ["event_from_proto", "event_to_proto"]
+__all__ = ["batch_from_proto", "batch_to_proto"]
 
 
-def event_to_proto(e: TaskEvent) -> gcs_task_pb2.TaskStateEvent:
-    msg = gcs_task_pb2.TaskStateEvent(
-        task_id=e.task_id,
-        attempt=e.attempt,
-        states=e.states,
-        times_ns=e.times_ns,
-        node_id=e.node_id,
-        worker_id=e.worker_id,
-        worker_pid=e.worker_pid,
-        error_type=e.error_type,
-        error_message=e.error_message,
+def batch_to_proto(b: ReportTaskEvents) -> gcs_task_pb2.TaskEventBatch:
+    return gcs_task_pb2.TaskEventBatch(
+        task_ids=b.task_ids,
+        attempts=b.attempts,
+        executor=b.executor,
+        times_ns=b.times_ns,
+        descriptor=b.descriptor,
+        descriptors=[
+            gcs_task_pb2.TaskDescriptor(
+                name=d.name,
+                func_or_class_name=d.func_or_class_name,
+                type=d.type,
+                job_id=d.job_id,
+                actor_id=d.actor_id,
+                parent_task_id=d.parent_task_id,
+                required_resources=d.required_resources,
+            )
+            for d in b.descriptors
+        ],
+        errors=[
+            gcs_task_pb2.TaskError(index=e.index, error_type=e.error_type, message=e.message)
+            for e in b.errors
+        ],
+        node_id=b.node_id,
+        worker_id=b.worker_id,
+        worker_pid=b.worker_pid,
+        job_id=b.job_id,
+        dropped=b.dropped,
     )
-    info = e.info
-    if info is not None:
-        msg.has_info = True
-        msg.name = info.name
-        msg.func_or_class_name = info.func_or_class_name
-        msg.type = info.type
-        msg.job_id = info.job_id
-        msg.actor_id = info.actor_id
-        msg.parent_task_id = info.parent_task_id
-        msg.required_resources.update(info.required_resources)
-    return msg
 
 
-def event_from_proto(m: gcs_task_pb2.TaskStateEvent) -> TaskEvent:
-    info = None
-    if m.has_info:
-        info = TaskInfo(
-            m.name,
-            m.func_or_class_name,
-            m.type,
-            m.job_id,
-            m.actor_id,
-            m.parent_task_id,
-            dict(m.required_resources),
-        )
-    return TaskEvent(
-        m.task_id,
-        m.attempt,
-        tuple(m.states),
-        tuple(m.times_ns),
-        info,
-        m.node_id,
-        m.worker_id,
-        m.worker_pid,
-        m.error_type,
-        m.error_message,
+def batch_from_proto(m: gcs_task_pb2.TaskEventBatch) -> ReportTaskEvents:
+    return ReportTaskEvents(
+        task_ids=list(m.task_ids),
+        attempts=list(m.attempts),
+        executor=m.executor,
+        times_ns=list(m.times_ns),
+        descriptor=list(m.descriptor),
+        descriptors=tuple(
+            TaskDescriptor(
+                d.name,
+                d.func_or_class_name,
+                d.type,
+                d.job_id,
+                d.actor_id,
+                d.parent_task_id,
+                dict(d.required_resources),
+            )
+            for d in m.descriptors
+        ),
+        errors=tuple(TaskError(e.index, e.error_type, e.message) for e in m.errors),
+        node_id=m.node_id,
+        worker_id=m.worker_id,
+        worker_pid=m.worker_pid,
+        job_id=m.job_id,
+        dropped=m.dropped,
     )

@@ -10,7 +10,7 @@ import grpc.aio
 
 from rayops.gcs.actor_service import actor_to_proto
 from rayops.gcs.actor_table import ActorTable
-from rayops.gcs.task_codec import event_from_proto
+from rayops.gcs.task_codec import batch_from_proto
 from rayops.gcs.task_store import TaskAttempt, TaskEventStore, TaskQuery
 from rayops.protocol import gcs_task_pb2, gcs_task_pb2_grpc
 from rayops.protocol.state_messages import TASK_STATES
@@ -19,24 +19,27 @@ __all__ = ["TaskInfoService", "attempt_to_proto"]
 
 
 def attempt_to_proto(r: TaskAttempt) -> gcs_task_pb2.TaskAttempt:
-    return gcs_task_pb2.TaskAttempt(
+    msg = gcs_task_pb2.TaskAttempt(
         task_id=r.task_id,
         attempt=r.attempt,
         state=r.state_name,
-        name=r.name,
-        func_or_class_name=r.func_or_class_name,
-        type=r.type,
-        job_id=max(r.job_id, 0),
-        actor_id=r.actor_id,
-        parent_task_id=r.parent_task_id,
-        required_resources=r.required_resources,
         node_id=r.node_id,
         worker_id=r.worker_id,
         worker_pid=r.worker_pid,
         error_type=r.error_type,
         error_message=r.error_message,
-        state_ts_ms={TASK_STATES[s]: t // 1_000_000 for s, t in r.state_ts_ns.items()},
+        state_ts_ms={TASK_STATES[s]: t // 1_000_000 for s, t in enumerate(r.times_ns) if t},
     )
+    d = r.desc
+    if d is not None:
+        msg.name = d.name
+        msg.func_or_class_name = d.func_or_class_name
+        msg.type = d.type
+        msg.job_id = d.job_id
+        msg.actor_id = d.actor_id
+        msg.parent_task_id = d.parent_task_id
+        msg.required_resources.update(d.required_resources)
+    return msg
 
 
 class TaskInfoService(gcs_task_pb2_grpc.TaskInfoGcsServiceServicer):
@@ -47,10 +50,9 @@ class TaskInfoService(gcs_task_pb2_grpc.TaskInfoGcsServiceServicer):
     async def AddTaskEventData(
         self, request: gcs_task_pb2.AddTaskEventDataRequest, context: grpc.aio.ServicerContext
     ) -> gcs_task_pb2.AddTaskEventDataReply:
-        self._store.add(
-            [event_from_proto(e) for e in request.events],
-            {d.job_id: d.dropped for d in request.dropped},
-        )
+        for batch in request.batches:
+            self._store.add(batch_from_proto(batch))
+        self._store.count_dropped({d.job_id: d.dropped for d in request.dropped})
         return gcs_task_pb2.AddTaskEventDataReply()
 
     async def GetTaskEvents(

@@ -17,40 +17,40 @@ No I/O, no clock: events in, records out. The gRPC face is ``task_service.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from rayops.protocol.state_messages import TASK_STATES, TaskEvent
+from rayops.protocol.state_messages import TASK_STATES, ReportTaskEvents, TaskDescriptor
 
 __all__ = ["DEFAULT_MAX_TASKS", "TaskAttempt", "TaskEventStore", "TaskQuery"]
 
 DEFAULT_MAX_TASKS = 100_000
-_FINISHED = TASK_STATES.index("FINISHED")
-_TERMINAL = frozenset({_FINISHED, TASK_STATES.index("FAILED")})
+N_STATES = len(TASK_STATES)
+_TERMINAL_FROM = TASK_STATES.index("FINISHED")  # FINISHED and FAILED end an attempt
 
 Key = tuple[bytes, int]
 
 
-@dataclass(slots=True)
 class TaskAttempt:
-    """One attempt of one task, as merged so far."""
+    """One attempt of one task, as merged so far (a plain slotted class: the store makes
+    one per task, so construction cost counts)."""
 
-    task_id: bytes
-    attempt: int
-    state: int = -1  # index into TASK_STATES; -1: no state seen yet
-    state_ts_ns: dict[int, int] = field(default_factory=dict)
-    name: str = ""
-    func_or_class_name: str = ""
-    type: str = ""
-    job_id: int = -1  # -1: unknown until the owner's event arrives
-    actor_id: bytes = b""
-    parent_task_id: bytes = b""
-    required_resources: dict[str, float] = field(default_factory=dict)
-    node_id: str = ""
-    worker_id: bytes = b""
-    worker_pid: int = 0
-    error_type: str = ""
-    error_message: str = ""
+    __slots__ = (
+        "attempt", "desc", "error_message", "error_type", "node_id", "state", "task_id",
+        "times_ns", "worker_id", "worker_pid",
+    )  # fmt: skip
+
+    def __init__(self, task_id: bytes, attempt: int, state: int, times_ns: list[int]) -> None:
+        self.task_id = task_id
+        self.attempt = attempt
+        self.state = state  # index into TASK_STATES; -1: none seen yet
+        self.times_ns = times_ns  # one per state, wall clock; 0: not entered
+        self.desc: TaskDescriptor | None = None  # from the owner's first record
+        self.node_id = ""
+        self.worker_id = b""
+        self.worker_pid = 0
+        self.error_type = ""
+        self.error_message = ""
 
     @property
     def state_name(self) -> str:
@@ -58,7 +58,19 @@ class TaskAttempt:
 
     @property
     def ended(self) -> bool:
-        return self.state in _TERMINAL
+        return self.state >= _TERMINAL_FROM
+
+    @property
+    def job_id(self) -> int:
+        return self.desc.job_id if self.desc is not None else -1
+
+
+def _latest(times: list[int]) -> int:
+    """The latest state a record's times show (-1: none)."""
+    for s in range(N_STATES - 1, -1, -1):
+        if times[s]:
+            return s
+    return -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,48 +97,53 @@ class TaskEventStore:
         return len(self._records)
 
     # ---------------------------------------------------------------- events
-    def add(self, events: Iterable[TaskEvent], dropped: Mapping[int, int] | None = None) -> None:
-        """Merge a batch of events; count what its senders dropped (job id -> events)."""
-        for event in events:
-            self._merge(event)
-        for job_id, n in (dropped or {}).items():
-            if n > 0:
-                self.dropped_by_job[job_id] = self.dropped_by_job.get(job_id, 0) + n
-        while len(self._records) > self.max_tasks:
+    def add(self, batch: ReportTaskEvents) -> None:
+        """Merge one process's batch, and count what it dropped."""
+        records = self._records
+        times = batch.times_ns
+        descs = batch.descriptors
+        executor = batch.executor
+        recs: list[TaskAttempt] = []
+        for i, key in enumerate(zip(batch.task_ids, batch.attempts, strict=True)):
+            base = i * N_STATES
+            chunk = times[base : base + N_STATES]
+            rec = records.get(key)
+            if rec is None:
+                rec = records[key] = TaskAttempt(key[0], key[1], _latest(chunk), chunk)
+                was_ended = False
+            else:
+                was_ended = rec.state >= _TERMINAL_FROM
+                have = rec.times_ns
+                for s, t in enumerate(chunk):
+                    if t and (not have[s] or t < have[s]):
+                        have[s] = t
+                latest = _latest(chunk)
+                if latest > rec.state:
+                    rec.state = latest
+            recs.append(rec)
+            d = batch.descriptor[i]
+            if 0 <= d < len(descs):
+                rec.desc = descs[d]
+            if executor[i]:
+                rec.node_id = batch.node_id
+                rec.worker_id = batch.worker_id
+                rec.worker_pid = batch.worker_pid
+            if not was_ended and rec.state >= _TERMINAL_FROM:
+                self._ended[key] = None
+        for err in batch.errors:
+            if 0 <= err.index < len(recs) and not recs[err.index].error_type:
+                recs[err.index].error_type = err.error_type
+                recs[err.index].error_message = err.message
+        if batch.dropped:
+            self.count_dropped({batch.job_id: batch.dropped})
+        while len(records) > self.max_tasks:
             self._evict_one()
 
-    def _merge(self, event: TaskEvent) -> None:
-        key = (event.task_id, event.attempt)
-        rec = self._records.get(key)
-        if rec is None:
-            rec = self._records[key] = TaskAttempt(event.task_id, event.attempt)
-        was_ended = rec.ended
-        ts = rec.state_ts_ns
-        for state, t in zip(event.states, event.times_ns, strict=True):
-            if not 0 <= state < len(TASK_STATES):
-                continue  # a newer sender's state this store does not know
-            if state not in ts or t < ts[state]:
-                ts[state] = t
-            if state > rec.state:
-                rec.state = state
-        info = event.info
-        if info is not None:
-            rec.name = info.name
-            rec.func_or_class_name = info.func_or_class_name
-            rec.type = info.type
-            rec.job_id = info.job_id
-            rec.actor_id = info.actor_id
-            rec.parent_task_id = info.parent_task_id
-            rec.required_resources = dict(info.required_resources)
-        if event.node_id:
-            rec.node_id = event.node_id
-            rec.worker_id = event.worker_id
-            rec.worker_pid = event.worker_pid
-        if event.error_type and not rec.error_type:
-            rec.error_type = event.error_type
-            rec.error_message = event.error_message
-        if rec.ended and not was_ended:
-            self._ended[key] = None
+    def count_dropped(self, dropped: Mapping[int, int]) -> None:
+        """Events that never reached the store (job id -> how many)."""
+        for job_id, n in dropped.items():
+            if n > 0:
+                self.dropped_by_job[job_id] = self.dropped_by_job.get(job_id, 0) + n
 
     def _evict_one(self) -> None:
         if self._ended:

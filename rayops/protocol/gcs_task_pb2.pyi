@@ -8,8 +8,8 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class TaskStateEvent(_message.Message):
-    __slots__ = ("task_id", "attempt", "states", "times_ns", "has_info", "name", "func_or_class_name", "type", "job_id", "actor_id", "parent_task_id", "required_resources", "node_id", "worker_id", "worker_pid", "error_type", "error_message")
+class TaskDescriptor(_message.Message):
+    __slots__ = ("name", "func_or_class_name", "type", "job_id", "actor_id", "parent_task_id", "required_resources")
     class RequiredResourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -17,11 +17,6 @@ class TaskStateEvent(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
-    TASK_ID_FIELD_NUMBER: _ClassVar[int]
-    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
-    STATES_FIELD_NUMBER: _ClassVar[int]
-    TIMES_NS_FIELD_NUMBER: _ClassVar[int]
-    HAS_INFO_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     FUNC_OR_CLASS_NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -29,16 +24,6 @@ class TaskStateEvent(_message.Message):
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_TASK_ID_FIELD_NUMBER: _ClassVar[int]
     REQUIRED_RESOURCES_FIELD_NUMBER: _ClassVar[int]
-    NODE_ID_FIELD_NUMBER: _ClassVar[int]
-    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
-    WORKER_PID_FIELD_NUMBER: _ClassVar[int]
-    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
-    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    task_id: bytes
-    attempt: int
-    states: _containers.RepeatedScalarFieldContainer[int]
-    times_ns: _containers.RepeatedScalarFieldContainer[int]
-    has_info: bool
     name: str
     func_or_class_name: str
     type: str
@@ -46,12 +31,45 @@ class TaskStateEvent(_message.Message):
     actor_id: bytes
     parent_task_id: bytes
     required_resources: _containers.ScalarMap[str, float]
+    def __init__(self, name: _Optional[str] = ..., func_or_class_name: _Optional[str] = ..., type: _Optional[str] = ..., job_id: _Optional[int] = ..., actor_id: _Optional[bytes] = ..., parent_task_id: _Optional[bytes] = ..., required_resources: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class TaskError(_message.Message):
+    __slots__ = ("index", "error_type", "message")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ERROR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    error_type: str
+    message: str
+    def __init__(self, index: _Optional[int] = ..., error_type: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class TaskEventBatch(_message.Message):
+    __slots__ = ("task_ids", "attempts", "executor", "times_ns", "descriptor", "descriptors", "errors", "node_id", "worker_id", "worker_pid", "job_id", "dropped")
+    TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTOR_FIELD_NUMBER: _ClassVar[int]
+    TIMES_NS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTORS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    WORKER_PID_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    task_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    attempts: _containers.RepeatedScalarFieldContainer[int]
+    executor: bytes
+    times_ns: _containers.RepeatedScalarFieldContainer[int]
+    descriptor: _containers.RepeatedScalarFieldContainer[int]
+    descriptors: _containers.RepeatedCompositeFieldContainer[TaskDescriptor]
+    errors: _containers.RepeatedCompositeFieldContainer[TaskError]
     node_id: str
     worker_id: bytes
     worker_pid: int
-    error_type: str
-    error_message: str
-    def __init__(self, task_id: _Optional[bytes] = ..., attempt: _Optional[int] = ..., states: _Optional[_Iterable[int]] = ..., times_ns: _Optional[_Iterable[int]] = ..., has_info: _Optional[bool] = ..., name: _Optional[str] = ..., func_or_class_name: _Optional[str] = ..., type: _Optional[str] = ..., job_id: _Optional[int] = ..., actor_id: _Optional[bytes] = ..., parent_task_id: _Optional[bytes] = ..., required_resources: _Optional[_Mapping[str, float]] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., worker_pid: _Optional[int] = ..., error_type: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+    job_id: int
+    dropped: int
+    def __init__(self, task_ids: _Optional[_Iterable[bytes]] = ..., attempts: _Optional[_Iterable[int]] = ..., executor: _Optional[bytes] = ..., times_ns: _Optional[_Iterable[int]] = ..., descriptor: _Optional[_Iterable[int]] = ..., descriptors: _Optional[_Iterable[_Union[TaskDescriptor, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[TaskError, _Mapping]]] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., worker_pid: _Optional[int] = ..., job_id: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
 
 class JobDrops(_message.Message):
     __slots__ = ("job_id", "dropped")
@@ -62,12 +80,12 @@ class JobDrops(_message.Message):
     def __init__(self, job_id: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
 
 class AddTaskEventDataRequest(_message.Message):
-    __slots__ = ("events", "dropped")
-    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("batches", "dropped")
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
-    events: _containers.RepeatedCompositeFieldContainer[TaskStateEvent]
+    batches: _containers.RepeatedCompositeFieldContainer[TaskEventBatch]
     dropped: _containers.RepeatedCompositeFieldContainer[JobDrops]
-    def __init__(self, events: _Optional[_Iterable[_Union[TaskStateEvent, _Mapping]]] = ..., dropped: _Optional[_Iterable[_Union[JobDrops, _Mapping]]] = ...) -> None: ...
+    def __init__(self, batches: _Optional[_Iterable[_Union[TaskEventBatch, _Mapping]]] = ..., dropped: _Optional[_Iterable[_Union[JobDrops, _Mapping]]] = ...) -> None: ...
 
 class AddTaskEventDataReply(_message.Message):
     __slots__ = ()

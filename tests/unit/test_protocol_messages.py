@@ -42,10 +42,9 @@ _SAMPLES: dict[str, Any] = {
     "RefusalCode": RefusalCode.UNSCHEDULABLE,
     "list[tuple[bytes, Address]]": [(b"o" * 28, ("127.0.0.1", 1))],
     "MetricsReport": MetricsReport(b"w", 1, 2, "worker", 1, True, (), (), ()),
-    "tuple[TaskEvent, ...]": (
-        sm.TaskEvent(b"t" * 24, 0, (1, 2), (1, 2), sm.TaskInfo("f", "f", "NORMAL_TASK", 1)),
-        sm.TaskEvent(b"t" * 24, 0, (5,), (3,), None, "n1", b"w", 9, "TASK_EXECUTION_EXCEPTION"),
-    ),
+    "list[int]": [1, 2],
+    "tuple[TaskDescriptor, ...]": (sm.TaskDescriptor("f", "f", "NORMAL_TASK", 1),),
+    "tuple[TaskError, ...]": (sm.TaskError(0, "TASK_EXECUTION_EXCEPTION", "boom"),),
     "tuple[WorkerState, ...]": (sm.WorkerState(b"w", "WORKER", 1, "127.0.0.1", 2, True),),
     "tuple[StoreObject, ...]": (sm.StoreObject(b"o" * 28, 10, True, True, False),),
     "tuple[ObjectReference, ...]": (
