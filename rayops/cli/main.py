@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from rayops.cli import job_cmds, launcher_cmds, metrics_cmds
+from rayops.cli import job_cmds, launcher_cmds, metrics_cmds, state_cmds
 from rayops.cli.arg_types import nonneg
 from rayops.exceptions import AuthenticationError, RpcError
 from rayops.node import session as sess
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     launcher_cmds.add_status_config(ss)
     metrics_cmds.register(sub)
     job_cmds.register(sub)
+    state_cmds.register(sub)
     return p
 
 
@@ -424,6 +425,7 @@ COMMANDS = {
     **launcher_cmds.HANDLERS,
     **metrics_cmds.HANDLERS,
     **job_cmds.HANDLERS,
+    **state_cmds.HANDLERS,
 }
 
 
