@@ -13,11 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from rayops.dashboard.state_client import (
-    RayStateApiException,
-    StateApiClient,
-    StateRecord,
-)
+from rayops.dashboard import state_client as _client
+from rayops.dashboard.state_client import RayStateApiException, StateRecord
 from rayops.dashboard.state_query import DEFAULT_LIMIT, DEFAULT_TIMEOUT_S
 
 __all__ = [
@@ -65,7 +62,7 @@ def _list(
     explain: bool,
     exclude_driver: bool = True,
 ) -> list[StateRecord]:
-    client = StateApiClient(address)
+    client = _client.StateApiClient(address)
     return _explained(
         f"GET {client.address}/api/v0/{resource}",
         explain,
@@ -275,7 +272,7 @@ def get_objects(
 def _summary(
     resource: str, address: str | None, timeout: int, raise_on_missing_output: bool, explain: bool
 ) -> dict[str, Any]:
-    client = StateApiClient(address)
+    client = _client.StateApiClient(address)
     return _explained(
         f"GET {client.address}/api/v0/{resource}/summarize",
         explain,
