@@ -12,14 +12,14 @@ What is recorded (Ray's task events):
   recorded here whole (its owner side is the GCS), as ACTOR_CREATION_TASK;
 - a driver records its own DRIVER_TASK: RUNNING from ``init()``, FINISHED at shutdown.
 
-Recording is an append to a bounded deque (any thread; ``deque.append`` is atomic): nothing
-blocks, nothing waits, nothing is built but one tuple. When the buffer is full the event
-is dropped and counted; the count goes out with the next batch. ``TaskEventReporter`` runs
-on the IO loop: every ``report_interval_ms`` it drains the buffer, merges the events of one
-attempt into one record (its states' times) and notifies the raylet with the records as
-columns (``ReportTaskEvents``) over the connection the core worker already has; the raylet
-forwards them to the GCS. ``RAYOPS_TASK_EVENTS_REPORT_INTERVAL_MS=0`` turns all of it off
-(no hook is installed).
+Recording appends to bounded columns (``TaskEventBuffer``: the owner's on the IO thread,
+the executor's under an uncontended lock): nothing blocks, nothing waits, no object is
+made per event. When a buffer is full the event is dropped and counted; the count goes out
+with the next batch. ``TaskEventReporter`` runs on the IO loop: every
+``report_interval_ms`` it takes both buffers and notifies the raylet with them as columns
+(``ReportTaskEvents``) over the connection the core worker already has; the raylet forwards
+them to the GCS, which merges the events of each attempt.
+``RAYOPS_TASK_EVENTS_REPORT_INTERVAL_MS=0`` turns all of it off (no hook is installed).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections import deque
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from time import time_ns
@@ -65,7 +65,6 @@ PENDING_ARGS_AVAIL, PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER, RUNNING, FINIS
 )
 # task_metrics' owner state indices (ST_ARGS .. ST_FAILED) -> TASK_STATES indices
 OWNER_STATE = (PENDING_ARGS_AVAIL, PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER, FINISHED, FAILED)
-OWNER, EXECUTOR = 0, 1
 
 
 @dataclass(frozen=True)
@@ -103,29 +102,72 @@ def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int) -> i
 
 
 class TaskEventBuffer:
-    """Bounded; ``add`` from any thread, ``drain`` from the IO loop."""
+    """Bounded columns of events (entry ``i`` of each list is event ``i``).
 
-    __slots__ = ("_cap", "_q", "dropped")
+    Columns of ints and bytes rather than an object per event: appending costs a few list
+    appends, and the buffer adds nothing for the garbage collector to scan (a tuple per
+    event, alive for up to a second, made its collections cost more than the recording).
+    Not thread-safe: the owner's buffer is written on the IO thread only; the executor's
+    is written under its reporter's lock.
+    """
+
+    __slots__ = (
+        "attempts",
+        "cap",
+        "descs",
+        "dropped",
+        "errors",
+        "infos",
+        "states",
+        "task_ids",
+        "times",
+    )
 
     def __init__(self, capacity: int) -> None:
-        self._q: deque[tuple[Any, ...]] = deque()
-        self._cap = capacity
-        self.dropped = 0  # since the last drain (a racing += may undercount by one)
+        self.cap = capacity
+        self.dropped = 0
+        self._clear()
 
-    def add(self, item: tuple[Any, ...]) -> None:
-        if len(self._q) < self._cap:
-            self._q.append(item)
-        else:
+    def _clear(self) -> None:
+        self.task_ids: list[bytes] = []
+        self.attempts: list[int] = []
+        self.states = bytearray()
+        self.times: list[int] = []
+        self.descs: list[int] = []  # index into infos, -1: none
+        self.infos: list[tuple[Any, ...]] = []  # TaskDescriptor fields
+        self.errors: list[tuple[int, str, str]] = []  # (event index, type, message)
+
+    def add(
+        self, task_id: bytes, attempt: int, state: int, t: int, info: tuple[Any, ...] | None
+    ) -> int:
+        """Record one event; its index, or -1 if the buffer was full (dropped, counted)."""
+        n = len(self.task_ids)
+        if n >= self.cap:
             self.dropped += 1
+            return -1
+        self.task_ids.append(task_id)
+        self.attempts.append(attempt)
+        self.states.append(state)
+        self.times.append(t)
+        if info is None:
+            self.descs.append(-1)
+        else:
+            self.descs.append(len(self.infos))
+            self.infos.append(info)
+        return n
 
     def __len__(self) -> int:
-        return len(self._q)
+        return len(self.task_ids)
 
-    def drain(self) -> tuple[list[tuple[Any, ...]], int]:
-        q = self._q
-        items = [q.popleft() for _ in range(len(q))]
-        dropped, self.dropped = self.dropped, 0
-        return items, dropped
+    def take(self) -> TaskEventBuffer:
+        """Everything recorded so far, as a detached buffer; this one starts empty."""
+        out = TaskEventBuffer(self.cap)
+        out.task_ids, out.attempts, out.states = self.task_ids, self.attempts, self.states
+        out.times, out.descs, out.infos = self.times, self.descs, self.infos
+        out.errors, out.dropped = self.errors, self.dropped
+        self.dropped = 0
+        self._clear()
+        return out
 
 
 def error_type_of(error: BaseException | None) -> str:
@@ -168,12 +210,14 @@ def _info(record: Any) -> tuple[Any, ...]:
 
 
 class RecordingOwnerCounts(OwnerTaskCounts):
-    """The owner's ``ray_tasks`` counts that also record each move as a task event."""
+    """The owner's ``ray_tasks`` counts that also record each move as a task event
+    (IO thread only, as the counts)."""
 
-    __slots__ = ("_add",)
+    __slots__ = ("_add", "_buffer")
 
     def __init__(self, buffer: TaskEventBuffer) -> None:
         super().__init__()
+        self._buffer = buffer
         self._add = buffer.add
 
     def move(self, record: Any, new: int) -> None:
@@ -183,37 +227,39 @@ class RecordingOwnerCounts(OwnerTaskCounts):
         OwnerTaskCounts.move(self, record, new)
         spec = record.spec
         self._add(
-            (
-                (OWNER, spec.task_id, spec.attempt),
-                OWNER_STATE[new],
-                time_ns(),
-                _info(record) if old == UNCOUNTED else None,
-            )
+            spec.task_id,
+            spec.attempt,
+            OWNER_STATE[new],
+            time_ns(),
+            _info(record) if old == UNCOUNTED else None,
         )
 
     def retry(self, record: Any) -> None:
         attempt = record.spec.attempt
         if attempt > 0:  # a normal task's retry: the attempt before this one failed
-            self._add(((OWNER, record.spec.task_id, attempt - 1), FAILED, time_ns(), None))
+            self._add(record.spec.task_id, attempt - 1, FAILED, time_ns(), None)
         super().retry(record)
 
     def failed(self, record: Any, error: BaseException | None) -> None:
         spec = record.spec
-        message = "" if error is None else str(error)[:MAX_ERROR_MESSAGE]
-        self._add(
-            ((OWNER, spec.task_id, spec.attempt), FAILED, time_ns(), None, error_type_of(error),
-             message)
-        )  # fmt: skip
+        i = self._add(spec.task_id, spec.attempt, FAILED, time_ns(), None)
+        if i >= 0:
+            message = "" if error is None else str(error)[:MAX_ERROR_MESSAGE]
+            self._buffer.errors.append((i, error_type_of(error), message))
 
 
 class TaskEventReporter:
-    """Drains the buffer into ``ReportTaskEvents`` for the raylet (IO loop only)."""
+    """Owns the two buffers and sends their contents to the raylet (IO loop)."""
 
     def __init__(self, cw: CoreWorker, settings: TaskEventSettings) -> None:
         self._cw = cw
         self.settings = settings
-        self.buffer = TaskEventBuffer(settings.buffer_size)
+        self.buffer = TaskEventBuffer(settings.buffer_size)  # the owner's: IO thread only
         self.owner_counts = RecordingOwnerCounts(self.buffer)
+        # The executor's: written by whichever thread runs a task (main, actor threads, an
+        # async actor's loop), so under a lock (uncontended: one event per task).
+        self.exec_buffer = TaskEventBuffer(settings.buffer_size)
+        self._exec_lock = threading.Lock()
         self.sent_events = 0
         self.dropped_total = 0
 
@@ -221,7 +267,7 @@ class TaskEventReporter:
     def running(self, spec: Any, func_or_class_name: str, task_type: str = "") -> None:
         """A task starts on this worker (any thread). ``task_type`` is given for an actor's
         creation task only, which no owner records."""
-        info: tuple[Any, ...] | None = None
+        info = None
         if task_type:
             info = (
                 spec.name,
@@ -232,19 +278,23 @@ class TaskEventReporter:
                 spec.parent_task_id,
                 spec.resources,
             )
-        self.buffer.add(((EXECUTOR, spec.task_id, spec.attempt), RUNNING, time_ns(), info))
+        with self._exec_lock:
+            self.exec_buffer.add(spec.task_id, spec.attempt, RUNNING, time_ns(), info)
 
     def ended(self, spec: Any, error: BaseException | None, creation: bool = False) -> None:
         """A task this worker ran raised ``error`` (None: it returned; recorded only for an
         actor's creation task, whose owner is not a core worker)."""
-        if error is None:
-            if creation:
-                self.buffer.add(((EXECUTOR, spec.task_id, spec.attempt), FINISHED, time_ns(), None))
+        if error is None and not creation:
             return
-        self.buffer.add(
-            ((EXECUTOR, spec.task_id, spec.attempt), FAILED, time_ns(), None,
-             "TASK_EXECUTION_EXCEPTION", f"{type(error).__name__}: {error}"[:MAX_ERROR_MESSAGE])
-        )  # fmt: skip
+        buf = self.exec_buffer
+        with self._exec_lock:
+            if error is None:
+                buf.add(spec.task_id, spec.attempt, FINISHED, time_ns(), None)
+                return
+            i = buf.add(spec.task_id, spec.attempt, FAILED, time_ns(), None)
+            if i >= 0:
+                message = f"{type(error).__name__}: {error}"[:MAX_ERROR_MESSAGE]
+                buf.errors.append((i, "TASK_EXECUTION_EXCEPTION", message))
 
     # ------------------------------------------------------------- driver task
     def driver_task(self, task_id: bytes, state: int) -> None:
@@ -252,7 +302,8 @@ class TaskEventReporter:
         info: tuple[Any, ...] | None = None
         if state == RUNNING:
             info = ("driver", "driver", "DRIVER_TASK", self._cw.job_id, b"", b"", {})
-        self.buffer.add(((EXECUTOR, task_id, 0), state, time_ns(), info))
+        with self._exec_lock:
+            self.exec_buffer.add(task_id, 0, state, time_ns(), info)
 
     # ------------------------------------------------------------- IO loop
     async def run(self) -> None:
@@ -261,75 +312,64 @@ class TaskEventReporter:
             await asyncio.sleep(interval)
             self.report_once()
 
-    def report_once(self) -> int:
-        """Send what was recorded since the last report; returns how many records went."""
-        items, dropped = self.buffer.drain()
-        if not items and not dropped:
-            return 0
-        cw = self._cw
-        raylet = cw.raylet
-        if raylet is None or raylet.closed:
-            self.dropped_total += len(items) + dropped
-            return 0
-        batch = self.merge(items, dropped)
-        raylet.notify(batch)
-        self.sent_events += len(items)
-        self.dropped_total += dropped
-        return len(batch)
+    def take(self) -> list[ReportTaskEvents]:
+        """The batches to send now (owner's, executor's), emptying the buffers."""
+        owner = self.buffer.take()
+        with self._exec_lock:
+            executor = self.exec_buffer.take()
+        return [
+            self.batch(taken, side)
+            for taken, side in ((owner, False), (executor, True))
+            if len(taken) or taken.dropped
+        ]
 
-    def merge(self, items: list[tuple[Any, ...]], dropped: int = 0) -> ReportTaskEvents:
-        """One record per (side, task, attempt), as the batch's columns."""
-        n_states = len(TASK_STATES)
-        index: dict[tuple[int, bytes, int], int] = {}
-        task_ids: list[bytes] = []
-        attempts: list[int] = []
-        executor = bytearray()
-        times: list[int] = []
-        desc_of: list[int] = []
+    def report_once(self) -> int:
+        """Send what was recorded since the last report; returns how many events went."""
+        batches = self.take()
+        if not batches:
+            return 0
+        raylet = self._cw.raylet
+        n = sum(len(b) for b in batches)
+        dropped = sum(b.dropped for b in batches)
+        if raylet is None or raylet.closed:
+            self.dropped_total += n + dropped
+            return 0
+        for b in batches:
+            raylet.notify(b)
+        self.sent_events += n
+        self.dropped_total += dropped
+        return n
+
+    def batch(self, taken: TaskEventBuffer, executor: bool) -> ReportTaskEvents:
+        """A detached buffer as a ReportTaskEvents: descriptors deduplicated."""
         descs: dict[tuple[Any, ...], int] = {}
-        infos: list[tuple[Any, ...]] = []
-        zeros = [0] * n_states
-        errors: list[TaskError] = []
-        # An item: ((side, task id, attempt), state, time, info[, error type, message]).
-        for item in items:
-            key = item[0]
-            i = index.get(key)
-            if i is None:
-                i = index[key] = len(task_ids)
-                task_ids.append(key[1])
-                attempts.append(key[2])
-                executor.append(key[0])
-                times.extend(zeros)
-                desc_of.append(-1)
-            slot = i * n_states + item[1]
-            if not times[slot]:
-                times[slot] = item[2]
-            info = item[3]
-            if info is not None:
-                # The resources dict is shared by a function's calls; alive until sent, so
-                # its id names it within the batch.
-                dkey = (*info[:6], id(info[6]))
-                d = descs.get(dkey)
-                if d is None:
-                    d = descs[dkey] = len(descs)
-                    infos.append(info)
-                desc_of[i] = d
-            if len(item) > 4:
-                errors.append(TaskError(i, item[4], item[5]))
+        remap: list[int] = []
+        unique: list[tuple[Any, ...]] = []
+        for info in taken.infos:
+            # The resources dict is shared by a function's calls and alive until sent, so
+            # its id names it within the batch.
+            key = (*info[:6], id(info[6]))
+            d = descs.get(key)
+            if d is None:
+                d = descs[key] = len(unique)
+                unique.append(info)
+            remap.append(d)
+        descriptor = taken.descs if not remap else [remap[d] if d >= 0 else -1 for d in taken.descs]
         cw = self._cw
         return ReportTaskEvents(
-            task_ids,
-            attempts,
-            bytes(executor),
-            times,
-            desc_of,
-            tuple(TaskDescriptor(k[0], k[1], k[2], k[3], k[4], k[5], dict(k[6])) for k in infos),
-            tuple(errors),
-            cw.node_id,
-            cw.worker_id,
-            os.getpid(),
+            taken.task_ids,
+            taken.attempts,
+            bytes(taken.states),
+            taken.times,
+            descriptor,
+            tuple(TaskDescriptor(i[0], i[1], i[2], i[3], i[4], i[5], dict(i[6])) for i in unique),
+            tuple(TaskError(i, t, m) for i, t, m in taken.errors),
+            executor,
+            cw.node_id if executor else "",
+            cw.worker_id if executor else b"",
+            os.getpid() if executor else 0,
             cw.job_id,
-            dropped,
+            taken.dropped,
         )
 
     def flush(self) -> None:

@@ -18,7 +18,7 @@ def batch_to_proto(b: ReportTaskEvents) -> gcs_task_pb2.TaskEventBatch:
     return gcs_task_pb2.TaskEventBatch(
         task_ids=b.task_ids,
         attempts=b.attempts,
-        executor=b.executor,
+        states=b.states,
         times_ns=b.times_ns,
         descriptor=b.descriptor,
         descriptors=[
@@ -37,6 +37,7 @@ def batch_to_proto(b: ReportTaskEvents) -> gcs_task_pb2.TaskEventBatch:
             gcs_task_pb2.TaskError(index=e.index, error_type=e.error_type, message=e.message)
             for e in b.errors
         ],
+        executor=b.executor,
         node_id=b.node_id,
         worker_id=b.worker_id,
         worker_pid=b.worker_pid,
@@ -49,7 +50,7 @@ def batch_from_proto(m: gcs_task_pb2.TaskEventBatch) -> ReportTaskEvents:
     return ReportTaskEvents(
         task_ids=list(m.task_ids),
         attempts=list(m.attempts),
-        executor=m.executor,
+        states=m.states,
         times_ns=list(m.times_ns),
         descriptor=list(m.descriptor),
         descriptors=tuple(
@@ -65,6 +66,7 @@ def batch_from_proto(m: gcs_task_pb2.TaskEventBatch) -> ReportTaskEvents:
             for d in m.descriptors
         ),
         errors=tuple(TaskError(e.index, e.error_type, e.message) for e in m.errors),
+        executor=m.executor,
         node_id=m.node_id,
         worker_id=m.worker_id,
         worker_pid=m.worker_pid,

@@ -1,6 +1,6 @@
 """The GCS's task-event store: task attempts merged from their owners' and executors' events.
 
-Owns one record per (task id, attempt), built from the ``TaskEvent``s that processes report
+Owns one record per (task id, attempt), built from the events that processes report
 (an owner sees the pending states, SUBMITTED_TO_WORKER and the end; the executor sees
 RUNNING and, on failure, the error). Events of one attempt arrive in any order and from
 several processes, so a record keeps every state's first time and its state is the latest
@@ -32,25 +32,23 @@ Key = tuple[bytes, int]
 
 
 class TaskAttempt:
-    """One attempt of one task, as merged so far (a plain slotted class: the store makes
-    one per task, so construction cost counts)."""
+    """One attempt of one task, as merged so far.
 
-    __slots__ = (
-        "attempt", "desc", "error_message", "error_type", "node_id", "state", "task_id",
-        "times_ns", "worker_id", "worker_pid",
-    )  # fmt: skip
+    A plain class whose defaults live on the class: the store makes one per task attempt,
+    and setting only what an event brings keeps that cheap (measured: a slotted record with
+    every field set in ``__init__`` cost more than the merge itself).
+    """
 
-    def __init__(self, task_id: bytes, attempt: int, state: int, times_ns: list[int]) -> None:
+    state = -1  # index into TASK_STATES; -1: none seen yet
+    desc: TaskDescriptor | None = None  # from the owner's first event
+    where: tuple[str, bytes, int] | None = None  # (node id, worker id, pid): the executor
+    error_type = ""
+    error_message = ""
+
+    def __init__(self, task_id: bytes, attempt: int) -> None:
         self.task_id = task_id
         self.attempt = attempt
-        self.state = state  # index into TASK_STATES; -1: none seen yet
-        self.times_ns = times_ns  # one per state, wall clock; 0: not entered
-        self.desc: TaskDescriptor | None = None  # from the owner's first record
-        self.node_id = ""
-        self.worker_id = b""
-        self.worker_pid = 0
-        self.error_type = ""
-        self.error_message = ""
+        self.times_ns = [0] * N_STATES  # when it entered each state (wall clock); 0: not
 
     @property
     def state_name(self) -> str:
@@ -64,13 +62,17 @@ class TaskAttempt:
     def job_id(self) -> int:
         return self.desc.job_id if self.desc is not None else -1
 
+    @property
+    def node_id(self) -> str:
+        return self.where[0] if self.where else ""
 
-def _latest(times: list[int]) -> int:
-    """The latest state a record's times show (-1: none)."""
-    for s in range(N_STATES - 1, -1, -1):
-        if times[s]:
-            return s
-    return -1
+    @property
+    def worker_id(self) -> bytes:
+        return self.where[1] if self.where else b""
+
+    @property
+    def worker_pid(self) -> int:
+        return self.where[2] if self.where else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,42 +100,42 @@ class TaskEventStore:
 
     # ---------------------------------------------------------------- events
     def add(self, batch: ReportTaskEvents) -> None:
-        """Merge one process's batch, and count what it dropped."""
+        """Merge one process's batch of events, and count what it dropped."""
         records = self._records
-        times = batch.times_ns
+        ended = self._ended
         descs = batch.descriptors
-        executor = batch.executor
-        recs: list[TaskAttempt] = []
-        for i, key in enumerate(zip(batch.task_ids, batch.attempts, strict=True)):
-            base = i * N_STATES
-            chunk = times[base : base + N_STATES]
+        where = (batch.node_id, batch.worker_id, batch.worker_pid) if batch.executor else None
+        touched: list[TaskAttempt] | None = [] if batch.errors else None
+        for key, state, t, d in zip(
+            zip(batch.task_ids, batch.attempts, strict=True),
+            batch.states,
+            batch.times_ns,
+            batch.descriptor,
+            strict=True,
+        ):
             rec = records.get(key)
             if rec is None:
-                rec = records[key] = TaskAttempt(key[0], key[1], _latest(chunk), chunk)
-                was_ended = False
-            else:
-                was_ended = rec.state >= _TERMINAL_FROM
-                have = rec.times_ns
-                for s, t in enumerate(chunk):
-                    if t and (not have[s] or t < have[s]):
-                        have[s] = t
-                latest = _latest(chunk)
-                if latest > rec.state:
-                    rec.state = latest
-            recs.append(rec)
-            d = batch.descriptor[i]
-            if 0 <= d < len(descs):
+                rec = records[key] = TaskAttempt(key[0], key[1])
+            if touched is not None:
+                touched.append(rec)
+            if where is not None:
+                rec.where = where
+            if d >= 0:
                 rec.desc = descs[d]
-            if executor[i]:
-                rec.node_id = batch.node_id
-                rec.worker_id = batch.worker_id
-                rec.worker_pid = batch.worker_pid
-            if not was_ended and rec.state >= _TERMINAL_FROM:
-                self._ended[key] = None
+            if state >= N_STATES:
+                continue  # a newer sender's state this store does not know
+            times = rec.times_ns
+            if not times[state] or t < times[state]:
+                times[state] = t
+            if state > rec.state:
+                if state >= _TERMINAL_FROM and rec.state < _TERMINAL_FROM:
+                    ended[key] = None
+                rec.state = state
         for err in batch.errors:
-            if 0 <= err.index < len(recs) and not recs[err.index].error_type:
-                recs[err.index].error_type = err.error_type
-                recs[err.index].error_message = err.message
+            assert touched is not None
+            if 0 <= err.index < len(touched) and not touched[err.index].error_type:
+                touched[err.index].error_type = err.error_type
+                touched[err.index].error_message = err.message
         if batch.dropped:
             self.count_dropped({batch.job_id: batch.dropped})
         while len(records) > self.max_tasks:

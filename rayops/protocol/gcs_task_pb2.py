@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from . import gcs_actor_pb2 as rayops_dot_protocol_dot_gcs__actor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erayops/protocol/gcs_task.proto\x12\x0frayops.protocol\x1a\x1frayops/protocol/gcs_actor.proto\"\x90\x02\n\x0eTaskDescriptor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12\x66unc_or_class_name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06job_id\x18\x04 \x01(\r\x12\x10\n\x08\x61\x63tor_id\x18\x05 \x01(\x0c\x12\x16\n\x0eparent_task_id\x18\x06 \x01(\x0c\x12R\n\x12required_resources\x18\x07 \x03(\x0b\x32\x36.rayops.protocol.TaskDescriptor.RequiredResourcesEntry\x1a\x38\n\x16RequiredResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"?\n\tTaskError\x12\r\n\x05index\x18\x01 \x01(\r\x12\x12\n\nerror_type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xa7\x02\n\x0eTaskEventBatch\x12\x10\n\x08task_ids\x18\x01 \x03(\x0c\x12\x10\n\x08\x61ttempts\x18\x02 \x03(\r\x12\x10\n\x08\x65xecutor\x18\x03 \x01(\x0c\x12\x10\n\x08times_ns\x18\x04 \x03(\x03\x12\x12\n\ndescriptor\x18\x05 \x03(\x11\x12\x34\n\x0b\x64\x65scriptors\x18\x06 \x03(\x0b\x32\x1f.rayops.protocol.TaskDescriptor\x12*\n\x06\x65rrors\x18\x07 \x03(\x0b\x32\x1a.rayops.protocol.TaskError\x12\x0f\n\x07node_id\x18\x08 \x01(\t\x12\x11\n\tworker_id\x18\t \x01(\x0c\x12\x12\n\nworker_pid\x18\n \x01(\x05\x12\x0e\n\x06job_id\x18\x0b \x01(\r\x12\x0f\n\x07\x64ropped\x18\x0c \x01(\x04\"+\n\x08JobDrops\x12\x0e\n\x06job_id\x18\x01 \x01(\r\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x04\"w\n\x17\x41\x64\x64TaskEventDataRequest\x12\x30\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x1f.rayops.protocol.TaskEventBatch\x12*\n\x07\x64ropped\x18\x02 \x03(\x0b\x32\x19.rayops.protocol.JobDrops\"\x17\n\x15\x41\x64\x64TaskEventDataReply\"Z\n\x14GetTaskEventsRequest\x12\x12\n\nhas_job_id\x18\x01 \x01(\x08\x12\x0e\n\x06job_id\x18\x02 \x01(\r\x12\x0f\n\x07task_id\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\r\"\x92\x04\n\x0bTaskAttempt\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x1a\n\x12\x66unc_or_class_name\x18\x05 \x01(\t\x12\x0c\n\x04type\x18\x06 \x01(\t\x12\x0e\n\x06job_id\x18\x07 \x01(\r\x12\x10\n\x08\x61\x63tor_id\x18\x08 \x01(\x0c\x12\x16\n\x0eparent_task_id\x18\t \x01(\x0c\x12O\n\x12required_resources\x18\n \x03(\x0b\x32\x33.rayops.protocol.TaskAttempt.RequiredResourcesEntry\x12\x0f\n\x07node_id\x18\x0b \x01(\t\x12\x11\n\tworker_id\x18\x0c \x01(\x0c\x12\x12\n\nworker_pid\x18\r \x01(\x05\x12\x12\n\nerror_type\x18\x0e \x01(\t\x12\x15\n\rerror_message\x18\x0f \x01(\t\x12@\n\x0bstate_ts_ms\x18\x10 \x03(\x0b\x32+.rayops.protocol.TaskAttempt.StateTsMsEntry\x1a\x38\n\x16RequiredResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x30\n\x0eStateTsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xad\x01\n\x12GetTaskEventsReply\x12+\n\x05tasks\x18\x01 \x03(\x0b\x32\x1c.rayops.protocol.TaskAttempt\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x13\n\x0bnum_evicted\x18\x03 \x01(\x04\x12\x13\n\x0bnum_dropped\x18\x04 \x01(\x04\x12\x31\n\x0e\x64ropped_by_job\x18\x05 \x03(\x0b\x32\x19.rayops.protocol.JobDrops\"\x13\n\x11ListActorsRequest\"=\n\x0fListActorsReply\x12*\n\x06\x61\x63tors\x18\x01 \x03(\x0b\x32\x1a.rayops.protocol.ActorInfo2\xab\x02\n\x12TaskInfoGcsService\x12\x64\n\x10\x41\x64\x64TaskEventData\x12(.rayops.protocol.AddTaskEventDataRequest\x1a&.rayops.protocol.AddTaskEventDataReply\x12[\n\rGetTaskEvents\x12%.rayops.protocol.GetTaskEventsRequest\x1a#.rayops.protocol.GetTaskEventsReply\x12R\n\nListActors\x12\".rayops.protocol.ListActorsRequest\x1a .rayops.protocol.ListActorsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erayops/protocol/gcs_task.proto\x12\x0frayops.protocol\x1a\x1frayops/protocol/gcs_actor.proto\"\x90\x02\n\x0eTaskDescriptor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12\x66unc_or_class_name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0e\n\x06job_id\x18\x04 \x01(\r\x12\x10\n\x08\x61\x63tor_id\x18\x05 \x01(\x0c\x12\x16\n\x0eparent_task_id\x18\x06 \x01(\x0c\x12R\n\x12required_resources\x18\x07 \x03(\x0b\x32\x36.rayops.protocol.TaskDescriptor.RequiredResourcesEntry\x1a\x38\n\x16RequiredResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"?\n\tTaskError\x12\r\n\x05index\x18\x01 \x01(\r\x12\x12\n\nerror_type\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xb7\x02\n\x0eTaskEventBatch\x12\x10\n\x08task_ids\x18\x01 \x03(\x0c\x12\x10\n\x08\x61ttempts\x18\x02 \x03(\r\x12\x0e\n\x06states\x18\x03 \x01(\x0c\x12\x10\n\x08times_ns\x18\x04 \x03(\x03\x12\x12\n\ndescriptor\x18\x05 \x03(\x11\x12\x34\n\x0b\x64\x65scriptors\x18\x06 \x03(\x0b\x32\x1f.rayops.protocol.TaskDescriptor\x12*\n\x06\x65rrors\x18\x07 \x03(\x0b\x32\x1a.rayops.protocol.TaskError\x12\x10\n\x08\x65xecutor\x18\x08 \x01(\x08\x12\x0f\n\x07node_id\x18\t \x01(\t\x12\x11\n\tworker_id\x18\n \x01(\x0c\x12\x12\n\nworker_pid\x18\x0b \x01(\x05\x12\x0e\n\x06job_id\x18\x0c \x01(\r\x12\x0f\n\x07\x64ropped\x18\r \x01(\x04\"+\n\x08JobDrops\x12\x0e\n\x06job_id\x18\x01 \x01(\r\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x04\"w\n\x17\x41\x64\x64TaskEventDataRequest\x12\x30\n\x07\x62\x61tches\x18\x01 \x03(\x0b\x32\x1f.rayops.protocol.TaskEventBatch\x12*\n\x07\x64ropped\x18\x02 \x03(\x0b\x32\x19.rayops.protocol.JobDrops\"\x17\n\x15\x41\x64\x64TaskEventDataReply\"Z\n\x14GetTaskEventsRequest\x12\x12\n\nhas_job_id\x18\x01 \x01(\x08\x12\x0e\n\x06job_id\x18\x02 \x01(\r\x12\x0f\n\x07task_id\x18\x03 \x01(\x0c\x12\r\n\x05limit\x18\x04 \x01(\r\"\x92\x04\n\x0bTaskAttempt\x12\x0f\n\x07task_id\x18\x01 \x01(\x0c\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x1a\n\x12\x66unc_or_class_name\x18\x05 \x01(\t\x12\x0c\n\x04type\x18\x06 \x01(\t\x12\x0e\n\x06job_id\x18\x07 \x01(\r\x12\x10\n\x08\x61\x63tor_id\x18\x08 \x01(\x0c\x12\x16\n\x0eparent_task_id\x18\t \x01(\x0c\x12O\n\x12required_resources\x18\n \x03(\x0b\x32\x33.rayops.protocol.TaskAttempt.RequiredResourcesEntry\x12\x0f\n\x07node_id\x18\x0b \x01(\t\x12\x11\n\tworker_id\x18\x0c \x01(\x0c\x12\x12\n\nworker_pid\x18\r \x01(\x05\x12\x12\n\nerror_type\x18\x0e \x01(\t\x12\x15\n\rerror_message\x18\x0f \x01(\t\x12@\n\x0bstate_ts_ms\x18\x10 \x03(\x0b\x32+.rayops.protocol.TaskAttempt.StateTsMsEntry\x1a\x38\n\x16RequiredResourcesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x30\n\x0eStateTsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xad\x01\n\x12GetTaskEventsReply\x12+\n\x05tasks\x18\x01 \x03(\x0b\x32\x1c.rayops.protocol.TaskAttempt\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x13\n\x0bnum_evicted\x18\x03 \x01(\x04\x12\x13\n\x0bnum_dropped\x18\x04 \x01(\x04\x12\x31\n\x0e\x64ropped_by_job\x18\x05 \x03(\x0b\x32\x19.rayops.protocol.JobDrops\"\x13\n\x11ListActorsRequest\"=\n\x0fListActorsReply\x12*\n\x06\x61\x63tors\x18\x01 \x03(\x0b\x32\x1a.rayops.protocol.ActorInfo2\xab\x02\n\x12TaskInfoGcsService\x12\x64\n\x10\x41\x64\x64TaskEventData\x12(.rayops.protocol.AddTaskEventDataRequest\x1a&.rayops.protocol.AddTaskEventDataReply\x12[\n\rGetTaskEvents\x12%.rayops.protocol.GetTaskEventsRequest\x1a#.rayops.protocol.GetTaskEventsReply\x12R\n\nListActors\x12\".rayops.protocol.ListActorsRequest\x1a .rayops.protocol.ListActorsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,27 +46,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKERROR']._serialized_start=359
   _globals['_TASKERROR']._serialized_end=422
   _globals['_TASKEVENTBATCH']._serialized_start=425
-  _globals['_TASKEVENTBATCH']._serialized_end=720
-  _globals['_JOBDROPS']._serialized_start=722
-  _globals['_JOBDROPS']._serialized_end=765
-  _globals['_ADDTASKEVENTDATAREQUEST']._serialized_start=767
-  _globals['_ADDTASKEVENTDATAREQUEST']._serialized_end=886
-  _globals['_ADDTASKEVENTDATAREPLY']._serialized_start=888
-  _globals['_ADDTASKEVENTDATAREPLY']._serialized_end=911
-  _globals['_GETTASKEVENTSREQUEST']._serialized_start=913
-  _globals['_GETTASKEVENTSREQUEST']._serialized_end=1003
-  _globals['_TASKATTEMPT']._serialized_start=1006
-  _globals['_TASKATTEMPT']._serialized_end=1536
+  _globals['_TASKEVENTBATCH']._serialized_end=736
+  _globals['_JOBDROPS']._serialized_start=738
+  _globals['_JOBDROPS']._serialized_end=781
+  _globals['_ADDTASKEVENTDATAREQUEST']._serialized_start=783
+  _globals['_ADDTASKEVENTDATAREQUEST']._serialized_end=902
+  _globals['_ADDTASKEVENTDATAREPLY']._serialized_start=904
+  _globals['_ADDTASKEVENTDATAREPLY']._serialized_end=927
+  _globals['_GETTASKEVENTSREQUEST']._serialized_start=929
+  _globals['_GETTASKEVENTSREQUEST']._serialized_end=1019
+  _globals['_TASKATTEMPT']._serialized_start=1022
+  _globals['_TASKATTEMPT']._serialized_end=1552
   _globals['_TASKATTEMPT_REQUIREDRESOURCESENTRY']._serialized_start=301
   _globals['_TASKATTEMPT_REQUIREDRESOURCESENTRY']._serialized_end=357
-  _globals['_TASKATTEMPT_STATETSMSENTRY']._serialized_start=1488
-  _globals['_TASKATTEMPT_STATETSMSENTRY']._serialized_end=1536
-  _globals['_GETTASKEVENTSREPLY']._serialized_start=1539
-  _globals['_GETTASKEVENTSREPLY']._serialized_end=1712
-  _globals['_LISTACTORSREQUEST']._serialized_start=1714
-  _globals['_LISTACTORSREQUEST']._serialized_end=1733
-  _globals['_LISTACTORSREPLY']._serialized_start=1735
-  _globals['_LISTACTORSREPLY']._serialized_end=1796
-  _globals['_TASKINFOGCSSERVICE']._serialized_start=1799
-  _globals['_TASKINFOGCSSERVICE']._serialized_end=2098
+  _globals['_TASKATTEMPT_STATETSMSENTRY']._serialized_start=1504
+  _globals['_TASKATTEMPT_STATETSMSENTRY']._serialized_end=1552
+  _globals['_GETTASKEVENTSREPLY']._serialized_start=1555
+  _globals['_GETTASKEVENTSREPLY']._serialized_end=1728
+  _globals['_LISTACTORSREQUEST']._serialized_start=1730
+  _globals['_LISTACTORSREQUEST']._serialized_end=1749
+  _globals['_LISTACTORSREPLY']._serialized_start=1751
+  _globals['_LISTACTORSREPLY']._serialized_end=1812
+  _globals['_TASKINFOGCSSERVICE']._serialized_start=1815
+  _globals['_TASKINFOGCSSERVICE']._serialized_end=2114
 # @@protoc_insertion_point(module_scope)

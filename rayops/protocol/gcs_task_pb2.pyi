@@ -44,14 +44,15 @@ class TaskError(_message.Message):
     def __init__(self, index: _Optional[int] = ..., error_type: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class TaskEventBatch(_message.Message):
-    __slots__ = ("task_ids", "attempts", "executor", "times_ns", "descriptor", "descriptors", "errors", "node_id", "worker_id", "worker_pid", "job_id", "dropped")
+    __slots__ = ("task_ids", "attempts", "states", "times_ns", "descriptor", "descriptors", "errors", "executor", "node_id", "worker_id", "worker_pid", "job_id", "dropped")
     TASK_IDS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
-    EXECUTOR_FIELD_NUMBER: _ClassVar[int]
+    STATES_FIELD_NUMBER: _ClassVar[int]
     TIMES_NS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTORS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTOR_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     WORKER_PID_FIELD_NUMBER: _ClassVar[int]
@@ -59,17 +60,18 @@ class TaskEventBatch(_message.Message):
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     task_ids: _containers.RepeatedScalarFieldContainer[bytes]
     attempts: _containers.RepeatedScalarFieldContainer[int]
-    executor: bytes
+    states: bytes
     times_ns: _containers.RepeatedScalarFieldContainer[int]
     descriptor: _containers.RepeatedScalarFieldContainer[int]
     descriptors: _containers.RepeatedCompositeFieldContainer[TaskDescriptor]
     errors: _containers.RepeatedCompositeFieldContainer[TaskError]
+    executor: bool
     node_id: str
     worker_id: bytes
     worker_pid: int
     job_id: int
     dropped: int
-    def __init__(self, task_ids: _Optional[_Iterable[bytes]] = ..., attempts: _Optional[_Iterable[int]] = ..., executor: _Optional[bytes] = ..., times_ns: _Optional[_Iterable[int]] = ..., descriptor: _Optional[_Iterable[int]] = ..., descriptors: _Optional[_Iterable[_Union[TaskDescriptor, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[TaskError, _Mapping]]] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., worker_pid: _Optional[int] = ..., job_id: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
+    def __init__(self, task_ids: _Optional[_Iterable[bytes]] = ..., attempts: _Optional[_Iterable[int]] = ..., states: _Optional[bytes] = ..., times_ns: _Optional[_Iterable[int]] = ..., descriptor: _Optional[_Iterable[int]] = ..., descriptors: _Optional[_Iterable[_Union[TaskDescriptor, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[TaskError, _Mapping]]] = ..., executor: _Optional[bool] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., worker_pid: _Optional[int] = ..., job_id: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
 
 class JobDrops(_message.Message):
     __slots__ = ("job_id", "dropped")

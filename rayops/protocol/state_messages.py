@@ -76,26 +76,24 @@ class TaskError:
 
 @dataclass(frozen=True, slots=True)
 class ReportTaskEvents(Message):
-    """What one process saw of task attempts since its last batch (about once a second).
-    No reply.
+    """The task state transitions one process recorded since its last batch, on one side
+    (owner, or executor: the process named in ``node_id``/``worker_id``/``worker_pid``).
+    No reply; about once a second.
 
-    One *record* per (task, attempt, side) seen, stored as columns (one list entry per
-    record; ``times_ns`` has ``len(TASK_STATES)`` entries per record: when the attempt
-    entered each state, wall clock, 0 if it did not here). Columns, not one object per
-    record: a batch of thousands costs a few list copies to pickle and to convert, where
-    objects cost microseconds each at every hop (measured: ~44 us per record end to end).
-    Executor records (``executor[i] == 1``) were seen by the process named in
-    ``node_id``/``worker_id``/``worker_pid``.
+    One *event* per transition, stored as columns (entry ``i`` of each list is event ``i``):
+    a batch of thousands costs a few list copies to pickle and to convert, where an object
+    per event cost microseconds at every hop and kept the garbage collector busy.
     """
 
     METHOD: ClassVar[str] = "report_task_events"
     task_ids: list[bytes]
     attempts: list[int]
-    executor: bytes
-    times_ns: list[int]
-    descriptor: list[int]  # index into ``descriptors``, -1: none in this batch
+    states: bytes  # one byte per event: an index into TASK_STATES
+    times_ns: list[int]  # wall clock
+    descriptor: list[int]  # index into ``descriptors``; -1: none with this event
     descriptors: tuple[TaskDescriptor, ...] = ()
-    errors: tuple[TaskError, ...] = ()
+    errors: tuple[TaskError, ...] = ()  # ``index``: the event that failed the attempt
+    executor: bool = False
     node_id: str = ""
     worker_id: bytes = b""
     worker_pid: int = 0

@@ -12,7 +12,6 @@ from rayops.protocol.state_messages import (
     TaskError,
 )
 
-N = len(TASK_STATES)
 S = {name: i for i, name in enumerate(TASK_STATES)}
 
 
@@ -25,21 +24,29 @@ def batch(
     dropped: int = 0,
     job_id: int = 1,
 ) -> ReportTaskEvents:
-    """records: (task id, attempt, {state name: time}, descriptor index)."""
+    """records: (task id, attempt, {state name: time}, descriptor index): one event per
+    state, the descriptor on the first."""
+    ids: list[bytes] = []
+    attempts: list[int] = []
+    states = bytearray()
     times: list[int] = []
-    for _, _, ts, _ in records:
-        row = [0] * N
-        for name, t in ts.items():
-            row[S[name]] = t
-        times += row
+    desc: list[int] = []
+    for tid, att, ts, d in records:
+        for j, (name, t) in enumerate(ts.items()):
+            ids.append(tid)
+            attempts.append(att)
+            states.append(S[name])
+            times.append(t)
+            desc.append(d if j == 0 else -1)
     return ReportTaskEvents(
-        task_ids=[r[0] for r in records],
-        attempts=[r[1] for r in records],
-        executor=bytes([1 if executor else 0] * len(records)),
+        task_ids=ids,
+        attempts=attempts,
+        states=bytes(states),
         times_ns=times,
-        descriptor=[r[3] for r in records],
+        descriptor=desc,
         descriptors=descs,
         errors=errors,
+        executor=executor,
         node_id="node-a" if executor else "",
         worker_id=b"w1" if executor else b"",
         worker_pid=42 if executor else 0,
