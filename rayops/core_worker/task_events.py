@@ -28,6 +28,7 @@ import asyncio
 import logging
 import os
 import threading
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from time import time_ns
@@ -39,6 +40,7 @@ from rayops.protocol.state_messages import (
     ReportTaskEvents,
     TaskDescriptor,
     TaskError,
+    pack_times,
 )
 
 if TYPE_CHECKING:
@@ -132,7 +134,7 @@ class TaskEventBuffer:
         self.task_ids: list[bytes] = []
         self.attempts: list[int] = []
         self.states = bytearray()
-        self.times: list[int] = []
+        self.times = array("q")
         self.descs: list[int] = []  # index into infos, -1: none
         self.infos: list[tuple[Any, ...]] = []  # TaskDescriptor fields
         self.errors: list[tuple[int, str, str]] = []  # (event index, type, message)
@@ -141,7 +143,7 @@ class TaskEventBuffer:
         self, task_id: bytes, attempt: int, state: int, t: int, info: tuple[Any, ...] | None
     ) -> int:
         """Record one event; its index, or -1 if the buffer was full (dropped, counted)."""
-        n = len(self.task_ids)
+        n = len(self.states)
         if n >= self.cap:
             self.dropped += 1
             return -1
@@ -157,7 +159,7 @@ class TaskEventBuffer:
         return n
 
     def __len__(self) -> int:
-        return len(self.task_ids)
+        return len(self.states)
 
     def take(self) -> TaskEventBuffer:
         """Everything recorded so far, as a detached buffer; this one starts empty."""
@@ -357,10 +359,10 @@ class TaskEventReporter:
         descriptor = taken.descs if not remap else [remap[d] if d >= 0 else -1 for d in taken.descs]
         cw = self._cw
         return ReportTaskEvents(
-            taken.task_ids,
+            b"".join(taken.task_ids),
             taken.attempts,
             bytes(taken.states),
-            taken.times,
+            pack_times(taken.times),
             descriptor,
             tuple(TaskDescriptor(i[0], i[1], i[2], i[3], i[4], i[5], dict(i[6])) for i in unique),
             tuple(TaskError(i, t, m) for i, t, m in taken.errors),

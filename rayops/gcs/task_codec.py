@@ -48,10 +48,10 @@ def batch_to_proto(b: ReportTaskEvents) -> gcs_task_pb2.TaskEventBatch:
 
 def batch_from_proto(m: gcs_task_pb2.TaskEventBatch) -> ReportTaskEvents:
     return ReportTaskEvents(
-        task_ids=list(m.task_ids),
+        task_ids=m.task_ids,
         attempts=list(m.attempts),
         states=m.states,
-        times_ns=list(m.times_ns),
+        times_ns=m.times_ns,
         descriptor=list(m.descriptor),
         descriptors=tuple(
             TaskDescriptor(

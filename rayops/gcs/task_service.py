@@ -6,6 +6,8 @@ records become ``TaskAttempt`` messages. No decisions here.
 
 from __future__ import annotations
 
+import logging
+
 import grpc.aio
 
 from rayops.gcs.actor_service import actor_to_proto
@@ -16,6 +18,8 @@ from rayops.protocol import gcs_task_pb2, gcs_task_pb2_grpc
 from rayops.protocol.state_messages import TASK_STATES
 
 __all__ = ["TaskInfoService", "attempt_to_proto"]
+
+logger = logging.getLogger(__name__)
 
 
 def attempt_to_proto(r: TaskAttempt) -> gcs_task_pb2.TaskAttempt:
@@ -51,7 +55,10 @@ class TaskInfoService(gcs_task_pb2_grpc.TaskInfoGcsServiceServicer):
         self, request: gcs_task_pb2.AddTaskEventDataRequest, context: grpc.aio.ServicerContext
     ) -> gcs_task_pb2.AddTaskEventDataReply:
         for batch in request.batches:
-            self._store.add(batch_from_proto(batch))
+            try:
+                self._store.add(batch_from_proto(batch))
+            except ValueError as err:  # a malformed batch: refused, the others still count
+                logger.warning("task events refused from a raylet: %s", err)
         self._store.count_dropped({d.job_id: d.dropped for d in request.dropped})
         return gcs_task_pb2.AddTaskEventDataReply()
 

@@ -58,10 +58,10 @@ class TaskEventBatch(_message.Message):
     WORKER_PID_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
-    task_ids: _containers.RepeatedScalarFieldContainer[bytes]
+    task_ids: bytes
     attempts: _containers.RepeatedScalarFieldContainer[int]
     states: bytes
-    times_ns: _containers.RepeatedScalarFieldContainer[int]
+    times_ns: bytes
     descriptor: _containers.RepeatedScalarFieldContainer[int]
     descriptors: _containers.RepeatedCompositeFieldContainer[TaskDescriptor]
     errors: _containers.RepeatedCompositeFieldContainer[TaskError]
@@ -71,7 +71,7 @@ class TaskEventBatch(_message.Message):
     worker_pid: int
     job_id: int
     dropped: int
-    def __init__(self, task_ids: _Optional[_Iterable[bytes]] = ..., attempts: _Optional[_Iterable[int]] = ..., states: _Optional[bytes] = ..., times_ns: _Optional[_Iterable[int]] = ..., descriptor: _Optional[_Iterable[int]] = ..., descriptors: _Optional[_Iterable[_Union[TaskDescriptor, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[TaskError, _Mapping]]] = ..., executor: _Optional[bool] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., worker_pid: _Optional[int] = ..., job_id: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
+    def __init__(self, task_ids: _Optional[bytes] = ..., attempts: _Optional[_Iterable[int]] = ..., states: _Optional[bytes] = ..., times_ns: _Optional[bytes] = ..., descriptor: _Optional[_Iterable[int]] = ..., descriptors: _Optional[_Iterable[_Union[TaskDescriptor, _Mapping]]] = ..., errors: _Optional[_Iterable[_Union[TaskError, _Mapping]]] = ..., executor: _Optional[bool] = ..., node_id: _Optional[str] = ..., worker_id: _Optional[bytes] = ..., worker_pid: _Optional[int] = ..., job_id: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
 
 class JobDrops(_message.Message):
     __slots__ = ("job_id", "dropped")

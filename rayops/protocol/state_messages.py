@@ -16,12 +16,15 @@ Imports nothing of rayops outside ``rayops.protocol``.
 
 from __future__ import annotations
 
+import sys
+from array import array
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from rayops.protocol.framed_message import Message
 
 __all__ = [
+    "TASK_ID_LEN",
     "TASK_STATES",
     "TASK_TYPES",
     "ListReferences",
@@ -36,6 +39,8 @@ __all__ = [
     "TaskError",
     "WorkerState",
     "WorkersReply",
+    "pack_times",
+    "unpack_times",
 ]
 
 # Ray's TaskStatus names, in the order a task attempt goes through them (the order is also
@@ -49,6 +54,23 @@ TASK_STATES: tuple[str, ...] = (
     "FAILED",
 )
 TASK_TYPES: tuple[str, ...] = ("NORMAL_TASK", "ACTOR_CREATION_TASK", "ACTOR_TASK", "DRIVER_TASK")
+TASK_ID_LEN = 16  # every task id (rayops.ids.TASK_ID_LEN): batches pack them end to end
+
+
+def pack_times(times: array) -> bytes:  # type: ignore[type-arg]
+    """An ``array("q")`` of wall-clock ns as little-endian bytes (the wire form)."""
+    if sys.byteorder == "big":
+        times = array("q", times)
+        times.byteswap()
+    return times.tobytes()
+
+
+def unpack_times(data: bytes) -> array:  # type: ignore[type-arg]
+    times = array("q")
+    times.frombytes(data)
+    if sys.byteorder == "big":
+        times.byteswap()
+    return times
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,16 +102,17 @@ class ReportTaskEvents(Message):
     (owner, or executor: the process named in ``node_id``/``worker_id``/``worker_pid``).
     No reply; about once a second.
 
-    One *event* per transition, stored as columns (entry ``i`` of each list is event ``i``):
-    a batch of thousands costs a few list copies to pickle and to convert, where an object
-    per event cost microseconds at every hop and kept the garbage collector busy.
+    One *event* per transition, stored as columns (entry ``i`` of each is event ``i``), the
+    wide ones packed into bytes: a batch of thousands costs a few copies to pickle and to
+    convert, where an object per event cost microseconds at every hop and kept the garbage
+    collector busy.
     """
 
     METHOD: ClassVar[str] = "report_task_events"
-    task_ids: list[bytes]
+    task_ids: bytes  # TASK_ID_LEN bytes per event, end to end
     attempts: list[int]
     states: bytes  # one byte per event: an index into TASK_STATES
-    times_ns: list[int]  # wall clock
+    times_ns: bytes  # wall clock, one little-endian int64 per event (``pack_times``)
     descriptor: list[int]  # index into ``descriptors``; -1: none with this event
     descriptors: tuple[TaskDescriptor, ...] = ()
     errors: tuple[TaskError, ...] = ()  # ``index``: the event that failed the attempt
@@ -101,7 +124,7 @@ class ReportTaskEvents(Message):
     dropped: int = 0  # events this process dropped (buffer full) since its last batch
 
     def __len__(self) -> int:
-        return len(self.task_ids)
+        return len(self.states)
 
 
 # ------------------------------------------------------------------------ workers

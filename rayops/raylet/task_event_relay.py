@@ -68,13 +68,13 @@ class TaskEventRelay:
                     if gcs is None:
                         raise ConnectionError("not connected to the GCS yet")
                     await gcs.call(task_calls.add_task_event_data(batches, dropped), CALL_TIMEOUT_S)
-                    self.forwarded += sum(len(b.task_ids) for b in batches)
+                    self.forwarded += sum(len(b.states) for b in batches)
                 except asyncio.CancelledError:
                     raise
                 except Exception as err:
                     logger.debug("task events not forwarded (%d batches): %r", len(batches), err)
                     for b in batches:
-                        dropped[b.job_id] = dropped.get(b.job_id, 0) + len(b.task_ids) + b.dropped
+                        dropped[b.job_id] = dropped.get(b.job_id, 0) + len(b.states) + b.dropped
                     for job, k in dropped.items():
                         self._dropped[job] = self._dropped.get(job, 0) + k
                     await asyncio.sleep(1.0)

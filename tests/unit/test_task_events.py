@@ -16,6 +16,7 @@ from rayops.core_worker.task_events import (
     TaskEventReporter,
     TaskEventSettings,
 )
+from rayops.protocol.state_messages import unpack_times
 from rayops.protocol.task_messages import TaskReply, TaskSpec
 
 
@@ -56,9 +57,10 @@ def test_the_owner_records_each_move_once_with_what_the_task_is_first() -> None:
     machine.pushed(s.task_id)
     machine.reply(s, TaskReply("ok", [], [], ("127.0.0.1", 2), 0.0))
     (batch,) = rep.take()
-    assert not batch.executor and batch.task_ids == [s.task_id] * 3
+    assert not batch.executor and batch.task_ids == s.task_id * 3
     assert list(batch.states) == [PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER, FINISHED]
-    assert batch.times_ns == sorted(batch.times_ns) and batch.attempts == [0, 0, 0]
+    times = list(unpack_times(batch.times_ns))
+    assert times == sorted(times) and batch.attempts == [0, 0, 0]
     assert batch.descriptor == [0, -1, -1]
     (desc,) = batch.descriptors
     assert (desc.name, desc.type, desc.job_id, desc.required_resources) == (
@@ -98,7 +100,7 @@ def test_executor_records_carry_the_process_and_the_error() -> None:
     rep.ended(s, ValueError("boom"))
     rep.ended(spec(4), None)  # a plain success is the owner's to record: nothing here
     (batch,) = rep.take()
-    assert batch.executor and batch.task_ids == [s.task_id] * 2
+    assert batch.executor and batch.task_ids == s.task_id * 2
     assert list(batch.states) == [RUNNING, FAILED]
     assert (batch.node_id, batch.worker_id) == ("node-a", b"w" * 16)
     (err,) = batch.errors

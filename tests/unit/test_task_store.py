@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from array import array
+
 import pytest
 
 from rayops.gcs.task_store import TaskEventStore, TaskQuery
 from rayops.protocol.state_messages import (
+    TASK_ID_LEN,
     TASK_STATES,
     ReportTaskEvents,
     TaskDescriptor,
     TaskError,
+    pack_times,
 )
 
 S = {name: i for i, name in enumerate(TASK_STATES)}
@@ -33,16 +37,16 @@ def batch(
     desc: list[int] = []
     for tid, att, ts, d in records:
         for j, (name, t) in enumerate(ts.items()):
-            ids.append(tid)
+            ids.append(tid.ljust(TASK_ID_LEN, b"\0"))  # ids are 16 bytes; these read short
             attempts.append(att)
             states.append(S[name])
             times.append(t)
             desc.append(d if j == 0 else -1)
     return ReportTaskEvents(
-        task_ids=ids,
+        task_ids=b"".join(ids),
         attempts=attempts,
         states=bytes(states),
-        times_ns=times,
+        times_ns=pack_times(array("q", times)),
         descriptor=desc,
         descriptors=descs,
         errors=errors,
@@ -106,7 +110,7 @@ def test_attempts_are_separate_records_and_errors_attach() -> None:
             errors=(TaskError(0, "TASK_EXECUTION_EXCEPTION", "ValueError: boom"),),
         )
     )
-    recs, total = store.query(TaskQuery(task_id=b"t1"))
+    recs, total = store.query(TaskQuery(task_id=b"t1".ljust(TASK_ID_LEN, b"\0")))
     assert total == 2
     by_attempt = {r.attempt: r for r in recs}
     assert by_attempt[0].state_name == "FAILED"
@@ -121,14 +125,14 @@ def test_eviction_takes_the_oldest_ended_attempt_first_and_counts_it() -> None:
     store.add(batch([(b"b", 0, {"FINISHED": 2}, 0)], descs=(F,)))
     store.add(batch([(b"c", 0, {"FINISHED": 3}, 0)], descs=(G,)))
     store.add(batch([(b"d", 0, {"RUNNING": 4}, -1)], executor=True))
-    ids = {r.task_id for r in store.query(TaskQuery())[0]}
+    ids = {r.task_id.rstrip(b"\0") for r in store.query(TaskQuery())[0]}
     assert ids == {b"a", b"c", b"d"}  # b ended first, so it went first
     assert store.num_evicted == 1 and store.evicted_by_job == {1: 1}
     store.add(batch([(b"e", 0, {"RUNNING": 5}, -1)], executor=True))
-    assert {r.task_id for r in store.query(TaskQuery())[0]} == {b"a", b"d", b"e"}
+    assert {r.task_id.rstrip(b"\0") for r in store.query(TaskQuery())[0]} == {b"a", b"d", b"e"}
     # none ended: the oldest goes
     store.add(batch([(b"f", 0, {"RUNNING": 6}, -1)], executor=True))
-    assert {r.task_id for r in store.query(TaskQuery())[0]} == {b"d", b"e", b"f"}
+    assert {r.task_id.rstrip(b"\0") for r in store.query(TaskQuery())[0]} == {b"d", b"e", b"f"}
     assert store.num_evicted == 3
 
 
@@ -147,12 +151,18 @@ def test_query_is_newest_first_filters_by_job_and_limits_with_a_total() -> None:
         desc = F if i % 2 == 0 else G
         store.add(batch([(bytes([i]), 0, {"FINISHED": i + 1}, 0)], descs=(desc,)))
     recs, total = store.query(TaskQuery(limit=2))
-    assert total == 5 and [r.task_id for r in recs] == [b"\x04", b"\x03"]
+    assert total == 5 and [r.task_id.rstrip(b"\0") for r in recs] == [b"\x04", b"\x03"]
     recs, total = store.query(TaskQuery(job_id=2))
-    assert total == 2 and {r.task_id for r in recs} == {b"\x01", b"\x03"}
-    assert store.query(TaskQuery(task_id=b"\x09"))[1] == 0
+    assert total == 2 and {r.task_id.rstrip(b"\0") for r in recs} == {b"\x01", b"\x03"}
+    assert store.query(TaskQuery(task_id=b"\x09".ljust(TASK_ID_LEN, b"\0")))[1] == 0
 
 
 def test_max_tasks_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_tasks"):
         TaskEventStore(max_tasks=0)
+
+
+def test_a_batch_whose_ids_do_not_match_its_events_is_refused() -> None:
+    bad = ReportTaskEvents(b"short", [0], bytes([1]), pack_times(array("q", [1])), [-1])
+    with pytest.raises(ValueError, match="5 bytes of task ids for 1 events"):
+        TaskEventStore().add(bad)
