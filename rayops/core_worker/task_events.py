@@ -347,10 +347,16 @@ class TaskEventReporter:
         descs: dict[tuple[Any, ...], int] = {}
         remap: list[int] = []
         unique: list[tuple[Any, ...]] = []
+        # A remote function's calls share one resources dict; an actor's calls may each
+        # have their own: key by content, computed once per dict (alive until sent, so
+        # its id names it within the batch).
+        res_keys: dict[int, tuple[Any, ...]] = {}
         for info in taken.infos:
-            # The resources dict is shared by a function's calls and alive until sent, so
-            # its id names it within the batch.
-            key = (*info[:6], id(info[6]))
+            res = info[6]
+            rk = res_keys.get(id(res))
+            if rk is None:
+                rk = res_keys[id(res)] = tuple(sorted(res.items()))
+            key = (*info[:6], rk)
             d = descs.get(key)
             if d is None:
                 d = descs[key] = len(unique)

@@ -78,6 +78,15 @@ def test_calls_of_one_function_share_a_descriptor() -> None:
     assert len(batch.descriptors) == 1 and batch.descriptor == [0] * 5
 
 
+def test_calls_with_equal_resources_share_a_descriptor() -> None:
+    rep = _reporter()
+    machine = tm.TaskManager(rep.owner_counts)
+    for i in range(5):  # a dict per call (as an actor's calls may have)
+        machine.submit(spec(i)._replace(resources={"CPU": 1.0}), [], 0, False)
+    (batch,) = rep.take()
+    assert len(batch.descriptors) == 1
+
+
 def test_a_retry_fails_the_attempt_before_and_starts_the_next() -> None:
     rep = _reporter()
     machine = tm.TaskManager(rep.owner_counts)
