@@ -8,6 +8,13 @@ the way a user runs them): ``rayops list tasks`` (Ray's default limit, 100 rows)
 ``rayops list tasks --limit 10000 --format json`` (every row) and ``rayops summary tasks``,
 plus the raw HTTP request of the full list. Prints one line per row (median, min, max in
 seconds); never fails on a figure.
+
+    python bench/state_benchmark.py --cpu [--tasks 20000]
+
+instead measures what task events cost: CPU per operation (``--tasks`` tasks in batches of
+1,000, then a quarter as many sync actor calls), summed over the driver and every process
+of the node and shown per process. Run it with ``RAYOPS_TASK_EVENTS_REPORT_INTERVAL_MS=0``
+too, alternately: the difference is the recording, forwarding and storing.
 """
 
 from __future__ import annotations
@@ -40,11 +47,71 @@ def _row(name: str, samples: list[float]) -> None:
     )
 
 
+def cpu_per_op(n_tasks: int) -> None:
+    import psutil
+
+    import rayops
+
+    rayops.init(num_cpus=2, include_dashboard=False)
+    try:
+
+        @rayops.remote
+        def noop() -> int:
+            return 1
+
+        @rayops.remote
+        class Actor:
+            def m(self) -> int:
+                return 1
+
+        actor = Actor.remote()  # type: ignore[attr-defined]
+        rayops.get([noop.remote() for _ in range(1000)] + [actor.m.remote()])
+        time.sleep(1.5)  # past a report: warm-up events are sent
+        me = psutil.Process()
+        procs = [me, *me.children(recursive=True)]
+
+        def cpu() -> dict[int, tuple[str, float]]:
+            out = {}
+            for p in procs:
+                try:
+                    t = p.cpu_times()
+                    cmd = p.cmdline()
+                    name = "driver" if p is me else (cmd[2] if len(cmd) > 2 else p.name())
+                    out[p.pid] = (name.rsplit(".", 1)[-1], t.user + t.system)
+                except psutil.Error:
+                    pass
+            return out
+
+        calls = n_tasks // 4
+        before = cpu()
+        for _ in range(n_tasks // 1000):
+            rayops.get([noop.remote() for _ in range(1000)])
+        for _ in range(calls):
+            rayops.get(actor.m.remote())
+        time.sleep(1.5)  # the last batches reach the GCS
+        after = cpu()
+        ops = n_tasks // 1000 * 1000 + calls
+        per: dict[str, float] = {}
+        for pid, (name, t) in after.items():
+            if pid in before:
+                per[name] = per.get(name, 0.0) + (t - before[pid][1]) / ops * 1e6
+        shown = ", ".join(f"{k} {v:.1f}" for k, v in sorted(per.items()))
+        events = os.environ.get("RAYOPS_TASK_EVENTS_REPORT_INTERVAL_MS", "1000")
+        print(f"task events interval {events} ms: {sum(per.values()):.1f} us CPU per op ({shown})")
+    finally:
+        rayops.shutdown()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--tasks", type=int, default=10_000)
+    p.add_argument("--tasks", type=int, default=None)
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--cpu", action="store_true", help="CPU per operation instead")
     args = p.parse_args()
+    if args.cpu:
+        cpu_per_op(args.tasks or 20_000)
+        return 0
+    args.tasks = args.tasks or 10_000
 
     import rayops
     from rayops.core_worker import state as cw_state

@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 from array import array
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from time import time_ns
 from typing import TYPE_CHECKING, Any
@@ -116,6 +116,7 @@ class TaskEventBuffer:
     __slots__ = (
         "attempts",
         "cap",
+        "desc_cache",
         "descs",
         "dropped",
         "errors",
@@ -136,13 +137,16 @@ class TaskEventBuffer:
         self.states = bytearray()
         self.times = array("q")
         self.descs: list[int] = []  # index into infos, -1: none
-        self.infos: list[tuple[Any, ...]] = []  # TaskDescriptor fields
+        # Distinct TaskDescriptor fields, and the key each was found under: the calls of
+        # one function (or actor method, from one parent) share one, so a task costs a
+        # dict lookup here rather than an object kept until the batch goes.
+        self.infos: list[tuple[Any, ...]] = []
+        self.desc_cache: dict[tuple[Any, ...], int] = {}
         self.errors: list[tuple[int, str, str]] = []  # (event index, type, message)
 
-    def add(
-        self, task_id: bytes, attempt: int, state: int, t: int, info: tuple[Any, ...] | None
-    ) -> int:
-        """Record one event; its index, or -1 if the buffer was full (dropped, counted)."""
+    def add(self, task_id: bytes, attempt: int, state: int, t: int, desc: int = -1) -> int:
+        """Record one event (``desc``: from ``describe``); its index, or -1 if the buffer
+        was full (dropped, counted)."""
         n = len(self.states)
         if n >= self.cap:
             self.dropped += 1
@@ -151,12 +155,17 @@ class TaskEventBuffer:
         self.attempts.append(attempt)
         self.states.append(state)
         self.times.append(t)
-        if info is None:
-            self.descs.append(-1)
-        else:
-            self.descs.append(len(self.infos))
-            self.infos.append(info)
+        self.descs.append(desc)
         return n
+
+    def describe(self, key: tuple[Any, ...], info: Callable[[], tuple[Any, ...]]) -> int:
+        """The index of the descriptor ``key`` names in this batch (``info()`` makes its
+        fields the first time). Keys hold ``id()``s of dicts the infos keep alive."""
+        d = self.desc_cache.get(key)
+        if d is None:
+            d = self.desc_cache[key] = len(self.infos)
+            self.infos.append(info())
+        return d
 
     def __len__(self) -> int:
         return len(self.states)
@@ -166,7 +175,7 @@ class TaskEventBuffer:
         out = TaskEventBuffer(self.cap)
         out.task_ids, out.attempts, out.states = self.task_ids, self.attempts, self.states
         out.times, out.descs, out.infos = self.times, self.descs, self.infos
-        out.errors, out.dropped = self.errors, self.dropped
+        out.errors, out.dropped, out.desc_cache = self.errors, self.dropped, self.desc_cache
         self.dropped = 0
         self._clear()
         return out
@@ -228,23 +237,29 @@ class RecordingOwnerCounts(OwnerTaskCounts):
             return
         OwnerTaskCounts.move(self, record, new)
         spec = record.spec
-        self._add(
-            spec.task_id,
-            spec.attempt,
-            OWNER_STATE[new],
-            time_ns(),
-            _info(record) if old == UNCOUNTED else None,
-        )
+        desc = -1
+        if old == UNCOUNTED:  # the first event of this attempt: say what the task is
+            res = spec.resources
+            key = (
+                spec.name,
+                record.class_name,
+                spec.job_id,
+                spec.actor_id,
+                spec.parent_task_id,
+                id(res) if res else 0,
+            )
+            desc = self._buffer.describe(key, lambda: _info(record))
+        self._add(spec.task_id, spec.attempt, OWNER_STATE[new], time_ns(), desc)
 
     def retry(self, record: Any) -> None:
         attempt = record.spec.attempt
         if attempt > 0:  # a normal task's retry: the attempt before this one failed
-            self._add(record.spec.task_id, attempt - 1, FAILED, time_ns(), None)
+            self._add(record.spec.task_id, attempt - 1, FAILED, time_ns())
         super().retry(record)
 
     def failed(self, record: Any, error: BaseException | None) -> None:
         spec = record.spec
-        i = self._add(spec.task_id, spec.attempt, FAILED, time_ns(), None)
+        i = self._add(spec.task_id, spec.attempt, FAILED, time_ns())
         if i >= 0:
             message = "" if error is None else str(error)[:MAX_ERROR_MESSAGE]
             self._buffer.errors.append((i, error_type_of(error), message))
@@ -269,19 +284,24 @@ class TaskEventReporter:
     def running(self, spec: Any, func_or_class_name: str, task_type: str = "") -> None:
         """A task starts on this worker (any thread). ``task_type`` is given for an actor's
         creation task only, which no owner records."""
-        info = None
-        if task_type:
-            info = (
-                spec.name,
-                func_or_class_name,
-                task_type,
-                spec.job_id,
-                spec.actor_id,
-                spec.parent_task_id,
-                spec.resources,
-            )
+        buf = self.exec_buffer
         with self._exec_lock:
-            self.exec_buffer.add(spec.task_id, spec.attempt, RUNNING, time_ns(), info)
+            desc = -1
+            if task_type:
+                key = (spec.name, func_or_class_name, task_type, spec.job_id, spec.actor_id)
+                desc = buf.describe(
+                    key,
+                    lambda: (
+                        spec.name,
+                        func_or_class_name,
+                        task_type,
+                        spec.job_id,
+                        spec.actor_id,
+                        spec.parent_task_id,
+                        dict(spec.resources),
+                    ),
+                )
+            buf.add(spec.task_id, spec.attempt, RUNNING, time_ns(), desc)
 
     def ended(self, spec: Any, error: BaseException | None, creation: bool = False) -> None:
         """A task this worker ran raised ``error`` (None: it returned; recorded only for an
@@ -291,9 +311,9 @@ class TaskEventReporter:
         buf = self.exec_buffer
         with self._exec_lock:
             if error is None:
-                buf.add(spec.task_id, spec.attempt, FINISHED, time_ns(), None)
+                buf.add(spec.task_id, spec.attempt, FINISHED, time_ns())
                 return
-            i = buf.add(spec.task_id, spec.attempt, FAILED, time_ns(), None)
+            i = buf.add(spec.task_id, spec.attempt, FAILED, time_ns())
             if i >= 0:
                 message = f"{type(error).__name__}: {error}"[:MAX_ERROR_MESSAGE]
                 buf.errors.append((i, "TASK_EXECUTION_EXCEPTION", message))
@@ -301,11 +321,14 @@ class TaskEventReporter:
     # ------------------------------------------------------------- driver task
     def driver_task(self, task_id: bytes, state: int) -> None:
         """The driver's own task enters ``state`` (RUNNING at init, FINISHED at shutdown)."""
-        info: tuple[Any, ...] | None = None
-        if state == RUNNING:
-            info = ("driver", "driver", "DRIVER_TASK", self._cw.job_id, b"", b"", {})
+        buf = self.exec_buffer
         with self._exec_lock:
-            self.exec_buffer.add(task_id, 0, state, time_ns(), info)
+            desc = -1
+            if state == RUNNING:
+                job = self._cw.job_id
+                info: tuple[Any, ...] = ("driver", "driver", "DRIVER_TASK", job, b"", b"", {})
+                desc = buf.describe(("driver", job), lambda: info)
+            buf.add(task_id, 0, state, time_ns(), desc)
 
     # ------------------------------------------------------------- IO loop
     async def run(self) -> None:
@@ -343,34 +366,17 @@ class TaskEventReporter:
         return n
 
     def batch(self, taken: TaskEventBuffer, executor: bool) -> ReportTaskEvents:
-        """A detached buffer as a ReportTaskEvents: descriptors deduplicated."""
-        descs: dict[tuple[Any, ...], int] = {}
-        remap: list[int] = []
-        unique: list[tuple[Any, ...]] = []
-        # A remote function's calls share one resources dict; an actor's calls may each
-        # have their own: key by content, computed once per dict (alive until sent, so
-        # its id names it within the batch).
-        res_keys: dict[int, tuple[Any, ...]] = {}
-        for info in taken.infos:
-            res = info[6]
-            rk = res_keys.get(id(res))
-            if rk is None:
-                rk = res_keys[id(res)] = tuple(sorted(res.items()))
-            key = (*info[:6], rk)
-            d = descs.get(key)
-            if d is None:
-                d = descs[key] = len(unique)
-                unique.append(info)
-            remap.append(d)
-        descriptor = taken.descs if not remap else [remap[d] if d >= 0 else -1 for d in taken.descs]
+        """A detached buffer as a ReportTaskEvents."""
         cw = self._cw
         return ReportTaskEvents(
             b"".join(taken.task_ids),
             taken.attempts,
             bytes(taken.states),
             pack_times(taken.times),
-            descriptor,
-            tuple(TaskDescriptor(i[0], i[1], i[2], i[3], i[4], i[5], dict(i[6])) for i in unique),
+            taken.descs,
+            tuple(
+                TaskDescriptor(i[0], i[1], i[2], i[3], i[4], i[5], dict(i[6])) for i in taken.infos
+            ),
             tuple(TaskError(i, t, m) for i, t, m in taken.errors),
             executor,
             cw.node_id if executor else "",

@@ -78,11 +78,11 @@ def test_calls_of_one_function_share_a_descriptor() -> None:
     assert len(batch.descriptors) == 1 and batch.descriptor == [0] * 5
 
 
-def test_calls_with_equal_resources_share_a_descriptor() -> None:
+def test_an_actors_calls_share_a_descriptor() -> None:
     rep = _reporter()
     machine = tm.TaskManager(rep.owner_counts)
-    for i in range(5):  # a dict per call (as an actor's calls may have)
-        machine.submit(spec(i)._replace(resources={"CPU": 1.0}), [], 0, False)
+    for i in range(5):  # an empty resources dict per call, as actor calls have
+        machine.submit(spec(i)._replace(resources={}, actor_id=b"a" * 16), [], 0, False)
     (batch,) = rep.take()
     assert len(batch.descriptors) == 1
 
