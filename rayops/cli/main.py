@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from rayops.cli import job_cmds, launcher_cmds, log_cmds, metrics_cmds
+from rayops.cli import job_cmds, launcher_cmds, log_cmds, metrics_cmds, state_cmds
 from rayops.cli.arg_types import nonneg
 from rayops.exceptions import AuthenticationError, RpcError
 from rayops.node import session as sess
@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     metrics_cmds.register(sub)
     job_cmds.register(sub)
     log_cmds.register(sub)
+    state_cmds.register(sub)
     return p
 
 
@@ -426,6 +427,7 @@ COMMANDS = {
     **metrics_cmds.HANDLERS,
     **job_cmds.HANDLERS,
     **log_cmds.HANDLERS,
+    **state_cmds.HANDLERS,
 }
 
 

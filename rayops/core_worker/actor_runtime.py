@@ -108,6 +108,23 @@ class ActorRuntime:
             )
             cw.set_task_context(ctx)
             executor.show_devices(instances)  # once: its calls run with the same devices
+            events = cw.task_events
+            creation = TaskSpec(
+                task_id=actor_id,
+                job_id=spec["job_id"],
+                name=f"{runtime.class_name}.__init__",
+                function_id=b"",
+                args=(),
+                kwarg_names=(),
+                num_returns=0,
+                return_ids=(),
+                owner=tuple(spec["owner"]),
+                resources={},
+                attempt=num_restarts,
+                actor_id=actor_id,
+            )
+            if events is not None:
+                events.running(creation, runtime.class_name, "ACTOR_CREATION_TASK")
             try:
                 cls = cloudpickle.loads(spec["class_bytes"])
                 cls = getattr(cls, "_cls", cls)
@@ -146,7 +163,11 @@ class ActorRuntime:
                     executor.actor = runtime
                     runtime._start_concurrency()
                 result = wm.ActorCreated(os.getpid())
+                if events is not None:
+                    events.ended(creation, None, creation=True)
             except BaseException as err:  # the constructor failed: report it, do not host
+                if events is not None:
+                    events.ended(creation, err, creation=True)
                 task_err = rex.RayTaskError.from_exception(
                     err, f"{runtime.class_name}.__init__", os.getpid(), cw.node_ip
                 )
@@ -272,6 +293,9 @@ class ActorRuntime:
             )
             cw.set_task_context(ctx)
             cw.metrics.executor_counts.started(spec.task_id, metric_key)
+            events = cw.task_events
+            if events is not None:
+                events.running(spec, "")
             try:
                 if any(a[0] == "r" for a in spec.args):
                     args, kwargs = await asyncio.to_thread(ex._resolve_args, spec)
@@ -290,6 +314,8 @@ class ActorRuntime:
                 returns = ex.results.returns(spec, None)
             except (Exception, asyncio.CancelledError) as err:
                 status, returns = "error", ex.results.errors(spec, err)
+                if events is not None:
+                    events.ended(spec, err)
             finally:
                 cw.set_task_context(None)
                 cw.metrics.executor_counts.ended(spec.task_id)

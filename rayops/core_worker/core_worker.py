@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayops import ids, serialization
-from rayops.core_worker import threads
+from rayops.core_worker import reference_report, threads
 from rayops.core_worker.borrowing import References
 from rayops.core_worker.generators import Generators
 from rayops.core_worker.memory_store import MemoryStore
@@ -31,9 +31,11 @@ from rayops.core_worker.object_access import ObjectAccess
 from rayops.core_worker.object_ref import ObjectRef, ObjectRefGenerator
 from rayops.core_worker.runtime_envs import RuntimeEnvs
 from rayops.core_worker.submitter import TaskSubmitter
+from rayops.core_worker.task_events import FINISHED, RUNNING, TaskEventReporter, TaskEventSettings
 from rayops.core_worker.tasks import Tasks
 from rayops.objectstore import StoreClient
 from rayops.protocol import raylet_messages as rm
+from rayops.protocol import state_messages as sm
 from rayops.protocol import worker_messages as wm
 from rayops.protocol.framed_message import Message
 from rayops.protocol.task_messages import (
@@ -82,6 +84,7 @@ class CoreWorker:
         agent_address: Address | None = None,
         framed_settings: FramedSettings | None = None,
         runtime_env: str = "",
+        task_event_settings: TaskEventSettings | None = None,
     ) -> None:
         assert mode in ("driver", "worker")
         self.mode = mode
@@ -130,6 +133,13 @@ class CoreWorker:
         self._gcs_async: Any = None
         self.on_raylet_lost: Any = None
         self.metrics = MetricsReporter(self, agent_address)
+        # Task events (the state API): None when turned off; else its counts replace the
+        # metrics' owner counts, recording each move they count.
+        self.task_events: TaskEventReporter | None = None
+        settings = task_event_settings or TaskEventSettings()
+        if settings.enabled:
+            self.task_events = TaskEventReporter(self, settings)
+            self.metrics.owner_counts = self.task_events.owner_counts
         self.task_counts = self.metrics.owner_counts
         self.tasks = Tasks(self, self.task_counts)
 
@@ -178,13 +188,20 @@ class CoreWorker:
         )
         if self.mode == "driver":
             view: rm.NodeDescription = await self.raylet.request(
-                rm.RegisterDriver(os.getpid(), self.namespace, self.entrypoint, self.address[1])
+                rm.RegisterDriver(
+                    os.getpid(), self.namespace, self.entrypoint, self.address[1], self.worker_id
+                )
             )
         else:
             view = await self.raylet.request(
                 rm.RegisterWorker(self.worker_id, os.getpid(), self.address[1])
             )
         self.spawn(self.metrics.run())
+        if self.task_events is not None:
+            if self.mode == "driver":
+                self.job_id = view.job_id
+                self.task_events.driver_task(self._driver_ctx.task_id or b"", RUNNING)
+            self.spawn(self.task_events.run())
         return view
 
     def run(self, coro: Any, timeout: float | None = None) -> Any:
@@ -233,6 +250,10 @@ class CoreWorker:
 
         async def close() -> None:
             await self.metrics.flush()
+            if self.task_events is not None:
+                if self.mode == "driver":
+                    self.task_events.driver_task(self._driver_ctx.task_id or b"", FINISHED)
+                self.task_events.flush()
             for task in list(self._background):
                 task.cancel()
             self.metrics.close()
@@ -302,6 +323,8 @@ class CoreWorker:
                 lambda _none: wm.CancelAccepted(),
             ),
         }
+        # The state API asks what this process references (core_worker/reference_report.py).
+        h[sm.ListReferences] = lambda conn, m: reference_report.list_references(self)
         if self.executor is not None:
             h.update(self.executor.handlers())
         return h

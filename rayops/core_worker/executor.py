@@ -258,6 +258,9 @@ class Executor:
         cw.set_task_context(ctx)
         counts = cw.metrics.executor_counts
         counts.started(spec.task_id, metric_key)
+        events = cw.task_events
+        if events is not None:
+            events.running(spec, "")
         if display_name is None:  # an actor's calls keep the devices set at its creation
             _set_visible_devices(instances)
         start = time.perf_counter()
@@ -301,6 +304,8 @@ class Executor:
             except Exception as err:
                 status = "error"
                 returns = self.results.errors(spec, err)
+                if events is not None:
+                    events.ended(spec, err)
                 num_items = 0
                 if spec.num_returns == STREAMING:
                     self.results.send_item(conn, spec, 0, returns[0])

@@ -124,6 +124,16 @@ class ReferenceTable:
         e = self._refs.get(oid)
         return e is not None and e.owned
 
+    @any_thread
+    def snapshot(self) -> list[tuple[bytes, RefEntry]]:
+        """Every entry, copied under the lock (the state API's view; not the hot path)."""
+        with self._lock:
+            return [
+                (oid, RefEntry(e.owner, e.owned, e.local, e.submitted, e.nested,
+                               set(e.borrowers or ()), e.registered, e.in_store, e.contains))
+                for oid, e in self._refs.items()
+            ]  # fmt: skip
+
     def __len__(self) -> int:
         return len(self._refs)
 

@@ -352,6 +352,7 @@ class TaskManager:
             return _NOTHING
         if record.resolved:
             return self._end(record, failed=True)
+        self.counts.failed(record, error)
         return [FailWith(record.spec, error, entry), *self._end(record, failed=True)]
 
     def _retry(self, record: TaskRecord, reason: str) -> list[Instruction]:
@@ -362,6 +363,7 @@ class TaskManager:
         return [LogRetry(record.spec, reason, record.retries_left), *self._start_attempt(record)]
 
     def _fail_record(self, record: TaskRecord, error: BaseException) -> list[Instruction]:
+        self.counts.failed(record, error)
         return [FailWith(record.spec, error), *self._end(record, failed=True)]
 
     def _end(self, record: TaskRecord, failed: bool) -> list[Instruction]:

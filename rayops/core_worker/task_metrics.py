@@ -87,6 +87,10 @@ class OwnerTaskCounts:
         record.mstate = UNCOUNTED
         self.move(record, ST_ARGS)
 
+    def failed(self, record: Any, error: BaseException | None) -> None:
+        """The owner fails the task with ``error`` (counted by the FAILED move that follows;
+        ``task_events.RecordingOwnerCounts`` also records the cause)."""
+
     def rows(self) -> list[TaskStateCount]:
         return [
             TaskStateCount(name, state, retry, SOURCE_OWNER, n)

@@ -17,6 +17,7 @@ from rayops.core_worker import output, state
 from rayops.core_worker.core_worker import CoreWorker
 from rayops.core_worker.executor import Executor
 from rayops.core_worker.metrics_reporter import parse_agent_address
+from rayops.core_worker.task_events import TaskEventSettings
 from rayops.node.log_rotation import LogRotationConfig, setup_process_logging
 from rayops.protocol import raylet_messages as rm
 from rayops.rpc.framed_settings import FramedSettings
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         agent_address=parse_agent_address(os.environ.get("RAYOPS_AGENT_ADDRESS")),
         framed_settings=FramedSettings.from_env(),
         runtime_env=args.runtime_env,
+        task_event_settings=TaskEventSettings.from_env(),
     )
     executor = Executor(cw)
     cw.executor = executor

@@ -35,7 +35,7 @@ class HttpTokenCheck:
 
     @property
     def token(self) -> str:
-        """The cluster token (the API server sends it on to the nodes' agents)."""
+        """The cluster token (sent on to the nodes' agents, raylets and workers)."""
         return self._token.decode()
 
     @property

@@ -40,6 +40,7 @@ from rayops.dashboard.jobs import BadRequest, JobManager, parse_submit, read_log
 from rayops.dashboard.log_routes import LogRoutes
 from rayops.dashboard.overview import ClusterOverview
 from rayops.dashboard.page import DashboardPage, is_public
+from rayops.dashboard.state_routes import add_state_routes
 from rayops.envs import packaging
 from rayops.version import __version__
 
@@ -128,6 +129,9 @@ class ApiServer:
         DashboardPage(check).register(r)
         if overview is not None:
             overview.register(r)
+
+        # The state API: /api/v0/... (state_routes.py).
+        add_state_routes(app, jobs._gcs, check.token, jobs)
         self.app = app
         self.port = 0
 

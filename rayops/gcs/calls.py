@@ -41,7 +41,7 @@ from rayops.protocol.node_snapshot import ClusterSnapshot
 __all__ = ["GcsCall", "Service"]
 
 R = TypeVar("R")
-Service = Literal["node", "job", "kv", "actor", "metrics", "pg", "pubsub", "runtime_env"]
+Service = Literal["node", "job", "kv", "actor", "metrics", "pg", "pubsub", "runtime_env", "task"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from rayops.protocol import (
     gcs_pubsub_pb2,
     gcs_pubsub_pb2_grpc,
     gcs_runtime_env_pb2_grpc,
+    gcs_task_pb2_grpc,
 )
 from rayops.rpc.grpc_channel import token_aio_channel, token_channel
 
@@ -115,6 +116,7 @@ def _stubs(channel: Any) -> dict[Service, Any]:
         "pg": gcs_pg_pb2_grpc.PlacementGroupInfoGcsServiceStub(channel),
         "pubsub": gcs_pubsub_pb2_grpc.PubSubGcsServiceStub(channel),
         "runtime_env": gcs_runtime_env_pb2_grpc.RuntimeEnvGcsServiceStub(channel),
+        "task": gcs_task_pb2_grpc.TaskInfoGcsServiceStub(channel),
     }
 
 

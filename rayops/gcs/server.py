@@ -43,6 +43,7 @@ from rayops.gcs.node_events import (
 from rayops.gcs.node_table import NodeTable, check_version_compatible, validate_node_id
 from rayops.gcs.pg_table import PgTable
 from rayops.gcs.pubsub import ChannelSpec, Publisher
+from rayops.gcs.task_store import TaskEventStore
 from rayops.gcs.types import JobInfo, NodeState, job_id_hex
 from rayops.protocol import (
     common_pb2,
@@ -82,6 +83,8 @@ class GcsState:
     kv: KVStore = field(init=False)
     actors: ActorTable = field(init=False)
     pgs: PgTable = field(init=False)
+    # The state API's task attempts, merged from workers' task events (gcs/task_store.py).
+    tasks: TaskEventStore = field(default_factory=TaskEventStore)
 
     def __post_init__(self) -> None:
         self.start_time_ms = self.start_time_ms or self.clock_ms()
@@ -397,6 +400,12 @@ class GcsServer:
         )
         gcs_runtime_env_pb2_grpc.add_RuntimeEnvGcsServiceServicer_to_server(
             RuntimeEnvService(self.packages), self._server
+        )
+        from rayops.gcs.task_service import TaskInfoService
+        from rayops.protocol import gcs_task_pb2_grpc
+
+        gcs_task_pb2_grpc.add_TaskInfoGcsServiceServicer_to_server(
+            TaskInfoService(state.tasks, state.actors), self._server
         )
 
     def _on_node_events(self, events: Sequence[Any]) -> None:

@@ -149,6 +149,7 @@ def free_port(host: str) -> int:
 
 def start_node(opts: NodeOptions) -> StartedNode:
     """Start the daemons of one node and wait until the raylet serves."""
+    from rayops.core_worker.task_events import TaskEventSettings
     from rayops.envs.install_settings import InstallSettings
     from rayops.gcs.package_refs import PackageStoreSettings
     from rayops.node.log_rotation import LogRotationConfig
@@ -160,6 +161,7 @@ def start_node(opts: NodeOptions) -> StartedNode:
     FramedSettings.from_env()
     InstallSettings.from_env()
     PackageStoreSettings.from_env()
+    TaskEventSettings.from_env()
     # The node's own device list: GPU i of the raylet is device gpu_ids[i] (as in Ray).
     gpu_ids = visible_device_ids(os.environ.get("CUDA_VISIBLE_DEVICES"))
     if opts.num_gpus is not None:

@@ -196,6 +196,13 @@ class StoreManager:
         self._pool.trim(self._capacity - self._used)
         return freed
 
+    def entries(self) -> list[tuple[bytes, int, bool, bool, bool]]:
+        """Every object held: (id, size, sealed, in shared memory, has a disk copy)."""
+        return [
+            (oid, e.size, e.sealed, e.in_shm, e.disk is not None)
+            for oid, e in self._entries.items()
+        ]
+
     def stats(self) -> StoreStats:
         return StoreStats(
             capacity=self._capacity,

@@ -53,6 +53,7 @@ class RegisterDriver(Message):
     namespace: str
     entrypoint: str
     port: int = 0  # where its core worker serves (its actors die with it: raylet reports)
+    worker_id: bytes = b""  # its core worker's id (the state API lists drivers with it)
 
 
 # ------------------------------------------------------------------------ leases

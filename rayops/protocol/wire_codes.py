@@ -7,6 +7,8 @@ and to decode, intern and keep on the other, ~40 bytes less per message. Both en
 
 Codes 240-255 are copyreg's private-use range and 192-239 its third-party range; rayops
 processes only ever unpickle each other's frames, so the two ranges give 64 one-byte codes.
+They are all taken; later classes get two-byte codes (EXT2, 256-65535), handed out in ranges
+(300-319: the state API).
 A code is never reused or renumbered (a message class that is retired keeps its code
 reserved here). Registering a code that another module already took for another name
 raises ``ValueError`` at import, so a clash is loud.
@@ -26,6 +28,7 @@ from rayops.protocol import metrics as mx
 from rayops.protocol import node_messages as nm
 from rayops.protocol import node_snapshot as ns
 from rayops.protocol import raylet_messages as rm
+from rayops.protocol import state_messages as sm
 from rayops.protocol import worker_messages as wm
 from rayops.protocol.framed_message import Message, Refusal, RefusalCode, install_fast_paths
 
@@ -90,6 +93,14 @@ MESSAGE_CODES: dict[type[Message], int] = {
     wm.CancelOwnedTask: 236,
     wm.CancelAccepted: 237,
     rm.PrepareRuntimeEnv: 239,
+    # Two-byte codes (EXT2, 300-319: the state API); the one-byte ones are all taken.
+    sm.ReportTaskEvents: 300,
+    sm.ListWorkers: 301,
+    sm.WorkersReply: 302,
+    sm.ListStoreObjects: 303,
+    sm.StoreObjectsReply: 304,
+    sm.ListReferences: 305,
+    sm.ReferencesReply: 306,
 }
 # Not messages, but inside them (replies, reports).
 OTHER_CODES: dict[type, int] = {
@@ -101,6 +112,11 @@ OTHER_CODES: dict[type, int] = {
     ns.RayletSnapshot: 232,
     ns.ProcessRef: 233,
     ns.Histogram: 234,
+    sm.TaskDescriptor: 310,
+    sm.TaskError: 311,
+    sm.WorkerState: 312,
+    sm.StoreObject: 313,
+    sm.ObjectReference: 314,
 }
 
 

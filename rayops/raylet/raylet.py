@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import logging
 import os
@@ -26,6 +27,7 @@ from rayops.node.log_rotation import LogRotationConfig
 from rayops.objectstore import StoreClient, StoreManager
 from rayops.protocol import node_messages as nm
 from rayops.protocol import raylet_messages as rm
+from rayops.protocol import state_messages as sm
 from rayops.protocol.bundle_resources import group_of, plain_resources, split_bundle_resource
 from rayops.protocol.framed_message import Refusal, RefusalCode
 from rayops.protocol.node_snapshot import (
@@ -34,6 +36,7 @@ from rayops.protocol.node_snapshot import (
     ProcessRef,
     RayletSnapshot,
 )
+from rayops.raylet import state_handlers
 from rayops.raylet.agent_process import AgentProcess, AgentSettings
 from rayops.raylet.bundles import BundleBook, BundleDevices
 from rayops.raylet.cluster_view import ClusterView, follow_gcs
@@ -46,6 +49,7 @@ from rayops.raylet.resources import (
     normalize_shape,
 )
 from rayops.raylet.runtime_envs import NodeEnvs
+from rayops.raylet.task_event_relay import TaskEventRelay
 from rayops.raylet.usage_reporter import UsageReport, UsageReporter
 from rayops.raylet.worker_pool import WorkerHandle, WorkerPool
 from rayops.rpc import framed
@@ -139,6 +143,7 @@ class Raylet:
         self._server: framed.FramedServer | None = None
         self._gcs: Any = None
         self._usage = UsageReporter(self._read_usage, self._send_usage)
+        self.task_events = TaskEventRelay(lambda: self._gcs, self._spawn)
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = config.port
@@ -190,6 +195,10 @@ class Raylet:
             nm.ReadChunk: self.objects.h_read_chunk,
             rm.Ping: lambda conn, msg: rm.Pong(),
             rm.PrepareRuntimeEnv: self._h_prepare_runtime_env,
+            # The state API (raylet/task_event_relay.py, raylet/state_handlers.py).
+            sm.ReportTaskEvents: self.task_events.h_report,
+            sm.ListWorkers: functools.partial(state_handlers.list_workers, self),
+            sm.ListStoreObjects: functools.partial(state_handlers.list_store_objects, self),
         }
         self._server = await framed.serve(
             self.config.node_ip,
@@ -428,6 +437,7 @@ class Raylet:
         self.drivers[conn] = job_id
         conn.context["job_id"] = job_id
         conn.context["pid"] = msg.pid
+        conn.context["driver_worker_id"] = msg.worker_id
         if msg.port:
             conn.context["address"] = f"{self.config.node_ip}:{msg.port}"
         return self._node_view(job_id)

@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+from rayops.dashboard.state_client import RayStateApiException
 from rayops.exceptions import AuthenticationError
 
 __all__ = ["RayStateApiException", "get_log", "list_logs"]
@@ -25,10 +26,6 @@ __all__ = ["RayStateApiException", "get_log", "list_logs"]
 DEFAULT_LOG_LIMIT = 1000
 DEFAULT_RPC_TIMEOUT = 30
 _READ = 64 * 1024
-
-
-class RayStateApiException(Exception):
-    """A state API request the server refused or could not answer (Ray's name)."""
 
 
 def _open(address: str | None, path: str, params: dict[str, Any], timeout: float | None) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from rayops.protocol import state_messages as sm
 from rayops.protocol import wire_codes
 from rayops.protocol.framed_message import Message, Refusal, RefusalCode
 from rayops.protocol.metrics import MetricsReport
@@ -41,6 +42,14 @@ _SAMPLES: dict[str, Any] = {
     "RefusalCode": RefusalCode.UNSCHEDULABLE,
     "list[tuple[bytes, Address]]": [(b"o" * 28, ("127.0.0.1", 1))],
     "MetricsReport": MetricsReport(b"w", 1, 2, "worker", 1, True, (), (), ()),
+    "list[int]": [1, 2],
+    "tuple[TaskDescriptor, ...]": (sm.TaskDescriptor("f", "f", "NORMAL_TASK", 1),),
+    "tuple[TaskError, ...]": (sm.TaskError(0, "TASK_EXECUTION_EXCEPTION", "boom"),),
+    "tuple[WorkerState, ...]": (sm.WorkerState(b"w", "WORKER", 1, "127.0.0.1", 2, True),),
+    "tuple[StoreObject, ...]": (sm.StoreObject(b"o" * 28, 10, True, True, False),),
+    "tuple[ObjectReference, ...]": (
+        sm.ObjectReference(b"o" * 28, "LOCAL_REFERENCE", 10, True, 1, 0, 0, 0),
+    ),
     "TaskSpec": TaskSpec(
         b"t" * 24, 1, "f", b"f" * 28, (), (), 1, (b"r" * 28,), ("127.0.0.1", 1), {"CPU": 1.0}
     ),
@@ -66,7 +75,8 @@ def test_every_class_has_one_unique_code_and_method() -> None:
     codes = list(wire_codes.MESSAGE_CODES.values())
     codes += list(wire_codes.NAMED_CODES.values()) + list(wire_codes.OTHER_CODES.values())
     assert len(codes) == len(set(codes)), "an extension code is used twice"
-    assert all(192 <= c <= 255 for c in codes), "codes must stay one byte (EXT1), 192-255"
+    # One byte (EXT1, 192-255) or, once those ran out, two bytes (EXT2) in assigned ranges.
+    assert all(192 <= c <= 255 or 300 <= c <= 319 for c in codes), "code outside its ranges"
     methods = [c.METHOD for c in CLASSES]
     assert len(methods) == len(set(methods)), "a METHOD names two message classes"
     assert all(methods), "a message class has no METHOD"
@@ -76,12 +86,15 @@ def test_every_class_has_one_unique_code_and_method() -> None:
 
 
 def test_every_message_module_class_is_registered() -> None:
-    from rayops.protocol import node_messages, raylet_messages, worker_messages
+    from rayops.protocol import node_messages, raylet_messages, state_messages, worker_messages
 
-    for module in (node_messages, raylet_messages, worker_messages):
+    for module in (node_messages, raylet_messages, state_messages, worker_messages):
         for name in module.__all__:
             cls = getattr(module, name)
-            assert cls in wire_codes.MESSAGE_CODES, f"{name} has no extension code"
+            if isinstance(cls, type) and issubclass(cls, Message):
+                assert cls in wire_codes.MESSAGE_CODES, f"{name} has no extension code"
+            elif isinstance(cls, type):
+                assert cls in wire_codes.OTHER_CODES, f"{name} has no extension code"
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)

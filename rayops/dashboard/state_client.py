@@ -1,0 +1,141 @@
+"""The state API's client: Ray's ``ray.util.state`` calls over the API server's HTTP routes.
+
+Address and token are found as ``JobSubmissionClient`` finds them (``client.py``). Plain
+HTTP with the standard library. A refused request (unknown filter key, bad predicate, a
+limit too large) raises ``RayStateApiException`` with the server's message; a refused token
+raises ``AuthenticationError``. Rows come back as ``StateRecord``s: dicts whose keys also
+read as attributes (``task.state`` and ``task["state"]``).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+from rayops.dashboard.client import resolve_address, resolve_token
+from rayops.dashboard.state_query import DEFAULT_LIMIT, DEFAULT_TIMEOUT_S, PREDICATES, ListOptions
+from rayops.exceptions import AuthenticationError
+
+__all__ = ["RayStateApiException", "StateApiClient", "StateRecord", "check_filters"]
+
+Filter = tuple[str, str, Any]
+
+
+class RayStateApiException(Exception):
+    """The state API could not answer (Ray's ``ray.util.state.exception``)."""
+
+
+class StateRecord(dict):  # type: ignore[type-arg]
+    """One row: a dict whose keys also read as attributes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def check_filters(filters: Sequence[Any] | None) -> tuple[Filter, ...]:
+    """``[("key", "=", value), ...]`` checked for shape and predicate (keys: the server)."""
+    out = []
+    for f in filters or ():
+        if not isinstance(f, (tuple, list)) or len(f) != 3:
+            raise ValueError(f"a filter must be a (key, predicate, value) tuple, got {f!r}")
+        key, pred, value = f
+        if pred not in PREDICATES:
+            raise ValueError(
+                f"unsupported filter predicate {pred!r} in {tuple(f)!r}; use one of: "
+                + ", ".join(PREDICATES)
+            )
+        out.append((str(key), pred, value))
+    return tuple(out)
+
+
+class StateApiClient:
+    def __init__(self, address: str | None = None, headers: dict[str, str] | None = None) -> None:
+        self.address = resolve_address(address)
+        self._headers = dict(headers or {})
+        self._token_source = "the given headers"
+        lower = {k.lower() for k in self._headers}
+        if "authorization" not in lower and "x-ray-authorization" not in lower:
+            token, self._token_source = resolve_token()
+            self._headers["Authorization"] = f"Bearer {token}"
+
+    def _get(self, path: str, params: list[tuple[str, str]], timeout: float) -> Any:
+        url = self.address + path + ("?" + urlencode(params) if params else "")
+        req = urllib.request.Request(url, headers=self._headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout + 5) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            data = err.read()
+            if err.code in (401, 403):
+                raise AuthenticationError(
+                    f"the API server at {self.address} refused the cluster token from "
+                    f"{self._token_source}: use the token of the cluster you mean to reach "
+                    "(RAYOPS_TOKEN_FILE)"
+                ) from err
+            try:
+                msg = json.loads(data).get("msg") or data.decode(errors="replace")
+            except (ValueError, AttributeError):
+                msg = data.decode(errors="replace")
+            raise RayStateApiException(f"{path} failed ({err.code}): {msg}") from err
+        except urllib.error.URLError as err:
+            raise ConnectionError(
+                f"Failed to connect to the API server at {self.address}: {err.reason}"
+            ) from err
+
+    def list(
+        self,
+        resource: str,
+        *,
+        filters: Sequence[Any] | None = None,
+        limit: int = DEFAULT_LIMIT,
+        timeout: int = DEFAULT_TIMEOUT_S,
+        detail: bool = False,
+        exclude_driver: bool = True,
+        raise_on_missing_output: bool = True,
+    ) -> list[StateRecord]:
+        options = ListOptions(limit, timeout, detail, check_filters(filters), exclude_driver)
+        body = self._get(f"/api/v0/{resource}", options.to_query(), timeout)
+        data = body["data"]["result"]
+        _surface(data, raise_on_missing_output)
+        return [StateRecord(r) for r in data["result"]]
+
+    def summary(
+        self,
+        resource: str,
+        *,
+        timeout: int = DEFAULT_TIMEOUT_S,
+        raise_on_missing_output: bool = True,
+    ) -> dict[str, Any]:
+        body = self._get(f"/api/v0/{resource}/summarize", [("timeout", str(timeout))], timeout)
+        data = body["data"]["result"]
+        _surface(data, raise_on_missing_output)
+        result: dict[str, Any] = data["result"]
+        return {result["node_id"]: result["summary"]}
+
+    def timeline(self, job_id: str | None = None) -> builtins.list[dict[str, Any]]:
+        params = [("job_id", job_id)] if job_id else []
+        events: builtins.list[dict[str, Any]] = self._get(
+            "/api/v0/tasks/timeline", params, DEFAULT_TIMEOUT_S
+        )
+        return events
+
+
+def _surface(data: dict[str, Any], raise_on_missing_output: bool) -> None:
+    partial = data.get("partial_failure_warning")
+    if partial:
+        if raise_on_missing_output:
+            raise RayStateApiException(
+                f"{partial} (pass raise_on_missing_output=False to get the rest)"
+            )
+        warnings.warn(partial, stacklevel=3)
+    for w in data.get("warnings") or ():
+        warnings.warn(w, stacklevel=3)
