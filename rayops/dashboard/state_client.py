@@ -118,8 +118,8 @@ class StateApiClient:
         body = self._get(f"/api/v0/{resource}/summarize", [("timeout", str(timeout))], timeout)
         data = body["data"]["result"]
         _surface(data, raise_on_missing_output)
-        result: dict[str, Any] = data["result"]
-        return {result["node_id"]: result["summary"]}
+        summaries: dict[str, Any] = data["result"]["node_id_to_summary"]
+        return summaries
 
     def timeline(self, job_id: str | None = None) -> builtins.list[dict[str, Any]]:
         params = [("job_id", job_id)] if job_id else []

@@ -5,7 +5,7 @@
 | ``GET /api/v0/{nodes,actors,tasks,objects,jobs,placement_groups,workers}`` | Ray's |
 | | ``ListApiResponse``: total, num_after_truncation, num_filtered, result, ... |
 | ``GET /api/v0/{tasks,actors,objects}/summarize`` | Ray's ``SummaryApiResponse``, |
-| | ``result`` = ``{"node_id": "cluster", "summary": <Task/Actor/ObjectSummaries>}`` |
+| | ``result`` = ``{"node_id_to_summary": {"cluster": <Task/Actor/ObjectSummaries>}}`` |
 | ``GET /api/v0/tasks/timeline`` | Chrome trace events (a JSON list); ``job_id`` filters |
 
 Query parameters are Ray's: ``limit`` (default 100, at most 10,000), ``timeout`` (s, default
@@ -98,7 +98,7 @@ class StateRoutes:
         return _reply(
             {
                 "total": len(rows),
-                "result": {"node_id": "cluster", "summary": summary},
+                "result": {"node_id_to_summary": {"cluster": summary}},
                 "partial_failure_warning": got.partial_failure_warning or None,
                 "warnings": got.warnings or None,
                 "num_after_truncation": len(rows),
