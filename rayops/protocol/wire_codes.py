@@ -90,6 +90,8 @@ MESSAGE_CODES: dict[type[Message], int] = {
     wm.CancelOwnedTask: 236,
     wm.CancelAccepted: 237,
     rm.PrepareRuntimeEnv: 239,
+    # Two-byte codes (pickle's EXT2), 380-399: the one-byte ranges are used up.
+    wm.OpenSyncLane: 380,
 }
 # Not messages, but inside them (replies, reports).
 OTHER_CODES: dict[type, int] = {
