@@ -165,3 +165,28 @@ def test_killed_actor_fails_calls_on_its_lane(ray: Any) -> None:
     rayops.kill(a)
     with pytest.raises(rex.ActorDiedError):
         rayops.get(ref, timeout=30)
+
+
+def test_exit_actor_and_terminate_through_the_lane(ray: Any) -> None:
+    @rayops.remote
+    class Quitter:
+        def quit(self) -> None:
+            rayops.actor.exit_actor()
+
+        def lanes(self) -> int:
+            ex = state.current().executor  # type: ignore[union-attr]
+            return 0 if ex.lanes is None else len(ex.lanes)
+
+    for how in ("exit_actor", "__ray_terminate__"):
+        q = Quitter.options(max_restarts=2).remote()
+        deadline = time.monotonic() + 10
+        while rayops.get(q.lanes.remote(), timeout=30) != 1:
+            assert time.monotonic() < deadline, "the sync lane never opened"
+        if how == "exit_actor":
+            rayops.get(q.quit.remote(), timeout=30)
+            with pytest.raises(rex.ActorDiedError, match="intentionally"):
+                rayops.get(q.lanes.remote(), timeout=30)
+        else:
+            q.__ray_terminate__.remote()
+            with pytest.raises(rex.ActorDiedError):
+                rayops.get(q.lanes.remote(), timeout=30)
