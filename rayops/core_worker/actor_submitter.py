@@ -28,10 +28,12 @@ call handed over and not taken (checked under the lane lock, which every hand-ov
 actor call holds).
 
 The sync lane (``core_worker/sync_lane``): once a caller has sent ``SYNC_LANE_AFTER``
-calls to an actor through its direct lane on one connection (it makes one call at a time),
-the IO thread opens a second connection to the actor's worker, on the same host only, and
-asks for it to become a sync lane (``OpenSyncLane``); a plain sync actor agrees, and its
-main thread then reads and runs the calls written on it without its IO thread. From then
+calls in a row to an actor through its direct lane on one connection (one at a time,
+with no call sent the usual way in between: a caller of batches sends the first call of
+each directly), the IO thread opens a second connection to the actor's worker, on the
+same host only, and asks for it to become a sync lane (``OpenSyncLane``); a plain sync
+actor agrees, and its main thread then reads and runs the calls written on it without its
+IO thread. From then
 on the direct lane writes on that connection; the replies come back on it to this IO
 thread, as before. It belongs to the ordinary connection's epoch: a call on it cut off by
 a lost connection closes the ordinary connection too, so the machine sees one
@@ -220,6 +222,8 @@ class ActorSubmitter:
             else:
                 spec = resolved
         self._specs[spec.task_id] = spec
+        if aid in self._direct_sent:  # not one call at a time: no sync lane (yet)
+            del self._direct_sent[aid]
         conn = self._conns.get(aid)
         machine = self._machine
         if conn is not None and conn.closed:

@@ -71,9 +71,13 @@ class LaneSet:
         self._max_frame = max_frame
         self._lanes: dict[int, Lane] = {}
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._poll = select.poll()
+        self._poll = select.poll()  # the lanes and the wake-up fd: to sleep on
         self._poll.register(self._wake_fd, select.POLLIN)
+        self._lane_poll = select.poll()  # the lanes alone: which have data, now
         self.active = False  # read by enqueue: wake() only once there is a lane
+        # Set while the main thread may be about to sleep in poll: only then does an
+        # enqueue write the wake-up fd (a batch of queued calls costs no syscall each).
+        self.sleeping = False
 
     def __len__(self) -> int:
         return len(self._lanes)
@@ -82,10 +86,13 @@ class LaneSet:
         """Start reading a lane (main thread)."""
         self._lanes[fd] = Lane(conn, fd)
         self._poll.register(fd, select.POLLIN)
+        self._lane_poll.register(fd, select.POLLIN)
         self.active = True
 
     def wake(self) -> None:
-        """The queue was given an item (any thread)."""
+        """The queue was given an item (any thread): wake the main thread if it sleeps."""
+        if not self.sleeping:
+            return
         try:
             os.eventfd_write(self._wake_fd, 1)
         except OSError:  # the counter is saturated or closed: the main thread is awake
@@ -97,12 +104,16 @@ class LaneSet:
         come. Returns with every lane read and no lane frame half read."""
         while True:
             self.drain()
+            # Sleeping is announced before the queue is looked at: an item put after the
+            # look finds the flag set and writes the wake-up fd.
+            self.sleeping = True
             if queue_ready():
+                self.sleeping = False
                 return
             try:
                 ready = self._poll.poll()
-            except InterruptedError:  # pragma: no cover - PEP 475 retries
-                continue
+            finally:
+                self.sleeping = False
             for fd, _ev in ready:
                 if fd == self._wake_fd:
                     try:
@@ -113,8 +124,13 @@ class LaneSet:
     def drain(self) -> None:
         """Read every lane now and run the calls that are whole; a frame read in part is
         waited for (its writer finished it before sending anything else)."""
-        for lane in list(self._lanes.values()):
-            self._read(lane)
+        lanes = self._lanes
+        for part in [lane for lane in lanes.values() if lane.buf]:
+            self._read(part)
+        for fd, _ev in self._lane_poll.poll(0):
+            ready = lanes.get(fd)
+            if ready is not None:
+                self._read(ready)
 
     def _read(self, lane: Lane) -> None:
         while lane.fd in self._lanes:
@@ -171,10 +187,11 @@ class LaneSet:
         if why is not None:
             logger.warning("closing a sync lane: %s", why)
         self._lanes.pop(lane.fd, None)
-        try:
-            self._poll.unregister(lane.fd)
-        except (KeyError, ValueError):
-            pass
+        for p in (self._poll, self._lane_poll):
+            try:
+                p.unregister(lane.fd)
+            except (KeyError, ValueError):
+                pass
         os.close(lane.fd)
         self._close_conn(lane.conn)
 
