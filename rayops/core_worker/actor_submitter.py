@@ -28,13 +28,13 @@ call handed over and not taken (checked under the lane lock, which every hand-ov
 actor call holds).
 
 The sync lane (``core_worker/sync_lane``): once a caller has sent ``SYNC_LANE_AFTER``
-calls in a row to an actor through its direct lane on one connection (one at a time,
-with no call sent the usual way in between: a caller of batches sends the first call of
-each directly), the IO thread opens a second connection to the actor's worker, on the
-same host only, and asks for it to become a sync lane (``OpenSyncLane``); a plain sync
-actor agrees, and its main thread then reads and runs the calls written on it without its
-IO thread. From then
-on the direct lane writes on that connection; the replies come back on it to this IO
+calls in a row to an actor through its direct lane on one connection, each answered while
+a user thread waited for it (``get(actor.f.remote())``: not a batch, whose calls may go out
+one at a time too when replies come back as fast), and none sent the usual way in between,
+the IO thread opens a second connection to the actor's worker, on the same host only,
+and asks for it to become a sync lane (``OpenSyncLane``); a plain sync actor agrees, and
+its main thread then reads and runs the calls written on it without its IO thread. From
+then on the direct lane writes on that connection; the replies come back on it to this IO
 thread, as before. It belongs to the ordinary connection's epoch: a call on it cut off by
 a lost connection closes the ordinary connection too, so the machine sees one
 ``ConnectionLost`` for the epoch (retries and ``ActorDiedError`` as for any call in
@@ -209,7 +209,6 @@ class ActorSubmitter:
                 self._machine.handle(ev)
             else:
                 self._handle(ev)
-            self._count_direct(aid, epoch)
             return
         ready = True
         if spec.args:
@@ -355,15 +354,21 @@ class ActorSubmitter:
         if not self._cw.tasks.drain_pending():  # answered inside a drain: after it
             self._cw.loop.call_soon(self._on_done_direct, spec, epoch, reply, err, conn)
             return
-        if isinstance(err, ConnectionError) and conn is not self._conns.get(spec.actor_id):
+        if err is None:
+            if self._cw.memory_store.blocked_waits():  # a user thread waits: a sync caller
+                self._count_direct(spec.actor_id, epoch)
+        elif isinstance(err, ConnectionError) and conn is not self._conns.get(spec.actor_id):
             # Cut off on a sync lane: the epoch is lost, its ordinary connection with it.
             self._lose_epoch(spec.actor_id, epoch)
         self._on_done(spec, epoch, reply, err)
 
     # ------------------------------------------------------------ sync lanes
     def _count_direct(self, aid: bytes, epoch: int) -> None:
-        """A call went out through the direct lane on ``epoch``: after SYNC_LANE_AFTER of
-        them on the ordinary connection, ask the actor for a sync lane (once per epoch)."""
+        """A call that went out through the direct lane on ``epoch`` was answered while a
+        user thread waited (in ``get`` or ``wait``): after SYNC_LANE_AFTER of them in a row,
+        ask the actor for a sync lane (once per epoch). A batch whose calls go out one at a
+        time because the replies come back as fast does not count: its thread is busy
+        submitting when they come."""
         seen_epoch, count = self._direct_sent.get(aid, (epoch, 0))
         count = count + 1 if seen_epoch == epoch else 1
         self._direct_sent[aid] = (epoch, count)
