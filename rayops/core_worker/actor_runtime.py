@@ -238,6 +238,28 @@ class ActorRuntime:
             (spec, self.instances, self.lease_id, conn, fut, method, self.class_name)
         )
 
+    def run_here(self, spec: TaskSpec, conn: framed.Connection, fut: framed.DeferredReply) -> None:
+        """Main thread: run a plain sync actor's call read from a sync lane, now (what
+        ``dispatch`` queues for this thread)."""
+        name = spec.name
+        if name == "__ray_terminate__":
+            self._terminate(spec, conn, fut)  # type: ignore[arg-type]
+            return
+        method = self._builtin_method(name) or getattr(self.instance, name, None)
+        if method is None:
+            err = AttributeError(f"actor {self.class_name} has no method {name!r}")
+            self.executor._cw.loop.call_soon_threadsafe(fut.set_exception, err)
+            return
+        self.executor._run_one(
+            spec,
+            self.instances,
+            self.lease_id,
+            conn,
+            fut,  # type: ignore[arg-type]
+            method,
+            self.class_name,
+        )
+
     def calls_running(self) -> int:
         """An async actor's calls in progress (the one replying included); 2 for a
         threaded actor, whose calls overlap by design: its replies always go through the

@@ -26,6 +26,20 @@ needs the IO thread, or others are pending), a queue, a lost connection; the IO 
 reopens it only after its own frames for the actor are written (``flush``) and with no
 call handed over and not taken (checked under the lane lock, which every hand-over of an
 actor call holds).
+
+The sync lane (``core_worker/sync_lane``): once a caller has sent ``SYNC_LANE_AFTER``
+calls in a row to an actor through its direct lane on one connection, each answered while
+a user thread waited for it (``get(actor.f.remote())``: not a batch, whose calls may go out
+one at a time too when replies come back as fast), and none sent the usual way in between,
+the IO thread opens a second connection to the actor's worker, on the same host only,
+and asks for it to become a sync lane (``OpenSyncLane``); a plain sync actor agrees, and
+its main thread then reads and runs the calls written on it without its IO thread. From
+then on the direct lane writes on that connection; the replies come back on it to this IO
+thread, as before. It belongs to the ordinary connection's epoch: a call on it cut off by
+a lost connection closes the ordinary connection too, so the machine sees one
+``ConnectionLost`` for the epoch (retries and ``ActorDiedError`` as for any call in
+flight), and a new epoch opens a new lane. The direct lane only ever carries a call alone
+in flight from this process, so a call on one connection never overtakes one on the other.
 """
 
 from __future__ import annotations
@@ -50,6 +64,10 @@ if TYPE_CHECKING:
     from rayops.core_worker.core_worker import CoreWorker
 
 logger = logging.getLogger(__name__)
+
+# Calls sent through the direct lane on one connection before a sync lane is asked for: a
+# caller that makes one call at a time, not a batch or a one-off.
+SYNC_LANE_AFTER = 4
 
 
 class ActorSubmitter:
@@ -82,6 +100,12 @@ class ActorSubmitter:
         self._lanes: dict[bytes, tuple[framed.Connection, int]] = {}
         self._direct: dict[bytes, int] = {}  # task id -> epoch it was sent on, until taken
         self._touched: set[bytes] = set()  # actors whose lane flush() must recompute
+        # Sync lanes (see the module doc): actor id -> (its connection, the epoch it
+        # belongs to); direct calls counted on the current epoch; the epoch a lane was
+        # last asked for (once per epoch).
+        self._sync: dict[bytes, tuple[framed.Connection, int]] = {}
+        self._direct_sent: dict[bytes, tuple[int, int]] = {}  # actor id -> (epoch, count)
+        self._sync_tried: dict[bytes, int] = {}
 
     # ------------------------------------------------------------ user threads
     @any_thread
@@ -135,7 +159,7 @@ class ActorSubmitter:
             if lane is not None and not any(a[0] == "r" and a[2] == me for a in spec.args):
                 conn, epoch = lane
                 slot = framed.ReplySlot(
-                    lambda reply, err: self._on_done_direct(spec, epoch, reply, err)
+                    lambda reply, err: self._on_done_direct(spec, epoch, reply, err, conn)
                 )
                 req_id = conn.register_threadsafe(slot)
                 if req_id is not None:
@@ -158,13 +182,16 @@ class ActorSubmitter:
         for aid in touched:
             epoch = self._machine.direct_epoch(aid)
             conn = self._conns.get(aid)
+            sync = self._sync.get(aid)
+            if sync is not None and (sync[1] != epoch or sync[0].closed):
+                sync = None
             with self._lane_lock:
                 # A call handed over and not taken yet could be one to this actor: it must
                 # not be overtaken (the next flush looks again).
                 if epoch is None or conn is None or conn.closed or has_incoming():
                     self._lanes.pop(aid, None)
                 else:
-                    self._lanes[aid] = (conn, epoch)
+                    self._lanes[aid] = (conn if sync is None else sync[0], epoch)
 
     @io_thread
     def submit(self, spec: TaskSpec) -> None:
@@ -194,6 +221,8 @@ class ActorSubmitter:
             else:
                 spec = resolved
         self._specs[spec.task_id] = spec
+        if aid in self._direct_sent:  # not one call at a time: no sync lane (yet)
+            del self._direct_sent[aid]
         conn = self._conns.get(aid)
         machine = self._machine
         if conn is not None and conn.closed:
@@ -313,14 +342,101 @@ class ActorSubmitter:
             self._refresh_lanes()
 
     def _on_done_direct(
-        self, spec: TaskSpec, epoch: int, reply: TaskReply | None, err: BaseException | None
+        self,
+        spec: TaskSpec,
+        epoch: int,
+        reply: TaskReply | None,
+        err: BaseException | None,
+        conn: framed.Connection,
     ) -> None:
         # The answer to a call a user thread sent: the IO thread may not have taken the
         # call yet (its hand-over and this reply race); take it first.
         if not self._cw.tasks.drain_pending():  # answered inside a drain: after it
-            self._cw.loop.call_soon(self._on_done_direct, spec, epoch, reply, err)
+            self._cw.loop.call_soon(self._on_done_direct, spec, epoch, reply, err, conn)
             return
+        if err is None:
+            if self._cw.memory_store.blocked_waits():  # a user thread waits: a sync caller
+                self._count_direct(spec.actor_id, epoch)
+        elif isinstance(err, ConnectionError) and conn is not self._conns.get(spec.actor_id):
+            # Cut off on a sync lane: the epoch is lost, its ordinary connection with it.
+            self._lose_epoch(spec.actor_id, epoch)
         self._on_done(spec, epoch, reply, err)
+
+    # ------------------------------------------------------------ sync lanes
+    def _count_direct(self, aid: bytes, epoch: int) -> None:
+        """A call that went out through the direct lane on ``epoch`` was answered while a
+        user thread waited (in ``get`` or ``wait``): after SYNC_LANE_AFTER of them in a row,
+        ask the actor for a sync lane (once per epoch). A batch whose calls go out one at a
+        time because the replies come back as fast does not count: its thread is busy
+        submitting when they come."""
+        seen_epoch, count = self._direct_sent.get(aid, (epoch, 0))
+        count = count + 1 if seen_epoch == epoch else 1
+        self._direct_sent[aid] = (epoch, count)
+        if count < SYNC_LANE_AFTER or self._sync_tried.get(aid) == epoch:
+            return
+        conn = self._conns.get(aid)
+        if conn is None or conn.closed or conn.local_peer is None or aid in self._sync:
+            return
+        self._sync_tried[aid] = epoch
+        self._cw.spawn(self._open_sync_lane(aid, epoch, conn.local_peer))
+
+    async def _open_sync_lane(self, aid: bytes, epoch: int, address: aq.Address) -> None:
+        cw = self._cw
+        try:
+            lane = await framed.connect(
+                address[0],
+                address[1],
+                cw.token,
+                {},
+                on_close=lambda c: self._sync_closed(aid, c),
+                settings=cw.framed_settings,
+            )
+        except (TimeoutError, OSError, framed.ConnectionLost):
+            return
+        try:
+            ok = lane.local_peer is not None and await lane.request(wm.OpenSyncLane(aid))
+        except (framed.Refused, framed.RemoteError, ConnectionError):
+            ok = False
+        actor = self._machine.actor(aid)
+        conn = self._conns.get(aid)
+        if (
+            not ok
+            or cw.is_shut_down
+            or actor is None
+            or actor.epoch != epoch
+            or conn is None
+            or conn.closed
+            or aid in self._sync
+        ):
+            lane.close()
+            return
+        self._sync[aid] = (lane, epoch)
+        self._touched.add(aid)
+        self.flush()
+
+    def _sync_closed(self, aid: bytes, lane: framed.Connection) -> None:
+        """A sync lane's connection closed: the direct lane goes back to the ordinary one
+        (a call cut off on it is reported by its own reply slot)."""
+        sync = self._sync.get(aid)
+        if sync is not None and sync[0] is lane:
+            del self._sync[aid]
+            self._touched.add(aid)
+            if not self._holding:
+                self.flush()
+
+    def _lose_epoch(self, aid: bytes, epoch: int) -> None:
+        actor = self._machine.actor(aid)
+        conn = self._conns.get(aid)
+        if actor is not None and actor.epoch == epoch and conn is not None:
+            conn.close()
+            self._forget_conn(aid)
+
+    @io_thread
+    def close_lanes(self) -> None:
+        """Close every sync lane (the core worker shuts down)."""
+        for lane, _epoch in list(self._sync.values()):
+            lane.close()
+        self._sync.clear()
 
     def _on_done(
         self, spec: TaskSpec, epoch: int, reply: TaskReply | None, err: BaseException | None
@@ -381,6 +497,9 @@ class ActorSubmitter:
         self._conns.pop(actor_id, None)
         with self._lane_lock:
             self._lanes.pop(actor_id, None)
+        sync = self._sync.pop(actor_id, None)
+        if sync is not None:
+            sync[0].close()
         self._touched.add(actor_id)
 
     async def _connect(self, actor_id: bytes, address: aq.Address) -> None:

@@ -259,6 +259,7 @@ class CoreWorker:
             self.metrics.close()
             self.submitter.return_all_leases()
             await asyncio.sleep(0)
+            self.actor_submitter.close_lanes()
             if self._peers is not None:
                 self._peers.close_all()
             if self._gcs_async is not None:

@@ -21,6 +21,7 @@ import cloudpickle
 
 from rayops import exceptions as rex
 from rayops import serialization
+from rayops.core_worker import sync_lane
 from rayops.core_worker.actor_runtime import ActorExitRequest
 from rayops.core_worker.call_limit import CallLimit
 from rayops.core_worker.core_worker import TaskContext, resolve
@@ -72,6 +73,7 @@ class Executor:
         self.actor: Any = None  # ActorRuntime once this worker hosts an actor
         self.exiting = False  # set once an actor asked to exit: no more calls run
         self._reply_scheduled = False
+        self.lanes: sync_lane.LaneSet | None = None  # an actor's sync lanes, once asked for
         self.call_limit = CallLimit()  # max_calls
         self.results = Results(cw)  # packaging what tasks return
 
@@ -93,6 +95,7 @@ class Executor:
                 self, conn, m.actor_id, m.creation_spec, m.instances, m.lease_id, m.num_restarts
             ),
             wm.ActorCall: lambda conn, m: self._actor_call(conn, m.spec),
+            wm.OpenSyncLane: lambda conn, m: self._open_sync_lane(conn, m.actor_id),
             wm.ExitActor: lambda conn, m: os._exit(1),
         }
 
@@ -114,6 +117,51 @@ class Executor:
     def enqueue(self, item: Any) -> None:
         """Run a callable (or a task tuple) on the main thread, in order."""
         self._queue.put(item)
+        lanes = self.lanes
+        if lanes is not None and lanes.active:
+            lanes.wake()
+
+    # ------------------------------------------------------------- sync lanes
+    def _open_sync_lane(self, conn: framed.Connection, actor_id: bytes) -> bool:
+        """IO thread: make ``conn`` a sync lane of the actor hosted here (see
+        ``sync_lane``), if it is a plain sync actor and the connection a local one."""
+        actor = self.actor
+        if (
+            self.exiting
+            or actor is None
+            or actor.actor_id != actor_id
+            or actor.is_async
+            or actor.threaded
+            or not conn.is_local
+        ):
+            return False
+        try:
+            fd = sync_lane.take_over(conn)
+        except framed.ConnectionLost:
+            return False
+        if self.lanes is None:
+            self.lanes = sync_lane.LaneSet(
+                self._run_lane_call,
+                lambda c: self._cw.loop.call_soon_threadsafe(c.close),
+                self._cw.framed_settings.max_frame_bytes,
+            )
+        lanes = self.lanes
+        self.enqueue(lambda: lanes.add(conn, fd))
+        return True
+
+    def _run_lane_call(self, conn: framed.Connection, req_id: int, msg: wm.ActorCall) -> None:
+        """Main thread: a call read from a sync lane, run here at once."""
+        spec = msg.spec
+        fut = framed.DeferredReply.for_request(conn, req_id)
+        if self.exiting:
+            return  # never answered: the connection closes when the worker exits
+        actor = self.actor
+        if actor is None or actor.actor_id != spec.actor_id:
+            why = f"worker {self._cw.worker_id.hex()} does not host actor {spec.actor_id.hex()}"
+            refused = framed.Refused(Refusal(RefusalCode.NOT_HOSTED, why))
+            self._cw.loop.call_soon_threadsafe(fut.set_exception, refused)
+            return
+        actor.run_here(spec, conn, fut)
 
     @staticmethod
     def show_devices(instances: dict[str, Any]) -> None:
@@ -132,7 +180,7 @@ class Executor:
         if fn_bytes is not None:
             self._function_bytes[spec.function_id] = fn_bytes
         fut: asyncio.Future[TaskReply] = asyncio.get_running_loop().create_future()
-        self._queue.put((spec, instances, lease_id, conn, fut))
+        self.enqueue((spec, instances, lease_id, conn, fut))
         return fut
 
     def _h_cancel_task(
@@ -194,6 +242,11 @@ class Executor:
         while True:
             item: Any = None
             try:
+                lanes = self.lanes
+                if lanes is not None and lanes.active:
+                    # Calls on sync lanes run as they come; the queue's items after the
+                    # lanes are read (each caller's order: see sync_lane).
+                    lanes.wait(self._queue_ready)
                 item = self._queue.get()
                 if item is None:
                     return
@@ -219,8 +272,11 @@ class Executor:
         self._cw.set_task_context(None)
         self._cw.metrics.executor_counts.ended(task_id)
 
+    def _queue_ready(self) -> bool:
+        return not self._queue.empty()
+
     def stop(self) -> None:
-        self._queue.put(None)
+        self.enqueue(None)
 
     def _run_one(
         self,

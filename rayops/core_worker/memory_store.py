@@ -131,7 +131,7 @@ class MemoryStore:
         return list(map(self._values.__contains__, oids))
 
     def blocked_waits(self) -> int:
-        """How many ``wait`` calls are blocked right now (for tests and debugging)."""
+        """How many ``wait`` calls are blocked right now (tests; sync lanes: a caller waits)."""
         return len(self._waiters)
 
     def __len__(self) -> int:

@@ -93,7 +93,8 @@ MESSAGE_CODES: dict[type[Message], int] = {
     wm.CancelOwnedTask: 236,
     wm.CancelAccepted: 237,
     rm.PrepareRuntimeEnv: 239,
-    # Two-byte codes (EXT2, 300-319: the state API); the one-byte ones are all taken.
+    # Two-byte codes (pickle's EXT2) in assigned ranges, the one-byte ones being all taken:
+    # 300-319 the state API, 380-399 actor sync lanes.
     sm.ReportTaskEvents: 300,
     sm.ListWorkers: 301,
     sm.WorkersReply: 302,
@@ -101,6 +102,7 @@ MESSAGE_CODES: dict[type[Message], int] = {
     sm.StoreObjectsReply: 304,
     sm.ListReferences: 305,
     sm.ReferencesReply: 306,
+    wm.OpenSyncLane: 380,
 }
 # Not messages, but inside them (replies, reports).
 OTHER_CODES: dict[type, int] = {

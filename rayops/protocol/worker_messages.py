@@ -158,6 +158,18 @@ class ActorCall(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class OpenSyncLane(Message):
+    """Make this connection a sync lane of ``actor_id`` (hosted here, a plain sync actor:
+    one call at a time, not async, no concurrency groups): after the reply the worker's
+    main thread reads the ``ActorCall`` requests that follow on it and runs each itself.
+    Reply: ``True``; ``False`` (nothing changes) when the actor is not such an actor or
+    not hosted here. The caller sends nothing else on the connection until the reply."""
+
+    METHOD: ClassVar[str] = "open_sync_lane"
+    actor_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ExitActor(Message):
     """Notification from the GCS: the actor is dead (killed or out of scope); exit."""
 
@@ -188,6 +200,7 @@ __all__ = [
     "GetObject",
     "Hello",
     "ObjectEntry",
+    "OpenSyncLane",
     "PushTask",
     "RemoveBorrower",
 ]

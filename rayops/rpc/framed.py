@@ -206,6 +206,15 @@ class DeferredReply:
             conn.send_threadsafe((REPLY, self._req_id, value))
         return True
 
+    @classmethod
+    def for_request(cls, conn: Connection, req_id: int) -> DeferredReply:
+        """The reply slot of a request read by another thread than the loop's (a sync
+        lane); answered with ``send_from_thread`` there, or ``set_result`` on the loop."""
+        reply = cls()
+        reply._req_id = req_id
+        reply._conn = conn
+        return reply
+
     def _bind(self, conn: Connection, req_id: int) -> None:
         self._req_id = req_id
         self._conn = conn
@@ -776,6 +785,27 @@ class Connection(asyncio.BufferedProtocol):
         if fd >= 0:
             os.close(fd)
 
+    @property
+    def is_local(self) -> bool:
+        """Whether this connection runs over a Unix socket (same host)."""
+        transport = self._transport
+        sock = None if transport is None else transport.get_extra_info("socket")
+        return sock is not None and sock.family == socket.AF_UNIX
+
+    def detach_reading(self) -> int:
+        """Stop the loop reading this connection and return a duplicate of its socket,
+        for another thread to read from (a sync lane: see ``core_worker/sync_lane``).
+        Writes (the loop's and ``send_threadsafe``) go on as before. Call on the loop, when
+        the peer sends nothing until it hears from us, so nothing is half read here."""
+        transport = self._transport
+        if transport is None or self.closed or self._rlen or self._big is not None:
+            raise ConnectionLost("cannot hand over the reading of this connection")
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            raise ConnectionLost("no socket to hand over")
+        transport.pause_reading()
+        return os.dup(sock.fileno())
+
     def close(self) -> None:
         with self._wlock:  # what other threads sent before the close still goes out
             self._write_handed()
@@ -803,6 +833,25 @@ def request_tuple(req_id: int, msg: Message) -> tuple[Any, ...]:
     if enc is None:
         return (REQUEST_OBJECT, req_id, msg)
     return (REQUEST, req_id, enc[0], enc[1](msg))
+
+
+def requests_in(payload: bytes) -> list[tuple[int, Message]]:
+    """The requests in a frame's payload (after its header), as (request id, message), for a
+    thread that reads an authenticated connection itself (a sync lane). Anything else in
+    the frame raises ValueError."""
+    out: list[tuple[int, Message]] = []
+    for msg in _decode(memoryview(payload)):
+        kind = msg[0]
+        if kind == REQUEST:
+            req = _rebuild(msg[2], msg[3])
+            if isinstance(req, Refusal):
+                raise ValueError(req.message)
+            out.append((msg[1], req))
+        elif kind == REQUEST_OBJECT:
+            out.append((msg[1], msg[2]))
+        else:
+            raise ValueError(f"a frame element of kind {kind} where requests were expected")
+    return out
 
 
 def notify_tuple(msg: Message) -> tuple[Any, ...]:

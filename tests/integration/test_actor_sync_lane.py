@@ -1,0 +1,192 @@
+"""Sync lanes on a real cluster: who gets one, order across the lane and the ordinary
+connection, and a lane cut off by the actor's death (retried, or ActorDiedError)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import rayops
+from rayops import exceptions as rex
+from rayops.core_worker import state
+from rayops.core_worker.actor_submitter import SYNC_LANE_AFTER
+
+
+def _log_class() -> Any:
+    """The actor of these tests (made here: a class of a test module travels by value)."""
+
+    @rayops.remote
+    class Log:
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def add(self, i: int) -> int:
+            self.seen.append(i)
+            return i
+
+        def log(self) -> list[int]:
+            return list(self.seen)
+
+        def lanes(self) -> tuple[int, str]:
+            ex = state.current().executor  # type: ignore[union-attr]
+            return (0 if ex.lanes is None else len(ex.lanes)), threading.current_thread().name
+
+        def pid(self) -> int:
+            return os.getpid()
+
+        def nap(self, s: float) -> int:
+            deadline = time.monotonic() + s
+            while time.monotonic() < deadline:
+                if rayops.get_runtime_context().is_canceled():
+                    return -1
+                time.sleep(0.01)
+            return os.getpid()
+
+    return Log
+
+
+def _warm(actor: Any) -> None:
+    """Calls one at a time, enough for the caller to ask for a sync lane."""
+    for _ in range(SYNC_LANE_AFTER + 2):
+        rayops.get(actor.pid.remote(), timeout=30)
+
+
+def _wait_for_lane(actor: Any) -> None:
+    deadline = time.monotonic() + 10
+    while rayops.get(actor.lanes.remote(), timeout=30)[0] != 1:
+        assert time.monotonic() < deadline, "the sync lane never opened"
+        time.sleep(0.02)
+
+
+def test_a_plain_sync_actor_gets_a_lane_and_runs_its_calls_on_the_main_thread(ray: Any) -> None:
+    a = _log_class().remote()
+    _warm(a)
+    _wait_for_lane(a)
+    assert rayops.get(a.lanes.remote()) == (1, "MainThread")
+
+    @rayops.remote(max_concurrency=2)
+    class Threaded:
+        def lanes(self) -> int:
+            ex = state.current().executor  # type: ignore[union-attr]
+            return 0 if ex.lanes is None else len(ex.lanes)
+
+    @rayops.remote
+    class Async:
+        async def lanes(self) -> int:
+            ex = state.current().executor  # type: ignore[union-attr]
+            return 0 if ex.lanes is None else len(ex.lanes)
+
+    for cls in (Threaded, Async):
+        other = cls.remote()
+        for _ in range(SYNC_LANE_AFTER + 4):
+            assert rayops.get(other.lanes.remote(), timeout=30) == 0
+
+
+def test_each_callers_order_holds_across_the_lane_and_the_ordinary_connection(ray: Any) -> None:
+    a = _log_class().remote()
+    _warm(a)
+    _wait_for_lane(a)
+    expected: list[int] = []
+    n = 0
+    for round_ in range(30):
+        kind = round_ % 3
+        if kind == 0:  # one at a time: through the lane
+            assert rayops.get(a.add.remote(n)) == n
+            expected.append(n)
+            n += 1
+        elif kind == 1:  # a batch: the first on the lane, the rest the usual way
+            refs = [a.add.remote(n + i) for i in range(7)]
+            expected += list(range(n, n + 7))
+            n += 7
+            if round_ % 2:
+                rayops.get(refs)
+        else:  # fire and forget, then one more through whichever way is open
+            a.add.remote(n)
+            a.add.remote(n + 1)
+            expected += [n, n + 1]
+            n += 2
+    assert rayops.get(a.log.remote(), timeout=30) == expected
+
+
+def test_a_lane_call_cut_off_by_the_actors_death_is_retried(ray: Any) -> None:
+    a = _log_class().options(max_restarts=1, max_task_retries=1).remote()
+    _warm(a)
+    _wait_for_lane(a)
+    pid = rayops.get(a.pid.remote())
+    ref = a.nap.remote(1.0)  # alone in flight: on the lane
+    time.sleep(0.3)
+    os.kill(pid, signal.SIGKILL)
+    new_pid = rayops.get(ref, timeout=60)  # ran again on the restarted actor
+    assert new_pid != pid
+    assert rayops.get(a.pid.remote(), timeout=30) == new_pid
+
+
+def test_a_lane_call_cut_off_without_retries_fails_with_actor_died(ray: Any) -> None:
+    a = _log_class().options(max_restarts=1, max_task_retries=0).remote()
+    _warm(a)
+    _wait_for_lane(a)
+    pid = rayops.get(a.pid.remote())
+    ref = a.nap.remote(5.0)
+    time.sleep(0.3)
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(rex.ActorDiedError):
+        rayops.get(ref, timeout=60)
+    # The actor restarted: calls go on (a new lane for the new process).
+    _warm(a)
+    _wait_for_lane(a)
+    assert rayops.get(a.pid.remote(), timeout=30) != pid
+
+
+def test_cancel_of_a_running_lane_call(ray: Any) -> None:
+    a = _log_class().remote()
+    _warm(a)
+    _wait_for_lane(a)
+    ref = a.nap.remote(30)
+    time.sleep(0.2)
+    rayops.cancel(ref)
+    start = time.monotonic()
+    with pytest.raises(rex.TaskCancelledError):
+        rayops.get(ref, timeout=20)
+    assert time.monotonic() - start < 5
+    assert rayops.get(a.add.remote(1), timeout=30) == 1
+
+
+def test_killed_actor_fails_calls_on_its_lane(ray: Any) -> None:
+    a = _log_class().remote()
+    _warm(a)
+    _wait_for_lane(a)
+    ref = a.nap.remote(30)
+    time.sleep(0.2)
+    rayops.kill(a)
+    with pytest.raises(rex.ActorDiedError):
+        rayops.get(ref, timeout=30)
+
+
+def test_exit_actor_and_terminate_through_the_lane(ray: Any) -> None:
+    @rayops.remote
+    class Quitter:
+        def quit(self) -> None:
+            rayops.actor.exit_actor()
+
+        def lanes(self) -> int:
+            ex = state.current().executor  # type: ignore[union-attr]
+            return 0 if ex.lanes is None else len(ex.lanes)
+
+    for how in ("exit_actor", "__ray_terminate__"):
+        q = Quitter.options(max_restarts=2).remote()
+        deadline = time.monotonic() + 10
+        while rayops.get(q.lanes.remote(), timeout=30) != 1:
+            assert time.monotonic() < deadline, "the sync lane never opened"
+        if how == "exit_actor":
+            rayops.get(q.quit.remote(), timeout=30)
+            with pytest.raises(rex.ActorDiedError, match="intentionally"):
+                rayops.get(q.lanes.remote(), timeout=30)
+        else:
+            q.__ray_terminate__.remote()
+            with pytest.raises(rex.ActorDiedError):
+                rayops.get(q.lanes.remote(), timeout=30)
