@@ -2,10 +2,10 @@
 
 ``runtime_env={"env_vars": {"counter_name": "seed"}}`` sets ``counter_name`` in the actor's
 worker before the class is loaded, so the actor prints ``seed got 1`` ... ``seed got 5``.
-The seed also prints the ``requests`` version; here it is printed when ``requests`` is
-installed on the node. To install it for the actor alone, add ``"pip": ["requests"]`` to its
-runtime_env (the node needs an index or a wheelhouse with it: ``RAYOPS_RUNTIME_ENV_INDEX_URL``
-or ``RAYOPS_RUNTIME_ENV_FIND_LINKS``).
+Then it prints the version of ``requests`` as the actor imports it: a dependency of rayops,
+as of Ray, so it is on every node. To run an actor with another version, give it its own
+``"pip": ["requests==..."]`` (the node needs an index or a wheelhouse with it:
+``RAYOPS_RUNTIME_ENV_INDEX_URL`` or ``RAYOPS_RUNTIME_ENV_FIND_LINKS``).
 """
 
 from __future__ import annotations
@@ -27,11 +27,9 @@ class Counter:
     def get_counter(self) -> str:
         return f"{self.name} got {self.counter}"
 
-    def requests_version(self) -> str | None:
-        try:
-            import requests  # type: ignore[import-untyped]
-        except ImportError:
-            return None
+    def requests_version(self) -> str:
+        import requests
+
         return str(requests.__version__)
 
 
@@ -41,9 +39,7 @@ def main() -> None:
     for _ in range(5):
         ray.get(counter.inc.remote())
         print(ray.get(counter.get_counter.remote()))
-    version = ray.get(counter.requests_version.remote())
-    if version is not None:
-        print(version)
+    print(ray.get(counter.requests_version.remote()))
     ray.shutdown()
 
 
