@@ -176,7 +176,15 @@ def run_submit(cluster: Cluster, script: str, args: list[str], *, no_wait: bool 
                 _follow(cluster, client, sid)
                 info = client.get_job_info(sid)
             except KeyboardInterrupt:
-                _stop(cluster, client, sid)
+                try:
+                    _stop(cluster, client, sid)
+                except OSError as err:
+                    # The forward's SSH connection broke (seen once in CI: the head's sshd
+                    # reset it as Ctrl-C landed): stop through a new connection.
+                    note = f"rayops submit: the stop request failed ({err}); retrying\n"
+                    cluster.events.output(head, "stderr", note.encode())
+                    with head_api(cluster) as (retry, api):
+                        _stop(cluster, _client(retry, api), sid)
                 return STOPPED_EXIT
             return _exit_code(info)
     except SshError as err:
