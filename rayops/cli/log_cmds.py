@@ -6,7 +6,7 @@
     rayops logs actor --id ACTOR_ID           the actor's worker log
     rayops logs worker --pid PID [--node-id]  a worker's log
     rayops logs job --id SUBMISSION_ID        a submitted job's driver log
-    rayops logs task --id TASK_ID             refused: task logs are not served yet
+    rayops logs task --id TASK_ID             the log of the worker that ran the task
 
 ``--tail N`` (default 1000, -1 all), ``--follow/-f``, ``--interval S``, ``--timeout S``,
 ``--err`` (a rayops worker writes stdout and stderr to one file), ``--encoding``,

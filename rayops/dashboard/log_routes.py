@@ -11,7 +11,9 @@ the agent of the node that holds the file.
 Without ``node_id``/``node_ip`` the head node is meant (Ray requires one of them).
 File parameters (Ray's): ``node_id``/``node_ip``, one of ``filename``, ``actor_id`` (its node
 and worker from the GCS actor table), ``pid`` (a worker of the node), ``submission_id`` (a
-job's driver log, on the head), ``task_id`` (refused: task events are not recorded yet);
+job's driver log, on the head), ``task_id`` with ``attempt_number`` (the log of the worker
+that ran that attempt: its node and worker id from the GCS's task events; the whole file,
+which also holds what the worker's other tasks printed);
 ``lines`` (default 1000, -1 all), ``interval`` (follow poll, seconds), ``suffix`` out|err
 (a rayops worker writes fds 1 and 2 to one file, so both name it), ``format`` leading_1 (Ray's
 default: each chunk starts with ``1``) or text, ``timeout``, ``attempt_number`` (0 only),
@@ -30,8 +32,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from rayops.gcs import calls
+from rayops.gcs import calls, task_calls
 from rayops.gcs.types import NodeInfo
+from rayops.node.session import worker_log_name
 
 __all__ = ["LogRoutes"]
 
@@ -176,19 +179,17 @@ class LogRoutes:
         suffix = query.get("suffix") or "out"
         if suffix not in ("out", "err"):
             raise LogRequestError(400, f"'suffix' must be 'out' or 'err', got {suffix!r}")
-        if (query.get("attempt_number") or "0") != "0":
-            raise LogRequestError(400, "'attempt_number' is for task logs, not served yet")
         kind = given[0]
-        if kind in ("actor_id", "submission_id") and (query.get("node_id") or query.get("node_ip")):
+        if kind != "task_id" and (query.get("attempt_number") or "0") != "0":
+            raise LogRequestError(400, "'attempt_number' goes with 'task_id' only")
+        if kind in ("actor_id", "submission_id", "task_id") and (
+            query.get("node_id") or query.get("node_ip")
+        ):
             raise LogRequestError(
                 400, f"'node_id'/'node_ip' do not go with '{kind}': its node is looked up"
             )
         if kind == "task_id":
-            raise LogRequestError(
-                501,
-                "'task_id' is not supported yet: rayops does not record task events yet; "
-                "give 'actor_id', 'pid' with 'node_id', or 'filename'",
-            )
+            return await self._task_log(query["task_id"], query.get("attempt_number") or "0")
         if kind == "filename":
             return await self._node(query, default_head=True), query["filename"]
         if kind == "submission_id":
@@ -212,6 +213,36 @@ class LogRoutes:
             raise LogRequestError(404, f"actor {actor_hex} has no worker yet (state {actor.state})")
         node = await self._node({"node_id": actor.node_id})
         return node, await self._worker_log(node, actor.pid, timeout)
+
+    async def _task_log(self, task_hex: str, raw_attempt: str) -> tuple[NodeInfo, str]:
+        """The log of the worker that ran the task's attempt, found in the GCS's task
+        events (its node and worker id; the file is named after the worker id)."""
+        if not _HEX.match(task_hex) or len(task_hex) % 2:
+            raise LogRequestError(400, f"'task_id' must be a task id in hex, got {task_hex!r}")
+        if not raw_attempt.isdigit():
+            raise LogRequestError(400, f"'attempt_number' must be >= 0, got {raw_attempt!r}")
+        attempt = int(raw_attempt)
+        reply = await self._gcs.call(task_calls.get_task_events(task_id=bytes.fromhex(task_hex)))
+        attempts = {t.attempt: t for t in reply.tasks}
+        if not attempts:
+            raise LogRequestError(
+                404,
+                f"no task with task_id {task_hex} in the GCS's task events (they arrive about "
+                "a second after a change, and the oldest finished ones are evicted)",
+            )
+        t = attempts.get(attempt)
+        if t is None:
+            known = ", ".join(map(str, sorted(attempts)))
+            raise LogRequestError(
+                404, f"task {task_hex} has no attempt {attempt} (attempts: {known})"
+            )
+        if not t.node_id or not t.worker_id:
+            raise LogRequestError(
+                404,
+                f"task {task_hex} attempt {attempt} has not run on a worker yet (state {t.state})",
+            )
+        node = await self._node({"node_id": t.node_id})
+        return node, worker_log_name(t.worker_id)
 
     async def _worker_log(self, node: NodeInfo, pid: int, timeout: float) -> str:
         data = await self._agent_json(node, "/api/v0/node_logs/worker", {"pid": str(pid)}, timeout)

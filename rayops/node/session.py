@@ -64,6 +64,11 @@ class NodeRecord:
         return NodeRecord(**data)
 
 
+def worker_log_name(worker_id: bytes) -> str:
+    """The file in ``logs/`` that a worker's fds 1 and 2 go to (its id's first 12 hex digits)."""
+    return f"worker-{worker_id.hex()[:12]}.log"
+
+
 def new_session_dir(temp_dir: str) -> str:
     os.makedirs(temp_dir, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")

@@ -31,6 +31,7 @@ from rayops.envs.node_cache import PreparedEnv
 from rayops.envs.spec import env_hash as hash_of_wire
 from rayops.node import log_rotation
 from rayops.node.log_rotation import LogRotationConfig
+from rayops.node.session import worker_log_name
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class WorkerPool:
     def start_worker(self, env_hash: str = "", env: PreparedEnv | None = None) -> WorkerHandle:
         """A new worker for the env ``env_hash`` (``env`` prepared on this node)."""
         worker_id = ids.random_id(16)
-        log_path = os.path.join(self._log_dir, f"worker-{worker_id.hex()[:12]}.log")
+        log_path = os.path.join(self._log_dir, worker_log_name(worker_id))
         # A pip/uv env's worker runs its venv's python: the zygote's imports are the node's.
         if self._zygote is not None and self._zygote.alive and (env is None or not env.venv):
             handle = WorkerHandle(worker_id, None, 0, log_path=log_path, env_hash=env_hash)

@@ -112,6 +112,35 @@ def test_tail_of_a_workers_print_from_a_task(cluster: Cluster, url: str) -> None
         _text(url, node_id=cluster.nodes[2].node_id, pid=pid)
 
 
+def test_task_log_found_through_its_task_events(cluster: Cluster, url: str) -> None:
+    @rayops.remote(resources={"w2": 1})
+    def tagged(marker: str) -> str:
+        print(f"{marker} from my task", flush=True)
+        return rayops.get_runtime_context().get_task_id()
+
+    task_hex = rayops.get(tagged.remote("TASKLOGMARK"))
+    # The worker's RUNNING event reaches the GCS within about a second.
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            text = _text(url, task_id=task_hex, tail=-1)
+            break
+        except RayStateApiException as err:
+            assert "has not run" in str(err) or "no task" in str(err), err
+            assert time.monotonic() < deadline, err
+            time.sleep(0.2)
+    assert "TASKLOGMARK from my task" in text, text
+    res = _cli(cluster, url, "task", "--id", task_hex, "--tail", "-1")
+    assert res.returncode == 0 and "TASKLOGMARK from my task" in res.stdout, res.stderr
+    with pytest.raises(RayStateApiException, match="has no attempt 3"):
+        _text(url, task_id=task_hex, attempt_number=3)
+    code, body = _http(
+        f"{url}/api/v0/logs/file?task_id={task_hex}&node_id={cluster.head.node_id}",
+        _auth(cluster),
+    )
+    assert code == 400 and "'node_id'" in body, body
+
+
 def test_follow_a_log_while_an_actor_prints(cluster: Cluster, url: str) -> None:
     @rayops.remote(resources={"w2": 1})
     class Talker:
@@ -189,7 +218,7 @@ def test_without_the_token_nothing_is_served(cluster: Cluster, url: str) -> None
 
 
 def test_bad_parameters_are_named(cluster: Cluster, url: str) -> None:
-    with pytest.raises(RayStateApiException, match="'task_id' is not supported yet"):
+    with pytest.raises(RayStateApiException, match="no task with task_id"):
         _text(url, task_id="ab" * 24)
     code, body = _http(f"{url}/api/v0/logs/file?filename=raylet.log&colour=red", _auth(cluster))
     assert code == 400 and "'colour'" in body
@@ -205,7 +234,7 @@ def test_bad_parameters_are_named(cluster: Cluster, url: str) -> None:
     res = _cli(cluster, url, "worker", "--id", "x", "--pid", "1")
     assert res.returncode == 1 and "--id goes with" in res.stderr, res.stderr
     res = _cli(cluster, url, "task", "--id", "ab" * 24)
-    assert res.returncode == 1 and "task_id" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 1 and "no task" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_one_megabyte_file_end_to_end(cluster: Cluster, url: str) -> None:
