@@ -1,18 +1,19 @@
 """The GCS's task-event store: task attempts merged from their owners' and executors' events.
 
-Owns one record per (task id, attempt), built from the events that processes report
-(an owner sees the pending states, SUBMITTED_TO_WORKER and the end; the executor sees
-RUNNING and, on failure, the error). Events of one attempt arrive in any order and from
-several processes, so a record keeps every state's first time and its state is the latest
-in ``TASK_STATES`` order it has seen (FAILED after FINISHED: an attempt that failed
-anywhere failed), never the latest to arrive.
+Owns one record per (task id, attempt), built from the rows that processes report (a row:
+one attempt's events one process saw in one batch; an owner sees the pending states,
+SUBMITTED_TO_WORKER and the end; the executor sees RUNNING and, on failure, the error).
+Rows of one attempt arrive in any order and from several processes, so a record keeps every
+state's first time (per slot, the smaller time) and its state is the latest in
+``TASK_STATES`` order it has seen (FAILED after FINISHED: an attempt that failed anywhere
+failed), never the latest to arrive.
 
 Bounded (Ray's ``task_events_max_num_task_in_gcs``, 100,000): past the bound, the attempt
 that ended first is evicted, else (none has ended) the oldest; evictions are counted, per
 job too. Events the processes dropped before they reached the GCS (their buffers were
 full) are counted per job as they report them.
 
-No I/O, no clock: events in, records out. The gRPC face is ``task_service.py``.
+No I/O, no clock: rows in, records out. The gRPC face is ``task_service.py``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rayops.protocol.state_messages import (
+    N_STATES,
     TASK_ID_LEN,
     TASK_STATES,
+    TIME_UNSET,
     ReportTaskEvents,
     TaskDescriptor,
     unpack_times,
@@ -32,7 +35,6 @@ from rayops.protocol.state_messages import (
 __all__ = ["DEFAULT_MAX_TASKS", "TaskAttempt", "TaskEventStore", "TaskQuery"]
 
 DEFAULT_MAX_TASKS = 100_000
-N_STATES = len(TASK_STATES)
 _TERMINAL_FROM = TASK_STATES.index("FINISHED")  # FINISHED and FAILED end an attempt
 
 Key = tuple[bytes, int]
@@ -88,7 +90,8 @@ class TaskQuery:
 
 
 _NONE = 255  # no state seen yet, in the state column
-_ZEROS = array("q", [0] * N_STATES)
+_UNSET_ROW = array("q", [TIME_UNSET] * N_STATES)
+_ONE_SET = N_STATES - 1  # unset slots of a row with one state
 
 
 class TaskEventStore:
@@ -107,7 +110,7 @@ class TaskEventStore:
         self._index: dict[Key, int] = {}  # key -> row, oldest first
         self._ended: dict[Key, None] = {}  # ended attempts, in the order they ended
         self._state = bytearray()  # per row: index into TASK_STATES, or _NONE
-        self._times = array("q")  # N_STATES per row
+        self._times = array("q")  # N_STATES per row; TIME_UNSET: not entered
         self._desc: list[TaskDescriptor | None] = []
         self._where: list[tuple[str, bytes, int] | None] = []
         self._errors: dict[int, tuple[str, str]] = {}  # row -> (type, message)
@@ -124,51 +127,81 @@ class TaskEventStore:
         if self._free:
             return self._free.pop()
         self._state.append(_NONE)
-        self._times.extend(_ZEROS)
+        self._times.extend(_UNSET_ROW)
         self._desc.append(None)
         self._where.append(None)
         return len(self._state) - 1
 
     def add(self, batch: ReportTaskEvents) -> None:
-        """Merge one process's batch of events, and count what it dropped."""
+        """Merge one process's batch of rows, and count what it dropped."""
+        n = len(batch.states)
+        ids = batch.task_ids
+        if len(ids) != TASK_ID_LEN * n:
+            raise ValueError(
+                f"a task event batch has {len(ids)} bytes of task ids for {n} rows "
+                f"(expected {TASK_ID_LEN} each)"
+            )
+        if len(batch.times_ns) != 8 * N_STATES * n:
+            raise ValueError(
+                f"a task event batch has {len(batch.times_ns)} bytes of times for {n} rows "
+                f"(expected {8 * N_STATES} each)"
+            )
+        if len(batch.attempts) != n or len(batch.descriptor) != n:
+            raise ValueError(
+                f"a task event batch has {len(batch.attempts)} attempts and "
+                f"{len(batch.descriptor)} descriptor indices for {n} rows"
+            )
         index = self._index
         ended = self._ended
         states = self._state
         times = self._times
         desc_col = self._desc
         where_col = self._where
+        new_row = self._new_row
         descs = batch.descriptors
         where = (batch.node_id, batch.worker_id, batch.worker_pid) if batch.executor else None
         rows: list[int] | None = [] if batch.errors else None
-        ids = batch.task_ids
-        if len(ids) != TASK_ID_LEN * len(batch.states):
-            raise ValueError(
-                f"a task event batch has {len(ids)} bytes of task ids for {len(batch.states)} "
-                f"events (expected {TASK_ID_LEN} each)"
-            )
-        pos = 0
-        for att, state, t, d in zip(
-            batch.attempts, batch.states, unpack_times(batch.times_ns), batch.descriptor,
-            strict=True,
-        ):  # fmt: skip
+        bt = unpack_times(batch.times_ns)
+        pos = src = 0
+        for att, state, d in zip(batch.attempts, batch.states, batch.descriptor, strict=True):
             key = (ids[pos : pos + TASK_ID_LEN], att)
             pos += TASK_ID_LEN
             row = index.get(key)
-            if row is None:
-                row = index[key] = self._new_row()
+            if row is None:  # the first row of this attempt: its times as they are
+                row = index[key] = new_row()
+                lo = row * N_STATES
+                times[lo : lo + N_STATES] = bt[src : src + N_STATES]
+                cur = _NONE
+            else:  # per state, the earlier time (a few whole-row steps when one has one)
+                cur = states[row]
+                i = row * N_STATES
+                slots = bt[src : src + N_STATES]
+                if state < N_STATES and slots.count(TIME_UNSET) == _ONE_SET:
+                    # this row has one state (an executor's RUNNING, say): it is ``state``
+                    i += state
+                    t = slots[state]
+                    if t < times[i]:
+                        times[i] = t
+                elif cur != _NONE and times[i : i + N_STATES].count(TIME_UNSET) == _ONE_SET:
+                    # the record has one (``cur``): this row's times, then that one's back
+                    t = times[i + cur]
+                    times[i : i + N_STATES] = slots
+                    if t < times[i + cur]:
+                        times[i + cur] = t
+                else:
+                    for t in slots:
+                        if t < times[i]:
+                            times[i] = t
+                        i += 1
+            src += N_STATES
             if rows is not None:
                 rows.append(row)
             if where is not None:
                 where_col[row] = where
             if d >= 0:
                 desc_col[row] = descs[d]
-            if state >= N_STATES:
-                continue  # a newer sender's state this store does not know
-            slot = row * N_STATES + state
-            if not times[slot] or t < times[slot]:
-                times[slot] = t
-            cur = states[row]
-            if cur == _NONE or state > cur:
+            if state < N_STATES and (cur == _NONE or state > cur):
+                # (a state past N_STATES: a newer sender's, which this store does not know)
                 if state >= _TERMINAL_FROM and (cur == _NONE or cur < _TERMINAL_FROM):
                     ended[key] = None
                 states[row] = state
@@ -199,7 +232,7 @@ class TaskEventStore:
         self.num_evicted += 1
         self.evicted_by_job[job_id] = self.evicted_by_job.get(job_id, 0) + 1
         self._state[row] = _NONE
-        self._times[row * N_STATES : (row + 1) * N_STATES] = _ZEROS
+        self._times[row * N_STATES : (row + 1) * N_STATES] = _UNSET_ROW
         self._desc[row] = None
         self._where[row] = None
         self._errors.pop(row, None)
@@ -211,7 +244,9 @@ class TaskEventStore:
         state = self._state[row]
         if state != _NONE:
             rec.state = state
-        rec.times_ns = list(self._times[row * N_STATES : (row + 1) * N_STATES])
+        rec.times_ns = [
+            0 if t == TIME_UNSET else t for t in self._times[row * N_STATES : (row + 1) * N_STATES]
+        ]
         rec.desc = self._desc[row]
         rec.where = self._where[row]
         if row in self._errors:
