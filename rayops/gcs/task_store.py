@@ -91,7 +91,6 @@ class TaskQuery:
 
 _NONE = 255  # no state seen yet, in the state column
 _UNSET_ROW = array("q", [TIME_UNSET] * N_STATES)
-_ONE_SET = N_STATES - 1  # unset slots of a row with one state
 
 
 class TaskEventStore:
@@ -101,6 +100,11 @@ class TaskEventStore:
     Columns, not an object per attempt: at 100,000 attempts, objects (each with its times
     list) made the GCS's garbage collections cost as much as the merging; rows of arrays
     add nothing for the collector to scan. Evicted rows are reused.
+
+    Most attempts get one row from each side (owner, executor), so the store keeps one
+    times array per side: each side's first row of an attempt is a slice copy, and only
+    rows of an attempt whose events spanned batches merge slot by slot (~0.6 us per row
+    merged, against ~0.5 per event when every event was merged on its own).
     """
 
     def __init__(self, max_tasks: int = DEFAULT_MAX_TASKS) -> None:
@@ -110,7 +114,11 @@ class TaskEventStore:
         self._index: dict[Key, int] = {}  # key -> row, oldest first
         self._ended: dict[Key, None] = {}  # ended attempts, in the order they ended
         self._state = bytearray()  # per row: index into TASK_STATES, or _NONE
-        self._times = array("q")  # N_STATES per row; TIME_UNSET: not entered
+        # N_STATES per row, one array per side (the owner's rows, the executors'): a side's
+        # first row of an attempt is copied whole, with nothing to merge; a query takes
+        # the earlier of the two. TIME_UNSET: not entered.
+        self._times = (array("q"), array("q"))
+        self._sides = bytearray()  # per row: the sides seen (bit 1: owner, 2: executor)
         self._desc: list[TaskDescriptor | None] = []
         self._where: list[tuple[str, bytes, int] | None] = []
         self._errors: dict[int, tuple[str, str]] = {}  # row -> (type, message)
@@ -123,15 +131,6 @@ class TaskEventStore:
         return len(self._index)
 
     # ---------------------------------------------------------------- events
-    def _new_row(self) -> int:
-        if self._free:
-            return self._free.pop()
-        self._state.append(_NONE)
-        self._times.extend(_UNSET_ROW)
-        self._desc.append(None)
-        self._where.append(None)
-        return len(self._state) - 1
-
     def add(self, batch: ReportTaskEvents) -> None:
         """Merge one process's batch of rows, and count what it dropped."""
         n = len(batch.states)
@@ -154,10 +153,13 @@ class TaskEventStore:
         index = self._index
         ended = self._ended
         states = self._state
-        times = self._times
+        sides = self._sides
+        side = 2 if batch.executor else 1
+        times = self._times[batch.executor]
+        other = self._times[not batch.executor]
+        free = self._free
         desc_col = self._desc
         where_col = self._where
-        new_row = self._new_row
         descs = batch.descriptors
         where = (batch.node_id, batch.worker_id, batch.worker_pid) if batch.executor else None
         rows: list[int] | None = [] if batch.errors else None
@@ -167,33 +169,34 @@ class TaskEventStore:
             key = (ids[pos : pos + TASK_ID_LEN], att)
             pos += TASK_ID_LEN
             row = index.get(key)
-            if row is None:  # the first row of this attempt: its times as they are
-                row = index[key] = new_row()
-                lo = row * N_STATES
-                times[lo : lo + N_STATES] = bt[src : src + N_STATES]
-                cur = _NONE
-            else:  # per state, the earlier time (a few whole-row steps when one has one)
-                cur = states[row]
-                i = row * N_STATES
-                slots = bt[src : src + N_STATES]
-                if state < N_STATES and slots.count(TIME_UNSET) == _ONE_SET:
-                    # this row has one state (an executor's RUNNING, say): it is ``state``
-                    i += state
-                    t = slots[state]
-                    if t < times[i]:
-                        times[i] = t
-                elif cur != _NONE and times[i : i + N_STATES].count(TIME_UNSET) == _ONE_SET:
-                    # the record has one (``cur``): this row's times, then that one's back
-                    t = times[i + cur]
-                    times[i : i + N_STATES] = slots
-                    if t < times[i + cur]:
-                        times[i + cur] = t
-                else:
-                    for t in slots:
-                        if t < times[i]:
-                            times[i] = t
-                        i += 1
+            i = src
             src += N_STATES
+            if row is None:  # the first row of this attempt: its times as they are
+                if free:  # an evicted row's (reset)
+                    row = index[key] = free.pop()
+                    lo = row * N_STATES
+                    times[lo : lo + N_STATES] = bt[i:src]
+                    sides[row] = side
+                else:  # a new row at the end of every column
+                    row = index[key] = len(states)
+                    states.append(_NONE)
+                    sides.append(side)
+                    times.extend(bt[i:src])
+                    other.extend(_UNSET_ROW)
+                    desc_col.append(None)
+                    where_col.append(None)
+                cur = _NONE
+            else:
+                cur = states[row]
+                lo = row * N_STATES
+                if not sides[row] & side:  # this side's first row of it: copied whole
+                    times[lo : lo + N_STATES] = bt[i:src]
+                    sides[row] |= side
+                else:  # (its events spanned batches) per state, the earlier time
+                    for t in bt[i:src]:
+                        if t < times[lo]:
+                            times[lo] = t
+                        lo += 1
             if rows is not None:
                 rows.append(row)
             if where is not None:
@@ -232,7 +235,9 @@ class TaskEventStore:
         self.num_evicted += 1
         self.evicted_by_job[job_id] = self.evicted_by_job.get(job_id, 0) + 1
         self._state[row] = _NONE
-        self._times[row * N_STATES : (row + 1) * N_STATES] = _UNSET_ROW
+        self._sides[row] = 0
+        self._times[0][row * N_STATES : (row + 1) * N_STATES] = _UNSET_ROW
+        self._times[1][row * N_STATES : (row + 1) * N_STATES] = _UNSET_ROW
         self._desc[row] = None
         self._where[row] = None
         self._errors.pop(row, None)
@@ -244,8 +249,10 @@ class TaskEventStore:
         state = self._state[row]
         if state != _NONE:
             rec.state = state
+        lo, hi = row * N_STATES, (row + 1) * N_STATES
         rec.times_ns = [
-            0 if t == TIME_UNSET else t for t in self._times[row * N_STATES : (row + 1) * N_STATES]
+            0 if t == TIME_UNSET else t
+            for t in map(min, self._times[0][lo:hi], self._times[1][lo:hi])
         ]
         rec.desc = self._desc[row]
         rec.where = self._where[row]
