@@ -195,3 +195,16 @@ def test_two_rows_of_one_attempt_in_one_batch_merge() -> None:
     assert rec.state_name == "FAILED" and rec.ended
     assert rec.times_ns[S["RUNNING"]] == 25 and rec.times_ns[S["FAILED"]] == 50
     assert rec.times_ns[S["FINISHED"]] == 0  # never entered
+
+
+def test_one_batch_past_the_bound_evicts_what_ended_first_then_the_oldest() -> None:
+    store = TaskEventStore(max_tasks=3)
+    store.add(batch([(b"r", 0, {"RUNNING": 1}, -1)], executor=True))
+    store.add(batch([(bytes([i]), 0, {"FINISHED": i + 2}, 0) for i in range(4)], descs=(F,)))
+    ids = {r.task_id.rstrip(b"\0") for r in store.query(TaskQuery())[0]}
+    assert ids == {b"r", b"\x02", b"\x03"} and store.evicted_by_job == {1: 2}
+    store.add(batch([(b"s", 0, {"RUNNING": 9}, -1), (b"t", 0, {"RUNNING": 9}, -1)]))
+    ids = {r.task_id.rstrip(b"\0") for r in store.query(TaskQuery())[0]}
+    assert ids == {b"r", b"s", b"t"} and store.num_evicted == 4  # ended ones first
+    store.add(batch([(b"u", 0, {"RUNNING": 9}, -1)]))  # none ended: the oldest, r
+    assert {r.task_id.rstrip(b"\0") for r in store.query(TaskQuery())[0]} == {b"s", b"t", b"u"}
