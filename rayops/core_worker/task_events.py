@@ -12,13 +12,16 @@ What is recorded (Ray's task events):
   recorded here whole (its owner side is the GCS), as ACTOR_CREATION_TASK;
 - a driver records its own DRIVER_TASK: RUNNING from ``init()``, FINISHED at shutdown.
 
-Recording appends to bounded columns (``TaskEventBuffer``: the owner's on the IO thread,
-the executor's under an uncontended lock): nothing blocks, nothing waits, no object is
-made per event. When a buffer is full the event is dropped and counted; the count goes out
-with the next batch. ``TaskEventReporter`` runs on the IO loop: every
-``report_interval_ms`` it takes both buffers and notifies the raylet with them as columns
-(``ReportTaskEvents``) over the connection the core worker already has; the raylet forwards
-them to the GCS, which merges the events of each attempt.
+Recording writes bounded columns of rows, one row per task attempt per batch
+(``TaskEventBuffer``: the owner's on the IO thread, the executor's under an uncontended lock):
+an attempt's first event in a batch makes its row, the later ones write the row's time slot
+for their state (the task record keeps its row's number, so finding it is a subtraction).
+Nothing blocks, nothing waits, no object is made per event. When a buffer is full an event
+that needs a new row is dropped and counted; the count goes out with the next batch.
+``TaskEventReporter`` runs on the IO loop: every ``report_interval_ms`` it takes both
+buffers and notifies the raylet with them as columns (``ReportTaskEvents``) over the
+connection the core worker already has; the raylet forwards them to the GCS, which merges
+the rows of each attempt (one merge step per side for a task whose events share a batch).
 ``RAYOPS_TASK_EVENTS_REPORT_INTERVAL_MS=0`` turns all of it off (no hook is installed).
 """
 
@@ -36,7 +39,9 @@ from typing import TYPE_CHECKING, Any
 
 from rayops.core_worker.task_metrics import UNCOUNTED, OwnerTaskCounts
 from rayops.protocol.state_messages import (
+    N_STATES,
     TASK_STATES,
+    TIME_UNSET,
     ReportTaskEvents,
     TaskDescriptor,
     TaskError,
@@ -67,6 +72,7 @@ PENDING_ARGS_AVAIL, PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER, RUNNING, FINIS
 )
 # task_metrics' owner state indices (ST_ARGS .. ST_FAILED) -> TASK_STATES indices
 OWNER_STATE = (PENDING_ARGS_AVAIL, PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER, FINISHED, FAILED)
+_UNSET_ROW = array("q", [TIME_UNSET] * N_STATES)
 
 
 @dataclass(frozen=True)
@@ -104,23 +110,31 @@ def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int) -> i
 
 
 class TaskEventBuffer:
-    """Bounded columns of events (entry ``i`` of each list is event ``i``).
+    """Bounded columns of rows, one row per task attempt (entry ``i`` of each list is row
+    ``i``): the attempt, its time slots (``N_STATES`` per row in ``times``, ``TIME_UNSET``
+    where it has not entered that state in this batch) and the latest state it entered.
 
-    Columns of ints and bytes rather than an object per event: appending costs a few list
-    appends, and the buffer adds nothing for the garbage collector to scan (a tuple per
-    event, alive for up to a second, made its collections cost more than the recording).
-    Not thread-safe: the owner's buffer is written on the IO thread only; the executor's
-    is written under its reporter's lock.
+    A row, not an event, is the unit: the owner's four transitions of a task that fall in one
+    batch write four slots of one row (the first makes it), so the GCS merges one row, not
+    four events. Columns of ints and bytes rather than an object per row: the buffer adds
+    nothing for the garbage collector to scan. Rows are numbered across batches (``base`` +
+    index), so a task record can keep its row's number and find it again without a lookup;
+    a number below ``base`` names a row already sent. Bounded: when ``cap`` rows are held, an
+    event that needs a new row is dropped and counted (events that write a held row cost no
+    memory). Not thread-safe: the owner's buffer is written on the IO thread only; the
+    executor's is written under its reporter's lock.
     """
 
     __slots__ = (
         "attempts",
+        "base",
         "cap",
         "desc_cache",
         "descs",
         "dropped",
         "errors",
         "infos",
+        "rows_by_task",
         "states",
         "task_ids",
         "times",
@@ -129,24 +143,27 @@ class TaskEventBuffer:
     def __init__(self, capacity: int) -> None:
         self.cap = capacity
         self.dropped = 0
+        self.base = 0  # the number of this batch's row 0
         self._clear()
 
     def _clear(self) -> None:
         self.task_ids: list[bytes] = []
         self.attempts: list[int] = []
-        self.states = bytearray()
-        self.times = array("q")
+        self.states = bytearray()  # the latest state of each row
+        self.times = array("q")  # N_STATES per row
         self.descs: list[int] = []  # index into infos, -1: none
         # Distinct TaskDescriptor fields, and the key each was found under: the calls of
         # one function (or actor method, from one parent) share one, so a task costs a
         # dict lookup here rather than an object kept until the batch goes.
         self.infos: list[tuple[Any, ...]] = []
         self.desc_cache: dict[tuple[Any, ...], int] = {}
-        self.errors: list[tuple[int, str, str]] = []  # (event index, type, message)
+        self.errors: list[tuple[int, str, str]] = []  # (row index, type, message)
+        # The executor's: task id -> its latest row's number (to add an error to it).
+        self.rows_by_task: dict[bytes, int] = {}
 
     def add(self, task_id: bytes, attempt: int, state: int, t: int, desc: int = -1) -> int:
-        """Record one event (``desc``: from ``describe``); its index, or -1 if the buffer
-        was full (dropped, counted)."""
+        """A new row for one attempt, with its first event (``desc``: from ``describe``);
+        the row's number, or -1 if the buffer was full (the event dropped, counted)."""
         n = len(self.states)
         if n >= self.cap:
             self.dropped += 1
@@ -154,9 +171,23 @@ class TaskEventBuffer:
         self.task_ids.append(task_id)
         self.attempts.append(attempt)
         self.states.append(state)
-        self.times.append(t)
+        self.times.extend(_UNSET_ROW)
+        self.times[n * N_STATES + state] = t
         self.descs.append(desc)
-        return n
+        return self.base + n
+
+    def put(self, number: int, task_id: bytes, attempt: int, state: int, t: int) -> int:
+        """Record an event in row ``number`` if this batch holds it (else in a new row);
+        the row's number, or -1 if dropped."""
+        r = number - self.base
+        if r < 0 or r >= len(self.states):
+            return self.add(task_id, attempt, state, t)
+        i = r * N_STATES + state
+        if t < self.times[i]:
+            self.times[i] = t
+        if state > self.states[r]:
+            self.states[r] = state
+        return number
 
     def describe(self, key: tuple[Any, ...], info: Callable[[], tuple[Any, ...]]) -> int:
         """The index of the descriptor ``key`` names in this batch (``info()`` makes its
@@ -167,15 +198,22 @@ class TaskEventBuffer:
             self.infos.append(info())
         return d
 
+    def error(self, number: int, error_type: str, message: str) -> None:
+        """The attempt of row ``number`` (held by this batch) failed with this error."""
+        self.errors.append((number - self.base, error_type, message))
+
     def __len__(self) -> int:
         return len(self.states)
 
     def take(self) -> TaskEventBuffer:
-        """Everything recorded so far, as a detached buffer; this one starts empty."""
+        """Everything recorded so far, as a detached buffer; this one starts empty (and
+        numbers its rows after the taken ones)."""
         out = TaskEventBuffer(self.cap)
         out.task_ids, out.attempts, out.states = self.task_ids, self.attempts, self.states
         out.times, out.descs, out.infos = self.times, self.descs, self.infos
         out.errors, out.dropped, out.desc_cache = self.errors, self.dropped, self.desc_cache
+        out.base = self.base
+        self.base += len(self.states)
         self.dropped = 0
         self._clear()
         return out
@@ -222,47 +260,87 @@ def _info(record: Any) -> tuple[Any, ...]:
 
 class RecordingOwnerCounts(OwnerTaskCounts):
     """The owner's ``ray_tasks`` counts that also record each move as a task event
-    (IO thread only, as the counts)."""
+    (IO thread only, as the counts). A task record keeps its row's number in
+    ``record.erow``: the events after an attempt's first write that row's slots directly."""
 
-    __slots__ = ("_add", "_buffer")
+    __slots__ = ("_buffer",)
 
     def __init__(self, buffer: TaskEventBuffer) -> None:
         super().__init__()
         self._buffer = buffer
-        self._add = buffer.add
 
     def move(self, record: Any, new: int) -> None:
         old = record.mstate
         if old == new:
             return
-        OwnerTaskCounts.move(self, record, new)
+        # OwnerTaskCounts.move, inline (this runs four times per task)
+        counts = record.mrow
+        if counts is None:
+            counts = record.mrow = self._row(record.mname or record.spec.name, record.is_retry)
+        else:
+            counts[old] -= 1
+        counts[new] += 1
+        record.mstate = new
+        buf = self._buffer
+        state = OWNER_STATE[new]
+        t = time_ns()
+        if old != UNCOUNTED:
+            r = record.erow - buf.base
+            if 0 <= r < len(buf.states):  # this batch holds the attempt's row
+                i = r * N_STATES + state
+                times = buf.times
+                if t < times[i]:
+                    times[i] = t
+                if state > buf.states[r]:
+                    buf.states[r] = state
+                return
+            spec = record.spec
+            record.erow = buf.add(spec.task_id, spec.attempt, state, t)
+            return
+        # the first event of this attempt: a new row that says what the task is
+        # (TaskEventBuffer.describe and .add, inline)
         spec = record.spec
-        desc = -1
-        if old == UNCOUNTED:  # the first event of this attempt: say what the task is
-            res = spec.resources
-            key = (
-                spec.name,
-                record.class_name,
-                spec.job_id,
-                spec.actor_id,
-                spec.parent_task_id,
-                id(res) if res else 0,
-            )
-            desc = self._buffer.describe(key, lambda: _info(record))
-        self._add(spec.task_id, spec.attempt, OWNER_STATE[new], time_ns(), desc)
+        res = spec.resources
+        key = (
+            spec.name,
+            record.class_name,
+            spec.job_id,
+            spec.actor_id,
+            spec.parent_task_id,
+            id(res) if res else 0,
+        )
+        desc = buf.desc_cache.get(key)
+        if desc is None:
+            desc = buf.desc_cache[key] = len(buf.infos)
+            buf.infos.append(_info(record))
+        n = len(buf.states)
+        if n >= buf.cap:
+            buf.dropped += 1
+            record.erow = -1
+            return
+        buf.task_ids.append(spec.task_id)
+        buf.attempts.append(spec.attempt)
+        buf.states.append(state)
+        times = buf.times
+        times.extend(_UNSET_ROW)
+        times[n * N_STATES + state] = t
+        buf.descs.append(desc)
+        record.erow = buf.base + n
 
     def retry(self, record: Any) -> None:
-        attempt = record.spec.attempt
-        if attempt > 0:  # a normal task's retry: the attempt before this one failed
-            self._add(record.spec.task_id, attempt - 1, FAILED, time_ns())
+        spec = record.spec
+        if spec.attempt > 0:  # a normal task's retry: the attempt before this one failed
+            # (its row is the record's until the move to the next attempt below)
+            self._buffer.put(record.erow, spec.task_id, spec.attempt - 1, FAILED, time_ns())
         super().retry(record)
 
     def failed(self, record: Any, error: BaseException | None) -> None:
         spec = record.spec
-        i = self._add(spec.task_id, spec.attempt, FAILED, time_ns())
-        if i >= 0:
+        buf = self._buffer
+        number = record.erow = buf.put(record.erow, spec.task_id, spec.attempt, FAILED, time_ns())
+        if number >= 0:
             message = "" if error is None else str(error)[:MAX_ERROR_MESSAGE]
-            self._buffer.errors.append((i, error_type_of(error), message))
+            buf.error(number, error_type_of(error), message)
 
 
 class TaskEventReporter:
@@ -301,7 +379,9 @@ class TaskEventReporter:
                         dict(spec.resources),
                     ),
                 )
-            buf.add(spec.task_id, spec.attempt, RUNNING, time_ns(), desc)
+            number = buf.add(spec.task_id, spec.attempt, RUNNING, time_ns(), desc)
+            if number >= 0:
+                buf.rows_by_task[spec.task_id] = number
 
     def ended(self, spec: Any, error: BaseException | None, creation: bool = False) -> None:
         """A task this worker ran raised ``error`` (None: it returned; recorded only for an
@@ -310,13 +390,16 @@ class TaskEventReporter:
             return
         buf = self.exec_buffer
         with self._exec_lock:
-            if error is None:
-                buf.add(spec.task_id, spec.attempt, FINISHED, time_ns())
-                return
-            i = buf.add(spec.task_id, spec.attempt, FAILED, time_ns())
-            if i >= 0:
+            task_id, attempt = spec.task_id, spec.attempt
+            number = buf.rows_by_task.get(task_id, -1)
+            r = number - buf.base
+            if not 0 <= r < len(buf.states) or buf.attempts[r] != attempt:
+                number = -1  # its RUNNING row went with an earlier batch: a new row
+            state = FINISHED if error is None else FAILED
+            number = buf.put(number, task_id, attempt, state, time_ns())
+            if error is not None and number >= 0:
                 message = f"{type(error).__name__}: {error}"[:MAX_ERROR_MESSAGE]
-                buf.errors.append((i, "TASK_EXECUTION_EXCEPTION", message))
+                buf.error(number, "TASK_EXECUTION_EXCEPTION", message)
 
     # ------------------------------------------------------------- driver task
     def driver_task(self, task_id: bytes, state: int) -> None:
@@ -349,7 +432,7 @@ class TaskEventReporter:
         ]
 
     def report_once(self) -> int:
-        """Send what was recorded since the last report; returns how many events went."""
+        """Send what was recorded since the last report; returns how many rows went."""
         batches = self.take()
         if not batches:
             return 0

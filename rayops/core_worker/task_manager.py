@@ -63,13 +63,15 @@ PUSHED = 2  # sent to a worker / the actor
 
 
 class TaskRecord:
-    """One submitted task that has not ended. ``m*`` fields belong to OwnerTaskCounts."""
+    """One submitted task that has not ended. ``m*`` fields belong to OwnerTaskCounts,
+    ``erow`` to task_events.RecordingOwnerCounts."""
 
     __slots__ = (
         "async_actor",
         "cancelled",
         "class_name",
         "deps",
+        "erow",
         "force_cancelled",
         "is_retry",
         "mname",
@@ -105,6 +107,7 @@ class TaskRecord:
         self.mname = ""
         self.is_retry = False
         self.mrow: list[int] | None = None
+        self.erow = -1  # task_events: the number of this attempt's row of events
 
 
 # ------------------------------------------------------------------ instructions

@@ -1,6 +1,6 @@
 """TaskInfoGcsService: the gRPC face of the task-event store, and the state API's actor list.
 
-A thin shell: protobuf events become ``state_messages.TaskEvent``s for ``task_store``, its
+A thin shell: protobuf batches become ``state_messages.ReportTaskEvents`` for ``task_store``, its
 records become ``TaskAttempt`` messages. No decisions here.
 """
 

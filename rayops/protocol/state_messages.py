@@ -1,7 +1,8 @@
 """Framed messages of the state API: task events to the raylet, and what a node holds.
 
 * ``ReportTaskEvents`` (notification, core worker -> its raylet): a batch of task state
-  transitions, with how many the sender dropped since its last batch (its buffer was full);
+  transitions as one row per task attempt, with how many events the sender dropped since its
+  last batch (its buffer was full);
   the raylet forwards them to the GCS (``gcs_task.proto``).
 * ``ListWorkers`` -> ``WorkersReply`` (API server -> raylet): the node's worker processes
   and drivers, from its worker pool.
@@ -24,9 +25,11 @@ from typing import ClassVar
 from rayops.protocol.framed_message import Message
 
 __all__ = [
+    "N_STATES",
     "TASK_ID_LEN",
     "TASK_STATES",
     "TASK_TYPES",
+    "TIME_UNSET",
     "ListReferences",
     "ListStoreObjects",
     "ListWorkers",
@@ -53,8 +56,12 @@ TASK_STATES: tuple[str, ...] = (
     "FINISHED",
     "FAILED",
 )
+N_STATES = len(TASK_STATES)
 TASK_TYPES: tuple[str, ...] = ("NORMAL_TASK", "ACTOR_CREATION_TASK", "ACTOR_TASK", "DRIVER_TASK")
 TASK_ID_LEN = 16  # every task id (rayops.ids.TASK_ID_LEN): batches pack them end to end
+# A row's time slot for a state it did not enter (the largest int64: merging two rows of one
+# attempt is then the smaller time of each slot, ``min``).
+TIME_UNSET = (1 << 63) - 1
 
 
 def pack_times(times: array) -> bytes:  # type: ignore[type-arg]
@@ -76,7 +83,7 @@ def unpack_times(data: bytes) -> array:  # type: ignore[type-arg]
 @dataclass(frozen=True, slots=True)
 class TaskDescriptor:
     """What a task is (name, kind, job, actor, resources, parent); one per distinct value
-    in a batch, which its records point at."""
+    in a batch, which its rows point at."""
 
     name: str
     func_or_class_name: str
@@ -89,7 +96,7 @@ class TaskDescriptor:
 
 @dataclass(frozen=True, slots=True)
 class TaskError:
-    """Why the batch's record ``index`` failed."""
+    """Why the attempt of the batch's row ``index`` failed."""
 
     index: int
     error_type: str  # Ray's ErrorType name
@@ -102,20 +109,22 @@ class ReportTaskEvents(Message):
     (owner, or executor: the process named in ``node_id``/``worker_id``/``worker_pid``).
     No reply; about once a second.
 
-    One *event* per transition, stored as columns (entry ``i`` of each is event ``i``), the
-    wide ones packed into bytes: a batch of thousands costs a few copies to pickle and to
-    convert, where an object per event cost microseconds at every hop and kept the garbage
-    collector busy.
+    One *row* per task attempt the batch saw (not one per transition): a row holds the time
+    the attempt entered each state (``N_STATES`` slots, ``TIME_UNSET`` where it did not in
+    this batch) and the latest of those states. A task whose owner-side transitions all fall
+    in one batch is one row, so the GCS merges it in one step instead of four. Stored as
+    columns (entry ``i`` of each is row ``i``), the wide ones packed into bytes: a batch of
+    thousands costs a few copies to pickle and to convert.
     """
 
     METHOD: ClassVar[str] = "report_task_events"
-    task_ids: bytes  # TASK_ID_LEN bytes per event, end to end
+    task_ids: bytes  # TASK_ID_LEN bytes per row, end to end
     attempts: list[int]
-    states: bytes  # one byte per event: an index into TASK_STATES
-    times_ns: bytes  # wall clock, one little-endian int64 per event (``pack_times``)
-    descriptor: list[int]  # index into ``descriptors``; -1: none with this event
+    states: bytes  # one byte per row: the latest state (index into TASK_STATES) it entered
+    times_ns: bytes  # N_STATES little-endian int64 per row, wall clock (``pack_times``)
+    descriptor: list[int]  # per row, an index into ``descriptors``; -1: none with this row
     descriptors: tuple[TaskDescriptor, ...] = ()
-    errors: tuple[TaskError, ...] = ()  # ``index``: the event that failed the attempt
+    errors: tuple[TaskError, ...] = ()  # ``index``: the row whose attempt failed
     executor: bool = False
     node_id: str = ""
     worker_id: bytes = b""

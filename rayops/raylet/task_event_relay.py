@@ -4,9 +4,10 @@ Core workers do not speak gRPC: each sends ``ReportTaskEvents`` about once a sec
 framed connection it already has to its raylet. The relay converts them to protobuf and
 sends them on with ``AddTaskEventData`` (batches stay columns: a few list copies each), one
 call in flight at a time: what arrives meanwhile waits and goes in the next call, so a node
-sends at most as many calls as the GCS can answer. Bounded: past ``max_pending`` events
-waiting (a slow or absent GCS), new ones are dropped whole and counted per job, and the
-counts travel with the next call that succeeds.
+sends at most as many calls as the GCS can answer. Bounded: past ``max_pending`` rows (one
+per task attempt and batch) waiting (a slow or absent GCS), new batches are dropped whole
+and counted per job (a row as one event), and the counts travel with the next call that
+succeeds.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ __all__ = ["MAX_PENDING_EVENTS", "TaskEventRelay"]
 
 logger = logging.getLogger(__name__)
 
-MAX_PENDING_EVENTS = 100_000  # records waiting for the GCS
+MAX_PENDING_EVENTS = 100_000  # rows waiting for the GCS
 CALL_TIMEOUT_S = 10.0
 
 

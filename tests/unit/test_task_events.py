@@ -1,5 +1,5 @@
-"""Task events on the core worker's side: the bounded buffer, the owner's recording hook,
-the batch as columns, and the settings."""
+"""Task events on the core worker's side: the bounded buffer of rows, the owner's recording
+hook, the batch as columns (one row per attempt), and the settings."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rayops.core_worker.task_events import (
     TaskEventReporter,
     TaskEventSettings,
 )
-from rayops.protocol.state_messages import unpack_times
+from rayops.protocol.state_messages import N_STATES, TIME_UNSET, unpack_times
 from rayops.protocol.task_messages import TaskReply, TaskSpec
 
 
@@ -37,12 +37,19 @@ def spec(i: int, **kw: object) -> TaskSpec:
     )  # fmt: skip
 
 
-def test_a_full_buffer_drops_and_counts_without_blocking() -> None:
+def test_a_full_buffer_drops_new_rows_and_counts_without_blocking() -> None:
     buf = TaskEventBuffer(capacity=3)
-    assert [buf.add(bytes([i]), 0, RUNNING, i, None) for i in range(5)] == [0, 1, 2, -1, -1]
+    assert [buf.add(bytes([i]), 0, RUNNING, i) for i in range(5)] == [0, 1, 2, -1, -1]
+    assert buf.put(1, b"\x01", 0, FINISHED, 9) == 1  # a held row still takes its events
+    assert buf.put(-1, b"\x07", 0, FINISHED, 9) == -1  # one that needs a row is dropped
     taken = buf.take()
-    assert taken.task_ids == [b"\x00", b"\x01", b"\x02"] and taken.dropped == 2
+    assert taken.task_ids == [b"\x00", b"\x01", b"\x02"] and taken.dropped == 3
+    assert list(taken.states) == [RUNNING, FINISHED, RUNNING]
+    assert taken.times[N_STATES + FINISHED] == 9 and taken.times[FINISHED] == TIME_UNSET
     assert len(buf) == 0 and buf.dropped == 0  # the count restarts after each take
+    # rows are numbered on across batches: a number of a row already sent finds nothing
+    assert buf.add(b"\x08", 0, RUNNING, 10) == 3
+    assert buf.put(1, b"\x01", 0, FAILED, 11) == 4 and list(buf.states) == [RUNNING, FAILED]
 
 
 def _reporter() -> TaskEventReporter:
@@ -56,12 +63,15 @@ def test_the_owner_records_each_move_once_with_what_the_task_is_first() -> None:
     machine.submit(s, [], 0, False)
     machine.pushed(s.task_id)
     machine.reply(s, TaskReply("ok", [], [], ("127.0.0.1", 2), 0.0))
-    (batch,) = rep.take()
-    assert not batch.executor and batch.task_ids == s.task_id * 3
-    assert list(batch.states) == [PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER, FINISHED]
+    (batch,) = rep.take()  # one row: the attempt's three events
+    assert not batch.executor and batch.task_ids == s.task_id
+    assert list(batch.states) == [FINISHED]
     times = list(unpack_times(batch.times_ns))
-    assert times == sorted(times) and batch.attempts == [0, 0, 0]
-    assert batch.descriptor == [0, -1, -1]
+    assert len(times) == N_STATES and batch.attempts == [0]
+    moves = [times[st] for st in (PENDING_NODE_ASSIGNMENT, SUBMITTED_TO_WORKER, FINISHED)]
+    assert moves == sorted(moves) and TIME_UNSET not in moves
+    assert times[RUNNING] == times[FAILED] == TIME_UNSET
+    assert batch.descriptor == [0]
     (desc,) = batch.descriptors
     assert (desc.name, desc.type, desc.job_id, desc.required_resources) == (
         "f", "NORMAL_TASK", 3, {"CPU": 1.0}
@@ -97,9 +107,23 @@ def test_a_retry_fails_the_attempt_before_and_starts_the_next() -> None:
     machine.worker_died(s._replace(attempt=1), ConnectionError("gone"))  # none left
     (batch,) = rep.take()
     failed = [a for a, st in zip(batch.attempts, batch.states, strict=True) if st == FAILED]
-    assert sorted(set(failed)) == [0, 1]
+    assert failed == [0, 1]  # a row per attempt, each ended FAILED
     (err,) = batch.errors
     assert err.error_type == "WORKER_DIED" and batch.attempts[err.index] == 1
+
+
+def test_moves_after_a_report_go_in_a_new_row_without_the_descriptor() -> None:
+    rep = _reporter()
+    machine = tm.TaskManager(rep.owner_counts)
+    s = spec(6)
+    machine.submit(s, [], 0, False)
+    (first,) = rep.take()
+    machine.pushed(s.task_id)
+    machine.reply(s, TaskReply("ok", [], [], ("127.0.0.1", 2), 0.0))
+    (second,) = rep.take()
+    assert first.descriptor == [0] and second.descriptor == [-1]
+    assert list(first.states) == [PENDING_NODE_ASSIGNMENT] and list(second.states) == [FINISHED]
+    assert second.task_ids == s.task_id and len(second.descriptors) == 0
 
 
 def test_executor_records_carry_the_process_and_the_error() -> None:
@@ -109,13 +133,29 @@ def test_executor_records_carry_the_process_and_the_error() -> None:
     rep.ended(s, ValueError("boom"))
     rep.ended(spec(4), None)  # a plain success is the owner's to record: nothing here
     (batch,) = rep.take()
-    assert batch.executor and batch.task_ids == s.task_id * 2
-    assert list(batch.states) == [RUNNING, FAILED]
+    assert batch.executor and batch.task_ids == s.task_id  # one row: RUNNING, then FAILED
+    assert list(batch.states) == [FAILED]
+    times = unpack_times(batch.times_ns)
+    assert TIME_UNSET != times[RUNNING] <= times[FAILED] != TIME_UNSET
     assert (batch.node_id, batch.worker_id) == ("node-a", b"w" * 16)
     (err,) = batch.errors
     assert (err.index, err.error_type, err.message) == (
-        1, "TASK_EXECUTION_EXCEPTION", "ValueError: boom"
+        0, "TASK_EXECUTION_EXCEPTION", "ValueError: boom"
     )  # fmt: skip
+
+
+def test_an_executor_error_after_a_report_makes_a_row_of_its_own() -> None:
+    rep = _reporter()
+    s, other = spec(7), spec(8)
+    rep.running(s, "")
+    rep.take()
+    rep.running(other, "")
+    rep.ended(s, RuntimeError("late"))
+    (batch,) = rep.take()
+    assert batch.task_ids == other.task_id + s.task_id
+    assert list(batch.states) == [RUNNING, FAILED]
+    (err,) = batch.errors
+    assert err.index == 1 and err.message == "RuntimeError: late"
 
 
 def test_a_batch_round_trips_through_the_gcs_codec_and_store() -> None:

@@ -1,4 +1,4 @@
-"""The GCS's task-event store as tables: batches of records in, merged attempts out."""
+"""The GCS's task-event store as tables: batches of rows in, merged attempts out."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import pytest
 
 from rayops.gcs.task_store import TaskEventStore, TaskQuery
 from rayops.protocol.state_messages import (
+    N_STATES,
     TASK_ID_LEN,
     TASK_STATES,
+    TIME_UNSET,
     ReportTaskEvents,
     TaskDescriptor,
     TaskError,
@@ -28,20 +30,22 @@ def batch(
     dropped: int = 0,
     job_id: int = 1,
 ) -> ReportTaskEvents:
-    """records: (task id, attempt, {state name: time}, descriptor index): one event per
-    state, the descriptor on the first."""
+    """records: (task id, attempt, {state name: time}, descriptor index): one row each,
+    its state the latest of those it entered."""
     ids: list[bytes] = []
     attempts: list[int] = []
     states = bytearray()
     times: list[int] = []
     desc: list[int] = []
     for tid, att, ts, d in records:
-        for j, (name, t) in enumerate(ts.items()):
-            ids.append(tid.ljust(TASK_ID_LEN, b"\0"))  # ids are 16 bytes; these read short
-            attempts.append(att)
-            states.append(S[name])
-            times.append(t)
-            desc.append(d if j == 0 else -1)
+        ids.append(tid.ljust(TASK_ID_LEN, b"\0"))  # ids are 16 bytes; these read short
+        attempts.append(att)
+        states.append(max(S[name] for name in ts))
+        slots = [TIME_UNSET] * N_STATES
+        for name, t in ts.items():
+            slots[S[name]] = t
+        times.extend(slots)
+        desc.append(d)
     return ReportTaskEvents(
         task_ids=b"".join(ids),
         attempts=attempts,
@@ -162,7 +166,45 @@ def test_max_tasks_must_be_positive() -> None:
         TaskEventStore(max_tasks=0)
 
 
-def test_a_batch_whose_ids_do_not_match_its_events_is_refused() -> None:
-    bad = ReportTaskEvents(b"short", [0], bytes([1]), pack_times(array("q", [1])), [-1])
-    with pytest.raises(ValueError, match="5 bytes of task ids for 1 events"):
-        TaskEventStore().add(bad)
+ROW = pack_times(array("q", [1] * N_STATES))
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (ReportTaskEvents(b"short", [0], bytes([1]), ROW, [-1]), "5 bytes of task ids for 1 rows"),
+        (ReportTaskEvents(b"t" * 16, [0], bytes([1]), ROW[:8], [-1]), "8 bytes of times for 1"),
+        (ReportTaskEvents(b"t" * 16, [], bytes([1]), ROW, [-1]), "0 attempts and 1 descriptor"),
+    ],
+)
+def test_a_batch_whose_columns_do_not_match_its_rows_is_refused(
+    bad: ReportTaskEvents, message: str
+) -> None:
+    store = TaskEventStore()
+    with pytest.raises(ValueError, match=message):
+        store.add(bad)
+    assert len(store) == 0
+
+
+def test_two_rows_of_one_attempt_in_one_batch_merge() -> None:
+    store = TaskEventStore()
+    store.add(
+        batch([(b"t1", 0, {"RUNNING": 30, "FAILED": 50}, -1), (b"t1", 0, {"RUNNING": 25}, -1)])
+    )
+    [rec], _ = store.query(TaskQuery())
+    assert rec.state_name == "FAILED" and rec.ended
+    assert rec.times_ns[S["RUNNING"]] == 25 and rec.times_ns[S["FAILED"]] == 50
+    assert rec.times_ns[S["FINISHED"]] == 0  # never entered
+
+
+def test_one_batch_past_the_bound_evicts_what_ended_first_then_the_oldest() -> None:
+    store = TaskEventStore(max_tasks=3)
+    store.add(batch([(b"r", 0, {"RUNNING": 1}, -1)], executor=True))
+    store.add(batch([(bytes([i]), 0, {"FINISHED": i + 2}, 0) for i in range(4)], descs=(F,)))
+    ids = {r.task_id.rstrip(b"\0") for r in store.query(TaskQuery())[0]}
+    assert ids == {b"r", b"\x02", b"\x03"} and store.evicted_by_job == {1: 2}
+    store.add(batch([(b"s", 0, {"RUNNING": 9}, -1), (b"t", 0, {"RUNNING": 9}, -1)]))
+    ids = {r.task_id.rstrip(b"\0") for r in store.query(TaskQuery())[0]}
+    assert ids == {b"r", b"s", b"t"} and store.num_evicted == 4  # ended ones first
+    store.add(batch([(b"u", 0, {"RUNNING": 9}, -1)]))  # none ended: the oldest, r
+    assert {r.task_id.rstrip(b"\0") for r in store.query(TaskQuery())[0]} == {b"s", b"t", b"u"}
