@@ -68,11 +68,16 @@ class StateApiClient:
             self._headers["Authorization"] = f"Bearer {token}"
 
     def _get(self, path: str, params: list[tuple[str, str]], timeout: float) -> Any:
+        with self.open(path, params, timeout + 5) as resp:
+            return json.loads(resp.read())
+
+    def open(self, path: str, params: list[tuple[str, str]], timeout: float | None) -> Any:
+        """The server's response to ``GET path?params`` (the caller reads and closes it, so
+        a log can stream); a refusal raises naming the path and the server's message."""
         url = self.address + path + ("?" + urlencode(params) if params else "")
         req = urllib.request.Request(url, headers=self._headers)
         try:
-            with urllib.request.urlopen(req, timeout=timeout + 5) as resp:
-                return json.loads(resp.read())
+            return urllib.request.urlopen(req, timeout=timeout)
         except urllib.error.HTTPError as err:
             data = err.read()
             if err.code in (401, 403):
@@ -82,7 +87,8 @@ class StateApiClient:
                     "(RAYOPS_TOKEN_FILE)"
                 ) from err
             try:
-                msg = json.loads(data).get("msg") or data.decode(errors="replace")
+                body = json.loads(data)
+                msg = body.get("msg") or body.get("message") or data.decode(errors="replace")
             except (ValueError, AttributeError):
                 msg = data.decode(errors="replace")
             raise RayStateApiException(f"{path} failed ({err.code}): {msg}") from err

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import codecs
 import json
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-from rayops.dashboard.state_client import RayStateApiException
-from rayops.exceptions import AuthenticationError
+from rayops.dashboard.state_client import RayStateApiException, StateApiClient
 
 __all__ = ["RayStateApiException", "get_log", "list_logs"]
 
@@ -29,29 +25,8 @@ _READ = 64 * 1024
 
 
 def _open(address: str | None, path: str, params: dict[str, Any], timeout: float | None) -> Any:
-    from rayops.dashboard.client import resolve_address, resolve_token
-
-    base = resolve_address(address)
-    token, source = resolve_token()
-    query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-    req = urllib.request.Request(
-        f"{base}{path}?{query}", headers={"Authorization": f"Bearer {token}"}
-    )
-    try:
-        return urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        body = err.read()
-        if err.code in (401, 403):
-            raise AuthenticationError(
-                f"the API server at {base} refused the cluster token from {source}"
-            ) from err
-        try:
-            message = json.loads(body).get("message") or body.decode(errors="replace")
-        except (ValueError, AttributeError):
-            message = body.decode(errors="replace")
-        raise RayStateApiException(message) from err
-    except urllib.error.URLError as err:
-        raise ConnectionError(f"cannot reach the API server at {base}: {err.reason}") from err
+    query = [(k, v) for k, v in params.items() if v is not None]
+    return StateApiClient(address).open(path, query, timeout)
 
 
 def list_logs(
