@@ -42,6 +42,7 @@ __all__ = [
     "actor_event_from_proto",
     "actor_event_to_proto",
     "batch_from_proto",
+    "batch_header",
     "batch_to_proto",
     "cluster_snapshot_from_proto",
     "cluster_snapshot_to_proto",
@@ -418,15 +419,20 @@ CHANNEL_CODECS: dict[str, ChannelCodec] = {
 }
 
 
-def batch_to_proto(batch: Batch) -> gcs_pubsub_pb2.SubscribeBatch:
-    """A pubsub batch of any channel as its stream message."""
-    codec = CHANNEL_CODECS[batch.channel]
-    msg = gcs_pubsub_pb2.SubscribeBatch(
+def batch_header(batch: Batch) -> gcs_pubsub_pb2.SubscribeBatch:
+    """A batch's stream message without its events (channel, epoch, version, kind)."""
+    return gcs_pubsub_pb2.SubscribeBatch(
         channel=batch.channel,
         epoch=batch.epoch,
         version=batch.version,
         is_snapshot=batch.is_snapshot,
     )
+
+
+def batch_to_proto(batch: Batch) -> gcs_pubsub_pb2.SubscribeBatch:
+    """A pubsub batch of any channel as its stream message."""
+    codec = CHANNEL_CODECS[batch.channel]
+    msg = batch_header(batch)
     if batch.is_snapshot:
         getattr(msg, codec.snapshot_field).extend(codec.snapshot_to_proto(batch.snapshot))
     else:

@@ -24,8 +24,13 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from rayops.gcs.actor_events import ActorChanged, ActorSnapshot
-from rayops.gcs.codec import CHANNEL_CODECS, ChannelCodec, actor_event_to_proto, batch_to_proto
+from rayops.gcs.actor_events import ActorSnapshot
+from rayops.gcs.codec import (
+    CHANNEL_CODECS,
+    ChannelCodec,
+    batch_header,
+    batch_to_proto,
+)
 from rayops.gcs.pubsub import (
     ACTORS_CHANNEL,
     JOBS_CHANNEL,
@@ -70,36 +75,20 @@ class _ChannelBatches:
     def batch(self, batch: Batch) -> gcs_pubsub_pb2.SubscribeBatch:
         if batch.is_snapshot:
             return batch_to_proto(batch)
-        msg = gcs_pubsub_pb2.SubscribeBatch(
-            channel=batch.channel, epoch=batch.epoch, version=batch.version
-        )
+        msg = batch_header(batch)
         getattr(msg, self._codec.events_field).extend(self.get(e) for e in batch.events)
         return msg
 
 
-class _ActorBatches:
+class _ActorBatches(_ChannelBatches):
     """The "actors" channel's batches as stream messages (each event converted once, as for
     nodes): a snapshot lists every actor, a keyed batch the changed keys and the missing."""
 
     def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._protos: OrderedDict[int, gcs_pubsub_pb2.ActorEvent] = OrderedDict()
-
-    def get(self, event: ActorChanged) -> gcs_pubsub_pb2.ActorEvent:
-        msg = self._protos.get(event.version)
-        if msg is None:
-            msg = self._protos[event.version] = actor_event_to_proto(event)
-            if len(self._protos) > self._size:
-                self._protos.popitem(last=False)
-        return msg
+        super().__init__(CHANNEL_CODECS[ACTORS_CHANNEL], size)
 
     def batch(self, batch: Batch) -> gcs_pubsub_pb2.SubscribeBatch:
-        msg = gcs_pubsub_pb2.SubscribeBatch(
-            channel=batch.channel,
-            epoch=batch.epoch,
-            version=batch.version,
-            is_snapshot=batch.is_snapshot,
-        )
+        msg = batch_header(batch)
         if batch.is_snapshot:
             assert isinstance(batch.snapshot, ActorSnapshot)
             msg.actor_events.extend(self.get(e) for e in batch.snapshot.actors)
@@ -117,7 +106,7 @@ class PubSubService(gcs_pubsub_pb2_grpc.PubSubGcsServiceServicer):
 
     def __init__(self, publisher: Publisher) -> None:
         self._publisher = publisher
-        self._converters: dict[str, _ChannelBatches | _ActorBatches] = {
+        self._converters: dict[str, _ChannelBatches] = {
             name: _ChannelBatches(codec) for name, codec in CHANNEL_CODECS.items()
         }
         # Keyed batches carry the keys a subscriber added that the table does not hold.
