@@ -28,7 +28,7 @@ from typing import Any
 from rayops.dashboard.models import JobDetails, JobStatus
 from rayops.exceptions import AuthenticationError
 
-__all__ = ["JobSubmissionClient", "resolve_address", "resolve_token"]
+__all__ = ["JobSubmissionClient", "resolve_address", "resolve_token", "token_refused", "with_token"]
 
 _CONNECT_WAIT_S = 10.0  # init() does not wait for the API server; a new client does, briefly
 
@@ -88,6 +88,26 @@ def resolve_token() -> tuple[str, str]:
     return read_token_file(path), path
 
 
+def with_token(headers: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """The request headers, with the cluster token as a Bearer credential unless they carry
+    one (``Authorization`` or Ray's ``x-ray-authorization``), and where the token came from."""
+    out = dict(headers or {})
+    lower = {k.lower() for k in out}
+    if "authorization" in lower or "x-ray-authorization" in lower:
+        return out, "the given headers"
+    token, source = resolve_token()
+    out["Authorization"] = f"Bearer {token}"
+    return out, source
+
+
+def token_refused(address: str, source: str) -> AuthenticationError:
+    """What a client raises when the API server refuses its credential (401/403)."""
+    return AuthenticationError(
+        f"the API server at {address} refused the cluster token from {source}: use the "
+        "token of the cluster you mean to reach (RAYOPS_TOKEN_FILE)"
+    )
+
+
 class JobSubmissionClient:
     """Submit and manage jobs on a rayops cluster's API server (Ray's JobSubmissionClient)."""
 
@@ -111,14 +131,9 @@ class JobSubmissionClient:
                 "HTTP on 127.0.0.1 unless told otherwise"
             )
         self._address = resolve_address(address)
-        self._headers = dict(headers or {})
+        self._headers, self._token_source = with_token(headers)
         self._cookies = dict(cookies or {})
         self._default_metadata = dict(metadata or {})
-        self._token_source = "the given headers"
-        lower = {k.lower() for k in self._headers}
-        if "authorization" not in lower and "x-ray-authorization" not in lower:
-            token, self._token_source = resolve_token()
-            self._headers["Authorization"] = f"Bearer {token}"
         if self._cookies:
             self._headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self._cookies.items())
         self._check_connection()
@@ -147,11 +162,7 @@ class JobSubmissionClient:
         except urllib.error.HTTPError as err:
             data = err.read()
             if err.code in (401, 403):
-                raise AuthenticationError(
-                    f"the API server at {self._address} refused the cluster token from "
-                    f"{self._token_source}: use the token of the cluster you mean to reach "
-                    "(RAYOPS_TOKEN_FILE)"
-                ) from err
+                raise token_refused(self._address, self._token_source) from err
             return err.code, data
 
     def _json(self, method: str, path: str, payload: Any = None) -> Any:
@@ -286,10 +297,7 @@ class JobSubmissionClient:
                 ws = await session.ws_connect(url)
             except aiohttp.WSServerHandshakeError as err:
                 if err.status in (401, 403):
-                    raise AuthenticationError(
-                        f"the API server at {self._address} refused the cluster token from "
-                        f"{self._token_source}"
-                    ) from err
+                    raise token_refused(self._address, self._token_source) from err
                 raise RuntimeError(
                     f"Request failed with status code {err.status}: {err.message}"
                 ) from err

@@ -18,9 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from rayops.dashboard.client import resolve_address, resolve_token
+from rayops.dashboard.client import resolve_address, token_refused, with_token
 from rayops.dashboard.state_query import DEFAULT_LIMIT, DEFAULT_TIMEOUT_S, PREDICATES, ListOptions
-from rayops.exceptions import AuthenticationError
 
 __all__ = ["RayStateApiException", "StateApiClient", "StateRecord", "check_filters"]
 
@@ -60,12 +59,7 @@ def check_filters(filters: Sequence[Any] | None) -> tuple[Filter, ...]:
 class StateApiClient:
     def __init__(self, address: str | None = None, headers: dict[str, str] | None = None) -> None:
         self.address = resolve_address(address)
-        self._headers = dict(headers or {})
-        self._token_source = "the given headers"
-        lower = {k.lower() for k in self._headers}
-        if "authorization" not in lower and "x-ray-authorization" not in lower:
-            token, self._token_source = resolve_token()
-            self._headers["Authorization"] = f"Bearer {token}"
+        self._headers, self._token_source = with_token(headers)
 
     def _get(self, path: str, params: list[tuple[str, str]], timeout: float) -> Any:
         with self.open(path, params, timeout + 5) as resp:
@@ -81,11 +75,7 @@ class StateApiClient:
         except urllib.error.HTTPError as err:
             data = err.read()
             if err.code in (401, 403):
-                raise AuthenticationError(
-                    f"the API server at {self.address} refused the cluster token from "
-                    f"{self._token_source}: use the token of the cluster you mean to reach "
-                    "(RAYOPS_TOKEN_FILE)"
-                ) from err
+                raise token_refused(self.address, self._token_source) from err
             try:
                 body = json.loads(data)
                 msg = body.get("msg") or body.get("message") or data.decode(errors="replace")
