@@ -329,4 +329,13 @@ def _raylet_families(snap: RayletSnapshot, base: tuple[str, str]) -> list[Metric
     )
     restarts.add_metric(list(base), snap.agent_restarts)
     out.append(restarts)
+    # Ray's name and Type label values for workers its memory monitor killed.
+    kills = CounterMetricFamily(
+        "ray_memory_manager_worker_eviction",
+        "Workers the memory monitor killed to relieve memory pressure",
+        labels=[*b, "Type"],
+    )
+    for kind, label in (("task", "TaskEviction"), ("actor", "ActorEviction")):
+        kills.add_metric([*base, f"MemoryManager.{label}.Total"], snap.memory_kills.get(kind, 0))
+    out.append(kills)
     return out

@@ -25,6 +25,7 @@ from rayops import ids, serialization
 from rayops.core_worker import reference_report, threads
 from rayops.core_worker.borrowing import References
 from rayops.core_worker.generators import Generators
+from rayops.core_worker.kill_notices import KillNotices
 from rayops.core_worker.memory_store import MemoryStore
 from rayops.core_worker.metrics_reporter import MetricsReporter
 from rayops.core_worker.object_access import ObjectAccess
@@ -118,6 +119,7 @@ class CoreWorker:
         self._peers: framed.ConnectionPool | None = None  # made once handlers are known
         self._functions: dict[bytes, bytes] = {}
         self.generators = Generators(self)
+        self.kill_notices = KillNotices()
         self._fetching: set[bytes] = set()
         self._delete_q: list[bytes] = []
         self._delete_scheduled = False
@@ -176,6 +178,7 @@ class CoreWorker:
             rm.Logs: lambda conn, m: self._h_logs(conn, m.batch),
             rm.ShowWarning: lambda conn, m: self._h_warning(conn, m.message),
             rm.NodesDead: lambda conn, m: self._h_node_dead(conn, m.node_ids),
+            rm.WorkerKillNotice: self.kill_notices.on_notice,
         }
         host, port = self.raylet_address
         self.raylet = await framed.connect(
@@ -319,6 +322,7 @@ class CoreWorker:
             wm.Hello: lambda conn, m: self._h_hello(conn, m.address),
             rm.ShowWarning: lambda conn, m: self._h_warning(conn, m.message),
             rm.NodesDead: lambda conn, m: self._h_node_dead(conn, m.node_ids),
+            rm.WorkerKillNotice: self.kill_notices.on_notice,
             wm.CancelOwnedTask: lambda conn, m: framed.map_reply(
                 self.tasks.h_cancel_owned_task(conn, m.task_id, m.force, m.recursive),
                 lambda _none: wm.CancelAccepted(),

@@ -106,9 +106,9 @@ class TaskSubmitter:
             sent.add(spec.function_id)
         cw.tasks.pushed(spec.task_id)
         fut = conn.request(wm.PushTask(spec, fn_bytes, lease.instances, lease.lease_id))
-        fut.add_done_callback(lambda f: self._on_done(spec, f))
+        fut.add_done_callback(lambda f: self._on_done(spec, f, lease.worker_id))
 
-    def _on_done(self, spec: TaskSpec, fut: asyncio.Future[Any]) -> None:
+    def _on_done(self, spec: TaskSpec, fut: asyncio.Future[Any], worker_id: bytes) -> None:
         err = fut.exception()
         if err is None:
             reply: TaskReply = fut.result()
@@ -116,7 +116,11 @@ class TaskSubmitter:
             self._cw.tasks.on_reply(spec, reply)
         else:
             out = self._state.on_worker_lost(spec.task_id)
-            self._cw.tasks.on_worker_died(spec, err)
+            oom = self._cw.kill_notices.error_for(worker_id, spec)
+            if oom is None:
+                self._cw.tasks.on_worker_died(spec, err)
+            else:  # the node's memory monitor killed it (and said so first)
+                self._cw.tasks.on_worker_died(spec, oom[0], retry=oom[1])
         self._run(out)
 
     def _request_lease(self, ins: ls.RequestLease) -> None:

@@ -24,7 +24,8 @@ QUEUED      pushed                   PUSHED      a worker (or the actor) has it 
 PUSHED      reply ok / error         ``-``       returns stored (or the generator finished)
 PUSHED      reply error, retryable   QUEUED/ARGS ``retry_exceptions`` matched, retries left
 PUSHED      worker died, retries     QUEUED/ARGS the attempt is lost; the next one starts over
-PUSHED      worker died, none left   ``-``       WorkerCrashedError
+PUSHED      worker died, none left   ``-``       WorkerCrashedError (OutOfMemoryError when
+                                                 the memory monitor killed it)
 ARGS/QUEUED cancel                   ``-``       never ran: dropped, TaskCancelledError now
 PUSHED      cancel, normal task      PUSHED      TaskCancelledError now (the bound a user
                                                  relies on); the worker is told, and the
@@ -335,8 +336,12 @@ class TaskManager:
             return self._end(record, failed=True)
         if record.cancelled:
             return self._fail_record(record, self._cancelled_error(record))
+        oom = isinstance(error, rex.OutOfMemoryError)
         if retry and record.retries_left != 0:
-            return self._retry(record, f"its worker died ({error})")
+            why = "the node's memory monitor killed its worker" if oom else str(error)
+            return self._retry(record, f"its worker died ({why})")
+        if oom:
+            return self._fail_record(record, error)
         return self._fail_record(
             record,
             rex.WorkerCrashedError(

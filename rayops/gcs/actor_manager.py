@@ -167,6 +167,7 @@ class ActorManager:
                     strategy=None,
                     spilled=True,
                     runtime_env=rec.runtime_env,
+                    for_actor=True,
                 )
             )
         except framed.Refused as err:

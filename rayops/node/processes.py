@@ -153,6 +153,7 @@ def start_node(opts: NodeOptions) -> StartedNode:
     from rayops.envs.install_settings import InstallSettings
     from rayops.gcs.package_refs import PackageStoreSettings
     from rayops.node.log_rotation import LogRotationConfig
+    from rayops.raylet.memory_monitor import MemoryConfig
     from rayops.rpc.auth import generate_token, write_token_file
     from rayops.rpc.framed_settings import FramedSettings
 
@@ -162,6 +163,7 @@ def start_node(opts: NodeOptions) -> StartedNode:
     InstallSettings.from_env()
     PackageStoreSettings.from_env()
     TaskEventSettings.from_env()
+    MemoryConfig.from_env()
     # The node's own device list: GPU i of the raylet is device gpu_ids[i] (as in Ray).
     gpu_ids = visible_device_ids(os.environ.get("CUDA_VISIBLE_DEVICES"))
     if opts.num_gpus is not None:

@@ -113,6 +113,8 @@ class RayletSnapshot:
     # Lease request -> grant, by workload type ("Task").
     placement_time_s: Mapping[str, Histogram] = field(default_factory=dict)
     agent_restarts: int = 0
+    # Workers the memory monitor killed, by kind ("task", "actor").
+    memory_kills: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

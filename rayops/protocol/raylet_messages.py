@@ -71,6 +71,8 @@ class RequestLease(Message):
     # the leased worker runs in that env. Refused with RUNTIME_ENV_SETUP_FAILED when the
     # node cannot set it up.
     runtime_env: str = ""
+    # the GCS leases a worker to host an actor: the memory monitor kills task workers first
+    for_actor: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +269,26 @@ class ShowWarning(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerKillNotice(Message):
+    """From a raylet to a lease's owner, just before the memory monitor kills the leased
+    worker (``rayops/raylet/memory_monitor.py``): the owner fails the worker's tasks with
+    ``OutOfMemoryError`` (retried only when ``retriable``) instead of a bare crash. Reply:
+    ``True`` once noted; the raylet kills the worker after the reply or a short timeout."""
+
+    METHOD: ClassVar[str] = "worker_kill_notice"
+    worker_id: bytes
+    node_id: str
+    node_ip: str
+    pid: int
+    worker_rss: int  # bytes
+    used: int  # the node's memory in use, bytes
+    total: int
+    threshold: float
+    top_consumers: str  # a table of the node's biggest processes
+    retriable: bool
+
+
+@dataclass(frozen=True, slots=True)
 class NodesDead(Message):
     """Notification: the GCS declared these nodes dead."""
 
@@ -346,5 +368,6 @@ __all__ = [
     "StoreStats",
     "StoreStatsReply",
     "WorkerBlocked",
+    "WorkerKillNotice",
     "WorkerUnblocked",
 ]

@@ -8,7 +8,7 @@ and to decode, intern and keep on the other, ~40 bytes less per message. Both en
 Codes 240-255 are copyreg's private-use range and 192-239 its third-party range; rayops
 processes only ever unpickle each other's frames, so the two ranges give 64 one-byte codes.
 They are all taken; later classes get two-byte codes (EXT2, 256-65535), handed out in ranges
-(300-319: the state API).
+(300-319: the state API; 350-359: the memory monitor).
 A code is never reused or renumbered (a message class that is retired keeps its code
 reserved here). Registering a code that another module already took for another name
 raises ``ValueError`` at import, so a clash is loud.
@@ -94,7 +94,7 @@ MESSAGE_CODES: dict[type[Message], int] = {
     wm.CancelAccepted: 237,
     rm.PrepareRuntimeEnv: 239,
     # Two-byte codes (pickle's EXT2) in assigned ranges, the one-byte ones being all taken:
-    # 300-319 the state API, 380-399 actor sync lanes.
+    # 300-319 the state API, 350-359 the memory monitor, 380-399 actor sync lanes.
     sm.ReportTaskEvents: 300,
     sm.ListWorkers: 301,
     sm.WorkersReply: 302,
@@ -102,6 +102,7 @@ MESSAGE_CODES: dict[type[Message], int] = {
     sm.StoreObjectsReply: 304,
     sm.ListReferences: 305,
     sm.ReferencesReply: 306,
+    rm.WorkerKillNotice: 350,
     wm.OpenSyncLane: 380,
 }
 # Not messages, but inside them (replies, reports).

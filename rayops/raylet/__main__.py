@@ -9,6 +9,7 @@ import logging
 
 from rayops.node.daemon import setup_logging, signal_ready, watch_parent
 from rayops.node.log_rotation import LogRotationConfig
+from rayops.raylet.memory_monitor import MemoryConfig
 from rayops.raylet.raylet import Raylet, RayletConfig, RayletStartError, install_signal_handlers
 from rayops.raylet.resources import visible_device_ids
 from rayops.rpc import framed
@@ -67,6 +68,7 @@ async def amain(args: argparse.Namespace, log_rotation: LogRotationConfig) -> No
         log_rotation=log_rotation,
         framed=FramedSettings.from_env(),
         runtime_env_install=InstallSettings.from_env(),
+        memory=MemoryConfig.from_env(),
     )
     raylet = Raylet(config)
     try:

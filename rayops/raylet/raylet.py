@@ -40,6 +40,7 @@ from rayops.raylet import state_handlers
 from rayops.raylet.agent_process import AgentProcess, AgentSettings
 from rayops.raylet.bundles import BundleBook, BundleDevices
 from rayops.raylet.cluster_view import ClusterView, follow_gcs
+from rayops.raylet.memory_monitor import GIB, Candidate, KillReport, MemoryConfig, MemoryGuard
 from rayops.raylet.object_manager import ObjectManager
 from rayops.raylet.resources import (
     Allocation,
@@ -99,6 +100,7 @@ class RayletConfig:
     log_rotation: LogRotationConfig = field(default_factory=LogRotationConfig)
     framed: FramedSettings = field(default_factory=FramedSettings)
     runtime_env_install: InstallSettings = field(default_factory=InstallSettings)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
 
 
 @dataclass
@@ -113,6 +115,7 @@ class LeaseRequest:
     created: float = field(default_factory=time.monotonic)
     runtime_env: str = ""  # the wire form its worker runs in
     env_hash: str = ""
+    for_actor: bool = False
 
 
 @dataclass
@@ -123,6 +126,8 @@ class Lease:
     conn: framed.Connection
     blocked: bool = False
     devices: BundleDevices | None = None  # GPUs taken from a placement-group bundle
+    for_actor: bool = False  # the GCS leased it to host an actor
+    granted: float = field(default_factory=time.monotonic)
 
 
 class Raylet:
@@ -160,6 +165,13 @@ class Raylet:
         self.agent: AgentProcess | None = None
         self.session_name = os.path.basename(config.session_dir.rstrip("/"))
         self.placement_time = LatencyRecorder(PLACEMENT_BOUNDS_S)
+        self.memory = MemoryGuard(
+            config.memory,
+            self._memory_candidates,
+            self._tell_owner_of_kill,
+            self._kill_for_memory,
+            lambda worker_id: self.pool is not None and worker_id in self.pool.workers,
+        )
         self.envs = NodeEnvs(
             config.session_dir,
             config.node_id,
@@ -229,6 +241,8 @@ class Raylet:
         for _ in range(prestart):
             self.pool.start_worker()
         self._spawn(self._housekeeping())
+        if self.config.memory.enabled:
+            self._spawn(self.memory.run(self._stopping))
         await self._register_with_gcs()
         self._spawn(self._usage.run(self._stopping))
         self._usage.mark()
@@ -394,16 +408,61 @@ class Raylet:
         logger.info("worker %s pid=%d disconnected", worker_id.hex()[:12], handle.pid)
         # The GCS learns actor deaths from here, not from connections of its own.
         address = f"{handle.address[0]}:{handle.address[1]}" if handle.address else ""
-        self._spawn(self._report_worker_death(worker_id, handle.pid, address))
+        reason = handle.extra.get("death_reason")
+        self._spawn(self._report_worker_death(worker_id, handle.pid, address, reason))
         if handle.lease_id is not None and handle.lease_id in self.leases:
             self._end_lease(self.leases[handle.lease_id], reuse_worker=False)
         self._schedule()
 
-    async def _report_worker_death(self, worker_id: bytes, pid: int, address: str) -> None:
+    # ------------------------------------------------------------ memory monitor
+    def _memory_candidates(self) -> list[Candidate]:
+        return [
+            Candidate(le.worker.worker_id, le.worker.pid, le.conn, le.granted, lid, le.for_actor)
+            for lid, le in self.leases.items()
+        ]
+
+    async def _tell_owner_of_kill(self, report: KillReport) -> None:
+        victim, snap = report.victim, report.snapshot
+        lease = self.leases.get(victim.candidate.lease_id)
+        if lease is None or lease.for_actor:
+            return  # an actor's callers learn the cause from the GCS (its death cause)
+        await lease.conn.request(
+            rm.WorkerKillNotice(
+                worker_id=victim.candidate.worker_id,
+                node_id=self.config.node_id,
+                node_ip=self.config.node_ip,
+                pid=victim.candidate.pid,
+                worker_rss=report.worker_rss,
+                used=snap.used,
+                total=snap.total,
+                threshold=self.config.memory.threshold,
+                top_consumers=report.top,
+                retriable=victim.retriable,
+            )
+        )
+
+    def _kill_for_memory(self, report: KillReport) -> None:
+        cand, snap = report.victim.candidate, report.snapshot
+        lease = self.leases.get(cand.lease_id)
+        if lease is None:
+            return
+        why = (
+            f"was killed by the memory monitor: the node used {snap.used / GIB:.2f}GB of "
+            f"{snap.total / GIB:.2f}GB, above the threshold {self.config.memory.threshold} "
+            f"(the worker used {report.worker_rss / GIB:.2f}GB)"
+        )
+        logger.warning("worker pid %d %s; top memory users:\n%s", cand.pid, why, report.top)
+        lease.worker.extra["death_reason"] = why
+        assert self.pool is not None
+        self.pool.kill(lease.worker)
+
+    async def _report_worker_death(
+        self, worker_id: bytes, pid: int, address: str, reason: str | None = None
+    ) -> None:
         from rayops.gcs.calls import report_worker_death
 
         what = "worker" if worker_id else "driver"
-        reason = f"the {what} process (pid {pid}) exited or was killed"
+        reason = f"the {what} process (pid {pid}) " + (reason or "exited or was killed")
         for attempt in range(5):  # the GCS may be restarting: a few tries, then give up
             if self._gcs is not None:
                 try:
@@ -475,6 +534,7 @@ class Raylet:
             label_selector=selector,
             runtime_env=msg.runtime_env,
             env_hash=self.envs.hash_of(msg.runtime_env) if msg.runtime_env else "",
+            for_actor=msg.for_actor,
         )
         if not spilled:
             decision = self._decide(req, msg.preferred)
@@ -818,6 +878,7 @@ class Raylet:
             store_restored_count=s.restored_count,
             placement_time_s=self.placement_time.snapshot(),
             agent_restarts=self.agent.restarts if self.agent is not None else 0,
+            memory_kills=dict(self.memory.kills),
         )
 
     # --------------------------------------------------------------- scheduling
@@ -881,7 +942,9 @@ class Raylet:
         self.placement_time.observe("Task", time.monotonic() - req.created)
         lease_id = next(self._lease_ids)
         worker.lease_id = lease_id
-        self.leases[lease_id] = Lease(lease_id, worker, alloc, req.conn, devices=devices)
+        self.leases[lease_id] = Lease(
+            lease_id, worker, alloc, req.conn, devices=devices, for_actor=req.for_actor
+        )
         instances = self.resources.assigned_ids(alloc)
         if devices is not None:  # a task in a GPU bundle is told that bundle's devices
             gpus = {"GPU": list(devices.instances)}

@@ -65,6 +65,7 @@ def _snapshot() -> RayletSnapshot:
         store_restored_count=4,
         placement_time_s=rec.snapshot(),
         agent_restarts=2,
+        memory_kills={"task": 3, "actor": 1},
     )
 
 
@@ -110,6 +111,11 @@ def test_node_families_use_rays_names_and_labels() -> None:
     assert _value(got, "ray_component_rss_mb", Component="workers") == 300.0
     assert _value(got, "ray_component_cpu_percentage", Component="raylet") == 3.0
     assert _value(got, "ray_agent_restarts_total") == 2
+    kills = {
+        labels["Type"]: value
+        for name, labels, value in got["ray_memory_manager_worker_eviction_total"]
+    }
+    assert kills == {"MemoryManager.TaskEviction.Total": 3, "MemoryManager.ActorEviction.Total": 1}
 
 
 def test_placement_histogram_is_cumulative() -> None:
