@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -39,6 +40,19 @@ def _temp_dir() -> str:
     return os.environ.get("RAYOPS_TEMP_DIR") or sess.DEFAULT_TEMP_DIR
 
 
+def _session_dir() -> str | None:
+    """The session of the cluster this process is connected to (a driver's or worker's,
+    whatever temp dir it used), else the latest under the temp dir."""
+    from rayops.node import session as sess
+
+    # Looked up, not imported: the launcher uses this client and never loads the runtime.
+    state = sys.modules.get("rayops.core_worker.state")
+    cw = state.current() if state is not None else None
+    if cw is not None and cw.session_dir:
+        return str(cw.session_dir)
+    return sess.latest_session(_temp_dir())
+
+
 def resolve_address(address: str | None) -> str:
     """``http://HOST:PORT`` of the API server to talk to (see the module docstring)."""
     from rayops.node import session as sess
@@ -50,7 +64,7 @@ def resolve_address(address: str | None) -> str:
             address = env
     if not address or address == "auto":
         temp_dir = _temp_dir()
-        session_dir = sess.latest_session(temp_dir)
+        session_dir = _session_dir()
         rec = None
         if session_dir is not None:
             try:
@@ -77,7 +91,7 @@ def resolve_token() -> tuple[str, str]:
 
     path = os.environ.get("RAYOPS_TOKEN_FILE")
     if not path:
-        session_dir = sess.latest_session(_temp_dir())
+        session_dir = _session_dir()
         if session_dir is None:
             raise AuthenticationError(
                 "no cluster token found: set RAYOPS_TOKEN_FILE to a copy (mode 0600) of the "

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,26 +58,52 @@ class NsCluster:
             self.temp_dir("h1"),
         )
         assert r.returncode == 0, r.stderr
-        token = os.path.join(self.temp_dir("h1"), "session_latest", "cluster_token")
+        self.token_file = os.path.join(self.temp_dir("h1"), "session_latest", "cluster_token")
         for host in ("h2", "h3"):
-            ip = self.net.hosts[host].ip
-            r = _in_ns(
-                self.net,
-                host,
-                *cli,
-                "--address",
-                self.gcs,
-                "--token-file",
-                token,
-                "--num-cpus",
-                "1",
-                "--node-ip-address",
-                ip,
-                "--temp-dir",
-                self.temp_dir(host),
-            )
-            assert r.returncode == 0, r.stderr
-        self.token_file = token
+            self.start_worker(host)
+
+    def start_worker(self, host: str) -> None:
+        """Start (or start again, as a new node) the worker node on ``host``."""
+        r = _in_ns(
+            self.net,
+            host,
+            PY,
+            "-m",
+            "rayops.cli.main",
+            "start",
+            "--address",
+            self.gcs,
+            "--token-file",
+            self.token_file,
+            "--num-cpus",
+            "1",
+            "--node-ip-address",
+            self.net.hosts[host].ip,
+            "--temp-dir",
+            self.temp_dir(host),
+        )
+        assert r.returncode == 0, r.stderr
+
+    def restart_node(self, host: str) -> None:
+        """After its raylet died: stop what is left of the node and start it again."""
+        _in_ns(
+            self.net, host, PY, "-m", "rayops.cli.main", "stop", "--temp-dir", self.temp_dir(host)
+        )
+        self.start_worker(host)
+
+    def wait_nodes(self, alive: int, timeout: float = 60.0) -> None:
+        """Wait until ``alive`` nodes are ALIVE (bounded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                n = sum(1 for node in self.status() if node["state"] == "ALIVE")
+            except AssertionError:
+                n = -1  # the GCS is restarting
+            if n >= alive:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{n} of {alive} nodes alive after {timeout:.0f}s")
+            time.sleep(0.5)
 
     def status(self) -> list[dict[str, Any]]:
         r = subprocess.run(

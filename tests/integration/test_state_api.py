@@ -320,3 +320,15 @@ def test_a_bad_setting_fails_init_naming_it(monkeypatch: pytest.MonkeyPatch) -> 
     )  # fmt: skip
     assert out.returncode != 0
     assert "RAYOPS_TASK_EVENTS_REPORT_INTERVAL_MS must be an integer >= 0" in out.stderr
+
+
+def test_a_connected_driver_finds_its_own_cluster_without_address_or_token_file(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cluster lives under a test temp dir, not the default one: with neither an address
+    # nor RAYOPS_TOKEN_FILE, the SDK must use the session this driver is connected to.
+    monkeypatch.delenv("RAYOPS_TOKEN_FILE", raising=False)
+    monkeypatch.delenv("RAYOPS_TEMP_DIR", raising=False)
+    monkeypatch.delenv("RAYOPS_API_SERVER_ADDRESS", raising=False)
+    rows = state.list_nodes()
+    assert len(rows) == 2
