@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from typing import Any
 
 import pytest
 
 from rayops.core_worker.kill_notices import KillNotices
+from rayops.core_worker.threads import IO_THREAD_NAME
 from rayops.protocol import raylet_messages as rm
 from rayops.protocol.task_messages import TaskSpec
 from rayops.raylet.memory_monitor import (
@@ -218,8 +221,31 @@ def _spec() -> TaskSpec:
     return TaskSpec(b"t" * 24, 1, "hog", b"f", (), (), 1, (b"r",), ("127.0.0.1", 1), {})
 
 
+def _on_io_thread(fn: Any) -> Any:
+    """Run ``fn`` on a thread named as the core worker's IO thread (its methods assert it)."""
+    out: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as err:  # re-raised on the test's thread
+            errors.append(err)
+
+    t = threading.Thread(target=run, name=IO_THREAD_NAME)
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
+    return out[0]
+
+
 @pytest.mark.parametrize("retriable", [True, False])
 def test_owner_turns_a_notice_into_out_of_memory_error(retriable: bool) -> None:
+    _on_io_thread(lambda: _check_notice(retriable))
+
+
+def _check_notice(retriable: bool) -> None:
     notices = KillNotices()
     assert notices.error_for(b"w1", _spec()) is None
     assert notices.on_notice(None, _notice(retriable)) is True
