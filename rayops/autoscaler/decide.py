@@ -148,7 +148,8 @@ def decide(
     now: float,
 ) -> Decision:
     """What to launch and terminate now; see the module docstring for the rules."""
-    space = _space_of(demand, config, nodes)
+    queued = _group_tasks(demand)
+    space = _space_of(demand, queued, config, nodes)
     leaving = {i.instance_id for i in instances.values() if i.state == "terminating"}
     live = [n for n in nodes if n.instance_id is None or n.instance_id not in leaving]
     joined = {n.instance_id for n in nodes if n.instance_id is not None}
@@ -193,9 +194,8 @@ def decide(
     spread_groups: list[BundleDemand] = []
     for g in demand.groups:
         _group_demand(g, space, work, spread_groups)
-    for t in demand.tasks:
-        if t.count > 0:
-            _add(work, (space.vec(t.shape), tuple(t.label_selector)), t.count)
+    for (items, selector), count in queued.items():
+        _add(work, (space.vec(dict(items)), selector), count)
     unplaced: dict[Key, int] = {}
     for gi, g in enumerate(spread_groups):
         _strict_spread(gi, g, space, free, types, live, budget, cooling, infeasible, unplaced, keep)
@@ -217,10 +217,27 @@ def decide(
     )
 
 
-def _space_of(demand: Demand, config: AutoscalerConfig, nodes: Sequence[NodeView]) -> _Space:
-    names: set[str] = set()
+def _group_tasks(
+    demand: Demand,
+) -> dict[tuple[tuple[tuple[str, float], ...], LabelSelector], int]:
+    """Queued tasks and actors by shape and selector (one pass; all later work is per kind)."""
+    out: dict[tuple[tuple[tuple[str, float], ...], LabelSelector], int] = {}
     for t in demand.tasks:
-        names.update(k for k, v in t.shape.items() if v > 0)
+        if t.count > 0:
+            key = (tuple(sorted(t.shape.items())), tuple(t.label_selector))
+            out[key] = out.get(key, 0) + t.count
+    return out
+
+
+def _space_of(
+    demand: Demand,
+    queued: Mapping[tuple[tuple[tuple[str, float], ...], LabelSelector], int],
+    config: AutoscalerConfig,
+    nodes: Sequence[NodeView],
+) -> _Space:
+    names: set[str] = set()
+    for items, _ in queued:
+        names.update(k for k, v in items if v > 0)
     for g in demand.groups:
         for b in g.bundles:
             names.update(k for k, v in b.items() if v > 0)
@@ -291,10 +308,13 @@ def _bins(
     space: _Space, members: Iterable[tuple[str, str, Shape, Mapping[str, str]]]
 ) -> list[_Bin]:
     """Group nodes with the same projected capacity, labels and type."""
-    grouped: dict[tuple[Vec, tuple[tuple[str, str], ...], str], _Bin] = {}
+    grouped: dict[tuple[Vec, int, str], _Bin] = {}
+    label_ids: dict[tuple[tuple[str, str], ...], int] = {}
+    names = space.names
     for node_id, node_type, capacity, labels in members:
-        vec = tuple(space.project(capacity))
-        key = (vec, tuple(sorted(labels.items())), node_type)
+        vec = tuple([float(capacity.get(n, 0.0)) for n in names])
+        lkey = tuple(sorted(labels.items())) if labels else ()
+        key = (vec, label_ids.setdefault(lkey, len(label_ids)), node_type)
         b = grouped.get(key)
         if b is None:
             grouped[key] = _Bin(list(vec), labels, [node_id], node_type)
