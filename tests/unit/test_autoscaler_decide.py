@@ -333,3 +333,27 @@ def test_grouping_many_identical_shapes_gives_the_grouped_answer() -> None:
     cfg = config(max_workers=100, upscaling_speed=100.0)
     assert decide(many, [head()], {}, cfg, 0.0).launch == decide(one, [head()], {}, cfg, 0.0).launch
     assert dict(decide(one, [head()], {}, cfg, 0.0).launch) == {"cpu": 10}
+
+
+def test_thousands_of_different_shapes_are_rounded_to_a_grid_and_pack_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import rayops.autoscaler.decide as decide_module
+
+    cfg = config(
+        {**TYPES, "cpu": NodeTypeConfig("cpu", {"CPU": 4}), "big": TYPES["big"]},
+        max_workers=1000,
+        upscaling_speed=1000.0,
+    )
+    shapes = Demand(
+        tasks=(
+            *(ResourceDemand({"CPU": 0.5 + k * 1e-6}) for k in range(400)),
+            ResourceDemand({"CPU": 3.99}),
+            ResourceDemand({"TPU": 1}),
+        )
+    )
+    rounded = decide(shapes, [head()], {}, cfg, 0.0)
+    monkeypatch.setattr(decide_module, "COARSEN_ABOVE", 10**9)
+    exact = decide(shapes, [head()], {}, cfg, 0.0)
+    assert rounded.launch == exact.launch and sum(exact.launch.values()) > 0
+    assert [i.shape for i in rounded.infeasible] == [{"TPU": 1.0}]
