@@ -153,38 +153,19 @@ def decide(
     """What to launch and terminate now; see the module docstring for the rules."""
     queued = _group_tasks(demand)
     space = _space_of(demand, queued, config, nodes)
-    leaving = {i.instance_id for i in instances.values() if i.state == "terminating"}
-    live = [n for n in nodes if n.instance_id is None or n.instance_id not in leaving]
-    joined = {n.instance_id for n in nodes if n.instance_id is not None}
-    pending = sorted(
-        (
-            i
-            for i in instances.values()
-            if i.state in PENDING_STATES and i.instance_id not in joined
-        ),
-        key=lambda i: i.instance_id,
-    )
-    budget, cooling = _budget(config, live, pending, now, instances)
     types = config.node_types
+    live, pending = _live_and_pending(nodes, instances)
+    budget, cooling = _budget(config, live, pending, now, instances)
+    feasible = _Feasibility(space, types, live)
+    infeasible: list[Infeasible] = []
     keep: set[str] = set()  # live nodes the floor or pending demand will use
 
-    # 1. min_workers
-    new_nodes: list[tuple[str, int]] = []
-    workers = _count_workers(live, pending)
-    for name in sorted(types):
-        short = types[name].min_workers - workers.get(name, 0)
-        n = min(short, budget.room(name)) if short > 0 else 0
-        if n > 0:
-            budget.take(name, n)
-            new_nodes.append((name, n))
-
-    # 2. request_resources: a floor on the totals
+    # 1. min_workers, 2. the request_resources floor (on totals)
+    new_nodes = _min_workers(types, _count_workers(live, pending), budget)
     floor: dict[Key, int] = {}
     for req in demand.requests:
         for bundle in req.bundles:
             _add(floor, (space.vec(bundle), ()), 1)
-    feasible = _Feasibility(space, types, live)
-    infeasible: list[Infeasible] = []
     floor = _coarsen(_drop_infeasible(floor, feasible, infeasible), space, feasible)
     totals = _bins(space, ((n.node_id, n.node_type, n.total, n.labels) for n in live))
     totals += _coming_bins(space, types, pending, new_nodes)
@@ -207,20 +188,45 @@ def decide(
             gi, g, space, free, types, feasible, budget, cooling, infeasible, unplaced, keep
         )
     left = _first_fit(work, free, keep, space)
-    pending_demand = dict(left)
+    waiting = dict(left)
     for key, n in unplaced.items():
-        _add(pending_demand, key, n)
+        _add(waiting, key, n)
     _pack_new(left, space, types, budget, cooling)
 
     return Decision(
         launch={t: n for t, n in sorted(budget.launch.items()) if n > 0},
         terminate=_idle(live, instances, config, keep),
         infeasible=tuple(infeasible),
-        pending=tuple(
-            (space.shape(k[0]), n) for k, n in sorted(pending_demand.items(), key=_in_order)
-        ),
+        pending=tuple((space.shape(k[0]), n) for k, n in sorted(waiting.items(), key=_in_order)),
         cooling=cooling,
     )
+
+
+def _live_and_pending(
+    nodes: Sequence[NodeView], instances: Mapping[str, Instance]
+) -> tuple[list[NodeView], list[Instance]]:
+    """The nodes that count (not those on their way out) and the records whose node is
+    still to come (not those whose node already joined)."""
+    leaving = {i.instance_id for i in instances.values() if i.state == "terminating"}
+    live = [n for n in nodes if n.instance_id is None or n.instance_id not in leaving]
+    joined = {n.instance_id for n in nodes if n.instance_id is not None}
+    pending = [
+        i for i in instances.values() if i.state in PENDING_STATES and i.instance_id not in joined
+    ]
+    return live, sorted(pending, key=lambda i: i.instance_id)
+
+
+def _min_workers(
+    types: Mapping[str, NodeTypeConfig], workers: Mapping[str, int], budget: _Budget
+) -> list[tuple[str, int]]:
+    new_nodes = []
+    for name in sorted(types):
+        short = types[name].min_workers - workers.get(name, 0)
+        n = min(short, budget.room(name)) if short > 0 else 0
+        if n > 0:
+            budget.take(name, n)
+            new_nodes.append((name, n))
+    return new_nodes
 
 
 def _group_tasks(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from rayops.autoscaler.decide import decide
+from rayops.autoscaler.instance_table import from_json, to_json
 from rayops.autoscaler.instances import (
     Action,
     Instance,
@@ -22,10 +23,8 @@ from rayops.autoscaler.instances import (
     TerminateNodes,
     TerminateRequested,
     Tick,
-    from_json,
     observe,
     reconcile_all,
-    to_json,
 )
 from rayops.autoscaler.types import (
     AutoscalerConfig,
