@@ -4,8 +4,8 @@ in, typed actions out.
 Pure: no I/O, no clock (every event carries ``now``). The head-side shell feeds it what it
 saw (the decision's launches and terminations, the provider's machines and errors, rayops
 nodes registering, provisioning results, ticks), carries the actions out, and stores the
-table (``instance_table.to_json``/``from_json``) in the GCS after every change, so a
-restarted autoscaler resumes the same records instead of launching again.
+table (``to_json``/``from_json``) in the GCS after every change, so a restarted autoscaler
+resumes the same records instead of launching again.
 
 States and their edges (the table ``TRANSITIONS`` is the reference; each edge says why):
 
@@ -30,9 +30,10 @@ change nothing; events naming an unknown record produce a ``Report``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from rayops.providers.base import CloudInstance, ProviderError
 
@@ -64,10 +65,12 @@ __all__ = [
     "TerminateNodes",
     "TerminateRequested",
     "Tick",
+    "from_json",
     "observe",
     "pending_counts",
     "reconcile",
     "reconcile_all",
+    "to_json",
 ]
 
 State = Literal[
@@ -708,3 +711,78 @@ def pending_counts(instances: Mapping[str, Instance]) -> dict[str, int]:
         if inst.state in PENDING_STATES:
             out[inst.node_type] = out.get(inst.node_type, 0) + 1
     return out
+
+
+# --- JSON --------------------------------------------------------------------------------
+
+_FORMAT = 1
+
+
+def to_json(instances: Mapping[str, Instance]) -> str:
+    """The table as JSON (what the shell stores in the GCS KV)."""
+    rows = [asdict(inst) for _, inst in sorted(instances.items())]
+    return json.dumps({"format": _FORMAT, "instances": rows}, sort_keys=True)
+
+
+def from_json(text: str | bytes) -> dict[str, Instance]:
+    """The table ``to_json`` wrote; ValueError naming the record and key when it is not."""
+    try:
+        doc = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"instance table: not JSON ({err})") from err
+    if not isinstance(doc, dict) or doc.get("format") != _FORMAT:
+        raise ValueError(
+            f"instance table: expected an object with format {_FORMAT}, found {str(doc)[:80]!r}"
+        )
+    rows = doc.get("instances")
+    if not isinstance(rows, list):
+        raise ValueError("instance table: 'instances' must be a list")
+    table: dict[str, Instance] = {}
+    for n, row in enumerate(rows):
+        inst = _instance_from(row, f"instance table: instances[{n}]")
+        table[inst.instance_id] = inst
+    return table
+
+
+_FIELDS = {
+    "instance_id": str,
+    "node_type": str,
+    "state": str,
+    "request_id": str,
+    "since": float,
+    "cloud_id": str,
+    "ip": str,
+    "node_id": str,
+    "attempt": int,
+    "due_at": float,
+    "causes": list,
+    "reason": str,
+    "end_state": str,
+}
+
+
+def _instance_from(row: object, where: str) -> Instance:
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected an object, found {type(row).__name__}")
+    unknown = set(row) - set(_FIELDS)
+    missing = set(_FIELDS) - set(row)
+    if unknown or missing:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+    for key, kind in _FIELDS.items():
+        ok = isinstance(row[key], (int, float) if kind is float else kind)
+        if not ok or (kind is not float and isinstance(row[key], bool)):
+            raise ValueError(f"{where}.{key}: expected {kind.__name__}, found {row[key]!r}")
+    for key in ("state", "end_state"):
+        if row[key] not in STATES:
+            raise ValueError(f"{where}.{key}: expected one of {STATES}, found {row[key]!r}")
+    causes = []
+    for k, c in enumerate(row["causes"]):
+        if not (isinstance(c, dict) and set(c) == {"at", "cause", "attempt"}):
+            raise ValueError(f"{where}.causes[{k}]: expected {{at, cause, attempt}}, found {c!r}")
+        causes.append(Failure(float(c["at"]), str(c["cause"]), int(c["attempt"])))
+    return Instance(
+        **{k: row[k] for k in _FIELDS if k not in ("causes", "state", "end_state")},
+        state=cast(State, row["state"]),
+        end_state=cast(State, row["end_state"]),
+        causes=tuple(causes),
+    )

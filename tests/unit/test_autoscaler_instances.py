@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from rayops.autoscaler.instance_table import from_json, to_json
 from rayops.autoscaler.instances import (
     STATES,
     TRANSITIONS,
@@ -29,10 +28,12 @@ from rayops.autoscaler.instances import (
     TerminateNodes,
     TerminateRequested,
     Tick,
+    from_json,
     observe,
     pending_counts,
     reconcile,
     reconcile_all,
+    to_json,
 )
 from rayops.autoscaler.types import AutoscalerConfig, NodeTypeConfig
 from rayops.providers.base import TAG_ROLE, CloudInstance, ProviderError

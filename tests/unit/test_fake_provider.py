@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 
 from rayops.autoscaler.decide import decide
-from rayops.autoscaler.instance_table import from_json, to_json
 from rayops.autoscaler.instances import (
     Action,
     Instance,
@@ -23,8 +22,10 @@ from rayops.autoscaler.instances import (
     TerminateNodes,
     TerminateRequested,
     Tick,
+    from_json,
     observe,
     reconcile_all,
+    to_json,
 )
 from rayops.autoscaler.types import (
     AutoscalerConfig,
