@@ -81,7 +81,7 @@ class Cluster:
             self.spec.head_node_type,
             self.spec.worker_node_type(),
         )
-        nodes = provider.non_terminated_nodes()
+        nodes = provider.non_terminated().values()
         return {n.internal_ip: n.role for n in sorted(nodes, key=lambda n: n.role != "head")}
 
     def resolve(self, node: str) -> list[str]:
