@@ -55,7 +55,7 @@ from rayops.providers.base import (
 if TYPE_CHECKING:
     from rayops.launcher.spec import ClusterSpec
 
-__all__ = ["AwsNodeProvider", "merge_view"]
+__all__ = ["AwsNodeProvider", "RecentLaunch", "merge_view"]
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _boto3() -> Any:
 
 
 @dataclass(frozen=True)
-class _Recent:
+class RecentLaunch:
     """What this provider did itself, to correct an EC2 listing that lags behind it."""
 
     instance: CloudInstance | None  # launched: as RunInstances returned it
@@ -97,7 +97,7 @@ class _Recent:
 
 def merge_view(
     listed: Mapping[str, tuple[CloudInstance, str]],
-    launched: Mapping[str, _Recent],
+    launched: Mapping[str, RecentLaunch],
     terminated: Mapping[str, float],
     now: float,
     window_s: float,
@@ -140,6 +140,7 @@ class AwsNodeProvider(NodeProvider):
         max_attempts: int = 5,
         consistency_window_s: float = 120.0,
         clock: Callable[[], float] = time.time,
+        session: Any = None,
     ) -> None:
         problems = [
             f"available_node_types.{name}.node_config.{'.'.join(map(str, path))}: {message}"
@@ -156,7 +157,9 @@ class AwsNodeProvider(NodeProvider):
         self._zones = list(availability_zones)
         self._clock = clock
         self._window_s = consistency_window_s
-        self._ec2 = boto3.session.Session().client(
+        # A boto3 Session may be shared (making a client on a new one loads EC2's API model,
+        # ~0.5 s); its credentials come from boto3's usual chain.
+        self._ec2 = (session or boto3.session.Session()).client(
             "ec2",
             region_name=region,
             endpoint_url=endpoint_url,
@@ -169,13 +172,13 @@ class AwsNodeProvider(NodeProvider):
         self._lock = threading.Lock()
         self._errors: list[ProviderError] = []
         self._requests: dict[str, list[str]] = {}  # request id -> instance ids (this process)
-        self._launched: dict[str, _Recent] = {}
+        self._launched: dict[str, RecentLaunch] = {}
         self._terminated: dict[str, float] = {}
 
     @classmethod
     def from_spec(cls, spec: ClusterSpec, **options: Any) -> AwsNodeProvider:
         """The provider a cluster spec describes; ``options`` are this class's keywords
-        (``endpoint_url``, ``max_attempts``, ``consistency_window_s``, ``clock``)."""
+        (``endpoint_url``, ``max_attempts``, ``consistency_window_s``, ``clock``, ``session``)."""
         p = spec.provider
         zones = [z.strip() for z in (p.availability_zone or "").split(",") if z.strip()]
         kwargs: dict[str, Any] = {"availability_zones": zones, "endpoint_url": p.endpoint_url}
@@ -353,7 +356,7 @@ class AwsNodeProvider(NodeProvider):
             now = self._clock()
             instances = [_cloud_instance(raw) for raw in reply.get("Instances", [])]
             for inst in instances:
-                self._launched[inst.node_id] = _Recent(inst, now)
+                self._launched[inst.node_id] = RecentLaunch(inst, now)
             log.info(
                 "launch %s: %d x %s (%s) -> %s",
                 request_id,
