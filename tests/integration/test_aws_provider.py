@@ -279,3 +279,88 @@ def test_credentials_stay_fake(moto: MotoEc2) -> None:
     assert os.environ["AWS_ACCESS_KEY_ID"] == "testing"
     assert os.environ["AWS_EC2_METADATA_DISABLED"] == "true"
     assert moto.endpoint_url.startswith("http://127.0.0.1:")
+
+
+# ---- A restarted autoscaler: A's reconciler with this provider, killed and rebuilt ----------
+
+
+def carry_out(p: AwsNodeProvider, actions: list[Any]) -> list[Any]:
+    """The shell's part for these tests: provider calls; provisioning is not under test here
+    (the Provision actions are returned)."""
+    from rayops.autoscaler.instances import LaunchNodes, Provision, TerminateNodes
+
+    provisions = []
+    for action in actions:
+        if isinstance(action, LaunchNodes):
+            p.launch(action.node_type, action.count, action.request_id)
+        elif isinstance(action, TerminateNodes):
+            p.terminate(action.ids, action.request_id)
+        elif isinstance(action, Provision):
+            provisions.append(action)
+    assert p.poll_errors() == []
+    return provisions
+
+
+def test_a_restarted_autoscaler_resumes_from_its_table_and_ec2_without_launching_twice(
+    moto: MotoEc2, ec2: Any, configs: dict[str, Any]
+) -> None:
+    from rayops.autoscaler.instances import (
+        LaunchNodes,
+        LaunchRequested,
+        Resume,
+        TerminateNodes,
+        TerminateRequested,
+        from_json,
+        observe,
+        reconcile,
+        reconcile_all,
+        to_json,
+    )
+
+    cluster, now = "c-restart", 1000.0
+    # 1. The autoscaler decides 2 cpu nodes, stores its table, calls launch, and dies before
+    #    it ever lists EC2 (the records have no machine yet).
+    p = provider(moto, cluster, configs)
+    table, actions = reconcile({}, LaunchRequested("cpu", 2, "req-r1", now))
+    stored = to_json(table)
+    carry_out(p, actions)
+    assert len(tagged(ec2, TAG_REQUEST, "req-r1")) == 2
+    del p, table
+
+    # 2. A new autoscaler: the JSON table and EC2's tags are all it has. Resume repeats the
+    #    launch (same request id) and the provider answers it from EC2: nothing new.
+    p = provider(moto, cluster, configs)
+    table = from_json(stored)
+    table, actions = reconcile(table, Resume(now + 5))
+    assert [a for a in actions if isinstance(a, LaunchNodes)] == [LaunchNodes("cpu", 2, "req-r1")]
+    carry_out(p, actions)
+    assert len(tagged(ec2, TAG_REQUEST, "req-r1")) == 2, "the restarted autoscaler launched twice"
+
+    # 3. Listing EC2 binds both machines to their records (by request id and type): both go
+    #    to provisioning with their addresses, none is "adopted" as unknown.
+    cloud = p.non_terminated()
+    table, actions = reconcile_all(table, observe(table, cloud, now + 6))
+    provisions = carry_out(p, actions)
+    assert {r.cloud_id for r in table.values()} == set(cloud)
+    assert {r.state for r in table.values()} == {"provisioning"}
+    assert not [iid for iid in table if iid.startswith("adopted/")]
+    assert {a.ip for a in provisions} == {c.internal_ip for c in cloud.values()}
+
+    # 4. Terminate one; the autoscaler dies again before the call is made. The next one
+    #    repeats the terminate from its table, and the machine goes exactly once.
+    victim = sorted(table)[0]
+    table, actions = reconcile(table, TerminateRequested(victim, "idle", now + 10))
+    stored = to_json(table)
+    del p, table
+    p = provider(moto, cluster, configs)
+    table = from_json(stored)
+    table, actions = reconcile(table, Resume(now + 11))
+    assert any(isinstance(a, TerminateNodes) for a in actions)
+    assert not any(isinstance(a, LaunchNodes) for a in actions)
+    carry_out(p, actions)
+    table, actions = reconcile_all(table, observe(table, p.non_terminated(), now + 12))
+    carry_out(p, actions)
+    assert table[victim].state == "terminated"
+    (survivor,) = (r for r in table.values() if r.state != "terminated")
+    assert set(p.non_terminated()) == {survivor.cloud_id}
+    assert len(tagged(ec2, TAG_REQUEST, "req-r1")) == 2  # still the first two machines
