@@ -127,7 +127,15 @@ def merge_view(
 
 
 class AwsNodeProvider(NodeProvider):
-    """EC2 instances of one cluster. See the module docstring for the guarantees."""
+    """EC2 instances of one cluster. See the module docstring for the guarantees.
+
+    ``node_configs``: each node type's node_config (checked: ``RayOpsConfigError`` naming the
+    key). ``availability_zones``: tried in turn for node types that name no subnet.
+    ``max_attempts``: tries per EC2 call, the first included (botocore's ``standard`` retry
+    mode backs off exponentially on throttling and transient errors).
+    ``consistency_window_s``: how long the provider's own launches and terminations correct
+    EC2's listing. ``session``: a boto3 Session to share (default: a new one).
+    """
 
     def __init__(
         self,
@@ -164,7 +172,7 @@ class AwsNodeProvider(NodeProvider):
             region_name=region,
             endpoint_url=endpoint_url,
             config=Config(
-                retries={"max_attempts": max_attempts, "mode": "standard"},
+                retries={"total_max_attempts": max_attempts, "mode": "standard"},
                 connect_timeout=10,
                 read_timeout=60,
             ),

@@ -95,9 +95,10 @@ class MotoEc2:
 
     def _stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
+            # moto keeps its state in memory only: nothing to lose by not waiting long.
             self._proc.terminate()
             try:
-                self._proc.wait(timeout=10)
+                self._proc.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()

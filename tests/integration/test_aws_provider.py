@@ -223,7 +223,9 @@ def test_an_unreachable_endpoint_is_an_error_value_not_a_crash(configs: dict[str
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    p = AwsNodeProvider("c-dead", REGION, configs, endpoint_url=dead, max_attempts=1)
+    p = AwsNodeProvider(
+        "c-dead", REGION, configs, endpoint_url=dead, max_attempts=1, session=shared_session()
+    )
     p.launch("cpu", 1, "req-1")
     p.terminate(["i-0123456789abcdef0"], "term-1")
     launch_err, terminate_err = p.poll_errors()
@@ -364,3 +366,51 @@ def test_a_restarted_autoscaler_resumes_from_its_table_and_ec2_without_launching
     (survivor,) = (r for r in table.values() if r.state != "terminated")
     assert set(p.non_terminated()) == {survivor.cloud_id}
     assert len(tagged(ec2, TAG_REQUEST, "req-r1")) == 2  # still the first two machines
+
+
+def test_throttling_is_retried_by_botocore_then_reported_as_a_value(
+    moto: MotoEc2, configs: dict[str, Any]
+) -> None:
+    """A loopback HTTP server that answers every EC2 call as a throttled one (moto has no
+    throttling of its own): botocore retries it, then the launch fails as a value."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    calls: list[str] = []
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error>'
+        b"<Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>"
+        b"</Error></Errors><RequestID>r-1</RequestID></Response>"
+    )
+
+    class Throttled(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            calls.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Throttled)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        p = AwsNodeProvider(
+            "c-throttled",
+            REGION,
+            configs,
+            endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
+            max_attempts=2,
+            session=shared_session(),
+        )
+        p.launch("cpu", 1, "req-1")
+        (err,) = p.poll_errors()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert len(calls) == 2, "botocore did not retry the throttled call"
+    assert "RequestLimitExceeded" in err.cause and "throttled by EC2" in err.cause
