@@ -90,7 +90,7 @@ class ProviderSpec(_Model):
     region: str | None = Field(default=None, description="the AWS region, e.g. 'us-west-2'")
     availability_zone: str | None = Field(
         default=None,
-        description="comma-separated zones to launch in when node_config names no subnet",
+        description="comma-separated zones to launch in (SubnetIds elsewhere are not used)",
     )
     cache_stopped_nodes: bool | None = Field(
         default=None, description="false (rayops terminates EC2 instances, never stops them)"

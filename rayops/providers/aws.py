@@ -130,7 +130,8 @@ class AwsNodeProvider(NodeProvider):
     """EC2 instances of one cluster. See the module docstring for the guarantees.
 
     ``node_configs``: each node type's node_config (checked: ``RayOpsConfigError`` naming the
-    key). ``availability_zones``: tried in turn for node types that name no subnet.
+    key). ``availability_zones``: tried in turn for node types that name no subnet; for those
+    that do, only their subnets in these zones are used.
     ``max_attempts``: tries per EC2 call, the first included (botocore's ``standard`` retry
     mode backs off exponentially on throttling and transient errors).
     ``consistency_window_s``: how long the provider's own launches and terminations correct
@@ -182,6 +183,7 @@ class AwsNodeProvider(NodeProvider):
         self._requests: dict[str, list[str]] = {}  # request id -> instance ids (this process)
         self._launched: dict[str, RecentLaunch] = {}
         self._terminated: dict[str, float] = {}
+        self._subnet_zones: dict[str, str] = {}  # subnet id -> its availability zone
 
     @classmethod
     def from_spec(cls, spec: ClusterSpec, **options: Any) -> AwsNodeProvider:
@@ -335,10 +337,12 @@ class AwsNodeProvider(NodeProvider):
             TAG_REQUEST: request_id,
         }
         if any(
-            t.get("Key") == "Name" for s in config.get("TagSpecifications", []) for t in s["Tags"]
+            t.get("Key") == "Name"
+            for s in config.get("TagSpecifications", [])
+            for t in s.get("Tags", [])
         ):
             del tags["Name"]
-        placements = _placements(subnets_of(config), self._zones, request_id)
+        placements = _placements(self._subnets_in_zones(config), self._zones, request_id)
         tried: list[str] = []
         for subnet, zone in placements:
             token = _client_token(self._cluster, request_id, subnet or zone or "")
@@ -375,6 +379,26 @@ class AwsNodeProvider(NodeProvider):
             )
             return [i.node_id for i in instances]
         raise AssertionError("unreachable: placements is never empty")
+
+    def _subnets_in_zones(self, config: Mapping[str, Any]) -> list[str]:
+        """The node type's subnets, only those in ``availability_zone`` when it is set (as
+        Ray does); _LaunchFailed when that leaves none."""
+        subnets = subnets_of(config)
+        if not subnets or not self._zones:
+            return subnets
+        missing = [s for s in subnets if s not in self._subnet_zones]
+        if missing:
+            reply = self._ec2.describe_subnets(Filters=[{"Name": "subnet-id", "Values": missing}])
+            for sub in reply.get("Subnets", []):
+                self._subnet_zones[sub["SubnetId"]] = sub["AvailabilityZone"]
+        kept = [s for s in subnets if self._subnet_zones.get(s) in self._zones]
+        if not kept:
+            found = {s: self._subnet_zones.get(s, "not found") for s in subnets}
+            raise _LaunchFailed(
+                f"none of node_config.SubnetIds is in provider.availability_zone "
+                f"{','.join(self._zones)}: {found}"
+            )
+        return kept
 
     def _terminate_listed(self, node_ids: list[str]) -> None:
         from botocore.exceptions import ClientError

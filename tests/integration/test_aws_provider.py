@@ -414,3 +414,19 @@ def test_throttling_is_retried_by_botocore_then_reported_as_a_value(
         thread.join()
     assert len(calls) == 2, "botocore did not retry the throttled call"
     assert "RequestLimitExceeded" in err.cause and "throttled by EC2" in err.cause
+
+
+def test_availability_zone_keeps_only_the_subnets_in_those_zones(
+    moto: MotoEc2, ec2: Any, configs: dict[str, Any]
+) -> None:
+    by_zone = {s["AvailabilityZone"]: s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]}
+    configs["cpu"]["SubnetIds"] = [by_zone["us-west-2a"], by_zone["us-west-2b"]]
+    p = provider(moto, "c-zones", configs, availability_zones=["us-west-2b"])
+    for i in range(3):  # whichever subnet a request starts at, only the 2b one is used
+        p.launch("cpu", 1, f"req-{i}")
+    assert p.poll_errors() == []
+    assert {i["SubnetId"] for i in tagged(ec2, TAG_CLUSTER, "c-zones")} == {by_zone["us-west-2b"]}
+    p = provider(moto, "c-zones", configs, availability_zones=["us-west-2c"])
+    p.launch("cpu", 1, "req-nowhere")
+    (err,) = p.poll_errors()
+    assert "none of node_config.SubnetIds is in provider.availability_zone us-west-2c" in err.cause
