@@ -7,9 +7,12 @@ rebuilds everything from EC2 alone. How the interface's guarantees are kept:
 
 * Idempotent launch: a request id maps to one all-or-nothing RunInstances call. Before
   calling, the provider looks for instances already tagged with the request id (in any state,
-  so a fulfilled request whose machines were since terminated is not redone); the call carries
-  a ``ClientToken`` derived from the request id and subnet, so EC2 itself returns the first
-  reservation when a retry races its own eventually consistent DescribeInstances.
+  so a fulfilled request whose machines were since terminated is not redone); every call of
+  a request carries one ``ClientToken`` derived from the request id, so EC2 itself returns
+  the first reservation when a retry races its own eventually consistent DescribeInstances.
+  A retry that tries a subnet the request did not end up in gets ``IdempotentParameterMismatch``
+  (the token was used with another subnet) and moves on to the next subnet, where the
+  parameters match and EC2 answers with the original instances: never a second launch.
 * Failures are values: a refused RunInstances/TerminateInstances (bad AMI, no capacity in any
   subnet, throttled past botocore's retries, an unreachable endpoint) becomes a
   ``ProviderError`` from ``poll_errors``. ``non_terminated`` is the exception: when EC2 cannot
@@ -71,6 +74,8 @@ _TRY_NEXT_PLACEMENT = {
     "InsufficientFreeAddressesInSubnet",
     "Unsupported",
     "InvalidSubnetID.NotFound",
+    # This request's token was used in another subnet: it launched there (see the docstring).
+    "IdempotentParameterMismatch",
 }
 _THROTTLED = {"RequestLimitExceeded", "Throttling", "ThrottlingException"}
 _NOT_FOUND = {"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}
@@ -345,7 +350,7 @@ class AwsNodeProvider(NodeProvider):
         placements = _placements(self._subnets_in_zones(config), self._zones, request_id)
         tried: list[str] = []
         for subnet, zone in placements:
-            token = _client_token(self._cluster, request_id, subnet or zone or "")
+            token = _client_token(self._cluster, request_id)
             args = run_instances_args(
                 config,
                 count=count,
@@ -476,9 +481,9 @@ def _placements(
     return options[start:] + options[:start]
 
 
-def _client_token(cluster: str, request_id: str, placement: str) -> str:
+def _client_token(cluster: str, request_id: str) -> str:
     # EC2 keeps a ClientToken's result for days; at most 64 ASCII characters.
-    digest = hashlib.sha256(f"{cluster}\0{request_id}\0{placement}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{cluster}\0{request_id}".encode()).hexdigest()
     return f"rayops-{digest[:48]}"
 
 
