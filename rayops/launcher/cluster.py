@@ -143,9 +143,9 @@ def open_cluster(
     spec, notes = load_spec(config)
     if spec.provider.type != "local":
         raise LauncherError(
-            f"{config}: not supported yet: launching the head with provider type "
-            f"{spec.provider.type!r}; start the head on a host you have (provider type 'local'), "
-            "the autoscaler launches workers through this provider"
+            f"{config}: not supported yet: launching the head through provider type "
+            f"{spec.provider.type!r} (the launcher commands need provider type 'local'); the "
+            "autoscaler uses this provider to launch and terminate workers"
         )
     control_dir = control_dir or default_control_dir()
     check_control_dir(control_dir)
