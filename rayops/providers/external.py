@@ -34,9 +34,10 @@ def load_provider_class(module: str) -> type[NodeProvider]:
         raise RayOpsConfigError(f"{_KEY}: expected 'package.module:ClassName', found {module!r}")
     try:
         mod = importlib.import_module(module_name)
-    except ImportError as err:
+    except Exception as err:  # not only ImportError: the module's own code may raise
         raise RayOpsConfigError(
-            f"{_KEY}: cannot import module {module_name!r} (from {module!r}): {err}"
+            f"{_KEY}: cannot import module {module_name!r} (from {module!r}): "
+            f"{type(err).__name__}: {err}"
         ) from err
     cls = getattr(mod, class_name, None)
     if cls is None:

@@ -112,6 +112,17 @@ def test_a_wrong_class_names_the_key(user_module: str, suffix: str, expected: st
     assert str(info.value).startswith("provider.module: ") and expected in str(info.value)
 
 
+def test_a_module_that_fails_to_import_names_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_c13.py").write_text("raise RuntimeError('no rack here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(RayOpsConfigError) as info:
+        load_provider_class("broken_c13:Cls")
+    assert "provider.module: cannot import module 'broken_c13'" in str(info.value)
+    assert "RuntimeError: no rack here" in str(info.value)
+
+
 def test_a_missing_module_names_the_key() -> None:
     with pytest.raises(RayOpsConfigError, match=r"provider\.module: cannot import module"):
         load_provider_class("no_such_pkg_c13.mod:Cls")
