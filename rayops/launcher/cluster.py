@@ -141,6 +141,12 @@ def open_cluster(
     """Load ``config`` and prepare SSH access (no connection yet). Use it as a context manager
     so the command's connections close when it ends."""
     spec, notes = load_spec(config)
+    if spec.provider.type != "local":
+        raise LauncherError(
+            f"{config}: not supported yet: launching the head through provider type "
+            f"{spec.provider.type!r} (the launcher commands need provider type 'local'); the "
+            "autoscaler uses this provider to launch and terminate workers"
+        )
     control_dir = control_dir or default_control_dir()
     check_control_dir(control_dir)
     ssh = ssh_config_for(spec, control_dir)

@@ -26,7 +26,9 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from rayops.launcher.errors import ClusterSpecError, SpecIssue
@@ -57,10 +59,27 @@ def _check_address(value: str) -> str:
     return value
 
 
-class ProviderSpec(_Model):
-    """Where the machines come from. Only Ray's ``local`` provider: a fixed list of hosts."""
+# ---- provider: local (Ray's fixed host list), aws (EC2), external (a user's class) ----------
+# Keys only one provider type takes; every other ProviderSpec key belongs to ``local``.
+_AWS_PROVIDER_KEYS = ("region", "availability_zone", "cache_stopped_nodes", "endpoint_url")
+_EXTERNAL_PROVIDER_KEYS = ("module", "config")
+# Ray aws provider keys rayops does not implement, each with what to do instead.
+_AWS_KEYS_NOT_SUPPORTED = {
+    "security_group": "rayops does not create security groups: list existing ones in each "
+    "node type's node_config.SecurityGroupIds",
+    "use_internal_ips": "not supported yet: the autoscaler on the head reaches workers at "
+    "their private address, and `rayops up` cannot launch an EC2 head yet",
+    "key_pair": "set node_config.KeyName in each node type",
+}
 
-    type: Literal["local"] = Field(description="the node provider; 'local' (a list of hosts)")
+
+class ProviderSpec(_Model):
+    """Where the machines come from: ``local`` (a list of hosts), ``aws`` (EC2 through boto3)
+    or ``external`` (a NodeProvider class of the user's)."""
+
+    type: Literal["local", "aws", "external"] = Field(
+        description="the node provider: 'local' (a list of hosts), 'aws' or 'external'"
+    )
     head_ip: str = Field(description="the head's IP address or host name")
     worker_ips: list[str] = Field(
         default_factory=list, description="a list of worker IP addresses or host names"
@@ -68,8 +87,64 @@ class ProviderSpec(_Model):
     external_head_ip: str | None = Field(
         default=None, description="the head's address as seen from the launching machine"
     )
+    region: str | None = Field(default=None, description="the AWS region, e.g. 'us-west-2'")
+    availability_zone: str | None = Field(
+        default=None,
+        description="comma-separated zones to launch in (SubnetIds elsewhere are not used)",
+    )
+    cache_stopped_nodes: bool | None = Field(
+        default=None, description="false (rayops terminates EC2 instances, never stops them)"
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        description="an EC2 API endpoint other than AWS's own (rayops' own key; e.g. a VPC "
+        "endpoint)",
+    )
+    module: str | None = Field(
+        default=None, description="the provider class, 'package.module:ClassName'"
+    )
+    config: dict[str, Any] | None = Field(
+        default=None,
+        description="settings handed to the external provider class (rayops' own key)",
+    )
 
-    @field_validator("head_ip", "external_head_ip")
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_of_the_type(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("type") not in ("aws", "external"):
+            if isinstance(data, dict) and data.get("type") == "local":
+                _refuse_keys(data, "local", _AWS_PROVIDER_KEYS + _EXTERNAL_PROVIDER_KEYS)
+            return data
+        kind = data["type"]
+        own = _AWS_PROVIDER_KEYS if kind == "aws" else _EXTERNAL_PROVIDER_KEYS
+        if kind == "aws":
+            for key, why in _AWS_KEYS_NOT_SUPPORTED.items():
+                if key in data:
+                    raise ValueError(f"{key!r} is not supported: {why}")
+            if data.get("cache_stopped_nodes") is True:
+                raise ValueError(
+                    "'cache_stopped_nodes': rayops terminates idle EC2 instances and never "
+                    "stops them for reuse: expected false, found true"
+                )
+        others = [k for k in cls.model_fields if k != "type" and k not in own]
+        _refuse_keys(data, kind, others)
+        required = "region" if kind == "aws" else "module"
+        if not data.get(required):
+            raise ValueError(
+                f"{required!r} is required for provider type {kind!r}: "
+                f"expected {cls.model_fields[required].description}"
+            )
+        # The head's address is not in the spec for these types (it comes from the provider).
+        return {**data, "head_ip": ""}
+
+    @field_validator("head_ip")
+    @classmethod
+    def _head_address(cls, v: str, info: ValidationInfo) -> str:
+        if v == "" and info.data.get("type") in ("aws", "external"):
+            return v
+        return _check_address(v)
+
+    @field_validator("external_head_ip")
     @classmethod
     def _address(cls, v: str | None) -> str | None:
         return None if v is None else _check_address(v)
@@ -80,6 +155,12 @@ class ProviderSpec(_Model):
         for item in v:
             _check_address(item)
         return v
+
+
+def _refuse_keys(data: dict[str, Any], kind: str, keys: Any) -> None:
+    wrong = sorted(k for k in keys if k in data)
+    if wrong:
+        raise ValueError(f"{', '.join(map(repr, wrong))}: not a key of provider type {kind!r}")
 
 
 class AuthSpec(_Model):
@@ -424,6 +505,9 @@ def _check_node_types(spec: ClusterSpec, add: Any) -> None:
             f"found {spec.head_node_type!r}{hint}",
         )
     workers = [t for t in types if t != spec.head_node_type]
+    if spec.provider.type != "local":
+        _check_cloud_node_types(spec, add)
+        return
     if len(workers) > 1:
         add(
             ("available_node_types",),
@@ -437,6 +521,24 @@ def _check_node_types(spec: ClusterSpec, add: Any) -> None:
                 "expected an empty mapping for the local provider (hosts already exist), "
                 f"found keys {sorted(nt.node_config)}",
             )
+
+
+def _check_cloud_node_types(spec: ClusterSpec, add: Any) -> None:
+    """aws: each node_config is checked against the EC2 keys rayops implements; external: the
+    user's class gets node_configs as they are."""
+    if not spec.available_node_types:
+        add(
+            ("available_node_types",),
+            f"required for provider type {spec.provider.type!r}: expected at least one node "
+            "type with its node_config",
+        )
+    if spec.provider.type != "aws":
+        return
+    from rayops.providers.aws_node_config import node_config_problems
+
+    for name, nt in spec.available_node_types.items():
+        for path, message in node_config_problems(nt.node_config):
+            add(("available_node_types", name, "node_config", *path), message)
 
 
 def _check_local_files(spec: ClusterSpec, add: Any) -> None:

@@ -17,6 +17,8 @@ from rayops.launcher.spec_messages import _strip
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "cluster.yaml.example"
+# The provider types other than local, one example each (a file has one provider section).
+PROVIDER_EXAMPLES = [REPO / "cluster-aws.yaml.example", REPO / "cluster-external.yaml.example"]
 
 
 @pytest.fixture
@@ -94,8 +96,10 @@ def _yaml_keys(data: object, prefix: str = "", wild: set[str] | None = None) -> 
 
 def test_example_documents_every_key() -> None:
     want = _keys(ClusterSpec)
-    data = yaml.safe_load(EXAMPLE.read_text())
-    have = _yaml_keys(data, "", {"available_node_types"})
+    have: set[str] = set()
+    for example in [EXAMPLE, *PROVIDER_EXAMPLES]:
+        data = yaml.safe_load(example.read_text())
+        have |= _yaml_keys(data, "", {"available_node_types"})
     missing = sorted(want - have)
     assert not missing, f"cluster.yaml.example does not show: {missing}"
 
@@ -112,7 +116,10 @@ def test_unknown_nested_key(tmp_path: Path, home: Path) -> None:
     p = write(tmp_path, MINIMAL.replace("  worker_ips:", "  worker_ip:"))
     msg = errors_of(p)
     assert f"{p}:5: provider.worker_ip: unknown key 'worker_ip'; did you mean 'worker_ips'?" in msg
-    assert "valid keys here: external_head_ip, head_ip, type, worker_ips" in msg
+    assert (
+        "valid keys here: availability_zone, cache_stopped_nodes, config, endpoint_url, "
+        "external_head_ip, head_ip, module, region, type, worker_ips" in msg
+    )
 
 
 def test_wrong_type_says_expected_and_found(tmp_path: Path, home: Path) -> None:
