@@ -71,6 +71,9 @@ class RequestLease(Message):
     # the leased worker runs in that env. Refused with RUNTIME_ENV_SETUP_FAILED when the
     # node cannot set it up.
     runtime_env: str = ""
+    # The GCS's actor leases: the worker is not killed when the requesting connection closes
+    # (the GCS restarting must not kill every actor); the worker's own exit ends the lease.
+    outlives_requester: bool = False
 
 
 @dataclass(frozen=True, slots=True)

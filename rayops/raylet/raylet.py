@@ -40,6 +40,7 @@ from rayops.raylet import state_handlers
 from rayops.raylet.agent_process import AgentProcess, AgentSettings
 from rayops.raylet.bundles import BundleBook, BundleDevices
 from rayops.raylet.cluster_view import ClusterView, follow_gcs
+from rayops.raylet.gcs_link import GcsLink
 from rayops.raylet.object_manager import ObjectManager
 from rayops.raylet.resources import (
     Allocation,
@@ -99,6 +100,8 @@ class RayletConfig:
     log_rotation: LogRotationConfig = field(default_factory=LogRotationConfig)
     framed: FramedSettings = field(default_factory=FramedSettings)
     runtime_env_install: InstallSettings = field(default_factory=InstallSettings)
+    # How long the GCS may be unreachable before this raylet exits (rayops/gcs/reconnect.py).
+    gcs_reconnect_timeout_s: float = 60.0
 
 
 @dataclass
@@ -113,6 +116,7 @@ class LeaseRequest:
     created: float = field(default_factory=time.monotonic)
     runtime_env: str = ""  # the wire form its worker runs in
     env_hash: str = ""
+    outlives_requester: bool = False  # the GCS's actor lease (RequestLease)
 
 
 @dataclass
@@ -123,6 +127,7 @@ class Lease:
     conn: framed.Connection
     blocked: bool = False
     devices: BundleDevices | None = None  # GPUs taken from a placement-group bundle
+    outlives_requester: bool = False  # an actor's: kept when the GCS's connection closes
 
 
 class Raylet:
@@ -142,6 +147,7 @@ class Raylet:
         self.drivers: dict[framed.Connection, int] = {}
         self._server: framed.FramedServer | None = None
         self._gcs: Any = None
+        self.gcs_lost = False  # stopped because the GCS stayed away past the window
         self._usage = UsageReporter(self._read_usage, self._send_usage)
         self.task_events = TaskEventRelay(lambda: self._gcs, self._spawn)
         self._stopping = asyncio.Event()
@@ -230,6 +236,8 @@ class Raylet:
             self.pool.start_worker()
         self._spawn(self._housekeeping())
         await self._register_with_gcs()
+        self._gcs_link = GcsLink(self.config.gcs_reconnect_timeout_s, time.monotonic())
+        self._spawn(self._watch_gcs_link())
         self._spawn(self._usage.run(self._stopping))
         self._usage.mark()
         self._spawn(self._start_agent(delay=AGENT_START_DELAY_S))
@@ -242,9 +250,41 @@ class Raylet:
                 self._schedule,
                 self._stopping,
                 self.config.node_id,
+                on_connected=self._on_gcs_link,
             )
         )
         return self.port
+
+    def _on_gcs_link(self, up: bool) -> None:
+        if self._gcs_link.connected(up, time.monotonic()):
+            # The GCS came back (maybe a new process, restored from its store): tell it the
+            # node's usage again, which it does not persist.
+            logger.info("the GCS at %s is reachable again", self.config.gcs_address)
+            self._usage.resend()
+        elif not up:
+            logger.warning(
+                "lost the GCS at %s; retrying for up to %g s",
+                self.config.gcs_address,
+                self.config.gcs_reconnect_timeout_s,
+            )
+
+    async def _watch_gcs_link(self) -> None:
+        """Past the reconnect window without the GCS, stop (clearly) instead of retrying."""
+        period = min(1.0, self.config.gcs_reconnect_timeout_s / 4)
+        while not self._stopping.is_set():
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            if self._gcs_link.expired(now):
+                logger.error(
+                    "the GCS at %s has been unreachable for %.0f s (the reconnect window, "
+                    "RAYOPS_GCS_RECONNECT_TIMEOUT_S=%g): this raylet exits",
+                    self.config.gcs_address,
+                    self._gcs_link.down_for(now),
+                    self.config.gcs_reconnect_timeout_s,
+                )
+                self.gcs_lost = True
+                self.request_stop()
+                return
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -273,6 +313,7 @@ class Raylet:
             metrics_export_port=self.metrics_export_port,
             agent_port=self.agent_port,
         )
+        self._node_info = info
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -322,7 +363,7 @@ class Raylet:
         )
 
     async def _send_usage(self, report: UsageReport) -> None:
-        await self._gcs.report_resource_usage(
+        outcome = await self._gcs.report_resource_usage(
             self.config.node_id,
             report.resources_total,
             report.resources_available,
@@ -331,6 +372,17 @@ class Raylet:
             report.store_spilled,
             report.pending_demand,
         )
+        if not outcome.accepted and outcome.state is None:
+            # A GCS that does not know this node (restarted without its store): register
+            # again with the same node id, then report.
+            logger.warning("the GCS does not know this node: registering again")
+            await self._gcs.register_node(
+                dataclasses.replace(
+                    self._node_info,
+                    resources_available=report.resources_available,
+                )
+            )
+            self._usage.resend()
 
     async def wait_stopped(self) -> None:
         await self._stopping.wait()
@@ -378,6 +430,9 @@ class Raylet:
         # Requests and leases of a client that went away.
         self.pending = deque(r for r in self.pending if r.conn is not conn)
         for lease in [le for le in self.leases.values() if le.conn is conn]:
+            if lease.outlives_requester:
+                # An actor the GCS created: the GCS restarting must not kill it.
+                continue
             # The owner died: its worker may still be running the owner's task.
             # Kill it rather than hand a busy worker to someone else.
             logger.info("owner of lease %d disconnected; killing its worker", lease.lease_id)
@@ -475,6 +530,7 @@ class Raylet:
             label_selector=selector,
             runtime_env=msg.runtime_env,
             env_hash=self.envs.hash_of(msg.runtime_env) if msg.runtime_env else "",
+            outlives_requester=msg.outlives_requester,
         )
         if not spilled:
             decision = self._decide(req, msg.preferred)
@@ -881,7 +937,14 @@ class Raylet:
         self.placement_time.observe("Task", time.monotonic() - req.created)
         lease_id = next(self._lease_ids)
         worker.lease_id = lease_id
-        self.leases[lease_id] = Lease(lease_id, worker, alloc, req.conn, devices=devices)
+        self.leases[lease_id] = Lease(
+            lease_id,
+            worker,
+            alloc,
+            req.conn,
+            devices=devices,
+            outlives_requester=req.outlives_requester,
+        )
         instances = self.resources.assigned_ids(alloc)
         if devices is not None:  # a task in a GPU bundle is told that bundle's devices
             gpus = {"GPU": list(devices.instances)}

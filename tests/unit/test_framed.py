@@ -202,7 +202,7 @@ def test_a_registered_message_on_the_wire_carries_no_class_name() -> None:
         (back,) = framed._decode(memoryview(data)[4:])
         assert back == item
     # The request itself is its code and field values, rebuilt by the receiver.
-    assert framed.request_tuple(7, msg)[2:] == (252, ({"CPU": 1.0}, None, True, (), ""))
+    assert framed.request_tuple(7, msg)[2:] == (252, ({"CPU": 1.0}, None, True, (), "", False))
 
 
 def test_a_message_code_the_receiver_does_not_know_is_refused() -> None:
