@@ -23,6 +23,7 @@ an external store (Redis) is refused for now rather than trusted with pickles.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import pickle
@@ -65,6 +66,22 @@ COMPACT_ROWS = 20_000
 # Record tables.
 NODE, JOB, KV, ACTOR, PG, META = "node", "job", "kv", "actor", "pg", "meta"
 _LAST_JOB_ID = b"last_job_id"
+
+
+class _CallRecords:
+    """The records queued while one gRPC call's handler ran (its context)."""
+
+    __slots__ = ("seq",)
+
+    def __init__(self) -> None:
+        self.seq = 0  # the queue position of its last record; 0: none
+
+
+# Set by DurableRepliesInterceptor around a handler: its appends mark it (tasks the handler
+# spawns copy the context, so a change they make later marks it too, harmlessly late).
+_CALL: contextvars.ContextVar[_CallRecords | None] = contextvars.ContextVar(
+    "gcs_call_records", default=None
+)
 _CLUSTER_ID = b"cluster_id"
 
 
@@ -147,6 +164,10 @@ def records_of(
             for key in gone:
                 space.discard(key)
                 out.append(Record(KV, kv_record_key(ev.namespace, key), None))
+        elif isinstance(ev, PgStateChanged) and ev.state == "PREPARED":
+            # Not persisted: a restart turns a PREPARED group back into a waiting one anyway
+            # (PgTable.restore), so this record would change nothing; one fewer per group.
+            continue
         elif isinstance(ev, (PgAdded, PgStateChanged)):
             pg_id = ev.group.pg_id if isinstance(ev, PgAdded) else ev.pg_id
             pg = state.pgs.get(pg_id)
@@ -274,6 +295,9 @@ class GcsPersistence:
         with self._lock:
             self._pending.extend(records)
             self.queued_seq += len(records)
+        call = _CALL.get()
+        if call is not None:
+            call.seq = self.queued_seq
         self._wake.set()
 
     # ------------------------------------------------------------------ writer
@@ -282,9 +306,9 @@ class GcsPersistence:
         self._thread = threading.Thread(target=self._write_loop, name="gcs-persist", daemon=True)
         self._thread.start()
 
-    async def durable(self) -> None:
-        """Return once every record queued so far is committed."""
-        target = self.queued_seq
+    async def durable(self, upto: int | None = None) -> None:
+        """Return once every record queued so far (or up to `upto`) is committed."""
+        target = self.queued_seq if upto is None else upto
         if self.durable_seq >= target or self._thread is None:
             return
         fut = asyncio.get_running_loop().create_future()
@@ -365,11 +389,15 @@ class DurableRepliesInterceptor(grpc.aio.ServerInterceptor):
         p = self._p
 
         async def durable(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            before = p.queued_seq
-            reply = await inner(request, context)
-            p.note_counters()
-            if p.queued_seq != before:  # this call changed a table (or another did meanwhile)
-                await p.durable()
+            mine = _CallRecords()
+            token = _CALL.set(mine)
+            try:
+                reply = await inner(request, context)
+                p.note_counters()
+            finally:
+                _CALL.reset(token)
+            if mine.seq:  # this call changed a table: its records first, then the reply
+                await p.durable(mine.seq)
             return reply
 
         return grpc.unary_unary_rpc_method_handler(
