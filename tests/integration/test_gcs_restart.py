@@ -188,6 +188,40 @@ def test_gcs_sigkill_and_restart_loses_nothing(cluster: Cluster) -> None:
     gcs.close()
 
 
+@rayops.remote(num_cpus=0, max_restarts=1, max_task_retries=-1)
+class Restartable:
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _restart_gcs(cluster: Cluster) -> None:
+    old_pid = cluster.gcs_pid()
+    os.kill(old_pid, signal.SIGKILL)
+    wait_for("the old GCS gone", lambda: not process_alive(old_pid), timeout=10)
+    wait_for(
+        "a restarted GCS serving",
+        lambda: cluster.gcs_pid() != old_pid and _serving(cluster.address, cluster.token),
+        timeout=30,
+        interval=0.01,
+    )
+
+
+def test_actors_adopted_by_a_restarted_gcs_restart_and_die_as_before(cluster: Cluster) -> None:
+    """The restarted GCS knows the workers of the actors it read back: a worker's death
+    restarts its actor (max_restarts), and kill() stops the worker."""
+    a, b = Restartable.remote(), Restartable.remote()
+    pid_a, pid_b = rayops.get([a.pid.remote(), b.pid.remote()], timeout=60)
+    _restart_gcs(cluster)
+    os.kill(pid_a, signal.SIGKILL)
+    new_a = rayops.get(a.pid.remote(), timeout=60)
+    assert new_a != pid_a
+    rayops.kill(b)
+    wait_for("the killed actor's worker to exit", lambda: not process_alive(pid_b), timeout=20)
+    with pytest.raises(rayops.exceptions.ActorDiedError):
+        rayops.get(b.pid.remote(), timeout=30)
+    rayops.kill(a)
+
+
 def test_past_the_reconnect_window_a_clear_error_and_the_raylet_exits(
     tmp_path: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:
