@@ -120,7 +120,7 @@ def _gcs_calls(cluster: Cluster) -> dict[str, int]:
 
 
 def measure_idle(cluster: Cluster, idle_s: float) -> None:
-    gcs = psutil.Process(cluster.head.started.procs["gcs"].pid)
+    gcs = psutil.Process(cluster.gcs_pid())
     raylets = [psutil.Process(n.raylet_pid) for n in cluster.nodes]
     time.sleep(3.0)  # agents start ~1 s after their raylet; let the joins settle
     calls0 = _gcs_calls(cluster)
@@ -152,7 +152,7 @@ def measure_tasks(cluster: Cluster, tasks: int, repeat: int) -> None:
     def where() -> str:
         return rayops.get_runtime_context().get_node_id()
 
-    gcs = psutil.Process(cluster.head.started.procs["gcs"].pid)
+    gcs = psutil.Process(cluster.gcs_pid())
     for name, opts in (("tasks_default", {}), ("tasks_spread", {"scheduling_strategy": "SPREAD"})):
         f: Any = noop.options(**opts)
         rayops.get([f.remote() for _ in range(200)])  # warm-up (leases, workers, functions)

@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="port of the head's API server (default 8265, or the next free one after it)",
     )
 
+    s.add_argument(
+        "--gcs-storage",
+        help="head: where the GCS persists its tables (sqlite:PATH or memory; default the "
+        "session directory's gcs_store.sqlite; redis:// is not supported yet)",
+    )
+
     st = sub.add_parser("stop", help="stop the daemons started from this temp dir")
     st.add_argument("--temp-dir", default=None)
     st.add_argument("-f", "--force", action="store_true", help="SIGKILL at once")
@@ -165,6 +171,15 @@ def cmd_start(args: argparse.Namespace) -> int:
         raise CLIError(
             "give exactly one of --head (start a head node) or --address HEAD:PORT (join one)"
         )
+    if args.gcs_storage is not None:
+        from rayops.gcs.persistence import resolve_storage
+
+        if not args.head:
+            raise CLIError("--gcs-storage is for the head (--head): the GCS runs there")
+        try:
+            resolve_storage(args.gcs_storage, None, os.environ)
+        except ValueError as err:
+            raise CLIError(str(err)) from err
     temp_dir = _temp_dir(args)
     running = _running_record(temp_dir)
     if running is not None:
@@ -212,6 +227,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port,
         wait_dashboard=True,
+        gcs_storage=args.gcs_storage,
     )
     try:
         node = start_node(opts)

@@ -2,11 +2,14 @@
 
     python -m rayops.gcs --token-file PATH [--host 127.0.0.1] [--port 0] [--log-file PATH]
                          [--log-level INFO] [--ready-fd N] [--watch-fd N]
+                         [--session-dir DIR] [--gcs-storage sqlite:PATH|memory]
 
 Binds exactly --host (never a wildcard unless given one) on --port (0 picks a free port).
 Once serving, writes the bound port and "\\n" to --ready-fd (an inherited pipe) and closes it.
 Exits gracefully on SIGTERM or SIGINT, and, with --watch-fd, when reading that inherited fd
 returns EOF (the process holding its write end, usually the driver that started us, died).
+With --session-dir (or --gcs-storage) the tables persist to SQLite (`rayops.gcs.persistence`)
+and a restart on the same store reads them back before serving.
 Exit status: 0 after a graceful stop, 2 for bad arguments or an unusable token file, 1 when
 it cannot listen.
 
@@ -45,6 +48,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.add_argument("--ready-fd", type=int, help="inherited fd: write the port + newline, close")
     p.add_argument("--watch-fd", type=int, help="inherited fd: exit when reading it hits EOF")
+    p.add_argument("--session-dir", help="the head's session directory (default store location)")
+    p.add_argument(
+        "--gcs-storage",
+        help="where the tables persist: sqlite:PATH, PATH or memory (default: "
+        "SESSION_DIR/gcs_store.sqlite; redis:// is not supported yet)",
+    )
     args = p.parse_args(argv)
     if not 0 <= args.port < 65536:
         p.error(f"--port must be in 0..65535, found {args.port}")
@@ -77,7 +86,21 @@ async def _serve(args: argparse.Namespace, token: str) -> int:
     except ValueError as err:
         print(f"rayops gcs: {err}", file=sys.stderr)
         return 2
-    server = GcsServer(GcsState(rayops_version=__version__), token, health, packages)
+    state = GcsState(rayops_version=__version__)
+    failed: list[str] = []
+
+    def store_failed(reason: str) -> None:
+        # Exit 1, not 0: the supervisor restarts the GCS (and it reads the store back).
+        failed.append(reason)
+        stop(reason)
+
+    try:
+        persistence = _open_store(args, state, store_failed)
+    except (ValueError, OSError) as err:
+        logger.error("%s", err)
+        print(f"rayops gcs: {err}", file=sys.stderr)
+        return 2
+    server = GcsServer(state, token, health, packages, persistence)
     try:
         port = await server.start(args.host, args.port)
     except OSError as err:
@@ -91,7 +114,27 @@ async def _serve(args: argparse.Namespace, token: str) -> int:
     await stopping.wait()
     await server.stop(_STOP_GRACE_S)
     logger.info("GCS stopped")
-    return 0
+    return 1 if failed else 0
+
+
+def _open_store(args: argparse.Namespace, state: Any, on_fatal: Any) -> Any:
+    """The persistence of `state` (None: memory only), its tables read back from the store."""
+    from rayops.gcs.persist_log import PersistLog, StoreError
+    from rayops.gcs.persistence import GcsPersistence, resolve_storage
+
+    path = resolve_storage(args.gcs_storage, args.session_dir, os.environ)
+    if path is None:
+        logger.info("GCS tables in memory only (no session directory or store given)")
+        return None
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    try:
+        log = PersistLog(path)
+        persistence = GcsPersistence(state, log, on_fatal=on_fatal)
+        summary = persistence.restore()
+    except StoreError as err:
+        raise ValueError(str(err)) from err
+    logger.info("GCS store %s: restored %s", path, summary)
+    return persistence
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:

@@ -78,6 +78,36 @@ class ActorManager:
         rec.extra["registered_at"] = time.monotonic()
         self._apply(rec, Action.SCHEDULE)
 
+    def adopt(self, rec: ActorRecord) -> None:
+        """An actor a restarted GCS read back from its store: an ALIVE one keeps running on
+        its worker (its raylet reports that worker's death to us as before; we connect to it
+        again to be able to stop it); one that was being created is scheduled again."""
+        if rec.state == ActorState.ALIVE:
+            self._by_worker[rec.worker_id] = (rec.actor_id, rec.generation, rec.node_id)
+            self._spawn(self._reconnect(rec, rec.generation))
+        elif rec.state in (ActorState.PENDING_CREATION, ActorState.RESTARTING):
+            self._apply(rec, Action.SCHEDULE)
+
+    async def _reconnect(self, rec: ActorRecord, generation: int) -> None:
+        handlers: dict[Any, Callable[..., Any]] = {wm.ActorExiting: self._h_actor_exiting}
+        try:
+            conn = await framed.connect(
+                rec.address_ip,
+                rec.address_port,
+                self._token,
+                handlers,
+                on_close=lambda c: self._on_worker_closed(rec, c, generation),
+                settings=self._settings,
+            )
+        except OSError as err:  # the worker is gone: its raylet reports it
+            logger.info("actor %s: its worker is unreachable: %s", rec.actor_id.hex()[:12], err)
+            return
+        conn.context["actor_id"] = rec.actor_id
+        if rec.generation == generation and rec.state == ActorState.ALIVE:
+            self._workers[rec.actor_id] = conn
+        else:
+            conn.close()
+
     def kill(self, rec: ActorRecord, no_restart: bool) -> None:
         self._apply(rec, self.table.killed(rec, no_restart=no_restart))
 

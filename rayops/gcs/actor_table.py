@@ -13,7 +13,7 @@ no change can bypass it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from rayops.gcs.actor_events import ActorChange, ActorChanged, ActorSnapshot
@@ -145,6 +145,14 @@ class ActorTable:
 
     def get(self, actor_id: bytes) -> ActorRecord | None:
         return self._actors.get(actor_id)
+
+    def restore(self, records: Iterable[ActorRecord]) -> None:
+        """Load the actors a restarted GCS read back from its store, with their names."""
+        for rec in records:
+            self._actors[rec.actor_id] = rec
+            if rec.name and rec.state != ActorState.DEAD:
+                self._names[(rec.namespace, rec.name)] = rec.actor_id
+            self.version = max(self.version, rec.version)
 
     def current(self, actor_id: bytes) -> ActorChanged | None:
         """The actor's state as of its last change (None if the table does not hold it)."""

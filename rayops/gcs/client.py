@@ -6,7 +6,9 @@ Both send the cluster token on every call and turn gRPC failures into rayops err
 * the GCS refused the token              -> `rayops.exceptions.AuthenticationError`
 * the GCS did not answer within `timeout` -> `GcsUnreachableError` (a `ConnectionError` and an
   `RpcError`), naming the address; calls wait for the channel to connect until the deadline,
-  so a GCS that is restarting is ridden out rather than failed at once
+  and a call the GCS dropped (it died under it) is sent again until the deadline, so a GCS
+  that is restarting is ridden out rather than failed at once. The default timeout is the
+  reconnect window (`rayops.gcs.reconnect`, 60 s unless `RAYOPS_GCS_RECONNECT_TIMEOUT_S`)
 * the GCS refused the request itself      -> `GcsRefused` (a `ValueError`): `.reason` is the
   GCS's reason, `.status` the gRPC status name; callers read those, never the text
 * anything else                           -> `rayops.exceptions.RpcError` with the status code
@@ -17,6 +19,9 @@ module imports grpc; `import rayops` must not import it (load it lazily).
 
 from __future__ import annotations
 
+import asyncio
+import os
+import time
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -28,6 +33,7 @@ from rayops.gcs import calls
 from rayops.gcs.calls import GcsCall, Service
 from rayops.gcs.codec import actor_batch_from_proto, batch_from_proto
 from rayops.gcs.pubsub import Batch
+from rayops.gcs.reconnect import reconnect_timeout_s, retry_delay_s
 from rayops.gcs.types import GcsInfo, JobInfo, NodeInfo, ObjectStoreStats, UsageReportOutcome
 from rayops.protocol import (
     gcs_actor_pb2_grpc,
@@ -49,6 +55,16 @@ R = TypeVar("R")
 
 DEFAULT_TIMEOUT_S = 10.0
 
+
+def _default_timeout(timeout: float | None) -> float:
+    return reconnect_timeout_s(os.environ) if timeout is None else timeout
+
+
+def _retriable(err: grpc.RpcError) -> bool:
+    """The GCS went away under the call (it was sent, then the connection broke)."""
+    return err.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined,no-any-return]
+
+
 _REFUSED_REQUEST_CODES = frozenset(
     {
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -68,7 +84,8 @@ class GcsUnreachableError(RpcError, ConnectionError):
         self.timeout = timeout
         super().__init__(
             f"could not reach the GCS at {address} within {timeout:g} s ({method}: {detail}): "
-            "is the head running? (`rayops status`)",
+            "is the head running? (`rayops status`; the window is "
+            "RAYOPS_GCS_RECONNECT_TIMEOUT_S)",
             rpc_code=grpc.StatusCode.UNAVAILABLE.value[0],
         )
 
@@ -131,18 +148,30 @@ class GcsClient:
     including the wait for a connection.
     """
 
-    def __init__(self, address: str, token: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, address: str, token: str, *, timeout: float | None = None) -> None:
         self.address = address
-        self.timeout = timeout
+        self.timeout = _default_timeout(timeout)
         self._channel = token_channel(address, token)
         self._stubs = _stubs(self._channel)
 
     def _call(self, call: GcsCall[R]) -> R:
         method = getattr(self._stubs[call.service], call.method)
-        try:
-            reply = method(call.request, timeout=self.timeout, wait_for_ready=True)
-        except grpc.RpcError as err:
-            raise _translate(err, self.address, call.method, self.timeout) from err
+        deadline = time.monotonic() + self.timeout
+        attempt = 0
+        while True:
+            try:
+                reply = method(
+                    call.request,
+                    timeout=max(0.01, deadline - time.monotonic()),
+                    wait_for_ready=True,
+                )
+                break
+            except grpc.RpcError as err:
+                pause = retry_delay_s(attempt)
+                if not _retriable(err) or time.monotonic() + pause >= deadline:
+                    raise _translate(err, self.address, call.method, self.timeout) from err
+            time.sleep(pause)
+            attempt += 1
         return call.parse(reply)
 
     def call(self, call: GcsCall[R], timeout: float | None = None) -> R:
@@ -253,9 +282,9 @@ class AsyncGcsClient:
     per event loop.
     """
 
-    def __init__(self, address: str, token: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, address: str, token: str, *, timeout: float | None = None) -> None:
         self.address = address
-        self.timeout = timeout
+        self.timeout = _default_timeout(timeout)
         self._token = token
         self._channel: grpc.aio.Channel | None = None
         self._stubs: dict[Service, Any] = {}
@@ -266,10 +295,22 @@ class AsyncGcsClient:
             self._stubs = _stubs(self._channel)
         method = getattr(self._stubs[call.service], call.method)
         timeout = self.timeout if timeout is None else timeout
-        try:
-            reply = await method(call.request, timeout=timeout, wait_for_ready=True)
-        except grpc.RpcError as err:
-            raise _translate(err, self.address, call.method, timeout) from err
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            try:
+                reply = await method(
+                    call.request,
+                    timeout=max(0.01, deadline - time.monotonic()),
+                    wait_for_ready=True,
+                )
+                break
+            except grpc.RpcError as err:
+                pause = retry_delay_s(attempt)
+                if not _retriable(err) or time.monotonic() + pause >= deadline:
+                    raise _translate(err, self.address, call.method, timeout) from err
+            await asyncio.sleep(pause)
+            attempt += 1
         return call.parse(reply)
 
     async def call(self, call: GcsCall[R], timeout: float | None = None) -> R:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from rayops.gcs.errors import AlreadyExists, FailedPrecondition, InvalidArgument
@@ -109,6 +109,18 @@ class JobTable:
         self._jobs: dict[int, JobInfo] = {}
         self._sink = sink
         self.version = 0
+
+    @property
+    def last_job_id(self) -> int:
+        """The highest job id handed out (what a restarted GCS must not hand out again)."""
+        return self._last_job_id
+
+    def restore(self, jobs: Iterable[JobInfo], last_job_id: int) -> None:
+        """Load the jobs a restarted GCS read back from its store."""
+        for job in jobs:
+            self._jobs[job.job_id] = job
+            last_job_id = max(last_job_id, job.job_id)
+        self._last_job_id = max(self._last_job_id, last_job_id)
 
     def next_job_id(self) -> int:
         """A job id never handed out before."""

@@ -44,6 +44,11 @@ class KVStore:
         self._sink = sink
         self.version = 0
 
+    def restore(self, entries: Iterable[tuple[str, bytes, bytes]]) -> None:
+        """Load (namespace, key, value) entries a restarted GCS read back from its store."""
+        for namespace, key, value in entries:
+            self._spaces.setdefault(namespace, {})[key] = value
+
     def apply(self, cmd: KvCommand) -> tuple[KvEvent, ...]:
         """Carry out one command; return its events (none when nothing changed)."""
         event: KvEvent

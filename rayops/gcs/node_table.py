@@ -16,7 +16,7 @@ import dataclasses
 import enum
 import re
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rayops.gcs.errors import FailedPrecondition, InvalidArgument
@@ -156,6 +156,14 @@ class NodeTable:
 
     def __len__(self) -> int:
         return len(self._nodes)
+
+    def restore(self, nodes: Iterable[NodeInfo]) -> None:
+        """Load the nodes a restarted GCS read back from its store (no events: a restarted
+        GCS has a new epoch, so every follower takes a snapshot anyway)."""
+        for info in nodes:
+            self._nodes[info.node_id] = info
+            if info.state is NodeState.DEAD:
+                self._dead_order.append(info.node_id)
 
     def get(self, node_id: str) -> NodeInfo | None:
         return self._nodes.get(node_id)

@@ -31,7 +31,7 @@ version and handed, per command, to a *sink*: in the GCS, the event spine's
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -241,6 +241,21 @@ class PgTable:
 
     def get(self, pg_id: bytes) -> PgRecord | None:
         return self._groups.get(pg_id)
+
+    def restore(self, records: Iterable[PgRecord]) -> None:
+        """Load the groups a restarted GCS read back from its store. An attempt that was
+        under way is forgotten (its prepared bundles are the raylets' to release): the group
+        waits to be placed again, keeping the bundles it had committed."""
+        for rec in records:
+            rec.attempt_nodes = {}
+            if rec.state is PgState.PREPARED:
+                rec.state = PgState.RESCHEDULING if rec.bundle_nodes else PgState.PENDING
+            self._groups[rec.pg_id] = rec
+            if rec.state is PgState.REMOVED:
+                self._removed[rec.pg_id] = None
+            elif rec.name:
+                self._names[(rec.namespace, rec.name)] = rec.pg_id
+            self._sync_waiting(rec)
 
     def by_name(self, name: str, namespace: str) -> PgRecord | None:
         pg_id = self._names.get((namespace, name))

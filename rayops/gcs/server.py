@@ -343,7 +343,12 @@ class GcsServer:
     """The GCS services on one grpc.aio server, behind the token interceptor."""
 
     def __init__(
-        self, state: GcsState, token: str, health: Any = None, packages: Any = None
+        self,
+        state: GcsState,
+        token: str,
+        health: Any = None,
+        packages: Any = None,
+        persistence: Any = None,
     ) -> None:
         from rayops.gcs.actor_manager import ActorManager
         from rayops.gcs.health import HealthSettings
@@ -374,9 +379,15 @@ class GcsServer:
 
         self.packages = PackageReferences(state, packages)
         latency = LatencyInterceptor()  # after the token check: refused calls are not timed
-        self._server = grpc.aio.server(
-            interceptors=[TokenAuthServerInterceptor(token), latency], options=list(SERVER_OPTIONS)
-        )
+        interceptors: list[Any] = [TokenAuthServerInterceptor(token), latency]
+        # With a store (gcs/persistence.py): a reply waits for the records of its changes.
+        self.persistence = persistence
+        if persistence is not None:
+            from rayops.gcs.persistence import DurableRepliesInterceptor
+
+            persistence.attach()
+            interceptors.append(DurableRepliesInterceptor(persistence))
+        self._server = grpc.aio.server(interceptors=interceptors, options=list(SERVER_OPTIONS))
         gcs_metrics_pb2_grpc.add_MetricsGcsServiceServicer_to_server(
             MetricsService(state, latency.recorder, self.actors.placement_time), self._server
         )
@@ -431,6 +442,9 @@ class GcsServer:
             raise OSError(f"the GCS could not listen on {address}: {err}") from err
         if bound == 0:
             raise OSError(f"the GCS could not listen on {address} (address in use?)")
+        if self.persistence is not None:
+            self.persistence.start()
+            self._resume_restored()
         await self._server.start()
         self._start_health_checks()
         self.packages.start()
@@ -448,6 +462,15 @@ class GcsServer:
         await self.actors.shutdown()
         self.state.publisher.close()
         await self._server.stop(grace)
+        if self.persistence is not None:
+            await self.persistence.close()
+
+    def _resume_restored(self) -> None:
+        """After a restart: actors read back go on (ALIVE ones keep their workers), and
+        placement groups still to place are placed."""
+        for rec in self.state.actors.all():
+            self.actors.adopt(rec)
+        self.pgs.nodes_changed()
 
     def _start_health_checks(self) -> None:
         import asyncio

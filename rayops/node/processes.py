@@ -82,6 +82,7 @@ class NodeOptions:
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int | None = None  # None: Ray's 8265, or the next free of 50 after it
     wait_dashboard: bool = True  # wait until it listens (``rayops start``); init() does not
+    gcs_storage: str | None = None  # head: the GCS's store (None: the session directory's)
 
 
 @dataclass
@@ -164,6 +165,11 @@ def start_node(opts: NodeOptions) -> StartedNode:
     PackageStoreSettings.from_env()
     TaskEventSettings.from_env()
     MemoryConfig.from_env()
+    from rayops.gcs.persistence import resolve_storage
+    from rayops.gcs.reconnect import reconnect_timeout_s
+
+    reconnect_timeout_s(os.environ)
+    resolve_storage(opts.gcs_storage, None, os.environ)  # an external store: refused here
     # The node's own device list: GPU i of the raylet is device gpu_ids[i] (as in Ray).
     gpu_ids = visible_device_ids(os.environ.get("CUDA_VISIBLE_DEVICES"))
     if opts.num_gpus is not None:
@@ -188,10 +194,18 @@ def start_node(opts: NodeOptions) -> StartedNode:
             gcs_address = f"{opts.node_ip}:{gcs_port}"
             r, w = os.pipe()
             ready["gcs"] = r
+            # Under its supervisor (node/supervisor.py): a GCS that dies is started again on
+            # the same port, and reads its tables back from the session directory's store.
             cmd = [
                 sys.executable,
                 "-m",
+                "rayops.node.supervisor",
+                "--",
+                sys.executable,
+                "-m",
                 "rayops.gcs",
+                "--session-dir",
+                session_dir,
                 "--host",
                 opts.node_ip,
                 "--port",
@@ -203,6 +217,8 @@ def start_node(opts: NodeOptions) -> StartedNode:
                 "--ready-fd",
                 str(w),
             ]
+            if opts.gcs_storage is not None:
+                cmd += ["--gcs-storage", opts.gcs_storage]
             procs["gcs"] = _spawn(cmd, [w], watch_r, os.path.join(logs, "gcs.out"), opts.detached)
             os.close(w)
             if opts.include_dashboard:

@@ -71,7 +71,9 @@ class RequestLease(Message):
     # the leased worker runs in that env. Refused with RUNTIME_ENV_SETUP_FAILED when the
     # node cannot set it up.
     runtime_env: str = ""
-    # the GCS leases a worker to host an actor: the memory monitor kills task workers first
+    # The GCS leases a worker to host an actor: the worker is not killed when the requesting
+    # connection closes (a GCS restart must not kill every actor; the worker's own exit ends
+    # the lease), and the memory monitor kills task workers before actor workers.
     for_actor: bool = False
 
 

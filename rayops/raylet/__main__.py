@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 
+from rayops.gcs.reconnect import reconnect_timeout_s
 from rayops.node.daemon import setup_logging, signal_ready, watch_parent
 from rayops.node.log_rotation import LogRotationConfig
 from rayops.raylet.memory_monitor import MemoryConfig
@@ -69,6 +71,7 @@ async def amain(args: argparse.Namespace, log_rotation: LogRotationConfig) -> No
         framed=FramedSettings.from_env(),
         runtime_env_install=InstallSettings.from_env(),
         memory=MemoryConfig.from_env(),
+        gcs_reconnect_timeout_s=reconnect_timeout_s(os.environ),
     )
     raylet = Raylet(config)
     try:
@@ -84,6 +87,8 @@ async def amain(args: argparse.Namespace, log_rotation: LogRotationConfig) -> No
     await raylet.wait_stopped()
     logger.info("raylet stopping")
     await raylet.shutdown()
+    if raylet.gcs_lost:
+        raise SystemExit(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -146,8 +146,10 @@ async def follow_gcs(
     on_change: Callable[[], None],
     stopping: asyncio.Event,
     subscriber_id: str = "",
+    on_connected: Callable[[bool], None] = lambda connected: None,
 ) -> None:
-    """Keep `view` current from the GCS's node channel until `stopping` or our own death."""
+    """Keep `view` current from the GCS's node channel until `stopping` or our own death;
+    `on_connected` hears when the stream comes up and goes down (`raylet/gcs_link.py`)."""
 
     def apply(batch: Batch) -> bool:
         dead, me_dead = view.apply(batch)
@@ -166,6 +168,7 @@ async def follow_gcs(
         apply,
         stopping=stopping,
         subscriber_id=subscriber_id,
+        on_connected=on_connected,
         epoch=view.epoch,
         version=view.version,
     )

@@ -40,6 +40,7 @@ from rayops.raylet import state_handlers
 from rayops.raylet.agent_process import AgentProcess, AgentSettings
 from rayops.raylet.bundles import BundleBook, BundleDevices
 from rayops.raylet.cluster_view import ClusterView, follow_gcs
+from rayops.raylet.gcs_link import GcsLink
 from rayops.raylet.memory_monitor import GIB, Candidate, KillReport, MemoryConfig, MemoryGuard
 from rayops.raylet.object_manager import ObjectManager
 from rayops.raylet.resources import (
@@ -101,6 +102,8 @@ class RayletConfig:
     framed: FramedSettings = field(default_factory=FramedSettings)
     runtime_env_install: InstallSettings = field(default_factory=InstallSettings)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    # How long the GCS may be unreachable before this raylet exits (rayops/gcs/reconnect.py).
+    gcs_reconnect_timeout_s: float = 60.0
 
 
 @dataclass
@@ -126,7 +129,7 @@ class Lease:
     conn: framed.Connection
     blocked: bool = False
     devices: BundleDevices | None = None  # GPUs taken from a placement-group bundle
-    for_actor: bool = False  # the GCS leased it to host an actor
+    for_actor: bool = False  # the GCS's actor lease: kept when the GCS's connection closes
     granted: float = field(default_factory=time.monotonic)
 
 
@@ -147,6 +150,7 @@ class Raylet:
         self.drivers: dict[framed.Connection, int] = {}
         self._server: framed.FramedServer | None = None
         self._gcs: Any = None
+        self.gcs_lost = False  # stopped because the GCS stayed away past the window
         self._usage = UsageReporter(self._read_usage, self._send_usage)
         self.task_events = TaskEventRelay(lambda: self._gcs, self._spawn)
         self._stopping = asyncio.Event()
@@ -244,6 +248,8 @@ class Raylet:
         if self.config.memory.enabled:
             self._spawn(self.memory.run(self._stopping))
         await self._register_with_gcs()
+        self._gcs_link = GcsLink(self.config.gcs_reconnect_timeout_s, time.monotonic())
+        self._spawn(self._watch_gcs_link())
         self._spawn(self._usage.run(self._stopping))
         self._usage.mark()
         self._spawn(self._start_agent(delay=AGENT_START_DELAY_S))
@@ -256,9 +262,41 @@ class Raylet:
                 self._schedule,
                 self._stopping,
                 self.config.node_id,
+                on_connected=self._on_gcs_link,
             )
         )
         return self.port
+
+    def _on_gcs_link(self, up: bool) -> None:
+        if self._gcs_link.connected(up, time.monotonic()):
+            # The GCS came back (maybe a new process, restored from its store): tell it the
+            # node's usage again, which it does not persist.
+            logger.info("the GCS at %s is reachable again", self.config.gcs_address)
+            self._usage.resend()
+        elif not up:
+            logger.warning(
+                "lost the GCS at %s; retrying for up to %g s",
+                self.config.gcs_address,
+                self.config.gcs_reconnect_timeout_s,
+            )
+
+    async def _watch_gcs_link(self) -> None:
+        """Past the reconnect window without the GCS, stop (clearly) instead of retrying."""
+        period = min(1.0, self.config.gcs_reconnect_timeout_s / 4)
+        while not self._stopping.is_set():
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            if self._gcs_link.expired(now):
+                logger.error(
+                    "the GCS at %s has been unreachable for %.0f s (the reconnect window, "
+                    "RAYOPS_GCS_RECONNECT_TIMEOUT_S=%g): this raylet exits",
+                    self.config.gcs_address,
+                    self._gcs_link.down_for(now),
+                    self.config.gcs_reconnect_timeout_s,
+                )
+                self.gcs_lost = True
+                self.request_stop()
+                return
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -287,6 +325,7 @@ class Raylet:
             metrics_export_port=self.metrics_export_port,
             agent_port=self.agent_port,
         )
+        self._node_info = info
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -336,7 +375,7 @@ class Raylet:
         )
 
     async def _send_usage(self, report: UsageReport) -> None:
-        await self._gcs.report_resource_usage(
+        outcome = await self._gcs.report_resource_usage(
             self.config.node_id,
             report.resources_total,
             report.resources_available,
@@ -345,6 +384,17 @@ class Raylet:
             report.store_spilled,
             report.pending_demand,
         )
+        if not outcome.accepted and outcome.state is None:
+            # A GCS that does not know this node (restarted without its store): register
+            # again with the same node id, then report.
+            logger.warning("the GCS does not know this node: registering again")
+            await self._gcs.register_node(
+                dataclasses.replace(
+                    self._node_info,
+                    resources_available=report.resources_available,
+                )
+            )
+            self._usage.resend()
 
     async def wait_stopped(self) -> None:
         await self._stopping.wait()
@@ -392,6 +442,9 @@ class Raylet:
         # Requests and leases of a client that went away.
         self.pending = deque(r for r in self.pending if r.conn is not conn)
         for lease in [le for le in self.leases.values() if le.conn is conn]:
+            if lease.for_actor:
+                # An actor the GCS created: the GCS restarting must not kill it.
+                continue
             # The owner died: its worker may still be running the owner's task.
             # Kill it rather than hand a busy worker to someone else.
             logger.info("owner of lease %d disconnected; killing its worker", lease.lease_id)

@@ -59,6 +59,11 @@ class UsageReporter:
         self._last: UsageReport | None = None
         self.sent = 0
 
+    def resend(self) -> None:
+        """The GCS may have lost what it was told (it restarted): report again, changed or not."""
+        self._last = None
+        self._wanted.set()
+
     def mark(self) -> None:
         """The node's usage may have changed: report it within the window if it did."""
         self._wanted.set()

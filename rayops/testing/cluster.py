@@ -108,6 +108,12 @@ class Cluster:
         # The token is found in the head's temp dir (session_latest/cluster_token).
         return rayops.init(self.address, _temp_dir=self.head.temp_dir, **init_kwargs)
 
+    def gcs_pid(self, timeout: float = 10.0) -> int:
+        """The GCS process's pid (``procs["gcs"]`` is its supervisor, node/supervisor.py)."""
+        from rayops.node.supervisor import supervised_pid
+
+        return supervised_pid(self.head.started.procs["gcs"].pid, timeout)
+
     def kill_raylet(self, node: ClusterNode, sig: int = signal.SIGKILL) -> None:
         """Kill a node's raylet (its workers follow it)."""
         os.kill(node.raylet_pid, sig)

@@ -72,7 +72,7 @@ def test_a_cut_connection_is_not_a_death_but_the_reported_death_is(cluster: Clus
         pytest.skip("needs ss and root (CAP_NET_ADMIN) to cut a TCP connection")
     a = Pinger.remote()
     pid, port = rayops.get(a.where.remote(), timeout=30)
-    gcs_pid = cluster.head.started.procs["gcs"].pid
+    gcs_pid = cluster.gcs_pid()
     assert _cut(gcs_pid, port) >= 1
     # Before issue 10 the GCS took its connection's end for the worker's death, and this
     # actor (no restarts) was declared DEAD although its process was alive.

@@ -312,7 +312,7 @@ def test_gcs_reachable_needs_the_node_stream_and_answers_from_the_gcs(tmp_path: 
         url = f"http://127.0.0.1:{head.metrics_export_port}"
         token = cluster.token
         _wait(lambda: _gcs_reachable(url, token) == 1.0, 20, "reachable at start")
-        gcs_pid = cluster.head.started.procs["gcs"].pid
+        gcs_pid = cluster.gcs_pid()
         os.kill(gcs_pid, signal.SIGSTOP)
         try:
             t0 = time.monotonic()

@@ -362,7 +362,7 @@ def test_killed_node_fires_node_down_and_leaves_discovery(
 
 def test_stopped_gcs_fires_gcs_unreachable(cluster: Cluster, prom: PrometheusServer) -> None:
     """Last: a GCS stopped this long may declare nodes dead when it resumes."""
-    gcs_pid = cluster.head.started.procs["gcs"].pid
+    gcs_pid = cluster.gcs_pid()
     os.kill(gcs_pid, signal.SIGSTOP)
     try:
         _alert(prom, "RayopsGCSUnreachable", bool, timeout=60, what="GCS unreachable")
