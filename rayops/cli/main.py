@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from rayops.cli import job_cmds, launcher_cmds, log_cmds, metrics_cmds, state_cmds
+from rayops.cli import job_cmds, launcher_cmds, log_cmds, metrics_cmds, state_cmds, tls_flags
 from rayops.cli.arg_types import nonneg
 from rayops.exceptions import AuthenticationError, RpcError
 from rayops.node import session as sess
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="port of the head's API server (default 8265, or the next free one after it)",
     )
+    tls_flags.add_flags(s)
 
     st = sub.add_parser("stop", help="stop the daemons started from this temp dir")
     st.add_argument("--temp-dir", default=None)
@@ -172,6 +173,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             f"a rayops node is already running from {temp_dir} (session {running.session_dir}); "
             f"stop it with `rayops stop --temp-dir {temp_dir}` or use another --temp-dir"
         )
+    tls_files = tls_flags.files_from(args)  # checked before anything starts
     token = None
     if args.head and args.token_file:
         from rayops.rpc.auth import read_token_file
@@ -212,6 +214,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port,
         wait_dashboard=True,
+        tls=tls_files,
     )
     try:
         node = start_node(opts)
@@ -224,9 +227,10 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"  GCS address: {rec.gcs_address}")
         print("  To connect a driver on this machine: rayops.init('auto')")
         if rec.dashboard_url:
-            print(f"  Dashboard (Jobs API): http://{rec.dashboard_url}")
+            scheme = "https" if tls_files else "http"
+            print(f"  Dashboard (Jobs API): {scheme}://{rec.dashboard_url}")
             print(
-                f"  To submit a job: rayops job submit --address http://{rec.dashboard_url} "
+                f"  To submit a job: rayops job submit --address {scheme}://{rec.dashboard_url} "
                 "-- python script.py"
             )
         print("  To add a node: copy the token file (mode 0600) to it, then run")
@@ -300,6 +304,7 @@ def _gcs_for_status(args: argparse.Namespace) -> tuple[str, str, str]:
 
     temp_dir = _temp_dir(args)
     session_dir = sess.latest_session(temp_dir)
+    tls_flags.tls.adopt_session(session_dir)  # TLS found where the token is (rpc/tls.py)
     token_file = os.environ.get("RAYOPS_TOKEN_FILE") or (
         os.path.join(session_dir, sess.TOKEN_FILE) if session_dir else None
     )

@@ -17,8 +17,10 @@ Ray's client does; a refused token raises ``rayops.exceptions.AuthenticationErro
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -27,6 +29,7 @@ from typing import Any
 
 from rayops.dashboard.models import JobDetails, JobStatus
 from rayops.exceptions import AuthenticationError
+from rayops.rpc import tls
 
 __all__ = ["JobSubmissionClient", "resolve_address", "resolve_token", "token_refused", "with_token"]
 
@@ -48,6 +51,8 @@ def resolve_address(address: str | None) -> str:
         env = os.environ.get("RAYOPS_ADDRESS") or ""
         if env.startswith(("http://", "https://")):
             address = env
+    # TLS as the token: the environment's, else the local session's (rpc/tls.py).
+    tls.adopt_session(sess.latest_session(_temp_dir()), override=False)
     if not address or address == "auto":
         temp_dir = _temp_dir()
         session_dir = sess.latest_session(temp_dir)
@@ -64,7 +69,7 @@ def resolve_address(address: str | None) -> str:
             )
         address = rec.dashboard_url
     if "://" not in address:
-        address = "http://" + address
+        address = f"{tls.url_scheme()}://" + address
     if not address.startswith(("http://", "https://")):
         raise ValueError(f"the API server address must be http(s)://HOST:PORT, got {address!r}")
     return address.rstrip("/")
@@ -156,14 +161,27 @@ class JobSubmissionClient:
         req = urllib.request.Request(
             self._address + path, data=body, method=method, headers=headers
         )
+        material = tls.current()
+        context = material.client_context() if material is not None else None
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as err:
             data = err.read()
             if err.code in (401, 403):
                 raise token_refused(self._address, self._token_source) from err
             return err.code, data
+        except (http.client.RemoteDisconnected, ConnectionResetError) as err:
+            # A TLS server drops a plaintext request without an answer.
+            raise ConnectionError(
+                tls.describe_mismatch(f"the API server at {self._address}", False)
+                if self._address.startswith("http://")
+                else f"the API server at {self._address} closed the connection: {err}"
+            ) from None
+        except urllib.error.URLError as err:
+            if isinstance(err.reason, ssl.SSLError):
+                raise ConnectionError(_tls_failure(self._address, err.reason)) from None
+            raise
 
     def _json(self, method: str, path: str, payload: Any = None) -> Any:
         body = None if payload is None else json.dumps(payload).encode()
@@ -292,7 +310,11 @@ class JobSubmissionClient:
         import aiohttp
 
         url = self._address.replace("http", "ws", 1) + f"/api/jobs/{job_id}/logs/tail"
-        async with aiohttp.ClientSession(headers=self._headers) as session:
+        material = tls.current()
+        connector = aiohttp.TCPConnector(
+            ssl=material.client_context() if material is not None else True
+        )
+        async with aiohttp.ClientSession(headers=self._headers, connector=connector) as session:
             try:
                 ws = await session.ws_connect(url)
             except aiohttp.WSServerHandshakeError as err:
@@ -317,6 +339,17 @@ def _message(data: bytes) -> str:
     if isinstance(parsed, dict):
         return str(parsed.get("message") or parsed.get("error") or parsed)
     return str(parsed)
+
+
+def _tls_failure(address: str, err: ssl.SSLError) -> str:
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return (
+            f"TLS with the API server at {address} failed: its certificate did not verify "
+            f"({err.verify_message}): is it from this cluster's CA?"
+        )
+    if "WRONG_VERSION_NUMBER" in str(err.reason or "").upper():
+        return tls.describe_mismatch(f"the API server at {address}", True)
+    return f"TLS with the API server at {address} failed: {err.reason or err}"
 
 
 def _refused(err: urllib.error.URLError) -> bool:

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from rayops.dashboard.client import resolve_address, token_refused, with_token
 from rayops.dashboard.state_query import DEFAULT_LIMIT, DEFAULT_TIMEOUT_S, PREDICATES, ListOptions
+from rayops.rpc import tls
 
 __all__ = ["RayStateApiException", "StateApiClient", "StateRecord", "check_filters"]
 
@@ -71,7 +72,9 @@ class StateApiClient:
         url = self.address + path + ("?" + urlencode(params) if params else "")
         req = urllib.request.Request(url, headers=self._headers)
         try:
-            return urllib.request.urlopen(req, timeout=timeout)
+            material = tls.current()  # resolve_address adopted the session's TLS setting
+            context = material.client_context() if material is not None else None
+            return urllib.request.urlopen(req, timeout=timeout, context=context)
         except urllib.error.HTTPError as err:
             data = err.read()
             if err.code in (401, 403):
