@@ -23,13 +23,21 @@ import ipaddress
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rayops.launcher.desired import HostTarget
+    from rayops.launcher.plan import Plan
+    from rayops.launcher.spec import ClusterSpec
 
 __all__ = [
     "CA_CERT",
     "CA_KEY",
     "CLIENT_NAME",
     "CertFiles",
+    "cluster_dir",
     "ensure_certs",
+    "ensure_for",
     "host_files",
     "make_certs",
     "tls_enabled",
@@ -199,3 +207,25 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def cluster_dir(cache_dir: Path, cluster_name: str) -> Path:
+    """Where the launcher keeps a cluster's CA and certificates."""
+    return cache_dir / "tls" / cluster_name
+
+
+def ensure_for(
+    spec: ClusterSpec, plan: Plan, targets: Mapping[str, HostTarget], cache_dir: Path
+) -> Path:
+    """The certificates of every host ``plan`` reaches, when the cluster has TLS on (made
+    or kept in ``cluster_dir``); the directory either way (the playbooks copy from it only
+    for nodes whose config says TLS)."""
+    directory = cluster_dir(cache_dir, spec.cluster_name)
+    hosts = {
+        hp.address: [hp.address, str(targets[hp.address].node_config.get("node_ip") or "")]
+        for hp in plan.hosts
+        if hp.failure is None and hp.address in targets
+    }
+    if hosts and any(targets[a].node_config.get("tls") for a in hosts):
+        ensure_certs(directory, hosts, spec.cluster_name)
+    return directory
