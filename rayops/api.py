@@ -371,12 +371,12 @@ def _find_cluster(
     from rayops.gcs.client import GcsClient
 
     session_dir = sess.latest_session(temp_dir)
-    tls.adopt_session(session_dir)  # TLS found where the token is (rpc/tls.py)
-    # Reachability first, then the token: each failure names what is wrong.
-    probe.check_reachable(address)
     token_file = os.environ.get("RAYOPS_TOKEN_FILE") or (
         os.path.join(session_dir, sess.TOKEN_FILE) if session_dir else ""
     )
+    tls.adopt_beside_token(token_file)  # TLS found where the token is (rpc/tls.py)
+    # Reachability first, then the token: each failure names what is wrong.
+    probe.check_reachable(address)
     if not token_file:
         raise rex.AuthenticationError(
             f"the GCS at {address} is reachable, but no cluster token was found: set "

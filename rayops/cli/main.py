@@ -304,10 +304,10 @@ def _gcs_for_status(args: argparse.Namespace) -> tuple[str, str, str]:
 
     temp_dir = _temp_dir(args)
     session_dir = sess.latest_session(temp_dir)
-    tls_flags.tls.adopt_session(session_dir)  # TLS found where the token is (rpc/tls.py)
     token_file = os.environ.get("RAYOPS_TOKEN_FILE") or (
         os.path.join(session_dir, sess.TOKEN_FILE) if session_dir else None
     )
+    tls_flags.tls.adopt_beside_token(token_file)  # TLS found where the token is (rpc/tls.py)
     if args.address:
         address = args.address
     else:

@@ -51,8 +51,6 @@ def resolve_address(address: str | None) -> str:
         env = os.environ.get("RAYOPS_ADDRESS") or ""
         if env.startswith(("http://", "https://")):
             address = env
-    # TLS as the token: the environment's, else the local session's (rpc/tls.py).
-    tls.adopt_session(sess.latest_session(_temp_dir()), override=False)
     if not address or address == "auto":
         temp_dir = _temp_dir()
         session_dir = sess.latest_session(temp_dir)
@@ -102,6 +100,8 @@ def with_token(headers: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
         return out, "the given headers"
     token, source = resolve_token()
     out["Authorization"] = f"Bearer {token}"
+    # TLS found where the token is (rpc/tls.py), unless this process already chose (a driver).
+    tls.adopt_beside_token(source, override=False)
     return out, source
 
 
@@ -135,8 +135,9 @@ class JobSubmissionClient:
                 "JobSubmissionClient(verify=...) is not supported: the API server speaks plain "
                 "HTTP on 127.0.0.1 unless told otherwise"
             )
-        self._address = resolve_address(address)
+        # The token first: TLS is found where it is, and decides the address's scheme.
         self._headers, self._token_source = with_token(headers)
+        self._address = resolve_address(address)
         self._cookies = dict(cookies or {})
         self._default_metadata = dict(metadata or {})
         if self._cookies:

@@ -59,8 +59,9 @@ def check_filters(filters: Sequence[Any] | None) -> tuple[Filter, ...]:
 
 class StateApiClient:
     def __init__(self, address: str | None = None, headers: dict[str, str] | None = None) -> None:
-        self.address = resolve_address(address)
+        # The token first: TLS is found where it is, and decides the address's scheme.
         self._headers, self._token_source = with_token(headers)
+        self.address = resolve_address(address)
 
     def _get(self, path: str, params: list[tuple[str, str]], timeout: float) -> Any:
         with self.open(path, params, timeout + 5) as resp:

@@ -29,12 +29,14 @@ if TYPE_CHECKING:
     from rayops.launcher.desired import HostTarget
     from rayops.launcher.plan import Plan
     from rayops.launcher.spec import ClusterSpec
+    from rayops.rpc.tls import TlsFiles
 
 __all__ = [
     "CA_CERT",
     "CA_KEY",
     "CLIENT_NAME",
     "CertFiles",
+    "client_files",
     "cluster_dir",
     "ensure_certs",
     "ensure_for",
@@ -207,6 +209,28 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def client_files(spec: ClusterSpec, cache_dir: Path) -> TlsFiles | None:
+    """This machine's TLS files for the cluster's API server (through an SSH forward, so
+    the head's certificate is checked for 127.0.0.1); None when the cluster has TLS off."""
+    from rayops.rpc.tls import TlsFiles
+
+    if not tls_enabled(spec.rayops.tls, 1 + len(spec.provider.worker_ips)):
+        return None
+    directory = cluster_dir(cache_dir, spec.cluster_name)
+    cert, key = host_files(CLIENT_NAME)
+    if not (directory / cert).exists():
+        from rayops.launcher.errors import LauncherError
+
+        raise LauncherError(
+            f"the cluster has TLS on but this machine has no client certificate in "
+            f"{directory}: run `rayops up` for it from this machine first"
+        )
+    return TlsFiles(
+        str(directory / cert), str(directory / key), str(directory / CA_CERT),
+        origin=f"rayops up's {directory}",
+    )  # fmt: skip
 
 
 def cluster_dir(cache_dir: Path, cluster_name: str) -> Path:

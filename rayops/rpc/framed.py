@@ -91,9 +91,11 @@ REQUEST_OBJECT, NOTIFY_OBJECT = 7, 8
 _ENCODERS = wire_codes.ENCODERS
 _CLASS_BY_CODE = wire_codes.CLASS_BY_CODE
 
-# The first byte of a TLS record: an alert (21) or a handshake (22), as a peer that speaks
-# TLS sends before anything else; never the first byte of a rayops handshake frame's length.
+# A TLS record starts with its type, an alert (21) or a handshake (22), then the major
+# version 3; a rayops handshake frame's length (at most _MAX_HANDSHAKE, little-endian) may
+# start with 21 or 22 but its second byte is 0 or 1.
 _TLS_RECORD_TYPES = (0x15, 0x16)
+_TLS_MAJOR = 0x03
 
 
 class ProcessTls(enum.Enum):
@@ -367,7 +369,7 @@ class Connection(asyncio.BufferedProtocol):
         buf, end = self._rbuf, self._rlen
         if end < 4 or self.closed:
             return
-        if buf[0] in _TLS_RECORD_TYPES and not self._tls:
+        if buf[0] in _TLS_RECORD_TYPES and buf[1] == _TLS_MAJOR and not self._tls:
             self._tls_mismatch()
             return
         (size,) = _HEADER.unpack_from(buf, 0)

@@ -44,6 +44,7 @@ __all__ = [
     "Tls",
     "TlsConfigError",
     "TlsFiles",
+    "adopt_beside_token",
     "adopt_session",
     "configure",
     "current",
@@ -252,6 +253,13 @@ def adopt_session(session_dir: str | None, *, override: bool = True) -> Tls | No
     if files is None and _env_flag(os.environ, explicit_only=True) is None and session_dir:
         files = TlsFiles.from_session(session_dir)
     return configure(files)
+
+
+def adopt_beside_token(token_file: str | None, *, override: bool = True) -> Tls | None:
+    """``adopt_session`` for the directory that holds the token file a client uses: a
+    session directory, or a directory where the token was copied with its ``tls.json``
+    (``rayops up`` keeps both in ``<install_dir>``)."""
+    return adopt_session(os.path.dirname(token_file) if token_file else None, override=override)
 
 
 def url_scheme() -> str:

@@ -193,3 +193,21 @@ def test_ensure_for_makes_certificates_naming_each_host_and_its_node_ip(tmp_path
     d = tls_certs.ensure_for(spec, plan, on, tmp_path)
     cert = x509.load_pem_x509_certificate((d / host_files("w1.lan")[0]).read_bytes())
     assert _sans(cert) == {"w1.lan", "10.0.0.9", "127.0.0.1", "localhost"}
+
+
+def test_client_files_for_the_operators_machine(tmp_path: Path) -> None:
+    from rayops.launcher.errors import LauncherError
+    from rayops.launcher.spec import ClusterSpec
+
+    one_host = ClusterSpec.model_validate(_BASE)
+    assert tls_certs.client_files(one_host, tmp_path) is None  # TLS off: plain HTTP
+    two = ClusterSpec.model_validate(
+        {**_BASE, "provider": {**_BASE["provider"], "worker_ips": ["10.0.0.2"]}}
+    )
+    with pytest.raises(LauncherError, match="no client certificate"):
+        tls_certs.client_files(two, tmp_path)
+    ensure_certs(tls_certs.cluster_dir(tmp_path, "c"), {"10.0.0.1": ["10.0.0.1"]}, "c")
+    files = tls_certs.client_files(two, tmp_path)
+    assert files is not None
+    files.load()  # a loadable pair and the cluster CA
+    assert files.cert.endswith("hosts/client/node.pem")

@@ -11,6 +11,7 @@ import pytest
 
 from rayops.launcher.tls_certs import CA_CERT, host_files, make_certs
 from rayops.rpc import tls
+from rayops.rpc.framed_settings import FramedSettings
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +126,56 @@ def test_to_env_gives_a_child_the_same_files(pki: Path) -> None:
     good = _files(pki)
     assert tls.TlsFiles.from_env(_env(good)) == good
     assert os.path.isabs(good.cert)
+
+
+def test_clients_take_tls_from_beside_the_token_they_use(
+    pki: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in (*tls.ENV_USE, *tls.ENV_CERT, *tls.ENV_KEY, *tls.ENV_CA):
+        monkeypatch.delenv(name, raising=False)
+    _files(pki).save(str(tmp_path))
+    try:
+        assert tls.adopt_beside_token(str(tmp_path / "cluster_token")) is not None
+        assert tls.adopt_beside_token(str(pki / "cluster_token")) is None  # no tls.json there
+        assert tls.adopt_beside_token(None) is None
+    finally:
+        tls.configure(None)
+
+
+def test_a_plaintext_framed_server_names_a_tls_client_and_the_token_length_is_no_hello() -> None:
+    """A TLS hello on a plaintext port is refused as such; a handshake frame whose length
+    byte happens to be a TLS record type (21, 22) is still a handshake."""
+    import asyncio
+    import socket
+
+    from rayops.rpc import framed
+
+    async def main() -> None:
+        for token in (b"x" * (0x15 - len(framed.MAGIC)), b"y" * (0x16 - len(framed.MAGIC))):
+            server = await framed.serve("127.0.0.1", 0, token, {}, tls_material=None)
+            port = server.sockets[0].getsockname()[1]
+            conn = await framed.connect(
+                "127.0.0.1", port, token, {}, settings=_tcp(), tls_material=None
+            )
+            conn.close()
+            loop = asyncio.get_running_loop()
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.setblocking(False)
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            hello = ssl.MemoryBIO()
+            obj = ctx.wrap_bio(ssl.MemoryBIO(), hello, server_hostname=None)
+            with pytest.raises(ssl.SSLWantReadError):
+                obj.do_handshake()
+            await loop.sock_sendall(sock, hello.read())
+            assert await asyncio.wait_for(loop.sock_recv(sock, 16), 5) == b"\x02\x00\x00\x00NO"
+            sock.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
+
+
+def _tcp() -> FramedSettings:
+    return FramedSettings(local_sockets=False)
