@@ -806,11 +806,19 @@ class Connection(asyncio.BufferedProtocol):
         transport = self._transport
         if not handed or transport is None or transport.is_closing():
             return
+        run: list[bytes | memoryview] = []  # consecutive frames: one write (one TLS record)
         for item in handed:
             if isinstance(item, tuple):
+                if run:
+                    transport.write(b"".join(run))
+                    run = []
                 self._write_bounded([item])  # re-enters _wlock (an RLock) to write
             else:
-                transport.write(item)
+                run.append(item)
+        if len(run) == 1:
+            transport.write(run[0])
+        elif run:
+            transport.write(b"".join(run))
 
     def _open_direct_writes(self) -> None:
         """After the handshake: other threads may write this socket (see send_threadsafe).
