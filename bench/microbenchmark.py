@@ -8,6 +8,11 @@ public Ray Core API (``init``, ``remote``, ``.remote()``, ``get``, ``put``, ``wa
     python bench/microbenchmark.py --runtime rayops
     /work/rayvenv/bin/python bench/microbenchmark.py --runtime ray
 
+``--tls both`` runs the timed rows without and then with TLS (a CA and certificate made for
+the run; rows with TLS end in ``+tls``) and prints what TLS costs per row, side by side.
+On one host the framed data plane uses local sockets, which stay plaintext; run under
+``RAYOPS_FRAMED_LOCAL_SOCKETS=0`` to put every framed byte over TCP, and so over TLS.
+
 It prints one line per row (``row_name  value  unit``) and can write JSON. It never asserts on a
 figure: a row that raises prints ``error`` and the run goes on. The only non-zero exits are bad
 arguments (2) and a row that hangs past ``--row-timeout`` (3), after the processes this script
@@ -806,16 +811,18 @@ class Report:
     settings: dict[str, Any]
     machine: dict[str, Any]
     rows: list[RowResult] = field(default_factory=list)
+    suffix: str = ""  # appended to the rows' names (``+tls``)
 
     def add(self, results: Sequence[RowResult]) -> None:
         for result in results:
+            result.name += self.suffix
             print(result.line(), flush=True)
             self.rows.append(result)
 
     def write(self, path: str | None) -> None:
         if path is None:
             return
-        doc = {k: v for k, v in asdict(self).items() if k != "rows"}
+        doc = {k: v for k, v in asdict(self).items() if k not in ("rows", "suffix")}
         doc["rows"] = {
             r.name: {k: v for k, v in asdict(r).items() if k != "name"} for r in self.rows
         }
@@ -850,6 +857,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=os.cpu_count() or 1,
         help="num_cpus passed to init() (default: this machine's cores)",
+    )
+    parser.add_argument(
+        "--tls",
+        choices=["off", "on", "both"],
+        default="off",
+        help="TLS for the timed rows: off, on, or both (side by side, with the cost)",
+    )
+    parser.add_argument(
+        "--tls-rounds",
+        type=int,
+        default=3,
+        help="with --tls both: alternating rounds without and with TLS (default 3)",
     )
     parser.add_argument(
         "--row-timeout",
@@ -915,10 +934,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         guard.stop()
 
     timed = [r for r in args.selected if r in TIMED_ROWS or r in BATCH_ROWS]
-    if timed:
+    if timed and args.tls == "off":
         run_timed_rows(rt, timed, args.num_cpus, timing, report, guard)
+    elif timed:
+        run_tls_modes(rt, timed, args, timing, report, guard)
     report.write(args.json_out)
     return 0
+
+
+TLS_SUFFIX = "+tls"
+
+
+def run_tls_modes(
+    rt: ModuleType,
+    names: list[str],
+    args: argparse.Namespace,
+    timing: Timing,
+    report: Report,
+    guard: HangGuard,
+) -> None:
+    """The timed rows with TLS (``--tls on``), or without and with it in alternating rounds
+    (``both``: ``--tls-rounds`` of each, so a change in the machine's load hits both
+    alike), then each row's cost: the median rate with TLS relative to the one without."""
+    from rayops.testing.tls_files import loopback_certs, tls_environment
+
+    modes = [False, True] * args.tls_rounds if args.tls == "both" else [True]
+    rates: dict[tuple[str, bool], list[float]] = {}
+    units: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as certs:
+        files = loopback_certs(certs)
+        for on in modes:
+            print(f"# TLS {'on' if on else 'off'}", flush=True)
+            with tls_environment(files if on else None):
+                report.suffix = TLS_SUFFIX if on else ""
+                first = len(report.rows)
+                run_timed_rows(rt, names, args.num_cpus, timing, report, guard)
+                report.suffix = ""
+            for row in report.rows[first:]:
+                base = row.name.removesuffix(TLS_SUFFIX)
+                units[base] = row.unit
+                if row.value is not None:
+                    rates.setdefault((base, on), []).append(row.value)
+    if args.tls != "both":
+        return
+    print(
+        f"# TLS cost: median of {args.tls_rounds} round(s) each, with TLS vs without "
+        "(negative: slower)",
+        flush=True,
+    )
+    for name in names:
+        off, on_ = rates.get((name, False)), rates.get((name, True))
+        if not off or not on_:
+            continue
+        a, b = statistics.median(off), statistics.median(on_)
+        print(
+            f"{name:<36} {a:>12.2f} -> {b:>10.2f}  {units[name]}  ({(b / a - 1) * 100:+.1f}%)",
+            flush=True,
+        )
 
 
 def run_timed_rows(

@@ -6,6 +6,9 @@ Rows: multi_node_tasks_async (tasks spread over 2 nodes), multi_node_actor_calls
 (one actor per node, called from the driver), cross_node_get_gigabytes (driver on the
 head reads a 100 MB object made on another node), broadcast_1gb_3_nodes_s (a 1 GB
 object read by one task on each of 3 other nodes). Prints figures; never fails.
+
+``--tls both`` runs the rows on a cluster without and then one with TLS (rows ending in
+``+tls``); under ``RAYOPS_FRAMED_LOCAL_SOCKETS=0`` the nodes talk TCP, as between hosts.
 """
 
 from __future__ import annotations
@@ -33,18 +36,35 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
     return out
 
 
+SUFFIX = [""]  # "+tls" while the TLS cluster runs
+
+
 def report(name: str, values: list[float], unit: str) -> None:
     sd = statistics.pstdev(values) if len(values) > 1 else 0.0
+    name += SUFFIX[0]
     print(f"{name:<36} {statistics.mean(values):>12.2f}  {unit}  +- {sd:.2f}", flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--tls", choices=["off", "on", "both"], default="off")
     args = p.parse_args()
     repeat = 2 if args.quick else 5
+    from rayops.rpc import tls
+    from rayops.testing.tls_files import loopback_certs
+
+    with tempfile.TemporaryDirectory() as certs:
+        files = loopback_certs(certs) if args.tls != "off" else None
+        for on in {"off": [False], "on": [True], "both": [False, True]}[args.tls]:
+            SUFFIX[0] = "+tls" if on else ""
+            run_cluster(files if on else None, repeat)
+            tls.configure(None)
+
+
+def run_cluster(files: Any, repeat: int) -> None:
     with tempfile.TemporaryDirectory() as base:
-        cluster = Cluster(base, head_cpus=1, object_store_memory=2 * 2**30)
+        cluster = Cluster(base, head_cpus=1, object_store_memory=2 * 2**30, tls=files)
         # A resource per worker node pins one actor to each: actors take no node affinity
         # until one scheduler places them (issue 10).
         workers = [

@@ -23,6 +23,7 @@ from rayops.node import node_args
 from rayops.node import session as sess
 from rayops.options import check_init_options
 from rayops.protocol.bundle_resources import is_bundle_resource
+from rayops.rpc import tls
 from rayops.rpc.framed_settings import FramedSettings
 
 logger = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ def init(
         from rayops.node.reclaim import reclaim_dead_sessions
 
         reclaim_dead_sessions(temp_dir)
+        tls.adopt_session(None)  # a new local cluster: TLS as this process's environment says
         node = start_node(
             NodeOptions(
                 node_ip=_node_ip_address or "127.0.0.1",
@@ -360,6 +362,7 @@ def _find_cluster(
                 "(its raylet exited). Start one with `rayops start --head`."
             )
         token = _read_token(os.path.join(session_dir, sess.TOKEN_FILE))
+        tls.adopt_session(session_dir)  # TLS found where the token is (rpc/tls.py)
         return (rec.node_ip, rec.raylet_port), token, rec.node_ip
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
@@ -367,12 +370,13 @@ def _find_cluster(
     from rayops.gcs import probe
     from rayops.gcs.client import GcsClient
 
-    # Reachability first, then the token: each failure names what is wrong.
-    probe.check_reachable(address)
     session_dir = sess.latest_session(temp_dir)
     token_file = os.environ.get("RAYOPS_TOKEN_FILE") or (
         os.path.join(session_dir, sess.TOKEN_FILE) if session_dir else ""
     )
+    tls.adopt_beside_token(token_file)  # TLS found where the token is (rpc/tls.py)
+    # Reachability first, then the token: each failure names what is wrong.
+    probe.check_reachable(address)
     if not token_file:
         raise rex.AuthenticationError(
             f"the GCS at {address} is reachable, but no cluster token was found: set "

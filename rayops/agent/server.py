@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from rayops.rpc import tls
 from rayops.rpc.refusal_log import RequestRefusals
 
 __all__ = ["AgentHttp", "TokenCheck"]
@@ -73,7 +74,14 @@ class AgentHttp:
     async def start(self, host: str, port: int) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        material = tls.current()  # HTTPS, client certificates required, when TLS is on
+        site = web.TCPSite(
+            self._runner,
+            host,
+            port,
+            reuse_address=True,
+            ssl_context=None if material is None else material.server_context(),
+        )
         await site.start()
 
     async def stop(self) -> None:

@@ -133,15 +133,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
 @_user_errors
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Forward a local port to the head's API server until interrupted (``ray dashboard``)."""
-    from rayops.launcher.job_submit import head_api, save_token
+    from rayops.launcher.job_submit import api_url, head_api, save_token
 
     with (
         _cluster(args) as cluster,
         head_api(cluster, local_port=args.port, remote_port=args.remote_port) as (forward, api),
     ):
-        token_file = save_token(cluster, api)
-        _out(f"The head's API server is at {forward.url} (Ctrl-C to stop forwarding); try:")
-        _out(f"  export RAYOPS_API_SERVER_ADDRESS={forward.url} RAYOPS_TOKEN_FILE={token_file}")
+        token_file = save_token(cluster, api)  # with tls.json beside it when TLS is on
+        url = api_url(cluster, forward)
+        _out(f"The head's API server is at {url} (Ctrl-C to stop forwarding); try:")
+        _out(f"  export RAYOPS_API_SERVER_ADDRESS={url} RAYOPS_TOKEN_FILE={token_file}")
         _out("  rayops job list")
         try:
             while True:

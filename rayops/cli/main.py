@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from rayops.cli import job_cmds, launcher_cmds, log_cmds, metrics_cmds, state_cmds
+from rayops.cli import job_cmds, launcher_cmds, log_cmds, metrics_cmds, state_cmds, tls_flags
 from rayops.cli.arg_types import nonneg
 from rayops.exceptions import AuthenticationError, RpcError
 from rayops.node import session as sess
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="port of the head's API server (default 8265, or the next free one after it)",
     )
+    tls_flags.add_flags(s)
 
     s.add_argument(
         "--gcs-storage",
@@ -187,6 +188,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             f"a rayops node is already running from {temp_dir} (session {running.session_dir}); "
             f"stop it with `rayops stop --temp-dir {temp_dir}` or use another --temp-dir"
         )
+    tls_files = tls_flags.files_from(args)  # checked before anything starts
     token = None
     if args.head and args.token_file:
         from rayops.rpc.auth import read_token_file
@@ -228,6 +230,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         dashboard_port=args.dashboard_port,
         wait_dashboard=True,
         gcs_storage=args.gcs_storage,
+        tls=tls_files,
     )
     try:
         node = start_node(opts)
@@ -240,9 +243,10 @@ def cmd_start(args: argparse.Namespace) -> int:
         print(f"  GCS address: {rec.gcs_address}")
         print("  To connect a driver on this machine: rayops.init('auto')")
         if rec.dashboard_url:
-            print(f"  Dashboard (Jobs API): http://{rec.dashboard_url}")
+            scheme = "https" if tls_files else "http"
+            print(f"  Dashboard (Jobs API): {scheme}://{rec.dashboard_url}")
             print(
-                f"  To submit a job: rayops job submit --address http://{rec.dashboard_url} "
+                f"  To submit a job: rayops job submit --address {scheme}://{rec.dashboard_url} "
                 "-- python script.py"
             )
         print("  To add a node: copy the token file (mode 0600) to it, then run")
@@ -319,6 +323,7 @@ def _gcs_for_status(args: argparse.Namespace) -> tuple[str, str, str]:
     token_file = os.environ.get("RAYOPS_TOKEN_FILE") or (
         os.path.join(session_dir, sess.TOKEN_FILE) if session_dir else None
     )
+    tls_flags.tls.adopt_beside_token(token_file)  # TLS found where the token is (rpc/tls.py)
     if args.address:
         address = args.address
     else:

@@ -17,8 +17,10 @@ Ray's client does; a refused token raises ``rayops.exceptions.AuthenticationErro
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -28,6 +30,7 @@ from typing import Any
 
 from rayops.dashboard.models import JobDetails, JobStatus
 from rayops.exceptions import AuthenticationError
+from rayops.rpc import tls
 
 __all__ = ["JobSubmissionClient", "resolve_address", "resolve_token", "token_refused", "with_token"]
 
@@ -78,7 +81,7 @@ def resolve_address(address: str | None) -> str:
             )
         address = rec.dashboard_url
     if "://" not in address:
-        address = "http://" + address
+        address = f"{tls.url_scheme()}://" + address
     if not address.startswith(("http://", "https://")):
         raise ValueError(f"the API server address must be http(s)://HOST:PORT, got {address!r}")
     return address.rstrip("/")
@@ -111,6 +114,8 @@ def with_token(headers: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
         return out, "the given headers"
     token, source = resolve_token()
     out["Authorization"] = f"Bearer {token}"
+    # TLS found where the token is (rpc/tls.py), unless this process already chose (a driver).
+    tls.adopt_beside_token(source, override=False)
     return out, source
 
 
@@ -144,8 +149,9 @@ class JobSubmissionClient:
                 "JobSubmissionClient(verify=...) is not supported: the API server speaks plain "
                 "HTTP on 127.0.0.1 unless told otherwise"
             )
-        self._address = resolve_address(address)
+        # The token first: TLS is found where it is, and decides the address's scheme.
         self._headers, self._token_source = with_token(headers)
+        self._address = resolve_address(address)
         self._cookies = dict(cookies or {})
         self._default_metadata = dict(metadata or {})
         if self._cookies:
@@ -170,14 +176,27 @@ class JobSubmissionClient:
         req = urllib.request.Request(
             self._address + path, data=body, method=method, headers=headers
         )
+        material = tls.current()
+        context = material.client_context() if material is not None else None
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as err:
             data = err.read()
             if err.code in (401, 403):
                 raise token_refused(self._address, self._token_source) from err
             return err.code, data
+        except (http.client.RemoteDisconnected, ConnectionResetError) as err:
+            # A TLS server drops a plaintext request without an answer.
+            raise ConnectionError(
+                tls.describe_mismatch(f"the API server at {self._address}", False)
+                if self._address.startswith("http://")
+                else f"the API server at {self._address} closed the connection: {err}"
+            ) from None
+        except urllib.error.URLError as err:
+            if isinstance(err.reason, ssl.SSLError):
+                raise ConnectionError(_tls_failure(self._address, err.reason)) from None
+            raise
 
     def _json(self, method: str, path: str, payload: Any = None) -> Any:
         body = None if payload is None else json.dumps(payload).encode()
@@ -306,7 +325,11 @@ class JobSubmissionClient:
         import aiohttp
 
         url = self._address.replace("http", "ws", 1) + f"/api/jobs/{job_id}/logs/tail"
-        async with aiohttp.ClientSession(headers=self._headers) as session:
+        material = tls.current()
+        connector = aiohttp.TCPConnector(
+            ssl=material.client_context() if material is not None else True
+        )
+        async with aiohttp.ClientSession(headers=self._headers, connector=connector) as session:
             try:
                 ws = await session.ws_connect(url)
             except aiohttp.WSServerHandshakeError as err:
@@ -331,6 +354,17 @@ def _message(data: bytes) -> str:
     if isinstance(parsed, dict):
         return str(parsed.get("message") or parsed.get("error") or parsed)
     return str(parsed)
+
+
+def _tls_failure(address: str, err: ssl.SSLError) -> str:
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return (
+            f"TLS with the API server at {address} failed: its certificate did not verify "
+            f"({err.verify_message}): is it from this cluster's CA?"
+        )
+    if "WRONG_VERSION_NUMBER" in str(err.reason or "").upper():
+        return tls.describe_mismatch(f"the API server at {address}", True)
+    return f"TLS with the API server at {address} failed: {err.reason or err}"
 
 
 def _refused(err: urllib.error.URLError) -> bool:

@@ -35,6 +35,7 @@ from aiohttp import web
 from rayops.gcs import calls, task_calls
 from rayops.gcs.types import NodeInfo
 from rayops.node.session import worker_log_name
+from rayops.rpc import tls
 
 __all__ = ["LogRoutes"]
 
@@ -110,7 +111,11 @@ class LogRoutes:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(headers=self._headers)
+            material = tls.current()  # the agents speak HTTPS when the cluster has TLS on
+            connector = aiohttp.TCPConnector(
+                ssl=material.client_context() if material is not None else True
+            )
+            self._session = aiohttp.ClientSession(headers=self._headers, connector=connector)
         return self._session
 
     # ------------------------------------------------------------------ resolving
@@ -142,7 +147,7 @@ class LogRoutes:
     async def _agent(
         self, node: NodeInfo, path: str, params: dict[str, str], timeout: float | None
     ) -> aiohttp.ClientResponse:
-        url = f"http://{node.node_ip}:{node.metrics_export_port}{path}"
+        url = f"{tls.url_scheme()}://{node.node_ip}:{node.metrics_export_port}{path}"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + _CONNECT_RETRY_S
         client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=5)

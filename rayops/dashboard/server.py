@@ -42,6 +42,7 @@ from rayops.dashboard.overview import ClusterOverview
 from rayops.dashboard.page import DashboardPage, is_public
 from rayops.dashboard.state_routes import add_state_routes
 from rayops.envs import packaging
+from rayops.rpc import tls
 from rayops.version import __version__
 
 __all__ = ["JOBS_API_VERSION", "ApiServer"]
@@ -138,7 +139,14 @@ class ApiServer:
     async def start(self, host: str, port: int) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        material = tls.current()  # HTTPS, client certificates required, when TLS is on
+        site = web.TCPSite(
+            self._runner,
+            host,
+            port,
+            reuse_address=True,
+            ssl_context=None if material is None else material.server_context(),
+        )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []

@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from rayops.dashboard.client import resolve_address, token_refused, with_token
 from rayops.dashboard.state_query import DEFAULT_LIMIT, DEFAULT_TIMEOUT_S, PREDICATES, ListOptions
+from rayops.rpc import tls
 
 __all__ = ["RayStateApiException", "StateApiClient", "StateRecord", "check_filters"]
 
@@ -58,8 +59,9 @@ def check_filters(filters: Sequence[Any] | None) -> tuple[Filter, ...]:
 
 class StateApiClient:
     def __init__(self, address: str | None = None, headers: dict[str, str] | None = None) -> None:
-        self.address = resolve_address(address)
+        # The token first: TLS is found where it is, and decides the address's scheme.
         self._headers, self._token_source = with_token(headers)
+        self.address = resolve_address(address)
 
     def _get(self, path: str, params: list[tuple[str, str]], timeout: float) -> Any:
         with self.open(path, params, timeout + 5) as resp:
@@ -71,7 +73,9 @@ class StateApiClient:
         url = self.address + path + ("?" + urlencode(params) if params else "")
         req = urllib.request.Request(url, headers=self._headers)
         try:
-            return urllib.request.urlopen(req, timeout=timeout)
+            material = tls.current()  # resolve_address adopted the session's TLS setting
+            context = material.client_context() if material is not None else None
+            return urllib.request.urlopen(req, timeout=timeout, context=context)
         except urllib.error.HTTPError as err:
             data = err.read()
             if err.code in (401, 403):

@@ -45,7 +45,8 @@ def check_reachable(
     while True:
         try:
             with socket.create_connection((host, port), timeout=timeout):
-                return
+                pass
+            break
         except ConnectionRefusedError as err:
             if time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -58,6 +59,19 @@ def check_reachable(
         except OSError as err:
             reason = (err.strerror or errno.errorcode.get(err.errno or 0, str(err))).lower()
             raise ConnectionError(_unreachable(address, reason)) from err
+    check_tls_matches(address, host, port, timeout)
+
+
+def check_tls_matches(address: str, host: str, port: int, timeout: float) -> None:
+    """Raise ConnectionError saying so when the GCS speaks TLS and this process does not,
+    or the other way round (else the mismatch would look like a GCS that never answers)."""
+    from rayops.rpc import tls
+
+    ours = tls.current() is not None
+    theirs = tls.peer_speaks_tls(host, port, timeout)
+    if theirs is None or theirs == ours:
+        return
+    raise ConnectionError(tls.describe_mismatch(f"the GCS at {address}", ours))
 
 
 def _unreachable(address: str, reason: str) -> str:

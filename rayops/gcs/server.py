@@ -54,6 +54,7 @@ from rayops.protocol import (
     gcs_node_pb2,
     gcs_node_pb2_grpc,
 )
+from rayops.rpc import tls
 from rayops.rpc.auth import TokenAuthServerInterceptor
 from rayops.rpc.grpc_channel import SERVER_OPTIONS, format_address
 
@@ -437,7 +438,12 @@ class GcsServer:
         """Bind exactly `host` (port 0 picks a free one), start serving, return the port."""
         address = format_address(host, port)
         try:
-            bound = self._server.add_insecure_port(address)
+            material = tls.current()
+            if material is not None:
+                creds = material.grpc_server_credentials()
+                bound = self._server.add_secure_port(address, creds)
+            else:
+                bound = self._server.add_insecure_port(address)
         except RuntimeError as err:
             raise OSError(f"the GCS could not listen on {address}: {err}") from err
         if bound == 0:

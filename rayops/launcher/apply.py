@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rayops.launcher import tls_certs
 from rayops.launcher.ansible_runner import (
     Event,
     failure_from_event,
@@ -263,9 +264,12 @@ def apply_plan(
     run_dir = Path(tempfile.mkdtemp(prefix="ansible-run-", dir=_runs_dir(cache_dir)))
     try:
         write_config(run_dir, assets / "playbooks", ssh, forks=min(50, len(limit) + 1))
-        write_inventory(
-            run_dir, build_inventory(spec, ssh, plan, targets, facts, wheelhouses, assets)
+        inventory = build_inventory(spec, ssh, plan, targets, facts, wheelhouses, assets)
+        # TLS: the cluster CA and each host's certificate, made here (launcher/tls_certs.py).
+        inventory["all"]["vars"]["rayops_tls_dir"] = str(
+            tls_certs.ensure_for(spec, plan, targets, cache_dir)
         )
+        write_inventory(run_dir, inventory)
         progress = ProgressPrinter(out, width, started)
 
         unreachable: set[str] = set()
@@ -287,9 +291,7 @@ def apply_plan(
     return outcomes
 
 
-def _diagnose_unreachable(
-    pool: SshPool, hosts: set[str], outcomes: dict[str, HostOutcome]
-) -> None:
+def _diagnose_unreachable(pool: SshPool, hosts: set[str], outcomes: dict[str, HostOutcome]) -> None:
     """Ansible said a host became unreachable: name the cause from the launcher's own
     connection (paramiko's exception), keeping Ansible's words if that one still works."""
     for address in sorted(hosts):

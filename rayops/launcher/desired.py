@@ -19,6 +19,7 @@ from typing import Any
 
 from rayops.launcher.facts import HostFacts
 from rayops.launcher.spec import ClusterSpec
+from rayops.launcher.tls_certs import tls_enabled
 
 STEPS = ("init", "install", "mounts", "setup", "config", "start")
 _BIG_FILE = 16 * 2**20  # larger files are keyed by size and mtime, not content
@@ -102,6 +103,8 @@ def node_config(
         "object_store_memory": spec.rayops.object_store_memory,
         "process_manager": process_manager,
         **_runtime_env_index(spec, install_dir),
+        # TLS (launcher/tls_certs.py): the playbook puts the files in <install_dir>/tls/.
+        "tls": tls_enabled(spec.rayops.tls, 1 + len(spec.provider.worker_ips)),
     }
 
 

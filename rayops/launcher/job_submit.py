@@ -31,11 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rayops.launcher import tls_certs
 from rayops.launcher.cluster import Cluster
 from rayops.launcher.errors import LauncherError
 from rayops.launcher.operate import _remote_abs
 from rayops.launcher.ssh import SSH_ERROR_EXIT, SshError
 from rayops.launcher.tunnel import LocalForward
+from rayops.rpc import tls
+from rayops.rpc.tls import SESSION_FILE as SESSION_TLS_FILE
 
 __all__ = ["HeadApi", "head_api", "read_head_api", "run_submit", "save_token"]
 
@@ -111,14 +114,32 @@ def save_token(cluster: Cluster, api: HeadApi) -> Path:
     with os.fdopen(fd, "w") as f:
         f.write(api.token + "\n")
     path.chmod(0o600)
+    # TLS: this machine's client certificate, beside the token where clients look for it.
+    files = tls_certs.client_files(cluster.spec, cluster.cache_dir)
+    if files is not None:
+        files.save(str(folder))
+    else:
+        (folder / SESSION_TLS_FILE).unlink(missing_ok=True)
     return path
 
 
-def _client(forward: LocalForward, api: HeadApi) -> Any:
+def api_url(cluster: Cluster, forward: LocalForward) -> str:
+    """The forward's URL: https when the cluster has TLS on."""
+    if tls_certs.client_files(cluster.spec, cluster.cache_dir) is None:
+        return forward.url
+    return forward.url.replace("http://", "https://", 1)
+
+
+def _client(cluster: Cluster, forward: LocalForward, api: HeadApi) -> Any:
     # The Jobs SDK is plain HTTP (stdlib) plus aiohttp's websocket for the log tail.
     from rayops.job_submission import JobSubmissionClient
 
-    return JobSubmissionClient(forward.url, headers={"Authorization": f"Bearer {api.token}"})
+    headers = {"Authorization": f"Bearer {api.token}"}
+    files = tls_certs.client_files(cluster.spec, cluster.cache_dir)
+    if files is None:
+        return JobSubmissionClient(forward.url, headers=headers)
+    tls.configure(files)  # this process talks to one cluster: its client certificate
+    return JobSubmissionClient(api_url(cluster, forward), headers=headers)
 
 
 def _exit_code(info: Any) -> int:
@@ -159,7 +180,7 @@ def run_submit(cluster: Cluster, script: str, args: list[str], *, no_wait: bool 
     try:
         with head_api(cluster) as (forward, api), tempfile.TemporaryDirectory() as pkg:
             shutil.copy2(path, Path(pkg) / path.name)
-            client = _client(forward, api)
+            client = _client(cluster, forward, api)
             entrypoint = shlex.join(["python", "-u", path.name, *args])
             try:
                 sid = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": pkg})
@@ -184,7 +205,7 @@ def run_submit(cluster: Cluster, script: str, args: list[str], *, no_wait: bool 
                     note = f"rayops submit: the stop request failed ({err}); retrying\n"
                     cluster.events.output(head, "stderr", note.encode())
                     with head_api(cluster) as (retry, api):
-                        _stop(cluster, _client(retry, api), sid)
+                        _stop(cluster, _client(cluster, retry, api), sid)
                 return STOPPED_EXIT
             return _exit_code(info)
     except SshError as err:

@@ -267,6 +267,12 @@ class RayopsSpec(_Model):
     runtime_env_cache_mb: Annotated[int, Field(ge=0)] | None = Field(
         default=None, description="MiB of disk each node's pip/uv envs may take (default 10240)"
     )
+    tls: bool | None = Field(
+        default=None,
+        description="TLS with mutual verification on every port, from a cluster CA and a "
+        "certificate per host that `rayops up` makes; default: on when the cluster has more "
+        "than one host",
+    )
 
     @field_validator("runtime_env_index_url")
     @classmethod

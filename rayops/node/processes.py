@@ -20,6 +20,7 @@ from typing import Any
 from rayops import ids
 from rayops.node import session as sess
 from rayops.raylet.resources import check_gpu_count, visible_device_ids
+from rayops.rpc.tls import TlsFiles
 
 STARTUP_TIMEOUT_S = 30.0
 DEFAULT_DASHBOARD_PORT = 8265  # Ray's
@@ -83,6 +84,8 @@ class NodeOptions:
     dashboard_port: int | None = None  # None: Ray's 8265, or the next free of 50 after it
     wait_dashboard: bool = True  # wait until it listens (``rayops start``); init() does not
     gcs_storage: str | None = None  # head: the GCS's store (None: the session directory's)
+    # TLS on every port (rpc/tls.py); None: as the environment says (off when it says nothing)
+    tls: TlsFiles | None = None
 
 
 @dataclass
@@ -180,6 +183,13 @@ def start_node(opts: NodeOptions) -> StartedNode:
     token = opts.token or generate_token()
     token_file = os.path.join(session_dir, sess.TOKEN_FILE)
     write_token_file(token_file, token)
+    # TLS: the daemons get the files through their environment, clients through tls.json.
+    tls_files = opts.tls or TlsFiles.from_env()
+    child_env: dict[str, str] | None = None
+    if tls_files is not None:
+        tls_files.load()  # checked here: one message naming the file, and no daemon runs
+        child_env = {**os.environ, **tls_files.to_env()}
+        tls_files.save(session_dir)
     store_mem = opts.object_store_memory or default_object_store_memory()
     shm_dir = sess.shm_dir_for(session_dir, node_id)
     logs = os.path.join(session_dir, "logs")
@@ -219,13 +229,22 @@ def start_node(opts: NodeOptions) -> StartedNode:
             ]
             if opts.gcs_storage is not None:
                 cmd += ["--gcs-storage", opts.gcs_storage]
-            procs["gcs"] = _spawn(cmd, [w], watch_r, os.path.join(logs, "gcs.out"), opts.detached)
+            procs["gcs"] = _spawn(
+                cmd, [w], watch_r, os.path.join(logs, "gcs.out"), opts.detached, child_env
+            )
             os.close(w)
             if opts.include_dashboard:
                 dashboard_port = pick_dashboard_port(opts.dashboard_host, opts.dashboard_port)
                 dashboard_url = f"{opts.dashboard_host}:{dashboard_port}"
                 procs["dashboard"] = _spawn_dashboard(
-                    opts, dashboard_port, gcs_address, token_file, session_dir, watch_r, ready
+                    opts,
+                    dashboard_port,
+                    gcs_address,
+                    token_file,
+                    session_dir,
+                    watch_r,
+                    ready,
+                    child_env,
                 )
         else:
             if not opts.gcs_address:
@@ -274,7 +293,9 @@ def start_node(opts: NodeOptions) -> StartedNode:
             cmd += ["--gpu-ids", ",".join(gpu_ids)]
         if opts.metrics_export_port:
             cmd += ["--metrics-export-port", str(opts.metrics_export_port)]
-        procs["raylet"] = _spawn(cmd, [w], watch_r, os.path.join(logs, "raylet.out"), opts.detached)
+        procs["raylet"] = _spawn(
+            cmd, [w], watch_r, os.path.join(logs, "raylet.out"), opts.detached, child_env
+        )
         os.close(w)
         answers = _wait_ready(ready, procs, logs)
     except BaseException:
@@ -324,6 +345,7 @@ def _spawn_dashboard(
     session_dir: str,
     watch_r: int | None,
     ready: dict[str, int],
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     logs = os.path.join(session_dir, "logs")
     cmd = [
@@ -354,14 +376,19 @@ def _spawn_dashboard(
         cmd += ["--ready-fd", str(w)]
         fds.append(w)
     try:
-        return _spawn(cmd, fds, watch_r, os.path.join(logs, "dashboard.out"), opts.detached)
+        return _spawn(cmd, fds, watch_r, os.path.join(logs, "dashboard.out"), opts.detached, env)
     finally:
         for fd in fds:
             os.close(fd)
 
 
 def _spawn(
-    cmd: list[str], fds: list[int], watch_r: int | None, out_path: str, detached: bool
+    cmd: list[str],
+    fds: list[int],
+    watch_r: int | None,
+    out_path: str,
+    detached: bool,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     pass_fds = list(fds)
     if watch_r is not None:
@@ -376,6 +403,7 @@ def _spawn(
             pass_fds=pass_fds,
             start_new_session=detached,
             close_fds=True,
+            env=env,
         )
 
 

@@ -10,6 +10,10 @@ bytes. The first frame a client sends is the handshake: ``MAGIC`` followed by th
 cluster token. The server compares the token in constant time and, if it does not
 match, answers ``b"NO"`` and closes the connection *without unpickling anything*.
 
+With TLS on (``rpc/tls.py``) a TCP connection is TLS with certificates verified both ways
+before the first frame; the handshake frame then travels encrypted, and the token is checked
+as without TLS. A local Unix socket stays plaintext (same host, same user only).
+
 Until then a connection trusts its peer with nothing: it holds a receive buffer just
 big enough for the handshake, and a server closes it when no valid handshake arrives
 within ``FramedSettings.handshake_timeout_s``. Refusals are logged at most once a
@@ -44,6 +48,7 @@ This module must not know about tasks, objects or any other runtime concept.
 from __future__ import annotations
 
 import asyncio
+import enum
 import hmac
 import itertools
 import logging
@@ -51,6 +56,7 @@ import mmap
 import os
 import pickle
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -58,6 +64,7 @@ from typing import Any
 
 from rayops.protocol import wire_codes
 from rayops.protocol.framed_message import Message, Refusal, RefusalCode
+from rayops.rpc import tls
 from rayops.rpc.framed_settings import FramedSettings
 from rayops.rpc.refusal_log import RefusalLog
 
@@ -83,6 +90,26 @@ REPLY, ERROR, REQUEST, NOTIFY, REFUSED = 1, 2, 4, 5, 6
 REQUEST_OBJECT, NOTIFY_OBJECT = 7, 8
 _ENCODERS = wire_codes.ENCODERS
 _CLASS_BY_CODE = wire_codes.CLASS_BY_CODE
+
+# A TLS record starts with its type, an alert (21) or a handshake (22), then the major
+# version 3; a rayops handshake frame's length (at most _MAX_HANDSHAKE, little-endian) may
+# start with 21 or 22 but its second byte is 0 or 1.
+_TLS_RECORD_TYPES = (0x15, 0x16)
+_TLS_MAJOR = 0x03
+
+
+class ProcessTls(enum.Enum):
+    """``serve``/``connect``'s default: this process's TLS setting (``tls.current()``)."""
+
+    CURRENT = 0
+
+
+TlsChoice = tls.Tls | None | ProcessTls
+
+
+def _tls_of(choice: TlsChoice) -> tls.Tls | None:
+    return tls.current() if isinstance(choice, ProcessTls) else choice
+
 
 Handler = Callable[..., Any]
 HandlerTable = Mapping[type[Message], Handler]  # message class -> handler(conn, message)
@@ -255,6 +282,9 @@ class Connection(asyncio.BufferedProtocol):
         self._handlers = handlers
         self._token = token
         self._server_side = server_side
+        # Whether this connection runs over TLS (set by connection_made).
+        self._tls = False
+        self._closing = False  # close() was called here (not the peer closing)
         self._authenticated = False
         self._on_close = on_close
         self._settings = settings
@@ -297,6 +327,7 @@ class Connection(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        self._tls = transport.get_extra_info("sslcontext") is not None
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -337,6 +368,9 @@ class Connection(asyncio.BufferedProtocol):
         """The first frame, in the small pre-authentication buffer; then switch buffers."""
         buf, end = self._rbuf, self._rlen
         if end < 4 or self.closed:
+            return
+        if buf[0] in _TLS_RECORD_TYPES and buf[1] == _TLS_MAJOR and not self._tls:
+            self._tls_mismatch()
             return
         (size,) = _HEADER.unpack_from(buf, 0)
         if size > _MAX_HANDSHAKE:
@@ -409,6 +443,10 @@ class Connection(asyncio.BufferedProtocol):
             self._deadline = None
         if not self._authenticated and self._server_side and not self.handshake_done.done():
             self._note_refusal("closed by the peer before the handshake")
+        if not self._server_side and not self.handshake_done.done() and not self._closing:
+            refused = _client_refusal(self.peer, exc, self._tls, self.is_local)
+            if refused is not None:
+                self.handshake_done.set_exception(refused)
         # Return the receive buffers now, not when the last reference to us goes.
         self._rbuf = bytearray()
         self._rview = memoryview(self._rbuf)
@@ -453,6 +491,16 @@ class Connection(asyncio.BufferedProtocol):
         )
         self.close()
         return False
+
+    def _tls_mismatch(self) -> None:
+        """The peer's first bytes are a TLS record and this end speaks plaintext."""
+        if self._server_side:
+            self._refuse("a TLS client, but this server has TLS off")
+            return
+        self.handshake_done.set_exception(
+            HandshakeRefused(tls.describe_mismatch(f"the server at {_show(self.peer)}", False))
+        )
+        self.close()
 
     def _refuse(self, why: str) -> None:
         self._note_refusal(why)
@@ -758,11 +806,19 @@ class Connection(asyncio.BufferedProtocol):
         transport = self._transport
         if not handed or transport is None or transport.is_closing():
             return
+        run: list[bytes | memoryview] = []  # consecutive frames: one write (one TLS record)
         for item in handed:
             if isinstance(item, tuple):
+                if run:
+                    transport.write(b"".join(run))
+                    run = []
                 self._write_bounded([item])  # re-enters _wlock (an RLock) to write
             else:
-                transport.write(item)
+                run.append(item)
+        if len(run) == 1:
+            transport.write(run[0])
+        elif run:
+            transport.write(b"".join(run))
 
     def _open_direct_writes(self) -> None:
         """After the handshake: other threads may write this socket (see send_threadsafe).
@@ -807,6 +863,7 @@ class Connection(asyncio.BufferedProtocol):
         return os.dup(sock.fileno())
 
     def close(self) -> None:
+        self._closing = True
         with self._wlock:  # what other threads sent before the close still goes out
             self._write_handed()
         self._close_direct_writes()
@@ -966,8 +1023,13 @@ async def connect(
     timeout: float = 10.0,
     on_close: Callable[[Connection], None] | None = None,
     settings: FramedSettings = _DEFAULTS,
+    tls_material: TlsChoice = ProcessTls.CURRENT,
 ) -> Connection:
     """Open an authenticated connection; raises HandshakeRefused, TimeoutError or OSError.
+
+    Over TCP with TLS on (``tls_material``, by default this process's), the connection is
+    TLS verified both ways before the token handshake; a certificate or TLS/plaintext
+    mismatch raises HandshakeRefused saying which.
 
     A server on this host is reached over its local socket when it has one (see
     ``FramedSettings.local_sockets``), else, and for every other host, over TCP.
@@ -983,8 +1045,63 @@ async def connect(
         local = await _connect_local(loop, factory, host, port, timeout)
         if local is not None:
             return local
-    _, conn = await asyncio.wait_for(loop.create_connection(factory, host, port), timeout)
+    material = _tls_of(tls_material)
+    if material is None:
+        _, conn = await asyncio.wait_for(loop.create_connection(factory, host, port), timeout)
+        return await _handshake_of(conn, timeout)
+    try:
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(
+                factory, host, port, ssl=material.client_context(), server_hostname=host
+            ),
+            timeout,
+        )
+    except ssl.SSLError as err:
+        raise HandshakeRefused(_tls_failure(f"{host}:{port}", err)) from None
+    except ConnectionResetError as err:
+        raise HandshakeRefused(
+            f"{host}:{port} closed the connection during the TLS handshake ({err}): "
+            + tls.describe_mismatch(f"{host}:{port}", True)
+        ) from None
     return await _handshake_of(conn, timeout)
+
+
+def _show(peer: tuple[str, int] | None) -> str:
+    return "?" if peer is None else f"{peer[0]}:{peer[1]}"
+
+
+def _tls_failure(where: str, err: ssl.SSLError) -> str:
+    reason = str(err.reason or err)
+    if isinstance(err, ssl.SSLCertVerificationError):
+        return (
+            f"TLS with {where} failed: its certificate did not verify ({err.verify_message}): "
+            "is it signed by this cluster's CA, and does it name that address?"
+        )
+    if "WRONG_VERSION_NUMBER" in reason.upper() or "RECORD_LAYER" in reason.upper():
+        return tls.describe_mismatch(where, True)
+    return f"TLS with {where} failed: {reason}"
+
+
+def _client_refusal(
+    peer: tuple[str, int] | None, exc: Exception | None, over_tls: bool, local: bool
+) -> HandshakeRefused | None:
+    """Why a server closed a client's connection before answering the handshake, when the
+    cause is TLS (a refused certificate, or a TLS server met in plaintext); else None."""
+    if local:
+        return None
+    where = _show(peer)
+    if over_tls:
+        why = f" ({exc.reason or exc})" if isinstance(exc, ssl.SSLError) else ""
+        return HandshakeRefused(
+            f"{where} closed the TLS connection before answering the handshake{why}: did it "
+            "refuse this process's certificate (is it signed by the cluster's CA)?"
+        )
+    if not over_tls and tls.current() is None:
+        return HandshakeRefused(
+            f"{where} closed the connection before the handshake; if it requires TLS: "
+            + tls.describe_mismatch(f"the server at {where}", False)
+        )
+    return None
 
 
 async def _connect_local(
@@ -1073,6 +1190,7 @@ async def serve(
     on_connect: Callable[[Connection], Awaitable[None] | None] | None = None,
     on_close: Callable[[Connection], None] | None = None,
     settings: FramedSettings = _DEFAULTS,
+    tls_material: TlsChoice = ProcessTls.CURRENT,
 ) -> FramedServer:
     """Listen on host:port (0 picks a free port), and on its local socket. Every
     connection must pass the handshake.
@@ -1098,7 +1216,16 @@ async def serve(
             )
         return conn
 
-    tcp = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
+    material = _tls_of(tls_material)
+    tcp = await loop.create_server(
+        factory,
+        host,
+        port,
+        reuse_address=True,
+        backlog=1024,
+        ssl=None if material is None else material.server_context(),
+        ssl_handshake_timeout=settings.handshake_timeout_s if material is not None else None,
+    )
     local = None
     if settings.local_sockets:
         bound = tcp.sockets[0].getsockname()[1]

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from rayops.rpc import tls
 from rayops.rpc.auth import token_metadata
 
 __all__ = [
@@ -183,7 +184,14 @@ class _TokenAioChannel(grpc.aio.Channel):
 
 
 def token_channel(address: str, token: str, *, options: _Options = CHANNEL_OPTIONS) -> grpc.Channel:
-    """A sync, thread-safe channel to `address` ("host:port") that sends `token` on every call."""
+    """A sync, thread-safe channel to `address` ("host:port") that sends `token` on every call.
+
+    Over TLS (mutual, against the cluster CA) when this process has TLS on (`tls.current()`).
+    """
+    material = tls.current()
+    if material is not None:
+        creds = material.grpc_channel_credentials()
+        return _TokenChannel(grpc.secure_channel(address, creds, options=list(options)), token)
     return _TokenChannel(grpc.insecure_channel(address, options=list(options)), token)
 
 
@@ -192,6 +200,11 @@ def token_aio_channel(
 ) -> grpc.aio.Channel:
     """A grpc.aio channel to `address` that sends `token` on every call.
 
-    Create it inside the event loop that will use it.
+    Create it inside the event loop that will use it. Over TLS as `token_channel`.
     """
+    material = tls.current()
+    if material is not None:
+        creds = material.grpc_channel_credentials()
+        inner = grpc.aio.secure_channel(address, creds, options=list(options))
+        return _TokenAioChannel(inner, token)
     return _TokenAioChannel(grpc.aio.insecure_channel(address, options=list(options)), token)

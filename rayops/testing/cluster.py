@@ -22,6 +22,8 @@ from typing import Any
 
 from rayops.node.processes import NodeOptions, StartedNode, start_node, wait_procs
 from rayops.node.session import TOKEN_FILE
+from rayops.rpc import tls as rpc_tls
+from rayops.rpc.tls import TlsFiles
 
 
 @dataclass
@@ -47,8 +49,12 @@ class Cluster:
         head_resources: dict[str, float] | None = None,
         object_store_memory: int = 256 * 2**20,
         node_ip: str = "127.0.0.1",
+        tls: TlsFiles | None = None,
     ) -> None:
         self._base = base_dir
+        self._tls = tls  # every node's TLS files (rpc/tls.py); None: off
+        if tls is not None:  # this process's own GCS calls (wait_for_nodes ...) too
+            rpc_tls.configure(tls)
         self._ip = node_ip
         self._store_mem = object_store_memory
         self.nodes: list[ClusterNode] = []
@@ -77,6 +83,7 @@ class Cluster:
                 # Any free port (tests run side by side); a JobSubmissionClient waits for it.
                 dashboard_port=0,
                 wait_dashboard=False,
+                tls=self._tls,
             )
         )
         node = ClusterNode(started, temp_dir)
