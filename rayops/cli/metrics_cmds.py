@@ -129,8 +129,11 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, log_path: str) -> None:
 def cmd_launch_prometheus(args: argparse.Namespace) -> int:
     from rayops.monitoring import ALERTS_FILE, PrometheusSetup, asset_text
     from rayops.monitoring import render_prometheus_config as render
+    from rayops.rpc import tls
 
     address, token_file, out_dir = _cluster(args)
+    # A TLS cluster: its files sit next to the token (the session's tls.json).
+    material = tls.adopt_beside_token(token_file, override=False)
     head_agent = _find_head_agent(address, token_file)
     listen = f"{args.host}:{args.port}"
     os.makedirs(out_dir, exist_ok=True)
@@ -148,12 +151,18 @@ def cmd_launch_prometheus(args: argparse.Namespace) -> int:
         head_agent=head_agent,
         rule_files=(rules_path,),
         listen_address=listen,
+        tls_files=(
+            None
+            if material is None
+            else (material.files.ca, material.files.cert, material.files.key)
+        ),
     )
     with open(rules_path, "w", encoding="utf-8") as f:
         f.write(asset_text(ALERTS_FILE))
     with open(config_path, "w", encoding="utf-8") as f:
         f.write(render(setup))
-    print(f"Wrote {config_path} (agents discovered through http://{head_agent})")
+    scheme = "https" if material is not None else "http"
+    print(f"Wrote {config_path} (agents discovered through {scheme}://{head_agent})")
     binary = args.prometheus or shutil.which("prometheus")
     if not binary:
         raise MetricsCommandError(

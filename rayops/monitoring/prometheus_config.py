@@ -46,6 +46,9 @@ class PrometheusSetup:
     sd_refresh_s: float = 10.0
     listen_address: str = "localhost:9090"
     external_labels: dict[str, str] = field(default_factory=dict)
+    # A TLS cluster (rayops/rpc/tls.py): (CA, client certificate, client key) PEM paths;
+    # Prometheus then scrapes and discovers over https, presenting that certificate.
+    tls_files: tuple[str, str, str] | None = None
 
     def __post_init__(self) -> None:
         if (self.head_agent is None) == (self.sd_file is None):
@@ -84,15 +87,24 @@ def render_prometheus_config(setup: PrometheusSetup) -> str:
     auth = {"type": "Bearer", "credentials_file": setup.token_file}
     job = _job(config, JOB_NAME)
     job["authorization"] = dict(auth)
+    scheme = "http"
+    tls: dict[str, str] = {}
+    if setup.tls_files is not None:
+        ca, cert, key = setup.tls_files
+        scheme = "https"
+        tls = {"ca_file": ca, "cert_file": cert, "key_file": key}
+        job["scheme"] = scheme
+        job["tls_config"] = dict(tls)
     refresh = _duration(setup.sd_refresh_s)
     if setup.head_agent is not None:
-        job["http_sd_configs"] = [
-            {
-                "url": f"http://{setup.head_agent}{SD_PATH}",
-                "refresh_interval": refresh,
-                "authorization": dict(auth),
-            }
-        ]
+        sd: dict[str, Any] = {
+            "url": f"{scheme}://{setup.head_agent}{SD_PATH}",
+            "refresh_interval": refresh,
+            "authorization": dict(auth),
+        }
+        if tls:
+            sd["tls_config"] = dict(tls)
+        job["http_sd_configs"] = [sd]
     else:
         job["file_sd_configs"] = [{"files": [setup.sd_file], "refresh_interval": refresh}]
     self_job = _job(config, "prometheus")

@@ -81,18 +81,22 @@ def test_shipped_config_passes_promtool(tmp_path: Path, name: str) -> None:
 
 
 @needs_promtool
-@pytest.mark.parametrize("mode", ["http_sd", "file_sd"])
+@pytest.mark.parametrize("mode", ["http_sd", "file_sd", "http_sd_tls"])
 def test_rendered_config_passes_promtool(tmp_path: Path, mode: str) -> None:
+    from rayops.testing.tls_files import loopback_certs
+
     token, sd = _cluster_files(tmp_path)
     rules = tmp_path / "alerts.yml"
     rules.write_text(asset_text("alerts.yml"))
+    certs = loopback_certs(tmp_path / "tls") if mode.endswith("_tls") else None
     setup = PrometheusSetup(
         token_file=token,
-        head_agent="127.0.0.1:8080" if mode == "http_sd" else None,
+        head_agent="127.0.0.1:8080" if mode.startswith("http_sd") else None,
         sd_file=sd if mode == "file_sd" else None,
         rule_files=(str(rules),),
         scrape_interval_s=1,
         evaluation_interval_s=1,
+        tls_files=None if certs is None else (certs.ca, certs.cert, certs.key),
     )
     text = render_prometheus_config(setup)
     config = yaml.safe_load(text)
@@ -103,7 +107,13 @@ def test_rendered_config_passes_promtool(tmp_path: Path, mode: str) -> None:
         (sd_cfg,) = job["http_sd_configs"]
         assert sd_cfg["url"] == "http://127.0.0.1:8080/api/prometheus/sd"
         assert sd_cfg["authorization"]["credentials_file"] == token
-        assert "file_sd_configs" not in job
+        assert "file_sd_configs" not in job and "tls_config" not in job
+    elif certs is not None:  # a TLS cluster: https both ways, presenting the client cert
+        (sd_cfg,) = job["http_sd_configs"]
+        assert sd_cfg["url"] == "https://127.0.0.1:8080/api/prometheus/sd"
+        want = {"ca_file": certs.ca, "cert_file": certs.cert, "key_file": certs.key}
+        assert sd_cfg["tls_config"] == want and job["tls_config"] == want
+        assert job["scheme"] == "https"
     else:
         assert job["file_sd_configs"][0]["files"] == [sd]
         assert "http_sd_configs" not in job
