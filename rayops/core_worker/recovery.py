@@ -176,8 +176,8 @@ class Recovery:
         holds the error saying why it cannot be), and return the new entry; None if it
         is not ours or nothing changed in time."""
         cw = self._cw
-        if not cw.references.is_owned(oid):
-            return None
+        if not cw.references.is_owned(oid) or entry[1] == cw.node_id:
+            return None  # a borrowed object, or a copy on our own (live) node
         ms = cw.memory_store
         if entry[1] in self.dead_nodes:
             cw.loop.call_soon_threadsafe(self._lost_if_unchanged, oid, entry)
