@@ -22,11 +22,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rayops import exceptions as rex
 from rayops.core_worker import lineage as ln
 from rayops.core_worker import task_manager as tm
 from rayops.core_worker.borrowing import error_entry
 from rayops.core_worker.threads import io_thread, user_thread
+from rayops.protocol import worker_messages as wm
 from rayops.protocol.task_messages import TaskReply, TaskSpec
+from rayops.rpc import framed
 
 if TYPE_CHECKING:
     from rayops.core_worker.core_worker import CoreWorker
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Entry = tuple[Any, ...]
+Address = tuple[str, int]
 
 # How long a reader whose pull failed waits for the GCS to declare the holder dead (its
 # heartbeat timeout is well under this) before the failure is reported as it is.
@@ -176,9 +180,15 @@ class Recovery:
         holds the error saying why it cannot be), and return the new entry; None if it
         is not ours or nothing changed in time."""
         cw = self._cw
-        if not cw.references.is_owned(oid) or entry[1] == cw.node_id:
-            return None  # a borrowed object, or a copy on our own (live) node
         ms = cw.memory_store
+        ref = cw.references.get(oid)
+        if ref is None or entry[1] == cw.node_id:
+            return None  # not tracked, or a copy on our own (live) node
+        if not ref.owned:  # borrowed: its owner knows where it is now
+            newer = self.refetch(oid, ref.owner, entry[1])
+            if newer is not None:
+                ms.put(oid, newer)
+            return newer
         if entry[1] in self.dead_nodes:
             cw.loop.call_soon_threadsafe(self._lost_if_unchanged, oid, entry)
         deadline = time.monotonic() + NODE_VERDICT_WAIT_S
@@ -191,6 +201,37 @@ class Recovery:
         with cw.objects.blocked():
             ms.wait([oid], 1, None)
         return ms.get(oid)
+
+    @user_thread
+    def refetch(self, oid: bytes, owner: Address, stale_node: str) -> Entry | None:
+        """A borrower's read of ``oid`` from ``stale_node`` found no copy: ask the owner
+        again until it answers with something else (the rebuilt object's location, or the
+        error saying why it cannot be rebuilt); None if it still names ``stale_node`` after
+        ``NODE_VERDICT_WAIT_S``. An unreachable owner gives the OwnerDiedError entry."""
+        cw = self._cw
+        deadline = time.monotonic() + NODE_VERDICT_WAIT_S
+        with cw.objects.blocked():  # a rebuild may need this worker's CPU
+            while True:
+                entry: Entry | None = None
+                try:
+                    entry = cw.run(self._ask_owner(oid, owner))
+                except (OSError, framed.ConnectionLost):
+                    where = f"{owner[0]}:{owner[1]}"
+                    return error_entry(rex.OwnerDiedError(oid.hex(), owner_address=where))
+                except TimeoutError:
+                    pass
+                if entry is not None and not (entry[0] == "s" and entry[1] == stale_node):
+                    return entry
+                if time.monotonic() > deadline:
+                    return None
+                # The owner has not heard of the node's death yet (the GCS declares it
+                # within seconds); a failure path, so a short poll rather than a subscription.
+                time.sleep(0.2)
+
+    async def _ask_owner(self, oid: bytes, owner: Address) -> Entry:
+        conn = await self._cw.peer(owner)
+        entry: Entry = (await conn.request(wm.GetObject(oid))).entry
+        return entry
 
     @io_thread
     def _lost_if_unchanged(self, oid: bytes, entry: Entry) -> None:

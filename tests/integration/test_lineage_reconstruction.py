@@ -110,6 +110,32 @@ def test_chain_of_lost_results_is_rebuilt(cluster: Cluster) -> None:
     print(f"rebuilt a chain of 2 lost results in {time.monotonic() - t0:.1f} s")
 
 
+def test_readers_elsewhere_wait_for_the_rebuild(cluster: Cluster) -> None:
+    """Right after the kill the owner still names the dead node: a task given that
+    location, and a borrower asking the owner, both read the rebuilt value."""
+    victim, there = _victim(cluster)
+    head = NodeAffinitySchedulingStrategy(cluster.nodes[0].node_id, soft=False)
+
+    @rayops.remote(num_cpus=0)
+    class Borrower:
+        def hold(self, refs: list[rayops.ObjectRef]) -> bool:
+            self.refs = refs
+            return True
+
+        def total(self) -> int:
+            return int(rayops.get(self.refs[0]).sum())
+
+    a = make.options(scheduling_strategy=there).remote(2)
+    rayops.wait([a], timeout=30)
+    borrower = Borrower.options(scheduling_strategy=head).remote()
+    assert rayops.get(borrower.hold.remote([a]), timeout=30)
+    _kill_node(cluster, victim)
+    assert _held_on(a) == victim.node_id  # not heard of the death yet
+    pushed = plus.options(scheduling_strategy=head).remote(a, 1)  # given the dead location
+    assert rayops.get(borrower.total.remote(), timeout=60) == 2 * N
+    assert (rayops.get(pushed, timeout=60) == 3).all()
+
+
 def test_result_of_task_without_retries_is_not_rebuilt(cluster: Cluster) -> None:
     victim, there = _victim(cluster)
     once = make.options(scheduling_strategy=there, max_retries=0).remote(3)
