@@ -452,7 +452,7 @@ class Executor:
                     value, meta = cw.objects.read_from_store(a[1], a[2])
                 except rex.ObjectLostError:
                     # Its node may have died: the owner rebuilds it (core_worker/recovery.py).
-                    newer = cw.recovery.refetch(a[1], tuple(spec.owner), a[2])
+                    newer = cw.recovery.refetch(a[1], (spec.owner[0], spec.owner[1]), a[2])
                     if newer is None:
                         raise
                     values.append(cw.objects.materialize(a[1], newer))
