@@ -260,6 +260,26 @@ def _large_arg(wl: Workload) -> tuple[Callable[[], object], float]:
     )
 
 
+LARGE_RETURN_BYTES = 256 * 1024  # over the inline limit: the result goes to the store
+LARGE_RETURN_BATCH = 200
+
+
+def _large_return(wl: Workload) -> tuple[Callable[[], object], float]:
+    """Tasks whose result lives in the node's store: the path where the owner keeps lineage
+    (not a row of Ray's own)."""
+    rt = wl.rt
+
+    @rt.remote
+    def produce() -> np.ndarray:
+        return np.zeros(LARGE_RETURN_BYTES, dtype=np.uint8)
+
+    def run() -> object:
+        refs = [produce.remote() for _ in range(LARGE_RETURN_BATCH)]
+        return rt.wait(refs, num_returns=len(refs))
+
+    return run, float(LARGE_RETURN_BATCH)
+
+
 # ------------------------------------------------------------------------- actor rows
 
 N_ACTORS = 2  # "n" in the n:n rows: one per core, as Ray's rows use the CPU count
@@ -414,6 +434,7 @@ TIMED_ROWS: dict[str, tuple[TimedSetup, str]] = {
     "single_client_wait_1k_refs": (_wait_1k_refs, "rounds/s"),
     "single_client_tasks_and_get_batch": (_tasks_and_get_batch, "batches/s"),
     "tasks_with_large_arg": (_large_arg, "tasks/s"),
+    "tasks_with_large_return": (_large_return, "tasks/s"),
     "1_1_actor_calls_sync": (_actor_sync, "calls/s"),
     "1_1_actor_calls_async": (_actor_async, "calls/s"),
     "1_1_actor_calls_concurrent": (_actor_concurrent, "calls/s"),

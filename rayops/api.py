@@ -17,6 +17,7 @@ from rayops import exceptions as rex
 from rayops.core_worker import state
 from rayops.core_worker.core_worker import CoreWorker
 from rayops.core_worker.object_ref import GeneratorWaitable, ObjectRef, ObjectRefGenerator
+from rayops.core_worker.recovery import LineageSettings
 from rayops.core_worker.task_events import TaskEventSettings
 from rayops.envs import spec as runtime_env_spec
 from rayops.node import node_args
@@ -131,6 +132,7 @@ def init(
     # Checked before any daemon starts; a driver logs refusals off the user's terminal.
     framed_settings = FramedSettings.from_env().for_driver()
     task_event_settings = TaskEventSettings.from_env()
+    lineage_settings = LineageSettings.from_env()
     if address is None:
         address = os.environ.get("RAYOPS_ADDRESS") or None
     temp_dir = _temp_dir or os.environ.get("RAYOPS_TEMP_DIR") or sess.DEFAULT_TEMP_DIR
@@ -205,6 +207,7 @@ def init(
         entrypoint=" ".join(sys.argv),
         framed_settings=framed_settings,
         task_event_settings=task_event_settings,
+        lineage_settings=lineage_settings,
     )
     try:
         cw.start()

@@ -757,9 +757,20 @@ class OwnerDiedError(ObjectLostError):
 
 
 class ObjectReconstructionFailedError(ObjectLostError):
-    """The object was lost and rebuilding it by rerunning its task was not possible."""
+    """The object was lost and rebuilding it by rerunning its task was not possible.
+
+    `reason` says why (Ray's OBJECT_UNRECONSTRUCTABLE_* cases), when known.
+    """
+
+    def __init__(
+        self, object_ref_hex: str, owner_address: str = "", call_site: str = "", reason: str = ""
+    ) -> None:
+        self.reason = reason
+        super().__init__(object_ref_hex, owner_address, call_site)
 
     def _reason(self) -> str:
+        if self.reason:
+            return f"It was lost and cannot be rebuilt: {self.reason}"
         return (
             "It was lost and cannot be rebuilt: it came from ray.put(), from an actor, or its "
             "ObjectRef was created by another worker. Keep such objects on nodes that stay up, "

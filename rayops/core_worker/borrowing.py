@@ -216,6 +216,8 @@ class References:
         raylet = self._cw.raylet
         if batch and not raylet.closed:
             raylet.notify(rm.StoreDelete(batch))
+        if batch:
+            self._cw.recovery.freed(batch)  # their lineage may go
 
     @io_thread
     def send_remove_borrower(self, oid: bytes, owner: Address) -> None:

@@ -30,6 +30,7 @@ from rayops.core_worker.memory_store import MemoryStore
 from rayops.core_worker.metrics_reporter import MetricsReporter
 from rayops.core_worker.object_access import ObjectAccess
 from rayops.core_worker.object_ref import ObjectRef, ObjectRefGenerator
+from rayops.core_worker.recovery import LineageSettings, Recovery
 from rayops.core_worker.runtime_envs import RuntimeEnvs
 from rayops.core_worker.submitter import TaskSubmitter
 from rayops.core_worker.task_events import FINISHED, RUNNING, TaskEventReporter, TaskEventSettings
@@ -86,6 +87,7 @@ class CoreWorker:
         framed_settings: FramedSettings | None = None,
         runtime_env: str = "",
         task_event_settings: TaskEventSettings | None = None,
+        lineage_settings: LineageSettings | None = None,
     ) -> None:
         assert mode in ("driver", "worker")
         self.mode = mode
@@ -144,6 +146,7 @@ class CoreWorker:
             self.metrics.owner_counts = self.task_events.owner_counts
         self.task_counts = self.metrics.owner_counts
         self.tasks = Tasks(self, self.task_counts)
+        self.recovery = Recovery(self, lineage_settings)
 
     # ============================================================== lifecycle
     def start(self) -> None:
@@ -389,6 +392,7 @@ class CoreWorker:
         dead = set(node_ids)
         self.submitter.on_nodes_dead(dead)
         self.actor_submitter.on_nodes_dead(dead)
+        self.recovery.on_nodes_dead(dead)
 
     def _h_warning(self, conn: framed.Connection, message: str) -> None:
         logger.warning(message)

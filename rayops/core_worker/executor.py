@@ -448,7 +448,15 @@ class Executor:
                 meta, pickled, buffers = a[1]
                 values.append(_raise_if_error(meta, serialization.deserialize(pickled, buffers)))
             elif kind == "s":
-                value, meta = cw.objects.read_from_store(a[1], a[2])
+                try:
+                    value, meta = cw.objects.read_from_store(a[1], a[2])
+                except rex.ObjectLostError:
+                    # Its node may have died: the owner rebuilds it (core_worker/recovery.py).
+                    newer = cw.recovery.refetch(a[1], (spec.owner[0], spec.owner[1]), a[2])
+                    if newer is None:
+                        raise
+                    values.append(cw.objects.materialize(a[1], newer))
+                    continue
                 values.append(_raise_if_error(meta, value))
             else:
                 from rayops.core_worker.object_ref import ObjectRef

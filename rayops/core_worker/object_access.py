@@ -220,7 +220,15 @@ class ObjectAccess:
             meta, pickled, buffers = entry[1]
             value = serialization.deserialize(pickled, buffers)
         else:
-            value, meta = self.read_from_store(oid, entry[1])
+            try:
+                value, meta = self.read_from_store(oid, entry[1])
+            except rex.ObjectLostError:
+                # Our object's node may have died: it is rebuilt from lineage, or holds
+                # the error saying why it cannot be (core_worker/recovery.py).
+                rebuilt = self._cw.recovery.wait_for_rebuild(oid, entry)
+                if rebuilt is None:
+                    raise
+                return self.materialize(oid, rebuilt)
         if meta == serialization.META_ERROR:
             if isinstance(value, rex.RayTaskError):
                 raise value.as_instanceof_cause()

@@ -221,7 +221,19 @@ class Tasks:
             who = tuple(reply.worker_address)
             for oid in reply.borrowed:
                 add(oid, who)  # type: ignore[arg-type]
+        for r in reply.returns:
+            if r[0][0] == "s":  # a value in a node's store: lineage may keep the task
+                record = self.machine.record(spec.task_id)
+                ins = self.machine.reply(spec, reply)
+                self._run(self._cw.recovery.on_task_reply(record, spec, reply, ins))
+                return
         self._run(self.machine.reply(spec, reply))
+
+    @io_thread
+    def resubmit(self, spec: TaskSpec, deps: list[bytes], retries: int, rx: Any) -> None:
+        """Run a finished task again to rebuild its lost results (``cw.recovery``): its
+        returns are owned and its arguments pinned already."""
+        self._run(self.machine.submit(spec, deps, retries, rx))
 
     @io_thread
     def on_worker_died(self, spec: TaskSpec, err: BaseException, retry: bool = True) -> None:

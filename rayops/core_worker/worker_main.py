@@ -17,6 +17,7 @@ from rayops.core_worker import output, state
 from rayops.core_worker.core_worker import CoreWorker
 from rayops.core_worker.executor import Executor
 from rayops.core_worker.metrics_reporter import parse_agent_address
+from rayops.core_worker.recovery import LineageSettings
 from rayops.core_worker.task_events import TaskEventSettings
 from rayops.node.log_rotation import LogRotationConfig, setup_process_logging
 from rayops.protocol import raylet_messages as rm
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         framed_settings=FramedSettings.from_env(),
         runtime_env=args.runtime_env,
         task_event_settings=TaskEventSettings.from_env(),
+        lineage_settings=LineageSettings.from_env(),
     )
     executor = Executor(cw)
     cw.executor = executor

@@ -137,7 +137,7 @@ def test_killed_raylet_is_declared_dead_and_work_moves(cluster: Cluster) -> None
         time.sleep(s)
         return rayops.get_runtime_context().get_node_id()
 
-    @rayops.remote(resources={"doomed": 1})
+    @rayops.remote(resources={"doomed": 1}, max_retries=0)  # not rebuilt: nowhere to rerun
     def big() -> np.ndarray:
         return np.zeros(2 * 2**20, dtype=np.uint8)  # large: stays in the victim's store
 
