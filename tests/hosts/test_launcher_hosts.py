@@ -83,12 +83,13 @@ def test_first_up_brings_three_fresh_hosts_up(launcher: Any) -> None:
     assert [h["provisioned"] for h in status["hosts"]] == ["up", "up", "up"]
     alive = sorted(n["node_ip"] for n in status["nodes"] if n["state"] == "ALIVE")
     assert alive == sorted(launcher.ips.values())
-    # The cluster record lives on the head only; this machine keeps only the wheelhouse cache.
+    # The cluster record lives on the head only; this machine keeps the wheelhouse cache and
+    # the cluster's CA (TLS is on by default for a multi-host cluster).
     records = {n: (h.home / "rayops/hosttest/cluster.json").exists()
                for n, h in launcher.net.hosts.items()}  # fmt: skip
     assert records == {"h1": True, "h2": False, "h3": False}
     cache = launcher.base / "cache" / "rayops"
-    assert sorted(p.name for p in cache.iterdir()) == ["runs", "wheelhouse"]
+    assert sorted(p.name for p in cache.iterdir()) == ["runs", "tls", "wheelhouse"]
     assert not any((cache / "runs").iterdir())
     assert ansible_home.exists() == had_ansible_home, "ansible wrote to ~/.ansible"
 
