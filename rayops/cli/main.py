@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="address the head's API server binds to (default 127.0.0.1: this machine only)",
     )
     s.add_argument(
+        "--autoscaling-config",
+        help="head: run the autoscaler with this cluster spec (what `rayops up` leaves on the "
+        "head); it logs to the session's logs/monitor.log",
+    )
+    s.add_argument(
         "--dashboard-port",
         type=_port,
         default=None,
@@ -212,6 +217,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port,
         wait_dashboard=True,
+        autoscaling_config=_autoscaling_config(args),
     )
     try:
         node = start_node(opts)
@@ -238,6 +244,19 @@ def cmd_start(args: argparse.Namespace) -> int:
         + ("" if temp_dir == sess.DEFAULT_TEMP_DIR else f" --temp-dir {temp_dir}")
     )
     return 0
+
+
+def _autoscaling_config(args: argparse.Namespace) -> str | None:
+    path = args.autoscaling_config
+    if path is None:
+        return None
+    if not args.head:
+        raise CLIError("--autoscaling-config runs the autoscaler on the head: add --head")
+    if not os.path.isfile(path):
+        raise CLIError(
+            f"--autoscaling-config: expected a cluster spec file, found nothing at {path}"
+        )
+    return os.path.abspath(path)
 
 
 def _reclaim(temp_dir: str) -> None:
