@@ -47,7 +47,8 @@ def _watch(fd: int, stop: threading.Event) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_file, "monitor")
-    from rayops.autoscaler.monitor import Monitor, config_from_spec
+    from rayops.autoscaler.config import config_from_spec
+    from rayops.autoscaler.monitor import Monitor
     from rayops.gcs.client import GcsClient
     from rayops.launcher.errors import ClusterSpecError
     from rayops.launcher.pool_provisioner import LauncherProvisioner, load_bundle

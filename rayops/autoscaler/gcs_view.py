@@ -27,7 +27,6 @@ from rayops.autoscaler.types import (
     ResourceRequest,
     Shape,
 )
-
 from rayops.protocol.autoscaler_messages import ResourceRequestRecord
 
 __all__ = ["ClusterRead", "IdleTracker", "build_demand", "node_views", "shape_key"]

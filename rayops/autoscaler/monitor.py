@@ -26,10 +26,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from rayops.autoscaler.decide import decide
-from rayops.autoscaler.types import AutoscalerConfig, Decision
-
 from rayops.autoscaler import instances as inst
+from rayops.autoscaler.decide import decide
 from rayops.autoscaler.gcs_view import (
     ClusterRead,
     IdleTracker,
@@ -37,6 +35,7 @@ from rayops.autoscaler.gcs_view import (
     node_views,
     read_cluster,
 )
+from rayops.autoscaler.types import AutoscalerConfig, Decision
 from rayops.protocol.autoscaler_messages import (
     AUTOSCALER_NAMESPACE,
     INSTANCES_KEY,
@@ -127,8 +126,8 @@ class Monitor:
         for term in decision.terminate:
             log.info("decision: terminate %s (%s)", term.instance_id, term.reason)
             self.feed(inst.TerminateRequested(term.instance_id, term.reason, now))
-        for shape, count, why in decision.infeasible:
-            log.warning("infeasible: %d x %s: %s", count, dict(shape), why)
+        for bad in decision.infeasible:
+            log.warning("infeasible: %d x %s: %s", bad.count, dict(bad.shape), bad.reason)
         self._store()
         self._write_status(decision, now)
         self.last_decision = decision
@@ -215,7 +214,7 @@ class Monitor:
             pending=pending,
             failures=tuple(self.failures),
             pending_demand=tuple((dict(s), n) for s, n in decision.pending),
-            infeasible=tuple(dict(s) for s, _n, _why in decision.infeasible),
+            infeasible=tuple(dict(bad.shape) for bad in decision.infeasible),
             started_nodes=self.counters["started"],
             stopped_nodes=self.counters["stopped"],
             failed_create_nodes=self.counters["failed"],
@@ -243,31 +242,3 @@ class Monitor:
             except Exception:
                 log.exception("autoscaler round failed; retrying in %.1f s", interval_s)
             stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
-
-
-def config_from_spec(spec: Any) -> AutoscalerConfig:
-    """The scaling rules of a cluster spec (Ray's keys; minutes become seconds)."""
-    from rayops.autoscaler.types import NodeTypeConfig
-
-    types: dict[str, NodeTypeConfig] = {}
-    for name, t in spec.available_node_types.items():
-        types[name] = NodeTypeConfig(
-            name=name,
-            resources=dict(t.resources),
-            labels=dict(t.labels),
-            min_workers=t.min_workers,
-            max_workers=t.max_workers,
-        )
-    head = spec.head_node_type or "head"
-    if head not in types:
-        types[head] = NodeTypeConfig(name=head, resources={})
-    max_workers = spec.max_workers
-    if max_workers is None:
-        max_workers = sum(t.max_workers or 0 for n, t in types.items() if n != head) or 2
-    return AutoscalerConfig(
-        node_types=types,
-        head_node_type=head,
-        max_workers=max_workers,
-        upscaling_speed=spec.upscaling_speed,
-        idle_timeout_s=spec.idle_timeout_minutes * 60.0,
-    )

@@ -12,7 +12,14 @@ import os
 import sys
 from typing import Any
 
-from rayops.cli import job_cmds, launcher_cmds, log_cmds, metrics_cmds, state_cmds
+from rayops.cli import (
+    autoscaler_cmds,
+    job_cmds,
+    launcher_cmds,
+    log_cmds,
+    metrics_cmds,
+    state_cmds,
+)
 from rayops.cli.arg_types import nonneg
 from rayops.exceptions import AuthenticationError, RpcError
 from rayops.node import session as sess
@@ -135,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--temp-dir", default=None)
     ss.add_argument("--json", action="store_true", help="machine-readable output")
     launcher_cmds.register(sub)
+    autoscaler_cmds.register(sub)
     launcher_cmds.add_status_config(ss)
     metrics_cmds.register(sub)
     job_cmds.register(sub)
@@ -364,6 +372,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     client = GcsClient(address, token, timeout=5.0)
     try:
         nodes = client.get_all_nodes()
+        scaler = client.kv_get(autoscaler_cmds.STATUS_KEY, namespace=autoscaler_cmds.NAMESPACE)
     except AuthenticationError as err:
         raise CLIError(str(probe.refused_token(address, token_file))) from err
     except ConnectionError as err:
@@ -419,6 +428,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         text = "{" + ", ".join(f"{k}: {v:g}" for k, v in key) + "}"
         note = "  (no node can run this)" if infeasible else ""
         print(f"  {text}: {count} pending{note}")
+    if scaler:
+        print()
+        print(autoscaler_cmds.render_status(autoscaler_cmds.AutoscalerStatus.from_json(scaler)))
     return 0
 
 
@@ -443,6 +455,7 @@ COMMANDS = {
     "stop": cmd_stop,
     "status": cmd_status,
     **launcher_cmds.HANDLERS,
+    **autoscaler_cmds.HANDLERS,
     **metrics_cmds.HANDLERS,
     **job_cmds.HANDLERS,
     **log_cmds.HANDLERS,

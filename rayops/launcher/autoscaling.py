@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -29,13 +30,45 @@ import yaml
 from rayops.launcher.cluster import Cluster
 from rayops.launcher.desired import expand_home
 from rayops.launcher.errors import HostFailure, LauncherError
-from rayops.launcher.pool_provisioner import HeadBundle
 from rayops.launcher.ssh import SshError
 from rayops.launcher.transfer import push, write_remote_file
 from rayops.launcher.wheelhouse import ARCHIVE, wheelhouse_key
 from rayops.launcher.yaml_source import load_yaml_with_lines
 
-__all__ = ["head_bundle", "head_spec", "place_wheelhouse", "write_head_bundle"]
+__all__ = ["HeadBundle", "head_bundle", "head_spec", "place_wheelhouse", "write_head_bundle"]
+
+BUNDLE_DIR = "autoscaler"  # under the head's install dir
+SPEC_FILE = "cluster.yaml"
+KEY_FILE = "ssh_key"
+KNOWN_HOSTS_FILE = "known_hosts"
+RUNTIME_FILE = "runtime.json"
+
+
+@dataclass(frozen=True)
+class HeadBundle:
+    """The files ``rayops up`` leaves on the head for the autoscaler (all under ``root``)."""
+
+    root: str  # <install_dir>/autoscaler, absolute on the head
+
+    @property
+    def spec_file(self) -> str:
+        return f"{self.root}/{SPEC_FILE}"
+
+    @property
+    def key_file(self) -> str:
+        return f"{self.root}/{KEY_FILE}"
+
+    @property
+    def known_hosts(self) -> str:
+        return f"{self.root}/{KNOWN_HOSTS_FILE}"
+
+    @property
+    def runtime_file(self) -> str:
+        return f"{self.root}/{RUNTIME_FILE}"
+
+    @property
+    def cache_dir(self) -> str:
+        return f"{self.root}/cache"
 
 
 def head_bundle(cluster: Cluster, head_home: str) -> HeadBundle:

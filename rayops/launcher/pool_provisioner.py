@@ -20,11 +20,12 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from rayops.launcher.apply import apply_plan
 from rayops.launcher.assets import launcher_assets
+from rayops.launcher.autoscaling import RUNTIME_FILE
 from rayops.launcher.cluster import Cluster, Events, check_control_dir, ssh_config_for
 from rayops.launcher.desired import LocalInputs, host_target, mounts_digest
 from rayops.launcher.facts import gather_facts
@@ -33,40 +34,7 @@ from rayops.launcher.spec import ClusterSpec, load_spec
 from rayops.launcher.ssh import SshPool
 from rayops.launcher.wheelhouse import RuntimeSource, running_source
 
-__all__ = ["BUNDLE_DIR", "HeadBundle", "LauncherProvisioner", "load_bundle"]
-
-BUNDLE_DIR = "autoscaler"  # under the head's install dir
-SPEC_FILE = "cluster.yaml"
-KEY_FILE = "ssh_key"
-KNOWN_HOSTS_FILE = "known_hosts"
-RUNTIME_FILE = "runtime.json"
-
-
-@dataclass(frozen=True)
-class HeadBundle:
-    """The files ``rayops up`` leaves on the head for the autoscaler (all under ``root``)."""
-
-    root: str  # <install_dir>/autoscaler, absolute on the head
-
-    @property
-    def spec_file(self) -> str:
-        return f"{self.root}/{SPEC_FILE}"
-
-    @property
-    def key_file(self) -> str:
-        return f"{self.root}/{KEY_FILE}"
-
-    @property
-    def known_hosts(self) -> str:
-        return f"{self.root}/{KNOWN_HOSTS_FILE}"
-
-    @property
-    def runtime_file(self) -> str:
-        return f"{self.root}/{RUNTIME_FILE}"
-
-    @property
-    def cache_dir(self) -> str:
-        return f"{self.root}/cache"
+__all__ = ["LauncherProvisioner", "load_bundle"]
 
 
 def load_bundle(spec_file: str) -> tuple[ClusterSpec, str | None]:

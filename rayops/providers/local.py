@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from rayops.providers.base import (
     TAG_CLUSTER,
@@ -361,7 +361,9 @@ class LocalNodeProvider(NodeProvider):
                     self._nodes.pop(host, None)
                     self._rest(host, cause, now)
                 self._stopping.discard(host)
-            kind = "launch" if what == "provision" else "terminate"
+            kind: Literal["launch", "terminate"] = (
+                "launch" if what == "provision" else "terminate"
+            )
             self._errors.append(
                 ProviderError(
                     kind,
