@@ -163,3 +163,34 @@ def test_static_workers_are_min_workers_only_when_autoscaling(tmp_path: Path) ->
     assert (cfg.head_node_type, cfg.idle_timeout_s, cfg.upscaling_speed) == ("head", 30.0, 2.0)
     assert cfg.node_types["pool"].resources == {"CPU": 1, "pool": 1}
     assert cfg.max_workers == 3
+
+
+def test_agent_exports_the_status_under_rays_autoscaler_names() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from rayops.agent.autoscaler_metrics import autoscaler_families
+    from rayops.agent.families import SnapshotCollector
+
+    st = AutoscalerStatus(
+        time=1.0,
+        provider="local",
+        running=2,
+        pending=(PendingLaunch("i-1", "w", "provisioning", "10.0.0.5", 0.5),),
+        pending_demand=(({"CPU": 1.0, "pool": 1.0}, 3),),
+        started_nodes=4,
+        stopped_nodes=2,
+        failed_create_nodes=1,
+    )
+    reg = CollectorRegistry()
+    reg.register(SnapshotCollector(lambda: autoscaler_families(st, ("s", "10.0.0.1"))))
+    text = generate_latest(reg).decode()
+    base = 'NodeAddress="10.0.0.1",SessionName="s"'
+    for line in (
+        f"autoscaler_pending_nodes{{{base}}} 1.0",
+        f"autoscaler_running_workers{{{base}}} 2.0",
+        f"autoscaler_started_nodes_total{{{base}}} 4.0",
+        f"autoscaler_stopped_nodes_total{{{base}}} 2.0",
+        f"autoscaler_failed_create_nodes_total{{{base}}} 1.0",
+        f'autoscaler_pending_demand{{{base},shape="{{CPU: 1, pool: 1}}"}} 3.0',
+    ):
+        assert line in text, text
