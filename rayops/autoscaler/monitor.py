@@ -44,7 +44,7 @@ from rayops.protocol.autoscaler_messages import (
     FailureRecord,
     PendingLaunch,
 )
-from rayops.providers.base import NodeProvider
+from rayops.providers.base import NodeProvider, ProviderError
 
 __all__ = ["Monitor"]
 
@@ -67,9 +67,7 @@ class Monitor:
         self.provider = provider
         self.config = config
         self.provider_name = provider_name
-        self.policy = policy or inst.RetryPolicy(
-            launch_retries=config.launch_retries, retry_backoff_s=config.retry_backoff_s
-        )
+        self.policy = policy or inst.RetryPolicy.from_config(config)
         self.clock = clock
         self.idle = IdleTracker()
         self.table: dict[str, inst.Instance] = {}
@@ -84,9 +82,11 @@ class Monitor:
     def _resume(self) -> None:
         raw = self.gcs.kv_get(INSTANCES_KEY, namespace=AUTOSCALER_NAMESPACE)
         if raw:
-            self.table = dict(inst.table_from_json(raw))
+            self.table = inst.from_json(raw)
             self._stored = raw
             log.info("resumed %d instance record(s) from the GCS", len(self.table))
+            # Repeat every call whose outcome is unknown, under the same request ids.
+            self.feed(inst.Resume(self.clock()))
         status = self.gcs.kv_get(STATUS_KEY, namespace=AUTOSCALER_NAMESPACE)
         if status:
             prev = AutoscalerStatus.from_json(status)
@@ -99,16 +99,16 @@ class Monitor:
             self.launch_requests = dict(prev.launch_requests)
 
     def _store(self) -> None:
-        raw = inst.table_to_json(self.table)
+        raw = inst.to_json(self.table).encode()
         if raw != self._stored:
             self.gcs.kv_put(INSTANCES_KEY, raw, namespace=AUTOSCALER_NAMESPACE, overwrite=True)
             self._stored = raw
 
     # ---- one round ----------------------------------------------------------------------
     def feed(self, event: inst.Event) -> None:
-        self.table, actions = inst.reconcile(self.table, event)
+        self.table, actions = inst.reconcile(self.table, event, self.policy)
         for action in actions:
-            self._carry_out(action, event)
+            self._carry_out(action)
 
     def step(self) -> Decision:
         now = self.clock()
@@ -146,19 +146,22 @@ class Monitor:
         return decide(build_demand(read), views, self.table, self.config, now)
 
     def _observe_provider(self, now: float) -> None:
-        machines = self.provider.non_terminated()
-        held = {i.cloud_id for i in self.table.values() if i.cloud_id}
-        for m in machines.values():
-            if m.role == "head" or not m.request_id:
-                continue  # the head and static workers are not the autoscaler's
-            self.feed(inst.CloudInstanceSeen(m, now))
-        for cloud_id in held - set(machines):
-            self.feed(inst.CloudInstanceGone(cloud_id, now))
+        # Errors first: a launch that failed carries its cause before its absence is seen.
         for err in self.provider.poll_errors():
             log.warning("provider %s failed (request %s): %s", err.kind, err.request_id, err.cause)
+            hit = [i.instance_id for i in self.table.values() if i.request_id == err.request_id]
             if err.kind == "launch":
                 self.counters["failed"] += max(1, err.count)
             self.feed(inst.ProviderFailed(err, now))
+            self._note_failure(hit[0] if hit else err.request_id, err, now)
+        # The head and the static workers (no launch request made them) are `rayops up`'s.
+        machines = {
+            cid: m
+            for cid, m in self.provider.non_terminated().items()
+            if m.role != "head" and m.request_id
+        }
+        for event in inst.observe(self.table, machines, now):
+            self.feed(event)
 
     def _observe_nodes(self, read: ClusterRead, now: float) -> None:
         by_ip = {n.node_ip: n.node_id for n in read.nodes if not n.is_head}
@@ -168,7 +171,7 @@ class Monitor:
                 self.counters["started"] += 1
                 self.feed(inst.RayNodeRegistered(i.instance_id, by_ip[i.ip], now))
 
-    def _carry_out(self, action: inst.Action, cause: inst.Event) -> None:
+    def _carry_out(self, action: inst.Action) -> None:
         now = self.clock()
         if isinstance(action, inst.LaunchNodes):
             self.provider.launch(action.node_type, action.count, action.request_id)
@@ -181,19 +184,20 @@ class Monitor:
             self.feed(inst.ProvisionStarted(action.instance_id, now))
         elif isinstance(action, inst.Report):
             log.info("%s: %s", action.instance_id, action.message)
-            if isinstance(cause, (inst.ProviderFailed, inst.ProvisionFailed)):
-                self._note_failure(action.instance_id, action.message, now)
 
-    def _note_failure(self, instance_id: str, message: str, now: float) -> None:
+    def _note_failure(self, instance_id: str, err: ProviderError, now: float) -> None:
+        """Keep the failure for ``rayops status``: its cause, and when the reconciler will
+        try again (None: it gave up, or the error was a terminate's)."""
         rec = self.table.get(instance_id)
         retry_at = rec.due_at if rec is not None and rec.state == "requested" else None
+        address = err.node_ids[0] if err.node_ids else (rec.ip if rec else "")
         self.failures.insert(
             0,
             FailureRecord(
                 instance_id=instance_id,
-                node_type=rec.node_type if rec else "",
-                address=rec.ip if rec else "",
-                cause=(rec.failed_cause if rec and rec.failed_cause else message),
+                node_type=err.node_type or (rec.node_type if rec else ""),
+                address=address,
+                cause=f"{err.kind}: {err.cause}",
                 time=now,
                 retry_at=retry_at,
             ),

@@ -4,8 +4,9 @@ The head and the first ``static`` entries of ``worker_ips`` (what ``min_workers`
 ``rayops up`` brings them up) are machines from the start. The remaining ``worker_ips`` are
 the pool: ``launch`` takes free pool hosts and hands them to a ``PoolProvisioner`` in a
 background thread (the launcher's facts -> plan -> apply, which installs rayops and starts the
-node's raylet and agent: ``rayops.launcher.pool_provisioner``); a host becomes ``running``
-when that succeeded. ``terminate`` stops the node's daemons, in the background too, and returns
+node's raylet and agent: ``rayops.launcher.pool_provisioner``); the host is listed by
+``non_terminated`` (``running``) once that succeeded, so a failed launch is a launch error of
+its request, with the host's cause. ``terminate`` stops the node's daemons, in the background too, and returns
 the host to the pool.
 
 A host that fails to provision (unreachable, an Ansible task failing) is reported by
@@ -116,6 +117,7 @@ class LocalNodeProvider(NodeProvider):
         self._errors: list[ProviderError] = []
         self._hosts: dict[str, HostState] = {}
         self._stopping: set[str] = set()  # hosts whose daemons are being stopped
+        self._provisioning: dict[str, CloudInstance] = {}  # taken, not listed until up
         n_static = len(worker_ips) if static is None else static
         self._pool = list(worker_ips[n_static:])
         head_type = head_node_type or "head"
@@ -182,8 +184,11 @@ class LocalNodeProvider(NodeProvider):
             self._requests.add(request_id)
             now = self._clock()
             taken = [h for h in self._free_hosts(now)][:count]
+            # With a provisioner a host is listed once its node runs (a launch "may return
+            # before the machines exist"); until then it is only taken from the pool.
+            listing = self._nodes if self._provisioner is None else self._provisioning
             for ip in taken:
-                self._nodes[ip] = CloudInstance(
+                listing[ip] = CloudInstance(
                     ip,
                     node_type,
                     request_id,
@@ -240,7 +245,7 @@ class LocalNodeProvider(NodeProvider):
             return {a: replace(s) for a, s in self._hosts.items() if s.failures}
 
     def _free_hosts(self, now: float) -> list[str]:
-        busy = set(self._nodes) | self._stopping
+        busy = set(self._nodes) | set(self._provisioning) | self._stopping
         return [
             h
             for h in self._pool
@@ -301,13 +306,12 @@ class LocalNodeProvider(NodeProvider):
             now = self._clock()
             for host in hosts:
                 cause = results.get(host, "the provisioner returned no result")
-                node = self._nodes.get(host)
+                node = self._provisioning.pop(host, None)
                 if cause is None:
                     self._hosts.pop(host, None)
                     if node is not None:
                         self._nodes[host] = replace(node, running=True)
                     continue
-                self._nodes.pop(host, None)
                 self._rest(host, cause, now)
                 self._errors.append(
                     ProviderError(
@@ -358,7 +362,7 @@ class LocalNodeProvider(NodeProvider):
             now = self._clock()
             for host in hosts:
                 if what == "provision":
-                    self._nodes.pop(host, None)
+                    self._provisioning.pop(host, None)
                     self._rest(host, cause, now)
                 self._stopping.discard(host)
             kind: Literal["launch", "terminate"] = (

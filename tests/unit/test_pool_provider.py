@@ -57,10 +57,13 @@ def test_failed_host_is_reported_rested_and_another_used_then_retried() -> None:
     )
     try:
         assert set(p.non_terminated()) == {"10.0.0.1", "10.0.0.2"}  # head + static worker
+        prov.gate.clear()
         p.launch("pool", 1, "r1")
-        assert p.non_terminated()["10.0.0.3"].running is False  # provisioning
-        wait(lambda: "10.0.0.3" not in p.non_terminated(), "the failed host dropped")
-        (err,) = p.poll_errors()
+        assert "10.0.0.3" not in p.non_terminated()  # listed once its node runs
+        prov.gate.set()
+        errors: list = []
+        wait(lambda: errors.extend(p.poll_errors()) or errors, "the failure reported")
+        (err,) = errors
         assert (err.kind, err.request_id, err.count, err.node_type) == ("launch", "r1", 1, "pool")
         assert "10.0.0.3: unreachable: connection refused" in err.cause
         assert "retried in 10 s" in err.cause
@@ -101,9 +104,11 @@ def test_launch_is_idempotent_while_provisioning() -> None:
     try:
         p.launch("pool", 1, "r1")
         p.launch("pool", 1, "r1")
-        assert [n.node_id for n in p.non_terminated().values() if n.role == "worker"] == ["a"]
+        p.launch("pool", 1, "r2")  # "a" is taken while it is provisioned: "b" is used
         prov.gate.set()
+        wait(lambda: {"a", "b"} <= set(p.non_terminated()), "a and b provisioned")
         wait(lambda: p.non_terminated()["a"].running, "a provisioned")
-        assert prov.provisioned == ["a"]
+        assert sorted(prov.provisioned) == ["a", "b"]
+        assert p.non_terminated()["a"].request_id == "r1"
     finally:
         p.close()
