@@ -11,8 +11,8 @@ the host to the pool.
 
 A host that fails to provision (unreachable, an Ansible task failing) is reported by
 ``poll_errors`` with its cause and rests for a backoff (``retry_backoff_s``, doubling per
-consecutive failure of that host, capped at ``max_backoff_s``); meanwhile launches use the
-other free hosts, and after the backoff the host is eligible again.
+consecutive failure of that host, capped at ``max_backoff_s``); launches use the other free
+hosts first, and after the backoff the host is eligible again when none is left.
 
 Without a provisioner (``provisioner=None``) launches succeed at once: the pool without I/O,
 which tests and the launcher's own bookkeeping use.
@@ -245,12 +245,15 @@ class LocalNodeProvider(NodeProvider):
             return {a: replace(s) for a, s in self._hosts.items() if s.failures}
 
     def _free_hosts(self, now: float) -> list[str]:
+        """Free pool hosts whose rest is over, hosts that never failed first: a host that
+        failed is tried again only when no other free host is left."""
         busy = set(self._nodes) | set(self._provisioning) | self._stopping
-        return [
+        free = [
             h
             for h in self._pool
             if h not in busy and self._hosts.get(h, HostState()).retry_at <= now
         ]
+        return sorted(free, key=lambda h: self._hosts.get(h, HostState()).failures)
 
     def _shortage(self, missing: int, count: int, now: float) -> str:
         resting = sorted(

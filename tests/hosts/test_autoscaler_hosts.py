@@ -126,7 +126,10 @@ def test_task_scales_up_past_a_failing_host_then_back_down(launcher: Any) -> Non
     assert got["ip"] == launcher.ips["h3"], got
     status = launcher.run("exec", str(spec(launcher)), "rayops status")
     assert "Autoscaler" in status.out and launcher.ips["h2"] in status.out, status.out
-    assert got["seconds"] < TARGETS["scale_up_s"] * 2, got  # the failing host costs a round
+    # The target is 60 s for a fresh pool host; the failed try of h2 adds its
+    # connect timeout (3 s) and one retry backoff (5 s), and this shared 2-core machine's
+    # install time varies: the figure is printed, the bound is twice the target.
+    assert got["seconds"] < TARGETS["scale_up_s"] * 2, got
     t0 = time.monotonic()
     wait_until(lambda: not alive_workers(launcher), "the idle node gone", timeout=90)
     launcher.figures["scale_down_s"] = round(time.monotonic() - t0, 1)
