@@ -8,6 +8,8 @@ the GCS and the provider, feeds these, and carries their actions out.
 
 from __future__ import annotations
 
+from rayops.autoscaler.decide import decide
+from rayops.autoscaler.instances import reconcile
 from rayops.autoscaler.types import (
     AutoscalerConfig,
     BundleDemand,
@@ -32,4 +34,6 @@ __all__ = [
     "ResourceDemand",
     "ResourceRequest",
     "Termination",
+    "decide",
+    "reconcile",
 ]

@@ -191,3 +191,5 @@ class Decision:
     #: demand that a launch of this decision (or one already pending) is for, by shape;
     #: for metrics ("pending demand by shape").
     pending: tuple[tuple[Shape, int], ...] = ()
+    #: node types not launched until this time (their last record failed for good)
+    cooling: Mapping[str, float] = field(default_factory=dict)
