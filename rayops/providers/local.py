@@ -6,8 +6,8 @@ the pool: ``launch`` takes free pool hosts and hands them to a ``PoolProvisioner
 background thread (the launcher's facts -> plan -> apply, which installs rayops and starts the
 node's raylet and agent: ``rayops.launcher.pool_provisioner``); the host is listed by
 ``non_terminated`` (``running``) once that succeeded, so a failed launch is a launch error of
-its request, with the host's cause. ``terminate`` stops the node's daemons, in the background too, and returns
-the host to the pool.
+its request, with the host's cause. ``terminate`` stops the node's daemons, in the
+background too, and returns the host to the pool.
 
 A host that fails to provision (unreachable, an Ansible task failing) is reported by
 ``poll_errors`` with its cause and rests for a backoff (``retry_backoff_s``, doubling per
