@@ -194,3 +194,41 @@ def test_agent_exports_the_status_under_rays_autoscaler_names() -> None:
         f'autoscaler_pending_demand{{{base},shape="{{CPU: 1, pool: 1}}"}} 3.0',
     ):
         assert line in text, text
+
+
+def test_head_spec_points_at_the_heads_copies_and_refuses_default_keys(tmp_path: Path) -> None:
+    import yaml
+
+    from rayops.launcher.autoscaling import HeadBundle, head_spec
+    from rayops.launcher.cluster import Cluster, Events
+    from rayops.launcher.errors import LauncherError
+    from rayops.launcher.ssh import SshConfig
+
+    (tmp_path / "app").mkdir()
+    path = _spec(
+        tmp_path,
+        f"""
+        file_mounts: {{"~/app": {tmp_path}/app}}
+        rayops: {{install: {{source: wheel, path: {tmp_path}/x.whl, extra_packages: [numpy]}}}}
+        available_node_types:
+          head: {{resources: {{CPU: 1}}}}
+          pool: {{resources: {{pool: 1}}, max_workers: 2}}
+        head_node_type: head
+        """,
+    )
+    (tmp_path / "x.whl").write_text("")
+    spec, _ = load_spec(path)
+    cluster = Cluster(spec, SshConfig("root"), None, tmp_path, Events())  # type: ignore[arg-type]
+    data = head_spec(cluster, HeadBundle("/h/rayops/t/autoscaler"))
+    assert data["auth"]["ssh_private_key"] == "/h/rayops/t/autoscaler/ssh_key"
+    assert data["auth"]["known_hosts_file"] == "/h/rayops/t/autoscaler/known_hosts"
+    assert data["rayops"]["install"] == {"source": "project", "extra_packages": ["numpy"]}
+    assert data["file_mounts"] == {"~/app": "/h/rayops/t/autoscaler/mounts/0/"}
+    assert yaml.safe_load(yaml.safe_dump(data))["provider"]["worker_ips"][0] == "10.0.0.2"
+    no_key = yaml.safe_load(path.read_text())
+    del no_key["auth"]["ssh_private_key"]
+    path.write_text(yaml.safe_dump(no_key))
+    spec, _ = load_spec(path)
+    cluster = Cluster(spec, SshConfig("root"), None, tmp_path, Events())  # type: ignore[arg-type]
+    with pytest.raises(LauncherError, match=r"autoscaling needs auth\.ssh_private_key"):
+        head_spec(cluster, HeadBundle("/h/rayops/t/autoscaler"))
