@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from rayops.node.daemon import setup_logging
 
@@ -34,14 +36,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _watch(fd: int, stop: threading.Event) -> None:
-    import os
-
     try:
         while os.read(fd, 4096):
             pass
     except OSError:
         pass
     stop.set()
+
+
+class SpecReload:
+    """Reads the spec again when ``rayops up`` rewrote it: new scaling rules (node types'
+    resources and limits, max_workers, upscaling_speed, idle timeout) apply from the next
+    round. The pool itself (provider, auth) is fixed for the daemon's life: a change there
+    is logged with what to do."""
+
+    def __init__(self, path: str, spec: Any) -> None:
+        self.path = path
+        self.spec = spec
+        self.mtime = self._mtime()
+
+    def _mtime(self) -> float:
+        try:
+            return os.stat(self.path).st_mtime
+        except OSError:
+            return 0.0
+
+    def check(self, monitor: Any) -> None:
+        from rayops.autoscaler.config import config_from_spec
+        from rayops.autoscaler.instances import RetryPolicy
+        from rayops.launcher.errors import ClusterSpecError
+        from rayops.launcher.pool_provisioner import load_bundle
+
+        mtime = self._mtime()
+        if mtime == self.mtime:
+            return
+        self.mtime = mtime
+        try:
+            spec, _digest = load_bundle(self.path)
+            config = config_from_spec(spec)
+        except (ClusterSpecError, ValueError) as err:
+            log.error("the rewritten spec is not usable; keeping the previous one: %s", err)
+            return
+        if config != monitor.config:
+            log.info("scaling rules changed (%s); they apply from now on", self.path)
+            monitor.config = config
+            monitor.policy = RetryPolicy.from_config(config)
+        for section in ("provider", "auth"):
+            if getattr(spec, section) != getattr(self.spec, section):
+                log.warning(
+                    "%s changed in %s: the autoscaler keeps its pool until the head restarts "
+                    "(rayops up --restart-only)",
+                    section,
+                    self.path,
+                )
+        self.spec = spec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, on_signal)
     if args.watch_fd is not None:
         threading.Thread(target=_watch, args=(args.watch_fd, stop), daemon=True).start()
+    reload = SpecReload(args.config, spec)
     with GcsClient(args.gcs_address, token, timeout=10.0) as gcs:
         monitor = Monitor(gcs, provider, config, provider_name=spec.provider.type)
-        monitor.run(stop, args.interval)
+        monitor.run(stop, args.interval, before_round=lambda: reload.check(monitor))
     close = getattr(provider, "close", None)
     if callable(close):
         close()

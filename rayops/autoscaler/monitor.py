@@ -230,8 +230,14 @@ class Monitor:
         self.gcs.kv_put(STATUS_KEY, st.to_json(), namespace=AUTOSCALER_NAMESPACE, overwrite=True)
 
     # ---- the loop -------------------------------------------------------------------------
-    def run(self, stop: threading.Event, interval_s: float = 1.0) -> None:
-        """Rounds until ``stop`` is set; a failing round is logged and the next one runs."""
+    def run(
+        self,
+        stop: threading.Event,
+        interval_s: float = 1.0,
+        before_round: Callable[[], None] | None = None,
+    ) -> None:
+        """Rounds until ``stop`` is set; a failing round is logged and the next one runs.
+        ``before_round`` (the daemon's spec reload) runs first in each round."""
         log.info(
             "autoscaler started: provider %s, node types %s, max_workers %d, idle timeout %.0f s",
             self.provider_name or "?",
@@ -242,6 +248,8 @@ class Monitor:
         while not stop.is_set():
             started = time.monotonic()
             try:
+                if before_round is not None:
+                    before_round()
                 self.step()
             except Exception:
                 log.exception("autoscaler round failed; retrying in %.1f s", interval_s)

@@ -116,6 +116,10 @@ def run_up(cluster: Cluster, opts: UpOptions, confirm: Callable[[str], bool]) ->
             )  # fmt: skip
         _check_registration(cluster, plan, outcomes, targets)
         _stop_removed(cluster, plan, record)
+    elif autoscaling_enabled(spec) and (failure := write_head_bundle(cluster, source_digest)):
+        # Nothing to do on the hosts, but the scaling rules may have changed: the running
+        # autoscaler reads its spec again when the file changes.
+        outcomes[plan.head].failure = failure
     _save_record(cluster, plan, outcomes, targets, record)
     out("")
     out(render_summary(plan, outcomes, time.monotonic() - started))

@@ -232,3 +232,28 @@ def test_head_spec_points_at_the_heads_copies_and_refuses_default_keys(tmp_path:
     cluster = Cluster(spec, SshConfig("root"), None, tmp_path, Events())  # type: ignore[arg-type]
     with pytest.raises(LauncherError, match=r"autoscaling needs auth\.ssh_private_key"):
         head_spec(cluster, HeadBundle("/h/rayops/t/autoscaler"))
+
+
+def test_daemon_reads_new_scaling_rules_when_up_rewrites_its_spec(tmp_path: Path) -> None:
+    import os
+    from types import SimpleNamespace
+
+    from rayops.autoscaler.__main__ import SpecReload
+    from rayops.autoscaler.config import config_from_spec
+
+    types = """
+        head_node_type: head
+        available_node_types:
+          head: {resources: {CPU: 1}}
+          pool: {resources: {pool: 1}, max_workers: MAX}
+        """
+    path = _spec(tmp_path, types.replace("MAX", "2"))
+    spec, _ = load_spec(path)
+    monitor = SimpleNamespace(config=config_from_spec(spec), policy=None)
+    reload = SpecReload(str(path), spec)
+    reload.check(monitor)
+    assert monitor.policy is None  # unchanged file: nothing read
+    path.write_text(path.read_text().replace("max_workers: 2", "max_workers: 3"))
+    os.utime(path, (reload.mtime + 5, reload.mtime + 5))
+    reload.check(monitor)
+    assert monitor.config.node_types["pool"].max_workers == 3 and monitor.policy is not None
