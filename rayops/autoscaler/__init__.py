@@ -2,14 +2,13 @@
 
 The pure parts live here: ``types`` (node types, limits, demand, nodes, decisions),
 ``decide`` (the decision function) and ``instances`` (the instance state machine and its
-reconciler). They do no I/O and read no clock; the head-side daemon (its own module) reads
+reconciler; not re-exported here, so ``rayops.autoscaler.decide`` stays the module). They
+do no I/O and read no clock; the head-side daemon (its own module) reads
 the GCS and the provider, feeds these, and carries their actions out.
 """
 
 from __future__ import annotations
 
-from rayops.autoscaler.decide import decide
-from rayops.autoscaler.instances import reconcile
 from rayops.autoscaler.types import (
     AutoscalerConfig,
     BundleDemand,
@@ -34,6 +33,4 @@ __all__ = [
     "ResourceDemand",
     "ResourceRequest",
     "Termination",
-    "decide",
-    "reconcile",
 ]

@@ -57,6 +57,9 @@ __all__ = ["UPSCALING_INITIAL_NODES", "decide"]
 
 #: Ray's floor on pending nodes, whatever ``upscaling_speed`` and the cluster size say.
 UPSCALING_INITIAL_NODES = 5
+#: past this many different shapes, amounts are rounded up to a grid (see ``_coarsen``)
+COARSEN_ABOVE = 256
+COARSEN_STEPS = 256
 _EPS = 1e-9
 
 Vec = tuple[float, ...]
@@ -148,42 +151,25 @@ def decide(
     now: float,
 ) -> Decision:
     """What to launch and terminate now; see the module docstring for the rules."""
-    space = _space_of(demand, config, nodes)
-    leaving = {i.instance_id for i in instances.values() if i.state == "terminating"}
-    live = [n for n in nodes if n.instance_id is None or n.instance_id not in leaving]
-    joined = {n.instance_id for n in nodes if n.instance_id is not None}
-    pending = sorted(
-        (
-            i
-            for i in instances.values()
-            if i.state in PENDING_STATES and i.instance_id not in joined
-        ),
-        key=lambda i: i.instance_id,
-    )
-    budget, cooling = _budget(config, live, pending, now, instances)
+    queued = _group_tasks(demand)
+    space = _space_of(demand, queued, config, nodes)
     types = config.node_types
+    live, pending = _live_and_pending(nodes, instances)
+    budget, cooling = _budget(config, live, pending, now, instances)
+    feasible = _Feasibility(space, types, live)
+    infeasible: list[Infeasible] = []
     keep: set[str] = set()  # live nodes the floor or pending demand will use
 
-    # 1. min_workers
-    new_nodes: list[tuple[str, int]] = []
-    workers = _count_workers(live, pending)
-    for name in sorted(types):
-        short = types[name].min_workers - workers.get(name, 0)
-        n = min(short, budget.room(name)) if short > 0 else 0
-        if n > 0:
-            budget.take(name, n)
-            new_nodes.append((name, n))
-
-    # 2. request_resources: a floor on the totals
+    # 1. min_workers, 2. the request_resources floor (on totals)
+    new_nodes = _min_workers(types, _count_workers(live, pending), budget)
     floor: dict[Key, int] = {}
     for req in demand.requests:
         for bundle in req.bundles:
             _add(floor, (space.vec(bundle), ()), 1)
+    floor = _coarsen(_drop_infeasible(floor, feasible, infeasible), space, feasible)
     totals = _bins(space, ((n.node_id, n.node_type, n.total, n.labels) for n in live))
     totals += _coming_bins(space, types, pending, new_nodes)
-    unmet_floor = _first_fit(floor, totals, keep, space)
-    infeasible: list[Infeasible] = []
-    left = _drop_infeasible(unmet_floor, space, types, live, infeasible)
+    left = _first_fit(floor, totals, keep, space)
     new_nodes += _pack_new(left, space, types, budget, cooling)
 
     # 3 and 4: placement groups and tasks onto free capacity, then new nodes
@@ -193,34 +179,77 @@ def decide(
     spread_groups: list[BundleDemand] = []
     for g in demand.groups:
         _group_demand(g, space, work, spread_groups)
-    for t in demand.tasks:
-        if t.count > 0:
-            _add(work, (space.vec(t.shape), tuple(t.label_selector)), t.count)
+    for (items, selector), count in queued.items():
+        _add(work, (space.vec(dict(items)), selector), count)
+    work = _coarsen(_drop_infeasible(work, feasible, infeasible), space, feasible)
     unplaced: dict[Key, int] = {}
     for gi, g in enumerate(spread_groups):
-        _strict_spread(gi, g, space, free, types, live, budget, cooling, infeasible, unplaced, keep)
-    unmet = _first_fit(work, free, keep, space)
-    left = _drop_infeasible(unmet, space, types, live, infeasible)
-    pending_demand = dict(left)
+        _strict_spread(
+            gi, g, space, free, types, feasible, budget, cooling, infeasible, unplaced, keep
+        )
+    left = _first_fit(work, free, keep, space)
+    waiting = dict(left)
     for key, n in unplaced.items():
-        _add(pending_demand, key, n)
+        _add(waiting, key, n)
     _pack_new(left, space, types, budget, cooling)
 
     return Decision(
         launch={t: n for t, n in sorted(budget.launch.items()) if n > 0},
         terminate=_idle(live, instances, config, keep),
         infeasible=tuple(infeasible),
-        pending=tuple(
-            (space.shape(k[0]), n) for k, n in sorted(pending_demand.items(), key=_in_order)
-        ),
+        pending=tuple((space.shape(k[0]), n) for k, n in sorted(waiting.items(), key=_in_order)),
         cooling=cooling,
     )
 
 
-def _space_of(demand: Demand, config: AutoscalerConfig, nodes: Sequence[NodeView]) -> _Space:
-    names: set[str] = set()
+def _live_and_pending(
+    nodes: Sequence[NodeView], instances: Mapping[str, Instance]
+) -> tuple[list[NodeView], list[Instance]]:
+    """The nodes that count (not those on their way out) and the records whose node is
+    still to come (not those whose node already joined)."""
+    leaving = {i.instance_id for i in instances.values() if i.state == "terminating"}
+    live = [n for n in nodes if n.instance_id is None or n.instance_id not in leaving]
+    joined = {n.instance_id for n in nodes if n.instance_id is not None}
+    pending = [
+        i for i in instances.values() if i.state in PENDING_STATES and i.instance_id not in joined
+    ]
+    return live, sorted(pending, key=lambda i: i.instance_id)
+
+
+def _min_workers(
+    types: Mapping[str, NodeTypeConfig], workers: Mapping[str, int], budget: _Budget
+) -> list[tuple[str, int]]:
+    new_nodes = []
+    for name in sorted(types):
+        short = types[name].min_workers - workers.get(name, 0)
+        n = min(short, budget.room(name)) if short > 0 else 0
+        if n > 0:
+            budget.take(name, n)
+            new_nodes.append((name, n))
+    return new_nodes
+
+
+def _group_tasks(
+    demand: Demand,
+) -> dict[tuple[tuple[tuple[str, float], ...], LabelSelector], int]:
+    """Queued tasks and actors by shape and selector (one pass; all later work is per kind)."""
+    out: dict[tuple[tuple[tuple[str, float], ...], LabelSelector], int] = {}
     for t in demand.tasks:
-        names.update(k for k, v in t.shape.items() if v > 0)
+        if t.count > 0:
+            key = (tuple(sorted(t.shape.items())), tuple(t.label_selector))
+            out[key] = out.get(key, 0) + t.count
+    return out
+
+
+def _space_of(
+    demand: Demand,
+    queued: Mapping[tuple[tuple[tuple[str, float], ...], LabelSelector], int],
+    config: AutoscalerConfig,
+    nodes: Sequence[NodeView],
+) -> _Space:
+    names: set[str] = set()
+    for items, _ in queued:
+        names.update(k for k, v in items if v > 0)
     for g in demand.groups:
         for b in g.bundles:
             names.update(k for k, v in b.items() if v > 0)
@@ -291,10 +320,13 @@ def _bins(
     space: _Space, members: Iterable[tuple[str, str, Shape, Mapping[str, str]]]
 ) -> list[_Bin]:
     """Group nodes with the same projected capacity, labels and type."""
-    grouped: dict[tuple[Vec, tuple[tuple[str, str], ...], str], _Bin] = {}
+    grouped: dict[tuple[Vec, int, str], _Bin] = {}
+    label_ids: dict[tuple[tuple[str, str], ...], int] = {}
+    names = space.names
     for node_id, node_type, capacity, labels in members:
-        vec = tuple(space.project(capacity))
-        key = (vec, tuple(sorted(labels.items())), node_type)
+        vec = tuple([float(capacity.get(n, 0.0)) for n in names])
+        lkey = tuple(sorted(labels.items())) if labels else ()
+        key = (vec, label_ids.setdefault(lkey, len(label_ids)), node_type)
         b = grouped.get(key)
         if b is None:
             grouped[key] = _Bin(list(vec), labels, [node_id], node_type)
@@ -395,7 +427,7 @@ def _strict_spread(
     space: _Space,
     free: list[_Bin],
     types: Mapping[str, NodeTypeConfig],
-    live: Sequence[NodeView],
+    feasible: _Feasibility,
     budget: _Budget,
     cooling: Mapping[str, float],
     infeasible: list[Infeasible],
@@ -409,7 +441,7 @@ def _strict_spread(
     for key in keys:
         if _place_on_distinct(key, free, used, keep):
             continue
-        if not _fits_somewhere(key, space, types, live):
+        if not feasible.fits(key):
             _note_infeasible(infeasible, key, 1, space, "STRICT_SPREAD bundle ")
             continue
         name = _best_single_type(key, space, types, budget, cooling)
@@ -451,18 +483,33 @@ def _type_fits(t: NodeTypeConfig, key: Key, space: _Space) -> bool:
     return _fits_count(space.project(t.resources), need) > 0
 
 
-def _fits_somewhere(
-    key: Key, space: _Space, types: Mapping[str, NodeTypeConfig], live: Sequence[NodeView]
-) -> bool:
-    """Some node type, or some live node's totals, could ever hold the shape."""
-    if any(_type_fits(t, key, space) for t in types.values()):
-        return True
-    need, selector = key
-    return any(
-        (not selector or labels_match(selector, n.labels))
-        and _fits_count(space.project(n.total), need) > 0
-        for n in live
-    )
+class _Feasibility:
+    """Whether a kind of demand could ever be held: by some node type, or by some live node's
+    totals (a node started by hand may have what no type has). Live nodes are grouped by
+    totals and labels first, so the check is per distinct node, not per node."""
+
+    def __init__(
+        self, space: _Space, types: Mapping[str, NodeTypeConfig], live: Sequence[NodeView]
+    ) -> None:
+        self.space = space
+        self.types = [(space.project(t.resources), t.labels) for t in types.values()]
+        self.nodes = _bins(space, ((n.node_id, n.node_type, n.total, n.labels) for n in live))
+
+    def type_fits(self, key: Key) -> bool:
+        need, selector = key
+        return any(
+            (not selector or labels_match(selector, labels)) and _fits_count(vec, need) > 0
+            for vec, labels in self.types
+        )
+
+    def fits(self, key: Key) -> bool:
+        if self.type_fits(key):
+            return True
+        need, selector = key
+        return any(
+            (not selector or labels_match(selector, b.labels)) and _fits_count(b.free, need) > 0
+            for b in self.nodes
+        )
 
 
 def _note_infeasible(
@@ -481,19 +528,38 @@ def _note_infeasible(
 
 
 def _drop_infeasible(
-    work: dict[Key, int],
-    space: _Space,
-    types: Mapping[str, NodeTypeConfig],
-    live: Sequence[NodeView],
-    infeasible: list[Infeasible],
+    work: Mapping[Key, int], feasible: _Feasibility, infeasible: list[Infeasible]
 ) -> dict[Key, int]:
     left = {}
     for key, n in sorted(work.items(), key=_in_order):
-        if _fits_somewhere(key, space, types, live):
+        if feasible.fits(key):
             left[key] = n
         else:
-            _note_infeasible(infeasible, key, n, space)
+            _note_infeasible(infeasible, key, n, feasible.space)
     return left
+
+
+def _coarsen(work: dict[Key, int], space: _Space, feasible: _Feasibility) -> dict[Key, int]:
+    """With more than ``COARSEN_ABOVE`` kinds, round each amount up to a step of
+    1/``COARSEN_STEPS`` of the largest node's, so near-equal shapes pack as one kind.
+
+    Only the extreme case pays (thousands of different shapes, which grouping cannot help):
+    a rounded shape asks for at most that step more of a resource, so a decision may launch
+    slightly more than the exact packing would. A shape whose rounded form no type holds
+    keeps its exact amounts.
+    """
+    if len(work) <= COARSEN_ABOVE:
+        return work
+    steps = [s / COARSEN_STEPS for s in space.scale]
+    out: dict[Key, int] = {}
+    for (vec, selector), n in work.items():
+        rounded = tuple(
+            math.ceil(v / st - _EPS) * st if v > 0 else 0.0
+            for v, st in zip(vec, steps, strict=True)
+        )
+        key = (rounded, selector)
+        _add(out, key if feasible.type_fits(key) else (vec, selector), n)
+    return out
 
 
 def _score(t: NodeTypeConfig, space: _Space, used: Sequence[float], gpu_wanted: bool) -> tuple:

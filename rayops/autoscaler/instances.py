@@ -196,7 +196,12 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class LaunchRequested:
-    """The decision wants ``count`` more nodes of ``node_type``; ``request_id`` is unique."""
+    """The decision wants ``count`` more nodes of ``node_type``.
+
+    ``request_id`` must never have been used before, also not by an earlier run of the
+    autoscaler (a uuid, not a counter): the same id again is taken for a replay of this
+    event and launches nothing, and the provider ignores a request id it has seen.
+    """
 
     node_type: str
     count: int

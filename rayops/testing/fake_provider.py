@@ -78,9 +78,9 @@ class FakeProvider(NodeProvider):
 
     node_types: Mapping[str, Any]
     launch_delay_s: float = 0.0
-    terminate_delay_s: float = 0.0
     fail_next: Mapping[str, int] = field(default_factory=dict)
     clock: Callable[[], float] = field(default_factory=FakeClock)
+    terminate_delay_s: float = 0.0
     capacity: Mapping[str, int] = field(default_factory=dict)
     cluster_name: str = "fake"
     launch_calls: list[LaunchCall] = field(default_factory=list, init=False)

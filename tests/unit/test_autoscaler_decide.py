@@ -333,3 +333,99 @@ def test_grouping_many_identical_shapes_gives_the_grouped_answer() -> None:
     cfg = config(max_workers=100, upscaling_speed=100.0)
     assert decide(many, [head()], {}, cfg, 0.0).launch == decide(one, [head()], {}, cfg, 0.0).launch
     assert dict(decide(one, [head()], {}, cfg, 0.0).launch) == {"cpu": 10}
+
+
+def test_thousands_of_different_shapes_are_rounded_to_a_grid_and_pack_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import rayops.autoscaler.decide as decide_module
+
+    cfg = config(
+        {**TYPES, "cpu": NodeTypeConfig("cpu", {"CPU": 4}), "big": TYPES["big"]},
+        max_workers=1000,
+        upscaling_speed=1000.0,
+    )
+    shapes = Demand(
+        tasks=(
+            *(ResourceDemand({"CPU": 0.5 + k * 1e-6}) for k in range(400)),
+            ResourceDemand({"CPU": 3.99}),
+            ResourceDemand({"TPU": 1}),
+        )
+    )
+    rounded = decide(shapes, [head()], {}, cfg, 0.0)
+    monkeypatch.setattr(decide_module, "COARSEN_ABOVE", 10**9)
+    exact = decide(shapes, [head()], {}, cfg, 0.0)
+    assert rounded.launch == exact.launch and sum(exact.launch.values()) > 0
+    assert [i.shape for i in rounded.infeasible] == [{"TPU": 1.0}]
+
+
+def test_random_clusters_never_break_the_limits() -> None:
+    """Invariants over many generated inputs: caps hold, the head and min_workers stay,
+    infeasible shapes really fit nothing, and nothing infeasible is launched for."""
+    import random
+
+    rng = random.Random(13)
+    for _ in range(300):
+        types = {
+            "head": NodeTypeConfig("head", {"CPU": 2}),
+            "cpu": NodeTypeConfig(
+                "cpu", {"CPU": 4}, min_workers=rng.randint(0, 2), max_workers=rng.randint(2, 8)
+            ),
+            "gpu": NodeTypeConfig("gpu", {"CPU": 8, "GPU": 2}, max_workers=rng.randint(0, 3)),
+        }
+        cfg = AutoscalerConfig(
+            types,
+            "head",
+            max_workers=rng.randint(0, 12),
+            upscaling_speed=rng.choice((0.0, 0.5, 1.0, 4.0)),
+            idle_timeout_s=60.0,
+        )
+        nodes, insts = [head(rng.choice((0.0, 2.0)))], {}
+        for k in range(rng.randint(0, 10)):
+            t = rng.choice(("cpu", "gpu"))
+            total = dict(types[t].resources)
+            free = {r: a * rng.choice((0.0, 0.5, 1.0)) for r, a in total.items()}
+            nodes.append(NodeView(f"n{k}", f"i{k}", t, total, free, rng.choice((0.0, 100.0))))
+            insts[f"i{k}"] = Instance(f"i{k}", t, "running", "r", 0.0)
+        for k in range(rng.randint(0, 4)):
+            t = rng.choice(("cpu", "gpu"))
+            insts[f"p{k}"] = Instance(f"p{k}", t, "launching", "r", 0.0)
+        shapes = [{"CPU": 1}, {"CPU": 3}, {"GPU": 1}, {"CPU": 8, "GPU": 2}, {"TPU": 1}, {"CPU": 9}]
+        demand = Demand(
+            tasks=tuple(
+                ResourceDemand(rng.choice(shapes), rng.randint(1, 20))
+                for _ in range(rng.randint(0, 5))
+            ),
+            groups=tuple(
+                BundleDemand(
+                    tuple(rng.choice(shapes[:3]) for _ in range(rng.randint(1, 4))),
+                    rng.choice(("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")),
+                )
+                for _ in range(rng.randint(0, 2))
+            ),
+        )
+        d = decide(demand, nodes, insts, cfg, 0.0)
+        workers = {t: sum(1 for n in nodes[1:] if n.node_type == t) for t in types}
+        pend = {
+            t: sum(1 for i in insts.values() if i.state == "launching" and i.node_type == t)
+            for t in types
+        }
+        total_new = sum(d.launch.values())
+        assert "head" not in d.launch
+        for t, n in d.launch.items():
+            assert workers[t] + pend[t] + n <= (types[t].max_workers or 0)
+        assert len(nodes) - 1 + sum(pend.values()) + total_new <= max(
+            cfg.max_workers, len(nodes) - 1 + sum(pend.values())
+        )
+        if total_new:
+            assert sum(pend.values()) + total_new <= max(5, int(cfg.upscaling_speed * len(nodes)))
+        gone = {t.instance_id for t in d.terminate}
+        assert not gone & {n.instance_id for n in nodes if n.idle_s < 60.0}
+        for t in ("cpu", "gpu"):
+            left = sum(1 for n in nodes[1:] if n.node_type == t and n.instance_id not in gone)
+            assert left >= min(types[t].min_workers, workers[t])
+        for inf in d.infeasible:
+            assert not any(
+                all(tt.resources.get(r, 0) >= a for r, a in inf.shape.items())
+                for tt in types.values()
+            )

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from rayops.providers import LocalNodeProvider
-from rayops.providers.base import TAG_NODE_TYPE, TAG_REQUEST, TAG_ROLE
+from pathlib import Path
+
+import pytest
+
+from rayops.launcher.spec import load_spec
+from rayops.providers import LocalNodeProvider, make_provider
+from rayops.providers.base import TAG_CLUSTER, TAG_NODE_TYPE, TAG_REQUEST, TAG_ROLE
 
 
 def test_every_listed_host_is_a_node_with_its_role() -> None:
@@ -36,3 +41,28 @@ def test_launch_is_idempotent_by_request_id_and_terminate_returns_to_the_pool() 
     p.set_tags("10.0.0.2", {"y": "2"})
     n = p.non_terminated()["10.0.0.2"]
     assert n.tags["y"] == "2" and n.role == "worker" and n.request_id == "r1"
+
+
+def test_make_provider_builds_the_local_pool_from_a_spec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_text("not really a key\n")
+    (home / ".ssh" / "id_ed25519").chmod(0o600)
+    (home / ".ssh" / "known_hosts").write_text("")
+    monkeypatch.setenv("HOME", str(home))
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        "cluster_name: t\n"
+        "provider: {type: local, head_ip: 10.0.0.1, worker_ips: [10.0.0.2, 10.0.0.3]}\n"
+        "auth: {ssh_user: root, ssh_private_key: ~/.ssh/id_ed25519}\n"
+    )
+    spec, _ = load_spec(path)
+    p = make_provider(spec)
+    assert isinstance(p, LocalNodeProvider)
+    listed = p.non_terminated()
+    assert list(listed) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    assert {n.tags[TAG_CLUSTER] for n in listed.values()} == {"t"}
+    with pytest.raises(TypeError):
+        make_provider(spec, no_such_option=1)  # nothing accepted and ignored
