@@ -111,11 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = config_from_spec(spec)
     options: dict[str, object] = {}
+    provisioner = LauncherProvisioner(
+        spec, digest, Path(args.config).with_name("cache"), lambda line: log.info("%s", line)
+    )
     if spec.provider.type == "local":
-        cache = Path(args.config).with_name("cache")
-        options["provisioner"] = LauncherProvisioner(
-            spec, digest, cache, lambda line: log.info("%s", line)
-        )
+        options["provisioner"] = provisioner  # the pool provisions while it launches
         options["retry_backoff_s"] = config.retry_backoff_s
     provider = make_provider(spec, **options)
     stop = threading.Event()
@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=_watch, args=(args.watch_fd, stop), daemon=True).start()
     reload = SpecReload(args.config, spec)
     with GcsClient(args.gcs_address, token, timeout=10.0) as gcs:
-        monitor = Monitor(gcs, provider, config, provider_name=spec.provider.type)
+        monitor = Monitor(
+            gcs, provider, config, provider_name=spec.provider.type, provisioner=provisioner
+        )
         monitor.run(stop, args.interval, before_round=lambda: reload.check(monitor))
     close = getattr(provider, "close", None)
     if callable(close):

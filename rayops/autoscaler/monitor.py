@@ -20,11 +20,12 @@ Everything that decides is in ``decide`` and ``instances``; this module only mov
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 from rayops.autoscaler import instances as inst
 from rayops.autoscaler.decide import decide
@@ -46,9 +47,18 @@ from rayops.protocol.autoscaler_messages import (
 )
 from rayops.providers.base import NodeProvider, ProviderError
 
-__all__ = ["Monitor"]
+__all__ = ["Monitor", "Provisioner"]
 
 log = logging.getLogger("rayops.autoscaler")
+
+
+class Provisioner(Protocol):
+    """Installs and starts rayops on machines (``launcher.pool_provisioner``)."""
+
+    def provision(self, addresses: Sequence[str], node_type: str) -> Mapping[str, str | None]:
+        """Per address the failure's cause (one line), or None on success."""
+
+
 MAX_FAILURES_SHOWN = 20
 
 
@@ -62,6 +72,7 @@ class Monitor:
         provider_name: str = "",
         policy: inst.RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        provisioner: Provisioner | None = None,
     ) -> None:
         self.gcs = gcs
         self.provider = provider
@@ -76,6 +87,11 @@ class Monitor:
         self.counters = {"started": 0, "stopped": 0, "failed": 0}
         self.launch_requests: dict[str, int] = {}
         self.last_decision = Decision()
+        # Machines the provider only creates (a cloud's) get rayops from ``provisioner`` (the
+        # launcher over SSH), one thread each; the SSH pool provisions while it launches.
+        self.provisioner = None if getattr(provider, "provisions_nodes", False) else provisioner
+        self._provisioning: set[str] = set()
+        self._provisioned: queue.SimpleQueue[tuple[str, str, str | None]] = queue.SimpleQueue()
         self._resume()
 
     # ---- persistence ------------------------------------------------------------------
@@ -115,6 +131,7 @@ class Monitor:
         read = read_cluster(self.gcs)
         self._observe_provider(now)
         self._observe_nodes(read, now)
+        self._collect_provisioning(now)
         self.feed(inst.Tick(now))
         decision = self._decide(read, now)
         for node_type, count in sorted(decision.launch.items()):
@@ -179,11 +196,55 @@ class Monitor:
             self.counters["stopped"] += len(action.ids)
             self.provider.terminate(list(action.ids), action.request_id)
         elif isinstance(action, inst.Provision):
-            # The SSH pool provisions while it launches: a listed running machine is a node
-            # being started. Other providers' machines are provisioned by their own images.
-            self.feed(inst.ProvisionStarted(action.instance_id, now))
+            self._provision(action, now)
         elif isinstance(action, inst.Report):
             log.info("%s: %s", action.instance_id, action.message)
+
+    def _provision(self, action: inst.Provision, now: float) -> None:
+        """Without a provisioner the machine comes up as a node by itself (the SSH pool
+        provisioned it before listing it; a cloud image that starts rayops)."""
+        if action.instance_id in self._provisioning:
+            return
+        self.feed(inst.ProvisionStarted(action.instance_id, now))
+        if self.provisioner is None:
+            return
+        self._provisioning.add(action.instance_id)
+        threading.Thread(
+            target=self._provision_one,
+            args=(action,),
+            daemon=True,
+            name=f"rayops-provision-{action.ip}",
+        ).start()
+
+    def _provision_one(self, action: inst.Provision) -> None:
+        assert self.provisioner is not None
+        try:
+            result = self.provisioner.provision([action.ip], action.node_type)
+            cause = result.get(action.ip, "the provisioner returned no result")
+        except Exception as err:  # reported as the instance's failure, never lost
+            log.exception("provisioning %s failed", action.ip)
+            cause = f"{type(err).__name__}: {err}"
+        self._provisioned.put((action.instance_id, action.ip, cause))
+
+    def _collect_provisioning(self, now: float) -> None:
+        while not self._provisioned.empty():
+            iid, ip, cause = self._provisioned.get()
+            self._provisioning.discard(iid)
+            if cause is None:
+                log.info("%s (%s) provisioned", iid, ip)
+                continue
+            self.counters["failed"] += 1
+            self.feed(inst.ProvisionFailed(iid, cause, now))
+            rec = self.table.get(iid)
+            err = ProviderError(
+                "launch",
+                rec.request_id if rec else "",
+                f"{ip}: {cause}",
+                now,
+                node_type=rec.node_type if rec else None,
+                count=1,
+            )
+            self._note_failure(iid, err, now)
 
     def _note_failure(self, instance_id: str, err: ProviderError, now: float) -> None:
         """Keep the failure for ``rayops status``: its cause, and when the reconciler will

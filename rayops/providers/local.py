@@ -90,6 +90,9 @@ class HostState:
 
 
 class LocalNodeProvider(NodeProvider):
+    #: A listed machine already runs its rayops node: launching provisioned it.
+    provisions_nodes = True
+
     def __init__(
         self,
         head_ip: str,
@@ -368,9 +371,7 @@ class LocalNodeProvider(NodeProvider):
                     self._provisioning.pop(host, None)
                     self._rest(host, cause, now)
                 self._stopping.discard(host)
-            kind: Literal["launch", "terminate"] = (
-                "launch" if what == "provision" else "terminate"
-            )
+            kind: Literal["launch", "terminate"] = "launch" if what == "provision" else "terminate"
             self._errors.append(
                 ProviderError(
                     kind,

@@ -116,6 +116,26 @@ def test_up_starts_the_head_alone_and_leaves_it_what_it_needs(launcher: Any) -> 
     )
 
 
+def test_monitor_follows_the_heads_autoscaler_log(launcher: Any) -> None:
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", launcher.module, "monitor", str(spec(launcher))],
+            capture_output=True,
+            text=True,
+            env=launcher.env,
+            cwd=launcher.base,
+            timeout=8,
+        )
+        out = proc.stdout + proc.stderr
+        pytest.fail(f"rayops monitor returned (rc {proc.returncode}) instead of following: {out}")
+    except subprocess.TimeoutExpired as err:  # it follows the log until stopped, as Ray's
+        out = err.stdout.decode() if isinstance(err.stdout, bytes) else str(err.stdout or "")
+    assert "autoscaler started: provider local" in out, out
+
+
 def test_task_scales_up_past_a_failing_host_then_back_down(launcher: Any) -> None:
     launcher.net.link("h2", False)  # h2 is unreachable: its provisioning fails (timeouts)
     try:

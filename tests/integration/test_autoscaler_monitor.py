@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 
@@ -110,3 +110,42 @@ def test_request_resources_is_a_floor_the_monitor_scales_to(cluster: Cluster) ->
     with pytest.raises(ValueError, match="expected an amount >= 0"):
         request_resources(bundles=[{"pool": -1}])
     request_resources()  # withdraws the request
+
+
+class FailingFirst:
+    """A provisioner (the launcher over SSH, in the daemon) whose first machine fails."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def provision(self, addresses: Sequence[str], node_type: str) -> Mapping[str, str | None]:
+        self.calls += addresses
+        if len(self.calls) == 1:
+            return {a: "step install: pip exited with code 1" for a in addresses}
+        return {a: None for a in addresses}
+
+
+def test_failed_provisioning_is_reported_and_retried_on_a_new_machine(cluster: Cluster) -> None:
+    provider = FakeProvider({"head": {}, "pool": {}}, clock=time.time)
+    provisioner = FailingFirst()
+    config = AutoscalerConfig(
+        node_types=CONFIG.node_types, head_node_type="head", max_workers=3, retry_backoff_s=0.2
+    )
+    ref = needs_pool.remote()
+    with GcsClient(cluster.address, cluster.token, timeout=5) as gcs:
+        monitor = Monitor(gcs, provider, config, provider_name="fake", provisioner=provisioner)
+        with Running(monitor):
+            wait(lambda: len(provisioner.calls) >= 2, "a second machine provisioned", 10.0)
+            first = provisioner.calls[0]
+            wait(
+                lambda: all(m.internal_ip != first for m in provider.non_terminated().values()),
+                "the failed try's machine terminated",
+                10.0,
+            )
+        assert provisioner.calls[1] != first  # a new machine, not the same one
+        raw = gcs.kv_get(STATUS_KEY, namespace=AUTOSCALER_NAMESPACE)
+        assert raw is not None
+        st = AutoscalerStatus.from_json(raw)
+        (failure,) = st.failures
+        assert "pip exited with code 1" in failure.cause and st.failed_create_nodes == 1
+    rayops.cancel(ref, force=True)
