@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 
 from rayops.agent import discovery
+from rayops.agent.autoscaler_metrics import autoscaler_families
 from rayops.agent.cluster_metrics import cluster_families, gcs_reachable_family
 from rayops.agent.families import SnapshotCollector
 from rayops.agent.log_routes import LogRoutes
@@ -33,6 +34,11 @@ from rayops.agent.reports import ReportCollector
 from rayops.agent.server import AgentHttp, TokenCheck
 from rayops.protocol import node_messages as nm
 from rayops.protocol import raylet_messages as rm
+from rayops.protocol.autoscaler_messages import (
+    AUTOSCALER_NAMESPACE,
+    STATUS_KEY,
+    AutoscalerStatus,
+)
 from rayops.protocol.node_snapshot import ClusterSnapshot, ProcessRef, RayletSnapshot
 from rayops.rpc import framed
 from rayops.rpc.framed_settings import FramedSettings
@@ -84,6 +90,7 @@ class NodeAgent:
         self._facts: NodeFacts | None = None
         self._raylet_snap: RayletSnapshot | None = None
         self._cluster: ClusterSnapshot | None = None
+        self._autoscaler: AutoscalerStatus | None = None  # the monitor's record (head only)
         self._sd_groups: list[dict[str, Any]] = []
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -186,6 +193,8 @@ class NodeAgent:
         )
         if self._cluster is not None:
             fams += cluster_families(self._cluster, self._base)
+        if self._autoscaler is not None:
+            fams += autoscaler_families(self._autoscaler, self._base)
         if self.config.is_head:
             fams.append(gcs_reachable_family(self._gcs_reachable(), self._base))
         return fams
@@ -228,6 +237,8 @@ class NodeAgent:
             try:
                 self._cluster = await self._gcs.call(calls.get_cluster_metrics())
                 self._gcs_ok_at = time.monotonic()
+                raw = await self._gcs.kv_get(STATUS_KEY, namespace=AUTOSCALER_NAMESPACE)
+                self._autoscaler = AutoscalerStatus.from_json(raw) if raw else None
             except Exception as err:
                 logger.warning("could not read cluster metrics from the GCS: %s", err)
             await self._sleep(self.config.sample_period_s)

@@ -12,7 +12,15 @@ import os
 import sys
 from typing import Any
 
-from rayops.cli import job_cmds, launcher_cmds, log_cmds, metrics_cmds, state_cmds, tls_flags
+from rayops.cli import (
+    autoscaler_cmds,
+    job_cmds,
+    launcher_cmds,
+    log_cmds,
+    metrics_cmds,
+    state_cmds,
+    tls_flags,
+)
 from rayops.cli.arg_types import nonneg
 from rayops.exceptions import AuthenticationError, RpcError
 from rayops.node import session as sess
@@ -115,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="address the head's API server binds to (default 127.0.0.1: this machine only)",
     )
     s.add_argument(
+        "--autoscaling-config",
+        help="head: run the autoscaler with this cluster spec (what `rayops up` leaves on the "
+        "head); it logs to the session's logs/monitor.log",
+    )
+    s.add_argument(
         "--dashboard-port",
         type=_port,
         default=None,
@@ -137,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--temp-dir", default=None)
     ss.add_argument("--json", action="store_true", help="machine-readable output")
     launcher_cmds.register(sub)
+    autoscaler_cmds.register(sub)
     launcher_cmds.add_status_config(ss)
     metrics_cmds.register(sub)
     job_cmds.register(sub)
@@ -231,6 +245,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         wait_dashboard=True,
         gcs_storage=args.gcs_storage,
         tls=tls_files,
+        autoscaling_config=_autoscaling_config(args),
     )
     try:
         node = start_node(opts)
@@ -258,6 +273,19 @@ def cmd_start(args: argparse.Namespace) -> int:
         + ("" if temp_dir == sess.DEFAULT_TEMP_DIR else f" --temp-dir {temp_dir}")
     )
     return 0
+
+
+def _autoscaling_config(args: argparse.Namespace) -> str | None:
+    path = args.autoscaling_config
+    if path is None:
+        return None
+    if not args.head:
+        raise CLIError("--autoscaling-config runs the autoscaler on the head: add --head")
+    if not os.path.isfile(path):
+        raise CLIError(
+            f"--autoscaling-config: expected a cluster spec file, found nothing at {path}"
+        )
+    return os.path.abspath(path)
 
 
 def _reclaim(temp_dir: str) -> None:
@@ -366,6 +394,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     client = GcsClient(address, token, timeout=5.0)
     try:
         nodes = client.get_all_nodes()
+        scaler = client.kv_get(autoscaler_cmds.STATUS_KEY, namespace=autoscaler_cmds.NAMESPACE)
     except AuthenticationError as err:
         raise CLIError(str(probe.refused_token(address, token_file))) from err
     except ConnectionError as err:
@@ -421,6 +450,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         text = "{" + ", ".join(f"{k}: {v:g}" for k, v in key) + "}"
         note = "  (no node can run this)" if infeasible else ""
         print(f"  {text}: {count} pending{note}")
+    if scaler:
+        print()
+        print(autoscaler_cmds.render_status(autoscaler_cmds.AutoscalerStatus.from_json(scaler)))
     return 0
 
 
@@ -445,6 +477,7 @@ COMMANDS = {
     "stop": cmd_stop,
     "status": cmd_status,
     **launcher_cmds.HANDLERS,
+    **autoscaler_cmds.HANDLERS,
     **metrics_cmds.HANDLERS,
     **job_cmds.HANDLERS,
     **log_cmds.HANDLERS,

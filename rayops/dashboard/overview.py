@@ -118,6 +118,7 @@ class ClusterOverview:
         router.add_get("/api/dashboard/actors", self._actors)
         router.add_get("/api/dashboard/placement_groups", self._groups)
         router.add_get("/api/dashboard/usage", self._usage)
+        router.add_get("/api/dashboard/autoscaler", self._autoscaler)
 
     def _encoded(self, name: str, key: Any, build: Callable[[], dict[str, Any]]) -> bytes:
         hit = self._cache.get(name)
@@ -155,6 +156,14 @@ class ClusterOverview:
 
     async def _groups(self, request: web.Request) -> web.Response:
         return self._json(request, self._answer(PG_CHANNEL, groups_payload))
+
+    async def _autoscaler(self, request: web.Request) -> web.Response:
+        """The autoscaler's status record (its monitor rewrites it every round), or null."""
+        from rayops.protocol.autoscaler_messages import AUTOSCALER_NAMESPACE, STATUS_KEY
+
+        raw = await self._gcs.kv_get(STATUS_KEY, namespace=AUTOSCALER_NAMESPACE)
+        body = b'{"status":' + (raw or b"null") + b"}"
+        return self._json(request, body)
 
     async def _usage(self, request: web.Request) -> web.Response:
         def render() -> dict[str, Any]:

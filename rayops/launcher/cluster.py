@@ -16,7 +16,7 @@ from pathlib import Path
 from rayops.launcher.errors import LauncherError
 from rayops.launcher.spec import ClusterSpec, load_spec
 from rayops.launcher.ssh import SshConfig, SshPool
-from rayops.providers import LocalNodeProvider
+from rayops.providers.local import static_worker_count
 
 Printer = Callable[[str], None]
 #: ``(host, stream, data)``: a remote command's output as it arrives; stream is "stdout" or
@@ -74,15 +74,11 @@ class Cluster:
 
     @property
     def roles(self) -> dict[str, str]:
-        """Every host of the spec, head first, mapped to its role."""
-        provider = LocalNodeProvider(
-            self.spec.provider.head_ip,
-            self.spec.provider.worker_ips,
-            self.spec.head_node_type,
-            self.spec.worker_node_type(),
-        )
-        nodes = provider.non_terminated().values()
-        return {n.internal_ip: n.role for n in sorted(nodes, key=lambda n: n.role != "head")}
+        """The hosts ``up`` brings up, head first, mapped to their role: every host of the
+        spec, or with autoscaling the head and the ``min_workers`` static workers (the other
+        ``worker_ips`` are the autoscaler's pool)."""
+        static = self.workers[: static_worker_count(self.spec)]
+        return {self.head: "head", **{w: "worker" for w in static}}
 
     def resolve(self, node: str) -> list[str]:
         """``head``, ``all``, ``workers`` or one host's address -> addresses."""

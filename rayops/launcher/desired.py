@@ -105,7 +105,18 @@ def node_config(
         **_runtime_env_index(spec, install_dir),
         # TLS (launcher/tls_certs.py): the playbook puts the files in <install_dir>/tls/.
         "tls": tls_enabled(spec.rayops.tls, 1 + len(spec.provider.worker_ips)),
+        **_autoscaling(spec, role, install_dir),
     }
+
+
+def _autoscaling(spec: ClusterSpec, role: str, install_dir: str) -> dict[str, Any]:
+    """The head runs the autoscaler when the spec lets the worker count move; the key is
+    absent otherwise, so a cluster without autoscaling keeps its config key."""
+    from rayops.providers.local import autoscaling_enabled
+
+    if role != "head" or not autoscaling_enabled(spec):
+        return {}
+    return {"autoscaling_config": f"{install_dir.rstrip('/')}/autoscaler/cluster.yaml"}
 
 
 def _runtime_env_index(spec: ClusterSpec, install_dir: str) -> dict[str, Any]:

@@ -34,10 +34,22 @@ def stop_command(cluster: Cluster) -> str:
     )
 
 
+def stop_autoscaler_command(cluster: Cluster) -> str:
+    """SIGTERM the head's autoscaler (if it runs) before the workers stop."""
+    d, t = shell_path(cluster.spec.install_dir), shell_path(cluster.spec.temp_dir)
+    return (
+        f"f={t}/session_latest/node.json; [ -f \"$f\" ] && [ -x {d}/venv/bin/python ] && "
+        f"{d}/venv/bin/python -c 'import json,os,signal,sys; "
+        f'p=json.load(open(sys.argv[1]))["pids"].get("autoscaler"); '
+        f"p and os.kill(p, signal.SIGTERM)' \"$f\" 2>/dev/null; true"
+    )
+
+
 def run_down(
     cluster: Cluster, yes: bool, workers_only: bool, confirm: Callable[[str], bool]
 ) -> int:
-    targets = cluster.workers if workers_only else list(cluster.roles)
+    # Every worker_ips host, pool hosts the autoscaler started included.
+    targets = cluster.workers if workers_only else [cluster.head, *cluster.workers]
     what = "the workers" if workers_only else "every host"
     if not yes and not confirm(
         f"Stop rayops on {what} of cluster {cluster.spec.cluster_name!r} ({len(targets)} host(s))?"
@@ -50,6 +62,8 @@ def run_down(
     unreachable = {a: f for a, f in cluster.pool.connect_many(targets).items() if f is not None}
     results = {a: CommandResult(a, SSH_ERROR_EXIT, "", "", 0.0, f) for a, f in unreachable.items()}
     workers = [a for a in cluster.workers if a not in unreachable]
+    if cluster.head not in unreachable:  # no launch may replace the workers stopped next
+        cluster.pool.run(cluster.head, stop_autoscaler_command(cluster), timeout=30)
     results.update(cluster.pool.run_many(workers, cmd, timeout=60))
     if not workers_only and cluster.head not in unreachable:
         results.update(cluster.pool.run_many([cluster.head], cmd, timeout=60))

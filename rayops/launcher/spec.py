@@ -5,7 +5,7 @@ Parsed once, at the edge, into frozen pydantic models; everything downstream rec
 ``ClusterSpecError`` naming the file, line, key path, the expected and the found value, and
 the closest valid key for a typo, before anything touches the network.
 
-Ray keys that rayops accepts but does not act on (``upscaling_speed``, start commands, ...) are
+Ray keys that rayops accepts but does not act on (start commands, ...) are
 listed in ``IGNORED_RAY_KEYS``; ``load_spec`` returns a note for each one that is set, so a Ray
 user sees what differs instead of silently losing a setting.
 """
@@ -390,7 +390,6 @@ class ClusterSpec(_Model):
 
 # Ray keys accepted for compatibility whose settings rayops does not act on (yet).
 IGNORED_RAY_KEYS: dict[str, str] = {
-    "upscaling_speed": "the autoscaler is not part of `rayops up` yet",
     "head_start_ray_commands": "rayops starts its own daemons (`rayops start --head`)",
     "worker_start_ray_commands": "rayops starts its own daemons (`rayops start --address`)",
     "cluster_synced_files": "not supported yet; use file_mounts",

@@ -40,6 +40,7 @@ __all__ = [
     "cluster_dir",
     "ensure_certs",
     "ensure_for",
+    "head_copy",
     "host_files",
     "make_certs",
     "tls_enabled",
@@ -182,10 +183,26 @@ def ensure_certs(directory: Path, hosts: Mapping[str, Iterable[str]], cluster_na
     for host, names in hosts.items():
         names = sorted(_unique(names))
         record = directory / "hosts" / host / "names"
-        if ca is None or not record.exists() or record.read_text().split() != names:
+        if not record.exists() or record.read_text().split() != names:
             stale[host] = names
+    if ca is None and ca_cert.exists():
+        # The head's copy (autoscaling: launcher/autoscaling.py): certificates without the
+        # CA key, which never leaves the launcher machine. It cannot sign: a new host must
+        # already have its certificate, made by `rayops up` for every provider.worker_ips.
+        if stale:
+            from rayops.launcher.errors import LauncherError
+
+            raise LauncherError(
+                f"no TLS certificate for {', '.join(sorted(stale))} (names "
+                f"{'; '.join(' '.join(n) for _h, n in sorted(stale.items()))}) in {directory}, "
+                "and the CA key stays on the machine that ran `rayops up`: list the host by "
+                "the IP address it reports in provider.worker_ips and run `rayops up` again"
+            )
+        return directory
     if ca is not None and not stale and (directory / host_files(CLIENT_NAME)[0]).exists():
         return directory
+    if ca is None:  # a new CA: every host's certificate is made again under it
+        stale = {host: sorted(_unique(names)) for host, names in hosts.items()}
     files = make_certs(stale, ca=ca, cluster_name=cluster_name)
     if ca is not None:  # keep the existing client certificate
         for rel in host_files(CLIENT_NAME):
@@ -231,6 +248,16 @@ def client_files(spec: ClusterSpec, cache_dir: Path) -> TlsFiles | None:
         str(directory / cert), str(directory / key), str(directory / CA_CERT),
         origin=f"rayops up's {directory}",
     )  # fmt: skip
+
+
+def head_copy(directory: Path, hosts: Iterable[str]) -> CertFiles:
+    """What the head's autoscaler needs to give pool hosts their certificates: the CA
+    certificate and each host's certificate, key and names record (never the CA key)."""
+    out: CertFiles = {CA_CERT: (directory / CA_CERT).read_bytes()}
+    for host in hosts:
+        for rel in (*host_files(host), f"hosts/{host}/names"):
+            out[rel] = (directory / rel).read_bytes()
+    return out
 
 
 def cluster_dir(cache_dir: Path, cluster_name: str) -> Path:

@@ -22,6 +22,7 @@ from typing import Any
 
 from rayops.launcher.apply import HostOutcome, apply_plan
 from rayops.launcher.assets import launcher_assets
+from rayops.launcher.autoscaling import place_wheelhouse, write_head_bundle
 from rayops.launcher.cluster import Cluster
 from rayops.launcher.desired import HostTarget, LocalInputs, host_target, mounts_digest
 from rayops.launcher.errors import HostFailure, LauncherError
@@ -30,6 +31,7 @@ from rayops.launcher.facts import HostFacts, gather_facts
 from rayops.launcher.plan import Plan, PlanOptions, make_plan, render_plan
 from rayops.launcher.record import build_record, host_entry, same_record, shell_path, write_record
 from rayops.launcher.wheelhouse import runtime_source
+from rayops.providers.local import autoscaling_enabled
 
 
 @dataclass(frozen=True)
@@ -97,13 +99,27 @@ def run_up(cluster: Cluster, opts: UpOptions, confirm: Callable[[str], bool]) ->
         if not opts.yes and not confirm("Apply this plan?"):
             out("Nothing changed.")
             return 1
+        scaling = autoscaling_enabled(spec)
+        if scaling and (failure := write_head_bundle(cluster, source_digest)) is not None:
+            out(f"The head {cluster.head} failed:")
+            out(_indent(failure.detail()))
+            return 1
         with launcher_assets() as assets:
             outcomes = apply_plan(
                 spec, cluster.ssh, cluster.pool, plan, targets, facts, source, source_digest,
                 cluster.cache_dir, assets, out, started,
             )  # fmt: skip
+        if scaling and outcomes[plan.head].failure is None:
+            outcomes[plan.head].failure = place_wheelhouse(
+                cluster, targets[plan.head].install_dir, source_digest,
+                facts[plan.head].python_tag,
+            )  # fmt: skip
         _check_registration(cluster, plan, outcomes, targets)
         _stop_removed(cluster, plan, record)
+    elif autoscaling_enabled(spec) and (failure := write_head_bundle(cluster, source_digest)):
+        # Nothing to do on the hosts, but the scaling rules may have changed: the running
+        # autoscaler reads its spec again when the file changes.
+        outcomes[plan.head].failure = failure
     _save_record(cluster, plan, outcomes, targets, record)
     out("")
     out(render_summary(plan, outcomes, time.monotonic() - started))

@@ -42,6 +42,8 @@ from rayops.launcher.spec import ClusterSpec
 
 REQUIREMENTS_FILE = "requirements.txt"  # inside a wheelhouse: what hosts install
 ARCHIVE = "wheelhouse.tar"  # the wheels and requirements.txt in one file, as shipped
+# The ``launcher`` extra, installed on a head that runs the SSH pool's autoscaler.
+LAUNCHER_PACKAGES = ("ansible-core", "fabric", "paramiko", "packaging")
 _PROJECT_FILES = ("pyproject.toml", "README.md", "LICENSE", "setup.cfg", "MANIFEST.in")
 
 
@@ -76,6 +78,11 @@ def runtime_source(spec: ClusterSpec) -> RuntimeSource:
     """Where the hosts' rayops comes from, per the spec's ``rayops.install``."""
     inst = spec.rayops.install
     extra = tuple(inst.extra_packages)
+    from rayops.providers.local import autoscaling_enabled
+
+    if autoscaling_enabled(spec) and spec.provider.type == "local":
+        # The head provisions pool hosts itself: it needs the launcher's own packages.
+        extra += tuple(p for p in LAUNCHER_PACKAGES if p not in extra)
     if inst.source == "wheel":
         assert inst.path is not None  # checked when the spec was loaded
         whl = spec.local_path(inst.path)

@@ -86,6 +86,7 @@ class NodeOptions:
     gcs_storage: str | None = None  # head: the GCS's store (None: the session directory's)
     # TLS on every port (rpc/tls.py); None: as the environment says (off when it says nothing)
     tls: TlsFiles | None = None
+    autoscaling_config: str | None = None  # head: run the autoscaler with this cluster spec
 
 
 @dataclass
@@ -297,6 +298,16 @@ def start_node(opts: NodeOptions) -> StartedNode:
             cmd, [w], watch_r, os.path.join(logs, "raylet.out"), opts.detached, child_env
         )
         os.close(w)
+        if opts.head and opts.autoscaling_config:
+            procs["autoscaler"] = _spawn_autoscaler(
+                opts.autoscaling_config,
+                gcs_address,
+                token_file,
+                logs,
+                watch_r,
+                opts.detached,
+                child_env,
+            )
         answers = _wait_ready(ready, procs, logs)
     except BaseException:
         for p in procs.values():
@@ -380,6 +391,25 @@ def _spawn_dashboard(
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _spawn_autoscaler(
+    config: str,
+    gcs_address: str,
+    token_file: str,
+    logs: str,
+    watch_r: int | None,
+    detached: bool,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """The autoscaler daemon (``rayops.autoscaler``), logging to ``monitor.log`` as Ray's
+    monitor does; it retries the GCS until it answers, so nothing waits for it here."""
+    cmd = [
+        sys.executable, "-m", "rayops.autoscaler", "--gcs-address", gcs_address,
+        "--token-file", token_file, "--config", config,
+        "--log-file", os.path.join(logs, "monitor.log"),
+    ]  # fmt: skip
+    return _spawn(cmd, [], watch_r, os.path.join(logs, "monitor.out"), detached, env)
 
 
 def _spawn(
@@ -493,6 +523,10 @@ def stop_node(record: sess.NodeRecord, timeout: float = 10.0) -> list[int]:
     alive = [record.pids[n] for n in order if pid_belongs_to(record.pids[n], record.session_dir)]
     deadline = time.monotonic() + timeout
     raylet = record.pids.get("raylet")
+    scaler = record.pids.get("autoscaler")  # first: it must not launch while the head goes
+    if scaler in alive:
+        _kill(scaler, signal.SIGTERM)
+        _wait_gone([scaler], time.monotonic() + timeout / 4)
     if raylet in alive:
         _kill(raylet, signal.SIGTERM)
         _wait_gone([raylet], time.monotonic() + timeout / 2)

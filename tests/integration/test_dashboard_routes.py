@@ -20,6 +20,7 @@ DATA_ROUTES = (
     "/api/dashboard/actors",
     "/api/dashboard/placement_groups",
     "/api/dashboard/usage",
+    "/api/dashboard/autoscaler",
 )
 
 

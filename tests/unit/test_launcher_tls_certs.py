@@ -99,6 +99,29 @@ def test_ensure_certs_keeps_the_ca_and_adds_only_what_changed(tmp_path: Path) ->
     assert "head.lan" in _sans(renewed)
 
 
+def test_the_heads_copy_serves_known_hosts_and_cannot_sign(tmp_path: Path) -> None:
+    """Autoscaling: the head gets certificates for every worker_ips host, never the CA key;
+    it hands them out, and a host it has none for is a clear error (no second CA)."""
+    from rayops.launcher.errors import LauncherError
+
+    hosts = {"10.0.0.1": ["10.0.0.1"], "10.0.0.7": ["10.0.0.7"]}
+    src = ensure_certs(tmp_path / "launcher", hosts, "c")
+    copy = tls_certs.head_copy(src, hosts)
+    assert CA_KEY not in copy and CA_CERT in copy
+    head = tmp_path / "head"
+    for rel, data in copy.items():
+        (head / rel).parent.mkdir(parents=True, exist_ok=True)
+        (head / rel).write_bytes(data)
+    assert ensure_certs(head, {"10.0.0.7": ["10.0.0.7"]}, "c") == head
+    assert not (head / CA_KEY).exists()
+    assert (head / host_files("10.0.0.7")[0]).read_bytes() == copy[host_files("10.0.0.7")[0]]
+    with pytest.raises(LauncherError, match=r"10\.0\.0\.9.*CA key stays"):
+        ensure_certs(head, {"10.0.0.9": ["10.0.0.9"]}, "c")
+    with pytest.raises(LauncherError, match="10.0.0.7"):  # known host, other names: no signing
+        ensure_certs(head, {"10.0.0.7": ["10.0.0.7", "pool7.lan"]}, "c")
+    assert not (head / CA_KEY).exists()
+
+
 # ------------------------------------------------------- the spec, the script, the playbook
 RUNTIME = Path(__file__).resolve().parents[2] / "rayops" / "_assets" / "runtime"
 _BASE = {

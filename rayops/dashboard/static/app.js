@@ -342,15 +342,28 @@ async function refreshTasks() {
 // ---------------------------------------------------------------- refresh loop
 let busy = false;
 let lastTasks = 0;
+// One line: what the autoscaler is launching and its latest failure (cause, retry).
+function renderAutoscaler(st) {
+  const el = $("autoscaler");
+  el.hidden = !st;
+  if (!st) return;
+  let text = `Autoscaler (${st.provider}): ${st.running} worker(s) running, ` +
+    `${st.pending.length} launch(es) pending, ${st.failed_create_nodes} failed so far`;
+  const f = st.failures[0];
+  if (f) text += `; last failure: ${f.address || f.instance_id}: ${f.cause}`;
+  el.textContent = text;
+}
+
 async function refresh(force = false) {
   if (busy || (!force && document.hidden)) return;
   busy = true;
   try {
-    const [nodes, usage, actorData, groups, jobs] = await Promise.all([
+    const [nodes, usage, actorData, groups, jobs, scaler] = await Promise.all([
       getJSON("/api/dashboard/nodes"), getJSON("/api/dashboard/usage"),
       getJSON("/api/dashboard/actors"), getJSON("/api/dashboard/placement_groups"),
-      getJSON("/api/jobs/"),
+      getJSON("/api/jobs/"), getJSON("/api/dashboard/autoscaler"),
     ]);
+    renderAutoscaler(scaler.status);
     showDashboard();
     renderNodes(nodes, usage);
     renderCharts(usage);
