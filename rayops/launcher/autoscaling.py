@@ -146,14 +146,13 @@ def _write_tls_copy(cluster: Cluster, sftp: Any, bundle: HeadBundle) -> None:
     if not tls_certs.tls_enabled(spec.rayops.tls, 1 + len(spec.provider.worker_ips)):
         return
     local = tls_certs.cluster_dir(cluster.cache_dir, spec.cluster_name)
-    # Pool hosts `up` has not reached yet get theirs now (the head's and the started workers'
-    # exist: apply made them with the names the hosts reported).
-    missing = {
-        ip: [ip] for ip in spec.provider.worker_ips if not (local / "hosts" / ip / "names").exists()
-    }
+    # Hosts without a certificate yet get one now (pool hosts `up` does not reach; the head
+    # on a first `up`, whose bundle is written before its install). A host whose reported
+    # node IP differs from its address gets a certificate naming both when `up` applies it.
+    hosts = [spec.provider.head_ip, *spec.provider.worker_ips]
+    missing = {ip: [ip] for ip in hosts if not (local / "hosts" / ip / "names").exists()}
     if missing:
         tls_certs.ensure_certs(local, missing, spec.cluster_name)
-    hosts = [spec.provider.head_ip, *spec.provider.worker_ips]
     remote = f"{bundle.cache_dir}/tls/{spec.cluster_name}"
     for rel, data in tls_certs.head_copy(local, hosts).items():
         if rel.endswith(".key"):

@@ -38,10 +38,10 @@ def stop_autoscaler_command(cluster: Cluster) -> str:
     """SIGTERM the head's autoscaler (if it runs) before the workers stop."""
     d, t = shell_path(cluster.spec.install_dir), shell_path(cluster.spec.temp_dir)
     return (
-        f"f={t}/session_latest/node.json; [ -f \"$f\" ] && [ -x {d}/venv/bin/python ] && "
+        f'f={t}/session_latest/node.json; [ -f "$f" ] && [ -x {d}/venv/bin/python ] && '
         f"{d}/venv/bin/python -c 'import json,os,signal,sys; "
         f'p=json.load(open(sys.argv[1]))["pids"].get("autoscaler"); '
-        f"p and os.kill(p, signal.SIGTERM)' \"$f\" 2>/dev/null; true"
+        f'p and os.kill(p, signal.SIGTERM)\' "$f" 2>/dev/null; true'
     )
 
 
@@ -125,6 +125,7 @@ def run_status(cluster: Cluster, as_json: bool) -> int:
         nodes, failure = runtime_nodes(cluster, expand_home(cluster.spec.install_dir, head.home))
         runtime_error = failure.one_line() if failure else ""
     by_ip = {str(n.get("node_ip")): n for n in nodes}
+    scheme = _scheme(cluster.spec)
     rows: list[dict[str, Any]] = []
     for address, role in cluster.roles.items():
         f = facts[address]
@@ -141,7 +142,7 @@ def run_status(cluster: Cluster, as_json: bool) -> int:
                 "daemons": sorted(f.daemons) if f.reachable else None,
                 "rayops_version": f.rayops_version,
                 "runtime": node.get("state") if node else None,
-                "metrics_endpoint": metrics_endpoint(node),
+                "metrics_endpoint": metrics_endpoint(node, scheme),
             }
         )
     sd_url = discovery_url(cluster.spec, nodes)
@@ -169,6 +170,12 @@ def run_status(cluster: Cluster, as_json: bool) -> int:
     cluster.out(f"Prometheus discovery: {sd_url} (http_sd_configs)")
     cluster.out(f"  /metrics and discovery need the cluster token: "
                 f"{cluster.spec.install_dir}/cluster_token on the head")  # fmt: skip
+    if scheme == "https":
+        from rayops.launcher.tls_certs import CLIENT_NAME, cluster_dir, host_files
+
+        d = cluster_dir(cluster.cache_dir, cluster.spec.cluster_name)
+        cluster.out(f"  and, TLS being on, a certificate of the cluster CA ({d}/ca.pem): this "
+                    f"machine's is {d}/{host_files(CLIENT_NAME)[0]}")  # fmt: skip
     return 0 if head.reachable else 1
 
 
@@ -176,11 +183,18 @@ def _url_host(ip: str) -> str:
     return f"[{ip}]" if ":" in ip else ip
 
 
-def metrics_endpoint(node: dict[str, Any] | None) -> str | None:
-    """``http://IP:PORT/metrics`` of an alive node's agent, as the GCS registered it."""
+def _scheme(spec: ClusterSpec) -> str:
+    """``https`` when the cluster runs TLS (launcher/tls_certs.py), else ``http``."""
+    from rayops.launcher.tls_certs import tls_enabled
+
+    return "https" if tls_enabled(spec.rayops.tls, 1 + len(spec.provider.worker_ips)) else "http"
+
+
+def metrics_endpoint(node: dict[str, Any] | None, scheme: str = "http") -> str | None:
+    """``SCHEME://IP:PORT/metrics`` of an alive node's agent, as the GCS registered it."""
     if not node or node.get("state") != "ALIVE" or not node.get("metrics_export_port"):
         return None
-    return f"http://{_url_host(str(node['node_ip']))}:{node['metrics_export_port']}/metrics"
+    return f"{scheme}://{_url_host(str(node['node_ip']))}:{node['metrics_export_port']}/metrics"
 
 
 def discovery_url(spec: ClusterSpec, nodes: list[dict[str, Any]]) -> str:
@@ -189,7 +203,9 @@ def discovery_url(spec: ClusterSpec, nodes: list[dict[str, Any]]) -> str:
     From the alive head node in the GCS when it registered a metrics port (what really
     serves), otherwise from the spec (``provider.head_ip``, ``rayops.ports.metrics_export``).
     """
+    scheme = _scheme(spec)
     for n in nodes:
         if n.get("is_head") and n.get("state") == "ALIVE" and n.get("metrics_export_port"):
-            return f"http://{_url_host(str(n['node_ip']))}:{n['metrics_export_port']}{SD_PATH}"
-    return f"http://{_url_host(spec.provider.head_ip)}:{spec.metrics_export_port}{SD_PATH}"
+            ip, port = _url_host(str(n["node_ip"])), n["metrics_export_port"]
+            return f"{scheme}://{ip}:{port}{SD_PATH}"
+    return f"{scheme}://{_url_host(spec.provider.head_ip)}:{spec.metrics_export_port}{SD_PATH}"

@@ -8,7 +8,9 @@ virtualenv's ``rayops`` runs from a directory outside the source tree, with no p
 hosts get the installed rayops and dependencies repacked into wheels. Once they are up, a
 real Prometheus in the root namespace finds the three node agents through the head agent's
 HTTP service discovery and scrapes them with a copy of the cluster token, on the metrics port
-the spec fixes (``rayops.ports.metrics_export``, default 8080).
+the spec fixes (``rayops.ports.metrics_export``, default 8080). A three-host cluster runs TLS
+by default: discovery and scrapes are https, with the client certificate ``rayops up`` made
+on this machine (its cluster CA stays here).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -65,6 +68,14 @@ class WheelCli:
               f"{proc.stdout}{proc.stderr}")  # fmt: skip
         self.figures[f"{args[0]}_s"] = round(seconds, 2)
         return proc
+
+    def tls_dir(self) -> Path:
+        """Where `rayops up` keeps this cluster's CA and this machine's client certificate."""
+        return Path(self.env["XDG_CACHE_HOME"]) / "rayops" / "tls" / "hosttest"
+
+    def tls_files(self) -> tuple[str, str, str]:
+        d = self.tls_dir()
+        return str(d / "ca.pem"), str(d / "hosts/client/node.pem"), str(d / "hosts/client/node.key")
 
     def spec(self) -> Path:
         # The default source: the rayops that runs `up`, here the wheel-installed one.
@@ -178,15 +189,17 @@ def test_up_from_the_wheel_brings_three_hosts_up(cli: WheelCli) -> None:
     assert alive == sorted(launcher.ips.values())
     # Every agent listens on the spec's metrics port, and status says where.
     head_ip = launcher.ips["h1"]
-    sd_url = f"http://{head_ip}:{METRICS_PORT}/api/prometheus/sd"
+    sd_url = f"https://{head_ip}:{METRICS_PORT}/api/prometheus/sd"
     assert json.loads(status.stdout)["prometheus_sd_url"] == sd_url
     endpoints = {r["host"]: r["metrics_endpoint"] for r in json.loads(status.stdout)["hosts"]}
-    assert endpoints == {ip: f"http://{ip}:{METRICS_PORT}/metrics" for ip in launcher.ips.values()}
+    assert endpoints == {ip: f"https://{ip}:{METRICS_PORT}/metrics" for ip in launcher.ips.values()}
     text = cli.run("status", str(cli.spec()))
     assert text.returncode == 0, text.stderr
     assert text.stdout.count(sd_url) == 1, text.stdout
     for ip in launcher.ips.values():
-        assert f"http://{ip}:{METRICS_PORT}/metrics" in text.stdout
+        assert f"https://{ip}:{METRICS_PORT}/metrics" in text.stdout
+    # TLS is on (three hosts): the CA stays here; each host got its own certificate.
+    assert (cli.tls_dir() / "ca.key").stat().st_mode & 0o777 == 0o600
     for name in launcher.net.hosts:  # the hosts run their own install, not this machine's
         check = launcher.net.ssh(
             name, "~/rayops/hosttest/venv/bin/python -c 'import rayops; print(rayops.__file__)'"
@@ -203,11 +216,19 @@ def _head_token(cli: WheelCli, dest: Path) -> Path:
     return dest
 
 
-def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
+def _tls_context(files: tuple[str, str, str], client_cert: bool = True) -> ssl.SSLContext:
+    ca, cert, key = files
+    ctx = ssl.create_default_context(cafile=ca)
+    if client_cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def _get(url: str, ctx: ssl.SSLContext, token: str | None = None) -> tuple[int, bytes]:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     req = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=3) as r:
+        with urllib.request.urlopen(req, timeout=3, context=ctx) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
@@ -215,15 +236,20 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
 
 def test_agents_refuse_a_scrape_without_the_token(cli: WheelCli, tmp_path: Path) -> None:
     token = _head_token(cli, tmp_path / "token").read_text().strip()
+    ctx = _tls_context(cli.tls_files())
     for ip in cli.launcher.ips.values():
-        url = f"http://{ip}:{METRICS_PORT}/metrics"
+        url = f"https://{ip}:{METRICS_PORT}/metrics"
         for wrong in (None, "not-the-token"):
-            code, body = _get(url, wrong)
+            code, body = _get(url, ctx, wrong)
             assert code == 401 and b"ray_" not in body, (url, wrong, code, body[:200])
-        code, body = _get(url, token)
+        code, body = _get(url, ctx, token)
         assert code == 200 and b"ray_node_cpu_count" in body, (url, code)
-    sd = f"http://{cli.launcher.ips['h1']}:{METRICS_PORT}/api/prometheus/sd"
-    code, body = _get(sd)
+        # The token alone is not enough: without a certificate of the cluster CA the TLS
+        # handshake itself fails.
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            _get(url, _tls_context(cli.tls_files(), client_cert=False), token)
+    sd = f"https://{cli.launcher.ips['h1']}:{METRICS_PORT}/api/prometheus/sd"
+    code, body = _get(sd, ctx)
     assert code == 401 and b"targets" not in body, (code, body[:200])
 
 
@@ -239,6 +265,7 @@ def test_prometheus_discovers_the_three_agents_over_http_sd(cli: WheelCli, tmp_p
         scrape_interval_s=1,
         evaluation_interval_s=1,
         sd_refresh_s=1,
+        tls_files=cli.tls_files(),
     )
     t0 = time.monotonic()
     with PrometheusServer(str(tmp_path / "prometheus"), setup) as prom:
@@ -254,7 +281,7 @@ def test_prometheus_discovers_the_three_agents_over_http_sd(cli: WheelCli, tmp_p
         assert len(targets) == 3 and all(t["health"] == "up" for t in targets), targets
         for t in targets:  # the job has no static targets: each came from the head's HTTP SD
             assert t["discoveredLabels"]["__meta_url"] == (
-                f"http://{ips['h1']}:{METRICS_PORT}/api/prometheus/sd"
+                f"https://{ips['h1']}:{METRICS_PORT}/api/prometheus/sd"
             ), t
         roles = sorted(t["labels"]["ray_io_node_type"] for t in targets)
         assert roles == ["head", "worker", "worker"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from rayops.launcher.desired import HostTarget, LocalInputs, host_target
 from rayops.launcher.errors import HostFailure
 from rayops.launcher.facts import HostFacts
@@ -246,23 +248,30 @@ def test_metrics_export_port_reaches_every_node_and_a_change_restarts_them() -> 
         assert h.steps == ("config", "start") and h.restart
 
 
-def test_status_shows_registered_metrics_endpoints_and_the_discovery_url() -> None:
+@pytest.mark.parametrize(("tls", "scheme"), [(False, "http"), (None, "https")])
+def test_status_shows_registered_metrics_endpoints_and_the_discovery_url(
+    tls: bool | None, scheme: str
+) -> None:
     from rayops.launcher.down_status import discovery_url, metrics_endpoint
 
+    rayops_keys: dict[str, object] = {"ports": {"metrics_export": 9100}}
+    if tls is not None:
+        rayops_keys["tls"] = tls
     spec = ClusterSpec.model_validate(
         {
             "provider": {"type": "local", "head_ip": HEAD, "worker_ips": [W1]},
             "auth": {"ssh_user": "u"},
-            "rayops": {"ports": {"metrics_export": 9100}},
+            "rayops": rayops_keys,
         }
     )
     head = {"node_ip": HEAD, "state": "ALIVE", "is_head": True, "metrics_export_port": 9100}
     worker = {"node_ip": W1, "state": "ALIVE", "is_head": False, "metrics_export_port": 9100}
-    assert metrics_endpoint(worker) == f"http://{W1}:9100/metrics"
+    assert metrics_endpoint(worker, scheme) == f"{scheme}://{W1}:9100/metrics"
     assert metrics_endpoint({**worker, "state": "DEAD"}) is None
     assert metrics_endpoint(None) is None
     # What the GCS registered wins (a node started before the port was fixed) ...
     old = {**head, "metrics_export_port": 41234}
-    assert discovery_url(spec, [worker, old]) == f"http://{HEAD}:41234/api/prometheus/sd"
-    # ... and with no live head the spec says where discovery will be.
-    assert discovery_url(spec, [worker]) == f"http://{HEAD}:9100/api/prometheus/sd"
+    assert discovery_url(spec, [worker, old]) == f"{scheme}://{HEAD}:41234/api/prometheus/sd"
+    # ... and with no live head the spec says where discovery will be (two hosts: TLS on
+    # unless the spec turns it off).
+    assert discovery_url(spec, [worker]) == f"{scheme}://{HEAD}:9100/api/prometheus/sd"
