@@ -184,11 +184,17 @@ class ChaosTarget:
         self.cluster.restart_node(node)
 
     def kill_gcs(self, fault: Fault) -> str:
-        pid = self._node_pids("h1").get("gcs")
-        if pid is None or not _alive(pid):
+        from rayops.node.supervisor import supervised_pid
+
+        supervisor = self._node_pids("h1").get("gcs")  # the node records the supervisor
+        if supervisor is None or not _alive(supervisor):
             return "gcs not running"
+        try:
+            pid = supervised_pid(supervisor, 5.0)
+        except (TimeoutError, OSError, ValueError) as err:
+            return f"gcs not running ({err})"
         _kill(pid)
-        return f"SIGKILL gcs pid {pid}"
+        return f"SIGKILL gcs pid {pid} (its supervisor restarts it)"
 
     # -- the network -----------------------------------------------------------------
     def link_down(self, fault: Fault) -> str:
