@@ -154,6 +154,7 @@ def start_node(opts: NodeOptions) -> StartedNode:
     from rayops.gcs.package_refs import PackageStoreSettings
     from rayops.node.log_rotation import LogRotationConfig
     from rayops.raylet.memory_monitor import MemoryConfig
+    from rayops.raylet.spilling import SpillSettings
     from rayops.rpc.auth import generate_token, write_token_file
     from rayops.rpc.framed_settings import FramedSettings
 
@@ -164,6 +165,7 @@ def start_node(opts: NodeOptions) -> StartedNode:
     PackageStoreSettings.from_env()
     TaskEventSettings.from_env()
     MemoryConfig.from_env()
+    SpillSettings.from_env()
     # The node's own device list: GPU i of the raylet is device gpu_ids[i] (as in Ray).
     gpu_ids = visible_device_ids(os.environ.get("CUDA_VISIBLE_DEVICES"))
     if opts.num_gpus is not None:

@@ -12,6 +12,7 @@ from rayops.node.log_rotation import LogRotationConfig
 from rayops.raylet.memory_monitor import MemoryConfig
 from rayops.raylet.raylet import Raylet, RayletConfig, RayletStartError, install_signal_handlers
 from rayops.raylet.resources import visible_device_ids
+from rayops.raylet.spilling import SpillSettings
 from rayops.rpc import framed
 from rayops.rpc.framed_settings import FramedSettings
 
@@ -69,6 +70,7 @@ async def amain(args: argparse.Namespace, log_rotation: LogRotationConfig) -> No
         framed=FramedSettings.from_env(),
         runtime_env_install=InstallSettings.from_env(),
         memory=MemoryConfig.from_env(),
+        spill=SpillSettings.from_env(),
     )
     raylet = Raylet(config)
     try:
