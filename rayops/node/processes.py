@@ -82,6 +82,8 @@ class NodeOptions:
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int | None = None  # None: Ray's 8265, or the next free of 50 after it
     wait_dashboard: bool = True  # wait until it listens (``rayops start``); init() does not
+    # init(_system_config=...) as RAY_<key> variables for the raylet (spilling settings).
+    system_config_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -165,7 +167,7 @@ def start_node(opts: NodeOptions) -> StartedNode:
     PackageStoreSettings.from_env()
     TaskEventSettings.from_env()
     MemoryConfig.from_env()
-    SpillSettings.from_env()
+    SpillSettings.from_env({**os.environ, **opts.system_config_env})
     # The node's own device list: GPU i of the raylet is device gpu_ids[i] (as in Ray).
     gpu_ids = visible_device_ids(os.environ.get("CUDA_VISIBLE_DEVICES"))
     if opts.num_gpus is not None:
@@ -256,6 +258,8 @@ def start_node(opts: NodeOptions) -> StartedNode:
         ]
         if opts.head:
             cmd.append("--head")
+        if opts.system_config_env:
+            cmd += ["--system-config-env", json.dumps(opts.system_config_env)]
         if gpu_ids is not None:
             cmd += ["--gpu-ids", ",".join(gpu_ids)]
         if opts.metrics_export_port:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 
 from rayops.node.daemon import setup_logging, signal_ready, watch_parent
 from rayops.node.log_rotation import LogRotationConfig
@@ -39,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agent-port", type=int, default=0, help="agent report port; 0: free")
     p.add_argument("--log-file")
     p.add_argument("--ready-fd", type=int)
+    # init(_system_config=...) as RAY_<key> variables, over the environment's.
+    p.add_argument("--system-config-env", default="{}")
     p.add_argument("--watch-fd", type=int)
     return p.parse_args(argv)
 
@@ -70,7 +73,7 @@ async def amain(args: argparse.Namespace, log_rotation: LogRotationConfig) -> No
         framed=FramedSettings.from_env(),
         runtime_env_install=InstallSettings.from_env(),
         memory=MemoryConfig.from_env(),
-        spill=SpillSettings.from_env(),
+        spill=SpillSettings.from_env({**os.environ, **json.loads(args.system_config_env)}),
     )
     raylet = Raylet(config)
     try:

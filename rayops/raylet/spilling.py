@@ -76,6 +76,36 @@ class SpillSettings:
         )
 
 
+# Ray's _system_config keys that rayops honours: all of them are spilling settings.
+SYSTEM_CONFIG_KEYS = (
+    "object_spilling_config",
+    "object_spilling_directory",
+    "local_fs_capacity_threshold",
+    "object_spilling_threshold",
+)
+
+
+def system_config_env(system_config: object, where: str) -> dict[str, str]:
+    """Ray's ``_system_config`` dict as the RAY_<key> variables the raylet reads (Ray's own
+    override form); raises naming a key rayops does not implement, or a bad value."""
+    if not isinstance(system_config, dict):
+        raise TypeError(f"{where}: expected a dict, found {type(system_config).__name__}")
+    env: dict[str, str] = {}
+    for key, value in system_config.items():
+        if key not in SYSTEM_CONFIG_KEYS:
+            raise NotImplementedError(
+                f"{where}: key {key!r} is not supported by rayops; the supported keys are "
+                f"{', '.join(SYSTEM_CONFIG_KEYS)}"
+            )
+        if key == "object_spilling_config" and isinstance(value, dict):
+            value = json.dumps(value)
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise TypeError(f"{where}[{key!r}]: expected a string or number, found {value!r}")
+        env[f"RAY_{key}"] = str(value)
+    SpillSettings.from_env(env)  # raise now, naming the key, rather than in the raylet
+    return env
+
+
 def parse_spilling_config(text: str | Mapping[str, Any], where: str) -> tuple[str, ...]:
     """The directories of Ray's object_spilling_config, given as JSON text or a dict:
     ``{"type": "filesystem", "params": {"directory_path": "/a" or ["/a", "/b"]}}``."""
@@ -273,9 +303,11 @@ class SpillService:
 
 
 __all__ = [
+    "SYSTEM_CONFIG_KEYS",
     "SpillConfigError",
     "SpillService",
     "SpillSettings",
     "node_spill_dirs",
     "parse_spilling_config",
+    "system_config_env",
 ]

@@ -42,11 +42,11 @@ def _shm_bytes() -> int:
 
 
 @contextlib.contextmanager
-def _cluster(temp_dir: str, store: int, env: dict[str, str]) -> Iterator[None]:
+def _cluster(temp_dir: str, store: int, env: dict[str, str], **init: Any) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        rayops.init(num_cpus=1, _temp_dir=temp_dir, object_store_memory=store)
+        rayops.init(num_cpus=1, _temp_dir=temp_dir, object_store_memory=store, **init)
         try:
             yield
         finally:
@@ -85,8 +85,9 @@ def test_four_times_capacity_restored_within_capacity(tmp_path: Any) -> None:
     store = 64 * MiB
     spill_a, spill_b = str(tmp_path / "spill-a"), str(tmp_path / "spill-b")
     config = {"type": "filesystem", "params": {"directory_path": [spill_a, spill_b]}}
-    env = {"RAY_object_spilling_config": json.dumps(config)}
-    with _cluster(str(tmp_path / "t"), store, env):
+    # Ray's (testing-only) init form; the RAY_object_spilling_config variable is the same.
+    system_config = {"object_spilling_config": json.dumps(config)}
+    with _cluster(str(tmp_path / "t"), store, {}, _system_config=system_config):
         digests, refs = [], []
         peak = 0
         for a in _arrays(16, 16 * MiB, seed=3):  # 256 MiB live: 4x the store

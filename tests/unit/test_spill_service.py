@@ -28,6 +28,7 @@ from rayops.raylet.spilling import (
     SpillSettings,
     node_spill_dirs,
     parse_spilling_config,
+    system_config_env,
 )
 
 MiB = 2**20
@@ -242,3 +243,20 @@ def test_settings_from_env() -> None:
         "/y/rayops_spilled_objects_n1",
     )
     assert node_spill_dirs(SpillSettings(), "/session/spill", "n1") == ("/session/spill",)
+
+
+def test_system_config_keys() -> None:
+    config = {"type": "filesystem", "params": {"directory_path": ["/x"]}}
+    env = system_config_env(
+        {"object_spilling_config": config, "local_fs_capacity_threshold": 0.9}, "init"
+    )
+    assert env == {
+        "RAY_object_spilling_config": json.dumps(config),
+        "RAY_local_fs_capacity_threshold": "0.9",
+    }
+    with pytest.raises(NotImplementedError, match="'max_io_workers'"):
+        system_config_env({"max_io_workers": 8}, "init(_system_config=...)")
+    with pytest.raises(SpillConfigError, match="RAY_object_spilling_threshold"):
+        system_config_env({"object_spilling_threshold": 3}, "init(_system_config=...)")
+    with pytest.raises(TypeError, match="dict"):
+        system_config_env(["x"], "init(_system_config=...)")
