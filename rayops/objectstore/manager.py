@@ -337,14 +337,20 @@ class StoreManager:
         return True
 
     def _evict_copied(self, size: int) -> bool:
-        if self._used + size <= self._capacity:
+        short = self._used + size - self._capacity
+        if short <= 0:
             return True
-        for object_id in list(self._lru):
-            if self._entries[object_id].disk is not None:
-                self._spill(object_id)  # no copy: the disk copy is there
-                if self._used + size <= self._capacity:
-                    return True
-        return False
+        victims = []
+        for object_id in self._lru:
+            entry = self._entries[object_id]
+            if entry.disk is not None:
+                victims.append(object_id)
+                short -= entry.size
+                if short <= 0:
+                    break
+        for object_id in victims:
+            self._spill(object_id)  # no copy: the disk copy is there
+        return short <= 0
 
     # ---- spilling and restoring in threads (background_io) -------------------------------
 
@@ -370,6 +376,8 @@ class StoreManager:
         once they are evicted; they are marked in flight. Room already coming from copies in
         flight counts."""
         short = self._used + size - self._capacity
+        if short <= 0:
+            return []  # the common case, checked before the scans below
         short -= sum(self._entries[oid].size for oid in self._spilling if oid in self._entries)
         short -= sum(self._entries[oid].size for oid in self._lru if self._entries[oid].disk)
         jobs: list[SpillJob] = []
