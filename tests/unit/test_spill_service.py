@@ -260,3 +260,25 @@ def test_system_config_keys() -> None:
         system_config_env({"object_spilling_threshold": 3}, "init(_system_config=...)")
     with pytest.raises(TypeError, match="dict"):
         system_config_env(["x"], "init(_system_config=...)")
+
+
+def test_delete_while_copies_are_in_flight(dirs: tuple[str, str, tuple[str, str]]) -> None:
+    manager = _manager(dirs, 1)
+    client = StoreClient(dirs[0], dirs[1], dirs[2])
+    a = _put(manager, client, 1)
+    (job,) = manager.plan_spills(SIZE)
+    manager.spill_copy(job)
+    manager.delete([a])  # deleted while its copy ran: the copy is garbage
+    manager.spill_done(job, None)
+    assert not os.path.exists(manager._paths.spill(a))
+    b = _put(manager, client, 2)
+    _spill_all(manager, SIZE)
+    _put(manager, client, 3)  # b evicted
+    _spill_all(manager, SIZE)
+    restore = manager.plan_restore(b)
+    assert isinstance(restore, RestoreJob)
+    manager.restore_copy(restore)
+    manager.delete([b])
+    assert not manager.restore_done(restore, None)
+    assert not os.path.exists(manager._paths.shm(b))
+    assert manager.stats().used_bytes == 0
