@@ -55,6 +55,16 @@ def is_initialized() -> bool:
     return state.current() is not None
 
 
+def _system_config_env(kwargs: dict[str, Any]) -> dict[str, str]:
+    """Ray's init(_system_config=...) (popped from kwargs): the spilling keys rayops honours,
+    as RAY_<key> variables for the raylet; any other key raises naming it."""
+    if "_system_config" not in kwargs:
+        return {}
+    from rayops.raylet.spilling import system_config_env
+
+    return system_config_env(kwargs.pop("_system_config") or {}, "init(_system_config=...)")
+
+
 def init(
     address: str | None = None,
     *,
@@ -79,6 +89,7 @@ def init(
 ) -> RayContext:
     """Start an embedded cluster (no address) or join one ("auto", "HOST:PORT")."""
     global _started
+    system_config_env = _system_config_env(kwargs)
     if job_config is not None:
         namespace, runtime_env = _from_job_config(job_config, namespace, runtime_env)
     # Every keyword does what Ray's does or raises here, before anything starts (options.py).
@@ -158,6 +169,7 @@ def init(
                 dashboard_port=dashboard_port,
                 # Off init()'s critical path: the URL is known before the server listens.
                 wait_dashboard=False,
+                system_config_env=system_config_env,
             )
         )
         _started = node
@@ -166,6 +178,11 @@ def init(
         token = node.token
         node_ip = rec.node_ip
     else:
+        if system_config_env:
+            raise ValueError(
+                "When connecting to an existing cluster, _system_config must not be provided: "
+                "it is set when the node starts (RAY_<key> variables of rayops start)."
+            )
         if _metrics_export_port is not None:
             raise ValueError(
                 "When connecting to an existing cluster, _metrics_export_port must not be "

@@ -160,7 +160,7 @@ class CoreWorker:
         self.gcs_address = view.gcs_address
         self.job_id = view.job_id
         self._driver_ctx.job_id = self.job_id
-        self.store = StoreClient(view.shm_dir, view.spill_dir)
+        self.store = StoreClient(view.shm_dir, view.spill_dir, view.spill_dirs)
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)

@@ -241,7 +241,10 @@ class ObjectAccess:
         cw = self._cw
         assert cw.store is not None
         stored = cw.store.read(oid)
-        if stored is None:
+        if stored is None or stored.location == "disk":
+            # Not on this node (the raylet pulls it), or spilled (the raylet restores it into
+            # shared memory, so object_store_memory bounds what objects occupy).
+            stored = None
             found = cw.call_raylet(rm.StoreEnsureLocal(oid, node_id)).found
             stored = cw.store.read(oid) if found else None
         if stored is None:

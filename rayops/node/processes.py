@@ -87,6 +87,8 @@ class NodeOptions:
     # TLS on every port (rpc/tls.py); None: as the environment says (off when it says nothing)
     tls: TlsFiles | None = None
     autoscaling_config: str | None = None  # head: run the autoscaler with this cluster spec
+    # init(_system_config=...) as RAY_<key> variables for the raylet (spilling settings).
+    system_config_env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -159,6 +161,7 @@ def start_node(opts: NodeOptions) -> StartedNode:
     from rayops.gcs.package_refs import PackageStoreSettings
     from rayops.node.log_rotation import LogRotationConfig
     from rayops.raylet.memory_monitor import MemoryConfig
+    from rayops.raylet.spilling import SpillSettings
     from rayops.rpc.auth import generate_token, write_token_file
     from rayops.rpc.framed_settings import FramedSettings
 
@@ -174,6 +177,7 @@ def start_node(opts: NodeOptions) -> StartedNode:
 
     reconnect_timeout_s(os.environ)
     resolve_storage(opts.gcs_storage, None, os.environ)  # an external store: refused here
+    SpillSettings.from_env({**os.environ, **opts.system_config_env})
     # The node's own device list: GPU i of the raylet is device gpu_ids[i] (as in Ray).
     gpu_ids = visible_device_ids(os.environ.get("CUDA_VISIBLE_DEVICES"))
     if opts.num_gpus is not None:
@@ -290,6 +294,8 @@ def start_node(opts: NodeOptions) -> StartedNode:
         ]
         if opts.head:
             cmd.append("--head")
+        if opts.system_config_env:
+            cmd += ["--system-config-env", json.dumps(opts.system_config_env)]
         if gpu_ids is not None:
             cmd += ["--gpu-ids", ",".join(gpu_ids)]
         if opts.metrics_export_port:

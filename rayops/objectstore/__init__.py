@@ -20,6 +20,27 @@ from __future__ import annotations
 
 from rayops.objectstore.client import StoreClient, StoredObject
 from rayops.objectstore.layout import LayoutError
-from rayops.objectstore.manager import StoreManager, StoreStats
+from rayops.objectstore.manager import (
+    RESTORE_LOCAL,
+    RESTORE_STAY,
+    RESTORE_UNKNOWN,
+    RESTORE_WAIT,
+    RestoreJob,
+    SpillJob,
+    StoreManager,
+    StoreStats,
+)
 
-__all__ = ["LayoutError", "StoreClient", "StoreManager", "StoreStats", "StoredObject"]
+__all__ = [
+    "RESTORE_LOCAL",
+    "RESTORE_STAY",
+    "RESTORE_UNKNOWN",
+    "RESTORE_WAIT",
+    "LayoutError",
+    "RestoreJob",
+    "SpillJob",
+    "StoreClient",
+    "StoreManager",
+    "StoreStats",
+    "StoredObject",
+]

@@ -6,7 +6,7 @@ shm_dir/
                         client about to write <hex id> (the client renames it to its temp name)
     <hex id>.<tag>.tmp  an object being written; renamed to <hex id> when complete
     pool/<n>            pages of freed objects kept for reuse (see _recycle.py)
-spill_dir/
+spill_dir/ (one of several when spilling to several directories: the object id picks one)
     <hex id>            a complete object on disk (spilled, or written there because it did
                         not fit in shared memory)
     <hex id>.<tag>.tmp  being written
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import zlib
+from collections.abc import Sequence
 
 POOL_SUBDIR = "pool"
 _tmp_counter = itertools.count()
@@ -31,13 +33,18 @@ class StorePaths:
     os.path.join's generality costs more than the rest of the bookkeeping.
     """
 
-    __slots__ = ("_shm", "_spill", "shm_dir", "spill_dir")
+    __slots__ = ("_shm", "_spill", "_spills", "shm_dir", "spill_dir", "spill_dirs")
 
-    def __init__(self, shm_dir: str, spill_dir: str) -> None:
+    def __init__(self, shm_dir: str, spill_dir: str, spill_dirs: Sequence[str] = ()) -> None:
+        """`spill_dirs`: several spill directories (`spill_dir` is then the first); every
+        process computes the same directory for an object from its id, so none has to ask."""
+        dirs = tuple(spill_dirs) or (spill_dir,)
         self.shm_dir = shm_dir
-        self.spill_dir = spill_dir
+        self.spill_dir = dirs[0]
+        self.spill_dirs = dirs
         self._shm = os.path.join(shm_dir, "")
-        self._spill = os.path.join(spill_dir, "")
+        self._spill = os.path.join(dirs[0], "")
+        self._spills = tuple(os.path.join(d, "") for d in dirs)
 
     @property
     def pool_dir(self) -> str:
@@ -47,7 +54,9 @@ class StorePaths:
         return self._shm + object_id.hex()
 
     def spill(self, object_id: bytes) -> str:
-        return self._spill + object_id.hex()
+        if len(self._spills) == 1:
+            return self._spill + object_id.hex()
+        return self._spills[zlib.crc32(object_id) % len(self._spills)] + object_id.hex()
 
     def reserved(self, object_id: bytes) -> str:
         return self._shm + object_id.hex() + ".reserved"

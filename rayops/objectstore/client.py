@@ -50,8 +50,8 @@ class StoredObject:
 class StoreClient:
     """Writes and maps object files directly, with no copy through the raylet. Thread-safe."""
 
-    def __init__(self, shm_dir: str, spill_dir: str) -> None:
-        self._paths = StorePaths(shm_dir, spill_dir)
+    def __init__(self, shm_dir: str, spill_dir: str, spill_dirs: Sequence[str] = ()) -> None:
+        self._paths = StorePaths(shm_dir, spill_dir, spill_dirs)
         _raise_open_file_limit()
 
     @staticmethod

@@ -5,8 +5,14 @@ them: reserving room before a client writes, spilling least-recently-used sealed
 spill directory when room is short, restoring them on demand, and freeing files on delete.
 Clients write and map files themselves (client.py); this class never touches object contents
 except to copy whole files between the two tiers. Not thread-safe: the raylet calls it from one
-event loop. No network I/O. Spilling and restoring copy whole files synchronously (a 100 MB
-object takes tens of milliseconds); a caller that cannot block that long runs it in a thread.
+event loop. No network I/O.
+
+Two ways to move files: by default spilling and restoring copy whole files synchronously inside
+`reserve`/`ensure_local` (a 100 MB object takes tens of milliseconds). With
+`background_io=True` (the raylet) those calls never copy: they only evict objects whose disk copy
+already exists, and the caller moves bytes in threads through the plan/done pairs
+(`plan_spills`/`spill_done`, `plan_restore`/`restore_done`; see rayops/raylet/spilling.py). The
+books stay here, on the one thread; the threads only copy files.
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ import logging
 import os
 import shutil
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from rayops.exceptions import ObjectStoreFullError
+from rayops.exceptions import ObjectStoreFullError, OutOfDiskError
 from rayops.objectstore._paths import POOL_SUBDIR, StorePaths, discard, is_object_name
 from rayops.objectstore._recycle import RecyclePool
 from rayops.objectstore._spill import copy_to_spill, restore_from_spill
@@ -47,6 +53,31 @@ class StoreStats:
     pool_bytes: int = 0  # shared memory kept from freed objects for reuse (within capacity)
 
 
+@dataclass(frozen=True)
+class SpillJob:
+    """Copy one object's shm file to its spill path in a thread; then `spill_done`."""
+
+    object_id: bytes
+    size: int
+
+
+@dataclass(frozen=True)
+class RestoreJob:
+    """Copy one object's spill file back into shm (into pooled pages `reuse` if given) in a
+    thread; then `restore_done`. Its bytes are already counted in shared memory."""
+
+    object_id: bytes
+    size: int
+    reuse: str | None
+
+
+# What plan_restore answers besides a RestoreJob.
+RESTORE_UNKNOWN = "unknown"  # this node does not know the object
+RESTORE_LOCAL = "local"  # in shared memory already (or being written there)
+RESTORE_WAIT = "wait"  # room must first be made by spilling: plan_spills, then ask again
+RESTORE_STAY = "stay"  # cannot fit in shared memory: readers map the spill file
+
+
 @dataclass
 class _Entry:
     size: int
@@ -67,6 +98,9 @@ class StoreManager:
         min_spill_free_bytes: int = 256 * 2**20,
         max_pool_bytes: int | None = None,
         huge_pages: bool = False,
+        spill_dirs: Sequence[str] = (),
+        fs_capacity_threshold: float = 1.0,
+        background_io: bool = False,
     ) -> None:
         """`max_pool_bytes` bounds the memory kept from freed objects for reuse; the default is
         a quarter of `capacity`, 0 turns recycling off. The pool always fits in what the live
@@ -76,14 +110,27 @@ class StoreManager:
         about twice the write speed and a tenth of the page-fault time of /dev/shm's 4 KiB
         pages). It needs CAP_SYS_ADMIN; without it the store logs why and uses plain
         shared memory. `cleanup` unmounts it.
+
+        `spill_dirs` spreads spilled objects over several directories (by object id);
+        `fs_capacity_threshold` (Ray's local_fs_capacity_threshold) refuses to write a spill
+        file that would take a spill directory's filesystem past that fraction used.
         """
         if capacity <= 0:
             raise ValueError(f"object store capacity must be a positive byte count, got {capacity}")
-        self._paths = StorePaths(shm_dir, spill_dir)
+        if not 0.0 < fs_capacity_threshold <= 1.0:
+            raise ValueError(
+                f"local_fs_capacity_threshold: expected a fraction in (0, 1], found "
+                f"{fs_capacity_threshold}"
+            )
+        self._paths = StorePaths(shm_dir, spill_dir, spill_dirs)
         os.makedirs(shm_dir, mode=0o700, exist_ok=True)
         self._huge_pages = huge_pages and self._mount_huge_tmpfs(capacity)
-        for directory in (self._paths.pool_dir, spill_dir):
+        for directory in (self._paths.pool_dir, *self._paths.spill_dirs):
             os.makedirs(directory, mode=0o700, exist_ok=True)
+        self._threshold = fs_capacity_threshold
+        self._background_io = background_io
+        self._spilling: set[bytes] = set()  # copies to disk in flight (background_io)
+        self._restoring: set[bytes] = set()  # copies back into shm in flight
         self._capacity = capacity
         self._min_spill_free = min_spill_free_bytes
         pool_limit = capacity // 4 if max_pool_bytes is None else max_pool_bytes
@@ -110,7 +157,8 @@ class StoreManager:
         if reason is not None:
             logger.warning(
                 "object store: no huge-page tmpfs at %s (%s); using plain shared memory",
-                self._paths.shm_dir, reason,
+                self._paths.shm_dir,
+                reason,
             )
         return reason is None
 
@@ -128,7 +176,7 @@ class StoreManager:
             return "shm" if entry.in_shm else "disk"
         if size < 0:
             raise ValueError(f"object size must be >= 0 bytes, got {size} for {object_id.hex()}")
-        if size <= self._capacity and self._make_room(size):
+        if size <= self._capacity and self._make_room(size, copy=not self._background_io):
             pooled = self._claim_pooled(size)
             if pooled is not None:
                 os.rename(pooled, self._paths.reserved(object_id))
@@ -165,6 +213,8 @@ class StoreManager:
             return False
         if entry.in_shm:
             self.touch(object_id)
+        elif self._background_io:
+            pass  # the caller restores through plan_restore
         elif entry.sealed and entry.size <= self._capacity and self._make_room(entry.size):
             self._restore(object_id, entry)
         return True
@@ -223,7 +273,8 @@ class StoreManager:
             unmount(self._paths.shm_dir)
             self._huge_pages = False
         shutil.rmtree(self._paths.shm_dir, ignore_errors=True)
-        shutil.rmtree(self._paths.spill_dir, ignore_errors=True)
+        for directory in self._paths.spill_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
         self._pool.forget()
         self._entries.clear()
         self._lru.clear()
@@ -249,8 +300,7 @@ class StoreManager:
                 self._lru[object_id] = None
         for name in os.listdir(self._paths.pool_dir):
             discard(os.path.join(self._paths.pool_dir, name))
-        for name in os.listdir(self._paths.spill_dir):
-            path = os.path.join(self._paths.spill_dir, name)
+        for name, path in self._spill_files():
             if not is_object_name(name):
                 discard(path)
                 continue
@@ -268,12 +318,153 @@ class StoreManager:
 
     # ---- room in shared memory -----------------------------------------------------------
 
-    def _make_room(self, size: int) -> bool:
-        """Spill LRU sealed objects until `size` more bytes fit; False if they cannot."""
+    def _spill_files(self) -> list[tuple[str, str]]:
+        return [
+            (name, os.path.join(directory, name))
+            for directory in self._paths.spill_dirs
+            for name in os.listdir(directory)
+        ]
+
+    def _make_room(self, size: int, copy: bool = True) -> bool:
+        """Spill LRU sealed objects until `size` more bytes fit; False if they cannot.
+        `copy=False`: evict only objects whose disk copy exists (no file copy here)."""
+        if not copy:
+            return self._evict_copied(size)
         while self._used + size > self._capacity:
             victim = next(iter(self._lru), None)
             if victim is None or not self._spill(victim):
                 return False
+        return True
+
+    def _evict_copied(self, size: int) -> bool:
+        short = self._used + size - self._capacity
+        if short <= 0:
+            return True
+        victims = []
+        for object_id in self._lru:
+            entry = self._entries[object_id]
+            if entry.disk is not None:
+                victims.append(object_id)
+                short -= entry.size
+                if short <= 0:
+                    break
+        for object_id in victims:
+            self._spill(object_id)  # no copy: the disk copy is there
+        return short <= 0
+
+    # ---- spilling and restoring in threads (background_io) -------------------------------
+
+    def try_reserve(self, object_id: bytes, size: int) -> str | None:
+        """`reserve` that never copies a file: None when room in shared memory must first be
+        made by spilling (`plan_spills`, then ask again). Raises as `reserve` does."""
+        entry = self._entries.get(object_id)
+        if (
+            entry is None
+            and 0 <= size <= self._capacity
+            and not self._evict_copied(size)
+            and self._could_fit_by_spilling(size)
+        ):
+            return None
+        return self.reserve(object_id, size)
+
+    def _could_fit_by_spilling(self, size: int) -> bool:
+        evictable = sum(self._entries[oid].size for oid in self._lru)
+        return self._used - evictable + size <= self._capacity
+
+    def plan_spills(self, size: int) -> list[SpillJob]:
+        """Objects to copy to disk (least recently used first) so that `size` more bytes fit
+        once they are evicted; they are marked in flight. Room already coming from copies in
+        flight counts."""
+        short = self._used + size - self._capacity
+        if short <= 0:
+            return []  # the common case, checked before the scans below
+        short -= sum(self._entries[oid].size for oid in self._spilling if oid in self._entries)
+        short -= sum(self._entries[oid].size for oid in self._lru if self._entries[oid].disk)
+        jobs: list[SpillJob] = []
+        for object_id in self._lru:
+            if short <= 0:
+                break
+            entry = self._entries[object_id]
+            if entry.disk is None and object_id not in self._spilling:
+                jobs.append(SpillJob(object_id, entry.size))
+                short -= entry.size
+        self._spilling.update(job.object_id for job in jobs)
+        return jobs
+
+    def plan_background_spills(self, headroom: float) -> list[SpillJob]:
+        """Copy LRU objects to disk ahead of need, so that `headroom` (a fraction of capacity)
+        can be made free by eviction alone (Ray starts spilling once the store is 80% full)."""
+        return self.plan_spills(int(self._capacity * headroom))
+
+    @property
+    def spills_in_flight(self) -> int:
+        return len(self._spilling)
+
+    def check_spill_room(self, job: SpillJob) -> None:
+        """Raise OSError(ENOSPC) if the job's spill file would break the disk limits."""
+        if not self._disk_has_room(job.size, drop_copies=False):
+            raise OSError(errno.ENOSPC, "spill directory over its usage limit")
+
+    def spill_copy(self, job: SpillJob) -> None:
+        """The file copy of a SpillJob: with check_spill_room (read-only), the only methods a
+        thread may call."""
+        copy_to_spill(self._paths, job.object_id)
+
+    def spill_done(self, job: SpillJob, error: BaseException | None) -> None:
+        """A SpillJob's copy finished (or failed with `error`)."""
+        self._spilling.discard(job.object_id)
+        entry = self._entries.get(job.object_id)
+        if entry is None:  # deleted meanwhile: its copy is garbage
+            discard(self._paths.spill(job.object_id))
+            return
+        if error is not None:
+            if not (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)):
+                logger.error("spilling object %s failed: %r", job.object_id.hex(), error)
+            return
+        if entry.disk is None:
+            self._set_disk(entry, _SPILLED)
+
+    def plan_restore(self, object_id: bytes) -> RestoreJob | str:
+        """Make room for a spilled object in shared memory and count it there, returning the
+        copy to run; or one of the RESTORE_* answers."""
+        entry = self._entries.get(object_id)
+        if entry is None:
+            return RESTORE_UNKNOWN
+        if entry.in_shm or not entry.sealed:
+            self.touch(object_id)
+            return RESTORE_LOCAL
+        if entry.size > self._capacity:
+            return RESTORE_STAY
+        if not self._evict_copied(entry.size):
+            return RESTORE_WAIT if self._could_fit_by_spilling(entry.size) else RESTORE_STAY
+        reuse = self._claim_pooled(entry.size)
+        self._enter_shm(object_id, entry)
+        self._restoring.add(object_id)
+        return RestoreJob(object_id, entry.size, reuse)
+
+    def restore_copy(self, job: RestoreJob) -> None:
+        """The file copy of a RestoreJob: the only method a thread may call."""
+        restore_from_spill(self._paths, job.object_id, job.reuse)
+
+    def restore_done(self, job: RestoreJob, error: BaseException | None) -> bool:
+        """A RestoreJob's copy finished; True if the object is now in shared memory."""
+        self._restoring.discard(job.object_id)
+        entry = self._entries.get(job.object_id)
+        if entry is None:  # deleted meanwhile
+            discard(self._paths.shm(job.object_id))
+            return False
+        if error is not None:
+            logger.warning(
+                "could not restore object %s from %s into shared memory (%r); readers will map "
+                "the spill file",
+                job.object_id.hex(),
+                self._paths.spill(job.object_id),
+                error,
+            )
+            self._leave_shm(job.object_id, entry)
+            return False
+        self._lru[job.object_id] = None
+        self._restored_count += 1
         return True
 
     def _claim_pooled(self, size: int) -> str | None:
@@ -295,7 +486,8 @@ class StoreManager:
             except FileNotFoundError:
                 logger.warning(
                     "object %s is sealed but its file %s is gone; forgetting it",
-                    object_id.hex(), self._paths.shm(object_id),
+                    object_id.hex(),
+                    self._paths.shm(object_id),
                 )
                 del self._entries[object_id]
                 self._leave_shm(object_id, entry)
@@ -318,7 +510,10 @@ class StoreManager:
         except OSError as err:
             logger.warning(
                 "could not restore object %s from %s into shared memory (%s); readers will map "
-                "the spill file", object_id.hex(), self._paths.spill(object_id), err,
+                "the spill file",
+                object_id.hex(),
+                self._paths.spill(object_id),
+                err,
             )
             return
         self._enter_shm(object_id, entry)
@@ -328,25 +523,50 @@ class StoreManager:
     # ---- room on disk --------------------------------------------------------------------
 
     def _disk_free(self) -> int:
-        """Bytes the spill directory may still take, keeping min_spill_free_bytes free."""
-        st = os.statvfs(self._paths.spill_dir)
-        return st.f_bavail * st.f_frsize - self._min_spill_free
+        """Bytes the fullest spill directory may still take, keeping min_spill_free_bytes
+        free."""
+        return min(_free_bytes(d) for d in self._paths.spill_dirs) - self._min_spill_free
 
-    def _disk_has_room(self, size: int) -> bool:
-        if self._disk_free() >= size:
+    def _over_threshold(self, size: int) -> str | None:
+        """The spill directory that `size` more bytes would take past the usage threshold
+        (Ray's local_fs_capacity_threshold: any directory over it refuses, as in Ray)."""
+        if self._threshold >= 1.0:
+            return None
+        for directory in self._paths.spill_dirs:
+            st = os.statvfs(directory)
+            total = st.f_blocks * st.f_frsize
+            used = total - st.f_bavail * st.f_frsize
+            if total and used + size > total * self._threshold:
+                return directory
+        return None
+
+    def _disk_has_room(self, size: int, drop_copies: bool = True) -> bool:
+        if self._disk_free() >= size and self._over_threshold(size) is None:
             return True
+        if not drop_copies:
+            return False
         # Disk copies of objects that are back in memory are only a shortcut for their next
         # eviction; drop them before giving up.
         for object_id, entry in self._entries.items():
             if entry.in_shm and entry.sealed and entry.disk is not None:
                 discard(self._paths.spill(object_id))
                 self._set_disk(entry, None)
-        return self._disk_free() >= size
+        return self._disk_free() >= size and self._over_threshold(size) is None
 
     def _require_disk_room(self, object_id: bytes, size: int) -> None:
         if self._disk_has_room(size):
             return
         unsealed = sum(1 for e in self._entries.values() if e.in_shm and not e.sealed)
+        full = self._over_threshold(size)
+        if full is not None:
+            raise OutOfDiskError(
+                f"Object {object_id.hex()} ({size} bytes) does not fit in shared memory "
+                f"(capacity {self._capacity} bytes, {self._used} used by {self._num_in_shm} "
+                f"objects, {unsealed} of them still being written), and spilling it would take "
+                f"the filesystem of {full} past local_fs_capacity_threshold="
+                f"{self._threshold} ({_usage(full)}). Free disk space there, release ObjectRefs "
+                "you no longer need, or spill to a larger disk (object_spilling_config)."
+            )
         raise ObjectStoreFullError(
             f"Object {object_id.hex()} ({size} bytes) fits neither in shared memory (capacity "
             f"{self._capacity} bytes, {self._used} used by {self._num_in_shm} objects, "
@@ -378,3 +598,15 @@ class StoreManager:
         if kind is not None:
             self._disk_bytes[kind] += entry.size
             self._disk_count[kind] += 1
+
+
+def _free_bytes(directory: str) -> int:
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+def _usage(directory: str) -> str:
+    st = os.statvfs(directory)
+    total = st.f_blocks * st.f_frsize
+    used = total - st.f_bavail * st.f_frsize
+    return f"{used} of {total} bytes used, {used / total:.1%}" if total else "size unknown"

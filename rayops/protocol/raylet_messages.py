@@ -32,6 +32,7 @@ class NodeDescription(Message):
     metrics_export_port: int
     agent_port: int
     job_id: int = 0  # a driver's job id (0 for workers)
+    spill_dirs: tuple[str, ...] = ()  # several spill directories (spill_dir is the first)
 
 
 @dataclass(frozen=True, slots=True)

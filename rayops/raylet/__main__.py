@@ -14,6 +14,7 @@ from rayops.node.log_rotation import LogRotationConfig
 from rayops.raylet.memory_monitor import MemoryConfig
 from rayops.raylet.raylet import Raylet, RayletConfig, RayletStartError, install_signal_handlers
 from rayops.raylet.resources import visible_device_ids
+from rayops.raylet.spilling import SpillSettings
 from rayops.rpc import framed
 from rayops.rpc.framed_settings import FramedSettings
 
@@ -40,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agent-port", type=int, default=0, help="agent report port; 0: free")
     p.add_argument("--log-file")
     p.add_argument("--ready-fd", type=int)
+    # init(_system_config=...) as RAY_<key> variables, over the environment's.
+    p.add_argument("--system-config-env", default="{}")
     p.add_argument("--watch-fd", type=int)
     return p.parse_args(argv)
 
@@ -72,6 +75,7 @@ async def amain(args: argparse.Namespace, log_rotation: LogRotationConfig) -> No
         runtime_env_install=InstallSettings.from_env(),
         memory=MemoryConfig.from_env(),
         gcs_reconnect_timeout_s=reconnect_timeout_s(os.environ),
+        spill=SpillSettings.from_env({**os.environ, **json.loads(args.system_config_env)}),
     )
     raylet = Raylet(config)
     try:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from rayops.objectstore import StoreClient, StoreManager
 from rayops.protocol import node_messages as nm
+from rayops.raylet.spilling import SpillService
 from rayops.rpc import framed
 
 logger = logging.getLogger(__name__)
@@ -36,19 +37,24 @@ class ObjectManager:
         client: StoreClient,
         connect: Callable[[tuple[str, int]], Awaitable[framed.Connection]],
         address_of: Callable[[str], tuple[str, int] | None],
+        spiller: SpillService | None = None,
     ) -> None:
         self._node_id = node_id
         self._store = store
         self._client = client
         self._connect = connect
         self._address_of = address_of
+        self._spiller = spiller  # moves bytes to and from disk off the event loop
         self._pulls: dict[bytes, asyncio.Future[bool]] = {}
         # object id -> node ids (and their raylet addresses) holding copies pulled from us
         self.copies: dict[bytes, dict[str, tuple[str, int]]] = {}
 
     # ------------------------------------------------------------------ pulling
     async def make_local(self, object_id: bytes, node_id: str) -> bool:
-        if self._store.ensure_local(object_id):
+        if self._spiller is not None:
+            if await self._spiller.ensure_local(object_id):
+                return True
+        elif self._store.ensure_local(object_id):
             return True
         if not node_id or node_id == self._node_id:
             return False
@@ -83,7 +89,10 @@ class ObjectManager:
             return False
         if size is None:
             return False
-        where = self._store.reserve(object_id, size)
+        if self._spiller is not None:
+            where = await self._spiller.reserve(object_id, size)
+        else:
+            where = self._store.reserve(object_id, size)
         writer = self._client.raw_writer(object_id, size, where)
         ok = False
         try:

@@ -51,6 +51,7 @@ from rayops.raylet.resources import (
     normalize_shape,
 )
 from rayops.raylet.runtime_envs import NodeEnvs
+from rayops.raylet.spilling import SpillService, SpillSettings, node_spill_dirs
 from rayops.raylet.task_event_relay import TaskEventRelay
 from rayops.raylet.usage_reporter import UsageReport, UsageReporter
 from rayops.raylet.worker_pool import WorkerHandle, WorkerPool
@@ -104,6 +105,7 @@ class RayletConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     # How long the GCS may be unreachable before this raylet exits (rayops/gcs/reconnect.py).
     gcs_reconnect_timeout_s: float = 60.0
+    spill: SpillSettings = field(default_factory=SpillSettings)
 
 
 @dataclass
@@ -141,7 +143,17 @@ class Raylet:
         )
         # Ray's default labels (node id, accelerator type) under the user's.
         self.labels = {**config.labels, **default_node_labels(config.node_id, config.resources)}
-        self.store = StoreManager(config.shm_dir, config.spill_dir, config.object_store_memory)
+        self.spill_dirs = node_spill_dirs(config.spill, config.spill_dir, config.node_id)
+        self.store = StoreManager(
+            config.shm_dir,
+            config.spill_dir,
+            config.object_store_memory,
+            spill_dirs=self.spill_dirs,
+            # Ray's local_fs_capacity_threshold is what keeps the disk from filling.
+            min_spill_free_bytes=0,
+            fs_capacity_threshold=config.spill.fs_capacity_threshold,
+            background_io=True,
+        )
         self.pool: WorkerPool | None = None
         self.pending: deque[LeaseRequest] = deque()
         self.leases: dict[int, Lease] = {}
@@ -158,9 +170,15 @@ class Raylet:
         self.port = config.port
         self.registered = False
         self.view = ClusterView(config.node_id, self._local_node_view)
-        self.store_client = StoreClient(config.shm_dir, config.spill_dir)
+        self.store_client = StoreClient(config.shm_dir, config.spill_dir, self.spill_dirs)
+        self.spiller = SpillService(self.store, config.spill, self._usage.mark)
         self.objects = ObjectManager(
-            config.node_id, self.store, self.store_client, self._raylet_conn, self._address_of
+            config.node_id,
+            self.store,
+            self.store_client,
+            self._raylet_conn,
+            self._address_of,
+            spiller=self.spiller,
         )
         self._raylets = framed.ConnectionPool(config.token, {}, timeout=5.0, settings=config.framed)
         self._spread_counter = 0
@@ -424,6 +442,7 @@ class Raylet:
             await asyncio.get_running_loop().run_in_executor(None, self.agent.stop)
         if self.pool is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown)
+        self.spiller.close()
         self.store.cleanup()
 
     # -------------------------------------------------------------- connections
@@ -561,6 +580,7 @@ class Raylet:
             raylet_port=self.port,
             shm_dir=self.config.shm_dir,
             spill_dir=self.config.spill_dir,
+            spill_dirs=self.spill_dirs,
             session_dir=self.config.session_dir,
             gcs_address=self.config.gcs_address,
             metrics_export_port=self.metrics_export_port or 0,
@@ -755,13 +775,16 @@ class Raylet:
             self.resources.take_quantities(cpu)
             self._usage.mark()
 
-    def _h_store_reserve(self, conn: framed.Connection, msg: rm.StoreReserve) -> rm.StoreReserved:
-        where: str = self.store.reserve(msg.object_id, msg.size)
+    async def _h_store_reserve(
+        self, conn: framed.Connection, msg: rm.StoreReserve
+    ) -> rm.StoreReserved:
+        where: str = await self.spiller.reserve(msg.object_id, msg.size)
         self._usage.mark()
         return rm.StoreReserved(where)
 
     def _h_store_seal(self, conn: framed.Connection, msg: rm.StoreSeal) -> None:
         self.store.seal(msg.object_id)
+        self.spiller.kick()
 
     async def _h_store_ensure_local(
         self, conn: framed.Connection, msg: rm.StoreEnsureLocal
