@@ -67,6 +67,7 @@ class StoreManager:
         min_spill_free_bytes: int = 256 * 2**20,
         max_pool_bytes: int | None = None,
         huge_pages: bool = False,
+        quiet_fallback: bool = False,
     ) -> None:
         """`max_pool_bytes` bounds the memory kept from freed objects for reuse; the default is
         a quarter of `capacity`, 0 turns recycling off. The pool always fits in what the live
@@ -75,13 +76,14 @@ class StoreManager:
         `huge_pages` mounts a tmpfs with transparent huge pages on `shm_dir` (see _tmpfs.py:
         about twice the write speed and a tenth of the page-fault time of /dev/shm's 4 KiB
         pages). It needs CAP_SYS_ADMIN; without it the store logs why and uses plain
-        shared memory. `cleanup` unmounts it.
+        shared memory. `cleanup` unmounts it. `quiet_fallback` logs that at INFO rather than
+        WARNING (the operator asked for huge pages only where available).
         """
         if capacity <= 0:
             raise ValueError(f"object store capacity must be a positive byte count, got {capacity}")
         self._paths = StorePaths(shm_dir, spill_dir)
         os.makedirs(shm_dir, mode=0o700, exist_ok=True)
-        self._huge_pages = huge_pages and self._mount_huge_tmpfs(capacity)
+        self._huge_pages = huge_pages and self._mount_huge_tmpfs(capacity, quiet_fallback)
         for directory in (self._paths.pool_dir, spill_dir):
             os.makedirs(directory, mode=0o700, exist_ok=True)
         self._capacity = capacity
@@ -102,15 +104,17 @@ class StoreManager:
         """True if shm_dir is a huge-page tmpfs this store mounted (or adopted)."""
         return self._huge_pages
 
-    def _mount_huge_tmpfs(self, capacity: int) -> bool:
+    def _mount_huge_tmpfs(self, capacity: int, quiet: bool) -> bool:
         # Headroom over capacity: files being rewritten and pooled pages come and go around the
         # accounted bytes; the size limit is only a backstop against runaway writers.
         size = capacity + capacity // 4 + 64 * 2**20
         reason = mount_huge_tmpfs(self._paths.shm_dir, size)
         if reason is not None:
-            logger.warning(
+            logger.log(
+                logging.INFO if quiet else logging.WARNING,
                 "object store: no huge-page tmpfs at %s (%s); using plain shared memory",
-                self._paths.shm_dir, reason,
+                self._paths.shm_dir,
+                reason,
             )
         return reason is None
 
@@ -295,7 +299,8 @@ class StoreManager:
             except FileNotFoundError:
                 logger.warning(
                     "object %s is sealed but its file %s is gone; forgetting it",
-                    object_id.hex(), self._paths.shm(object_id),
+                    object_id.hex(),
+                    self._paths.shm(object_id),
                 )
                 del self._entries[object_id]
                 self._leave_shm(object_id, entry)
@@ -318,7 +323,10 @@ class StoreManager:
         except OSError as err:
             logger.warning(
                 "could not restore object %s from %s into shared memory (%s); readers will map "
-                "the spill file", object_id.hex(), self._paths.spill(object_id), err,
+                "the spill file",
+                object_id.hex(),
+                self._paths.spill(object_id),
+                err,
             )
             return
         self._enter_shm(object_id, entry)

@@ -9,6 +9,7 @@ import logging
 
 from rayops.node.daemon import setup_logging, signal_ready, watch_parent
 from rayops.node.log_rotation import LogRotationConfig
+from rayops.objectstore.store_settings import StoreSettings
 from rayops.raylet.memory_monitor import MemoryConfig
 from rayops.raylet.raylet import Raylet, RayletConfig, RayletStartError, install_signal_handlers
 from rayops.raylet.resources import visible_device_ids
@@ -69,6 +70,7 @@ async def amain(args: argparse.Namespace, log_rotation: LogRotationConfig) -> No
         framed=FramedSettings.from_env(),
         runtime_env_install=InstallSettings.from_env(),
         memory=MemoryConfig.from_env(),
+        store=StoreSettings.from_env(),
     )
     raylet = Raylet(config)
     try:

@@ -25,6 +25,7 @@ from rayops.envs.install_settings import InstallSettings
 from rayops.exceptions import AuthenticationError
 from rayops.node.log_rotation import LogRotationConfig
 from rayops.objectstore import StoreClient, StoreManager
+from rayops.objectstore.store_settings import StoreSettings
 from rayops.protocol import node_messages as nm
 from rayops.protocol import raylet_messages as rm
 from rayops.protocol import state_messages as sm
@@ -101,6 +102,7 @@ class RayletConfig:
     framed: FramedSettings = field(default_factory=FramedSettings)
     runtime_env_install: InstallSettings = field(default_factory=InstallSettings)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
+    store: StoreSettings = field(default_factory=StoreSettings)
 
 
 @dataclass
@@ -138,7 +140,13 @@ class Raylet:
         )
         # Ray's default labels (node id, accelerator type) under the user's.
         self.labels = {**config.labels, **default_node_labels(config.node_id, config.resources)}
-        self.store = StoreManager(config.shm_dir, config.spill_dir, config.object_store_memory)
+        self.store = StoreManager(
+            config.shm_dir,
+            config.spill_dir,
+            config.object_store_memory,
+            huge_pages=config.store.try_huge_pages,
+            quiet_fallback=not config.store.require_huge_pages,
+        )
         self.pool: WorkerPool | None = None
         self.pending: deque[LeaseRequest] = deque()
         self.leases: dict[int, Lease] = {}
@@ -183,6 +191,11 @@ class Raylet:
 
     # --------------------------------------------------------------- lifecycle
     async def start(self) -> int:
+        if self.config.store.require_huge_pages and not self.store.huge_pages:
+            raise RayletStartError(
+                f"RAYOPS_OBJECT_STORE_HUGE_PAGES=on but no huge-page tmpfs could be mounted at "
+                f"{self.config.shm_dir} (see the log line above; needs CAP_SYS_ADMIN)"
+            )
         handlers: dict[Any, Any] = {
             rm.RegisterWorker: self._h_register_worker,
             rm.RegisterDriver: self._h_register_driver,
