@@ -299,8 +299,7 @@ class StoreManager:
             except FileNotFoundError:
                 logger.warning(
                     "object %s is sealed but its file %s is gone; forgetting it",
-                    object_id.hex(),
-                    self._paths.shm(object_id),
+                    object_id.hex(), self._paths.shm(object_id),
                 )
                 del self._entries[object_id]
                 self._leave_shm(object_id, entry)
@@ -323,10 +322,7 @@ class StoreManager:
         except OSError as err:
             logger.warning(
                 "could not restore object %s from %s into shared memory (%s); readers will map "
-                "the spill file",
-                object_id.hex(),
-                self._paths.spill(object_id),
-                err,
+                "the spill file", object_id.hex(), self._paths.spill(object_id), err,
             )
             return
         self._enter_shm(object_id, entry)
