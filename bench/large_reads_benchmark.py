@@ -5,6 +5,8 @@ alike; the figure is the median over trials, and ``*_vs_memcpy`` is the median o
 per-trial ratio to the limit measured in the same trial)::
 
     fresh_memcpy_gigabytes            the limit: np.copyto of 100 MB into a new np.empty
+    warm_read_100mb_gigabytes         for reference: the same read as below over a private,
+                                      already-touched 100 MB array (no runtime involved)
     get_and_read_10mb_gigabytes       get() of a fresh 10 MB object put just before (the put
                                       is not timed), then reading every byte (a uint64 sum)
     get_and_read_100mb_gigabytes      the same with 100 MB
@@ -49,6 +51,12 @@ def fresh_memcpy(src: np.ndarray) -> float:
     start = time.perf_counter()
     dst = np.empty_like(src)
     np.copyto(dst, src)
+    return _rate(src.nbytes, time.perf_counter() - start)
+
+
+def warm_read(src: np.ndarray) -> float:
+    start = time.perf_counter()
+    read_all(src)
     return _rate(src.nbytes, time.perf_counter() - start)
 
 
@@ -106,6 +114,7 @@ def run(rt: Any, trials: int) -> dict[str, tuple[float, str]]:
 
     steps: dict[str, Callable[[], float]] = {
         "fresh_memcpy_gigabytes": lambda: fresh_memcpy(src100),
+        "warm_read_100mb_gigabytes": lambda: warm_read(src100),
         "get_and_read_10mb_gigabytes": lambda: get_and_read(rt, src10),
         "get_and_read_100mb_gigabytes": lambda: get_and_read(rt, src100),
         "task_with_100mb_arg_by_value_s": by_value,
@@ -121,6 +130,10 @@ def run(rt: Any, trials: int) -> dict[str, tuple[float, str]]:
     arg_rates = [_rate(ARG_BYTES, s) for s in samples["task_with_100mb_arg_by_value_s"]]
     rows: dict[str, tuple[float, str]] = {
         "fresh_memcpy_gigabytes": (statistics.median(limit), "GB/s"),
+        "warm_read_100mb_gigabytes": (
+            statistics.median(samples["warm_read_100mb_gigabytes"]),
+            "GB/s",
+        ),
     }
     for name in ("get_and_read_10mb_gigabytes", "get_and_read_100mb_gigabytes"):
         rows[name] = (statistics.median(samples[name]), "GB/s")
