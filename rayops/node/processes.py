@@ -160,6 +160,7 @@ def start_node(opts: NodeOptions) -> StartedNode:
     from rayops.envs.install_settings import InstallSettings
     from rayops.gcs.package_refs import PackageStoreSettings
     from rayops.node.log_rotation import LogRotationConfig
+    from rayops.objectstore.store_settings import StoreSettings
     from rayops.raylet.memory_monitor import MemoryConfig
     from rayops.raylet.spilling import SpillSettings
     from rayops.rpc.auth import generate_token, write_token_file
@@ -178,6 +179,7 @@ def start_node(opts: NodeOptions) -> StartedNode:
     reconnect_timeout_s(os.environ)
     resolve_storage(opts.gcs_storage, None, os.environ)  # an external store: refused here
     SpillSettings.from_env({**os.environ, **opts.system_config_env})
+    StoreSettings.from_env()
     # The node's own device list: GPU i of the raylet is device gpu_ids[i] (as in Ray).
     gpu_ids = visible_device_ids(os.environ.get("CUDA_VISIBLE_DEVICES"))
     if opts.num_gpus is not None:
@@ -568,9 +570,10 @@ def _running(pid: int) -> bool:
 
 
 def _remove_tree(path: str) -> None:
-    import shutil
+    """Remove a node's store directory (unmounting its huge-page tmpfs, if any)."""
+    from rayops.objectstore._tmpfs import remove_store_dir
 
-    shutil.rmtree(path, ignore_errors=True)
+    remove_store_dir(path)
 
 
 def wait_procs(procs: dict[str, Any], timeout: float) -> None:

@@ -10,7 +10,8 @@ Owns where object bytes live on one node: one file per object in a shared-memory
 
 layout.py documents the file format. Freed objects' pages are reused for new ones
 (_recycle.py), and StoreManager(huge_pages=True) puts the directory on a huge-page tmpfs
-(_tmpfs.py).
+(_tmpfs.py; the raylet does so unless RAYOPS_OBJECT_STORE_HUGE_PAGES=off, store_settings.py),
+where large recycled files are written by two threads (_mapped_write.py).
 
 The store knows nothing of ownership, reference counts or other nodes; callers (core worker,
 raylet) decide when an object is created, read or freed.

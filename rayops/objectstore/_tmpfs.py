@@ -25,7 +25,11 @@ _HUGE_OPTION = "huge=within_size"
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _libc.mount.argtypes = [
-    ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_ulong,
+    ctypes.c_char_p,
 ]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
@@ -75,3 +79,15 @@ def _unescape(field: str) -> str:
     for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
         field = field.replace(code, char)
     return field
+
+
+def remove_store_dir(path: str) -> None:
+    """Remove a store directory and everything in it, detaching our huge-page tmpfs first (a
+    mount point cannot be removed, so a store whose raylet died would otherwise leave it)."""
+    import shutil
+
+    try:
+        unmount(path)
+    except OSError:
+        pass  # rmtree below still empties it; reclaim.py retries the unmount later
+    shutil.rmtree(path, ignore_errors=True)

@@ -21,8 +21,14 @@ from typing import Any
 
 from rayops.exceptions import ObjectStoreFullError
 from rayops.objectstore import layout
+from rayops.objectstore._mapped_write import (
+    MIN_PARALLEL_WRITE_BYTES,
+    can_write_parallel,
+    write_parallel,
+)
 from rayops.objectstore._paths import StorePaths, discard, temp_path
 from rayops.objectstore._recycle import MIN_RECYCLE_BYTES, lock_for_reading
+from rayops.objectstore._tmpfs import is_huge_tmpfs
 from rayops.objectstore._transfer import pwrite_all
 
 _ZEROS = memoryview(bytes(layout.BUFFER_ALIGNMENT))
@@ -52,6 +58,9 @@ class StoreClient:
 
     def __init__(self, shm_dir: str, spill_dir: str, spill_dirs: Sequence[str] = ()) -> None:
         self._paths = StorePaths(shm_dir, spill_dir, spill_dirs)
+        # Large recycled files on the store's huge-page tmpfs are written by two threads
+        # (_mapped_write.py); the raylet mounts it before any client exists.
+        self._parallel = is_huge_tmpfs(shm_dir) and can_write_parallel()
         _raise_open_file_limit()
 
     @staticmethod
@@ -89,7 +98,7 @@ class StoreClient:
             final = self._paths.spill(object_id)
         tmp = temp_path(final)
         try:
-            _write_file(tmp, reserved, segments, plan.total)
+            _write_file(tmp, reserved, segments, plan.total, parallel=self._parallel)
             os.rename(tmp, final)
         except BaseException as err:
             discard(tmp)
@@ -187,7 +196,12 @@ def _segments(
 
 
 def _write_file(
-    tmp: str, reserved: str | None, segments: list[bytes | memoryview], size: int
+    tmp: str,
+    reserved: str | None,
+    segments: list[bytes | memoryview],
+    size: int,
+    *,
+    parallel: bool = False,
 ) -> None:
     """Write the object to `tmp`, reusing the pages of `reserved` when the manager left one.
 
@@ -205,6 +219,9 @@ def _write_file(
 
     New tmpfs pages cost more than the copy (allocating 100 MB alone takes ~31 ms here), hence
     the recycling of freed objects' pages (_recycle.py) and the huge-page option (_tmpfs.py).
+    With `parallel` (the store is on that huge-page tmpfs and we have two CPUs), a large
+    recycled file is written by two threads through a mapping (_mapped_write.py: 21 GB/s
+    against pwritev's 11 there).
     """
     recycled = False
     if reserved is not None:
@@ -213,14 +230,21 @@ def _write_file(
             recycled = True
         except FileNotFoundError:
             pass
-    flags = os.O_WRONLY if recycled else os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    two_threads = parallel and recycled and size >= MIN_PARALLEL_WRITE_BYTES
+    if two_threads:
+        flags = os.O_RDWR
+    else:
+        flags = os.O_WRONLY if recycled else os.O_WRONLY | os.O_CREAT | os.O_EXCL
     fd = os.open(tmp, flags, 0o600)
     try:
         if size >= MIN_RECYCLE_BYTES:
             # Sets the final size up front: trims recycled pages we will not use, and lets a
             # huge=within_size tmpfs (see _tmpfs.py) use huge pages from the first byte.
             os.ftruncate(fd, size)
-        pwrite_all(fd, segments, 0)
+        if two_threads:
+            write_parallel(fd, segments, size)
+        else:
+            pwrite_all(fd, segments, 0)
     finally:
         os.close(fd)
 

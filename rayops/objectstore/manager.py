@@ -101,6 +101,7 @@ class StoreManager:
         spill_dirs: Sequence[str] = (),
         fs_capacity_threshold: float = 1.0,
         background_io: bool = False,
+        quiet_fallback: bool = False,
     ) -> None:
         """`max_pool_bytes` bounds the memory kept from freed objects for reuse; the default is
         a quarter of `capacity`, 0 turns recycling off. The pool always fits in what the live
@@ -109,7 +110,8 @@ class StoreManager:
         `huge_pages` mounts a tmpfs with transparent huge pages on `shm_dir` (see _tmpfs.py:
         about twice the write speed and a tenth of the page-fault time of /dev/shm's 4 KiB
         pages). It needs CAP_SYS_ADMIN; without it the store logs why and uses plain
-        shared memory. `cleanup` unmounts it.
+        shared memory. `cleanup` unmounts it. `quiet_fallback` logs that at INFO rather than
+        WARNING (the operator asked for huge pages only where available).
 
         `spill_dirs` spreads spilled objects over several directories (by object id);
         `fs_capacity_threshold` (Ray's local_fs_capacity_threshold) refuses to write a spill
@@ -124,7 +126,7 @@ class StoreManager:
             )
         self._paths = StorePaths(shm_dir, spill_dir, spill_dirs)
         os.makedirs(shm_dir, mode=0o700, exist_ok=True)
-        self._huge_pages = huge_pages and self._mount_huge_tmpfs(capacity)
+        self._huge_pages = huge_pages and self._mount_huge_tmpfs(capacity, quiet_fallback)
         for directory in (self._paths.pool_dir, *self._paths.spill_dirs):
             os.makedirs(directory, mode=0o700, exist_ok=True)
         self._threshold = fs_capacity_threshold
@@ -149,13 +151,14 @@ class StoreManager:
         """True if shm_dir is a huge-page tmpfs this store mounted (or adopted)."""
         return self._huge_pages
 
-    def _mount_huge_tmpfs(self, capacity: int) -> bool:
+    def _mount_huge_tmpfs(self, capacity: int, quiet: bool) -> bool:
         # Headroom over capacity: files being rewritten and pooled pages come and go around the
         # accounted bytes; the size limit is only a backstop against runaway writers.
         size = capacity + capacity // 4 + 64 * 2**20
         reason = mount_huge_tmpfs(self._paths.shm_dir, size)
         if reason is not None:
-            logger.warning(
+            logger.log(
+                logging.INFO if quiet else logging.WARNING,
                 "object store: no huge-page tmpfs at %s (%s); using plain shared memory",
                 self._paths.shm_dir,
                 reason,

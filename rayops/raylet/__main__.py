@@ -11,6 +11,7 @@ import os
 from rayops.gcs.reconnect import reconnect_timeout_s
 from rayops.node.daemon import setup_logging, signal_ready, watch_parent
 from rayops.node.log_rotation import LogRotationConfig
+from rayops.objectstore.store_settings import StoreSettings
 from rayops.raylet.memory_monitor import MemoryConfig
 from rayops.raylet.raylet import Raylet, RayletConfig, RayletStartError, install_signal_handlers
 from rayops.raylet.resources import visible_device_ids
@@ -76,6 +77,7 @@ async def amain(args: argparse.Namespace, log_rotation: LogRotationConfig) -> No
         memory=MemoryConfig.from_env(),
         gcs_reconnect_timeout_s=reconnect_timeout_s(os.environ),
         spill=SpillSettings.from_env({**os.environ, **json.loads(args.system_config_env)}),
+        store=StoreSettings.from_env(),
     )
     raylet = Raylet(config)
     try:

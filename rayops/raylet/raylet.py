@@ -25,6 +25,7 @@ from rayops.envs.install_settings import InstallSettings
 from rayops.exceptions import AuthenticationError
 from rayops.node.log_rotation import LogRotationConfig
 from rayops.objectstore import StoreClient, StoreManager
+from rayops.objectstore.store_settings import StoreSettings
 from rayops.protocol import node_messages as nm
 from rayops.protocol import raylet_messages as rm
 from rayops.protocol import state_messages as sm
@@ -106,6 +107,7 @@ class RayletConfig:
     # How long the GCS may be unreachable before this raylet exits (rayops/gcs/reconnect.py).
     gcs_reconnect_timeout_s: float = 60.0
     spill: SpillSettings = field(default_factory=SpillSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
 
 
 @dataclass
@@ -153,6 +155,8 @@ class Raylet:
             min_spill_free_bytes=0,
             fs_capacity_threshold=config.spill.fs_capacity_threshold,
             background_io=True,
+            huge_pages=config.store.try_huge_pages,
+            quiet_fallback=not config.store.require_huge_pages,
         )
         self.pool: WorkerPool | None = None
         self.pending: deque[LeaseRequest] = deque()
@@ -205,6 +209,11 @@ class Raylet:
 
     # --------------------------------------------------------------- lifecycle
     async def start(self) -> int:
+        if self.config.store.require_huge_pages and not self.store.huge_pages:
+            raise RayletStartError(
+                f"RAYOPS_OBJECT_STORE_HUGE_PAGES=on but no huge-page tmpfs could be mounted at "
+                f"{self.config.shm_dir} (see the log line above; needs CAP_SYS_ADMIN)"
+            )
         handlers: dict[Any, Any] = {
             rm.RegisterWorker: self._h_register_worker,
             rm.RegisterDriver: self._h_register_driver,

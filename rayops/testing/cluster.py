@@ -146,7 +146,7 @@ class Cluster:
                 time.sleep(0.05)
 
     def shutdown(self) -> None:
-        import shutil
+        from rayops.objectstore._tmpfs import remove_store_dir
 
         for node in reversed(self.nodes):
             for name in ("raylet", "gcs", "dashboard"):
@@ -160,5 +160,5 @@ class Cluster:
                     os.close(node.started.watch_fd)
                 except OSError:
                     pass
-            shutil.rmtree(node.started.record.shm_dir, ignore_errors=True)
+            remove_store_dir(node.started.record.shm_dir)
         self.nodes.clear()
