@@ -74,13 +74,8 @@ class AgentHttp:
     async def start(self, host: str, port: int) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        material = tls.current()  # HTTPS, client certificates required, when TLS is on
         site = web.TCPSite(
-            self._runner,
-            host,
-            port,
-            reuse_address=True,
-            ssl_context=None if material is None else material.server_context(),
+            self._runner, host, port, reuse_address=True, ssl_context=tls.server_ssl_context()
         )
         await site.start()
 

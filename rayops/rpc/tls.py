@@ -262,6 +262,13 @@ def adopt_beside_token(token_file: str | None, *, override: bool = True) -> Tls 
     return adopt_session(os.path.dirname(token_file) if token_file else None, override=override)
 
 
+def server_ssl_context() -> ssl.SSLContext | None:
+    """The context an HTTP(S) server of this process listens with: HTTPS requiring a client
+    certificate of the cluster CA when TLS is on, else None (plain HTTP)."""
+    material = current()
+    return None if material is None else material.server_context()
+
+
 def url_scheme() -> str:
     """``https`` when this process speaks TLS, else ``http``."""
     return "https" if current() is not None else "http"
