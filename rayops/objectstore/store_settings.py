@@ -3,12 +3,16 @@
 Owns the default, the validation and the parsing from the environment (once, at a process's
 edge: ``start_node`` checks it before anything starts, the raylet reads it), of:
 
-    RAYOPS_OBJECT_STORE_HUGE_PAGES   auto   put the store's directory on a tmpfs with
+    RAYOPS_OBJECT_STORE_HUGE_PAGES   off    put the store's directory on a tmpfs with
                                             transparent huge pages (see _tmpfs.py)
 
 ``auto`` mounts it when the raylet may (CAP_SYS_ADMIN) and otherwise uses plain /dev/shm with
 one log line; ``on`` makes a raylet that cannot mount it fail to start, naming why; ``off``
-never mounts. Must not do I/O beyond reading the environment mapping it is given.
+never mounts. Off unless the operator asks: the mount exists only in the raylet's mount
+namespace, so every process of the node (drivers, `rayops exec`, job drivers) must share it;
+a driver started in another mount namespace (``ip netns exec``, a container, a systemd unit
+with private mounts) would see an empty store directory. Must not do I/O beyond reading the
+environment mapping it is given.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ class StoreSettingsError(ValueError):
 class StoreSettings:
     """Per-node object store options; see the module docstring."""
 
-    huge_pages: str = "auto"
+    huge_pages: str = "off"
 
     def __post_init__(self) -> None:
         if self.huge_pages not in HUGE_PAGES_MODES:

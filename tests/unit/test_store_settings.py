@@ -10,8 +10,8 @@ from rayops.objectstore.store_settings import ENV_HUGE_PAGES, StoreSettings, Sto
 @pytest.mark.parametrize(
     ("raw", "mode", "tries", "requires"),
     [
-        (None, "auto", True, False),
-        ("", "auto", True, False),
+        (None, "off", False, False),
+        ("", "off", False, False),
         ("auto", "auto", True, False),
         ("on", "on", True, True),
         ("1", "on", True, True),
