@@ -34,12 +34,19 @@ SIZES = [
 
 @pytest.fixture(scope="module")
 def store(temp_dir: str) -> Iterator[str]:
-    rayops.init(num_cpus=2, _temp_dir=temp_dir, object_store_memory=256 * MiB)
-    from rayops.node.session import NodeRecord
+    # The huge-page store is opt-in (store_settings.py): these tests run with it where the
+    # node may mount it, so the huge-page and two-thread write paths are the ones checked.
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RAYOPS_OBJECT_STORE_HUGE_PAGES", "auto")
+    try:
+        rayops.init(num_cpus=2, _temp_dir=temp_dir, object_store_memory=256 * MiB)
+        from rayops.node.session import NodeRecord
 
-    cw = rayops.get_runtime_context().worker
-    yield NodeRecord.load(cw.session_dir).shm_dir
-    rayops.shutdown()
+        cw = rayops.get_runtime_context().worker
+        yield NodeRecord.load(cw.session_dir).shm_dir
+        rayops.shutdown()
+    finally:
+        mp.undo()
 
 
 def _can_mount() -> bool:
@@ -70,7 +77,7 @@ def make(size: int, seed: int) -> Any:
     return np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8)
 
 
-def test_store_sits_on_a_huge_page_tmpfs_where_allowed(store: str) -> None:
+def test_store_sits_on_a_huge_page_tmpfs_when_asked_and_allowed(store: str) -> None:
     if not _can_mount():
         pytest.skip("mounting a tmpfs needs CAP_SYS_ADMIN")
     assert is_huge_tmpfs(store), f"{store} is not a huge=within_size tmpfs"
