@@ -76,6 +76,16 @@ def _agent_pid(raylet_pid: int, timeout: float = 20.0) -> int:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    from rayops.raylet.memory_monitor import GIB, read_snapshot
+
+    # The memory monitor kills above what the machine uses now plus 3 GiB: only the hog of
+    # the memory stage gets there (the alert is caused for real, like the others).
+    snap = read_snapshot()
+    mp = pytest.MonkeyPatch()
+    mp.setenv(
+        "RAYOPS_MEMORY_USAGE_THRESHOLD", f"{min(0.95, (snap.used + 3 * GIB) / snap.total):.4f}"
+    )
+    mp.setenv("RAYOPS_MEMORY_MONITOR_REFRESH_MS", "100")
     c = Cluster(
         str(tmp_path_factory.mktemp("prom-cluster")),
         head_cpus=2,
@@ -84,6 +94,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         c.add_node(num_cpus=1)
         c.add_node(num_cpus=1)
+        mp.undo()  # the nodes have read it
         c.wait_for_nodes(3)
         c.connect()
         yield c
@@ -269,6 +280,26 @@ def test_object_store_filled_and_spilling_fire_their_alert_expressions(
     spilling = _alert(prom, "RayopsObjectSpilling", bool, timeout=30, what="spilling")
     assert all(v > 0 for v in _values(spilling))
     KEEP.append(refs)  # keeps the store full
+
+
+def test_worker_killed_for_memory_fires_its_alert_expression(prom: PrometheusServer) -> None:
+    import time as _time
+
+    import rayops
+    from rayops.exceptions import OutOfMemoryError
+
+    @rayops.remote(max_retries=0)
+    def hog() -> str:
+        chunks = []
+        for _ in range(60):  # at most 6 GiB; the monitor kills it past about 3 GiB
+            chunks.append(b"\x01" * (100 * 2**20))
+            _time.sleep(0.05)
+        return "survived"
+
+    with pytest.raises(OutOfMemoryError):
+        rayops.get(hog.remote(), timeout=120)
+    result = _alert(prom, "RayopsWorkersKilledForMemory", bool, timeout=30, what="memory kill")
+    assert sum(_values(result)) >= 1
 
 
 # ---- every dashboard query returns data -------------------------------------------------------
