@@ -137,8 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     s.add_argument(
         "--gcs-storage",
-        help="head: where the GCS persists its tables (sqlite:PATH or memory; default the "
-        "session directory's gcs_store.sqlite; redis:// is not supported yet)",
+        help="head: where the GCS persists its tables (sqlite:PATH, memory, or "
+        "redis[s]://HOST:PORT[/DB]; default $RAY_REDIS_ADDRESS if set, else the session "
+        "directory's gcs_store.sqlite)",
+    )
+    s.add_argument(
+        "--redis-password",
+        default=None,
+        help="head: the password of the Redis the GCS persists to (RAY_REDIS_ADDRESS or "
+        "--gcs-storage redis://...)",
+    )
+    s.add_argument(
+        "--redis-username", default=None, help="head: the Redis user (ACL); default 'default'"
     )
 
     st = sub.add_parser("stop", help="stop the daemons started from this temp dir")
@@ -179,6 +189,36 @@ def detect_node_ip() -> str:
             return "127.0.0.1"
 
 
+def _check_gcs_storage(args: argparse.Namespace) -> None:
+    """`--gcs-storage`, `RAY_REDIS_ADDRESS` and the Redis credentials, checked before any
+    daemon starts: each names what is wrong."""
+    from rayops.gcs.persistence import resolve_storage
+    from rayops.gcs.redis_store import RedisTarget
+
+    redis_flags = [
+        flag
+        for flag, value in (
+            ("--redis-password", args.redis_password),
+            ("--redis-username", args.redis_username),
+        )
+        if value is not None
+    ]
+    if not args.head:
+        given = redis_flags + (["--gcs-storage"] if args.gcs_storage is not None else [])
+        if given:
+            raise CLIError(f"{', '.join(given)} is for the head (--head): the GCS runs there")
+        return
+    try:
+        target = resolve_storage(args.gcs_storage, None, os.environ)
+    except ValueError as err:
+        raise CLIError(str(err)) from err
+    if redis_flags and not isinstance(target, RedisTarget):
+        raise CLIError(
+            f"{', '.join(redis_flags)} given, but the GCS does not persist to Redis: set "
+            "RAY_REDIS_ADDRESS=HOST:PORT or --gcs-storage redis://HOST:PORT"
+        )
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     from rayops.node.processes import NodeOptions, NodeStartError, start_node
 
@@ -186,15 +226,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         raise CLIError(
             "give exactly one of --head (start a head node) or --address HEAD:PORT (join one)"
         )
-    if args.gcs_storage is not None:
-        from rayops.gcs.persistence import resolve_storage
-
-        if not args.head:
-            raise CLIError("--gcs-storage is for the head (--head): the GCS runs there")
-        try:
-            resolve_storage(args.gcs_storage, None, os.environ)
-        except ValueError as err:
-            raise CLIError(str(err)) from err
+    _check_gcs_storage(args)
     temp_dir = _temp_dir(args)
     running = _running_record(temp_dir)
     if running is not None:
@@ -244,6 +276,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         dashboard_port=args.dashboard_port,
         wait_dashboard=True,
         gcs_storage=args.gcs_storage,
+        redis_password=args.redis_password,
+        redis_username=args.redis_username,
         tls=tls_files,
         autoscaling_config=_autoscaling_config(args),
     )

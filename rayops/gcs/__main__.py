@@ -2,13 +2,14 @@
 
     python -m rayops.gcs --token-file PATH [--host 127.0.0.1] [--port 0] [--log-file PATH]
                          [--log-level INFO] [--ready-fd N] [--watch-fd N]
-                         [--session-dir DIR] [--gcs-storage sqlite:PATH|memory]
+                         [--session-dir DIR] [--gcs-storage sqlite:PATH|memory|redis://H:P]
 
 Binds exactly --host (never a wildcard unless given one) on --port (0 picks a free port).
 Once serving, writes the bound port and "\\n" to --ready-fd (an inherited pipe) and closes it.
 Exits gracefully on SIGTERM or SIGINT, and, with --watch-fd, when reading that inherited fd
 returns EOF (the process holding its write end, usually the driver that started us, died).
-With --session-dir (or --gcs-storage) the tables persist to SQLite (`rayops.gcs.persistence`)
+With --session-dir (or --gcs-storage) the tables persist to SQLite (`rayops.gcs.persistence`),
+or to Redis with RAY_REDIS_ADDRESS / --gcs-storage redis://... (`rayops.gcs.redis_store`),
 and a restart on the same store reads them back before serving.
 Exit status: 0 after a graceful stop, 2 for bad arguments or an unusable token file, 1 when
 it cannot listen.
@@ -51,8 +52,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--session-dir", help="the head's session directory (default store location)")
     p.add_argument(
         "--gcs-storage",
-        help="where the tables persist: sqlite:PATH, PATH or memory (default: "
-        "SESSION_DIR/gcs_store.sqlite; redis:// is not supported yet)",
+        help="where the tables persist: sqlite:PATH, PATH, memory, or redis[s]://[USER:PW@]"
+        "HOST:PORT[/DB] (default: $RAY_REDIS_ADDRESS if set, else "
+        "SESSION_DIR/gcs_store.sqlite)",
     )
     args = p.parse_args(argv)
     if not 0 <= args.port < 65536:
@@ -95,7 +97,7 @@ async def _serve(args: argparse.Namespace, token: str) -> int:
         stop(reason)
 
     try:
-        persistence = _open_store(args, state, store_failed)
+        persistence = _open_store(args, token, state, store_failed)
     except (ValueError, OSError) as err:
         logger.error("%s", err)
         print(f"rayops gcs: {err}", file=sys.stderr)
@@ -117,23 +119,29 @@ async def _serve(args: argparse.Namespace, token: str) -> int:
     return 1 if failed else 0
 
 
-def _open_store(args: argparse.Namespace, state: Any, on_fatal: Any) -> Any:
-    """The persistence of `state` (None: memory only), its tables read back from the store."""
-    from rayops.gcs.persist_log import PersistLog, StoreError
+def _open_store(args: argparse.Namespace, token: str, state: Any, on_fatal: Any) -> Any:
+    """The persistence of `state` (None: memory only), its tables read back from the store:
+    SQLite (a file) or Redis (records checked with a key derived from the cluster token)."""
+    from rayops.gcs.persist_log import PersistLog, RecordStore, StoreError
     from rayops.gcs.persistence import GcsPersistence, resolve_storage
+    from rayops.gcs.redis_store import RedisPersistLog, RedisTarget
 
-    path = resolve_storage(args.gcs_storage, args.session_dir, os.environ)
-    if path is None:
+    target = resolve_storage(args.gcs_storage, args.session_dir, os.environ)
+    if target is None:
         logger.info("GCS tables in memory only (no session directory or store given)")
         return None
-    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
     try:
-        log = PersistLog(path)
+        log: RecordStore
+        if isinstance(target, RedisTarget):
+            log = RedisPersistLog(target, token)
+        else:
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o600))
+            log = PersistLog(target)
         persistence = GcsPersistence(state, log, on_fatal=on_fatal)
         summary = persistence.restore()
     except StoreError as err:
         raise ValueError(str(err)) from err
-    logger.info("GCS store %s: restored %s", path, summary)
+    logger.info("GCS store %s: restored %s", log.path, summary)
     return persistence
 
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["PersistLog", "Record", "StoreError"]
+__all__ = ["PersistLog", "Record", "RecordStore", "StoreError"]
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS snapshot ("
@@ -45,6 +46,21 @@ class Record:
     table: str
     key: bytes
     value: bytes | None
+
+
+class RecordStore(Protocol):
+    """What the GCS's persistence needs of a store: this SQLite log, or Redis
+    (`rayops.gcs.redis_store`). `path` names it in logs and errors; `tail_rows` counts the
+    records since the last compaction."""
+
+    path: str
+    tail_rows: int
+
+    def append(self, records: Iterable[Record]) -> int: ...
+    def replay(self) -> dict[str, dict[bytes, bytes]]: ...
+    def compact(self) -> None: ...
+    def snapshot_rows(self) -> int: ...
+    def close(self) -> None: ...
 
 
 class PersistLog:

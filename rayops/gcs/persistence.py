@@ -16,8 +16,9 @@ events for the state API (as Ray: they live in GCS memory), usage reports, the p
 restarted GCS has a new epoch: every follower takes a snapshot).
 
 The records' values are pickles of the GCS's own dataclasses, written and read only by the
-GCS, in a file in the head's session directory (mode 0600 like the token file); this is why
-an external store (Redis) is refused for now rather than trusted with pickles.
+GCS: in a file in the head's session directory (mode 0600 like the token file), or in an
+external Redis (`rayops.gcs.redis_store`) where every record carries an HMAC keyed by the
+cluster token, checked before anything is unpickled.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ from rayops.gcs.actor_events import ActorChanged
 from rayops.gcs.job_events import JobAdded, JobFinished
 from rayops.gcs.kv_events import KeyPut, KeysDeleted
 from rayops.gcs.node_events import NodeAdded, NodeDead, NodeRemoved
-from rayops.gcs.persist_log import PersistLog, Record
+from rayops.gcs.persist_log import Record, RecordStore
 from rayops.gcs.pg_events import PgAdded, PgForgotten, PgStateChanged
+from rayops.gcs.redis_store import RedisTarget, parse_redis_target
 
 if TYPE_CHECKING:
     from rayops.gcs.server import GcsState
@@ -85,27 +87,28 @@ _CALL: contextvars.ContextVar[_CallRecords | None] = contextvars.ContextVar(
 _CLUSTER_ID = b"cluster_id"
 
 
-def resolve_storage(arg: str | None, session_dir: str | None, env: Mapping[str, str]) -> str | None:
-    """The SQLite file the GCS persists to (None: memory only), from `--gcs-storage`, the
-    environment and the session directory.
+def resolve_storage(
+    arg: str | None, session_dir: str | None, env: Mapping[str, str]
+) -> str | RedisTarget | None:
+    """Where the GCS persists: a SQLite file, a Redis, or None (memory only), from
+    `--gcs-storage`, the environment and the session directory.
 
-    `arg` is "sqlite:PATH", a plain PATH, "memory" (nothing persisted), or a redis:// URL
-    (refused: not supported yet). Ray's external-storage variable `RAY_REDIS_ADDRESS` (and
-    `RAYOPS_REDIS_ADDRESS`) are refused the same way rather than ignored. Without `arg`, the
-    default is `<session_dir>/gcs_store.sqlite`, or memory only without a session directory.
+    `arg` is "sqlite:PATH", a plain PATH, "memory" (nothing persisted), or a redis:// or
+    rediss:// URL. Without `arg`, Ray's `RAY_REDIS_ADDRESS` (host:port or a URL; also
+    `RAYOPS_REDIS_ADDRESS`) selects a Redis; else the default is
+    `<session_dir>/gcs_store.sqlite`, or memory only without a session directory. Raises
+    ValueError naming the argument or variable when it cannot be used.
     """
-    for name in ("RAY_REDIS_ADDRESS", "RAYOPS_REDIS_ADDRESS"):
-        if env.get(name):
-            raise ValueError(
-                f"{name}={env[name]!r}: an external Redis store for the GCS is not supported "
-                "yet; unset it (the GCS persists to SQLite in the session directory)"
-            )
     if arg is None or arg == "":
+        for name in ("RAYOPS_REDIS_ADDRESS", "RAY_REDIS_ADDRESS"):
+            if env.get(name):
+                return parse_redis_target(env[name], name, env)
         return os.path.join(session_dir, STORE_FILE) if session_dir else None
-    if arg.startswith(("redis://", "rediss://", "unix://")):
+    if arg.startswith(("redis://", "rediss://")):
+        return parse_redis_target(arg, "--gcs-storage", env)
+    if "://" in arg and not arg.startswith("sqlite:"):
         raise ValueError(
-            f"--gcs-storage {arg!r}: an external Redis store for the GCS is not supported yet; "
-            "use sqlite:PATH (the default is the session directory's gcs_store.sqlite)"
+            f"--gcs-storage {arg!r}: expected sqlite:PATH, a path, memory, or redis://host:port"
         )
     if arg == "memory":
         return None
@@ -205,7 +208,7 @@ class GcsPersistence:
     def __init__(
         self,
         state: GcsState,
-        log: PersistLog,
+        log: RecordStore,
         *,
         compact_rows: int = COMPACT_ROWS,
         on_fatal: Callable[[str], None] = lambda reason: None,

@@ -84,6 +84,9 @@ class NodeOptions:
     dashboard_port: int | None = None  # None: Ray's 8265, or the next free of 50 after it
     wait_dashboard: bool = True  # wait until it listens (``rayops start``); init() does not
     gcs_storage: str | None = None  # head: the GCS's store (None: the session directory's)
+    # head: credentials of a Redis store (handed to the GCS in its environment, not argv)
+    redis_password: str | None = None
+    redis_username: str | None = None
     # TLS on every port (rpc/tls.py); None: as the environment says (off when it says nothing)
     tls: TlsFiles | None = None
     autoscaling_config: str | None = None  # head: run the autoscaler with this cluster spec
@@ -97,6 +100,22 @@ class StartedNode:
     token: str
     procs: dict[str, subprocess.Popen[bytes]]
     watch_fd: int | None  # write end we keep open; closing it stops the daemons
+
+
+def _gcs_env(opts: NodeOptions, child_env: dict[str, str] | None) -> dict[str, str] | None:
+    """The GCS's environment: the daemons' plus the Redis credentials, if any (kept out of
+    the command line, which every local user can read)."""
+    extra = {
+        name: value
+        for name, value in (
+            ("RAYOPS_REDIS_PASSWORD", opts.redis_password),
+            ("RAYOPS_REDIS_USERNAME", opts.redis_username),
+        )
+        if value is not None
+    }
+    if not extra:
+        return child_env
+    return {**(child_env if child_env is not None else os.environ), **extra}
 
 
 def default_object_store_memory() -> int:
@@ -177,7 +196,7 @@ def start_node(opts: NodeOptions) -> StartedNode:
     from rayops.gcs.reconnect import reconnect_timeout_s
 
     reconnect_timeout_s(os.environ)
-    resolve_storage(opts.gcs_storage, None, os.environ)  # an external store: refused here
+    resolve_storage(opts.gcs_storage, None, os.environ)  # a bad store or Redis address: here
     SpillSettings.from_env({**os.environ, **opts.system_config_env})
     StoreSettings.from_env()
     # The node's own device list: GPU i of the raylet is device gpu_ids[i] (as in Ray).
@@ -237,7 +256,12 @@ def start_node(opts: NodeOptions) -> StartedNode:
             if opts.gcs_storage is not None:
                 cmd += ["--gcs-storage", opts.gcs_storage]
             procs["gcs"] = _spawn(
-                cmd, [w], watch_r, os.path.join(logs, "gcs.out"), opts.detached, child_env
+                cmd,
+                [w],
+                watch_r,
+                os.path.join(logs, "gcs.out"),
+                opts.detached,
+                _gcs_env(opts, child_env),
             )
             os.close(w)
             if opts.include_dashboard:

@@ -50,8 +50,15 @@ class Cluster:
         object_store_memory: int = 256 * 2**20,
         node_ip: str = "127.0.0.1",
         tls: TlsFiles | None = None,
+        token: str | None = None,
+        gcs_storage: str | None = None,
+        redis_password: str | None = None,
     ) -> None:
         self._base = base_dir
+        # The head's: a chosen cluster token, and where its GCS persists (None: as the
+        # environment says, else the session directory's SQLite file).
+        self._gcs_storage, self._redis_password = gcs_storage, redis_password
+        self._head_token = token
         self._tls = tls  # every node's TLS files (rpc/tls.py); None: off
         if tls is not None:  # this process's own GCS calls (wait_for_nodes ...) too
             rpc_tls.configure(tls)
@@ -79,11 +86,13 @@ class Cluster:
                 object_store_memory=kw.get("object_store_memory") or self._store_mem,
                 temp_dir=temp_dir,
                 labels=kw.get("labels") or {},
-                token=None if head else self.token,
+                token=self._head_token if head else self.token,
                 # Any free port (tests run side by side); a JobSubmissionClient waits for it.
                 dashboard_port=0,
                 wait_dashboard=False,
                 tls=self._tls,
+                gcs_storage=self._gcs_storage if head else None,
+                redis_password=self._redis_password if head else None,
             )
         )
         node = ClusterNode(started, temp_dir)

@@ -309,3 +309,23 @@ def test_raylet_with_wrong_token_exits_at_once(head: tuple[str, str], tmp_path: 
     assert "the GCS refused this node" in out.stderr, out.stderr[-2000:]
     assert "cluster token" in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["--head", "--redis-password", "pw"], {}, "does not persist to Redis"),
+        (["--head", "--gcs-storage", "redis://h"], {}, "--gcs-storage='redis://h'"),
+        (["--head"], {"RAY_REDIS_ADDRESS": "a:1,b:2"}, "RAY_REDIS_ADDRESS="),
+        (["--address", "127.0.0.1:1", "--redis-password", "pw"], {}, "is for the head"),
+    ],
+)
+def test_start_bad_redis_store(
+    args: list[str], env: dict[str, str], says: str, tmp_path: Path
+) -> None:
+    out = run_cli("start", *args, temp_dir=str(tmp_path), **env)
+    assert out.returncode != 0
+    assert says in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    no_traceback(out)
+    started_nothing(str(tmp_path))

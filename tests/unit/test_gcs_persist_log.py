@@ -15,6 +15,7 @@ from rayops.gcs.actor_table import ActorRecord, ActorState
 from rayops.gcs.persist_log import PersistLog, Record
 from rayops.gcs.persistence import GcsPersistence, resolve_storage
 from rayops.gcs.pg_table import Committed, Create, PgRecord, PgState, Placed, Prepared
+from rayops.gcs.redis_store import RedisTarget
 from rayops.gcs.server import GcsState
 from rayops.gcs.types import JobInfo, NodeInfo, NodeState
 
@@ -110,17 +111,58 @@ def test_storage_resolution(
 
 
 @pytest.mark.parametrize(
-    ("arg", "env", "named"),
+    ("arg", "env", "want"),
     [
-        ("redis://10.0.0.1:6379", {}, "--gcs-storage"),
-        (None, {"RAY_REDIS_ADDRESS": "10.0.0.1:6379"}, "RAY_REDIS_ADDRESS"),
-        (None, {"RAYOPS_REDIS_ADDRESS": "h:1"}, "RAYOPS_REDIS_ADDRESS"),
+        ("redis://10.0.0.1:6379", {}, RedisTarget("10.0.0.1", 6379)),
+        ("rediss://u:p%40w@h:7/3", {}, RedisTarget("h", 7, 3, "u", "p@w", tls=True)),
+        (None, {"RAY_REDIS_ADDRESS": "10.0.0.1:6379"}, RedisTarget("10.0.0.1", 6379)),
+        (None, {"RAYOPS_REDIS_ADDRESS": "h:1"}, RedisTarget("h", 1)),
+        (
+            None,
+            {
+                "RAY_REDIS_ADDRESS": "h:1",
+                "RAYOPS_REDIS_PASSWORD": "pw",
+                "RAY_external_storage_namespace": "c2",
+            },
+            RedisTarget("h", 1, password="pw", namespace="c2"),
+        ),
+        ("sqlite:/x.db", {"RAY_REDIS_ADDRESS": "h:1"}, "/x.db"),  # the argument wins
     ],
 )
-def test_redis_is_refused_naming_it(arg: str | None, env: dict[str, str], named: str) -> None:
-    with pytest.raises(ValueError, match="not supported yet") as info:
+def test_redis_targets(arg: str | None, env: dict[str, str], want: object) -> None:
+    assert resolve_storage(arg, "/s", env) == want
+
+
+@pytest.mark.parametrize(
+    ("arg", "env", "named", "says"),
+    [
+        ("redis://h", {}, "--gcs-storage", "host:port"),
+        ("redis://h:99999", {}, "--gcs-storage", "host:port"),
+        ("redis://h:1/x", {}, "--gcs-storage", "database"),
+        ("redis://h:1?ssl_cert_reqs=none", {}, "--gcs-storage", "URL options"),
+        ("unix:///run/redis.sock", {}, "--gcs-storage", "expected sqlite"),
+        (None, {"RAY_REDIS_ADDRESS": "a:1,b:2"}, "RAY_REDIS_ADDRESS", "one Redis address"),
+        (None, {"RAY_REDIS_ADDRESS": "h"}, "RAY_REDIS_ADDRESS", "host:port"),
+        (
+            None,
+            {"RAY_REDIS_ADDRESS": "h:1", "RAY_external_storage_namespace": "a b"},
+            "RAY_external_storage_namespace",
+            "whitespace",
+        ),
+    ],
+)
+def test_bad_redis_targets_name_what_is_wrong(
+    arg: str | None, env: dict[str, str], named: str, says: str
+) -> None:
+    with pytest.raises(ValueError, match=says) as info:
         resolve_storage(arg, "/s", env)
     assert named in str(info.value)
+
+
+def test_a_redis_target_never_shows_its_password() -> None:
+    target = resolve_storage("redis://u:secret@h:1", None, {})
+    assert isinstance(target, RedisTarget)
+    assert "secret" not in repr(target) and "secret" not in target.display()
 
 
 def _node(node_id: str) -> NodeInfo:
