@@ -52,10 +52,11 @@ class OwnerTaskCounts:
     ``record.mrow``, the row of counts it is in, so a move is two list updates.
     """
 
-    __slots__ = ("counts",)
+    __slots__ = ("counts", "retries")
 
     def __init__(self) -> None:
         self.counts: dict[ExecKey, list[int]] = {}
+        self.retries = 0  # attempts after the first, tasks and actor calls (never reset)
 
     def _row(self, name: str, retry: bool) -> list[int]:
         row = self.counts.get((name, retry))
@@ -78,6 +79,7 @@ class OwnerTaskCounts:
 
     def retry(self, record: Any) -> None:
         """The attempt failed and the task runs again: count the failure, then IsRetry=1."""
+        self.retries += 1
         row = record.mrow
         if row is not None:
             row[record.mstate] -= 1

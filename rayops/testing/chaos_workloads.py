@@ -100,15 +100,13 @@ def run_pipeline(items: int, actor_file: str) -> dict[str, Any]:
 
 
 def retries_seen() -> int:
-    """Task attempts after the first, from the state API (0 when it cannot answer)."""
-    from rayops.util.state import list_tasks
+    """Task and actor-call attempts after the first, as this driver (their owner) counted
+    them. The state API's task events would undercount: a GCS restart clears them (as in
+    Ray, they live in GCS memory)."""
+    from rayops.core_worker import state
 
-    try:
-        rows = list_tasks(limit=10_000, raise_on_missing_output=False, timeout=30)
-    except Exception as err:
-        print(f"the state API did not answer: {err!r}", flush=True)
-        return 0
-    return sum(1 for r in rows if int(r.get("attempt_number", 0) or 0) > 0)
+    cw = state.require()
+    return int(cw.task_counts.retries)
 
 
 def main(argv: list[str] | None = None) -> None:

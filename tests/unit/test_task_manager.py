@@ -509,6 +509,7 @@ def test_retry_bumps_the_attempt_and_counts_the_failed_attempt() -> None:
     assert again.attempt == 1
     assert m.counts.counts[("f", False)][ST_FAILED] == 1
     assert m.counts.counts[("f", True)][ST_NODE] == 1
+    assert m.counts.retries == 1
 
 
 def test_actor_call_resent_spends_retries_and_refuses_cancelled_calls() -> None:
@@ -518,6 +519,7 @@ def test_actor_call_resent_spends_retries_and_refuses_cancelled_calls() -> None:
     m.pushed(spec.task_id)
     assert m.actor_call_resent(spec.task_id) is True
     assert m.actor_call_resent(spec.task_id) is False  # none left
+    assert m.counts.retries == 1  # the owner's count of attempts after the first
     other = _spec(actor=True)
     m.submit(other, [], 5, False, "A")
     m.cancel(other.task_id, False, True)
