@@ -221,3 +221,15 @@ def tcp_retransmits(net: HostNetwork, host: str) -> int:
     if len(rows) != 2:
         raise RuntimeError(f"no Tcp rows in {host}'s /proc/net/snmp: {r.stdout!r} {r.stderr!r}")
     return int(dict(zip(rows[0][1:], rows[1][1:], strict=True))["RetransSegs"])
+
+
+def link_bytes(net: HostNetwork, host: str) -> tuple[int, int]:
+    """Bytes received and sent so far on the host's link (``eth0`` in its namespace's
+    /proc/net/dev; received counts packets later dropped by a firewall rule too)."""
+    r = _in_ns(net, host, "cat", "/proc/net/dev", timeout=30)
+    for line in r.stdout.splitlines():
+        name, _, counters = line.partition(":")
+        if name.strip() == "eth0":
+            fields = counters.split()
+            return int(fields[0]), int(fields[8])
+    raise RuntimeError(f"no eth0 in {host}'s /proc/net/dev: {r.stdout!r} {r.stderr!r}")

@@ -4,9 +4,11 @@ and on a link that drops packets, and a smaller object read on two nodes at once
 whole on both.
 
 Only the public API is used (``put``, tasks pinned to a node, ``get``), so these tests hold
-whatever the pull path does inside. Packet loss is made with nftables inside the receiving
-node's namespace (``rayops.testing.chaos.packet_loss``; this kernel has no ``netem``), and
-the sender's TCP retransmission counter proves packets really were lost.
+whatever the pull path does inside; the hosts share one filesystem (/dev/shm too), so each
+transfer also checks that the object's bytes went out over the head's link and in over every
+reader's link (a reader may get it from another reader). Packet loss is made with nftables
+inside the receiving node's namespace (``rayops.testing.chaos.packet_loss``; this kernel has
+no ``netem``); TCP retransmissions in the namespaces prove packets really were lost.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 
 from rayops.testing.chaos import packet_loss
 from rayops.testing.hosts import HostNetwork, unavailable_reason
-from rayops.testing.netns_cluster import NsCluster, tcp_retransmits
+from rayops.testing.netns_cluster import NsCluster, link_bytes, tcp_retransmits
 
 pytestmark = pytest.mark.slow
 
@@ -83,14 +85,23 @@ def _transfer(
     cluster: NsCluster, size: int, seed: int, readers: list[str], timeout: float = 150
 ) -> dict[str, object]:
     """Put a ``size``-byte object on the head and read it with one task pinned to each of
-    ``readers`` (host names), all at once; returns the digests and the wall time."""
-    ips = [cluster.net.hosts[h].ip for h in readers]
+    ``readers`` (host names), all at once; returns the digests and the wall time. Checks
+    that the bytes really crossed the links: the hosts share one filesystem, /dev/shm too."""
+    net = cluster.net
+    ips = [net.hosts[h].ip for h in readers]
+    rx0 = {h: link_bytes(net, h)[0] for h in readers}
+    tx0 = link_bytes(net, "h1")[1]
     code = f"SIZE, SEED, READERS, TIMEOUT = {size}, {seed}, {ips!r}, {timeout}\n" + _DRIVER.lstrip()
     out = cluster.driver(code, timeout=timeout + 60)
     assert out.returncode == 0, out.stdout + out.stderr
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
     assert lines, out.stdout + out.stderr
     result: dict[str, object] = json.loads(lines[-1].removeprefix("RESULT "))
+    for h in readers:
+        came = link_bytes(net, h)[0] - rx0[h]
+        assert came >= size, f"only {came} bytes came in over {h}'s link for a {size}-byte object"
+    sent = link_bytes(net, "h1")[1] - tx0
+    assert sent >= size, f"only {sent} bytes left h1 over its link for a {size}-byte object"
     return result
 
 
@@ -121,10 +132,10 @@ def test_1gb_byte_identical_over_a_clean_link(ns_cluster: NsCluster) -> None:
 
 def test_1gb_byte_identical_over_a_link_dropping_packets(ns_cluster: NsCluster) -> None:
     net = ns_cluster.net
-    before = tcp_retransmits(net, "h1")
+    before = sum(tcp_retransmits(net, h) for h in net.hosts)
     with packet_loss(net, "h3", LOSS_PCT):
         result = _transfer(ns_cluster, GB, seed=2, readers=["h3"])
-    retransmitted = tcp_retransmits(net, "h1") - before
+    retransmitted = sum(tcp_retransmits(net, h) for h in net.hosts) - before
     tables = subprocess.run(
         ["ip", "netns", "exec", net.hosts["h3"].ns, "nft", "list", "tables"],
         capture_output=True,
@@ -134,7 +145,7 @@ def test_1gb_byte_identical_over_a_link_dropping_packets(ns_cluster: NsCluster) 
     assert "rayops_chaos" not in tables, "the loss rule outlived the test"
     _assert_identical(result, GB, ["h3"])
     # The link really dropped packets while the object crossed it.
-    assert retransmitted > 0, "h1 retransmitted nothing: no packet was lost"
+    assert retransmitted > 0, "no TCP segment was retransmitted: no packet was lost"
     _report(f"1 GB h1 -> h3, {LOSS_PCT}% loss ({retransmitted} segments resent)", result, GB)
 
 
