@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,29 @@ def plan_faults(
         t += period_s
         i += 1
     return tuple(out)
+
+
+@contextlib.contextmanager
+def packet_loss(net: Any, node: str, loss_pct: int) -> Iterator[None]:
+    """Drop ``loss_pct``% of the packets coming into ``node``'s namespace (nftables inside
+    that namespace; this kernel has no ``netem``) while the block runs; the table is
+    removed afterwards."""
+    ns = net.hosts[node].ns
+    table = "rayops_chaos"
+    rules = (
+        f"add table inet {table}\n"
+        f"add chain inet {table} input {{ type filter hook input priority 0 ; }}\n"
+        f"add rule inet {table} input iifname eth0 numgen random mod 100 < {loss_pct} drop\n"
+    )
+    subprocess.run(
+        ["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True, check=True
+    )
+    try:
+        yield
+    finally:
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", table], check=False
+        )
 
 
 class ChaosTarget:
@@ -206,23 +229,8 @@ class ChaosTarget:
         return f"link down {fault.duration_s:.1f}s"
 
     def packet_loss(self, fault: Fault) -> str:
-        ns = self.net.hosts[fault.node].ns
-        table = "rayops_chaos"
-        rules = (
-            f"add table inet {table}\n"
-            f"add chain inet {table} input {{ type filter hook input priority 0 ; }}\n"
-            f"add rule inet {table} input iifname eth0 numgen random mod 100 < "
-            f"{fault.loss_pct} drop\n"
-        )
-        subprocess.run(
-            ["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True, check=True
-        )
-        try:
+        with packet_loss(self.net, fault.node, fault.loss_pct):
             time.sleep(fault.duration_s)
-        finally:
-            subprocess.run(
-                ["ip", "netns", "exec", ns, "nft", "delete", "table", "inet", table], check=False
-            )
         return f"{fault.loss_pct}% loss {fault.duration_s:.1f}s"
 
     def inject(self, fault: Fault) -> str:

@@ -117,9 +117,9 @@ class NsCluster:
         nodes: list[dict[str, Any]] = json.loads(r.stdout)
         return nodes
 
-    def driver(self, code: str) -> subprocess.CompletedProcess[str]:
+    def driver(self, code: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         script = f"import rayops\nrayops.init('auto', _temp_dir={self.temp_dir('h1')!r})\n"
-        return _in_ns(self.net, "h1", PY, "-c", script + textwrap.dedent(code))
+        return _in_ns(self.net, "h1", PY, "-c", script + textwrap.dedent(code), timeout=timeout)
 
     def raylet_pid(self, host: str) -> int | None:
         from rayops.node.session import NodeRecord, latest_session
@@ -148,3 +148,88 @@ class NsCluster:
                 "--temp-dir",
                 self.temp_dir(host),
             )
+
+
+# -- measuring the veth path between two namespace nodes ---------------------------------
+
+_TCP_RECEIVER = """
+import socket, sys
+ip, n = sys.argv[1], int(sys.argv[2])
+buf = bytearray(b"\\0") * n  # written once: the receive buffer's pages are real already
+srv = socket.create_server((ip, 0))
+print(srv.getsockname()[1], flush=True)
+conn, _ = srv.accept()
+view, got = memoryview(buf), 0
+while got < n:
+    k = conn.recv_into(view[got:])
+    if not k:
+        sys.exit(f"sender closed after {got} of {n} bytes")
+    got += k
+conn.sendall(b"k")
+print(got, flush=True)
+"""
+
+_TCP_SENDER = """
+import socket, sys, time
+ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+buf = bytearray(b"\\x5a") * n
+s = socket.create_connection((ip, port), timeout=600)
+t0 = time.perf_counter()
+s.sendall(memoryview(buf))
+ack = s.recv(1)
+t1 = time.perf_counter()
+if ack != b"k":
+    sys.exit("receiver did not acknowledge")
+print(t1 - t0, flush=True)
+"""
+
+
+def tcp_seconds(net: HostNetwork, src: str, dst: str, nbytes: int) -> float:
+    """Seconds for one raw TCP connection to move ``nbytes`` from a process in ``src``'s
+    namespace to one in ``dst``'s (``sendall`` of one buffer, ``recv_into`` one buffer,
+    until the receiver's one-byte acknowledgement is back): the physical limit of the veth
+    path the cluster's transfers take."""
+    dst_ip = net.hosts[dst].ip
+    receiver = subprocess.Popen(
+        ["ip", "netns", "exec", net.hosts[dst].ns, PY, "-c", _TCP_RECEIVER, dst_ip, str(nbytes)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert receiver.stdout is not None and receiver.stderr is not None
+        port = receiver.stdout.readline().strip()
+        if not port.isdigit():
+            raise RuntimeError(f"TCP receiver in {dst} did not start: {receiver.stderr.read()}")
+        sender = _in_ns(net, src, PY, "-c", _TCP_SENDER, dst_ip, port, str(nbytes), timeout=600)
+        if sender.returncode != 0:
+            raise RuntimeError(f"TCP sender in {src} failed: {sender.stderr.strip()}")
+        got = receiver.stdout.readline().strip()
+        if got != str(nbytes):
+            raise RuntimeError(f"TCP receiver in {dst} got {got!r} bytes, expected {nbytes}")
+        return float(sender.stdout.strip())
+    finally:
+        receiver.kill()
+        receiver.wait(timeout=30)
+
+
+def tcp_retransmits(net: HostNetwork, host: str) -> int:
+    """TCP segments retransmitted so far by the host's network namespace (``RetransSegs``
+    of its /proc/net/snmp): proof that packets really were lost on its links."""
+    r = _in_ns(net, host, "cat", "/proc/net/snmp", timeout=30)
+    rows = [line.split() for line in r.stdout.splitlines() if line.startswith("Tcp:")]
+    if len(rows) != 2:
+        raise RuntimeError(f"no Tcp rows in {host}'s /proc/net/snmp: {r.stdout!r} {r.stderr!r}")
+    return int(dict(zip(rows[0][1:], rows[1][1:], strict=True))["RetransSegs"])
+
+
+def link_bytes(net: HostNetwork, host: str) -> tuple[int, int]:
+    """Bytes received and sent so far on the host's link (``eth0`` in its namespace's
+    /proc/net/dev; received counts packets later dropped by a firewall rule too)."""
+    r = _in_ns(net, host, "cat", "/proc/net/dev", timeout=30)
+    for line in r.stdout.splitlines():
+        name, _, counters = line.partition(":")
+        if name.strip() == "eth0":
+            fields = counters.split()
+            return int(fields[0]), int(fields[8])
+    raise RuntimeError(f"no eth0 in {host}'s /proc/net/dev: {r.stdout!r} {r.stderr!r}")
