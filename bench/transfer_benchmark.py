@@ -157,7 +157,7 @@ def run_rows(rt: Any, trials: int, skip_1gb: bool) -> dict[str, float]:
 
     def cross_get(size: int) -> float:
         ref = make.options(resources={"w0": 0.01}).remote(size)
-        rt.wait([ref])
+        rt.wait([ref], fetch_local=False)  # made, not yet moved (Ray would prefetch)
         t0 = time.perf_counter()
         value = rt.get(ref)
         elapsed = time.perf_counter() - t0

@@ -101,7 +101,8 @@ class ObjectManager:
         self.copies: dict[bytes, dict[str, tuple[str, int]]] = {}
         self._stripes = stripes_setting()
         self._server: data.DataServer | None = None
-        self._receivers: ThreadPoolExecutor | None = None
+        self._receivers: ThreadPoolExecutor | None = None  # one thread per pull
+        self._stripers = ThreadPoolExecutor(1)  # the second and later stripes (see start)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._serving: dict[bytes, plan.Serving] = {}
         self._stripes_left: dict[tuple[bytes, str], int] = {}
@@ -121,6 +122,7 @@ class ObjectManager:
             self._server = None
         if self._receivers is not None:
             self._receivers.shutdown(wait=False, cancel_futures=True)
+            self._stripers.shutdown(wait=False, cancel_futures=True)
             self._receivers = None
 
     # ------------------------------------------------------------------ pulling
@@ -198,36 +200,27 @@ class ObjectManager:
         assert pool is not None, "ObjectManager.start() was not called"
         final, reserved = transfer_paths(self._client, object_id, where)
         material = tls.current()
-        target: data.Target | None = None
         ok = False
         try:
-            target = await loop.run_in_executor(pool, data.open_target, final, reserved, size)
-            await asyncio.gather(
-                *(
-                    loop.run_in_executor(
-                        pool,
-                        data.receive_stripe,
-                        target,
-                        address[0],
-                        offer.port,
-                        ticket,
-                        object_id,
-                        off,
-                        length,
-                        material,
-                    )
-                    for ticket, (off, length) in zip(offer.tickets, ranges, strict=True)
-                )
+            await loop.run_in_executor(
+                pool,
+                data.receive_object,
+                final,
+                reserved,
+                size,
+                address[0],
+                offer.port,
+                offer.tickets,
+                ranges,
+                object_id,
+                material,
+                self._stripers,
             )
-            await loop.run_in_executor(pool, data.commit, target)
             ok = True
         except OSError as err:
             logger.info("pull of %s from node %s failed: %r", object_id.hex(), node_id[:12], err)
         finally:
             if not ok:
-                if target is not None:
-                    data.fail(target)
-                    await loop.run_in_executor(pool, data.abort, target)
                 self._store.delete([object_id])
         with contextlib.suppress(Exception):
             conn.notify(xm.PullDone(object_id, self._node_id, ok))

@@ -28,7 +28,8 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 
 from rayops.objectstore._paths import discard, temp_path
@@ -120,6 +121,12 @@ class DataServer:
             target=self._accept_loop, name="rayops-xfer-accept", daemon=True
         )
         self._acceptor.start()
+        logger.info(
+            "object transfer data port %s:%d (TLS %s)",
+            host,
+            self.port,
+            "on" if tls_material else "off",
+        )
 
     # -- tickets (called on the event loop)
     def offer(
@@ -131,13 +138,18 @@ class DataServer:
             source.release()
             return []
         now = time.monotonic()
+        self._expire()
         with self._lock:
-            for grant in self._book.expire(now):
-                self._expired(grant)
             return [
                 self._book.issue(plan.Grant(object_id, puller, off, length, source), now)
                 for off, length in ranges
             ]
+
+    def _expire(self) -> None:
+        with self._lock:
+            gone = self._book.expire(time.monotonic())
+        for grant in gone:
+            self._expired(grant)
 
     def _expired(self, grant: plan.Grant) -> None:
         assert isinstance(grant.source, Source)
@@ -151,6 +163,7 @@ class DataServer:
             try:
                 sock, _ = self._listener.accept()
             except TimeoutError:
+                self._expire()  # tickets nobody came for release their files
                 continue
             except OSError:
                 if self._stopping.is_set():
@@ -383,6 +396,52 @@ def receive_stripe(
                 sock.close()
 
 
+def receive_object(
+    final: str,
+    reserved: str | None,
+    size: int,
+    host: str,
+    port: int,
+    tickets: list[bytes],
+    ranges: list[tuple[int, int]],
+    object_id: bytes,
+    tls_material: tls.Tls | None,
+    extra_stripes: ThreadPoolExecutor,
+) -> None:
+    """The whole pull, blocking, in one thread: create the file, receive the first stripe
+    here and the others in `extra_stripes` (a pool of its own, so waiting on them cannot
+    starve it), then rename the complete file into place. On any failure every stripe
+    stops and the file is removed before TransferFailed is raised."""
+    target = open_target(final, reserved, size)
+    futures: list[Future[None]] = []
+    try:
+        for ticket, (off, length) in list(zip(tickets, ranges, strict=True))[1:]:
+            futures.append(
+                extra_stripes.submit(
+                    receive_stripe,
+                    target,
+                    host,
+                    port,
+                    ticket,
+                    object_id,
+                    off,
+                    length,
+                    tls_material,
+                )
+            )
+        if ranges:
+            off, length = ranges[0]
+            receive_stripe(target, host, port, tickets[0], object_id, off, length, tls_material)
+        for fut in futures:
+            fut.result()
+        commit(target)
+    except BaseException:
+        fail(target)
+        wait_futures(futures)
+        abort(target)
+        raise
+
+
 def fail(target: Target) -> None:
     """Make every stripe of `target` stop (a blocked recv returns at once)."""
     with target.lock:
@@ -415,5 +474,6 @@ __all__ = [
     "abort",
     "commit",
     "open_target",
+    "receive_object",
     "receive_stripe",
 ]
