@@ -318,3 +318,13 @@ class RawWriter:
             os.close(self._fd)
             self._fd = -1
         discard(self._tmp)
+
+
+def transfer_paths(client: StoreClient, object_id: bytes, location: str) -> tuple[str, str | None]:
+    """Where a copy pulled from another node is written: its final path for `location`
+    ("shm" or "disk") and the recycled file the manager reserved for it (shm only)."""
+    if location not in _LOCATIONS:
+        raise ValueError(f"location must be one of {_LOCATIONS}, got {location!r}")
+    if location == "shm":
+        return client._paths.shm(object_id), client._paths.reserved(object_id)
+    return client._paths.spill(object_id), None

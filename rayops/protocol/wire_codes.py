@@ -29,6 +29,7 @@ from rayops.protocol import node_messages as nm
 from rayops.protocol import node_snapshot as ns
 from rayops.protocol import raylet_messages as rm
 from rayops.protocol import state_messages as sm
+from rayops.protocol import transfer_messages as xm
 from rayops.protocol import worker_messages as wm
 from rayops.protocol.framed_message import Message, Refusal, RefusalCode, install_fast_paths
 
@@ -104,6 +105,10 @@ MESSAGE_CODES: dict[type[Message], int] = {
     sm.ReferencesReply: 306,
     rm.WorkerKillNotice: 350,
     wm.OpenSyncLane: 380,
+    # 320-339: bulk object transfer between raylets.
+    xm.OpenPull: 320,
+    xm.PullOffer: 321,
+    xm.PullDone: 322,
 }
 # Not messages, but inside them (replies, reports).
 OTHER_CODES: dict[type, int] = {

@@ -29,6 +29,7 @@ from rayops.objectstore.store_settings import StoreSettings
 from rayops.protocol import node_messages as nm
 from rayops.protocol import raylet_messages as rm
 from rayops.protocol import state_messages as sm
+from rayops.protocol import transfer_messages as xm
 from rayops.protocol.bundle_resources import group_of, plain_resources, split_bundle_resource
 from rayops.protocol.framed_message import Refusal, RefusalCode
 from rayops.protocol.node_snapshot import (
@@ -236,6 +237,8 @@ class Raylet:
             nm.MetricsSnapshot: self._h_metrics_snapshot,
             nm.ObjectSize: self.objects.h_object_size,
             nm.ReadChunk: self.objects.h_read_chunk,
+            xm.OpenPull: self.objects.h_open_pull,
+            xm.PullDone: self.objects.h_pull_done,
             rm.Ping: lambda conn, msg: rm.Pong(),
             rm.PrepareRuntimeEnv: self._h_prepare_runtime_env,
             # The state API (raylet/task_event_relay.py, raylet/state_handlers.py).
@@ -253,6 +256,7 @@ class Raylet:
         )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
+        self.objects.start(self.config.node_ip)  # the data port for object transfer
         self._choose_agent_ports()
         self.pool = WorkerPool(
             node_ip=self.config.node_ip,
@@ -447,6 +451,7 @@ class Raylet:
         if self._server is not None:
             self._server.close()
         self._raylets.close_all()
+        self.objects.close()
         if self.agent is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.agent.stop)
         if self.pool is not None:
