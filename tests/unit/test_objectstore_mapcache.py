@@ -24,6 +24,7 @@ PAYLOAD = 32 * MiB  # 8,192 pages of 4 KiB: ~512 read faults when freshly mapped
 @pytest.fixture
 def dirs(tmp_path: Path) -> Iterator[tuple[str, str]]:
     shm_dir = f"/dev/shm/rayops-test-{uuid.uuid4().hex}"
+    MAPPINGS.clear()  # mappings other tests of this process left: counts below start at 0
     yield shm_dir, str(tmp_path / "spill")
     MAPPINGS.clear()
     StoreManager(shm_dir, str(tmp_path / "spill"), 1).cleanup()
