@@ -39,7 +39,7 @@ import os
 import threading
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -98,6 +98,9 @@ class MappingCache:
         self._lock = threading.Lock()
         self._kept: OrderedDict[int, Mapping] = OrderedDict()  # id -> mapping, oldest first
         self._kept_bytes = 0
+        # Released by a finalizer that could not take the lock (another thread holds it, or the
+        # garbage collector ran inside this cache's own locked code): kept at the next call.
+        self._pending: deque[Mapping] = deque()
         self._pid = os.getpid()
         self._reaper: threading.Thread | None = None
         self.hits = 0  # reads and writes that reused a kept mapping (for tests and probes)
@@ -145,9 +148,21 @@ class MappingCache:
         if pid != os.getpid():
             return  # a forked child's copy of a parent's view: not ours to unlock
         try:
-            self._unlock_and_keep(mapping)
+            fcntl.flock(mapping.fd, fcntl.LOCK_UN)
         except OSError:
-            pass  # never raise from a finalizer; the mapping is leaked at worst
+            return  # never raise from a finalizer; the mapping is leaked at worst
+        self._pending.append(mapping)
+        # Never block here: this may run inside this cache's own locked code (a collection
+        # triggered by an allocation there), and the lock is not reentrant.
+        if self._lock.acquire(blocking=False):
+            try:
+                drop = self._absorb_pending()
+            finally:
+                self._lock.release()
+            for gone in drop:
+                _unmap(gone)
+        else:
+            self._start_reaper()  # takes the pending mapping in within _REAP_SECONDS
 
     def _unlock_and_keep(self, mapping: Mapping) -> None:
         fcntl.flock(mapping.fd, fcntl.LOCK_UN)
@@ -187,51 +202,80 @@ class MappingCache:
     # -- the kept set --------------------------------------------------------------------
 
     def _take(self, key: tuple[int, int], size: int) -> Mapping | None:
+        found = None
         with self._lock:
             self._check_fork()
+            drop = self._absorb_pending()
             for ident, mapping in self._kept.items():
                 if mapping.key == key:
                     del self._kept[ident]
                     self._kept_bytes -= mapping.size
                     if mapping.size == size:
-                        return mapping
-                    _unmap(mapping)  # the file was resized: its page table entries are gone
-                    return None
-        return None
+                        found = mapping
+                    else:
+                        drop.append(mapping)  # the file was resized: its page table is gone
+                    break
+        for gone in drop:
+            _unmap(gone)
+        return found
 
     def keep(self, mapping: Mapping) -> None:
         """Keep `mapping` (no view of it exists and its fd holds no lock) for reuse."""
-        drop: list[Mapping] = []
         with self._lock:
             self._check_fork()
-            mapping.last_used = time.monotonic()
-            if mapping.size > _MAX_KEPT_BYTES or os.fstat(mapping.fd).st_nlink == 0:
-                drop.append(mapping)
-            else:
-                for ident, other in list(self._kept.items()):
-                    if other.key == mapping.key:  # two mappings of one file: keep the newer
-                        del self._kept[ident]
-                        self._kept_bytes -= other.size
-                        drop.append(other)
-                self._kept[id(mapping)] = mapping
-                self._kept_bytes += mapping.size
-                while len(self._kept) > _MAX_KEPT or self._kept_bytes > _MAX_KEPT_BYTES:
-                    _, oldest = self._kept.popitem(last=False)
-                    self._kept_bytes -= oldest.size
-                    drop.append(oldest)
-                self._start_reaper()
+            drop = self._absorb_pending()
+            self._keep_locked(mapping, drop)
         for gone in drop:
             _unmap(gone)
+
+    def _absorb_pending(self) -> list[Mapping]:
+        """With the lock held: keep the mappings finalizers left pending; those to unmap."""
+        drop: list[Mapping] = []
+        while True:
+            try:
+                mapping = self._pending.popleft()
+            except IndexError:
+                return drop
+            self._keep_locked(mapping, drop)
+
+    def _keep_locked(self, mapping: Mapping, drop: list[Mapping]) -> None:
+        mapping.last_used = time.monotonic()
+        try:
+            dead = os.fstat(mapping.fd).st_nlink == 0
+        except OSError:
+            dead = True
+        if dead or mapping.size > _MAX_KEPT_BYTES:
+            drop.append(mapping)
+            return
+        for ident, other in list(self._kept.items()):
+            if other.key == mapping.key:  # two mappings of one file: keep the newer
+                del self._kept[ident]
+                self._kept_bytes -= other.size
+                drop.append(other)
+        self._kept[id(mapping)] = mapping
+        self._kept_bytes += mapping.size
+        while len(self._kept) > _MAX_KEPT or self._kept_bytes > _MAX_KEPT_BYTES:
+            _, oldest = self._kept.popitem(last=False)
+            self._kept_bytes -= oldest.size
+            drop.append(oldest)
+        self._start_reaper()
 
     def kept(self) -> int:
         """How many mappings are kept (for tests)."""
         with self._lock:
-            return len(self._kept)
+            self._check_fork()
+            drop = self._absorb_pending()
+            count = len(self._kept)
+        for gone in drop:
+            _unmap(gone)
+        return count
 
     def clear(self) -> None:
         """Unmap everything kept (views in use are not affected)."""
         with self._lock:
-            drop = list(self._kept.values())
+            self._check_fork()
+            drop = self._absorb_pending()
+            drop.extend(self._kept.values())
             self._kept.clear()
             self._kept_bytes = 0
         for mapping in drop:
@@ -240,9 +284,9 @@ class MappingCache:
     def reap(self, now: float | None = None) -> int:
         """Unmap kept mappings whose file is gone or that were unused too long; how many."""
         now = time.monotonic() if now is None else now
-        drop: list[Mapping] = []
         with self._lock:
             self._check_fork()
+            drop = self._absorb_pending()
             for ident, mapping in list(self._kept.items()):
                 try:
                     dead = os.fstat(mapping.fd).st_nlink == 0
@@ -268,7 +312,7 @@ class MappingCache:
             time.sleep(_REAP_SECONDS)
             self.reap()
             with self._lock:
-                if not self._kept:
+                if not self._kept and not self._pending:
                     self._reaper = None
                     return
 
@@ -278,6 +322,7 @@ class MappingCache:
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self._kept.clear()
+            self._pending.clear()
             self._kept_bytes = 0
             self._reaper = None
 

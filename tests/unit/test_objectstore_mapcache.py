@@ -189,3 +189,22 @@ def test_a_forked_child_does_not_touch_the_parents_mappings(dirs: tuple[str, str
     finally:
         os.close(fd)
     assert bytes(stored.buffers[0]) == payload.tobytes()
+
+
+def test_a_view_released_while_the_cache_is_busy_never_deadlocks(dirs: tuple[str, str]) -> None:
+    manager = StoreManager(*dirs, 4 * _size())
+    client = StoreClient(*dirs)
+    oid = _put(manager, client, _payload(1))
+    stored = client.read(oid)
+    assert stored is not None
+    with MAPPINGS._lock:  # as if the collector freed the last view inside the cache's own code
+        del stored
+        gc.collect()
+    # The reader lock went at once (the manager may recycle the file) ...
+    fd = os.open(os.path.join(dirs[0], oid.hex()), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+    # ... and the mapping is kept by the next call.
+    assert MAPPINGS.kept() == 1
