@@ -75,28 +75,38 @@ def write_parallel(fd: int, segments: Sequence[bytes | memoryview], size: int) -
     try:
         anchor = ctypes.c_char.from_buffer(mapping)
         try:
-            base = ctypes.addressof(anchor)
-            with _addresses(segments) as pieces:
-                total = sum(length for _, _, length in pieces)
-                if total != size:
-                    raise ValueError(f"segments hold {total} bytes, expected {size}")
-                split = (size // 2) // _PAGE * _PAGE
-                helper = threading.Thread(
-                    target=_copy, args=(base, pieces, split, size), name="rayops-store-copy"
-                )
-                try:
-                    helper.start()
-                except RuntimeError:  # no thread to be had: copy it all here
-                    _copy(base, pieces, split, size)
-                else:
-                    try:
-                        _copy(base, pieces, 0, split)
-                    finally:
-                        helper.join()
+            copy_into(ctypes.addressof(anchor), segments, size, threads=2)
         finally:
             del anchor
     finally:
         mapping.close()
+
+
+def copy_into(
+    base: int, segments: Sequence[bytes | memoryview], size: int, *, threads: int
+) -> None:
+    """Copy `segments` back to back to the `size` bytes of writable memory at address `base`,
+    with the caller's thread alone (`threads` 1) or with one helper taking the second half."""
+    with _addresses(segments) as pieces:
+        total = sum(length for _, _, length in pieces)
+        if total != size:
+            raise ValueError(f"segments hold {total} bytes, expected {size}")
+        if threads < 2:
+            _copy(base, pieces, 0, size)
+            return
+        split = (size // 2) // _PAGE * _PAGE
+        helper = threading.Thread(
+            target=_copy, args=(base, pieces, split, size), name="rayops-store-copy"
+        )
+        try:
+            helper.start()
+        except RuntimeError:  # no thread to be had: copy it all here
+            _copy(base, pieces, split, size)
+        else:
+            try:
+                _copy(base, pieces, 0, split)
+            finally:
+                helper.join()
 
 
 def _copy(base: int, pieces: list[tuple[int, int, int]], lo: int, hi: int) -> None:

@@ -11,8 +11,12 @@ from its long-lived arena.
 Safety: a reader holds a shared flock on the object file for as long as its mapping lives. The
 lock belongs to the open file description, which Python's mmap keeps open (it dups the fd)
 until the mapping is gone, i.e. until the last numpy array or memoryview on it is released.
-The manager recycles a file only if it can take an exclusive lock without waiting; if anyone
-still maps it, the file is unlinked instead (the reader keeps its pages, POSIX semantics). A
+The manager hands a pooled file out only if it can take an exclusive lock without waiting. A file
+freed while a reader still maps it (a task's worker drops its argument a moment after the owner
+freed it) is moved into the pool as "busy" and handed out only once a later attempt takes that
+lock; busy files count in the pool's bytes and are trimmed first (unlinking one leaves the reader
+its pages, POSIX semantics). Before, such a file was unlinked, so a task taking a large argument
+by value got new pages for every call, not recycled ones. A
 reader that opened the file just before it was recycled notices: after taking its lock it checks
 that the path still names the inode it opened, and otherwise treats the object as gone.
 """
@@ -67,16 +71,17 @@ class RecyclePool:
         self._numbers = itertools.count()
         self._by_size: list[tuple[int, int]] = []  # sorted (size, number)
         self._by_age: dict[int, int] = {}  # number -> size, oldest first
+        self._busy: dict[int, int] = {}  # number -> size of files a reader still maps
         self.bytes = 0
 
     def __len__(self) -> int:
-        return len(self._by_age)
+        return len(self._by_age) + len(self._busy)
 
     def release(self, path: str) -> bool:
         """Give up the object file at `path`: move it into the pool, or unlink it; True if pooled.
 
-        Unlinks it when it is too small or too big to be worth keeping, or when a reader still
-        maps it. A missing file is ignored.
+        Unlinks it when it is too small or too big to be worth keeping. A file a reader still
+        maps is pooled as busy (see the module docstring). A missing file is ignored.
         """
         try:
             fd = os.open(path, os.O_RDWR)
@@ -84,14 +89,19 @@ class RecyclePool:
             return False
         try:
             size = os.fstat(fd).st_size
-            if not MIN_RECYCLE_BYTES <= size <= self._limit or not _try_lock_exclusive(fd):
+            if not MIN_RECYCLE_BYTES <= size <= self._limit:
                 discard(path)
                 return False
+            free = _try_lock_exclusive(fd)
             number = next(self._numbers)
             os.rename(path, self._paths.pool_file(number))
         finally:
             os.close(fd)  # releases the exclusive lock
-        self._add(number, size)
+        if free:
+            self._add(number, size)
+        else:
+            self._busy[number] = size
+            self.bytes += size
         self.trim(self._limit)
         return True
 
@@ -102,6 +112,7 @@ class RecyclePool:
         """
         if size < MIN_RECYCLE_BYTES:
             return None
+        self._free_busy()
         index = bisect.bisect_left(self._by_size, (size, -1))
         candidates = []
         if index < len(self._by_size):
@@ -120,6 +131,12 @@ class RecyclePool:
     def trim(self, max_bytes: int) -> int:
         """Unlink the oldest pooled files until the pool holds at most `max_bytes`; bytes freed."""
         freed = 0
+        while self.bytes > max(max_bytes, 0) and self._busy:
+            number, size = next(iter(self._busy.items()))
+            del self._busy[number]
+            self.bytes -= size
+            discard(self._paths.pool_file(number))
+            freed += size
         while self.bytes > max(max_bytes, 0) and self._by_age:
             number, size = next(iter(self._by_age.items()))
             self._remove(size, number)
@@ -131,7 +148,27 @@ class RecyclePool:
         """Drop the bookkeeping after the files were removed wholesale (store cleanup)."""
         self._by_size.clear()
         self._by_age.clear()
+        self._busy.clear()
         self.bytes = 0
+
+    def _free_busy(self) -> None:
+        """Make busy files whose readers are gone available (oldest first)."""
+        for number, size in list(self._busy.items()):
+            path = self._paths.pool_file(number)
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                del self._busy[number]
+                self.bytes -= size
+                continue
+            try:
+                if not _try_lock_exclusive(fd):
+                    continue
+            finally:
+                os.close(fd)
+            del self._busy[number]
+            self.bytes -= size
+            self._add(number, size)
 
     def _add(self, number: int, size: int) -> None:
         bisect.insort(self._by_size, (size, number))

@@ -300,18 +300,29 @@ def test_smaller_object_in_recycled_pages_has_its_own_size(
 
 
 def test_mapped_object_is_never_recycled(dirs: tuple[str, str], client: StoreClient) -> None:
-    manager = _manager(dirs, 4)
+    manager = _manager(dirs, 4, max_pool_bytes=3 * _object_size())
     payload = _payload()
     oid = _put(manager, client, payload)
     stored = client.read(oid)
     assert stored is not None
     held = np.frombuffer(stored.buffers[0], dtype=np.uint8)
+    inode = os.stat(os.path.join(dirs[0], oid.hex())).st_ino
     del stored
     manager.delete([oid])
-    assert manager.stats().pool_bytes == 0  # unlinked, not pooled: a reader still maps it
+    # Pooled as busy (a reader still maps it): counted, but never handed out while mapped.
+    assert manager.stats().pool_bytes == _object_size()
     for _ in range(3):
-        _put(manager, client, os.urandom(PAYLOAD))
+        new = _put(manager, client, os.urandom(PAYLOAD))
+        assert os.stat(os.path.join(dirs[0], new.hex())).st_ino != inode
+        manager.delete([new])
     assert held.tobytes() == payload
+    del held
+    gc.collect()
+    new = _put(manager, client, os.urandom(PAYLOAD))
+    inodes = {os.stat(os.path.join(dirs[0], new.hex())).st_ino}
+    new = _put(manager, client, os.urandom(PAYLOAD))
+    inodes.add(os.stat(os.path.join(dirs[0], new.hex())).st_ino)
+    assert inode in inodes  # once released, its pages are reused
 
 
 def test_dropping_the_last_view_lets_pages_be_recycled(
