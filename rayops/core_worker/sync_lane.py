@@ -101,25 +101,38 @@ class LaneSet:
     def wait(self, queue_ready: Callable[[], bool]) -> None:
         """Run what the lanes hold, then block until the queue may have an item
         (``queue_ready`` says whether it has) or a lane has data; runs lane calls as they
-        come. Returns with every lane read and no lane frame half read."""
+        come. Returns with every lane read and no lane frame half read.
+
+        Per lane call: one ``poll`` that wakes, the ``read``, the reply's ``write``. The
+        lanes are polled again (``drain``) only before returning to the queue: a call on a
+        lane written before one its caller then sent the usual way must run first.
+        """
+        lanes = self._lanes
+        wake_fd = self._wake_fd
+        for part in [lane for lane in lanes.values() if lane.buf]:
+            self._read(part)
         while True:
-            self.drain()
             # Sleeping is announced before the queue is looked at: an item put after the
             # look finds the flag set and writes the wake-up fd.
             self.sleeping = True
             if queue_ready():
                 self.sleeping = False
+                self.drain()
                 return
             try:
                 ready = self._poll.poll()
             finally:
                 self.sleeping = False
             for fd, _ev in ready:
-                if fd == self._wake_fd:
+                if fd == wake_fd:
                     try:
-                        os.eventfd_read(self._wake_fd)
+                        os.eventfd_read(wake_fd)
                     except BlockingIOError:
                         pass
+                    continue
+                lane = lanes.get(fd)
+                if lane is not None:
+                    self._read(lane)
 
     def drain(self) -> None:
         """Read every lane now and run the calls that are whole; a frame read in part is
@@ -149,6 +162,8 @@ class LaneSet:
                 return
             lane.buf += data
             self._frames(lane)
+            if len(data) < _READ and not lane.buf:
+                return  # all read, as far as we know: more makes the lane's poll ready
 
     def _wait_readable(self, lane: Lane) -> None:
         p = select.poll()

