@@ -3,7 +3,8 @@
     python3 write-files.py < JSON
 
 JSON (on stdin, so secrets never appear on a command line): ``{"dirs": [{"path", "mode"}],
-"files": [{"path", "mode", "b64"}]}``, applied in order. Each file is written to a temporary
+"files": [{"path", "mode", "b64" or "text"}]}``, applied in order (``text``: written with one
+trailing newline). Each file is written to a temporary
 file in its directory with its mode set before any byte is written (a 0600 key is never
 readable by others), then renamed over the old one; a file whose content and mode are already
 right is left alone. Prints ``{"changed": [paths]}``; any error exits non-zero naming the
@@ -34,7 +35,10 @@ def main():
                 changed.append(path)
     for f in spec.get("files", []):
         path, mode = f["path"], _mode(f["mode"])
-        data = base64.b64decode(f["b64"])
+        if "text" in f:
+            data = (str(f["text"]).rstrip("\n") + "\n").encode()
+        else:
+            data = base64.b64decode(f["b64"])
         try:
             with open(path, "rb") as old:
                 same = old.read() == data and os.stat(path).st_mode & 0o7777 == mode
@@ -42,7 +46,7 @@ def main():
             same = False
         if same:
             continue
-        tmp = "%s.rayops-tmp-%d" % (path, os.getpid())
+        tmp = f"{path}.rayops-tmp-{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
             os.fchmod(fd, mode)
@@ -61,5 +65,5 @@ if __name__ == "__main__":
     try:
         main()
     except (OSError, ValueError, KeyError) as err:
-        sys.stderr.write("rayops write-files: %s\n" % err)
+        sys.stderr.write(f"rayops write-files: {err}\n")
         sys.exit(1)
