@@ -545,10 +545,10 @@ def _fail_attempt(
             due_at=now + wait,
             causes=causes,
         )
+        when = "now (the provider has other capacity)" if retry_now else f"in {wait:g}s"
         work.report(
             inst.instance_id,
-            f"{inst.node_type} attempt {inst.attempt} of {tries} failed: {cause}; "
-            f"retrying in {wait:g}s",
+            f"{inst.node_type} attempt {inst.attempt} of {tries} failed: {cause}; retrying {when}",
         )
         return
     reason = f"gave up after {tries} attempts; last cause: {cause}"

@@ -46,10 +46,18 @@ rm -rf "$WHEELS" && mkdir -p "$WHEELS"
 tar -xf "$INSTALL_DIR/wheelhouse.tar" -C "$WHEELS"
 
 # uv's binary, unpacked from the wheelhouse's uv wheel (checked by running it).
+# RAYOPS_NODE_INSTALLER=pip (the benchmark's comparison) installs with pip instead.
 UV=""
 UV_WHY="the wheelhouse has no uv wheel"
+case "${RAYOPS_NODE_INSTALLER:-uv}" in
+    uv) ;;
+    pip) UV_WHY="RAYOPS_NODE_INSTALLER=pip" ;;
+    *) echo "rayops: RAYOPS_NODE_INSTALLER must be uv or pip, not '$RAYOPS_NODE_INSTALLER'" >&2
+       exit 2 ;;
+esac
 for whl in "$WHEELS"/uv-*.whl; do
     [ -f "$whl" ] || break
+    [ "${RAYOPS_NODE_INSTALLER:-uv}" = uv ] || break
     if UV_WHY=$("$PYTHON" - "$whl" "$INSTALL_DIR/tools/uv" 2>&1 <<'PY'
 import os, shutil, sys, zipfile
 whl, dest = sys.argv[1], sys.argv[2]
