@@ -29,6 +29,7 @@ import sys
 import tempfile
 import tomllib
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -256,16 +257,32 @@ def _dependency_wheels(source: RuntimeSource, python_tag: str, work: Path, out: 
     )
     fetch: list[str] = list(resolved.unsatisfied)
     cannot: dict[str, str] = {}
+    todo = []
     for name, dist in sorted(resolved.installed.items()):
         why = repack.repackable(dist)
         if why is None and (same or repack.fits(dist, version, machine)):
-            repack.repack(dist, out)
+            todo.append(dist)
         else:
             fetch.append(f"{dist.metadata['Name']}=={dist.version}")
             cannot[name] = why or f"built for Python {controller_tag()} only"
+    # Repacking is mostly deflate and sha256, which release the GIL: a few threads use every
+    # core (the biggest first, so one large wheel does not finish last alone).
+    todo.sort(key=_installed_size, reverse=True)
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="rayops-repack") as ex:
+        list(ex.map(lambda d: repack.repack(d, out), todo))
     if fetch:
         _fetch_wheels(fetch, resolved, python_tag, work, out, cannot)
     return [*resolved.pins(), *resolved.unsatisfied]
+
+
+def _installed_size(dist: metadata.Distribution) -> int:
+    total = 0
+    for f in dist.files or []:
+        try:
+            total += Path(str(dist.locate_file(f))).stat().st_size
+        except OSError:
+            pass
+    return total
 
 
 def _pip_wheel(pins: list[str], python_tag: str, out: Path) -> list[str]:
