@@ -15,6 +15,17 @@ has), 50 placement groups of each strategy and a ``request_resources`` floor, th
   different (the worst case for grouping);
 
 (the names keep 10k/1k whatever the flags; the flags are printed beside the figure).
+
+With ``--install N`` it also times what dominates a pool node's launch: installing the runtime
+on a fresh host. It builds the node wheelhouse of this rayops (with the launcher's packages,
+as for an autoscaling head; cached under a temporary directory), then runs the real
+``runtime/install-node.sh`` N times per installer into a fresh install directory with the
+host's ``python3``:
+
+* ``pool_node_install_uv``: seconds per fresh install (uv from the wheelhouse, the default);
+* ``pool_node_install_pip``: the same with ``RAYOPS_NODE_INSTALLER=pip`` (the fallback, and
+  what every install did before).
+
 Never fails on a figure.
 """
 
@@ -134,6 +145,13 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=1_000)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--distinct", type=int, default=40)
+    parser.add_argument(
+        "--install",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N fresh node installs per installer (uv, pip)",
+    )
     args = parser.parse_args()
     rng = random.Random(13)
     nodes = _nodes(_config(), args.nodes, rng)
@@ -152,6 +170,57 @@ def main() -> None:
         max(3, args.runs // 5),
         f"{note}, all distinct",
     )
+    if args.install > 0:
+        _time_installs(args.install)
+
+
+def _time_installs(runs: int) -> None:
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from rayops.launcher.wheelhouse import (
+        ARCHIVE,
+        LAUNCHER_PACKAGES,
+        build_wheelhouse,
+        controller_tag,
+        running_source,
+    )
+
+    python = shutil.which("python3") or "python3"
+    script = Path(__file__).resolve().parents[1] / "rayops/_assets/runtime/install-node.sh"
+    with tempfile.TemporaryDirectory(prefix="rayops-install-bench-") as tmp:
+        source = running_source(LAUNCHER_PACKAGES)
+        t0 = time.perf_counter()
+        house = build_wheelhouse(source, source.digest(), controller_tag(), Path(tmp) / "cache")
+        size = (house / ARCHIVE).stat().st_size / 1e6
+        print(f"(wheelhouse built in {time.perf_counter() - t0:.1f} s, {size:.0f} MB)", flush=True)
+        for installer in ("uv", "pip"):
+            samples = []
+            for k in range(runs):
+                target = Path(tmp) / f"node-{installer}-{k}"
+                target.mkdir()
+                shutil.copy2(house / ARCHIVE, target / ARCHIVE)
+                env = {**os.environ, "RAYOPS_NODE_INSTALLER": installer}
+                start = time.perf_counter()
+                argv = ["sh", str(script), str(target), python]
+                proc = subprocess.run(
+                    argv, env=env, capture_output=True, text=True, cwd=tmp, check=False
+                )
+                samples.append(time.perf_counter() - start)
+                if proc.returncode != 0:
+                    print(f"pool_node_install_{installer}: failed: {proc.stderr[-500:]}")
+                    break
+                shutil.rmtree(target, ignore_errors=True)
+            load = os.getloadavg()[0]
+            print(
+                f"{'pool_node_install_' + installer:<52} {statistics.median(samples):>8.2f}  "
+                f"s/install  min {min(samples):.2f}  max {max(samples):.2f}  "
+                f"(n={len(samples)}; fresh venv, {python}, load {load:.1f})",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

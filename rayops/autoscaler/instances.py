@@ -501,11 +501,19 @@ def _cloud_gone(work: _Work, ev: CloudInstanceGone) -> None:
 
 
 def _fail_attempt(
-    work: _Work, inst: Instance, cause: str, now: float, *, retire_machine: bool
+    work: _Work,
+    inst: Instance,
+    cause: str,
+    now: float,
+    *,
+    retire_machine: bool,
+    retry_now: bool = False,
 ) -> None:
     """One try of ``inst`` failed: retry after the backoff, or give up.
 
     ``retire_machine``: the try's machine still exists and must be terminated.
+    ``retry_now``: the provider has other capacity at once (``ProviderError.retry_now``): the
+    retry is due now, not after the backoff (the failed machine rests in the provider).
     """
     failure = Failure(now, cause, inst.attempt)
     causes = (*inst.causes, failure)
@@ -525,7 +533,7 @@ def _fail_attempt(
             )
             work.put(old)
             _terminate_call(work, old, now)
-        wait = work.policy.backoff(inst.attempt)
+        wait = 0.0 if retry_now else work.policy.backoff(inst.attempt)
         work.move(
             inst,
             "requested",
@@ -537,10 +545,10 @@ def _fail_attempt(
             due_at=now + wait,
             causes=causes,
         )
+        when = "now (the provider has other capacity)" if retry_now else f"in {wait:g}s"
         work.report(
             inst.instance_id,
-            f"{inst.node_type} attempt {inst.attempt} of {tries} failed: {cause}; "
-            f"retrying in {wait:g}s",
+            f"{inst.node_type} attempt {inst.attempt} of {tries} failed: {cause}; retrying {when}",
         )
         return
     reason = f"gave up after {tries} attempts; last cause: {cause}"
@@ -614,7 +622,14 @@ def _provider_failed(work: _Work, ev: ProviderFailed) -> None:
         if not waiting:
             work.report("", f"launch request {err.request_id} failed: {err.cause}")
         for inst in waiting if err.count <= 0 else waiting[: err.count]:
-            _fail_attempt(work, inst, f"launch failed: {err.cause}", ev.now, retire_machine=False)
+            _fail_attempt(
+                work,
+                inst,
+                f"launch failed: {err.cause}",
+                ev.now,
+                retire_machine=False,
+                retry_now=err.retry_now,
+            )
         return
     hit = [
         i

@@ -160,6 +160,8 @@ class ProgressPrinter:
             f"[{time.monotonic() - self.started:6.1f}s] {ev.get('host', ''):<{self.width}}  "
             f"{name.step:<7} {name.what} ... {mark.get(status, status)}{took}"
         )
+        for note in ev.get("notes") or ():
+            self.out(f"{'':9}{ev.get('host', ''):<{self.width}}  {name.step:<7}   {note}")
 
 
 def mount_excludes(spec: ClusterSpec) -> Excludes:

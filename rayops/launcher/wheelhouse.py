@@ -29,6 +29,7 @@ import sys
 import tempfile
 import tomllib
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -148,8 +149,13 @@ def _wheel_requires(whl: Path) -> tuple[str, ...]:
     return tuple(email.parser.Parser().parsestr(text).get_all("Requires-Dist") or [])
 
 
+# Bumped when what a wheelhouse holds changes for the same source digest (2: pip's wheel, for
+# the nodes' venvs made without ensurepip), so an old cached one is never reused.
+WHEELHOUSE_FORMAT = "2"
+
+
 def wheelhouse_key(source_digest: str, python_tag: str) -> str:
-    return digest([source_digest, python_tag])
+    return digest([source_digest, python_tag, WHEELHOUSE_FORMAT])
 
 
 def controller_tag() -> str:
@@ -170,6 +176,7 @@ def build_wheelhouse(
         out.mkdir()
         rayops_wheel = _rayops_wheel(source, work, out)
         pins = _dependency_wheels(source, python_tag, work, out)
+        pins += _pip_wheel(pins, python_tag, out)
         version = rayops_wheel.name.split("-")[1]
         lines = [f"rayops=={version}", *pins]
         (out / REQUIREMENTS_FILE).write_text("\n".join(lines) + "\n")
@@ -250,16 +257,50 @@ def _dependency_wheels(source: RuntimeSource, python_tag: str, work: Path, out: 
     )
     fetch: list[str] = list(resolved.unsatisfied)
     cannot: dict[str, str] = {}
+    todo = []
     for name, dist in sorted(resolved.installed.items()):
         why = repack.repackable(dist)
         if why is None and (same or repack.fits(dist, version, machine)):
-            repack.repack(dist, out)
+            todo.append(dist)
         else:
             fetch.append(f"{dist.metadata['Name']}=={dist.version}")
             cannot[name] = why or f"built for Python {controller_tag()} only"
+    # Repacking is mostly deflate and sha256, which release the GIL: a few threads use every
+    # core (the biggest first, so one large wheel does not finish last alone).
+    todo.sort(key=_installed_size, reverse=True)
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="rayops-repack") as ex:
+        list(ex.map(lambda d: repack.repack(d, out), todo))
     if fetch:
         _fetch_wheels(fetch, resolved, python_tag, work, out, cannot)
     return [*resolved.pins(), *resolved.unsatisfied]
+
+
+def _installed_size(dist: metadata.Distribution) -> int:
+    total = 0
+    for f in dist.files or []:
+        try:
+            total += Path(str(dist.locate_file(f))).stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def _pip_wheel(pins: list[str], python_tag: str, out: Path) -> list[str]:
+    """pip's own wheel (this machine's pip, repacked), for the nodes' venvs: install-node.sh
+    makes them without ensurepip (seconds of unpacking and compiling) and installs pip from
+    here, so setup commands can still ``pip install`` into the venv. Empty when pip is already
+    pinned or is not a repackable install here (install-node.sh then runs ensurepip)."""
+    if any(_name(p) == "pip" for p in pins):
+        return []
+    try:
+        dist = metadata.distribution("pip")
+    except metadata.PackageNotFoundError:
+        return []
+    version, _, machine = python_tag.partition("-")
+    if repack.repackable(dist) is not None or not repack.fits(dist, version, machine):
+        return []
+    repack.repack(dist, out)
+    return [f"pip=={dist.version}"]
 
 
 def _fetch_wheels(

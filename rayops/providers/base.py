@@ -74,6 +74,10 @@ class ProviderError:
     node_type: str | None = None
     count: int = 0  # launch: how many of the request failed
     node_ids: tuple[str, ...] = ()  # terminate: which ones
+    # launch: the provider has other capacity for this request right now (the machine that
+    # failed rests under the provider's own backoff), so a retry need not wait: the
+    # autoscaler retries at once instead of after its backoff.
+    retry_now: bool = False
 
 
 class NodeProvider(ABC):

@@ -329,6 +329,8 @@ class LocalNodeProvider(NodeProvider):
                         now,
                         node_type=self._worker_type,
                         count=1,
+                        # Another free host can take the retry at once: no need to wait.
+                        retry_now=bool(self._free_hosts(now)),
                     )
                 )
 

@@ -82,6 +82,15 @@ def drive(launcher: Any, body: str, timeout: float = 400) -> dict[str, Any]:
     return out
 
 
+def provisioning_lines(launcher: Any) -> str:
+    """The autoscaler's log of its launches (per-task progress with seconds): the breakdown."""
+    log = launcher.net.ssh("h1", "cat ~/rayops/hosttest/sessions/session_latest/logs/monitor.log")
+    keep = ("decision:", "provisioning", "plan:", "] ", "provisioned", "joined", "failed")
+    return "\n".join(
+        ln for ln in log.stdout.splitlines() if "paramiko" not in ln and any(k in ln for k in keep)
+    )
+
+
 def alive_workers(launcher: Any) -> list[str]:
     res = launcher.run("exec", str(spec(launcher)), "rayops status --json")
     assert res.rc == 0, res.text
@@ -143,13 +152,16 @@ def test_task_scales_up_past_a_failing_host_then_back_down(launcher: Any) -> Non
     finally:
         launcher.net.link("h2", True)
     launcher.figures["scale_up_s"] = round(got["seconds"], 1)
+    took, target = got["seconds"], TARGETS["scale_up_s"]
+    print(f"\nscale-up: the task ran on the new pool node {took:.1f} s after it was submitted "
+          f"(target {target:g} s)\n" + provisioning_lines(launcher))  # fmt: skip
     assert got["ip"] == launcher.ips["h3"], got
     status = launcher.run("exec", str(spec(launcher)), "rayops status")
     assert "Autoscaler" in status.out and launcher.ips["h2"] in status.out, status.out
-    # The issue's target is 60 s for a fresh pool host; the failed try of h2 adds its
-    # connect timeout (3 s) and one retry backoff (5 s), and this shared 2-core machine's
-    # install time varies: the figure is printed, the bound is twice the target.
-    assert got["seconds"] < TARGETS["scale_up_s"] * 2, got
+    # The issue's target: a fresh pool host (h3: nothing installed) runs the task within 60 s
+    # of its submission, here even with the failed try of h2 first (its 3 s connect timeout;
+    # the retry goes to h3 at once, h2 rests under the pool's own backoff).
+    assert got["seconds"] < TARGETS["scale_up_s"], got
     t0 = time.monotonic()
     wait_until(lambda: not alive_workers(launcher), "the idle node gone", timeout=90)
     launcher.figures["scale_down_s"] = round(time.monotonic() - t0, 1)
@@ -160,6 +172,9 @@ def test_task_scales_up_past_a_failing_host_then_back_down(launcher: Any) -> Non
 def test_strict_spread_group_of_three_launches_two_nodes(launcher: Any) -> None:
     got = drive(launcher, GROUP)
     launcher.figures["strict_spread_s"] = round(got["seconds"], 1)
+    took = got["seconds"]
+    print(f"\nstrict spread: 3 nodes (one pool host fresh) in {took:.1f} s\n"
+          + provisioning_lines(launcher))  # fmt: skip
     assert got["nodes"] == 3, got
     log = launcher.net.ssh("h1", "cat ~/rayops/hosttest/sessions/session_latest/logs/monitor.log")
     assert (

@@ -113,6 +113,23 @@ STORIES: dict[str, list[Step]] = {
         Step(launch_err("r/0#3", now=15.0), {"r/0": "failed"}, []),  # 1 + 2 retries used
         Step(Tick(500.0), {"r/0": "failed"}, []),
     ],
+    "a launch failure with other capacity in the provider is retried at once": [
+        Step(
+            LaunchRequested("cpu", 1, "r", 0.0), {"r/0": "launching"}, [LaunchNodes("cpu", 1, "r")]
+        ),
+        Step(
+            ProviderFailed(
+                ProviderError("launch", "r", "h2 down", 3.0, "cpu", 1, retry_now=True), 3.0
+            ),
+            {"r/0": "requested"},
+            [],
+        ),
+        Step(Tick(3.0), {"r/0": "launching"}, [LaunchNodes("cpu", 1, "r/0#2")]),  # no backoff
+        # Without other capacity the next failure waits the (doubled) backoff again.
+        Step(launch_err("r/0#2", now=4.0), {"r/0": "requested"}, []),
+        Step(Tick(13.9), {"r/0": "requested"}, []),
+        Step(Tick(14.0), {"r/0": "launching"}, [LaunchNodes("cpu", 1, "r/0#3")]),
+    ],
     "a provisioning failure retires the machine and retries on a new one": [
         Step(
             LaunchRequested("cpu", 1, "r", 0.0), {"r/0": "launching"}, [LaunchNodes("cpu", 1, "r")]

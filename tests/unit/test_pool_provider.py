@@ -67,6 +67,7 @@ def test_failed_host_is_reported_rested_and_another_used_then_retried() -> None:
         assert (err.kind, err.request_id, err.count, err.node_type) == ("launch", "r1", 1, "pool")
         assert "10.0.0.3: unreachable: connection refused" in err.cause
         assert "retried in 10 s" in err.cause
+        assert err.retry_now  # 10.0.0.4 is free: the autoscaler need not wait its backoff
         p.launch("pool", 1, "r2")  # the resting host is skipped: the next free one is used
         wait(
             lambda: (
@@ -79,6 +80,7 @@ def test_failed_host_is_reported_rested_and_another_used_then_retried() -> None:
         p.launch("pool", 1, "r3")  # nothing free: the cause names the resting host
         (short,) = p.poll_errors()
         assert "no free host" in short.cause and "10.0.0.3 in 10 s" in short.cause
+        assert not short.retry_now
         clock.now += 10.0  # its backoff is over: it is tried again (and fails again: 20 s)
         prov.failing.clear()
         p.launch("pool", 1, "r4")

@@ -29,6 +29,7 @@ description:
 """
 
 TAIL = 40
+_NOTE = "rayops-note: "  # a stdout line of an ok task shown to the operator
 
 
 def _tail(value):
@@ -68,6 +69,14 @@ class CallbackModule(CallbackBase):
             "status": status,
             "seconds": round(time.monotonic() - t0, 2) if t0 is not None else None,
         }
+        if status in ("ok", "changed"):
+            # A task's own remarks for the operator (install-node.sh: timings, pip fallback).
+            out = result._result.get("stdout") or ""
+            notes = [
+                ln[len(_NOTE) :].strip() for ln in str(out).splitlines() if ln.startswith(_NOTE)
+            ]
+            if notes:
+                event["notes"] = notes[-5:]
         if status in ("failed", "unreachable"):
             r = result._result
             failed_items = [
