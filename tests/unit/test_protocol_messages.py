@@ -77,7 +77,7 @@ def test_every_class_has_one_unique_code_and_method() -> None:
     codes += list(wire_codes.NAMED_CODES.values()) + list(wire_codes.OTHER_CODES.values())
     assert len(codes) == len(set(codes)), "an extension code is used twice"
     # One byte (EXT1, 192-255) or, once those ran out, two bytes (EXT2) in assigned ranges.
-    two_byte = (range(300, 320), range(350, 360), range(380, 400))
+    two_byte = (range(300, 360), range(380, 400))
     assert all(192 <= c <= 255 or any(c in r for r in two_byte) for c in codes), (
         "a code outside its ranges"
     )
