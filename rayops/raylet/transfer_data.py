@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from rayops.objectstore._paths import discard, temp_path
 from rayops.raylet import transfer_plan as plan
 from rayops.rpc import tls
+from rayops.rpc.refusal_log import RefusalLog
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ MAX_QUEUED_CONNECTIONS = 64
 _SENDFILE_MAX = 1 << 30
 _TLS_WRITE = 4 * 2**20  # bytes per SSLSocket.sendall call
 _RECV_MAX = 64 * 2**20  # bytes asked per recv_into
+REFUSAL_LOG_INTERVAL_S = 60.0  # at most one line per refusing peer address per interval
 
 
 class TransferFailed(OSError):
@@ -107,6 +109,8 @@ class DataServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.stats = ServeStats()
+        # A scanner or a stale puller hammering the port costs one line a minute per address.
+        self._refusals = RefusalLog(logger, logging.WARNING, REFUSAL_LOG_INTERVAL_S)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.socket(family, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -190,7 +194,7 @@ class DataServer:
             raw.settimeout(HEADER_TIMEOUT_S)
             if self._tls is not None:
                 sock = self._tls.server_context().wrap_socket(raw, server_side=True)
-            grant = self._redeem(sock)
+            grant = self._redeem(sock, _peer(raw))
             if grant is None:
                 with self._lock:
                     self.stats.refused += 1
@@ -222,13 +226,13 @@ class DataServer:
         if self._on_finished is not None:
             self._on_finished(grant, ok)
 
-    def _redeem(self, sock: socket.socket) -> plan.Grant | None:
+    def _redeem(self, sock: socket.socket, peer: tuple[str, int] | None) -> plan.Grant | None:
         head = _recv_exact(sock, plan.request_head_size())
         if head is None:
             return None
         decoded = plan.decode_head(head)
         if decoded is None:
-            logger.warning("refused a data connection: not a rayops transfer request")
+            self._refusals.refused(peer, "not a rayops object transfer request")
             return None
         ticket, oid_len = decoded
         tail = _recv_exact(sock, plan.tail_size(oid_len))
@@ -238,9 +242,8 @@ class DataServer:
         with self._lock:
             grant = self._book.redeem(ticket, object_id, offset, length, time.monotonic())
         if grant is None:
-            logger.warning(
-                "refused a data connection for %s: wrong, used or expired ticket",
-                object_id.hex()[:12],
+            self._refusals.refused(
+                peer, f"wrong, used or expired transfer ticket for {object_id.hex()[:12]}"
             )
         return grant
 
@@ -278,6 +281,14 @@ class DataServer:
             grant.source.release()
         self._acceptor.join(timeout=2)
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _peer(sock: socket.socket) -> tuple[str, int] | None:
+    try:
+        name = sock.getpeername()
+    except OSError:
+        return None
+    return (str(name[0]), int(name[1]))
 
 
 def _blocking_with_timeout(sock: socket.socket, seconds: float) -> None:

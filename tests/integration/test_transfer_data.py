@@ -5,9 +5,11 @@ data connections are verified both ways."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,3 +185,18 @@ def test_tls_pull_verified_both_ways(source: tuple[str, bytes], tmp_path: Path) 
         assert not (tmp_path / "dst2").exists()
     finally:
         srv.close()
+
+
+def test_refusals_are_logged_once_per_address(
+    server: data.DataServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger=data.logger.name)
+    for _ in range(20):
+        assert _raw_request(server.port, b"GET / HTTP/1.1\r\n\r\n" + b" " * 80) == b""
+    deadline = time.monotonic() + 10
+    while server.stats.refused < 20 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.stats.refused == 20
+    lines = [r for r in caplog.records if r.name == data.logger.name and "refused" in r.message]
+    assert len(lines) == 1, [r.message for r in lines]
+    assert "127.0.0.1" in lines[0].message and "not a rayops" in lines[0].message
