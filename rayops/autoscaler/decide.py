@@ -139,6 +139,14 @@ def _fits_count(free: Sequence[float], need: Vec) -> int:
     return best
 
 
+def _fits_once(free: Sequence[float], need: Vec) -> bool:
+    """Whether one copy of ``need`` fits in ``free`` (``_fits_count(...) > 0``, cheaper)."""
+    for f, n in zip(free, need, strict=True):  # noqa: SIM110 (a loop: no generator per call)
+        if n > f + _EPS:
+            return False
+    return True
+
+
 def _sub(free: Sequence[float], need: Vec, times: int) -> list[float]:
     return [f - n * times for f, n in zip(free, need, strict=True)]
 
@@ -166,7 +174,7 @@ def decide(
     for req in demand.requests:
         for bundle in req.bundles:
             _add(floor, (space.vec(bundle), ()), 1)
-    floor = _coarsen(_drop_infeasible(floor, feasible, infeasible), space, feasible)
+    floor = _drop_infeasible(_coarsen(floor, space, feasible), feasible, infeasible)
     totals = _bins(space, ((n.node_id, n.node_type, n.total, n.labels) for n in live))
     totals += _coming_bins(space, types, pending, new_nodes)
     left = _first_fit(floor, totals, keep, space)
@@ -181,7 +189,7 @@ def decide(
         _group_demand(g, space, work, spread_groups)
     for (items, selector), count in queued.items():
         _add(work, (space.vec(dict(items)), selector), count)
-    work = _coarsen(_drop_infeasible(work, feasible, infeasible), space, feasible)
+    work = _drop_infeasible(_coarsen(work, space, feasible), feasible, infeasible)
     unplaced: dict[Key, int] = {}
     for gi, g in enumerate(spread_groups):
         _strict_spread(
@@ -494,20 +502,26 @@ class _Feasibility:
         self.space = space
         self.types = [(space.project(t.resources), t.labels) for t in types.values()]
         self.nodes = _bins(space, ((n.node_id, n.node_type, n.total, n.labels) for n in live))
+        # Answers per key: coarsened shapes repeat, and one decision asks twice for some.
+        self._type_fits: dict[Key, bool] = {}
 
     def type_fits(self, key: Key) -> bool:
-        need, selector = key
-        return any(
-            (not selector or labels_match(selector, labels)) and _fits_count(vec, need) > 0
-            for vec, labels in self.types
-        )
+        known = self._type_fits.get(key)
+        if known is None:
+            need, selector = key
+            known = any(
+                (not selector or labels_match(selector, labels)) and _fits_once(vec, need)
+                for vec, labels in self.types
+            )
+            self._type_fits[key] = known
+        return known
 
     def fits(self, key: Key) -> bool:
         if self.type_fits(key):
             return True
         need, selector = key
         return any(
-            (not selector or labels_match(selector, b.labels)) and _fits_count(b.free, need) > 0
+            (not selector or labels_match(selector, b.labels)) and _fits_once(b.free, need)
             for b in self.nodes
         )
 
