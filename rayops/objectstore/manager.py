@@ -104,8 +104,9 @@ class StoreManager:
         quiet_fallback: bool = False,
     ) -> None:
         """`max_pool_bytes` bounds the memory kept from freed objects for reuse; the default is
-        a quarter of `capacity`, 0 turns recycling off. The pool always fits in what the live
-        objects leave free, so it never pushes the store past `capacity`.
+        `capacity`, 0 turns recycling off. The pool always fits in what the live objects leave
+        free, so it never pushes the store past `capacity` (as Ray's plasma keeps the pages of
+        its arena once touched); the raylet's memory monitor empties it before killing.
 
         `huge_pages` mounts a tmpfs with transparent huge pages on `shm_dir` (see _tmpfs.py:
         about twice the write speed and a tenth of the page-fault time of /dev/shm's 4 KiB
@@ -135,7 +136,7 @@ class StoreManager:
         self._restoring: set[bytes] = set()  # copies back into shm in flight
         self._capacity = capacity
         self._min_spill_free = min_spill_free_bytes
-        pool_limit = capacity // 4 if max_pool_bytes is None else max_pool_bytes
+        pool_limit = capacity if max_pool_bytes is None else max_pool_bytes
         self._pool = RecyclePool(self._paths, pool_limit)
         self._entries: dict[bytes, _Entry] = {}
         self._lru: OrderedDict[bytes, None] = OrderedDict()  # sealed, in shm; oldest first

@@ -261,8 +261,12 @@ class MemoryGuard:
         kill: Callable[[KillReport], None],
         alive: Callable[[bytes], bool],
         read: Callable[[], MemorySnapshot] = read_snapshot,
+        release: Callable[[], int] | None = None,
     ) -> None:
+        """`release` gives back memory nothing uses (the object store's pool of freed
+        objects' pages) and returns the bytes freed; it is tried before any kill."""
         self.config = config
+        self._release = release
         self._candidates = candidates
         self._tell_owner = tell_owner
         self._kill = kill
@@ -291,6 +295,18 @@ class MemoryGuard:
         if snap.used < self.config.kill_threshold(snap.total):
             self._warned_nothing = False
             return None
+        freed = self._release() if self._release is not None else 0
+        if freed > 0:
+            logger.info(
+                "memory use %.2f GB of %.2f GB is above the threshold: gave back %.2f GB of "
+                "freed objects' pages kept for reuse",
+                snap.used / GIB,
+                snap.total / GIB,
+                freed / GIB,
+            )
+            snap = self._read()
+            if snap.used < self.config.kill_threshold(snap.total):
+                return None
         victim = choose_victim(self._candidates())
         if victim is None:
             if not self._warned_nothing:

@@ -198,6 +198,7 @@ class Raylet:
             self._tell_owner_of_kill,
             self._kill_for_memory,
             lambda worker_id: self.pool is not None and worker_id in self.pool.workers,
+            release=self.store.trim_pool,
         )
         self.envs = NodeEnvs(
             config.session_dir,

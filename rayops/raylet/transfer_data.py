@@ -9,7 +9,8 @@ them), or, with TLS on, ``SSLSocket.sendall`` of a read-only mapping of the file
 
 Puller side (``receive_object``): the object's temporary file is created at full size (the
 store's recycled file when it left one), each stripe is received by its own thread with
-``recv_into`` a mapping of its byte range (no intermediate buffer), and only a complete
+``recv_into`` mappings of its byte range (no intermediate buffer), the next chunk mapped
+and populated by a helper thread while one is received, and only a complete
 object is renamed to its final name; on any failure the file is removed.
 
 With TLS on, both ends wrap the data connections with the node's contexts (verified both
@@ -22,6 +23,7 @@ import contextlib
 import logging
 import mmap
 import os
+import queue
 import socket
 import ssl
 import struct
@@ -315,9 +317,14 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 
 
 # ------------------------------------------------------------------ puller side
-# Map each stripe with MAP_POPULATE: one call allocates (or, for a recycled file, maps) its
-# pages instead of a page fault per 4 KiB inside recv_into.
-POPULATE = True
+# A stripe is received in chunks of this size, each mapped with MAP_POPULATE by a second
+# thread while the previous one is being received: the pages of a fresh file are allocated
+# (and, for any file, entered into the page table) on one CPU while the other copies bytes
+# off the socket. One MAP_POPULATE of the whole stripe first would leave the socket idle for
+# that long: measured here 1.3-2.1 s for a fresh 1 GiB file, 0.1-0.2 s for a recycled one.
+CHUNK_BYTES = 32 * 2**20
+# Mappings made ahead and not yet received into (bounds the memory mapped at once).
+_CHUNKS_AHEAD = 2
 
 
 @dataclass
@@ -366,9 +373,9 @@ def receive_stripe(
     tls_material: tls.Tls | None,
     connect_timeout: float = 10.0,
 ) -> None:
-    """Receive bytes [offset, offset + length) of the object into its file: `recv_into` a
-    mapping of exactly that range. Raises TransferFailed (and makes the other stripes of
-    the target give up) on any error."""
+    """Receive bytes [offset, offset + length) of the object into its file: `recv_into`
+    mappings of that range, chunk by chunk (``_receive_range``). Raises TransferFailed (and
+    makes the other stripes of the target give up) on any error."""
     sock: socket.socket | None = None
     try:
         if target.failed:
@@ -381,21 +388,7 @@ def receive_stripe(
             target.sockets.append(sock)
         sock.sendall(plan.encode_request(ticket, object_id, offset, length))
         _blocking_with_timeout(sock, IO_TIMEOUT_S)
-        flags = mmap.MAP_SHARED | (mmap.MAP_POPULATE if POPULATE else 0)
-        mapped = mmap.mmap(target.fd, length, flags=flags, offset=offset)
-        try:
-            with memoryview(mapped) as view:
-                got = 0
-                while got < length:
-                    n = sock.recv_into(view[got:], min(length - got, _RECV_MAX))
-                    if n == 0:
-                        raise TransferFailed(
-                            f"holder {host}:{port} closed the data connection after "
-                            f"{got} of {length} bytes at offset {offset}"
-                        )
-                    got += n
-        finally:
-            mapped.close()
+        _receive_range(sock, target, host, port, offset, length)
     except (OSError, ssl.SSLError) as err:
         fail(target)
         if isinstance(err, TransferFailed):
@@ -405,6 +398,87 @@ def receive_stripe(
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.close()
+
+
+def _map(fd: int, offset: int, length: int) -> mmap.mmap:
+    return mmap.mmap(fd, length, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE, offset=offset)
+
+
+def _chunks(offset: int, length: int) -> list[tuple[int, int]]:
+    return [
+        (o, min(CHUNK_BYTES, offset + length - o))
+        for o in range(offset, offset + length, CHUNK_BYTES)
+    ]
+
+
+def _receive_range(
+    sock: socket.socket, target: Target, host: str, port: int, offset: int, length: int
+) -> None:
+    """`recv_into` mappings of [offset, offset + length) of the target's file, chunk by chunk,
+    the next chunks mapped (and populated) by a helper thread meanwhile."""
+    chunks = _chunks(offset, length)
+    if len(chunks) == 1:
+        mapped = _map(target.fd, offset, length)
+        try:
+            _recv_into(sock, mapped, host, port, offset)
+        finally:
+            mapped.close()
+        return
+    ready: queue.Queue[mmap.mmap | BaseException] = queue.Queue(_CHUNKS_AHEAD)
+    stop = threading.Event()
+
+    def map_ahead() -> None:
+        for off, size in chunks:
+            try:
+                item: mmap.mmap | BaseException = _map(target.fd, off, size)
+            except BaseException as err:  # handed to the receiving thread
+                item = err
+            while True:
+                if stop.is_set():
+                    if isinstance(item, mmap.mmap):
+                        item.close()
+                    return
+                try:
+                    ready.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    mapper = threading.Thread(target=map_ahead, name="rayops-xfer-map", daemon=True)
+    mapper.start()
+    try:
+        for off, _ in chunks:
+            item = ready.get()
+            if isinstance(item, BaseException):
+                raise item
+            try:
+                _recv_into(sock, item, host, port, off)
+            finally:
+                item.close()
+    finally:
+        stop.set()
+        mapper.join()
+        while not ready.empty():
+            left = ready.get_nowait()
+            if isinstance(left, mmap.mmap):
+                left.close()
+
+
+def _recv_into(sock: socket.socket, mapped: mmap.mmap, host: str, port: int, offset: int) -> None:
+    """Fill all of `mapped` (the file's bytes from `offset` on) from the socket."""
+    length = len(mapped)
+    with memoryview(mapped) as view:
+        got = 0
+        while got < length:
+            n = sock.recv_into(view[got:], min(length - got, _RECV_MAX))
+            if n == 0:
+                raise TransferFailed(
+                    f"holder {host}:{port} closed the data connection after "
+                    f"{got} of {length} bytes at offset {offset}"
+                )
+            got += n
 
 
 def receive_object(

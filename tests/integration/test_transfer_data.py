@@ -78,10 +78,20 @@ def _leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name != "src")
 
 
+@pytest.mark.parametrize("chunk", [None, 2**20])
 @pytest.mark.parametrize("stripes", [1, 3])
 def test_striped_pull_is_byte_identical(
-    server: data.DataServer, source: tuple[str, bytes], tmp_path: Path, stripes: int
+    server: data.DataServer,
+    source: tuple[str, bytes],
+    tmp_path: Path,
+    stripes: int,
+    chunk: int | None,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Whole stripes in one mapping, and (chunk=1 MiB) each stripe in several chunks mapped
+    ahead by a helper thread."""
+    if chunk is not None:
+        monkeypatch.setattr(data, "CHUNK_BYTES", chunk)
     path, payload = source
     ranges = plan.stripes(SIZE, stripes, 1)
     assert len(ranges) == stripes
@@ -143,8 +153,13 @@ def test_refused_pull_leaves_no_file(
     assert _leftovers(tmp_path) == []
 
 
-def test_holder_gone_mid_stripe_fails_and_removes_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk", [None, 2**20])
+def test_holder_gone_mid_stripe_fails_and_removes_the_file(
+    tmp_path: Path, chunk: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A fake holder that accepts, sends part of the range, then dies (closes)."""
+    if chunk is not None:
+        monkeypatch.setattr(data, "CHUNK_BYTES", chunk)
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
@@ -163,6 +178,7 @@ def test_holder_gone_mid_stripe_fails_and_removes_the_file(tmp_path: Path) -> No
     thread.join()
     listener.close()
     assert _leftovers(tmp_path) == []
+    assert not [t for t in threading.enumerate() if t.name == "rayops-xfer-map"]
 
 
 def test_tls_pull_verified_both_ways(source: tuple[str, bytes], tmp_path: Path) -> None:

@@ -261,3 +261,28 @@ def _check_notice(retriable: bool) -> None:
     # a second task in flight on the same worker reads the same notice
     assert notices.error_for(b"w1", _spec()) is not None
     assert notices.error_for(b"w2", _spec()) is None
+
+
+def test_guard_gives_back_pooled_pages_before_killing() -> None:
+    node = _Node(950, [_c("a", "o1", 1)])
+    released: list[int] = []
+
+    def release(pool: list[int]) -> int:
+        freed = sum(pool)
+        pool.clear()
+        released.append(freed)
+        node.used -= freed
+        return freed
+
+    pool = [60]
+    guard = node.guard()
+    guard._release = lambda: release(pool)
+
+    async def scenario() -> None:
+        assert await guard.check() is None  # 950 - 60 = 890: below 900, nobody killed
+        assert released == [60] and node.killed == []
+        node.used = 950  # above again, nothing left to give back: now it kills
+        assert await guard.check() is not None
+        assert node.killed == [b"a"] and released == [60, 0]
+
+    asyncio.run(scenario())
