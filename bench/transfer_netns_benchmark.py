@@ -102,6 +102,7 @@ class Driver:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            cwd="/",  # not /tmp: its rayops/ session root would shadow an editable install
         )
         if self._line() != "READY":
             raise RuntimeError("the driver on h1 did not start")

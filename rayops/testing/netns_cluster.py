@@ -26,8 +26,14 @@ def _in_ns(
     net: HostNetwork, host: str, *argv: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     ns = net.hosts[host].ns
+    # cwd "/": run from /tmp, `python -c` would import the session root /tmp/rayops (a
+    # directory, hence a namespace package) instead of an editable install's rayops.
     return subprocess.run(
-        ["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=timeout
+        ["ip", "netns", "exec", ns, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd="/",
     )
 
 
@@ -192,6 +198,7 @@ def tcp_seconds(net: HostNetwork, src: str, dst: str, nbytes: int) -> float:
     dst_ip = net.hosts[dst].ip
     receiver = subprocess.Popen(
         ["ip", "netns", "exec", net.hosts[dst].ns, PY, "-c", _TCP_RECEIVER, dst_ip, str(nbytes)],
+        cwd="/",
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
