@@ -70,6 +70,18 @@ def temp_path(final_path: str) -> str:
     return f"{final_path}.{os.getpid()}-{next(_tmp_counter)}.tmp"
 
 
+def claim_recycled(reserved: str | None, tmp: str) -> bool:
+    """Rename the recycled file the manager left at `reserved` (if any) to `tmp`; True when
+    there was one, so `tmp` already has pages to reuse."""
+    if reserved is None:
+        return False
+    try:
+        os.rename(reserved, tmp)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def is_object_name(name: str) -> bool:
     """True for the final name of an object (hex id), not temp, reserved or pool entries."""
     if not name or len(name) % 2:

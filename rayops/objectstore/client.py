@@ -28,7 +28,7 @@ from rayops.objectstore._mapped_write import (
     copy_into,
     write_parallel,
 )
-from rayops.objectstore._paths import StorePaths, discard, temp_path
+from rayops.objectstore._paths import StorePaths, claim_recycled, discard, temp_path
 from rayops.objectstore._recycle import MIN_RECYCLE_BYTES, lock_for_reading
 from rayops.objectstore._tmpfs import is_huge_tmpfs
 from rayops.objectstore._transfer import pwrite_all
@@ -245,13 +245,7 @@ def _write_file(
     recycled file is written by two threads through a mapping (_mapped_write.py: 21 GB/s
     against pwritev's 11 there).
     """
-    recycled = False
-    if reserved is not None:
-        try:
-            os.rename(reserved, tmp)
-            recycled = True
-        except FileNotFoundError:
-            pass
+    recycled = claim_recycled(reserved, tmp)
     kept = recycled and size >= _MAPPED_WRITE_BYTES
     two_threads = parallel and recycled and size >= MIN_PARALLEL_WRITE_BYTES
     if kept or two_threads:

@@ -34,7 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 
-from rayops.objectstore._paths import discard, temp_path
+from rayops.objectstore._paths import claim_recycled, discard, temp_path
 from rayops.raylet import transfer_plan as plan
 from rayops.rpc import tls
 from rayops.rpc.refusal_log import RefusalLog
@@ -344,13 +344,7 @@ def open_target(final: str, reserved: str | None, size: int) -> Target:
     """Create the temporary file at full size, reusing the store's recycled file (pages
     already allocated) when it left one at `reserved`."""
     tmp = temp_path(final)
-    recycled = False
-    if reserved is not None:
-        try:
-            os.rename(reserved, tmp)
-            recycled = True
-        except FileNotFoundError:
-            pass
+    recycled = claim_recycled(reserved, tmp)
     flags = os.O_RDWR if recycled else os.O_RDWR | os.O_CREAT | os.O_EXCL
     fd = os.open(tmp, flags, 0o600)
     try:
