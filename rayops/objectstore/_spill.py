@@ -2,8 +2,19 @@
 
 Owns the file operations of spilling and restoring: copy under a temp name, then rename, so the
 destination name only ever holds a complete object. Decides nothing: the StoreManager picks
-what to move and keeps the books. A spill file is a read-only snapshot: objects are immutable,
-so a spilled copy stays valid after a restore and a later eviction needs no second copy.
+what to move (and which pooled file to overwrite) and keeps the books. A spill file is a
+read-only snapshot: objects are immutable, so a spilled copy stays valid after a restore and a
+later eviction needs no second copy.
+
+How the bytes move (measured on the 2-core VM, 32 MiB files, GB/s): sendfile from the tmpfs
+file into the spill file, 2.2-3.2 into a new ext4 file whose page-cache memory was recently
+used, 0.1-0.5 when that memory is new to the VM (the host faults every page in: this VM hands
+freed memory back to its host), 4.1-4.4 overwriting a pooled spill file in place (its pages
+and blocks exist). write() from a mapping of the tmpfs file: 0.9-1.7 (a fault per page);
+copy_file_range refuses tmpfs to ext4 (EXDEV); O_DIRECT runs at the disk's own ~1.0 and leaves
+restores to read the disk (0.8) instead of the page cache (4+). Restores use sendfile too, into
+recycled shared memory: 3.8-4.7 (new pages 1.6-1.9). No fsync, as Ray: a spill file only has
+to outlive the session, not a crash of the machine.
 """
 
 from __future__ import annotations
@@ -14,16 +25,18 @@ from rayops.objectstore._paths import StorePaths, discard, temp_path
 from rayops.objectstore._transfer import copy_file
 
 
-def copy_to_spill(paths: StorePaths, object_id: bytes) -> int:
+def copy_to_spill(paths: StorePaths, object_id: bytes, reuse: str | None = None) -> int:
     """Copy the object's shm file into the spill directory; return its size.
 
-    Raises FileNotFoundError if the shm file is gone, OSError (ENOSPC) if the disk is full; the
-    spill directory is left without a partial file either way.
+    `reuse` is a pooled spill file (same directory's pool/) to overwrite in place: its pages
+    are already in the page cache and its blocks allocated, so the copy allocates nothing (it
+    is consumed either way). Raises FileNotFoundError if the shm file is gone, OSError (ENOSPC)
+    if the disk is full; the spill directory is left without a partial file either way.
     """
     final = paths.spill(object_id)
     with _opened(paths.shm(object_id), os.O_RDONLY) as src:
         size = os.fstat(src).st_size
-        _copy_into_new(src, final, size, reuse=None)
+        _copy_into_new(src, final, size, reuse=reuse)
     return size
 
 
