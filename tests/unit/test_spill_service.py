@@ -412,3 +412,44 @@ def test_idle_store_gives_pooled_files_back(
             service.close()
 
     asyncio.run(scenario())
+
+
+def test_large_objects_spill_and_restore_through_kept_mappings(
+    dirs: tuple[str, str, tuple[str, str]],
+) -> None:
+    big = 4 * MiB  # above the size from which copies go through a kept mapping
+    size = StoreClient.encoded_size(b"m", 1, [big])
+    shm_dir, spill_dir, _ = dirs
+    manager = StoreManager(
+        shm_dir,
+        spill_dir,
+        2 * size,
+        min_spill_free_bytes=0,
+        background_io=True,
+        max_pool_bytes=2 * size,
+    )
+    client = StoreClient(shm_dir, spill_dir)
+    payloads = [os.urandom(big) for _ in range(4)]
+    oids = []
+    for payload in payloads:
+        oid = os.urandom(20)
+        while manager.try_reserve(oid, size) is None:
+            for job in manager.plan_spills(size):
+                manager.check_spill_room(job)
+                manager.spill_copy(job)
+                manager.spill_done(job, None)
+        client.write(oid, b"m", b"p", [memoryview(payload)], location="shm")
+        manager.seal(oid)
+        oids.append(oid)
+    manager.delete(oids[2:])  # their pages go to the shm pool: restores reuse them
+    for oid, payload in zip(oids[:2], payloads[:2], strict=True):
+        with open(manager._paths.spill(oid), "rb") as f:
+            assert payload in f.read()  # the spill copy holds every byte
+        job = manager.plan_restore(oid)
+        assert isinstance(job, RestoreJob) and job.reuse is not None
+        manager.restore_copy(job)
+        assert manager.restore_done(job, None)
+        stored = client.read(oid)
+        assert stored is not None and stored.location == "shm"
+        assert bytes(stored.buffers[0]) == payload
+        del stored
