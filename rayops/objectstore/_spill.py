@@ -49,8 +49,11 @@ def copy_to_spill(paths: StorePaths, object_id: bytes, reuse: str | None = None)
         size = opened.st_size
         # Through a kept mapping (_mapcache.py, reader lock included): pwrite from pages whose
         # page table this process already filled copies at 4.0-4.7 GB/s into a pooled spill
-        # file here, sendfile at 2.0-2.6 (tmpfs's splice read goes page by page).
-        view = MAPPINGS.read(shm, opened) if size >= _MAPPED_BYTES else None
+        # file here, sendfile at 2.0-2.6 (tmpfs's splice read goes page by page). Only when
+        # the mapping is kept (pages this raylet restored into before): a new mapping would
+        # fault page by page during the copy, slower than sendfile.
+        mapped = size >= _MAPPED_BYTES and MAPPINGS.holds(opened)
+        view = MAPPINGS.read(shm, opened) if mapped else None
         try:
             _copy_into_new(src, final, size, reuse=reuse, view=view)
         finally:
