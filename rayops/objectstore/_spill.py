@@ -11,12 +11,13 @@ file into the spill file, 2.2-3.2 into a new ext4 file whose page-cache memory w
 used, 0.1-0.5 when that memory is new to the VM (the host faults every page in: this VM hands
 freed memory back to its host), 2.0-4.4 overwriting a pooled spill file in place (its pages
 and blocks exist); pwrite from a mapping of the tmpfs file whose page table this process has
-already filled (MAPPINGS, _mapcache.py) into a pooled file, 4.0-4.7: that is what large spills
-do. write() from a fresh mapping: 0.9-1.7 (a fault per page); copy_file_range refuses tmpfs to
-ext4 (EXDEV); O_DIRECT runs at the disk's own ~1.0 and leaves restores to read the disk (0.8)
-instead of the page cache (4+). Restores of large objects preadv the spill file into a kept
-mapping of the recycled shm file, 7.5-9 (sendfile 3.8-5.7; into new pages 1.6-1.9). No fsync,
-as Ray: a spill file only has to outlive the session, not a crash of the machine.
+already filled (MAPPINGS, _mapcache.py) into a pooled file, 4.0-4.7: what large spills do when
+this process keeps that mapping. write() from a fresh mapping: 0.9-1.7 (a fault per page);
+copy_file_range refuses tmpfs to ext4 (EXDEV); O_DIRECT runs at the disk's own ~1.0 and
+leaves restores to read the disk (0.8) instead of the page cache (4+). Restores of large
+objects preadv the spill file into a kept mapping of the recycled shm file, 7.5-9 (sendfile
+3.8-5.7; into new pages 1.6-1.9). No fsync, as Ray: a spill file only has to outlive the
+session, not a crash of the machine.
 """
 
 from __future__ import annotations
