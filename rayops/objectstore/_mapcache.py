@@ -137,6 +137,13 @@ class MappingCache:
             raise
         return self._export(mapping)
 
+    def holds(self, opened: os.stat_result) -> bool:
+        """True if a mapping of the file `opened` describes (same inode, same size) is kept,
+        i.e. `read` or `write` would find its page table filled (unless dropped meanwhile)."""
+        key = (opened.st_dev, opened.st_ino)
+        with self._lock:
+            return any(m.key == key and m.size == opened.st_size for m in self._kept.values())
+
     def _export(self, mapping: Mapping) -> memoryview:
         pages = (ctypes.c_char * mapping.size).from_address(mapping.address)
         finalizer = weakref.finalize(pages, self._released, mapping, self._pid)

@@ -10,6 +10,7 @@ spill_dir/ (one of several when spilling to several directories: the object id p
     <hex id>            a complete object on disk (spilled, or written there because it did
                         not fit in shared memory)
     <hex id>.<tag>.tmp  being written
+    pool/<n>            files of freed spilled objects kept for the next spills to overwrite
 
 Only final names are ever mapped by readers, and a final name only ever appears through
 rename(), so a reader never sees a half-written object.
@@ -61,8 +62,9 @@ class StorePaths:
     def reserved(self, object_id: bytes) -> str:
         return self._shm + object_id.hex() + ".reserved"
 
-    def pool_file(self, number: int) -> str:
-        return f"{self._shm}{POOL_SUBDIR}/{number}"
+    def spill_pool_dir(self, spill_dir: str) -> str:
+        """Where freed spill files of `spill_dir` (one of spill_dirs) wait for reuse."""
+        return os.path.join(spill_dir, POOL_SUBDIR)
 
 
 def temp_path(final_path: str) -> str:

@@ -8,6 +8,11 @@ to the next object of a similar size (shm_dir/<id>.reserved); the client writes 
 pages. Ray's plasma gets the same effect
 from its long-lived arena.
 
+The same pool serves the spill directories (each its own pool/, see StoreManager): the file of
+a freed spilled object is kept there and the next spill overwrites it in place, so its page
+cache and disk blocks are reused instead of allocated (4.1-4.4 GB/s against 0.5-2.2 for a new
+file on this VM, see _spill.py). Readers of a spill file take the same shared lock.
+
 Safety: a reader holds a shared flock on the object file for as long as its mapping lives. The
 lock belongs to the open file description, which Python's mmap keeps open (it dups the fd)
 until the mapping is gone, i.e. until the last numpy array or memoryview on it is released.
@@ -28,7 +33,7 @@ import fcntl
 import itertools
 import os
 
-from rayops.objectstore._paths import StorePaths, discard
+from rayops.objectstore._paths import discard
 
 # Pages of small objects are cheap to allocate; pooling them would only add bookkeeping. Files
 # smaller than this are never pooled and never handed out, so a file that small is never
@@ -59,15 +64,17 @@ def lock_for_reading(fd: int, path: str, opened: os.stat_result) -> bool:
 
 
 class RecyclePool:
-    """Files of freed objects kept in shm_dir/pool/ for reuse, at most `limit` bytes in all.
+    """Files of freed objects kept in `directory` (shm_dir/pool/, or a spill directory's pool/)
+    for reuse, at most `limit` bytes in all.
 
     Owned by the StoreManager (single-threaded). Oldest files are dropped first when the pool
-    must shrink.
+    must shrink. `limit` may be changed later (the spill pools' limit moves with the disk
+    usage); the next release or trim applies it.
     """
 
-    def __init__(self, paths: StorePaths, limit: int) -> None:
-        self._paths = paths
-        self._limit = limit
+    def __init__(self, directory: str, limit: int) -> None:
+        self._dir = directory + "/"
+        self.limit = limit
         self._numbers = itertools.count()
         self._by_size: list[tuple[int, int]] = []  # sorted (size, number)
         self._by_age: dict[int, int] = {}  # number -> size, oldest first
@@ -89,12 +96,12 @@ class RecyclePool:
             return False
         try:
             size = os.fstat(fd).st_size
-            if not MIN_RECYCLE_BYTES <= size <= self._limit:
+            if not MIN_RECYCLE_BYTES <= size <= self.limit:
                 discard(path)
                 return False
             free = _try_lock_exclusive(fd)
             number = next(self._numbers)
-            os.rename(path, self._paths.pool_file(number))
+            os.rename(path, self._dir + str(number))
         finally:
             os.close(fd)  # releases the exclusive lock
         if free:
@@ -102,7 +109,7 @@ class RecyclePool:
         else:
             self._busy[number] = size
             self.bytes += size
-        self.trim(self._limit)
+        self.trim(self.limit)
         return True
 
     def take(self, size: int) -> str | None:
@@ -125,7 +132,7 @@ class RecyclePool:
             close = file_size < size and file_size * _MIN_UNDERSIZE_FACTOR >= size
             if fits or close:
                 self._remove(file_size, number)
-                return self._paths.pool_file(number)
+                return self._dir + str(number)
         return None
 
     def trim(self, max_bytes: int) -> int:
@@ -135,12 +142,12 @@ class RecyclePool:
             number, size = next(iter(self._busy.items()))
             del self._busy[number]
             self.bytes -= size
-            discard(self._paths.pool_file(number))
+            discard(self._dir + str(number))
             freed += size
         while self.bytes > max(max_bytes, 0) and self._by_age:
             number, size = next(iter(self._by_age.items()))
             self._remove(size, number)
-            discard(self._paths.pool_file(number))
+            discard(self._dir + str(number))
             freed += size
         return freed
 
@@ -154,7 +161,7 @@ class RecyclePool:
     def _free_busy(self) -> None:
         """Make busy files whose readers are gone available (oldest first)."""
         for number, size in list(self._busy.items()):
-            path = self._paths.pool_file(number)
+            path = self._dir + str(number)
             try:
                 fd = os.open(path, os.O_RDWR)
             except FileNotFoundError:

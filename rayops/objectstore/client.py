@@ -147,8 +147,8 @@ class StoreClient:
         """
         found = _map(self._paths.shm(object_id), object_id, "shm", lock=True)
         if found is None:
-            # Spill files are never recycled, so they need no reader lock.
-            found = _map(self._paths.spill(object_id), object_id, "disk", lock=False)
+            # Spill files are recycled too (the manager's spill pools): lock them the same way.
+            found = _map(self._paths.spill(object_id), object_id, "disk", lock=True)
         return found
 
     def contains(self, object_id: bytes) -> bool:
@@ -279,7 +279,7 @@ def _map(path: str, object_id: bytes, location: str, *, lock: bool) -> StoredObj
         opened = os.fstat(fd)
         if opened.st_size <= _COPY_READ_BYTES:
             view = _read_aligned(fd, opened.st_size)
-        elif lock and opened.st_size >= MIN_KEPT_BYTES:
+        elif lock and location == "shm" and opened.st_size >= MIN_KEPT_BYTES:
             # Reuses this process's mapping of these pages if it has one (_mapcache.py).
             kept_view = MAPPINGS.read(path, opened)
             if kept_view is None:

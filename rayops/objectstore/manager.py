@@ -51,14 +51,17 @@ class StoreStats:
     fallback_bytes: int  # disk held by objects written straight to disk
     num_fallback: int = 0
     pool_bytes: int = 0  # shared memory kept from freed objects for reuse (within capacity)
+    spill_pool_bytes: int = 0  # disk kept from freed spill files for the next spills
 
 
 @dataclass(frozen=True)
 class SpillJob:
-    """Copy one object's shm file to its spill path in a thread; then `spill_done`."""
+    """Copy one object's shm file to its spill path in a thread (overwriting the pooled spill
+    file `reuse` if given); then `spill_done`."""
 
     object_id: bytes
     size: int
+    reuse: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,15 @@ class StoreManager:
         quiet_fallback: bool = False,
     ) -> None:
         """`max_pool_bytes` bounds the memory kept from freed objects for reuse; the default is
-        `capacity`, 0 turns recycling off. The pool always fits in what the live objects leave
-        free, so it never pushes the store past `capacity` (as Ray's plasma keeps the pages of
+        a quarter of `capacity` (the raylet passes `capacity` and trims to a quarter when
+        idle), 0 turns recycling off. The pool always fits in what the live objects leave free,
+        so it never pushes the store past `capacity` (Ray's plasma likewise keeps the pages of
         its arena once touched); the raylet's memory monitor empties it before killing.
+
+        Freed spill files are kept too, per spill directory, for later spills to overwrite
+        (`_trim_spill_pools`): live disk copies plus pooled files never take more disk than the
+        disk copies alone did at their peak, the pools are emptied before the disk threshold
+        refuses anything, and `trim_spill_pool` empties them.
 
         `huge_pages` mounts a tmpfs with transparent huge pages on `shm_dir` (see _tmpfs.py:
         about twice the write speed and a tenth of the page-fault time of /dev/shm's 4 KiB
@@ -130,14 +139,22 @@ class StoreManager:
         self._huge_pages = huge_pages and self._mount_huge_tmpfs(capacity, quiet_fallback)
         for directory in (self._paths.pool_dir, *self._paths.spill_dirs):
             os.makedirs(directory, mode=0o700, exist_ok=True)
+        for directory in self._paths.spill_dirs:
+            os.makedirs(self._paths.spill_pool_dir(directory), mode=0o700, exist_ok=True)
         self._threshold = fs_capacity_threshold
         self._background_io = background_io
         self._spilling: set[bytes] = set()  # copies to disk in flight (background_io)
         self._restoring: set[bytes] = set()  # copies back into shm in flight
         self._capacity = capacity
         self._min_spill_free = min_spill_free_bytes
-        pool_limit = capacity if max_pool_bytes is None else max_pool_bytes
-        self._pool = RecyclePool(self._paths, pool_limit)
+        pool_limit = capacity // 4 if max_pool_bytes is None else max_pool_bytes
+        self._pool = RecyclePool(self._paths.pool_dir, pool_limit)
+        # Freed spill files, per spill directory, for later spills to overwrite (see
+        # _trim_spill_pools for their bound: never more disk than the node's peak so far).
+        self._spill_pools = {
+            d: RecyclePool(self._paths.spill_pool_dir(d), 0) for d in self._paths.spill_dirs
+        }
+        self._disk_peak = 0  # the most bytes disk copies have held at once
         self._entries: dict[bytes, _Entry] = {}
         self._lru: OrderedDict[bytes, None] = OrderedDict()  # sealed, in shm; oldest first
         self._used = 0
@@ -244,10 +261,11 @@ class StoreManager:
                 self._pool.release(self._paths.reserved(object_id))  # if never claimed
                 self._leave_shm(object_id, entry)
             if entry.disk is not None:
-                discard(self._paths.spill(object_id))
                 self._set_disk(entry, None)
+                self._release_spill_file(object_id)
             freed += entry.size
         self._pool.trim(self._capacity - self._used)
+        self._trim_spill_pools()
         return freed
 
     def entries(self) -> list[tuple[bytes, int, bool, bool, bool]]:
@@ -269,6 +287,7 @@ class StoreManager:
             fallback_bytes=self._disk_bytes[_FALLBACK],
             num_fallback=self._disk_count[_FALLBACK],
             pool_bytes=self._pool.bytes,
+            spill_pool_bytes=sum(p.bytes for p in self._spill_pools.values()),
         )
 
     def cleanup(self) -> None:
@@ -280,6 +299,8 @@ class StoreManager:
         for directory in self._paths.spill_dirs:
             shutil.rmtree(directory, ignore_errors=True)
         self._pool.forget()
+        for pool in self._spill_pools.values():
+            pool.forget()
         self._entries.clear()
         self._lru.clear()
         self._used = self._num_in_shm = 0
@@ -302,8 +323,12 @@ class StoreManager:
                 self._entries[object_id] = entry
                 self._enter_shm(object_id, entry)
                 self._lru[object_id] = None
-        for name in os.listdir(self._paths.pool_dir):
-            discard(os.path.join(self._paths.pool_dir, name))
+        for pool_dir in (
+            self._paths.pool_dir,
+            *map(self._paths.spill_pool_dir, self._paths.spill_dirs),
+        ):
+            for name in os.listdir(pool_dir):
+                discard(os.path.join(pool_dir, name))
         for name, path in self._spill_files():
             if not is_object_name(name):
                 discard(path)
@@ -320,6 +345,11 @@ class StoreManager:
         For the raylet to call when the node is idle or short of memory."""
         return self._pool.trim(max_bytes)
 
+    def trim_spill_pool(self) -> int:
+        """Unlink every pooled spill file (the raylet calls this once spilling has been idle
+        for a while); bytes freed on disk."""
+        return sum(pool.trim(0) for pool in self._spill_pools.values())
+
     # ---- room in shared memory -----------------------------------------------------------
 
     def _spill_files(self) -> list[tuple[str, str]]:
@@ -327,6 +357,7 @@ class StoreManager:
             (name, os.path.join(directory, name))
             for directory in self._paths.spill_dirs
             for name in os.listdir(directory)
+            if name != POOL_SUBDIR
         ]
 
     def _make_room(self, size: int, copy: bool = True) -> bool:
@@ -390,9 +421,12 @@ class StoreManager:
                 break
             entry = self._entries[object_id]
             if entry.disk is None and object_id not in self._spilling:
-                jobs.append(SpillJob(object_id, entry.size))
+                jobs.append(SpillJob(object_id, entry.size, self._take_spill_file(object_id)))
                 short -= entry.size
         self._spilling.update(job.object_id for job in jobs)
+        growth = sum(job.size for job in jobs if job.reuse is None)
+        if growth and not self._disk_has_room(growth, drop_copies=False):
+            self.trim_spill_pool()  # the new files need the disk the pooled ones hold
         return jobs
 
     def plan_background_spills(self, headroom: float) -> list[SpillJob]:
@@ -405,21 +439,32 @@ class StoreManager:
         return len(self._spilling)
 
     def check_spill_room(self, job: SpillJob) -> None:
-        """Raise OSError(ENOSPC) if the job's spill file would break the disk limits."""
-        if not self._disk_has_room(job.size, drop_copies=False):
+        """Raise OSError(ENOSPC) if the job's spill file would break the disk limits (a pooled
+        file it overwrites is already counted as used)."""
+        growth = job.size
+        if job.reuse is not None:
+            try:
+                growth -= os.stat(job.reuse).st_size
+            except FileNotFoundError:
+                pass
+        if growth > 0 and not self._disk_has_room(growth, drop_copies=False):
+            if job.reuse is not None:
+                discard(job.reuse)
             raise OSError(errno.ENOSPC, "spill directory over its usage limit")
 
     def spill_copy(self, job: SpillJob) -> None:
         """The file copy of a SpillJob: with check_spill_room (read-only), the only methods a
         thread may call."""
-        copy_to_spill(self._paths, job.object_id)
+        copy_to_spill(self._paths, job.object_id, job.reuse)
 
     def spill_done(self, job: SpillJob, error: BaseException | None) -> None:
         """A SpillJob's copy finished (or failed with `error`)."""
         self._spilling.discard(job.object_id)
         entry = self._entries.get(job.object_id)
         if entry is None:  # deleted meanwhile: its copy is garbage
-            discard(self._paths.spill(job.object_id))
+            if error is None:
+                self._release_spill_file(job.object_id)
+                self._trim_spill_pools()
             return
         if error is not None:
             if not (isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)):
@@ -471,6 +516,35 @@ class StoreManager:
         self._restored_count += 1
         return True
 
+    def _take_spill_file(self, object_id: bytes) -> str | None:
+        """A pooled spill file, in the object's spill directory, for its spill to overwrite."""
+        pool = self._spill_pools[os.path.dirname(self._paths.spill(object_id))]
+        return pool.take(self._entries[object_id].size)
+
+    def _release_spill_file(self, object_id: bytes) -> None:
+        """The object's spill file is no longer needed: keep it for a later spill to overwrite
+        (its bytes stay counted by the disk's usage; see _trim_spill_pools)."""
+        path = self._paths.spill(object_id)
+        pool = self._spill_pools[os.path.dirname(path)]
+        pool.limit = self._disk_peak  # the real bound is applied by _trim_spill_pools
+        pool.release(path)
+
+    def _trim_spill_pools(self, allowance: int | None = None) -> None:
+        """Keep pooled spill files only within what the disk copies have already needed at
+        their peak: live copies plus pool never take more disk than the node has used before
+        (and the disk threshold empties the pool before it refuses a spill)."""
+        if allowance is None:
+            live = self._disk_bytes[_SPILLED] + self._disk_bytes[_FALLBACK]
+            allowance = self._disk_peak - live
+        pools = sorted(self._spill_pools.values(), key=lambda p: p.bytes, reverse=True)
+        excess = sum(p.bytes for p in pools) - max(allowance, 0)
+        for pool in pools:
+            if excess <= 0:
+                break
+            before = pool.bytes
+            pool.trim(before - excess)
+            excess -= before - pool.bytes
+
     def _claim_pooled(self, size: int) -> str | None:
         """Take the pooled file best suited to a new `size`-byte object (after _make_room), and
         shrink the rest of the pool into what is left of the capacity."""
@@ -486,7 +560,7 @@ class StoreManager:
             if not self._disk_has_room(entry.size):
                 return False
             try:
-                copy_to_spill(self._paths, object_id)
+                copy_to_spill(self._paths, object_id, self._take_spill_file(object_id))
             except FileNotFoundError:
                 logger.warning(
                     "object %s is sealed but its file %s is gone; forgetting it",
@@ -549,6 +623,11 @@ class StoreManager:
             return True
         if not drop_copies:
             return False
+        # Pooled spill files are only a shortcut for later spills: unlink them first.
+        if self.trim_spill_pool() and (
+            self._disk_free() >= size and self._over_threshold(size) is None
+        ):
+            return True
         # Disk copies of objects that are back in memory are only a shortcut for their next
         # eviction; drop them before giving up.
         for object_id, entry in self._entries.items():
@@ -602,6 +681,9 @@ class StoreManager:
         if kind is not None:
             self._disk_bytes[kind] += entry.size
             self._disk_count[kind] += 1
+            self._disk_peak = max(
+                self._disk_peak, self._disk_bytes[_SPILLED] + self._disk_bytes[_FALLBACK]
+            )
 
 
 def _free_bytes(directory: str) -> int:

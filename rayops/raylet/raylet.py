@@ -156,6 +156,10 @@ class Raylet:
             min_spill_free_bytes=0,
             fs_capacity_threshold=config.spill.fs_capacity_threshold,
             background_io=True,
+            # Freed objects' pages may fill what live objects leave of the capacity (as Ray's
+            # plasma arena stays mapped), so a burst of puts after a burst of frees writes into
+            # pages that exist; SpillService trims the pool to a quarter once the store is idle.
+            max_pool_bytes=config.object_store_memory,
             huge_pages=config.store.try_huge_pages,
             quiet_fallback=not config.store.require_huge_pages,
         )

@@ -13,6 +13,9 @@ object_spilling_threshold, 0.8), least recently used objects are copied to disk 
 background, so the next `put` that needs room only evicts (a rename) instead of waiting for a
 disk write.
 
+Spill copies overwrite pooled spill files of freed objects when there are some (see
+StoreManager), and after IDLE_TRIM_S without puts or spills the pools are trimmed.
+
 The settings (SpillSettings) are read once at the edge from Ray's variables:
 RAY_object_spilling_config, RAY_object_spilling_directory, RAY_local_fs_capacity_threshold and
 RAY_object_spilling_threshold.
@@ -44,6 +47,10 @@ logger = logging.getLogger(__name__)
 
 IO_THREADS = 2  # one copy saturates a disk; two overlap a spill with a restore
 MAX_JOBS_IN_FLIGHT = 4  # the bounded queue of copies handed to the threads
+# Once the store has seen no reserve and no spill for this long, the pooled spill files are
+# unlinked and the pooled shared memory shrinks to a quarter of the capacity: the pools speed
+# up the next burst of puts and spills, they are not what an idle node should hold.
+IDLE_TRIM_S = 10.0
 
 
 class SpillConfigError(ValueError):
@@ -187,6 +194,7 @@ class SpillService:
         self._restores: dict[bytes, asyncio.Future[bool]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._idle_trim: asyncio.TimerHandle | None = None
         self._spill_failures = 0
         self.spilled_bytes = 0
         self.spill_seconds = 0.0
@@ -198,6 +206,7 @@ class SpillService:
     async def reserve(self, object_id: bytes, size: int) -> str:
         """StoreManager.reserve, waiting for spills instead of copying on the loop."""
         failures = self._spill_failures
+        self._active()
         while True:
             where = self._store.try_reserve(object_id, size)
             if where is not None:
@@ -234,6 +243,8 @@ class SpillService:
 
     def close(self) -> None:
         self._closed = True
+        if self._idle_trim is not None:
+            self._idle_trim.cancel()
         for task in self._tasks:
             task.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -277,6 +288,7 @@ class SpillService:
         t0 = time.perf_counter()
         error = await self._run(self._spill_copy, job)
         self._store.spill_done(job, error)
+        self._active()
         if error is not None:
             self._spill_failures += 1
         else:
@@ -295,6 +307,18 @@ class SpillService:
             except Exception as err:  # reported to the store, which keeps the books
                 return err
         return None
+
+    def _active(self) -> None:
+        """(Re)arm the idle trim of the store's pools."""
+        if self._idle_trim is not None:
+            self._idle_trim.cancel()
+        if not self._closed:
+            self._idle_trim = asyncio.get_running_loop().call_later(IDLE_TRIM_S, self._trim_idle)
+
+    def _trim_idle(self) -> None:
+        self._idle_trim = None
+        self._store.trim_spill_pool()
+        self._store.trim_pool(self._store.stats().capacity // 4)
 
     def _notify(self) -> None:
         self._changed.set()

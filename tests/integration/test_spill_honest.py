@@ -118,6 +118,37 @@ def test_four_times_capacity_restored_within_capacity(tmp_path: Any) -> None:
         assert os.listdir(d) == [], f"{d} not cleaned up"
 
 
+def test_spilling_again_overwrites_freed_spill_files(tmp_path: Any) -> None:
+    store = 64 * MiB
+    with _cluster(str(tmp_path / "t"), store, {}):
+        first = [rayops.put(a) for a in _arrays(12, 16 * MiB, seed=11)]  # 3x the store
+        assert _stats()["spilled_count"] > 0
+        del first
+        deadline = time.monotonic() + 10
+        while _stats()["spill_pool_bytes"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # frees reach the raylet asynchronously
+        pooled = _stats()["spill_pool_bytes"]
+        assert pooled >= 16 * MiB, _stats()
+        # A second round spills into the pooled files (their pages and blocks exist), and
+        # every byte of every object still comes back from shared memory.
+        arrays = _arrays(12, 16 * MiB, seed=12)
+        digests = [hashlib.sha256(a.tobytes()).hexdigest() for a in arrays]
+        peak = 0
+        refs = []
+        for a in arrays:
+            refs.append(rayops.put(a))
+            peak = max(peak, _shm_bytes())
+        del arrays, a
+        assert _stats()["spill_pool_bytes"] < pooled  # some were taken
+        for ref, digest in zip(refs, digests, strict=True):
+            out = rayops.get(ref)
+            assert hashlib.sha256(out.tobytes()).hexdigest() == digest
+            del out
+            peak = max(peak, _shm_bytes())
+        assert peak <= store + MiB, f"the store's files took {peak} bytes, capacity {store}"
+        del refs
+
+
 def test_disk_threshold_refuses_cleanly(tmp_path: Any) -> None:
     with _tmpfs(str(tmp_path / "disk"), 64) as disk:
         config = {"type": "filesystem", "params": {"directory_path": disk}}

@@ -22,6 +22,8 @@ from rayops.objectstore import (
     StoreClient,
     StoreManager,
 )
+from rayops.objectstore._mapcache import MAPPINGS
+from rayops.raylet import spilling
 from rayops.raylet.spilling import (
     SpillConfigError,
     SpillService,
@@ -282,3 +284,193 @@ def test_delete_while_copies_are_in_flight(dirs: tuple[str, str, tuple[str, str]
     assert not manager.restore_done(restore, None)
     assert not os.path.exists(manager._paths.shm(b))
     assert manager.stats().used_bytes == 0
+
+
+def _one_dir_manager(dirs: tuple[str, str, tuple[str, str]], objects: float) -> StoreManager:
+    shm_dir, spill_dir, _ = dirs
+    return StoreManager(
+        shm_dir, spill_dir, int(objects * SIZE), min_spill_free_bytes=0, background_io=True
+    )
+
+
+def _inodes(directory: str) -> set[int]:
+    return {e.inode() for e in os.scandir(directory) if e.is_file()}
+
+
+def test_freed_spill_files_are_overwritten_by_later_spills(
+    dirs: tuple[str, str, tuple[str, str]],
+) -> None:
+    manager = _one_dir_manager(dirs, 2)
+    client = StoreClient(dirs[0], dirs[1])
+    first = [_put(manager, client, fill) for fill in (1, 2)]
+    assert len(_spill_all(manager, 2 * SIZE)) == 2
+    spilled_inodes = {os.stat(manager._paths.spill(oid)).st_ino for oid in first}
+    manager.delete(first)
+    pool_dir = manager._paths.spill_pool_dir(dirs[1])
+    assert _inodes(pool_dir) == spilled_inodes  # kept, not unlinked
+    assert manager.stats().spill_pool_bytes == 2 * SIZE
+
+    second = [_put(manager, client, fill) for fill in (3, 4)]
+    jobs = manager.plan_spills(2 * SIZE)
+    assert len(jobs) == 2 and all(job.reuse is not None for job in jobs)
+    for job in jobs:
+        manager.check_spill_room(job)
+        manager.spill_copy(job)
+        manager.spill_done(job, None)
+    assert {os.stat(manager._paths.spill(oid)).st_ino for oid in second} == spilled_inodes
+    assert manager.stats().spill_pool_bytes == 0
+    # Evict both, restore them, and read every byte back from shared memory.
+    newer = [_put(manager, client, fill) for fill in (5, 6)]
+    manager.delete(newer)
+    for oid, fill in zip(second, (3, 4), strict=True):
+        job = manager.plan_restore(oid)
+        assert isinstance(job, RestoreJob)
+        manager.restore_copy(job)
+        assert manager.restore_done(job, None)
+        stored = client.read(oid)
+        assert stored is not None and stored.location == "shm"
+        assert bytes(stored.buffers[0]) == bytes([fill]) * MiB
+        del stored
+
+
+def test_spill_pool_stays_within_the_disk_peak_and_trims(
+    dirs: tuple[str, str, tuple[str, str]],
+) -> None:
+    manager = _one_dir_manager(dirs, 3)
+    client = StoreClient(dirs[0], dirs[1])
+    objects = [_put(manager, client, fill) for fill in (1, 2, 3)]
+    _spill_all(manager, 3 * SIZE)
+    peak = manager.stats().spilled_bytes
+    manager.delete(objects[:2])
+    stats = manager.stats()
+    # Live copies plus pooled files never take more disk than the copies did at their peak.
+    assert stats.spilled_bytes + stats.spill_pool_bytes <= peak
+    assert stats.spill_pool_bytes == 2 * SIZE
+    assert manager.trim_spill_pool() == 2 * SIZE
+    assert _inodes(manager._paths.spill_pool_dir(dirs[1])) == set()
+    assert manager.stats().spill_pool_bytes == 0
+
+
+def test_spill_file_a_reader_maps_is_never_overwritten(
+    dirs: tuple[str, str, tuple[str, str]],
+) -> None:
+    manager = _one_dir_manager(dirs, 1.5)
+    client = StoreClient(dirs[0], dirs[1])
+    big = os.urandom(20)
+    payload = os.urandom(2 * MiB)
+    assert manager.try_reserve(big, StoreClient.encoded_size(b"m", 1, [2 * MiB])) == "disk"
+    client.write(big, b"m", b"p", [memoryview(payload)], location="disk")
+    manager.seal(big)
+    held = client.read(big)
+    assert held is not None and held.location == "disk"
+    manager.delete([big])  # its file is pooled as busy: a reader still maps it
+    small = _put(manager, client, 7)
+    (job,) = manager.plan_spills(SIZE)
+    assert job.reuse is None  # the mapped file is not handed out
+    manager.check_spill_room(job)
+    manager.spill_copy(job)
+    manager.spill_done(job, None)
+    assert bytes(held.buffers[0]) == payload
+    del held
+    _put(manager, client, 8)  # evicts `small` (its disk copy exists)
+    (job,) = manager.plan_spills(SIZE)
+    assert job.reuse is not None  # the reader is gone: its file may be overwritten now
+    in_shm = {oid for oid, _size, _sealed, shm, _disk in manager.entries() if shm}
+    assert small not in in_shm
+
+
+def test_idle_store_gives_pooled_files_back(
+    dirs: tuple[str, str, tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spilling, "IDLE_TRIM_S", 0.05)
+    manager = _manager(dirs, 4, max_pool_bytes=4 * SIZE)
+    client = StoreClient(dirs[0], dirs[1], dirs[2])
+
+    async def scenario() -> None:
+        service = SpillService(manager, SpillSettings())
+        try:
+            oids = []
+            for i in range(8):  # twice the capacity: half of it spilled
+                oid = os.urandom(20)
+                where = await service.reserve(oid, SIZE)
+                client.write(oid, b"m", b"p", [memoryview(bytes([i]) * MiB)], location=where)
+                manager.seal(oid)
+                service.kick()
+                oids.append(oid)
+            while manager.spills_in_flight:
+                await asyncio.sleep(0.01)
+            manager.delete(oids)
+            stats = manager.stats()
+            assert stats.spill_pool_bytes > 0 and stats.pool_bytes > SIZE
+            for _ in range(500):  # the idle trim is due 0.05 s after the last activity
+                stats = manager.stats()
+                if stats.spill_pool_bytes == 0 and stats.pool_bytes <= SIZE:
+                    break
+                await asyncio.sleep(0.01)
+            assert stats.spill_pool_bytes == 0, stats
+            assert stats.pool_bytes <= SIZE, stats  # a quarter of the capacity
+        finally:
+            service.close()
+
+    asyncio.run(scenario())
+
+
+def test_large_objects_spill_and_restore_through_kept_mappings(
+    dirs: tuple[str, str, tuple[str, str]],
+) -> None:
+    big = 4 * MiB  # above the size from which copies go through a kept mapping
+    size = StoreClient.encoded_size(b"m", 1, [big])
+    shm_dir, spill_dir, _ = dirs
+    manager = StoreManager(
+        shm_dir,
+        spill_dir,
+        2 * size,
+        min_spill_free_bytes=0,
+        background_io=True,
+        max_pool_bytes=2 * size,
+    )
+    client = StoreClient(shm_dir, spill_dir)
+    payloads = [os.urandom(big) for _ in range(4)]
+    oids = []
+    for payload in payloads:
+        oid = os.urandom(20)
+        while manager.try_reserve(oid, size) is None:
+            for job in manager.plan_spills(size):
+                manager.check_spill_room(job)
+                manager.spill_copy(job)
+                manager.spill_done(job, None)
+        client.write(oid, b"m", b"p", [memoryview(payload)], location="shm")
+        manager.seal(oid)
+        oids.append(oid)
+    manager.delete(oids[2:])  # their pages go to the shm pool: restores reuse them
+    for oid, payload in zip(oids[:2], payloads[:2], strict=True):
+        with open(manager._paths.spill(oid), "rb") as f:
+            assert payload in f.read()  # the spill copy holds every byte
+        job = manager.plan_restore(oid)
+        assert isinstance(job, RestoreJob) and job.reuse is not None
+        manager.restore_copy(job)
+        assert manager.restore_done(job, None)
+        stored = client.read(oid)
+        assert stored is not None and stored.location == "shm"
+        assert bytes(stored.buffers[0]) == payload
+        del stored
+    # The restores left this process mappings of those pages; freed, the pages go to the next
+    # objects, whose spills then copy out through the kept mappings.
+    manager.delete(oids[:2])
+    again = [os.urandom(big) for _ in range(2)]
+    new_ids = []
+    for payload in again:
+        oid = os.urandom(20)
+        assert manager.try_reserve(oid, size) == "shm"
+        client.write(oid, b"m", b"p", [memoryview(payload)], location="shm")
+        manager.seal(oid)
+        new_ids.append(oid)
+    hits = MAPPINGS.hits
+    for job in manager.plan_spills(2 * size):
+        manager.check_spill_room(job)
+        manager.spill_copy(job)
+        manager.spill_done(job, None)
+    assert MAPPINGS.hits > hits
+    for oid, payload in zip(new_ids, again, strict=True):
+        with open(manager._paths.spill(oid), "rb") as f:
+            assert payload in f.read()
