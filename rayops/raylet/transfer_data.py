@@ -35,6 +35,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 
 from rayops.objectstore._paths import claim_recycled, discard, temp_path
+from rayops.objectstore._recycle import lock_for_reading
 from rayops.raylet import transfer_plan as plan
 from rayops.rpc import tls
 from rayops.rpc.refusal_log import RefusalLog
@@ -59,12 +60,23 @@ class TransferFailed(OSError):
 # ------------------------------------------------------------------ holder side
 class Source:
     """An open store file shared by the tickets of one offer; closed with the last of them.
-    Holding the descriptor keeps the bytes readable even if the object is deleted or
-    spilled meanwhile."""
+    It holds the store's reader lock (``lock_for_reading``), so even if the object is deleted
+    or spilled meanwhile, its file is not recycled for another object until the last stripe
+    is sent: the descriptor keeps the bytes readable and the lock keeps them unchanged.
+    Raises FileNotFoundError when the file is gone or was recycled before it was locked."""
 
     def __init__(self, path: str, refs: int) -> None:
         self.fd = os.open(path, os.O_RDONLY)
-        self.size = os.fstat(self.fd).st_size
+        opened = os.fstat(self.fd)
+        try:
+            locked = lock_for_reading(self.fd, path, opened)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        if not locked:
+            os.close(self.fd)
+            raise FileNotFoundError(f"{path} was recycled for another object")
+        self.size = opened.st_size
         self._refs = refs
         self._lock = threading.Lock()
         self._map: mmap.mmap | None = None
@@ -143,6 +155,9 @@ class DataServer:
         if not ranges:
             source.release()
             return []
+        if sum(length for _, length in ranges) != source.size:  # replaced since it was sized
+            source.release()
+            raise FileNotFoundError(f"{path} changed size")
         now = time.monotonic()
         self._expire()
         with self._lock:

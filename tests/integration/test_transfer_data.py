@@ -216,3 +216,26 @@ def test_refusals_are_logged_once_per_address(
     lines = [r for r in caplog.records if r.name == data.logger.name and "refused" in r.message]
     assert len(lines) == 1, [r.message for r in lines]
     assert "127.0.0.1" in lines[0].message and "not a rayops" in lines[0].message
+
+
+def test_a_file_being_served_is_not_recycled_until_sent(
+    server: data.DataServer, source: tuple[str, bytes], tmp_path: Path
+) -> None:
+    """The object is freed (or spilled) while its tickets are out: the store's recycle pool
+    must not hand its file to another object before the pull read it."""
+    from rayops.objectstore._recycle import RecyclePool
+
+    path, payload = source
+    pool_dir = tmp_path / "pool"
+    pool_dir.mkdir()
+    pool = RecyclePool(str(pool_dir), 10 * SIZE)
+    ranges = plan.stripes(SIZE, 1, 1)
+    tickets = server.offer(OID, "puller", path, ranges)
+    assert pool.release(path)  # freed: pooled, but busy while the server holds it
+    assert pool.take(SIZE) is None
+    _pull(server, tickets, ranges, str(tmp_path / "dst"))  # sent from the open descriptor
+    assert (tmp_path / "dst").read_bytes() == payload
+    deadline = time.monotonic() + 10
+    while pool.take(SIZE) is None:  # the last stripe sent: the lock is gone
+        assert time.monotonic() < deadline, "the served file stayed locked"
+        time.sleep(0.02)
