@@ -62,6 +62,7 @@ from rayops.rpc import framed
 
 if TYPE_CHECKING:
     from rayops.core_worker.core_worker import CoreWorker
+    from rayops.core_worker.task_manager import TaskRecord
 
 logger = logging.getLogger(__name__)
 
@@ -194,21 +195,24 @@ class ActorSubmitter:
                     self._lanes[aid] = (conn if sync is None else sync[0], epoch)
 
     @io_thread
-    def submit(self, spec: TaskSpec) -> None:
-        """Queue a call (new, or again after an application error) behind the others."""
+    def submit(self, spec: TaskSpec, record: TaskRecord | None = None) -> None:
+        """Queue a call (new, or again after an application error) behind the others
+        (``record``: its task record, when the caller has it at hand)."""
         cw = self._cw
         aid = spec.actor_id
-        record = cw.tasks.record(spec.task_id)
+        if record is None:
+            record = cw.tasks.record(spec.task_id)
         epoch = self._direct.pop(spec.task_id, None)
         if epoch is not None:  # a user thread sent it already
             self._specs[spec.task_id] = spec
-            cw.tasks.pushed(spec.task_id)
-            retries = record.retries_left if record is not None else 0
-            ev = aq.CallSentDirect(aid, spec.task_id, retries, epoch)
-            if self._machine.direct_epoch(aid) == epoch:  # the hot path: nothing changes
-                self._machine.handle(ev)
-            else:
-                self._handle(ev)
+            retries = 0
+            if record is not None:
+                cw.tasks.machine.pushed_record(record)
+                retries = record.retries_left
+            machine = self._machine
+            if machine.sent_direct(aid, spec.task_id, retries, epoch):
+                return  # the hot path: nothing changes
+            self._handle(aq.CallSentDirect(aid, spec.task_id, retries, epoch))
             return
         ready = True
         if spec.args:
@@ -444,7 +448,7 @@ class ActorSubmitter:
         aid = spec.actor_id
         if err is None:
             self._specs.pop(spec.task_id, None)
-            self._machine.handle(aq.CallReplied(aid, spec.task_id, epoch))
+            self._machine.replied(aid, spec.task_id, epoch)
             assert reply is not None
             self._cw.tasks.on_reply(spec, reply)
             return

@@ -168,11 +168,16 @@ class Tasks:
         if not batch:
             return
         submit = self.machine.submit
+        submit_call = self.machine.submit_actor_call
         actor_calls = self._cw.actor_submitter
         actor_calls.hold()  # the batch's actor calls are written at its end, at once
         self._draining = True
         try:
             for spec, deps, retries, rx, class_name, async_actor in batch:
+                if spec.actor_id:  # submit's SubmitToActor, carried out at once
+                    record = submit_call(spec, deps, retries, rx, class_name, async_actor)
+                    actor_calls.submit(spec, record)
+                    continue
                 self._run(submit(spec, deps, retries, rx, class_name, async_actor))
         finally:
             self._draining = False
