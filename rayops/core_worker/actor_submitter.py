@@ -57,7 +57,7 @@ from rayops.core_worker.threads import any_thread, io_thread
 from rayops.gcs.actor_events import ActorChanged
 from rayops.protocol import worker_messages as wm
 from rayops.protocol.framed_message import RefusalCode
-from rayops.protocol.task_messages import TaskReply, TaskSpec
+from rayops.protocol.task_messages import STREAMING, TaskReply, TaskSpec
 from rayops.rpc import framed
 
 if TYPE_CHECKING:
@@ -355,7 +355,27 @@ class ActorSubmitter:
     ) -> None:
         # The answer to a call a user thread sent: the IO thread may not have taken the
         # call yet (its hand-over and this reply race); take it first.
-        if not self._cw.tasks.drain_pending():  # answered inside a drain: after it
+        tasks = self._cw.tasks
+        if (
+            err is None
+            and reply is not None
+            and reply.status == "ok"
+            and not reply.borrowed
+            and self._direct.get(spec.task_id) == epoch
+            and self._machine.direct_epoch(spec.actor_id) == epoch
+            and spec.num_returns != STREAMING
+            and all(r[0][0] == "v" for r in reply.returns)
+        ):
+            # The hot path (``get(a.f.remote())``): the reply came with the call's
+            # hand-over, which holds nothing else; the call ends at once, never queued.
+            item = tasks.take_alone(spec)
+            if item is not None:
+                del self._direct[spec.task_id]
+                if self._cw.memory_store.blocked_waits():  # a user thread waits
+                    self._count_direct(spec.actor_id, epoch)
+                tasks.finish_alone(item, reply)
+                return
+        if not tasks.drain_pending():  # answered inside a drain: after it
             self._cw.loop.call_soon(self._on_done_direct, spec, epoch, reply, err, conn)
             return
         if err is None:

@@ -265,6 +265,30 @@ class TaskManager:
         self.counts.move(record, ST_ARGS)
         return record
 
+    def answered_at_once(
+        self,
+        spec: TaskSpec,
+        deps: list[bytes],
+        retries: int,
+        retry_exceptions: Any,
+        class_name: str = "",
+        async_actor: bool = False,
+    ) -> None:
+        """An actor call whose reply (values, status "ok") came before the shell submitted
+        it here (a call its user thread sent itself): ``submit_actor_call``, ``pushed``
+        and ``reply`` in one step. Nothing can have happened to it in between (a cancel
+        or a lost connection reaches this thread after the call is taken), so it ends as
+        ``reply`` ends it, with no record kept; the shell releases its pins and stores
+        its values (``Release``, then ``StoreReturns``)."""
+        record = TaskRecord(spec, retries, retry_exceptions, deps, class_name, async_actor)
+        if class_name:
+            record.mname = f"{class_name}.{spec.name}"  # ray_tasks: Class.method
+        counts = self.counts
+        counts.move(record, ST_ARGS)
+        record.stage = PUSHED
+        counts.move(record, ST_SUBMITTED)
+        counts.move(record, ST_FINISHED)
+
     def _start_attempt(self, record: TaskRecord) -> list[Instruction]:
         spec = record.spec
         if spec.actor_id:
