@@ -283,11 +283,8 @@ class TaskManager:
         record = TaskRecord(spec, retries, retry_exceptions, deps, class_name, async_actor)
         if class_name:
             record.mname = f"{class_name}.{spec.name}"  # ray_tasks: Class.method
-        counts = self.counts
-        counts.move(record, ST_ARGS)
         record.stage = PUSHED
-        counts.move(record, ST_SUBMITTED)
-        counts.move(record, ST_FINISHED)
+        self.counts.answered(record)  # moves through ST_ARGS and ST_SUBMITTED to ST_FINISHED
 
     def _start_attempt(self, record: TaskRecord) -> list[Instruction]:
         spec = record.spec
