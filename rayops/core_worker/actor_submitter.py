@@ -157,7 +157,9 @@ class ActorSubmitter:
         direct_ok = direct_ok and self._pending.count(aid) <= 1
         with self._lane_lock:
             lane = self._lanes.get(aid) if direct_ok else None
-            if lane is not None and not any(a[0] == "r" and a[2] == me for a in spec.args):
+            if lane is not None and not (
+                spec.args and any(a[0] == "r" and a[2] == me for a in spec.args)
+            ):
                 conn, epoch = lane
                 slot = framed.ReplySlot(
                     lambda reply, err: self._on_done_direct(spec, epoch, reply, err, conn)
