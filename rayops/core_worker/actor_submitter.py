@@ -19,7 +19,9 @@ for it: the connection and its epoch. A user thread that finds the lane open reg
 reply, hands the call over for bookkeeping, and writes the frame itself, under the lane
 lock, without waking the IO thread (the loop is marked behind: ``threads.new_io_loop``). The
 IO thread records it (``CallSentDirect``) when the reply wakes it, before the reply, or when
-any later hand-off from a user thread makes it catch up first (``tasks.drain_pending``).
+any later hand-off from a user thread makes it catch up first (``tasks.drain_pending``); a
+reply with values that comes with that call's hand-over alone ends the call at once, never
+queued or recorded (``tasks.take_alone``/``finish_alone``, the hot path).
 That saves the IO thread's wake-up and its turn on the way out. Anything else that could put a
 call ahead of a direct one closes the lane first: a call handed over the usual way (it
 needs the IO thread, or others are pending), a queue, a lost connection; the IO thread
