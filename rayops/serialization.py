@@ -48,10 +48,14 @@ class SerializedValue:
 
     @property
     def total_bytes(self) -> int:
+        if not self.buffers:
+            return len(self.pickled)
         return len(self.pickled) + sum(memoryview(b).nbytes for b in self.buffers)
 
     def to_wire(self) -> tuple[bytes, bytes, list[bytes]]:
         """A picklable tuple (buffers copied to bytes) for inline transfer."""
+        if not self.buffers:
+            return (self.metadata, self.pickled, [])
         bufs = [b if isinstance(b, bytes) else memoryview(b).tobytes() for b in self.buffers]
         return (self.metadata, self.pickled, bufs)
 
@@ -78,6 +82,8 @@ def _dumps(value: Any, buffers: list[Any]) -> bytes:
 
 def serialize(value: Any, metadata: bytes = META_VALUE) -> SerializedValue:
     """Serialize ``value``, collecting out-of-band buffers and contained ObjectRefs."""
+    if type(value) in _PLAIN_TYPES:  # no buffers, no refs: nothing to collect
+        return SerializedValue(metadata, pickle.dumps(value, protocol=5), [])
     buffers: list[Any] = []
     outer = getattr(_local, "refs", None)
     _local.refs = []

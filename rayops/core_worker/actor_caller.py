@@ -304,6 +304,8 @@ def _submit_admitted(
     class_name = handle.class_name
     is_async = bool(handle.meta.get("is_async", False))
     result = cw.tasks.submit(spec, deps, retries, retry_exceptions, class_name, is_async)
+    if num_returns == 1:  # the common case
+        return result[0]  # type: ignore[index]
     if num_returns == STREAMING:
         return result
     refs = result

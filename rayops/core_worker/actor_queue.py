@@ -63,7 +63,7 @@ class ActorState(enum.Enum):
 
 
 # ------------------------------------------------------------------------------ events
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call (a frozen one's __init__ costs ~3x)
 class CallSubmitted:
     """A call (or a call again, after an application error) to queue behind the others.
 
@@ -78,7 +78,7 @@ class CallSubmitted:
     args_ready: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call (a frozen one's __init__ costs ~3x)
 class CallSentDirect:
     """A user thread sent this call itself on the connection of ``epoch``, which
     ``direct_epoch`` offered (the direct lane: see ``actor_submitter``). Its place in the
@@ -147,7 +147,7 @@ class ConnectFailed:
     address: Address
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call (a frozen one's __init__ costs ~3x)
 class CallReplied:
     """The actor answered the call sent on connection ``epoch`` (replies come in any order)."""
 
@@ -217,7 +217,7 @@ class Connect:
     address: Address
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call (a frozen one's __init__ costs ~3x)
 class SendCall:
     """Send the call on the connection of ``epoch`` (report its outcome with that epoch)."""
 
@@ -324,6 +324,23 @@ class ActorQueues:
             a = self._actors[event.actor_id] = ActorCalls(event.actor_id)
         handler = _HANDLERS[type(event)]
         return handler(self, a, event)
+
+    def sent_direct(self, actor_id: bytes, task_id: bytes, retries: int, epoch: int) -> bool:
+        """``CallSentDirect`` when it changes nothing but this call's state (the hot path:
+        the actor is connected on ``epoch`` with nothing queued); False, with nothing done,
+        otherwise (the caller then handles the event)."""
+        a = self._actors.get(actor_id)
+        if a is None or a.state is not ActorState.ALIVE or a.queued or a.epoch != epoch:
+            return False
+        a.inflight[task_id] = _Call(task_id, a.next_seq, retries, True)
+        a.next_seq += 1
+        return True
+
+    def replied(self, actor_id: bytes, task_id: bytes, epoch: int) -> None:
+        """``CallReplied`` (no event made: the hot path; it has no instructions)."""
+        a = self._actors.get(actor_id)
+        if a is not None and epoch == a.epoch:
+            a.inflight.pop(task_id, None)
 
     def _on_call_submitted(self, a: ActorCalls, ev: CallSubmitted) -> list[Instruction]:
         if a.state is ActorState.DEAD:

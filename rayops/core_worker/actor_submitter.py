@@ -19,7 +19,9 @@ for it: the connection and its epoch. A user thread that finds the lane open reg
 reply, hands the call over for bookkeeping, and writes the frame itself, under the lane
 lock, without waking the IO thread (the loop is marked behind: ``threads.new_io_loop``). The
 IO thread records it (``CallSentDirect``) when the reply wakes it, before the reply, or when
-any later hand-off from a user thread makes it catch up first (``tasks.drain_pending``).
+any later hand-off from a user thread makes it catch up first (``tasks.drain_pending``); a
+reply with values that comes with that call's hand-over alone ends the call at once, never
+queued or recorded (``tasks.take_alone``/``finish_alone``, the hot path).
 That saves the IO thread's wake-up and its turn on the way out. Anything else that could put a
 call ahead of a direct one closes the lane first: a call handed over the usual way (it
 needs the IO thread, or others are pending), a queue, a lost connection; the IO thread
@@ -57,11 +59,12 @@ from rayops.core_worker.threads import any_thread, io_thread
 from rayops.gcs.actor_events import ActorChanged
 from rayops.protocol import worker_messages as wm
 from rayops.protocol.framed_message import RefusalCode
-from rayops.protocol.task_messages import TaskReply, TaskSpec
+from rayops.protocol.task_messages import STREAMING, TaskReply, TaskSpec
 from rayops.rpc import framed
 
 if TYPE_CHECKING:
     from rayops.core_worker.core_worker import CoreWorker
+    from rayops.core_worker.task_manager import TaskRecord
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +159,9 @@ class ActorSubmitter:
         direct_ok = direct_ok and self._pending.count(aid) <= 1
         with self._lane_lock:
             lane = self._lanes.get(aid) if direct_ok else None
-            if lane is not None and not any(a[0] == "r" and a[2] == me for a in spec.args):
+            if lane is not None and not (
+                spec.args and any(a[0] == "r" and a[2] == me for a in spec.args)
+            ):
                 conn, epoch = lane
                 slot = framed.ReplySlot(
                     lambda reply, err: self._on_done_direct(spec, epoch, reply, err, conn)
@@ -194,21 +199,24 @@ class ActorSubmitter:
                     self._lanes[aid] = (conn if sync is None else sync[0], epoch)
 
     @io_thread
-    def submit(self, spec: TaskSpec) -> None:
-        """Queue a call (new, or again after an application error) behind the others."""
+    def submit(self, spec: TaskSpec, record: TaskRecord | None = None) -> None:
+        """Queue a call (new, or again after an application error) behind the others
+        (``record``: its task record, when the caller has it at hand)."""
         cw = self._cw
         aid = spec.actor_id
-        record = cw.tasks.record(spec.task_id)
+        if record is None:
+            record = cw.tasks.record(spec.task_id)
         epoch = self._direct.pop(spec.task_id, None)
         if epoch is not None:  # a user thread sent it already
             self._specs[spec.task_id] = spec
-            cw.tasks.pushed(spec.task_id)
-            retries = record.retries_left if record is not None else 0
-            ev = aq.CallSentDirect(aid, spec.task_id, retries, epoch)
-            if self._machine.direct_epoch(aid) == epoch:  # the hot path: nothing changes
-                self._machine.handle(ev)
-            else:
-                self._handle(ev)
+            retries = 0
+            if record is not None:
+                cw.tasks.machine.pushed_record(record)
+                retries = record.retries_left
+            machine = self._machine
+            if machine.sent_direct(aid, spec.task_id, retries, epoch):
+                return  # the hot path: nothing changes
+            self._handle(aq.CallSentDirect(aid, spec.task_id, retries, epoch))
             return
         ready = True
         if spec.args:
@@ -351,7 +359,27 @@ class ActorSubmitter:
     ) -> None:
         # The answer to a call a user thread sent: the IO thread may not have taken the
         # call yet (its hand-over and this reply race); take it first.
-        if not self._cw.tasks.drain_pending():  # answered inside a drain: after it
+        tasks = self._cw.tasks
+        if (
+            err is None
+            and reply is not None
+            and reply.status == "ok"
+            and not reply.borrowed
+            and self._direct.get(spec.task_id) == epoch
+            and self._machine.direct_epoch(spec.actor_id) == epoch
+            and spec.num_returns != STREAMING
+            and all(r[0][0] == "v" for r in reply.returns)
+        ):
+            # The hot path (``get(a.f.remote())``): the reply came with the call's
+            # hand-over, which holds nothing else; the call ends at once, never queued.
+            item = tasks.take_alone(spec)
+            if item is not None:
+                del self._direct[spec.task_id]
+                if self._cw.memory_store.blocked_waits():  # a user thread waits
+                    self._count_direct(spec.actor_id, epoch)
+                tasks.finish_alone(item, reply)
+                return
+        if not tasks.drain_pending():  # answered inside a drain: after it
             self._cw.loop.call_soon(self._on_done_direct, spec, epoch, reply, err, conn)
             return
         if err is None:
@@ -444,7 +472,7 @@ class ActorSubmitter:
         aid = spec.actor_id
         if err is None:
             self._specs.pop(spec.task_id, None)
-            self._machine.handle(aq.CallReplied(aid, spec.task_id, epoch))
+            self._machine.replied(aid, spec.task_id, epoch)
             assert reply is not None
             self._cw.tasks.on_reply(spec, reply)
             return

@@ -445,17 +445,25 @@ class CoreWorker:
         """A task (or actor call) spec with its serialized arguments, and the refs it pins."""
         ctx = self.task_context()
         task_id = ids.new_task_id()
-        arg_entries, deps = self._prepare_args(args, kwargs)
+        entries: tuple[Any, ...] = ()
+        deps: list[bytes] = []
+        if args or kwargs:
+            arg_entries, deps = self._prepare_args(args, kwargs)
+            entries = tuple(arg_entries)
         n = 1 if num_returns in (STREAMING, DYNAMIC) else num_returns
         spec = TaskSpec(
             task_id=task_id,
             job_id=ctx.job_id or self.job_id,
             name=name,
             function_id=function_id,
-            args=tuple(arg_entries),
+            args=entries,
             kwarg_names=tuple(kwargs),
             num_returns=num_returns,
-            return_ids=tuple(ids.object_id_for(task_id, i + 1) for i in range(n)),
+            return_ids=(
+                (ids.object_id_for(task_id, 1),)
+                if n == 1
+                else tuple(ids.object_id_for(task_id, i + 1) for i in range(n))
+            ),
             owner=self.address,
             resources=resources,
             parent_task_id=ctx.task_id or b"",

@@ -21,7 +21,7 @@ import cloudpickle
 
 from rayops import exceptions as rex
 from rayops import serialization
-from rayops.core_worker import sync_lane
+from rayops.core_worker import output, sync_lane
 from rayops.core_worker.actor_runtime import ActorExitRequest
 from rayops.core_worker.call_limit import CallLimit
 from rayops.core_worker.core_worker import TaskContext, resolve
@@ -504,6 +504,4 @@ def _set_visible_devices(instances: dict[str, Any]) -> None:
 
 
 def _flush_output() -> None:
-    from rayops.core_worker import output
-
     output.flush()

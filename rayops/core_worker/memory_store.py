@@ -115,6 +115,22 @@ class MemoryStore:
                 missing = collections.Counter(absent)
             waiter = _Waiter(missing, needed)
             self._waiters.append(waiter)
+        self._block(waiter, deadline)
+        # self._values again: a delete may have swapped in a compacted table.
+        return list(map(self._values.__contains__, oids))
+
+    def wait_one(self, oid: bytes, deadline: float | None) -> bool:
+        """``wait`` for one object: whether it is present."""
+        with self._lock:
+            if oid in self._values:
+                return True
+            waiter = _Waiter({oid: 1}, 1)
+            self._waiters.append(waiter)
+        self._block(waiter, deadline)
+        return oid in self._values
+
+    def _block(self, waiter: _Waiter, deadline: float | None) -> None:
+        """Wait until ``waiter``'s gate opens or the deadline passes; then drop it."""
         try:
             while True:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -127,8 +143,6 @@ class MemoryStore:
         finally:
             with self._lock:
                 self._waiters.remove(waiter)
-        # self._values again: a delete may have swapped in a compacted table.
-        return list(map(self._values.__contains__, oids))
 
     def blocked_waits(self) -> int:
         """How many ``wait`` calls are blocked right now (tests; sync lanes: a caller waits)."""

@@ -111,6 +111,8 @@ class ObjectAccess:
     # ------------------------------------------------------------------ get / wait
     @user_thread
     def get(self, refs: Sequence[ObjectRef], timeout: float | None = None) -> list[Any]:
+        if len(refs) == 1:
+            return [self._get_one(refs, timeout)]
         oids = [r.binary() for r in refs]
         ms = self._ms
         missing = [r for r in refs if not ms.contains(r.binary())]
@@ -129,6 +131,26 @@ class ObjectAccess:
         if self._driver and self._new_borrows:
             self._refs.register_new_borrows_async()
         return values
+
+    def _get_one(self, refs: Sequence[ObjectRef], timeout: float | None) -> Any:
+        """``get`` of one ref (``get(a.f.remote())``), without the lists of many."""
+        ref = refs[0]
+        oid = ref.binary()
+        ms = self._ms
+        if not ms.contains(oid):
+            self.fetch_missing(refs)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            with self.blocked():
+                ready = ms.wait_one(oid, deadline)
+            if not ready:
+                raise rex.GetTimeoutError(
+                    f"get() timed out after {timeout} s waiting for 1 of 1 objects "
+                    f"(first: {ref.hex()})."
+                )
+        value = self.materialize(oid, ms.get(oid))
+        if self._driver and self._new_borrows:
+            self._refs.register_new_borrows_async()
+        return value
 
     @user_thread
     def wait(

@@ -80,6 +80,8 @@ class _ForwardingStream(io.TextIOBase):
         self._sink([(job_id, (self._pid, self._ip, name, self._is_err, text))])
 
     def flush(self) -> None:
+        if not self._partial:  # the common case, without the lock: nothing held back
+            return
         with self._lock:
             rest, self._partial = self._partial, ""
         if rest:

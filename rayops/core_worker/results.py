@@ -30,9 +30,9 @@ class Results:
 
     def returns(self, spec: TaskSpec, result: Any) -> list[Any]:
         n = spec.num_returns
-        if n == 1:
-            values = [result]
-        elif n == 0:
+        if n == 1:  # the common case
+            return [self.package(spec, spec.return_ids[0], result)]
+        if n == 0:
             values = []
         else:
             try:
@@ -52,8 +52,8 @@ class Results:
         cw = self._cw
         sv = serialization.serialize(value, meta)
         entry = cw.objects.store_value(oid, sv)
-        contained = self._hand_over_refs(spec, sv.contained_refs)
-        return (entry, contained)
+        refs = sv.contained_refs
+        return (entry, self._hand_over_refs(spec, refs) if refs else [])
 
     def _hand_over_refs(self, spec: TaskSpec, refs: list[Any]) -> list[tuple[bytes, Address]]:
         """Refs inside a return value: make the task's owner a borrower of each."""
@@ -130,6 +130,8 @@ class Results:
         """Borrowed refs we still hold after the task: tell their owners before replying."""
         cw = self._cw
         mine: list[bytes] = []
+        if not cw.references.table.new_borrows:  # nothing borrowed since the last (no lock)
+            return mine
         others: list[tuple[bytes, Address, Address]] = []
         for borrow in cw.references.drain_new_borrows():
             oid, owner = borrow.oid, borrow.owner

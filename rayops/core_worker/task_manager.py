@@ -120,14 +120,14 @@ class ResolveArgs:
     spec: TaskSpec
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call (a frozen one's __init__ costs ~3x)
 class SubmitToScheduler:
     """Queue a normal task (arguments inlined) for a worker lease of its shape."""
 
     spec: TaskSpec
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call (a frozen one's __init__ costs ~3x)
 class SubmitToActor:
     """Queue an actor call behind the caller's other calls to that actor."""
 
@@ -135,7 +135,7 @@ class SubmitToActor:
     class_name: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call (a frozen one's __init__ costs ~3x)
 class StoreReturns:
     """The task's values arrived: store each return (an error value counts as a value)."""
 
@@ -177,7 +177,7 @@ class SendCancel:
     recursive: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per call (a frozen one's __init__ costs ~3x)
 class Release:
     """The task ended: release the pins on its arguments and, for an actor call, its slot
     among the actor's pending calls (max_pending_calls). Only sent when there is either."""
@@ -246,6 +246,46 @@ class TaskManager:
             return [SubmitToScheduler(spec)]
         return self._start_attempt(record)
 
+    def submit_actor_call(
+        self,
+        spec: TaskSpec,
+        deps: list[bytes],
+        retries: int,
+        retry_exceptions: Any,
+        class_name: str = "",
+        async_actor: bool = False,
+    ) -> TaskRecord:
+        """``submit`` of an actor call (``spec.actor_id`` set), whose one instruction would
+        be ``SubmitToActor``: the shell queues it with its actor itself, given the record
+        (the hot path of actor calls: no instruction made, no lookup of the record)."""
+        record = TaskRecord(spec, retries, retry_exceptions, deps, class_name, async_actor)
+        self._records[spec.task_id] = record
+        if class_name:
+            record.mname = f"{class_name}.{spec.name}"  # ray_tasks: Class.method
+        self.counts.move(record, ST_ARGS)
+        return record
+
+    def answered_at_once(
+        self,
+        spec: TaskSpec,
+        deps: list[bytes],
+        retries: int,
+        retry_exceptions: Any,
+        class_name: str = "",
+        async_actor: bool = False,
+    ) -> None:
+        """An actor call whose reply (values, status "ok") came before the shell submitted
+        it here (a call its user thread sent itself): ``submit_actor_call``, ``pushed``
+        and ``reply`` in one step. Nothing can have happened to it in between (a cancel
+        or a lost connection reaches this thread after the call is taken), so it ends as
+        ``reply`` ends it, with no record kept; the shell releases its pins and stores
+        its values (``Release``, then ``StoreReturns``)."""
+        record = TaskRecord(spec, retries, retry_exceptions, deps, class_name, async_actor)
+        if class_name:
+            record.mname = f"{class_name}.{spec.name}"  # ray_tasks: Class.method
+        record.stage = PUSHED
+        self.counts.answered(record)  # moves through ST_ARGS and ST_SUBMITTED to ST_FINISHED
+
     def _start_attempt(self, record: TaskRecord) -> list[Instruction]:
         spec = record.spec
         if spec.actor_id:
@@ -286,6 +326,11 @@ class TaskManager:
         if record is not None:
             record.stage = PUSHED
             self.counts.move(record, ST_SUBMITTED)
+
+    def pushed_record(self, record: TaskRecord) -> None:
+        """``pushed``, given the record (which has not ended)."""
+        record.stage = PUSHED
+        self.counts.move(record, ST_SUBMITTED)
 
     def actor_call_resent(self, task_id: bytes) -> bool:
         """The actor queue re-sends a call cut off by a lost connection: spend a retry.

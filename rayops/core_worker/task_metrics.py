@@ -77,6 +77,13 @@ class OwnerTaskCounts:
         row[new] += 1
         record.mstate = new
 
+    def answered(self, record: Any) -> None:
+        """A new (uncounted) actor call moves through ST_ARGS and ST_SUBMITTED to
+        ST_FINISHED in one step (``TaskManager.answered_at_once``): only the end counts."""
+        row = record.mrow = self._row(record.mname or record.spec.name, record.is_retry)
+        row[ST_FINISHED] += 1
+        record.mstate = ST_FINISHED
+
     def retry(self, record: Any) -> None:
         """The attempt failed and the task runs again: count the failure, then IsRetry=1."""
         self.retries += 1

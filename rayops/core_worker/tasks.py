@@ -165,14 +165,21 @@ class Tasks:
         self._drain_scheduled = False
         self._cw.loop.behind = False  # before the swap: a later hand-off sets it again
         batch, self._incoming = self._incoming, []
-        if not batch:
-            return
+        if batch:
+            self._submit_batch(batch)
+
+    def _submit_batch(self, batch: list[_Incoming]) -> None:
         submit = self.machine.submit
+        submit_call = self.machine.submit_actor_call
         actor_calls = self._cw.actor_submitter
         actor_calls.hold()  # the batch's actor calls are written at its end, at once
         self._draining = True
         try:
             for spec, deps, retries, rx, class_name, async_actor in batch:
+                if spec.actor_id:  # submit's SubmitToActor, carried out at once
+                    record = submit_call(spec, deps, retries, rx, class_name, async_actor)
+                    actor_calls.submit(spec, record)
+                    continue
                 self._run(submit(spec, deps, retries, rx, class_name, async_actor))
         finally:
             self._draining = False
@@ -193,6 +200,39 @@ class Tasks:
         if self._incoming:
             self._drain()
         return True
+
+    @io_thread
+    def take_alone(self, spec: TaskSpec) -> _Incoming | None:
+        """``drain_pending``, except when what was handed over is ``spec``'s call alone:
+        that is returned instead, not submitted (its reply is at hand: ``finish_alone``).
+        None if anything else was handed over (all of it is submitted now, as
+        ``drain_pending`` does) or a drain is under way up the stack (nothing done)."""
+        if self._draining:
+            return None
+        self._drain_scheduled = False
+        self._cw.loop.behind = False  # as in _drain
+        batch, self._incoming = self._incoming, []
+        if len(batch) == 1 and batch[0][0] is spec:
+            return batch[0]
+        if batch:
+            self._submit_batch(batch)
+        return None
+
+    @io_thread
+    def finish_alone(self, item: _Incoming, reply: TaskReply) -> None:
+        """An actor call taken by ``take_alone`` was answered with values (inline, no
+        borrows, not a stream): the task manager counts it through its states at once,
+        and it ends as ``on_reply`` ends such a call (``Release``, then ``StoreReturns``),
+        without a record, an instruction or its actor's queue."""
+        spec, deps, retries, rx, class_name, async_actor = item
+        self.machine.answered_at_once(spec, deps, retries, rx, class_name, async_actor)
+        cw = self._cw
+        if deps:
+            cw.references.unpin_submitted(deps)
+        cw.actor_submitter.call_finished(spec.actor_id)
+        store = cw.references.store_owned
+        for rid, (entry, contained) in zip(spec.return_ids, reply.returns, strict=False):
+            store(rid, entry, contained)
 
     @io_thread
     def record(self, task_id: bytes) -> tm.TaskRecord | None:

@@ -960,6 +960,7 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
 _COUNT = struct.Struct("<I")
 _LEN = struct.Struct("<Q")
 _SMALL = 65536
+_NO_BUFFERS = _COUNT.pack(0)  # the buffer table of a frame without out-of-band buffers
 
 
 def _encode(msgs: list[Any]) -> list[bytes | memoryview]:
@@ -970,6 +971,11 @@ def _encode(msgs: list[Any]) -> list[bytes | memoryview]:
     """
     buffers: list[pickle.PickleBuffer] = []
     pickled = pickle.dumps(msgs, protocol=5, buffer_callback=buffers.append)
+    if not buffers:  # the common case: an empty buffer table
+        size = _COUNT.size + len(pickled)
+        if size <= _SMALL:
+            return [_HEADER.pack(size) + _NO_BUFFERS + pickled]
+        return [_HEADER.pack(size) + _NO_BUFFERS, pickled]
     raws = [b.raw() for b in buffers]
     table = _COUNT.pack(len(raws)) + b"".join(_LEN.pack(r.nbytes) for r in raws)
     size = len(table) + len(pickled) + sum(r.nbytes for r in raws)
@@ -980,6 +986,8 @@ def _encode(msgs: list[Any]) -> list[bytes | memoryview]:
 
 def _decode(frame: memoryview) -> Any:
     (count,) = _COUNT.unpack_from(frame, 0)
+    if not count:  # the common case: no out-of-band buffers
+        return pickle.loads(frame[_COUNT.size :])
     pos = 4 + 8 * count
     lens = [_LEN.unpack_from(frame, 4 + 8 * i)[0] for i in range(count)]
     end = len(frame) - sum(lens)

@@ -99,6 +99,23 @@ def test_wait_times_out_and_unregisters() -> None:
     assert ms.wait([_oid(2)], 1, None) == [True]
 
 
+def test_wait_one_wakes_on_its_object_or_times_out_and_unregisters() -> None:
+    ms = MemoryStore()
+    a, b = _oid(1), _oid(2)
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(ms.wait_one(a, None)))
+    waiter.start()
+    _wait_until_blocked(ms)
+    ms.put(b, ("v", 2))  # another object: still waiting
+    assert ms.blocked_waits() == 1
+    ms.put(a, ("v", 1))
+    waiter.join(DEADLINE_S)
+    assert result == [True] and ms.blocked_waits() == 0
+    assert ms.wait_one(a, None)  # present: no wait
+    assert not ms.wait_one(_oid(3), time.monotonic() + 0.05)
+    assert ms.blocked_waits() == 0
+
+
 def test_tables_give_memory_back_after_a_burst() -> None:
     """Dicts never shrink on delete; after 100,000 objects come and go the owner's tables
     must not keep 100,000-entry tables for the life of the process."""

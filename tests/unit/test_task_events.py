@@ -97,6 +97,41 @@ def test_an_actors_calls_share_a_descriptor() -> None:
     assert len(batch.descriptors) == 1
 
 
+def test_an_actor_call_answered_at_once_records_and_counts_as_its_three_moves() -> None:
+    """``TaskManager.answered_at_once`` (a direct call whose reply came with its
+    hand-over) leaves the same row, descriptor and counts as submit, pushed and reply."""
+    call = spec(1)._replace(resources={}, actor_id=b"a" * 16)
+    reply = TaskReply("ok", [], [], ("127.0.0.1", 2), 0.0)
+    batches = []
+    for at_once in (False, True):
+        rep = _reporter()
+        machine = tm.TaskManager(rep.owner_counts)
+        if at_once:
+            machine.answered_at_once(call, [], 0, False, "A")
+        else:
+            machine.submit(call, [], 0, False, "A")
+            machine.pushed(call.task_id)
+            machine.reply(call, reply)
+        assert len(machine) == 0
+        assert rep.owner_counts.counts == {("A.f", False): [0, 0, 0, 1, 0]}
+        (batch,) = rep.take()
+        batches.append(batch)
+    plain, fused = batches
+    assert fused.task_ids == plain.task_ids and list(fused.states) == [FINISHED]
+    assert fused.descriptors == plain.descriptors and fused.descriptor == [0]
+    set_in = [[t != TIME_UNSET for t in unpack_times(b.times_ns)] for b in batches]
+    assert set_in[0] == set_in[1]
+
+
+def test_an_answered_call_in_a_full_buffer_counts_its_three_events_dropped() -> None:
+    rep = TaskEventReporter(FakeCoreWorker(), TaskEventSettings(buffer_size=1))  # type: ignore[arg-type]
+    machine = tm.TaskManager(rep.owner_counts)
+    machine.submit(spec(1), [], 0, False)  # takes the one row
+    machine.answered_at_once(spec(2)._replace(actor_id=b"a" * 16), [], 0, False, "A")
+    (batch,) = rep.take()
+    assert batch.dropped == 3 and rep.owner_counts.counts[("A.f", False)][3] == 1
+
+
 def test_a_retry_fails_the_attempt_before_and_starts_the_next() -> None:
     rep = _reporter()
     machine = tm.TaskManager(rep.owner_counts)
