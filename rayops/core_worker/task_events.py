@@ -233,6 +233,26 @@ def error_type_of(error: BaseException | None) -> str:
     }.get(name, "TASK_EXECUTION_EXCEPTION" if error is not None else "DEPENDENCY_FAILED")
 
 
+def _desc_of(buf: TaskEventBuffer, record: Any) -> int:
+    """The descriptor of an owner's task record in ``buf`` (``TaskEventBuffer.describe``
+    without its closure: this runs once per task on the submit path)."""
+    spec = record.spec
+    res = spec.resources
+    key = (
+        spec.name,
+        record.class_name,
+        spec.job_id,
+        spec.actor_id,
+        spec.parent_task_id,
+        id(res) if res else 0,
+    )
+    desc = buf.desc_cache.get(key)
+    if desc is None:
+        desc = buf.desc_cache[key] = len(buf.infos)
+        buf.infos.append(_info(record))
+    return desc
+
+
 def _info(record: Any) -> tuple[Any, ...]:
     """What the task is, as TaskDescriptor's fields (a tuple: built on the hot path)."""
     spec = record.spec
@@ -298,21 +318,9 @@ class RecordingOwnerCounts(OwnerTaskCounts):
             record.erow = buf.add(spec.task_id, spec.attempt, state, t)
             return
         # the first event of this attempt: a new row that says what the task is
-        # (TaskEventBuffer.describe and .add, inline)
+        # (TaskEventBuffer.add, inline)
         spec = record.spec
-        res = spec.resources
-        key = (
-            spec.name,
-            record.class_name,
-            spec.job_id,
-            spec.actor_id,
-            spec.parent_task_id,
-            id(res) if res else 0,
-        )
-        desc = buf.desc_cache.get(key)
-        if desc is None:
-            desc = buf.desc_cache[key] = len(buf.infos)
-            buf.infos.append(_info(record))
+        desc = _desc_of(buf, record)
         n = len(buf.states)
         if n >= buf.cap:
             buf.dropped += 1
@@ -333,20 +341,7 @@ class RecordingOwnerCounts(OwnerTaskCounts):
         super().answered(record)
         buf = self._buffer
         spec = record.spec
-        res = spec.resources
-        key = (
-            spec.name,
-            record.class_name,
-            spec.job_id,
-            spec.actor_id,
-            spec.parent_task_id,
-            id(res) if res else 0,
-        )
-        desc = buf.desc_cache.get(key)
-        if desc is None:
-            desc = buf.desc_cache[key] = len(buf.infos)
-            buf.infos.append(_info(record))
-        n = buf.add(spec.task_id, spec.attempt, FINISHED, time_ns(), desc)
+        n = buf.add(spec.task_id, spec.attempt, FINISHED, time_ns(), _desc_of(buf, record))
         record.erow = n
         if n < 0:  # the buffer is full: its three events are dropped (as move counts them)
             buf.dropped += 2

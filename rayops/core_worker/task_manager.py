@@ -258,10 +258,8 @@ class TaskManager:
         """``submit`` of an actor call (``spec.actor_id`` set), whose one instruction would
         be ``SubmitToActor``: the shell queues it with its actor itself, given the record
         (the hot path of actor calls: no instruction made, no lookup of the record)."""
-        record = TaskRecord(spec, retries, retry_exceptions, deps, class_name, async_actor)
+        record = _actor_call_record(spec, deps, retries, retry_exceptions, class_name, async_actor)
         self._records[spec.task_id] = record
-        if class_name:
-            record.mname = f"{class_name}.{spec.name}"  # ray_tasks: Class.method
         self.counts.move(record, ST_ARGS)
         return record
 
@@ -280,9 +278,7 @@ class TaskManager:
         or a lost connection reaches this thread after the call is taken), so it ends as
         ``reply`` ends it, with no record kept; the shell releases its pins and stores
         its values (``Release``, then ``StoreReturns``)."""
-        record = TaskRecord(spec, retries, retry_exceptions, deps, class_name, async_actor)
-        if class_name:
-            record.mname = f"{class_name}.{spec.name}"  # ray_tasks: Class.method
+        record = _actor_call_record(spec, deps, retries, retry_exceptions, class_name, async_actor)
         record.stage = PUSHED
         self.counts.answered(record)  # moves through ST_ARGS and ST_SUBMITTED to ST_FINISHED
 
@@ -518,3 +514,18 @@ def _should_retry(record: TaskRecord, reply: TaskReply) -> bool:
         return False
     cause = getattr(err, "cause", err)
     return isinstance(cause, tuple(rx))
+
+
+def _actor_call_record(
+    spec: TaskSpec,
+    deps: list[bytes],
+    retries: int,
+    retry_exceptions: Any,
+    class_name: str,
+    async_actor: bool,
+) -> TaskRecord:
+    """A record for an actor call, counted in ``ray_tasks`` as ``Class.method``."""
+    record = TaskRecord(spec, retries, retry_exceptions, deps, class_name, async_actor)
+    if class_name:
+        record.mname = f"{class_name}.{spec.name}"
+    return record

@@ -23,7 +23,6 @@ import contextlib
 import logging
 import mmap
 import os
-import queue
 import socket
 import ssl
 import struct
@@ -338,8 +337,6 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 # off the socket. One MAP_POPULATE of the whole stripe first would leave the socket idle for
 # that long: measured here 1.3-2.1 s for a fresh 1 GiB file, 0.1-0.2 s for a recycled one.
 CHUNK_BYTES = 32 * 2**20
-# Mappings made ahead and not yet received into (bounds the memory mapped at once).
-_CHUNKS_AHEAD = 2
 
 
 @dataclass
@@ -424,7 +421,7 @@ def _receive_range(
     sock: socket.socket, target: Target, host: str, port: int, offset: int, length: int
 ) -> None:
     """`recv_into` mappings of [offset, offset + length) of the target's file, chunk by chunk,
-    the next chunks mapped (and populated) by a helper thread meanwhile."""
+    the next chunk mapped (and populated) by a helper thread meanwhile."""
     chunks = _chunks(offset, length)
     if len(chunks) == 1:
         mapped = _map(target.fd, offset, length)
@@ -433,46 +430,23 @@ def _receive_range(
         finally:
             mapped.close()
         return
-    ready: queue.Queue[mmap.mmap | BaseException] = queue.Queue(_CHUNKS_AHEAD)
-    stop = threading.Event()
-
-    def map_ahead() -> None:
-        for off, size in chunks:
-            try:
-                item: mmap.mmap | BaseException = _map(target.fd, off, size)
-            except BaseException as err:  # handed to the receiving thread
-                item = err
-            while True:
-                if stop.is_set():
-                    if isinstance(item, mmap.mmap):
-                        item.close()
-                    return
+    with ThreadPoolExecutor(1, thread_name_prefix="rayops-xfer-map") as mapper:
+        ahead: Future[mmap.mmap] | None = mapper.submit(_map, target.fd, *chunks[0])
+        try:
+            for i, (off, _) in enumerate(chunks):
+                assert ahead is not None
+                mapped = ahead.result()
+                ahead = None
+                if i + 1 < len(chunks):
+                    ahead = mapper.submit(_map, target.fd, *chunks[i + 1])
                 try:
-                    ready.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, BaseException):
-                return
-
-    mapper = threading.Thread(target=map_ahead, name="rayops-xfer-map", daemon=True)
-    mapper.start()
-    try:
-        for off, _ in chunks:
-            item = ready.get()
-            if isinstance(item, BaseException):
-                raise item
-            try:
-                _recv_into(sock, item, host, port, off)
-            finally:
-                item.close()
-    finally:
-        stop.set()
-        mapper.join()
-        while not ready.empty():
-            left = ready.get_nowait()
-            if isinstance(left, mmap.mmap):
-                left.close()
+                    _recv_into(sock, mapped, host, port, off)
+                finally:
+                    mapped.close()
+        finally:
+            if ahead is not None:  # failed with the next chunk mapped: unmap it
+                with contextlib.suppress(Exception):
+                    ahead.result().close()
 
 
 def _recv_into(sock: socket.socket, mapped: mmap.mmap, host: str, port: int, offset: int) -> None:
