@@ -18,6 +18,8 @@ import time
 from types import TracebackType
 from typing import Any
 
+from rayops.testing.waiting import stop_process
+
 __all__ = ["MotoEc2", "credentials_env"]
 
 
@@ -94,14 +96,8 @@ class MotoEc2:
         )
 
     def _stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            # moto keeps its state in memory only: nothing to lose by not waiting long.
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        # moto keeps its state in memory only: nothing to lose by not waiting long.
+        stop_process(self._proc, grace=1)
         self._proc = None
 
     def __exit__(

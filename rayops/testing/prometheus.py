@@ -30,6 +30,7 @@ from typing import Any
 
 from rayops.monitoring.prometheus_config import PrometheusSetup, render_prometheus_config
 from rayops.node.processes import free_port
+from rayops.testing.waiting import stop_process
 
 Result = list[dict[str, Any]]
 
@@ -186,13 +187,7 @@ class PrometheusServer:
         return active
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, grace=10)
         self.proc = None
         shutil.rmtree(os.path.join(self.base_dir, "data"), ignore_errors=True)
 

@@ -20,6 +20,7 @@ import subprocess
 import time
 
 from rayops.node.processes import free_port
+from rayops.testing.waiting import stop_process
 
 __all__ = ["RedisServer", "RedisServerError", "redis_server_binary"]
 
@@ -111,11 +112,5 @@ class RedisServer:
             self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc, grace=10)
         shutil.rmtree(self.base_dir, ignore_errors=True)

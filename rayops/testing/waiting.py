@@ -6,6 +6,7 @@ uses ``wait_for``: a bounded loop that fails with what it waited for and for how
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -29,3 +30,17 @@ def process_alive(pid: int) -> bool:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes] | subprocess.Popen[str] | None, grace: float
+) -> None:
+    """SIGTERM ``proc`` if it still runs, SIGKILL it after ``grace`` s, and reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
