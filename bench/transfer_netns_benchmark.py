@@ -32,12 +32,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from rayops.testing.chaos import packet_loss
-from rayops.testing.hosts import HostNetwork, unavailable_reason
-from rayops.testing.netns_cluster import NsCluster, tcp_retransmits, tcp_seconds
+from rayops.testing.hosts import unavailable_reason
+from rayops.testing.netns_cluster import (
+    NsCluster,
+    running_cluster,
+    tcp_retransmits,
+    tcp_seconds,
+)
 
 # A long-lived driver on h1: each line on stdin is a size; it makes an object of that size
 # on h2, waits until it is there, then times the get on h1 and prints the seconds.
@@ -153,18 +157,6 @@ def run_rows(cluster: NsCluster, driver: Driver, sizes: list[int], repeat: int, 
         print(f"{f'netns_cross_node_get_{name}_vs_veth{sfx}':<44} {ratio:>10.3f}  x", flush=True)
 
 
-@contextlib.contextmanager
-def cluster_on_namespaces(base: Path) -> Iterator[NsCluster]:
-    with HostNetwork(base / "net", count=3) as net:
-        cluster = NsCluster(net, base)
-        try:
-            cluster.start()
-            cluster.wait_nodes(3)
-            yield cluster
-        finally:
-            cluster.stop()
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeat", type=int, default=3, help="timed transfers per row (default 3)")
@@ -186,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t0 = time.monotonic()
     try:
-        with tempfile.TemporaryDirectory() as tmp, cluster_on_namespaces(Path(tmp)) as cluster:
+        with tempfile.TemporaryDirectory() as tmp, running_cluster(Path(tmp)) as cluster:
+            cluster.wait_nodes(3)
             driver = Driver(cluster)
             try:
                 run_rows(cluster, driver, args.sizes, args.repeat, "")

@@ -396,8 +396,8 @@ def render(results: Sequence[WorkloadResult]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rayops.testing.hosts import HostNetwork, unavailable_reason
-    from rayops.testing.netns_cluster import NsCluster
+    from rayops.testing.hosts import unavailable_reason
+    from rayops.testing.netns_cluster import running_cluster
 
     p = argparse.ArgumentParser(
         prog="python -m rayops.testing.chaos",
@@ -420,22 +420,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with tempfile.TemporaryDirectory(prefix="rayops-chaos-") as tmp:
         base = Path(tmp)
-        with HostNetwork(base / "net", count=3) as net:
-            cluster = NsCluster(net, base)
-            try:
-                cluster.start()
-                results = run_suite(
-                    cluster,
-                    base,
-                    kinds,
-                    tasks=args.tasks,
-                    object_kb=args.object_kb,
-                    items=args.items,
-                    period_s=args.period_s,
-                    seed=args.seed,
-                )
-            finally:
-                cluster.stop()
+        with running_cluster(base) as cluster:
+            results = run_suite(
+                cluster,
+                base,
+                kinds,
+                tasks=args.tasks,
+                object_kb=args.object_kb,
+                items=args.items,
+                period_s=args.period_s,
+                seed=args.seed,
+            )
     print(render(results))
     return 1 if any(r.lost for r in results) else 0
 

@@ -8,18 +8,33 @@ namespace. Used by tests/hosts; later issues reuse it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rayops.testing.hosts import HostNetwork
 
 PY = sys.executable
+
+
+@contextlib.contextmanager
+def running_cluster(base: Path, count: int = 3) -> Iterator[NsCluster]:
+    """``count`` namespace hosts under ``base`` with an ``NsCluster`` started on them;
+    stopped, and the namespaces removed, on the way out."""
+    with HostNetwork(base / "net", count=count) as net:
+        cluster = NsCluster(net, base)
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()
 
 
 def _in_ns(

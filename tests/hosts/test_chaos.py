@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from rayops.testing.chaos import render, run_suite
-from rayops.testing.hosts import HostNetwork, unavailable_reason
-from rayops.testing.netns_cluster import NsCluster
+from rayops.testing.hosts import unavailable_reason
+from rayops.testing.netns_cluster import NsCluster, running_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
@@ -29,13 +29,8 @@ def chaos_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ns
     if reason:
         pytest.skip(reason)
     base = tmp_path_factory.mktemp("chaos")
-    with HostNetwork(base / "net", count=3) as net:
-        cluster = NsCluster(net, base)
-        try:
-            cluster.start()
-            yield cluster, base
-        finally:
-            cluster.stop()
+    with running_cluster(base) as cluster:
+        yield cluster, base
 
 
 def test_chaos_suite_loses_no_results(chaos_cluster: tuple[NsCluster, Path]) -> None:

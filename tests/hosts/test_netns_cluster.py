@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from rayops.testing.hosts import HostNetwork, unavailable_reason, wait_until
-from rayops.testing.netns_cluster import NsCluster
+from rayops.testing.hosts import unavailable_reason, wait_until
+from rayops.testing.netns_cluster import NsCluster, running_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -24,13 +24,8 @@ def ns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsCluster]:
     if reason:
         pytest.skip(reason)
     base = tmp_path_factory.mktemp("nscluster")
-    with HostNetwork(base / "net", count=3) as net:
-        cluster = NsCluster(net, base)
-        try:
-            cluster.start()
-            yield cluster
-        finally:
-            cluster.stop()
+    with running_cluster(base) as cluster:
+        yield cluster
 
 
 def test_nodes_work_together_through_their_own_addresses(ns_cluster: NsCluster) -> None:

@@ -20,8 +20,13 @@ from collections.abc import Iterator
 import pytest
 
 from rayops.testing.chaos import packet_loss
-from rayops.testing.hosts import HostNetwork, unavailable_reason
-from rayops.testing.netns_cluster import NsCluster, link_bytes, tcp_retransmits
+from rayops.testing.hosts import unavailable_reason
+from rayops.testing.netns_cluster import (
+    NsCluster,
+    link_bytes,
+    running_cluster,
+    tcp_retransmits,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -71,14 +76,9 @@ def ns_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NsCluster]:
     if reason:
         pytest.skip(reason)
     base = tmp_path_factory.mktemp("nsxfer")
-    with HostNetwork(base / "net", count=3) as net:
-        cluster = NsCluster(net, base)
-        try:
-            cluster.start()
-            cluster.wait_nodes(3)
-            yield cluster
-        finally:
-            cluster.stop()
+    with running_cluster(base) as cluster:
+        cluster.wait_nodes(3)
+        yield cluster
 
 
 def _transfer(
