@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 from rayops import exceptions as rex
 from rayops.core_worker import actor_queue as aq
 from rayops.core_worker.actor_directory import ActorDirectory
+from rayops.core_worker.caller_lane import CallerLanes
 from rayops.core_worker.threads import any_thread, io_thread
 from rayops.gcs.actor_events import ActorChanged
 from rayops.protocol import worker_messages as wm
@@ -109,6 +110,8 @@ class ActorSubmitter:
         self._sync: dict[bytes, tuple[framed.Connection, int]] = {}
         self._direct_sent: dict[bytes, tuple[int, int]] = {}  # actor id -> (epoch, count)
         self._sync_tried: dict[bytes, int] = {}
+        # Their replies are read by the user thread that waits for them (caller_lane).
+        self.caller_lanes = CallerLanes(cw)
 
     # ------------------------------------------------------------ user threads
     @any_thread
@@ -123,6 +126,11 @@ class ActorSubmitter:
         """A call admitted for ``actor_id`` finished (or was never submitted)."""
         with self._pending_lock:
             self._pending.finished(actor_id)
+
+    @any_thread
+    def took_direct(self, task_id: bytes) -> None:
+        """A user thread claimed a call it sent through the direct lane (``caller_lane``)."""
+        self._direct.pop(task_id, None)
 
     @any_thread
     def pending_calls(self, actor_id: bytes | None = None) -> int:
@@ -170,6 +178,9 @@ class ActorSubmitter:
                 if req_id is not None:
                     # Queued before the frame is written: its reply finds it.
                     self._direct[spec.task_id] = epoch
+                    caller_lane = self.caller_lanes.lane_of(conn)
+                    if caller_lane is not None:
+                        self.caller_lanes.sent(caller_lane, req_id, spec)
                     queue()
                     conn.send_threadsafe(framed.request_tuple(req_id, wm.ActorCall(spec)))
                     (defer or wake)()
@@ -359,6 +370,8 @@ class ActorSubmitter:
     ) -> None:
         # The answer to a call a user thread sent: the IO thread may not have taken the
         # call yet (its hand-over and this reply race); take it first.
+        if self.caller_lanes.by_oid:
+            self.caller_lanes.forget(spec)
         tasks = self._cw.tasks
         if (
             err is None
@@ -439,12 +452,14 @@ class ActorSubmitter:
             lane.close()
             return
         self._sync[aid] = (lane, epoch)
+        self.caller_lanes.adopt(aid, lane)
         self._touched.add(aid)
         self.flush()
 
     def _sync_closed(self, aid: bytes, lane: framed.Connection) -> None:
         """A sync lane's connection closed: the direct lane goes back to the ordinary one
         (a call cut off on it is reported by its own reply slot)."""
+        self.caller_lanes.drop(lane)
         sync = self._sync.get(aid)
         if sync is not None and sync[0] is lane:
             del self._sync[aid]
@@ -462,6 +477,7 @@ class ActorSubmitter:
     @io_thread
     def close_lanes(self) -> None:
         """Close every sync lane (the core worker shuts down)."""
+        self.caller_lanes.close_all()
         for lane, _epoch in list(self._sync.values()):
             lane.close()
         self._sync.clear()

@@ -138,8 +138,14 @@ class ObjectAccess:
         oid = ref.binary()
         ms = self._ms
         if not ms.contains(oid):
-            self.fetch_missing(refs)
             deadline = None if timeout is None else time.monotonic() + timeout
+            lanes = self._cw.actor_submitter.caller_lanes
+            if oid in lanes.by_oid:  # an actor call in flight on a sync lane: read it here
+                with self.blocked():
+                    lanes.wait_reply(oid, deadline)
+                if ms.contains(oid):
+                    return self._value_of(oid)
+            self.fetch_missing(refs)
             with self.blocked():
                 ready = ms.wait_one(oid, deadline)
             if not ready:
@@ -147,7 +153,10 @@ class ObjectAccess:
                     f"get() timed out after {timeout} s waiting for 1 of 1 objects "
                     f"(first: {ref.hex()})."
                 )
-        value = self.materialize(oid, ms.get(oid))
+        return self._value_of(oid)
+
+    def _value_of(self, oid: bytes) -> Any:
+        value = self.materialize(oid, self._ms.get(oid))
         if self._driver and self._new_borrows:
             self._refs.register_new_borrows_async()
         return value
@@ -279,6 +288,9 @@ class ObjectAccess:
     def fetch_missing(self, refs: Sequence[ObjectRef]) -> None:
         """Ask owners for refs we do not own; their answers land in the memory store."""
         cw = self._cw
+        lanes = cw.actor_submitter.caller_lanes
+        if lanes.by_oid:  # someone waits for a call in flight on a sync lane: the loop reads
+            lanes.need_loop([r.binary() for r in refs])
         todo = []
         for r in refs:
             oid = r.binary()

@@ -14,6 +14,7 @@ the IO thread (asserted in debug runs), the only thread that touches the task ma
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,9 @@ Entry = tuple[Any, ...]
 # A new task on its way to the IO thread: spec, pinned ids, retries, retry_exceptions,
 # class name (actor calls), async actor
 _Incoming = tuple[TaskSpec, list[bytes], int, Any, str, bool]
+# Calls ended on user threads that wake the IO thread to count them (else it counts them
+# at its next turn).
+FINISHED_HERE_BATCH = 256
 
 
 class Tasks:
@@ -45,6 +49,12 @@ class Tasks:
         self._cw = cw
         self.machine = tm.TaskManager(counts)
         self._incoming: list[_Incoming] = []
+        # Taking from _incoming (the IO thread's swap, a user thread's claim) holds this;
+        # appending does not (an append racing a swap lands in one list or the other).
+        self._take_lock = threading.Lock()
+        # Actor calls a user thread claimed and finished itself (a sync lane's reply it
+        # read: ``caller_lane``): the IO thread counts them through at its next turn.
+        self._finished_here: list[_Incoming] = []
         self._drain_scheduled = False
         self._draining = False
         self._do: dict[type, Callable[[Any], None]] = {
@@ -122,6 +132,30 @@ class Tasks:
             self._drain_scheduled = True
             self._cw.loop.call_soon_threadsafe(self._drain)
 
+    @any_thread
+    def claim(self, spec: TaskSpec) -> _Incoming | None:
+        """Take ``spec``'s call out of what was handed over, if the IO thread has not taken
+        it yet: the caller (a user thread holding its reply) then ends it itself and hands
+        it back with ``finished_here``. None if the IO thread took it (it ends it)."""
+        with self._take_lock:
+            inc = self._incoming
+            for i in range(len(inc) - 1, -1, -1):
+                if inc[i][0] is spec:
+                    return inc.pop(i)
+        return None
+
+    @any_thread
+    def finished_here(self, item: _Incoming) -> None:
+        """A claimed call ended on a user thread (its values stored, its pending count
+        dropped): the IO thread counts it through the task manager at its next turn, or
+        now if many have piled up."""
+        done = self._finished_here
+        done.append(item)
+        if len(done) >= FINISHED_HERE_BATCH:
+            self._wake()
+        else:
+            self._cw.loop.behind = True  # caught up at the next hand-off or lane tick
+
     @user_thread
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         """``rayops.cancel``: the ref resolves with TaskCancelledError at once, wherever the
@@ -164,9 +198,24 @@ class Tasks:
     def _drain(self) -> None:
         self._drain_scheduled = False
         self._cw.loop.behind = False  # before the swap: a later hand-off sets it again
-        batch, self._incoming = self._incoming, []
+        if self._finished_here:
+            self._count_finished_here()
+        with self._take_lock:
+            batch, self._incoming = self._incoming, []
         if batch:
             self._submit_batch(batch)
+
+    def _count_finished_here(self) -> None:
+        """Count through the task manager the calls user threads ended (``finished_here``):
+        as ``finish_alone`` does, but their values are stored and their pending counts
+        dropped already."""
+        done, self._finished_here = self._finished_here, []
+        answered = self.machine.answered_at_once
+        unpin = self._cw.references.unpin_submitted
+        for spec, deps, retries, rx, class_name, async_actor in done:
+            answered(spec, deps, retries, rx, class_name, async_actor)
+            if deps:
+                unpin(deps)
 
     def _submit_batch(self, batch: list[_Incoming]) -> None:
         submit = self.machine.submit
@@ -186,6 +235,11 @@ class Tasks:
             actor_calls.flush()
 
     @any_thread
+    def has_finished_here(self) -> bool:
+        """Whether calls ended on user threads wait to be counted (tests)."""
+        return bool(self._finished_here)
+
+    @any_thread
     def has_incoming(self) -> bool:
         """Whether tasks were handed over that the IO thread has not taken yet."""
         return bool(self._incoming)
@@ -197,7 +251,7 @@ class Tasks:
         False if a drain is under way up the stack: the caller must try again later."""
         if self._draining:
             return False
-        if self._incoming:
+        if self._incoming or self._finished_here:
             self._drain()
         return True
 
@@ -211,7 +265,10 @@ class Tasks:
             return None
         self._drain_scheduled = False
         self._cw.loop.behind = False  # as in _drain
-        batch, self._incoming = self._incoming, []
+        if self._finished_here:
+            self._count_finished_here()
+        with self._take_lock:
+            batch, self._incoming = self._incoming, []
         if len(batch) == 1 and batch[0][0] is spec:
             return batch[0]
         if batch:

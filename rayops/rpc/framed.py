@@ -848,6 +848,19 @@ class Connection(asyncio.BufferedProtocol):
         sock = None if transport is None else transport.get_extra_info("socket")
         return sock is not None and sock.family == socket.AF_UNIX
 
+    def take_reply_slot(self, req_id: int) -> Any:
+        """From any thread: the slot (or future) waiting for request ``req_id``'s reply,
+        taken out so that nothing else answers it; None if it is gone (answered already, or
+        answered with ConnectionLost when the connection closed)."""
+        with self._wlock:
+            return self._pending.pop(req_id, None)
+
+    def deliver(self, msg: tuple[Any, ...]) -> None:
+        """On the loop: a frame element another thread read from this connection (see
+        ``detach_reading``), handled as if the loop had read it."""
+        if not self.closed:
+            self._dispatch(msg)
+
     def detach_reading(self) -> int:
         """Stop the loop reading this connection and return a duplicate of its socket,
         for another thread to read from (a sync lane: see ``core_worker/sync_lane``).
@@ -909,6 +922,21 @@ def requests_in(payload: bytes) -> list[tuple[int, Message]]:
         else:
             raise ValueError(f"a frame element of kind {kind} where requests were expected")
     return out
+
+
+def elements_in(payload: bytes | memoryview) -> list[tuple[Any, ...]]:
+    """The elements of a frame's payload (after its header) as the loop dispatches them,
+    for a thread that reads an authenticated connection itself (``Connection.deliver``
+    hands one back to the loop)."""
+    return list(_decode(memoryview(payload)))
+
+
+def reply_value(element: tuple[Any, ...]) -> tuple[int, Any] | None:
+    """(request id, value) of a frame element that is a plain reply; None for anything
+    else (a refusal, an error, a request)."""
+    if element[0] == REPLY:
+        return element[1], element[2]
+    return None
 
 
 def notify_tuple(msg: Message) -> tuple[Any, ...]:

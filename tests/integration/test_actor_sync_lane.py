@@ -39,6 +39,9 @@ def _log_class() -> Any:
         def pid(self) -> int:
             return os.getpid()
 
+        def boom(self) -> None:
+            raise ValueError("boom on the lane")
+
         def nap(self, s: float) -> int:
             deadline = time.monotonic() + s
             while time.monotonic() < deadline:
@@ -190,3 +193,88 @@ def test_exit_actor_and_terminate_through_the_lane(ray: Any) -> None:
             q.__ray_terminate__.remote()
             with pytest.raises(rex.ActorDiedError):
                 rayops.get(q.lanes.remote(), timeout=30)
+
+
+# ----------------------------------------------------------------- the caller's end
+def _caller_lanes() -> Any:
+    return state.current().actor_submitter.caller_lanes  # type: ignore[union-attr]
+
+
+def _eventually(what: str, check: Any, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_the_waiting_thread_reads_the_reply_and_the_io_thread_counts_the_call(ray: Any) -> None:
+    a = _log_class().remote()
+    _warm(a)
+    _wait_for_lane(a)
+    lanes = _caller_lanes()
+    _eventually("the caller never read its lane", lambda: len(lanes) >= 1)
+    before = lanes.ended_here
+    for i in range(300):
+        assert rayops.get(a.add.remote(i)) == i
+    assert lanes.ended_here - before >= 250  # ended on this thread, not the IO thread's
+    cw = state.current()
+    assert cw is not None
+    # The IO thread counts them through the task manager at its next turn (the lane tick),
+    # and nothing is left in flight.
+    _eventually("calls ended here were never counted", lambda: not cw.tasks.has_finished_here())
+    assert not lanes.by_oid
+    assert rayops.get(a.log.remote(), timeout=30) == list(range(300))
+
+
+def test_other_waits_for_a_lane_call_are_answered(ray: Any) -> None:
+    a = _log_class().remote()
+    _warm(a)
+    _wait_for_lane(a)
+    ref = a.nap.remote(0.05)  # alone in flight: on the lane
+    ready, _ = rayops.wait([ref], timeout=30)
+    assert ready == [ref]
+    ref = a.nap.remote(0.05)
+    other = rayops.put(7)
+    assert rayops.get([ref, other], timeout=30)[1] == 7
+    ref = a.nap.remote(0.05)
+    assert ref.future().result(timeout=30) > 0
+    # Nobody waits: the reply is read anyway, and the value kept for a later get.
+    ref = a.add.remote(42)
+    cw = state.current()
+    assert cw is not None
+    _eventually(
+        "an unwaited lane reply was never read", lambda: cw.memory_store.contains(ref.binary())
+    )
+    assert rayops.get(ref) == 42
+
+
+def test_a_get_that_times_out_leaves_the_reply_to_the_loop(ray: Any) -> None:
+    a = _log_class().remote()
+    _warm(a)
+    _wait_for_lane(a)
+    ref = a.nap.remote(0.5)
+    with pytest.raises(rex.GetTimeoutError):
+        rayops.get(ref, timeout=0.05)
+    assert rayops.get(ref, timeout=30) > 0
+    for i in range(20):  # the lane goes on carrying calls
+        assert rayops.get(a.add.remote(i), timeout=30) == i
+
+
+def test_errors_and_several_waiters_on_a_lane_call(ray: Any) -> None:
+    a = _log_class().remote()
+    _warm(a)
+    _wait_for_lane(a)
+    with pytest.raises(ValueError, match="boom on the lane"):
+        rayops.get(a.boom.remote(), timeout=30)
+    ref = a.nap.remote(0.3)
+    got: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: got.append(rayops.get(ref, timeout=30))) for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    value = rayops.get(ref, timeout=30)
+    for t in threads:
+        t.join(30)
+    assert got == [value] * 3
+    assert rayops.get(a.add.remote(1), timeout=30) == 1
