@@ -104,6 +104,14 @@ class CallerLane:
         if not data or self.closed:
             return None
         buf = self.buf
+        if not buf and len(data) >= _HEADER_BYTES:
+            size = int.from_bytes(data[:_HEADER_BYTES], "little")
+            if size + _HEADER_BYTES == len(data) and size <= max_frame:
+                try:  # one whole frame, the usual case: no copy into the buffer
+                    return framed.elements_in(memoryview(data)[_HEADER_BYTES:])
+                except Exception as err:
+                    logger.warning("an undecodable reply frame on a sync lane: %r", err)
+                    return None
         buf += data
         out: list[tuple[Any, ...]] = []
         offset = 0
