@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -87,6 +88,11 @@ async def amain(args: argparse.Namespace, log_rotation: LogRotationConfig) -> No
         await raylet.shutdown()
         raise SystemExit(1) from None
     install_signal_handlers(raylet)
+    # Everything made while starting (modules, settings, handlers) lives as long as the
+    # raylet: out of the collector's sight, a full collection walks only what came after.
+    # Before, one took 30-60 ms of the event loop here (profiled: such a pause in the middle
+    # of a 100 MB pull, ~40% of it), every few seconds under load.
+    gc.freeze()
     watch_parent(asyncio.get_running_loop(), args.watch_fd, raylet.request_stop)
     signal_ready(args.ready_fd, str(port))
     logger.info("raylet %s serving on %s:%d", args.node_id[:12], args.node_ip, port)

@@ -8,10 +8,13 @@ with ``os.sendfile`` from the store file (the kernel moves the pages; Python nev
 them), or, with TLS on, ``SSLSocket.sendall`` of a read-only mapping of the file.
 
 Puller side (``receive_object``): the object's temporary file is created at full size (the
-store's recycled file when it left one), each stripe is received by its own thread with
-``recv_into`` mappings of its byte range (no intermediate buffer), the next chunk mapped
-and populated by a helper thread while one is received, and only a complete
-object is renamed to its final name; on any failure the file is removed.
+store's recycled file when it left one), each stripe is received by its own thread and only
+a complete object is renamed to its final name; on any failure the file is removed. Without
+TLS a stripe is spliced: socket to a pipe (the kernel takes references to the received
+pages, no copy) and pipe to the file at the stripe's offset (the one copy, in the kernel,
+into the file's pages), so nothing is mapped and no page is faulted in this process. With
+TLS the bytes must pass through user space: ``recv_into`` mappings of the range (no
+intermediate buffer), the next chunk mapped and populated by a helper thread meanwhile.
 
 With TLS on, both ends wrap the data connections with the node's contexts (verified both
 ways, as the framed plane does), in blocking mode in their threads.
@@ -20,6 +23,7 @@ ways, as the framed plane does), in blocking mode in their threads.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import mmap
 import os
@@ -331,7 +335,16 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
 
 
 # ------------------------------------------------------------------ puller side
-# A stripe is received in chunks of this size, each mapped with MAP_POPULATE by a second
+# Splice (no TLS): bytes per socket-to-pipe call, and the pipe's capacity asked for (the
+# default 64 KiB pipe would take 16x the syscalls; 1 MiB is the unprivileged maximum by
+# default, /proc/sys/fs/pipe-max-size). Measured on this 2-core VM (100 MB, one stripe,
+# holder sendfile, alternated runs): into a recycled store file 1.1-4.0 GB/s against
+# 0.8-2.1 for recv_into populated mappings; into a fresh file 0.8-1.6 against 0.5-0.7 (the
+# write allocates pages as it goes; a populated mapping faults every page in first).
+SPLICE_PIPE_BYTES = 2**20
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_HAVE_SPLICE = hasattr(os, "splice")
+# With TLS a stripe is received in chunks of this size, each mapped with MAP_POPULATE by a second
 # thread while the previous one is being received: the pages of a fresh file are allocated
 # (and, for any file, entered into the page table) on one CPU while the other copies bytes
 # off the socket. One MAP_POPULATE of the whole stripe first would leave the socket idle for
@@ -379,8 +392,8 @@ def receive_stripe(
     tls_material: tls.Tls | None,
     connect_timeout: float = 10.0,
 ) -> None:
-    """Receive bytes [offset, offset + length) of the object into its file: `recv_into`
-    mappings of that range, chunk by chunk (``_receive_range``). Raises TransferFailed (and
+    """Receive bytes [offset, offset + length) of the object into its file
+    (``_receive_range``). Raises TransferFailed (and
     makes the other stripes of the target give up) on any error."""
     sock: socket.socket | None = None
     try:
@@ -418,6 +431,48 @@ def _chunks(offset: int, length: int) -> list[tuple[int, int]]:
 
 
 def _receive_range(
+    sock: socket.socket, target: Target, host: str, port: int, offset: int, length: int
+) -> None:
+    """Fill [offset, offset + length) of the target's file from the socket: spliced in the
+    kernel for a plain socket, else (TLS) received into mappings chunk by chunk."""
+    if _HAVE_SPLICE and not isinstance(sock, ssl.SSLSocket):
+        _splice_range(sock, target, host, port, offset, length)
+    else:
+        _receive_mapped(sock, target, host, port, offset, length)
+
+
+def _splice_range(
+    sock: socket.socket, target: Target, host: str, port: int, offset: int, length: int
+) -> None:
+    """Socket -> pipe -> file at `offset`: the pipe only carries references to the received
+    pages, the copy into the file's pages happens once, in the kernel. The socket's
+    SO_RCVTIMEO bounds each wait (a timeout raises BlockingIOError); a shutdown from
+    ``fail`` makes the next splice return 0."""
+    r, w = os.pipe()
+    try:
+        with contextlib.suppress(OSError):  # refused above pipe-max-size: keep the default
+            fcntl.fcntl(w, _F_SETPIPE_SZ, SPLICE_PIPE_BYTES)
+        src, dst = sock.fileno(), target.fd
+        pos, end = offset, offset + length
+        while pos < end:
+            n = os.splice(src, w, min(end - pos, SPLICE_PIPE_BYTES))
+            if n == 0:
+                raise TransferFailed(
+                    f"holder {host}:{port} closed the data connection after "
+                    f"{pos - offset} of {length} bytes at offset {offset}"
+                )
+            while n:
+                k = os.splice(r, dst, n, offset_dst=pos)
+                if k == 0:
+                    raise TransferFailed(f"could not write the object's file at {pos}")
+                pos += k
+                n -= k
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _receive_mapped(
     sock: socket.socket, target: Target, host: str, port: int, offset: int, length: int
 ) -> None:
     """`recv_into` mappings of [offset, offset + length) of the target's file, chunk by chunk,

@@ -74,24 +74,36 @@ def _pull(
     data.commit(target)
 
 
+# How a plain (non-TLS) stripe is received: spliced socket -> pipe -> file (the default where
+# os.splice exists), or recv_into mappings as with TLS (whole stripe, or 1 MiB chunks mapped
+# ahead by a helper thread).
+RECEIVE_PATHS = ["splice", "mapped", "mapped-chunks"]
+
+
+def _receive_path(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    if how != "splice":
+        monkeypatch.setattr(data, "_HAVE_SPLICE", False)
+    if how == "mapped-chunks":
+        monkeypatch.setattr(data, "CHUNK_BYTES", 2**20)
+
+
 def _leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name != "src")
 
 
-@pytest.mark.parametrize("chunk", [None, 2**20])
+@pytest.mark.parametrize("how", RECEIVE_PATHS)
 @pytest.mark.parametrize("stripes", [1, 3])
 def test_striped_pull_is_byte_identical(
     server: data.DataServer,
     source: tuple[str, bytes],
     tmp_path: Path,
     stripes: int,
-    chunk: int | None,
+    how: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Whole stripes in one mapping, and (chunk=1 MiB) each stripe in several chunks mapped
-    ahead by a helper thread."""
-    if chunk is not None:
-        monkeypatch.setattr(data, "CHUNK_BYTES", chunk)
+    """Spliced stripes, whole stripes in one mapping, and each stripe in several chunks
+    mapped ahead by a helper thread."""
+    _receive_path(monkeypatch, how)
     path, payload = source
     ranges = plan.stripes(SIZE, stripes, 1)
     assert len(ranges) == stripes
@@ -153,13 +165,12 @@ def test_refused_pull_leaves_no_file(
     assert _leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("chunk", [None, 2**20])
+@pytest.mark.parametrize("how", RECEIVE_PATHS)
 def test_holder_gone_mid_stripe_fails_and_removes_the_file(
-    tmp_path: Path, chunk: int | None, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A fake holder that accepts, sends part of the range, then dies (closes)."""
-    if chunk is not None:
-        monkeypatch.setattr(data, "CHUNK_BYTES", chunk)
+    _receive_path(monkeypatch, how)
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
 
