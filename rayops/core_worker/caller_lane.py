@@ -300,7 +300,14 @@ class CallerLanes:
             if self._ticking:
                 return
             self._ticking = True
-        self._cw.loop.call_soon_threadsafe(self._cw.loop.call_later, TICK_S, self._tick)
+        self._to_loop(self._cw.loop.call_later, TICK_S, self._tick)
+
+    def _to_loop(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` on the IO thread (nothing once the loop is closed: shutdown)."""
+        try:
+            self._cw.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass
 
     # ------------------------------------------------------------ user threads
     @any_thread
@@ -326,10 +333,9 @@ class CallerLanes:
         lanes their calls are in flight on."""
         by_oid = self.by_oid
         lanes = {id(hit[0]): hit[0] for hit in map(by_oid.get, oids) if hit is not None}
-        loop = self._cw.loop
         for lane in lanes.values():
             if lane.calls and not lane.loop_reading:
-                loop.call_soon_threadsafe(self.loop_read, lane)
+                self._to_loop(self.loop_read, lane)
 
     @user_thread
     def wait_reply(self, oid: bytes, deadline: float | None) -> None:
@@ -353,14 +359,14 @@ class CallerLanes:
                         break
                 elements = lane.read(slice_s, max_frame)
                 if elements is None:
-                    self._cw.loop.call_soon_threadsafe(self._lost, lane)
+                    self._to_loop(self._lost, lane)
                     break
                 for el in elements:
                     self._on_element(lane, el)
         finally:
             lane.lock.release()
             if req_id in lane.calls and not lane.closed:  # gave up: the loop reads it
-                self._cw.loop.call_soon_threadsafe(self.loop_read, lane)
+                self._to_loop(self.loop_read, lane)
 
     def _on_element(self, lane: CallerLane, el: tuple[Any, ...]) -> None:
         """A frame element a user thread read from ``lane``: end a plain reply here, hand
@@ -369,7 +375,7 @@ class CallerLanes:
         hit = framed.reply_value(el)
         spec = None if hit is None else lane.calls.pop(hit[0], None)
         if hit is None or spec is None:
-            cw.loop.call_soon_threadsafe(lane.conn.deliver, el)
+            self._to_loop(lane.conn.deliver, el)
             return
         req_id, reply = hit
         if not (
@@ -378,7 +384,7 @@ class CallerLanes:
             and spec.num_returns != STREAMING
             and all(r[0][0] == "v" for r in reply.returns)
         ):
-            cw.loop.call_soon_threadsafe(lane.conn.deliver, el)
+            self._to_loop(lane.conn.deliver, el)
             return
         slot = lane.conn.take_reply_slot(req_id)
         if slot is None:
@@ -386,7 +392,7 @@ class CallerLanes:
         tasks = cw.tasks
         item = tasks.claim(spec)
         if item is None:  # the IO thread took the call: it ends it
-            cw.loop.call_soon_threadsafe(slot.set_result, reply)
+            self._to_loop(slot.set_result, reply)
             return
         submitter = cw.actor_submitter
         submitter.took_direct(spec.task_id)
