@@ -11,6 +11,11 @@ measures rayops and Ray. One run:
                       that had to go to disk (TOTAL - capacity) over the wall time of all puts
     restore_gbps      get() of the objects that were spilled, oldest first, reading one byte of
                       each (which needs the object in memory); their bytes over the wall time
+    put_256k_after_fill_ms   put() of 256 KiB arrays, one after another, right after the store
+                      was filled past capacity with OBJECT-byte arrays (so the small puts need
+                      room that spilling makes): p50, p99 and max latency over all reps
+    put_256k_concurrent_ms   put() of 256 KiB arrays every 2 ms while another thread puts 3x
+                      the capacity in OBJECT-byte arrays (2x capacity kept live): the same
 
 The store's shared memory staying within its capacity is asserted by
 tests/integration/test_spill_honest.py, not here. Prints figures, never fails.
@@ -25,6 +30,7 @@ import argparse
 import os
 import statistics
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -78,6 +84,57 @@ def spill_and_restore(ray: Any, capacity: int, object_bytes: int) -> tuple[float
     return spilled / spill_s / 1e9, n_restore * object_bytes / restore_s / 1e9
 
 
+SMALL = 256 * 1024
+
+
+def put_latencies(ray: Any, capacity: int, object_bytes: int) -> tuple[list[float], list[float]]:
+    """Seconds per 256 KiB put: (after filling the store, while another thread fills it)."""
+    rng = np.random.default_rng(2)
+    arrays = [rng.integers(0, 255, size=object_bytes, dtype=np.uint8) for _ in range(2)]
+    small = np.ones(SMALL, dtype=np.uint8)
+    after: list[float] = []
+    big = [ray.put(arrays[i % 2]) for i in range(capacity // object_bytes)]
+    refs = []
+    for _ in range(capacity // 16 // SMALL):  # a sixteenth of the store: needs spilling
+        t0 = time.perf_counter()
+        refs.append(ray.put(small))
+        after.append(time.perf_counter() - t0)
+    del big, refs
+    concurrent: list[float] = []
+    done = threading.Event()
+
+    def fill() -> None:
+        live = []
+        try:
+            for i in range(3 * capacity // object_bytes):
+                live.append(ray.put(arrays[i % 2]))
+                if len(live) > 2 * capacity // object_bytes:
+                    live.pop(0)
+        finally:
+            done.set()
+
+    filler = threading.Thread(target=fill)
+    filler.start()
+    kept: list[Any] = []
+    while not done.is_set():
+        t0 = time.perf_counter()
+        kept.append(ray.put(small))
+        concurrent.append(time.perf_counter() - t0)
+        del kept[:-16]
+        time.sleep(0.002)
+    filler.join()
+    return after, concurrent
+
+
+def _ms_row(name: str, seconds: list[float]) -> str:
+    ordered = sorted(seconds)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return (
+        f"{name:24s} p50 {statistics.median(ordered) * 1e3:5.1f}  p99 {p99 * 1e3:6.1f}  "
+        f"max {ordered[-1] * 1e3:6.1f} ms  ({len(ordered)} puts)"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runtime", choices=("rayops", "ray"), default="rayops")
@@ -101,6 +158,8 @@ def main() -> None:
     ray.init(**kwargs)
     rows: dict[str, list[float]] = {"spill_gbps": [], "restore_gbps": []}
     disk: dict[str, list[float]] = {"disk_write_gbps": [], "disk_read_gbps": []}
+    after_fill: list[float] = []
+    concurrent: list[float] = []
     try:
         for _ in range(args.reps):
             w, r = disk_rates(temp_dir, 4 * capacity, object_bytes)
@@ -109,6 +168,9 @@ def main() -> None:
             s, rs = spill_and_restore(ray, capacity, object_bytes)
             rows["spill_gbps"].append(s)
             rows["restore_gbps"].append(rs)
+            a, c = put_latencies(ray, capacity, object_bytes)
+            after_fill += a
+            concurrent += c
     finally:
         ray.shutdown()
     print(
@@ -124,6 +186,8 @@ def main() -> None:
     limit_r = statistics.median(disk["disk_read_gbps"])
     print(f"spill/disk_write   {statistics.median(rows['spill_gbps']) / limit_w:6.2f}x")
     print(f"restore/disk_read  {statistics.median(rows['restore_gbps']) / limit_r:6.2f}x")
+    print(_ms_row("put_256k_after_fill_ms", after_fill))
+    print(_ms_row("put_256k_concurrent_ms", concurrent))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ Safety:
   takes its shared lock on the kept file description and checks that the path still names that
   inode (as _recycle.lock_for_reading does), and both check the size is unchanged.
 - A write goes through the mapping only after posix_fallocate, so a full tmpfs answers ENOSPC
-  instead of SIGBUS (as _mapped_write.py does).
+  instead of SIGBUS (as _mapped_write.py does), unless every page of the file is already
+  allocated (its st_blocks cover its size: a recycled file written whole before), where there
+  is nothing left to allocate.
 - Exported views are read-only; the writable mapping is never handed out.
 - A kept mapping of a file that was unlinked would pin its pages: a helper thread
   (``rayops-store-maps``, alive only while something is kept) drops such mappings within
@@ -74,6 +76,19 @@ class Mapping:
     fd: int
     address: int
     last_used: float = field(default_factory=time.monotonic)
+
+
+def _fully_allocated(st: os.stat_result, size: int) -> bool:
+    """Whether every page of a `size`-byte tmpfs file is already allocated, so a write through
+    a mapping cannot fault on a page the filesystem has yet to give (SIGBUS when it is full).
+
+    tmpfs counts a page in st_blocks from its allocation (resident or swapped) until it is
+    truncated away, and a truncation to `size` leaves no page wholly past it: blocks covering
+    the page-rounded size mean no hole. A recycled object file is that case (it was written
+    whole and only trimmed to its new size), and posix_fallocate would still walk every page:
+    4.0-4.9 ms per 100 MB on this VM, a third of a put's copy into kept pages (12-15 ms).
+    """
+    return st.st_blocks * 512 >= -(-size // mmap.PAGESIZE) * mmap.PAGESIZE
 
 
 def _mmap(fd: int, size: int, *, populate: bool) -> int:
@@ -190,7 +205,8 @@ class MappingCache:
         if st.st_size != size:
             raise ValueError(f"file is {st.st_size} bytes, expected {size}")
         key = (st.st_dev, st.st_ino)
-        os.posix_fallocate(fd, 0, size)  # ENOSPC now rather than SIGBUS in the copy
+        if not _fully_allocated(st, size):
+            os.posix_fallocate(fd, 0, size)  # ENOSPC now rather than SIGBUS in the copy
         mapping = self._take(key, size)
         if mapping is not None:
             self.hits += 1

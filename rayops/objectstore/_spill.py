@@ -84,7 +84,8 @@ def _read_into_recycled(src: int, final: str, size: int, reuse: str) -> None:
     (_mapcache.py): once its page table is filled, the read is one copy at memory speed
     (7.5-9 GB/s for 32 MiB here, against sendfile's 3.8-5.7, which goes through tmpfs's write
     path page by page). The first restore into given pages populates the mapping (about what
-    sendfile costs); MAPPINGS fallocates first, so a full tmpfs answers ENOSPC, not SIGBUS."""
+    sendfile costs); MAPPINGS fallocates first unless every page of the file exists, so a
+    full tmpfs answers ENOSPC, not SIGBUS."""
     tmp = temp_path(final)
     try:
         os.rename(reuse, tmp)

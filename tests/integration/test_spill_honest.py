@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -201,3 +202,44 @@ def test_puts_do_not_stall_while_spilling(tmp_path: Any) -> None:
         for ref in refs[::10]:
             assert int(rayops.get(ref).sum()) == small.size
         del big, refs
+
+
+def test_puts_from_several_threads_while_spilling(tmp_path: Any) -> None:
+    """Several threads putting at once while the store spills: each reserve gets its own
+    answer, every object is sealed (so it can be spilled: 4x the store goes through it) and
+    reads back byte-identical."""
+    store = 64 * MiB
+    with _cluster(str(tmp_path / "t"), store, {}):
+        rng = np.random.default_rng(11)
+        arrays = [rng.integers(0, 255, size=(i + 1) * MiB, dtype=np.uint8) for i in range(4)]
+        small = rng.integers(0, 255, size=256 * 1024, dtype=np.uint8)
+        results: dict[int, list[tuple[Any, int]]] = {}
+        errors: list[BaseException] = []
+
+        def putter(t: int) -> None:
+            try:
+                out = []
+                for i in range(24):  # 4 threads x ~60 MiB: 4x the store
+                    j = (t + i) % len(arrays)
+                    out.append((rayops.put(arrays[j]), j))
+                    out.append((rayops.put(small), -1))
+                results[t] = out
+            except BaseException as err:  # reported by the main thread
+                errors.append(err)
+
+        threads = [threading.Thread(target=putter, args=(t,)) for t in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not errors, errors
+        stats = _stats()
+        assert stats["spilled_bytes"] > 0, stats
+        digests = {j: hashlib.sha256(a.tobytes()).hexdigest() for j, a in enumerate(arrays)}
+        digests[-1] = hashlib.sha256(small.tobytes()).hexdigest()
+        for out in results.values():
+            for ref, j in out:
+                value = rayops.get(ref)
+                assert hashlib.sha256(value.tobytes()).hexdigest() == digests[j]
+                del value
+        assert sum(len(out) for out in results.values()) == 4 * 48

@@ -3,6 +3,7 @@ StoreManager: reuse without page faults, read-only views, and safety when files 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import gc
 import os
@@ -15,7 +16,9 @@ import numpy as np
 import pytest
 
 from rayops.objectstore import StoreClient, StoreManager
-from rayops.objectstore._mapcache import MAPPINGS
+from rayops.objectstore._mapcache import MAPPINGS, _fully_allocated
+from rayops.objectstore._mapped_write import copy_into
+from rayops.objectstore._tmpfs import mount_huge_tmpfs, unmount
 
 MiB = 2**20
 PAYLOAD = 32 * MiB  # 8,192 pages of 4 KiB: ~512 read faults when freshly mapped
@@ -208,3 +211,60 @@ def test_a_view_released_while_the_cache_is_busy_never_deadlocks(dirs: tuple[str
         os.close(fd)
     # ... and the mapping is kept by the next call.
     assert MAPPINGS.kept() == 1
+
+
+def test_fully_allocated_sees_holes_in_tmpfs_files(dirs: tuple[str, str]) -> None:
+    """posix_fallocate is skipped only for a file with every page allocated."""
+    shm_dir, _ = dirs
+    os.makedirs(shm_dir, exist_ok=True)
+    path = os.path.join(shm_dir, "f")
+    size = 3 * 2**20 + 100
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        assert not _fully_allocated(os.fstat(fd), size)  # all hole
+        os.pwrite(fd, b"x" * size, 0)
+        assert _fully_allocated(os.fstat(fd), size)  # written whole
+        os.ftruncate(fd, size - 2**20)
+        assert _fully_allocated(os.fstat(fd), size - 2**20)  # trimmed: still no hole
+        os.ftruncate(fd, size + 2**20)
+        assert not _fully_allocated(os.fstat(fd), size + 2**20)  # grown: a hole at the end
+    finally:
+        os.close(fd)
+
+
+def test_writes_through_a_mapping_on_a_full_tmpfs(tmp_path: Path) -> None:
+    """A file with holes on a full tmpfs: ENOSPC before the copy (not SIGBUS in it). A file
+    whose pages all exist (recycled) is written without allocating anything, full or not."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    reason = mount_huge_tmpfs(str(mount), 8 * MiB)
+    if reason is not None:
+        pytest.skip(f"no tmpfs: {reason}")
+    try:
+        whole = mount / "whole"
+        whole.write_bytes(b"x" * (6 * MiB))  # 6 of the 8 MiB: what is left cannot hold 4
+        payload = np.random.default_rng(3).integers(0, 255, 6 * MiB, dtype=np.uint8)
+        fd = os.open(whole, os.O_RDWR)
+        try:
+            assert _fully_allocated(os.fstat(fd), 6 * MiB)
+            MAPPINGS.write(fd, 6 * MiB, lambda a: copy_into(a, [payload.data], 6 * MiB, threads=1))
+        finally:
+            os.close(fd)
+        assert whole.read_bytes() == payload.tobytes()
+        sparse = mount / "sparse"
+        fd = os.open(sparse, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.ftruncate(fd, 4 * MiB)
+            with pytest.raises(OSError) as info:
+                MAPPINGS.write(
+                    fd,
+                    4 * MiB,
+                    lambda a: copy_into(a, [payload[: 4 * MiB].data], 4 * MiB, threads=1),
+                )
+            assert info.value.errno == errno.ENOSPC
+        finally:
+            os.close(fd)
+    finally:
+        MAPPINGS.clear()  # the kept mapping of "whole" would keep the mount busy
+        unmount(str(mount))
