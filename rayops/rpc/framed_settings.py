@@ -6,6 +6,7 @@ once, at a process's edge (a daemon's ``main``, ``worker_main``, ``init()``), fr
     RAYOPS_FRAMED_HANDSHAKE_TIMEOUT_S   5      seconds a new connection has to authenticate
     RAYOPS_FRAMED_MAX_FRAME_BYTES       256Mi  the largest frame sent or accepted
     RAYOPS_FRAMED_LOCAL_SOCKETS         1      peers on this host talk over a Unix socket
+    RAYOPS_FRAMED_SYNC_LANE_SPIN_US     100    how long a get() polls a sync lane before it sleeps
 
 Before the handshake a connection holds a buffer of a few hundred bytes (the magic
 plus the token) and nothing else; a peer that says nothing, or the wrong thing, within
@@ -28,6 +29,7 @@ from dataclasses import dataclass, replace
 ENV_HANDSHAKE_TIMEOUT_S = "RAYOPS_FRAMED_HANDSHAKE_TIMEOUT_S"
 ENV_MAX_FRAME_BYTES = "RAYOPS_FRAMED_MAX_FRAME_BYTES"
 ENV_LOCAL_SOCKETS = "RAYOPS_FRAMED_LOCAL_SOCKETS"
+ENV_SYNC_LANE_SPIN_US = "RAYOPS_FRAMED_SYNC_LANE_SPIN_US"
 
 DEFAULT_HANDSHAKE_TIMEOUT_S = 5.0
 DEFAULT_MAX_FRAME_BYTES = 256 * 2**20
@@ -36,6 +38,10 @@ DEFAULT_MAX_FRAME_BYTES = 256 * 2**20
 MIN_MAX_FRAME_BYTES = 16 * 2**20
 # The frame header is a 4-byte length.
 MAX_MAX_FRAME_BYTES = 2**32 - 1
+# A get() waiting for a short actor call on a sync lane polls the lane this long before it
+# sleeps in poll (core_worker/caller_lane.py); 0 turns it off.
+DEFAULT_SYNC_LANE_SPIN_US = 100
+MAX_SYNC_LANE_SPIN_US = 10_000
 # How often one peer address may produce a refusal line in the log.
 DEFAULT_REFUSAL_LOG_INTERVAL_S = 60.0
 
@@ -55,6 +61,10 @@ class FramedSettings:
     ``local_sockets``: a server also listens on a Unix socket named after its host and
     port, and a client tries that first: on one host a message costs a few microseconds
     of the kernel's time instead of ~30 over loopback TCP (see ``framed.py``).
+
+    ``sync_lane_spin_us``: a user thread waiting in ``get`` for a short actor call on a
+    sync lane polls the lane this long before it sleeps (``core_worker/caller_lane.py``);
+    0 turns it off.
     """
 
     handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S
@@ -62,6 +72,7 @@ class FramedSettings:
     refusal_log_level: int = logging.WARNING
     refusal_log_interval_s: float = DEFAULT_REFUSAL_LOG_INTERVAL_S
     local_sockets: bool = True
+    sync_lane_spin_us: int = DEFAULT_SYNC_LANE_SPIN_US
 
     def __post_init__(self) -> None:
         t = self.handshake_timeout_s
@@ -89,6 +100,16 @@ class FramedSettings:
                 f"FramedSettings.refusal_log_level must be a logging level (int), "
                 f"got {self.refusal_log_level!r}"
             )
+        spin = self.sync_lane_spin_us
+        if (
+            isinstance(spin, bool)
+            or not isinstance(spin, int)
+            or not 0 <= spin <= MAX_SYNC_LANE_SPIN_US
+        ):
+            raise FramedSettingsError(
+                f"FramedSettings.sync_lane_spin_us must be an int from 0 to "
+                f"{MAX_SYNC_LANE_SPIN_US}, got {spin!r}"
+            )
         if not isinstance(self.local_sockets, bool):
             raise FramedSettingsError(
                 f"FramedSettings.local_sockets must be True or False, got {self.local_sockets!r}"
@@ -102,6 +123,7 @@ class FramedSettings:
             handshake_timeout_s=_env_seconds(env),
             max_frame_bytes=_env_max_frame(env),
             local_sockets=_env_flag(env, ENV_LOCAL_SOCKETS, True),
+            sync_lane_spin_us=_env_spin(env),
         )
 
     def for_driver(self) -> FramedSettings:
@@ -114,6 +136,7 @@ class FramedSettings:
             ENV_HANDSHAKE_TIMEOUT_S: repr(float(self.handshake_timeout_s)),
             ENV_MAX_FRAME_BYTES: str(self.max_frame_bytes),
             ENV_LOCAL_SOCKETS: "1" if self.local_sockets else "0",
+            ENV_SYNC_LANE_SPIN_US: str(self.sync_lane_spin_us),
         }
 
 
@@ -164,5 +187,22 @@ def _env_max_frame(env: Mapping[str, str]) -> int:
             f"{name}={raw!r} is not valid: expected a whole number of bytes from "
             f"{MIN_MAX_FRAME_BYTES} to {MAX_MAX_FRAME_BYTES}, "
             f"e.g. {name}={DEFAULT_MAX_FRAME_BYTES} (the default)"
+        )
+    return value
+
+
+def _env_spin(env: Mapping[str, str]) -> int:
+    name, raw = ENV_SYNC_LANE_SPIN_US, env.get(ENV_SYNC_LANE_SPIN_US)
+    if raw is None or raw.strip() == "":
+        return DEFAULT_SYNC_LANE_SPIN_US
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SYNC_LANE_SPIN_US:
+        raise FramedSettingsError(
+            f"{name}={raw!r} is not valid: expected a whole number of microseconds from 0 to "
+            f"{MAX_SYNC_LANE_SPIN_US}, e.g. {name}={DEFAULT_SYNC_LANE_SPIN_US} (the default; 0: "
+            "never poll, sleep at once)"
         )
     return value

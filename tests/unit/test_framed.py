@@ -25,6 +25,7 @@ from rayops.rpc import framed
 from rayops.rpc.framed_settings import (
     ENV_HANDSHAKE_TIMEOUT_S,
     ENV_MAX_FRAME_BYTES,
+    ENV_SYNC_LANE_SPIN_US,
     MIN_MAX_FRAME_BYTES,
     FramedSettings,
     FramedSettingsError,
@@ -591,9 +592,14 @@ def test_refusal_counter_one_line_per_peer_per_interval() -> None:
 def test_framed_settings_from_env() -> None:
     assert FramedSettings.from_env({}) == FramedSettings()
     s = FramedSettings.from_env(
-        {ENV_HANDSHAKE_TIMEOUT_S: "2.5", ENV_MAX_FRAME_BYTES: str(64 * 2**20)}
+        {
+            ENV_HANDSHAKE_TIMEOUT_S: "2.5",
+            ENV_MAX_FRAME_BYTES: str(64 * 2**20),
+            ENV_SYNC_LANE_SPIN_US: "0",
+        }
     )
     assert (s.handshake_timeout_s, s.max_frame_bytes) == (2.5, 64 * 2**20)
+    assert s.sync_lane_spin_us == 0
     assert FramedSettings.from_env(s.to_env()) == s
     assert s.for_driver().refusal_log_level == logging.DEBUG
     for name, bad in [
@@ -603,6 +609,9 @@ def test_framed_settings_from_env() -> None:
         (ENV_MAX_FRAME_BYTES, "1024"),  # too small for an object chunk
         (ENV_MAX_FRAME_BYTES, str(2**32)),  # does not fit the 4-byte header
         (ENV_MAX_FRAME_BYTES, "64MiB"),
+        (ENV_SYNC_LANE_SPIN_US, "-1"),
+        (ENV_SYNC_LANE_SPIN_US, "20000"),  # a get() spinning 20 ms would waste a CPU
+        (ENV_SYNC_LANE_SPIN_US, "1.5"),
     ]:
         with pytest.raises(FramedSettingsError, match=name):
             FramedSettings.from_env({name: bad})
