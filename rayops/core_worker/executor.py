@@ -144,6 +144,7 @@ class Executor:
                 self._run_lane_call,
                 lambda c: self._cw.loop.call_soon_threadsafe(c.close),
                 self._cw.framed_settings.max_frame_bytes,
+                self._cw.framed_settings.sync_lane_spin_us / 1e6,
             )
         lanes = self.lanes
         self.enqueue(lambda: lanes.add(conn, fd))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import select
+import time
 from collections.abc import Callable
 
 from rayops.protocol import worker_messages as wm
@@ -57,7 +58,8 @@ class LaneSet:
 
     ``run_call(conn, req_id, msg)`` runs one call read from a lane (on this thread);
     ``close_conn(conn)`` closes a lane's connection (it is called on this thread, and hands
-    the close to the IO thread); ``max_frame`` bounds a frame as the framed transport does.
+    the close to the IO thread); ``max_frame`` bounds a frame as the framed transport does;
+    ``spin_s``: how long to poll without sleeping after a lane call (0: never).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class LaneSet:
         run_call: Callable[[framed.Connection, int, wm.ActorCall], None],
         close_conn: Callable[[framed.Connection], None],
         max_frame: int,
+        spin_s: float = 0.0,
     ) -> None:
         self._run_call = run_call
         self._close_conn = close_conn
@@ -74,6 +77,11 @@ class LaneSet:
         self._poll = select.poll()  # the lanes and the wake-up fd: to sleep on
         self._poll.register(self._wake_fd, select.POLLIN)
         self._lane_poll = select.poll()  # the lanes alone: which have data, now
+        # After a lane call, wait by polling (no sleep) for up to spin_s: a caller in a loop
+        # of get(a.f.remote()) sends its next call within that, and finds this thread
+        # running (its write then wakes no one). Only with a CPU for the caller beside ours.
+        self._spin_s = spin_s if len(os.sched_getaffinity(0)) >= 2 else 0.0
+        self._last_call = 0.0
         self.active = False  # read by enqueue: wake() only once there is a lane
         # Set while the main thread may be about to sleep in poll: only then does an
         # enqueue write the wake-up fd (a batch of queued calls costs no syscall each).
@@ -103,7 +111,8 @@ class LaneSet:
         (``queue_ready`` says whether it has) or a lane has data; runs lane calls as they
         come. Returns with every lane read and no lane frame half read.
 
-        Per lane call: one ``poll`` that wakes, the ``read``, the reply's ``write``. The
+        Per lane call: one ``poll`` that wakes (or, within ``spin_s`` of the last call, a
+        few that do not sleep), the ``read``, the reply's ``write``. The
         lanes are polled again (``drain``) only before returning to the queue: a call on a
         lane written before one its caller then sent the usual way must run first.
         """
@@ -120,7 +129,13 @@ class LaneSet:
                 self.drain()
                 return
             try:
-                ready = self._poll.poll()
+                ready = self._poll.poll(0) if self._spin_s else []
+                if not ready and self._spin_s:
+                    end = self._last_call + self._spin_s
+                    while not ready and time.perf_counter() < end:
+                        ready = self._poll.poll(0)
+                if not ready:
+                    ready = self._poll.poll()
             finally:
                 self.sleeping = False
             for fd, _ev in ready:
@@ -193,6 +208,7 @@ class LaneSet:
                     self._drop(lane, f"{type(msg).__name__} on a sync lane")
                     return
                 self._run_call(lane.conn, req_id, msg)
+                self._last_call = time.perf_counter()
                 if lane.fd not in self._lanes:
                     return
         if offset:

@@ -6,7 +6,7 @@ once, at a process's edge (a daemon's ``main``, ``worker_main``, ``init()``), fr
     RAYOPS_FRAMED_HANDSHAKE_TIMEOUT_S   5      seconds a new connection has to authenticate
     RAYOPS_FRAMED_MAX_FRAME_BYTES       256Mi  the largest frame sent or accepted
     RAYOPS_FRAMED_LOCAL_SOCKETS         1      peers on this host talk over a Unix socket
-    RAYOPS_FRAMED_SYNC_LANE_SPIN_US     100    how long a get() polls a sync lane before it sleeps
+    RAYOPS_FRAMED_SYNC_LANE_SPIN_US     100    how long a sync lane's reader polls before it sleeps
 
 Before the handshake a connection holds a buffer of a few hundred bytes (the magic
 plus the token) and nothing else; a peer that says nothing, or the wrong thing, within
@@ -38,8 +38,9 @@ DEFAULT_MAX_FRAME_BYTES = 256 * 2**20
 MIN_MAX_FRAME_BYTES = 16 * 2**20
 # The frame header is a 4-byte length.
 MAX_MAX_FRAME_BYTES = 2**32 - 1
-# A get() waiting for a short actor call on a sync lane polls the lane this long before it
-# sleeps in poll (core_worker/caller_lane.py); 0 turns it off.
+# How long either end of a sync lane polls before it sleeps: a get() waiting for a short
+# actor call (core_worker/caller_lane.py), an actor's main thread after a call
+# (core_worker/sync_lane.py); 0 turns it off.
 DEFAULT_SYNC_LANE_SPIN_US = 100
 MAX_SYNC_LANE_SPIN_US = 10_000
 # How often one peer address may produce a refusal line in the log.
@@ -63,8 +64,9 @@ class FramedSettings:
     of the kernel's time instead of ~30 over loopback TCP (see ``framed.py``).
 
     ``sync_lane_spin_us``: a user thread waiting in ``get`` for a short actor call on a
-    sync lane polls the lane this long before it sleeps (``core_worker/caller_lane.py``);
-    0 turns it off.
+    sync lane polls the lane this long before it sleeps (``core_worker/caller_lane.py``),
+    and so does the actor's main thread after a call (``core_worker/sync_lane.py``); 0
+    turns it off.
     """
 
     handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S
