@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -90,3 +91,20 @@ def ray(temp_dir: str) -> Iterator[object]:
     rayops.init(num_cpus=2, _temp_dir=temp_dir, object_store_memory=512 * 2**20)
     yield rayops
     rayops.shutdown()
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs of the test's own, to fill (skipped where mounting is not allowed);
+    unmounted after the test."""
+    from rayops.objectstore._tmpfs import mount_huge_tmpfs, unmount
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    reason = mount_huge_tmpfs(str(mount), 8 * 2**20)
+    if reason is not None:
+        pytest.skip(f"no tmpfs: {reason}")
+    try:
+        yield mount
+    finally:
+        unmount(str(mount))

@@ -177,34 +177,42 @@ def _env_seconds(env: Mapping[str, str]) -> float:
 
 
 def _env_max_frame(env: Mapping[str, str]) -> int:
-    name, raw = ENV_MAX_FRAME_BYTES, env.get(ENV_MAX_FRAME_BYTES)
-    if raw is None or raw.strip() == "":
-        return DEFAULT_MAX_FRAME_BYTES
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        value = -1
-    if not MIN_MAX_FRAME_BYTES <= value <= MAX_MAX_FRAME_BYTES:
-        raise FramedSettingsError(
-            f"{name}={raw!r} is not valid: expected a whole number of bytes from "
-            f"{MIN_MAX_FRAME_BYTES} to {MAX_MAX_FRAME_BYTES}, "
-            f"e.g. {name}={DEFAULT_MAX_FRAME_BYTES} (the default)"
-        )
-    return value
+    return _env_int(
+        env,
+        ENV_MAX_FRAME_BYTES,
+        DEFAULT_MAX_FRAME_BYTES,
+        MIN_MAX_FRAME_BYTES,
+        MAX_MAX_FRAME_BYTES,
+        "bytes",
+    )
 
 
 def _env_spin(env: Mapping[str, str]) -> int:
-    name, raw = ENV_SYNC_LANE_SPIN_US, env.get(ENV_SYNC_LANE_SPIN_US)
+    return _env_int(
+        env,
+        ENV_SYNC_LANE_SPIN_US,
+        DEFAULT_SYNC_LANE_SPIN_US,
+        0,
+        MAX_SYNC_LANE_SPIN_US,
+        "microseconds",
+        "; 0: never poll, sleep at once",
+    )
+
+
+def _env_int(
+    env: Mapping[str, str], name: str, default: int, low: int, high: int, unit: str, note: str = ""
+) -> int:
+    """``name``'s whole number from ``low`` to ``high`` (unset or empty: ``default``)."""
+    raw = env.get(name)
     if raw is None or raw.strip() == "":
-        return DEFAULT_SYNC_LANE_SPIN_US
+        return default
     try:
         value = int(raw.strip())
     except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_SYNC_LANE_SPIN_US:
+        value = low - 1
+    if not low <= value <= high:
         raise FramedSettingsError(
-            f"{name}={raw!r} is not valid: expected a whole number of microseconds from 0 to "
-            f"{MAX_SYNC_LANE_SPIN_US}, e.g. {name}={DEFAULT_SYNC_LANE_SPIN_US} (the default; 0: "
-            "never poll, sleep at once)"
+            f"{name}={raw!r} is not valid: expected a whole number of {unit} from {low} to "
+            f"{high}, e.g. {name}={default} (the default{note})"
         )
     return value

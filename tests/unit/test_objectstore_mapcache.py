@@ -18,7 +18,6 @@ import pytest
 from rayops.objectstore import StoreClient, StoreManager
 from rayops.objectstore._mapcache import MAPPINGS, _fully_allocated
 from rayops.objectstore._mapped_write import copy_into
-from rayops.objectstore._tmpfs import mount_huge_tmpfs, unmount
 
 MiB = 2**20
 PAYLOAD = 32 * MiB  # 8,192 pages of 4 KiB: ~512 read faults when freshly mapped
@@ -233,14 +232,10 @@ def test_fully_allocated_sees_holes_in_tmpfs_files(dirs: tuple[str, str]) -> Non
         os.close(fd)
 
 
-def test_writes_through_a_mapping_on_a_full_tmpfs(tmp_path: Path) -> None:
+def test_writes_through_a_mapping_on_a_full_tmpfs(tiny_tmpfs: Path) -> None:
     """A file with holes on a full tmpfs: ENOSPC before the copy (not SIGBUS in it). A file
     whose pages all exist (recycled) is written without allocating anything, full or not."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    reason = mount_huge_tmpfs(str(mount), 8 * MiB)
-    if reason is not None:
-        pytest.skip(f"no tmpfs: {reason}")
+    mount = tiny_tmpfs
     try:
         whole = mount / "whole"
         whole.write_bytes(b"x" * (6 * MiB))  # 6 of the 8 MiB: what is left cannot hold 4
@@ -267,4 +262,3 @@ def test_writes_through_a_mapping_on_a_full_tmpfs(tmp_path: Path) -> None:
             os.close(fd)
     finally:
         MAPPINGS.clear()  # the kept mapping of "whole" would keep the mount busy
-        unmount(str(mount))
