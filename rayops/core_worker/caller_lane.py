@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _READ = 65536
-_HEADER_BYTES = 4
 # A call in flight on a lane this long with no thread reading it: the loop reads it.
 STALE_S = 0.02
 TICK_S = 0.02
@@ -106,34 +105,12 @@ class CallerLane:
         if not data or self.closed:
             return None
         buf = self.buf
-        if not buf and len(data) >= _HEADER_BYTES:
-            size = int.from_bytes(data[:_HEADER_BYTES], "little")
-            if size + _HEADER_BYTES == len(data) and size <= max_frame:
-                try:  # one whole frame, the usual case: no copy into the buffer
-                    return framed.elements_in(memoryview(data)[_HEADER_BYTES:])
-                except Exception as err:
-                    logger.warning("an undecodable reply frame on a sync lane: %r", err)
-                    return None
         buf += data
-        out: list[tuple[Any, ...]] = []
-        offset = 0
-        while len(buf) - offset >= _HEADER_BYTES:
-            size = int.from_bytes(buf[offset : offset + _HEADER_BYTES], "little")
-            if size > max_frame:
-                logger.warning("a sync lane's reply frame claims %d bytes, over the limit", size)
-                return None
-            end = offset + _HEADER_BYTES + size
-            if len(buf) < end:
-                break
-            try:
-                out.extend(framed.elements_in(bytes(buf[offset + _HEADER_BYTES : end])))
-            except Exception as err:
-                logger.warning("an undecodable reply frame on a sync lane: %r", err)
-                return None
-            offset = end
-        if offset:
-            del buf[:offset]
-        return out
+        try:
+            return [el for p in framed.take_frames(buf, max_frame) for el in framed.elements_in(p)]
+        except Exception as err:  # over the limit, or undecodable
+            logger.warning("a bad reply frame on a sync lane: %r", err)
+            return None
 
     def close_fd(self) -> None:
         """(Lock held.) Close our duplicate of the socket, once."""

@@ -38,7 +38,6 @@ from rayops.rpc import framed
 logger = logging.getLogger(__name__)
 
 _READ = 65536
-_HEADER_BYTES = 4
 
 
 class Lane:
@@ -186,18 +185,12 @@ class LaneSet:
         p.poll(1000)
 
     def _frames(self, lane: Lane) -> None:
-        buf = lane.buf
-        offset = 0
-        while len(buf) - offset >= _HEADER_BYTES:
-            size = int.from_bytes(buf[offset : offset + _HEADER_BYTES], "little")
-            if size > self._max_frame:
-                self._drop(lane, f"a frame header claims {size} bytes, over the limit")
-                return
-            end = offset + _HEADER_BYTES + size
-            if len(buf) < end:
-                break
-            payload = bytes(buf[offset + _HEADER_BYTES : end])
-            offset = end
+        try:
+            payloads = framed.take_frames(lane.buf, self._max_frame)
+        except ValueError as err:
+            self._drop(lane, str(err))
+            return
+        for payload in payloads:
             try:
                 calls = framed.requests_in(payload)
             except Exception as err:
@@ -211,8 +204,6 @@ class LaneSet:
                 self._last_call = time.perf_counter()
                 if lane.fd not in self._lanes:
                     return
-        if offset:
-            del buf[:offset]
 
     def _drop(self, lane: Lane, why: str | None) -> None:
         if why is not None:

@@ -210,12 +210,16 @@ class Tasks:
         as ``finish_alone`` does, but their values are stored and their pending counts
         dropped already."""
         done, self._finished_here = self._finished_here, []
-        answered = self.machine.answered_at_once
-        unpin = self._cw.references.unpin_submitted
-        for spec, deps, retries, rx, class_name, async_actor in done:
-            answered(spec, deps, retries, rx, class_name, async_actor)
-            if deps:
-                unpin(deps)
+        for item in done:
+            self._count_answered(item)
+
+    def _count_answered(self, item: _Incoming) -> None:
+        """An actor call answered with values before the IO thread took it: counted through
+        its states at once, its pins released."""
+        self.machine.answered_at_once(*item)
+        deps = item[1]
+        if deps:
+            self._cw.references.unpin_submitted(deps)
 
     def _submit_batch(self, batch: list[_Incoming]) -> None:
         submit = self.machine.submit
@@ -281,11 +285,9 @@ class Tasks:
         borrows, not a stream): the task manager counts it through its states at once,
         and it ends as ``on_reply`` ends such a call (``Release``, then ``StoreReturns``),
         without a record, an instruction or its actor's queue."""
-        spec, deps, retries, rx, class_name, async_actor = item
-        self.machine.answered_at_once(spec, deps, retries, rx, class_name, async_actor)
+        spec = item[0]
+        self._count_answered(item)
         cw = self._cw
-        if deps:
-            cw.references.unpin_submitted(deps)
         cw.actor_submitter.call_finished(spec.actor_id)
         store = cw.references.store_owned
         for rid, (entry, contained) in zip(spec.return_ids, reply.returns, strict=False):

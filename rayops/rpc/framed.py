@@ -924,6 +924,27 @@ def requests_in(payload: bytes) -> list[tuple[int, Message]]:
     return out
 
 
+def take_frames(buf: bytearray, max_frame: int) -> list[bytes]:
+    """The payloads of the whole frames at the front of ``buf``, taken out of it (what is
+    left is a frame in part), for a thread that reads an authenticated connection itself
+    (both ends of a sync lane). A header claiming more than ``max_frame`` raises
+    ValueError before anything is allocated for it."""
+    out: list[bytes] = []
+    offset = 0
+    while len(buf) - offset >= 4:
+        (size,) = _HEADER.unpack_from(buf, offset)
+        if size > max_frame:
+            raise ValueError(f"a frame header claims {size} bytes, over the limit")
+        end = offset + 4 + size
+        if len(buf) < end:
+            break
+        out.append(bytes(buf[offset + 4 : end]))
+        offset = end
+    if offset:
+        del buf[:offset]
+    return out
+
+
 def elements_in(payload: bytes | memoryview) -> list[tuple[Any, ...]]:
     """The elements of a frame's payload (after its header) as the loop dispatches them,
     for a thread that reads an authenticated connection itself (``Connection.deliver``
